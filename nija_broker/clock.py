@@ -69,4 +69,4 @@ def from_ms(ts_ms: int | float) -> datetime:
 
 
 def to_ms(dt: datetime) -> int:
-    return int(round(utc(dt).timestamp() * 1000))
+    return round(utc(dt).timestamp() * 1000)

@@ -88,7 +88,7 @@ class AccountConfig(_Strict):
     @classmethod
     def _exchange_id(cls, value: str) -> str:
         if not re.match(r"^[a-z0-9_]+$", value):
-            raise ValueError(f"must be a ccxt exchange id like 'kraken' or 'binance', got {value!r}")
+            raise ValueError(f"must be a ccxt exchange id like 'kraken', got {value!r}")
         return value
 
     @field_validator("ccxt")

@@ -371,3 +371,27 @@ class AccountMetrics(_Model):
     max_loss_streak: int = 0
     sharpe_ratio: float | None = None
     sharpe_annualized: float | None = None
+
+
+class Position(_Model):
+    """An average-cost long position of one account in one symbol (spot).
+
+    ``avg_price`` excludes fees; ``entry_fees`` are the fees (quote currency)
+    paid to build the part of the position still held, released pro rata as
+    the position is reduced.
+    """
+
+    account_id: NonBlank
+    symbol: str
+    quantity: NonNegativeFloat
+    avg_price: NonNegativeFloat
+    entry_fees: NonNegativeFloat = 0.0
+    opened_at: UTCDateTime
+    updated_at: UTCDateTime
+    risk_usd: PositiveFloat | None = None
+
+    _normalize_symbol = field_validator("symbol")(classmethod(lambda cls, v: normalize_symbol(v)))
+
+    @property
+    def cost_basis(self) -> float:
+        return self.quantity * self.avg_price

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .tiers import DEFAULT_TIERS, TierPolicy, TierTable
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Upper case only: exchange keys are mixed case or base64, so a pasted key fails here.
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Keys that would put a credential in the file; ccxt accepts all of these.
 _SECRET_KEYS = frozenset(
     {"apikey", "secret", "password", "uid", "privatekey", "walletaddress", "token", "api_key"}
@@ -61,7 +62,7 @@ def _check_env_name(value: str | None) -> str | None:
     # The value is not echoed: someone may have pasted the key itself here.
     if value is not None and not _ENV_NAME.match(value):
         raise ValueError(
-            "must be the NAME of an environment variable (letters, digits, underscore), "
+            "must be the NAME of an environment variable (A-Z, 0-9, _), "
             "not a key; the value is not shown"
         )
     return value

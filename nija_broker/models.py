@@ -223,7 +223,7 @@ class TradeRecord(_Model):
     ``risk_usd`` is the money at risk when the trade was opened, if known.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     trade_id: NonBlank
     account_id: NonBlank

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nija_broker.config import load_config, parse_config
+from nija_broker.errors import ConfigError
+from nija_broker.tiers import MICRO_CAP, STANDARD
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_SECRET = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "broker.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_configuration_is_valid() -> None:
+    config = load_config(REPO / "config" / "live.example.toml")
+    assert [a.id for a in config.accounts] == ["PLATFORM", "USER:alice", "USER:bob"]
+    assert config.account("USER:bob").tier == MICRO_CAP
+    assert config.account("USER:bob").ccxt == {"options": {"adjustForTimeDifference": True}}
+
+
+def test_unknown_key_is_named_with_file_and_path(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[store]\npth = 'x'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}: store.pth: unknown key" in str(info.value)
+
+
+def test_bad_value_is_named_with_account_id_and_value(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "[[accounts]]\nid = 'USER:bob'\nexchange = 'kraken'\npoll_interval_s = -5\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "accounts[0](id='USER:bob').poll_interval_s" in message
+    assert "-5" in message
+
+
+def test_key_pasted_in_place_of_env_name_is_rejected_without_printing_it(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        f"[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\napi_key_env = '{FAKE_SECRET}'\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "api_key_env" in str(info.value)
+    assert FAKE_SECRET not in str(info.value)
+
+
+def test_secret_in_ccxt_table_is_rejected_without_printing_it(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n"
+        f"[accounts.ccxt]\nsecret = '{FAKE_SECRET}'\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "credentials may not be set in the file" in str(info.value)
+    assert FAKE_SECRET not in str(info.value)
+
+
+def test_credentials_come_from_the_environment_only() -> None:
+    config = parse_config({"accounts": [{
+        "id": "PLATFORM", "exchange": "kraken", "api_key_env": "K", "secret_env": "S",
+    }]})
+    account = config.account("PLATFORM")
+    env = {"K": "key-value-1", "S": "secret-value-2"}
+    assert account.credentials(env) == {"apiKey": "key-value-1", "secret": "secret-value-2"}
+    with pytest.raises(ConfigError, match="environment variable S") as info:
+        account.credentials({"K": "key-value-1"})
+    assert "key-value-1" not in str(info.value)
+
+
+def test_tier_override_changes_only_the_named_fields() -> None:
+    config = parse_config({"tiers": {"MICRO_CAP": {"max_positions": 2}}})
+    micro = config.tier_table().get(MICRO_CAP)
+    assert micro.max_positions == 2
+    assert micro.allow_dca is False
+    assert micro.min_equity_usd == 15.0
+
+
+def test_pinning_an_unknown_tier_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown tier 'MEGA'"):
+        parse_config({"accounts": [{"id": "A", "exchange": "kraken", "tier": "MEGA"}]})
+
+
+def test_duplicate_account_ids_are_an_error() -> None:
+    accounts = [{"id": "A", "exchange": "kraken"}, {"id": "A", "exchange": "binance"}]
+    with pytest.raises(ConfigError, match="repeated"):
+        parse_config({"accounts": accounts})
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[store\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_new_tier_can_be_defined() -> None:
+    config = parse_config({"tiers": {"WHALE": {"min_equity_usd": 100000, "max_positions": 12}}})
+    table = config.tier_table()
+    assert table.band(250_000).name == "WHALE"
+    assert table.band(5_000).name == STANDARD

@@ -1,0 +1,23 @@
+"""The simulated exchange: an in-memory matching engine with ground truth and seeded faults.
+
+:class:`SimEngine` is the exchange itself, shared by every account;
+:class:`SimExchange` is one account's :class:`~adapters.base.Exchange` over it;
+:class:`FaultInjector` makes its calls fail the ways real APIs do, reproducibly.
+"""
+
+from ._state import AccountTruth
+from .engine import SimEngine
+from .exchange import DEFAULT_CAPABILITIES, SimExchange
+from .faults import ALL_FAULTS, LISTING_METHODS, FaultInjector, FaultKind, FaultPlan
+
+__all__ = [
+    "ALL_FAULTS",
+    "DEFAULT_CAPABILITIES",
+    "LISTING_METHODS",
+    "AccountTruth",
+    "FaultInjector",
+    "FaultKind",
+    "FaultPlan",
+    "SimEngine",
+    "SimExchange",
+]

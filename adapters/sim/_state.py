@@ -1,0 +1,161 @@
+"""The engine's mutable bookkeeping. The outside world only ever sees frozen snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nija_broker.models import Balance, Fill, Order, OrderRole, OrderStatus, OrderType, Side
+
+TRIGGER_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT})
+
+
+@dataclass(slots=True)
+class SimOrder:
+    """One order as the engine keeps it; :meth:`snapshot` is what callers get."""
+
+    seq: int
+    account_id: str
+    symbol: str
+    base: str
+    quote: str
+    side: Side
+    type: OrderType
+    role: OrderRole
+    amount: float
+    price: float | None
+    stop_price: float | None
+    client_order_id: str | None
+    reduce_only: bool
+    created_at: datetime
+    updated_at: datetime
+    filled: float = 0.0
+    cost: float = 0.0
+    """Sum of amount x price over this order's fills, quote currency, fees excluded."""
+    fee: float = 0.0
+    status: OrderStatus = OrderStatus.OPEN
+    triggered: bool = False
+    _snapshot: Order | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.seq)
+
+    @property
+    def remaining(self) -> float:
+        return max(self.amount - self.filled, 0.0)
+
+    @property
+    def waits_for_trigger(self) -> bool:
+        return self.type in TRIGGER_TYPES and not self.triggered
+
+    @property
+    def trigger_price(self) -> float:
+        trigger = self.stop_price if self.stop_price is not None else self.price
+        assert trigger is not None  # place_order refuses trigger orders without one
+        return trigger
+
+    @property
+    def rest_price(self) -> float | None:
+        """The limit price the order works at once live; ``None`` means it acts as market."""
+        return None if self.type in (OrderType.MARKET, OrderType.STOP) else self.price
+
+    def lock(self, fee_rate: float) -> tuple[str, float]:
+        """The currency and amount this order holds while it is open.
+
+        A buy holds ``reference price x remaining x (1 + fee_rate)`` of quote, so the
+        fee charged in quote on the fill is always covered; a sell holds its
+        remaining base. A terminal order holds nothing.
+        """
+        if not self.status.is_open:
+            return (self.quote if self.side is Side.BUY else self.base, 0.0)
+        if self.side is Side.SELL:
+            return self.base, self.remaining
+        reference = self.price if self.price is not None else self.stop_price
+        assert reference is not None  # only open market orders lack both, and they never rest
+        return self.quote, reference * self.remaining * (1 + fee_rate)
+
+    def touch(self, now: datetime) -> None:
+        """Record a change: the cached snapshot is stale from here on."""
+        self.updated_at = now
+        self._snapshot = None
+
+    def snapshot(self) -> Order:
+        if self._snapshot is None:
+            self._snapshot = Order(
+                id=self.id,
+                client_order_id=self.client_order_id,
+                account_id=self.account_id,
+                symbol=self.symbol,
+                side=self.side,
+                type=self.type,
+                role=self.role,
+                price=self.price,
+                stop_price=self.stop_price,
+                amount=self.amount,
+                filled=self.filled,
+                average=self.cost / self.filled if self.filled > 0 else None,
+                status=self.status,
+                created_at=self.created_at,
+                updated_at=self.updated_at,
+                fee=self.fee,
+                reduce_only=self.reduce_only,
+            )
+        return self._snapshot
+
+
+@dataclass(slots=True)
+class SimAccount:
+    """Balances and orders of one account. ``totals`` move only on deposits and fills."""
+
+    account_id: str
+    totals: dict[str, float]
+    orders: dict[int, SimOrder] = field(default_factory=dict)
+    open: dict[int, SimOrder] = field(default_factory=dict)
+    by_client_id: dict[str, SimOrder] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+
+    def add(self, currency: str, amount: float) -> None:
+        self.totals[currency] = self.totals.get(currency, 0.0) + amount
+
+    def used(self, fee_rate: float) -> dict[str, float]:
+        """Held amounts, recomputed from the open orders so no rounding dust accumulates."""
+        held: dict[str, float] = {}
+        for order in self.open.values():
+            currency, amount = order.lock(fee_rate)
+            held[currency] = held.get(currency, 0.0) + amount
+        return held
+
+    def free(self, currency: str, fee_rate: float) -> float:
+        """Unheld amount of ``currency``; may be a hair below zero from float dust."""
+        return self.totals.get(currency, 0.0) - self.used(fee_rate).get(currency, 0.0)
+
+    def balances(self, fee_rate: float) -> dict[str, Balance]:
+        held = self.used(fee_rate)
+        result: dict[str, Balance] = {}
+        for currency in sorted(set(self.totals) | set(held)):
+            # Clamp float dust (a fill that spends exactly the held amount can leave -1e-15).
+            total = max(self.totals.get(currency, 0.0), 0.0)
+            used = min(max(held.get(currency, 0.0), 0.0), total)
+            result[currency] = Balance(
+                currency=currency, free=max(total - used, 0.0), used=used, total=total
+            )
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTruth:
+    """What one account really has on the simulated exchange, for tests to compare against."""
+
+    account_id: str
+    orders: tuple[Order, ...]
+    """Every order ever accepted, oldest first."""
+    open_orders: tuple[Order, ...]
+    filled: dict[str, float]
+    """Order id -> filled amount, for every order."""
+    fills: tuple[Fill, ...]
+    balances: dict[str, Balance]
+
+    @property
+    def open_ids(self) -> frozenset[str]:
+        return frozenset(order.id for order in self.open_orders)

@@ -1,0 +1,470 @@
+"""An in-memory spot exchange: accounts, balances with holds, and orders matched against a price.
+
+Each symbol has one exogenous price (a seeded random walk, a scripted path, or
+whatever a test sets). Orders of different accounts never trade with each
+other: every order trades against that price, with unlimited liquidity.
+
+Matching rules:
+
+- a market order fills at once at the current price (taker);
+- a limit order that crosses the current price fills at once at the current
+  price (taker), unless it is post-only, which is refused with ``InvalidOrder``;
+  otherwise it rests and fills at its own price once the price reaches it
+  (maker), wholly, or partly with probability ``partial_fill_prob``;
+- a stop (stop-loss) triggers when the price moves through ``stop_price``
+  against the position (a sell when the price falls to it, a buy when it rises
+  to it); a take-profit triggers when the price reaches its trigger
+  (``stop_price``, else ``price``) the favourable way. Once triggered, a trigger
+  order with a ``price`` works as a limit at that price, one without acts as
+  market. A trigger order that would trigger at once is refused, as Binance
+  does (error -2021).
+
+Holds: a resting buy holds ``reference price x remaining x (1 + max(maker_fee,
+taker_fee))`` of quote, so the fee charged in quote on the fill is always
+covered; a resting sell holds its remaining base. Trigger orders hold like the
+order they become, at their reference price (``price``, else ``stop_price``). A
+stop-market buy that gaps above its stop and can no longer be paid for is
+rejected (expired if it had already filled partly). Fees are in quote on every
+fill: ``amount x price x fee rate``.
+
+Everything random is drawn from generators seeded by ``seed``, so the same seed
+and the same calls give the same run. Time comes from ``clock`` and is never
+advanced here: time belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from adapters.base import OrderRequest
+from nija_broker.clock import Clock, FakeClock
+from nija_broker.errors import (
+    AuthenticationFailed,
+    InsufficientFunds,
+    InvalidOrder,
+    OrderNotFound,
+)
+from nija_broker.models import (
+    Balance,
+    Fill,
+    Market,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    Ticker,
+)
+from nija_broker.symbols import normalize_symbol
+
+from ._rules import crosses, request_problem, rule_violation, snap, triggers
+from ._state import AccountTruth, SimAccount, SimOrder
+
+# Funds checks forgive float dust, so "exactly enough" money is enough.
+_FUNDS_SLACK = 1e-12
+
+
+class SimEngine:
+    """The simulated exchange shared by every account. Not thread-safe; one event loop."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        clock: Clock | None = None,
+        maker_fee: float = 0.001,
+        taker_fee: float = 0.001,
+        partial_fill_prob: float = 0.0,
+    ) -> None:
+        for name, rate in (("maker_fee", maker_fee), ("taker_fee", taker_fee)):
+            if not 0 <= rate < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+        if not 0 <= partial_fill_prob <= 1:
+            raise ValueError(f"partial_fill_prob must be in [0, 1], got {partial_fill_prob!r}")
+        self.clock: Clock = clock if clock is not None else FakeClock()
+        self.seed = seed
+        self.maker_fee = maker_fee
+        self.taker_fee = taker_fee
+        self.partial_fill_prob = partial_fill_prob
+        # The hold covers the dearer fee: a resting order may still end up a taker.
+        self._hold_fee = max(maker_fee, taker_fee)
+        # Separate streams, so enabling partial fills does not change the price path.
+        self._walk_rng = random.Random(f"{seed}:walk")
+        self._fill_rng = random.Random(f"{seed}:fill")
+        self._markets: dict[str, Market] = {}
+        self._prices: dict[str, float] = {}
+        self._volatility: dict[str, float] = {}
+        self._paths: dict[str, deque[float]] = {}
+        self._accounts: dict[str, SimAccount] = {}
+        self._resting: dict[str, dict[int, SimOrder]] = {}
+        self._is_maker: dict[str, bool] = {}
+        self._fills: list[Fill] = []
+        self._next_order = 1
+        self._next_trade = 1
+
+    # ----------------------------------------------------------------- markets
+
+    def add_market(self, market: Market, price: float, *, volatility: float = 0.002) -> None:
+        """List ``market`` at ``price``; ``volatility`` is the stdev of a step's log return."""
+        if market.symbol in self._markets:
+            raise ValueError(f"market {market.symbol} is already listed")
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"price must be positive, got {price!r}")
+        if volatility < 0:
+            raise ValueError(f"volatility must not be negative, got {volatility!r}")
+        self._markets[market.symbol] = market
+        self._prices[market.symbol] = snap(price, market.price_step)
+        self._volatility[market.symbol] = volatility
+        self._resting[market.symbol] = {}
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        return dict(self._markets)
+
+    def price(self, symbol: str) -> float:
+        return self._prices[self._market(symbol).symbol]
+
+    def ticker(self, symbol: str) -> Ticker:
+        market = self._market(symbol)
+        last = self._prices[market.symbol]
+        return Ticker(symbol=market.symbol, last=last, bid=last, ask=last, timestamp=self._now())
+
+    def set_price(self, symbol: str, price: float) -> list[Fill]:
+        """Move the market to ``price`` and return the fills of the orders it reaches."""
+        market = self._market(symbol)
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"price must be positive, got {price!r}")
+        self._prices[market.symbol] = price
+        return self._match(market.symbol)
+
+    def scripted_path(self, symbol: str, prices: Sequence[float]) -> None:
+        """The next ``len(prices)`` steps of ``symbol`` follow ``prices`` (replacing any path)."""
+        market = self._market(symbol)
+        if any(not (math.isfinite(p) and p > 0) for p in prices):
+            raise ValueError(f"scripted prices must be positive, got {list(prices)!r}")
+        self._paths[market.symbol] = deque(prices)
+
+    def step(self, n: int = 1) -> list[Fill]:
+        """Move every symbol ``n`` steps (scripted, else a seeded walk), matching after each."""
+        fills: list[Fill] = []
+        for _ in range(n):
+            for symbol, market in self._markets.items():
+                # Draw even when scripted, so one symbol's script leaves the others' walks alone.
+                shock = self._walk_rng.gauss(0.0, 1.0)
+                path = self._paths.get(symbol)
+                if path:
+                    self._prices[symbol] = path.popleft()
+                else:
+                    walked = self._prices[symbol] * math.exp(self._volatility[symbol] * shock)
+                    self._prices[symbol] = snap(walked, market.price_step)
+                fills.extend(self._match(symbol))
+        return fills
+
+    # ---------------------------------------------------------------- accounts
+
+    def open_account(self, account_id: str, balances: Mapping[str, float]) -> None:
+        if account_id in self._accounts:
+            raise ValueError(f"account {account_id!r} already exists")
+        self._accounts[account_id] = SimAccount(account_id=account_id, totals={})
+        for currency, amount in balances.items():
+            self.deposit(account_id, currency, amount)
+
+    def deposit(self, account_id: str, currency: str, amount: float) -> None:
+        if not (math.isfinite(amount) and amount >= 0):
+            raise ValueError(f"deposit must be a non-negative amount, got {amount!r}")
+        self._account(account_id).add(currency.upper(), amount)
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        return tuple(self._accounts)
+
+    def balances(self, account_id: str) -> dict[str, Balance]:
+        return self._account(account_id).balances(self._hold_fee)
+
+    # ------------------------------------------------------------------ orders
+
+    def place_order(self, account_id: str, request: OrderRequest) -> Order:
+        account = self._account(account_id)
+        market = self._market(request.symbol, account_id)
+        now_price = self._prices[market.symbol]
+        self._validate(account, market, request, now_price)
+        order = SimOrder(
+            seq=self._next_order,
+            account_id=account_id,
+            symbol=market.symbol,
+            base=market.base,
+            quote=market.quote,
+            side=request.side,
+            type=request.type,
+            role=request.role,
+            amount=request.amount,
+            price=None if request.type is OrderType.MARKET else request.price,
+            stop_price=request.stop_price,
+            client_order_id=request.client_order_id,
+            reduce_only=request.reduce_only,
+            created_at=self._now(),
+            updated_at=self._now(),
+        )
+        self._check_funds(account, order, now_price)
+        self._next_order += 1
+        account.orders[order.seq] = order
+        account.open[order.seq] = order
+        if order.client_order_id is not None:
+            account.by_client_id[order.client_order_id] = order
+        if order.type is OrderType.MARKET or (
+            order.type is OrderType.LIMIT and crosses(order.side, order.price, now_price)
+        ):
+            self._take(order, now_price)
+        else:
+            self._resting[order.symbol][order.seq] = order
+        return order.snapshot()
+
+    def cancel_order(self, account_id: str, order_id: str) -> Order:
+        """Cancel; ``OrderNotFound`` for an unknown id, ``InvalidOrder`` if already closed."""
+        order = self._order(account_id, order_id)
+        if order.status.is_terminal:
+            raise InvalidOrder(
+                f"order {order_id} is already {order.status}", account_id=account_id
+            )
+        self._close(order, OrderStatus.CANCELLED)
+        return order.snapshot()
+
+    def get_order(self, account_id: str, order_id: str) -> Order:
+        return self._order(account_id, order_id).snapshot()
+
+    def get_order_by_client_id(self, account_id: str, client_order_id: str) -> Order:
+        order = self._account(account_id).by_client_id.get(client_order_id)
+        if order is None:
+            raise OrderNotFound(
+                f"no order with client order id {client_order_id!r}", account_id=account_id
+            )
+        return order.snapshot()
+
+    def open_orders(self, account_id: str, symbol: str | None = None) -> list[Order]:
+        wanted = None if symbol is None else self._market(symbol, account_id).symbol
+        return [
+            order.snapshot()
+            for order in self._account(account_id).open.values()
+            if wanted is None or order.symbol == wanted
+        ]
+
+    def all_orders(
+        self, account_id: str, symbol: str | None = None, since: datetime | None = None
+    ) -> list[Order]:
+        """Every order of the account, oldest first, created at or after ``since``."""
+        wanted = None if symbol is None else self._market(symbol, account_id).symbol
+        return [
+            order.snapshot()
+            for order in self._account(account_id).orders.values()
+            if (wanted is None or order.symbol == wanted)
+            and (since is None or order.created_at >= since)
+        ]
+
+    def trades(
+        self, account_id: str, symbol: str | None = None, since: datetime | None = None
+    ) -> list[Fill]:
+        wanted = None if symbol is None else self._market(symbol, account_id).symbol
+        return [
+            fill
+            for fill in self._account(account_id).fills
+            if (wanted is None or fill.symbol == wanted)
+            and (since is None or fill.timestamp >= since)
+        ]
+
+    def is_maker(self, trade_id: str) -> bool:
+        """Whether the fill with this trade id added liquidity (paid the maker fee)."""
+        return self._is_maker[trade_id]
+
+    def fill_partially(self, account_id: str, order_id: str, amount: float) -> Fill:
+        """Test hook: fill ``amount`` of a resting order at its own price, as maker."""
+        order = self._order(account_id, order_id)
+        if not order.status.is_open or order.waits_for_trigger or order.rest_price is None:
+            raise InvalidOrder(
+                f"order {order_id} is not a resting limit order", account_id=account_id
+            )
+        if not (math.isfinite(amount) and 0 < amount <= order.remaining * (1 + 1e-9)):
+            raise ValueError(f"amount must be in (0, {order.remaining}], got {amount!r}")
+        return self._execute(order, amount, order.rest_price, maker=True)
+
+    def truth(self, account_id: str) -> AccountTruth:
+        account = self._account(account_id)
+        return AccountTruth(
+            account_id=account_id,
+            orders=tuple(o.snapshot() for o in account.orders.values()),
+            open_orders=tuple(o.snapshot() for o in account.open.values()),
+            filled={o.id: o.filled for o in account.orders.values()},
+            fills=tuple(account.fills),
+            balances=account.balances(self._hold_fee),
+        )
+
+    @property
+    def fills(self) -> tuple[Fill, ...]:
+        """Every fill of every account, in the order they happened."""
+        return tuple(self._fills)
+
+    # --------------------------------------------------------------- internals
+
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    def _account(self, account_id: str) -> SimAccount:
+        account = self._accounts.get(account_id)
+        if account is None:
+            # What an exchange answers for keys it does not know.
+            raise AuthenticationFailed(f"unknown account {account_id!r}", account_id=account_id)
+        return account
+
+    def _market(self, symbol: str, account_id: str | None = None) -> Market:
+        try:
+            market = self._markets.get(normalize_symbol(symbol))
+        except ValueError as exc:
+            raise InvalidOrder(str(exc), account_id=account_id) from exc
+        if market is None:
+            raise InvalidOrder(f"unknown symbol {symbol!r}", account_id=account_id)
+        return market
+
+    def _order(self, account_id: str, order_id: str) -> SimOrder:
+        account = self._account(account_id)
+        order = account.orders.get(int(order_id)) if order_id.isdigit() else None
+        if order is None:
+            raise OrderNotFound(f"order {order_id!r} does not exist", account_id=account_id)
+        return order
+
+    def _validate(
+        self, account: SimAccount, market: Market, request: OrderRequest, now_price: float
+    ) -> None:
+        reason = request_problem(request, now_price)
+        if reason is None and request.client_order_id is not None and (
+            request.client_order_id in account.by_client_id
+        ):
+            reason = f"duplicate client order id {request.client_order_id!r}"
+        if reason is None:
+            reference = now_price
+            if request.type is not OrderType.MARKET:
+                reference = request.price if request.price is not None else (
+                    request.stop_price if request.stop_price is not None else now_price
+                )
+            reason = rule_violation(
+                market,
+                amount=request.amount,
+                price=None if request.type is OrderType.MARKET else request.price,
+                stop_price=request.stop_price,
+                notional_price=reference,
+            )
+        if reason is not None:
+            raise InvalidOrder(f"{market.symbol}: {reason}", account_id=account.account_id)
+
+    def _check_funds(self, account: SimAccount, order: SimOrder, now_price: float) -> None:
+        if order.type is OrderType.MARKET:
+            currency = order.quote if order.side is Side.BUY else order.base
+            need = order.amount * now_price * (1 + self.taker_fee)
+            if order.side is Side.SELL:
+                need = order.amount
+        else:
+            currency, need = order.lock(self._hold_fee)
+        free = account.free(currency, self._hold_fee)
+        if need > free + _FUNDS_SLACK * max(1.0, need):
+            raise InsufficientFunds(
+                f"{order.symbol} {order.side} {order.amount}: needs {need!r} {currency}, "
+                f"{max(free, 0.0)!r} free",
+                account_id=account.account_id,
+            )
+
+    def _match(self, symbol: str) -> list[Fill]:
+        price = self._prices[symbol]
+        book = self._resting[symbol]
+        fills: list[Fill] = []
+        for seq in sorted(book):
+            order = book.get(seq)
+            if order is None or not order.status.is_open:
+                continue
+            if order.waits_for_trigger:
+                if not triggers(order.type, order.side, order.trigger_price, price):
+                    continue
+                order.triggered = True
+                order.touch(self._now())
+                limit = order.rest_price
+                if limit is None or crosses(order.side, limit, price):
+                    fills.extend(self._take(order, price))
+            elif order.rest_price is not None and crosses(order.side, order.rest_price, price):
+                fills.append(
+                    self._execute(order, self._maker_amount(order), order.rest_price, maker=True)
+                )
+        return fills
+
+    def _maker_amount(self, order: SimOrder) -> float:
+        """All of the remaining amount, or with ``partial_fill_prob`` a seeded part of it."""
+        remaining = order.remaining
+        if self.partial_fill_prob <= 0 or self._fill_rng.random() >= self.partial_fill_prob:
+            return remaining
+        step = self._markets[order.symbol].amount_step
+        part = remaining * self._fill_rng.uniform(0.1, 0.9)
+        if step is not None:
+            part = snap(part, step)
+        return part if 0 < part < remaining else remaining
+
+    def _take(self, order: SimOrder, price: float) -> list[Fill]:
+        """Fill the whole remaining amount at ``price`` as taker, if the account can pay."""
+        if order.side is Side.BUY:
+            account = self._accounts[order.account_id]
+            _, held = order.lock(self._hold_fee)
+            free = account.free(order.quote, self._hold_fee)
+            cost = order.remaining * price * (1 + self.taker_fee)
+            if cost > free + held + _FUNDS_SLACK * max(1.0, cost):
+                # A stop-market buy that gapped past what it holds: the exchange drops it.
+                failed = OrderStatus.REJECTED if order.filled == 0 else OrderStatus.EXPIRED
+                self._close(order, failed)
+                return []
+        return [self._execute(order, order.remaining, price, maker=False)]
+
+    def _execute(self, order: SimOrder, amount: float, price: float, *, maker: bool) -> Fill:
+        account = self._accounts[order.account_id]
+        notional = amount * price
+        fee = notional * (self.maker_fee if maker else self.taker_fee)
+        if order.side is Side.BUY:
+            account.add(order.quote, -(notional + fee))
+            account.add(order.base, amount)
+        else:
+            account.add(order.base, -amount)
+            account.add(order.quote, notional - fee)
+        final = amount >= order.remaining * (1 - 1e-9)
+        order.filled = order.amount if final else order.filled + amount
+        order.cost += notional
+        order.fee += fee
+        order.status = OrderStatus.FILLED if final else OrderStatus.PARTIALLY_FILLED
+        if final:
+            self._unlist(order)
+        now = self._now()
+        order.touch(now)
+        trade_id = str(self._next_trade)
+        self._next_trade += 1
+        fill = Fill(
+            account_id=order.account_id,
+            order_id=order.id,
+            trade_id=trade_id,
+            symbol=order.symbol,
+            side=order.side,
+            amount=amount,
+            price=price,
+            fee=fee,
+            timestamp=now,
+            cumulative_filled=order.filled,
+            role=order.role,
+        )
+        self._is_maker[trade_id] = maker
+        account.fills.append(fill)
+        self._fills.append(fill)
+        return fill
+
+    def _close(self, order: SimOrder, status: OrderStatus) -> None:
+        order.status = status
+        self._unlist(order)
+        order.touch(self._now())
+
+    def _unlist(self, order: SimOrder) -> None:
+        self._accounts[order.account_id].open.pop(order.seq, None)
+        self._resting[order.symbol].pop(order.seq, None)
+

@@ -13,8 +13,9 @@ replayed reconcile step changes nothing and says so in its result
 (invariant 3). Order intents are journaled before the request leaves and the
 unresolved ones are listed after a restart (invariant 4).
 
-Rows are converted to and from SQL outside the lock where possible; models
-are stored whole as JSON next to the few columns that queries filter on.
+Rows to write are built before the lock is taken, so threads serialise only
+on SQLite itself; models are stored whole as JSON next to the few columns
+that queries filter on.
 """
 
 from __future__ import annotations

@@ -72,7 +72,9 @@ class SimOrder:
         if self.side is Side.SELL:
             return self.base, self.remaining
         reference = self.price if self.price is not None else self.stop_price
-        assert reference is not None  # only open market orders lack both, and they never rest
+        if reference is None:
+            # A market order: it fills (or fails) within the call that placed it, never rests.
+            return self.quote, 0.0
         return self.quote, reference * self.remaining * (1 + fee_rate)
 
     def touch(self, now: datetime) -> None:

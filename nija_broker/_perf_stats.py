@@ -53,7 +53,10 @@ class Welford:
         stdev = math.sqrt(self.m2 / (self.count - 1))
         if stdev == 0.0:
             return None
-        return self.mean / stdev
+        ratio = self.mean / stdev
+        # Returns near float limits (equity of 1e-300 doubling) overflow to inf or
+        # nan; such a ratio means nothing, so there is none.
+        return ratio if math.isfinite(ratio) else None
 
 
 @dataclass(slots=True)
@@ -151,10 +154,21 @@ class EquityCurve:
         self.day_close = equity
 
     def _close_day(self) -> None:
-        if self.previous_close is not None and self.previous_close > 0:
-            self.daily_returns.add(self.day_close / self.previous_close - 1.0)
-        # A return from zero equity is undefined; the next day starts afresh from it.
+        daily_return = self._open_day_return()
+        if daily_return is not None:
+            self.daily_returns.add(daily_return)
         self.previous_close = self.day_close
+
+    def _open_day_return(self) -> float | None:
+        """The current day's return over the previous close; ``None`` when undefined.
+
+        A return from zero equity is undefined, and one from dust equity (1e-311)
+        overflows; the next day then starts afresh from the current close.
+        """
+        if self.day is None or self.previous_close is None or self.previous_close <= 0:
+            return None
+        daily_return = self.day_close / self.previous_close - 1.0
+        return daily_return if math.isfinite(daily_return) else None
 
     @property
     def current_drawdown(self) -> float:
@@ -167,8 +181,9 @@ class EquityCurve:
     def sharpe_annualized(self) -> float | None:
         """Daily Sharpe of day-close returns times sqrt(365); today's close counts provisionally."""
         returns = self.daily_returns
-        if self.day is not None and self.previous_close is not None and self.previous_close > 0:
-            returns = returns.with_value(self.day_close / self.previous_close - 1.0)
+        today = self._open_day_return()
+        if today is not None:
+            returns = returns.with_value(today)
         sharpe = returns.sharpe()
         return None if sharpe is None else sharpe * math.sqrt(DAYS_PER_YEAR)
 

@@ -108,10 +108,17 @@ class SimOrder:
 
 @dataclass(slots=True)
 class SimAccount:
-    """Balances and orders of one account. ``totals`` move only on deposits and fills."""
+    """Balances and orders of one account. ``totals`` move only on deposits and fills.
+
+    ``held`` is kept incrementally (a full recount per order placed would make
+    placement quadratic in the number of open orders); it is reset to exact
+    zeros whenever the account has no open order, so float dust cannot build up.
+    """
 
     account_id: str
-    totals: dict[str, float]
+    hold_fee_rate: float
+    totals: dict[str, float] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)
     orders: dict[int, SimOrder] = field(default_factory=dict)
     open: dict[int, SimOrder] = field(default_factory=dict)
     by_client_id: dict[str, SimOrder] = field(default_factory=dict)
@@ -120,25 +127,34 @@ class SimAccount:
     def add(self, currency: str, amount: float) -> None:
         self.totals[currency] = self.totals.get(currency, 0.0) + amount
 
-    def used(self, fee_rate: float) -> dict[str, float]:
-        """Held amounts, recomputed from the open orders so no rounding dust accumulates."""
-        held: dict[str, float] = {}
-        for order in self.open.values():
-            currency, amount = order.lock(fee_rate)
-            held[currency] = held.get(currency, 0.0) + amount
-        return held
+    def hold(self, order: SimOrder, sign: float = 1.0) -> None:
+        """Add (``sign=-1``: take away) what ``order`` holds in its present state."""
+        currency, amount = order.lock(self.hold_fee_rate)
+        if amount:
+            self.held[currency] = self.held.get(currency, 0.0) + sign * amount
 
-    def free(self, currency: str, fee_rate: float) -> float:
+    def list_open(self, order: SimOrder) -> None:
+        self.orders[order.seq] = order
+        self.open[order.seq] = order
+        if order.client_order_id is not None:
+            self.by_client_id[order.client_order_id] = order
+        self.hold(order)
+
+    def unlist(self, order: SimOrder) -> None:
+        self.open.pop(order.seq, None)
+        if not self.open:
+            self.held.clear()
+
+    def free(self, currency: str) -> float:
         """Unheld amount of ``currency``; may be a hair below zero from float dust."""
-        return self.totals.get(currency, 0.0) - self.used(fee_rate).get(currency, 0.0)
+        return self.totals.get(currency, 0.0) - self.held.get(currency, 0.0)
 
-    def balances(self, fee_rate: float) -> dict[str, Balance]:
-        held = self.used(fee_rate)
+    def balances(self) -> dict[str, Balance]:
         result: dict[str, Balance] = {}
-        for currency in sorted(set(self.totals) | set(held)):
+        for currency in sorted(set(self.totals) | set(self.held)):
             # Clamp float dust (a fill that spends exactly the held amount can leave -1e-15).
             total = max(self.totals.get(currency, 0.0), 0.0)
-            used = min(max(held.get(currency, 0.0), 0.0), total)
+            used = min(max(self.held.get(currency, 0.0), 0.0), total)
             result[currency] = Balance(
                 currency=currency, free=max(total - used, 0.0), used=used, total=total
             )

@@ -168,7 +168,7 @@ class SimEngine:
     def open_account(self, account_id: str, balances: Mapping[str, float]) -> None:
         if account_id in self._accounts:
             raise ValueError(f"account {account_id!r} already exists")
-        self._accounts[account_id] = SimAccount(account_id=account_id, totals={})
+        self._accounts[account_id] = SimAccount(account_id, hold_fee_rate=self._hold_fee)
         for currency, amount in balances.items():
             self.deposit(account_id, currency, amount)
 
@@ -182,7 +182,7 @@ class SimEngine:
         return tuple(self._accounts)
 
     def balances(self, account_id: str) -> dict[str, Balance]:
-        return self._account(account_id).balances(self._hold_fee)
+        return self._account(account_id).balances()
 
     # ------------------------------------------------------------------ orders
 
@@ -210,10 +210,7 @@ class SimEngine:
         )
         self._check_funds(account, order, now_price)
         self._next_order += 1
-        account.orders[order.seq] = order
-        account.open[order.seq] = order
-        if order.client_order_id is not None:
-            account.by_client_id[order.client_order_id] = order
+        account.list_open(order)
         if order.type is OrderType.MARKET or (
             order.type is OrderType.LIMIT and crosses(order.side, order.price, now_price)
         ):
@@ -297,7 +294,7 @@ class SimEngine:
             open_orders=tuple(o.snapshot() for o in account.open.values()),
             filled={o.id: o.filled for o in account.orders.values()},
             fills=tuple(account.fills),
-            balances=account.balances(self._hold_fee),
+            balances=account.balances(),
         )
 
     @property
@@ -365,7 +362,7 @@ class SimEngine:
                 need = order.amount
         else:
             currency, need = order.lock(self._hold_fee)
-        free = account.free(currency, self._hold_fee)
+        free = account.free(currency)
         if need > free + _FUNDS_SLACK * max(1.0, need):
             raise InsufficientFunds(
                 f"{order.symbol} {order.side} {order.amount}: needs {need!r} {currency}, "
@@ -377,9 +374,9 @@ class SimEngine:
         price = self._prices[symbol]
         book = self._resting[symbol]
         fills: list[Fill] = []
-        for seq in sorted(book):
-            order = book.get(seq)
-            if order is None or not order.status.is_open:
+        # Books are filled in id order and never re-sorted, so this is oldest first.
+        for order in list(book.values()):
+            if not order.status.is_open:
                 continue
             if order.waits_for_trigger:
                 if not triggers(order.type, order.side, order.trigger_price, price):
@@ -411,7 +408,7 @@ class SimEngine:
         if order.side is Side.BUY:
             account = self._accounts[order.account_id]
             _, held = order.lock(self._hold_fee)
-            free = account.free(order.quote, self._hold_fee)
+            free = account.free(order.quote)
             cost = order.remaining * price * (1 + self.taker_fee)
             if cost > free + held + _FUNDS_SLACK * max(1.0, cost):
                 # A stop-market buy that gapped past what it holds: the exchange drops it.
@@ -430,11 +427,13 @@ class SimEngine:
         else:
             account.add(order.base, -amount)
             account.add(order.quote, notional - fee)
+        account.hold(order, sign=-1)
         final = amount >= order.remaining * (1 - 1e-9)
         order.filled = order.amount if final else order.filled + amount
         order.cost += notional
         order.fee += fee
         order.status = OrderStatus.FILLED if final else OrderStatus.PARTIALLY_FILLED
+        account.hold(order)
         if final:
             self._unlist(order)
         now = self._now()
@@ -460,11 +459,12 @@ class SimEngine:
         return fill
 
     def _close(self, order: SimOrder, status: OrderStatus) -> None:
+        self._accounts[order.account_id].hold(order, sign=-1)
         order.status = status
         self._unlist(order)
         order.touch(self._now())
 
     def _unlist(self, order: SimOrder) -> None:
-        self._accounts[order.account_id].open.pop(order.seq, None)
+        self._accounts[order.account_id].unlist(order)
         self._resting[order.symbol].pop(order.seq, None)
 

@@ -143,7 +143,7 @@ class AccountBook:
                 f"account {self.account_id!r}"
             )
         with self._lock:
-            if any(t.trade_id == trade.trade_id for t in self.performance.trade_history()):
+            if self.performance.has_trade(trade.trade_id):
                 return False
             self._write(StoreBatch(account_id=self.account_id, trades=(trade,)))
             return self.performance.record_trade(trade)

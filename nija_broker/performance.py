@@ -144,6 +144,11 @@ class PerformanceTracker:
             self._cached = None
             return True
 
+    def has_trade(self, trade_id: str) -> bool:
+        """Whether ``trade_id`` was ever recorded (also beyond the bounded history)."""
+        with self._lock:
+            return trade_id in self._trade_ids
+
     def update_balance(self, equity_usd: float, timestamp: datetime) -> None:
         """Add a point to the equity curve. NaN, infinite or negative equity: ``ValueError``."""
         equity = check_equity(equity_usd)

@@ -1,0 +1,326 @@
+"""Pure conversions from ccxt's unified dicts to nija_broker models.
+
+Every function takes plain dicts (as ccxt returns them) and the few facts it
+needs (account id, precision mode, a fallback ``now``); none touches the
+network. A dict that cannot become a valid model raises
+:class:`~nija_broker.errors.ExchangeError` naming the field, never a bare
+``KeyError`` or pydantic error.
+
+Fees are reported in the quote currency (``Order.fee``, ``Fill.fee``). ccxt
+reports them in whatever currency the exchange charged:
+
+- quote currency: taken as is;
+- base currency (Binance and others charge buys' fees in the asset
+  received): converted as ``fee * price``, price being the trade's price or
+  the order's average (else limit) price;
+- any other currency (e.g. BNB fee discounts): it cannot be valued without a
+  rate we do not have at this layer, so it is left out (0) and
+  :func:`fee_in_quote` returns ``None`` for it so a caller may log it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import ccxt.async_support as ccxt
+from pydantic import ValidationError
+
+from nija_broker.clock import from_ms
+from nija_broker.errors import ExchangeError
+from nija_broker.models import (
+    Balance,
+    Fill,
+    Market,
+    Order,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Side,
+    Ticker,
+)
+from nija_broker.symbols import normalize_symbol, split_symbol
+
+_STATUS = {
+    "closed": OrderStatus.FILLED,
+    "filled": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELLED,
+    "cancelled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
+# Still live on the exchange: 'canceling' (Binance PENDING_CANCEL) is not a cancellation yet.
+_LIVE = frozenset({"open", "canceling", "new", "partially_filled"})
+
+# ccxt passes each exchange's own type name through, in several spellings
+# ("stop-loss", "STOP_LOSS_LIMIT", "take_profit_market"); keys are lower-case with '_'.
+_TYPES = {
+    "market": OrderType.MARKET,
+    "limit": OrderType.LIMIT,
+    "limit_maker": OrderType.LIMIT,
+    "stop": OrderType.STOP,
+    "stop_market": OrderType.STOP,
+    "stop_loss": OrderType.STOP,
+    "stop_limit": OrderType.STOP_LIMIT,
+    "stop_loss_limit": OrderType.STOP_LIMIT,
+    "take_profit": OrderType.TAKE_PROFIT,
+    "take_profit_market": OrderType.TAKE_PROFIT,
+    "take_profit_limit": OrderType.TAKE_PROFIT,
+}
+
+
+def _positive(value: Any) -> float | None:
+    """A finite, strictly positive float, else None (ccxt reports 0 for "no price")."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _non_negative(value: Any) -> float:
+    number = _positive(value)
+    return number if number is not None else 0.0
+
+
+def _when(ts_ms: Any, fallback: datetime) -> datetime:
+    return from_ms(ts_ms) if isinstance(ts_ms, int | float) and ts_ms > 0 else fallback
+
+
+def _invalid(what: str, raw: Mapping[str, Any], exc: Exception) -> ExchangeError:
+    ident = raw.get("id") or raw.get("symbol") or "?"
+    return ExchangeError(f"cannot read {what} {ident!r} from the exchange: {exc}")
+
+
+def convert_status(status: str | None, filled: float) -> OrderStatus:
+    """ccxt's status word -> ours. ``None`` (no status reported yet) is PENDING."""
+    if status is None:
+        return OrderStatus.PENDING
+    word = status.lower()
+    if word in _LIVE:
+        return OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.OPEN
+    if word in _STATUS:
+        return _STATUS[word]
+    raise ValueError(f"unknown order status {status!r}")
+
+
+def convert_type(raw: Mapping[str, Any]) -> OrderType:
+    """The order type, from ccxt's ``type`` and, where it reports a plain type, the trigger."""
+    name = str(raw.get("type") or "").lower().replace("-", "_").replace(" ", "_")
+    kind = _TYPES.get(name)
+    has_trigger = _positive(raw.get("triggerPrice") or raw.get("stopPrice")) is not None
+    if _positive(raw.get("takeProfitPrice")) is not None and kind in (None, OrderType.MARKET,
+                                                                      OrderType.LIMIT):
+        return OrderType.TAKE_PROFIT
+    if kind is OrderType.MARKET and has_trigger:
+        return OrderType.STOP  # a stop-market reported as 'market' + triggerPrice
+    if kind is OrderType.LIMIT and has_trigger and name != "limit_maker":
+        return OrderType.STOP_LIMIT
+    if kind is not None:
+        return kind
+    return OrderType.LIMIT if _positive(raw.get("price")) is not None else OrderType.MARKET
+
+
+def infer_role(side: Side, order_type: OrderType) -> OrderRole:
+    """Spot, long only: a buy opens (ENTRY); a sell closes, as a stop, a target or plainly."""
+    if side is Side.BUY:
+        return OrderRole.ENTRY
+    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
+        return OrderRole.STOP
+    if order_type is OrderType.TAKE_PROFIT:
+        return OrderRole.TARGET
+    return OrderRole.EXIT
+
+
+def fee_in_quote(fee: Mapping[str, Any] | None, symbol: str, price: float | None) -> float | None:
+    """One ccxt fee dict in quote currency; ``None`` when it cannot be valued (see module doc)."""
+    if not fee:
+        return 0.0
+    cost = _non_negative(fee.get("cost"))
+    if cost == 0:
+        return 0.0
+    base, quote = split_symbol(symbol)
+    currency = str(fee.get("currency") or quote).upper()
+    if currency == quote:
+        return cost
+    if currency == base and price is not None:
+        return cost * price
+    return None
+
+
+def _fees_in_quote(raw: Mapping[str, Any], symbol: str, price: float | None) -> float:
+    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+    total = 0.0
+    for fee in fees:
+        value = fee_in_quote(fee, symbol, price)
+        total += value or 0.0
+    return total
+
+
+def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
+                  role: OrderRole | None = None) -> Order:
+    """A ccxt order dict -> :class:`Order`. ``role`` overrides the inferred one.
+
+    A cancelled order keeps its filled amount; 'closed' without a filled
+    amount means filled in full.
+    """
+    try:
+        symbol = normalize_symbol(str(raw.get("symbol")))
+        side = Side(str(raw.get("side")).lower())
+        amount = _positive(raw.get("amount"))
+        if amount is None:
+            raise ValueError("no amount reported")
+        filled = min(_non_negative(raw.get("filled")), amount)
+        if raw.get("filled") is None and str(raw.get("status")).lower() == "closed":
+            filled = amount
+        status = convert_status(raw.get("status"), filled)
+        order_type = convert_type(raw)
+        price = _positive(raw.get("price"))
+        stop_price = _positive(raw.get("triggerPrice") or raw.get("stopPrice")
+                               or raw.get("stopLossPrice") or raw.get("takeProfitPrice"))
+        if order_type is OrderType.MARKET:
+            price = None  # Binance echoes 0 or the fill price; neither is a limit
+        elif order_type is OrderType.LIMIT and price is None:
+            raise ValueError("limit order without a price")
+        average = _positive(raw.get("average"))
+        created = _when(raw.get("timestamp"), now)
+        updated_ms = raw.get("lastUpdateTimestamp") or raw.get("lastTradeTimestamp")
+        updated = _when(updated_ms, created) if updated_ms else None
+        # Binance's cancel answer puts the cancel request's own id in clientOrderId and
+        # the order's in origClientOrderId.
+        info = raw.get("info")
+        original_client_id = info.get("origClientOrderId") if isinstance(info, Mapping) else None
+        return Order(
+            id=str(raw["id"]),
+            client_order_id=original_client_id or raw.get("clientOrderId") or None,
+            account_id=account_id,
+            symbol=symbol,
+            side=side,
+            type=order_type,
+            role=role or infer_role(side, order_type),
+            price=price,
+            stop_price=stop_price,
+            amount=amount,
+            filled=filled,
+            average=average,
+            status=status,
+            created_at=created,
+            updated_at=max(updated, created) if updated else None,
+            fee=_fees_in_quote(raw, symbol, average or price or stop_price),
+            reduce_only=bool(raw.get("reduceOnly")),
+        )
+    except (KeyError, ValueError, ValidationError) as exc:
+        raise _invalid("order", raw, exc) from exc
+
+
+def convert_trade(raw: Mapping[str, Any], *, account_id: str, now: datetime) -> Fill:
+    try:
+        symbol = normalize_symbol(str(raw.get("symbol")))
+        price = _positive(raw.get("price"))
+        order_id = raw.get("order")
+        if not order_id:
+            raise ValueError("trade without an order id")
+        return Fill(
+            account_id=account_id,
+            order_id=str(order_id),
+            trade_id=str(raw["id"]) if raw.get("id") not in (None, "") else None,
+            symbol=symbol,
+            side=Side(str(raw.get("side")).lower()),
+            amount=raw.get("amount"),
+            price=price,
+            fee=_fees_in_quote(raw, symbol, price),
+            timestamp=_when(raw.get("timestamp"), now),
+        )
+    except (KeyError, ValueError, ValidationError) as exc:
+        raise _invalid("trade", raw, exc) from exc
+
+
+def convert_balance(raw: Mapping[str, Any]) -> dict[str, Balance]:
+    """ccxt's balance structure -> one :class:`Balance` per currency with anything in it.
+
+    Currencies at zero are dropped: Binance lists every asset it knows.
+    """
+    result: dict[str, Balance] = {}
+    for currency, entry in raw.items():
+        if currency in ("info", "free", "used", "total", "debt", "timestamp", "datetime"):
+            continue
+        if not isinstance(entry, Mapping):
+            continue
+        free = _non_negative(entry.get("free"))
+        used = _non_negative(entry.get("used"))
+        total = _positive(entry.get("total"))
+        total_value = total if total is not None else free + used
+        if free == used == total_value == 0:
+            continue
+        result[currency.upper()] = Balance(currency=currency.upper(), free=free, used=used,
+                                           total=total_value)
+    return result
+
+
+def convert_ticker(raw: Mapping[str, Any]) -> Ticker:
+    try:
+        ts = raw.get("timestamp")
+        return Ticker(
+            symbol=normalize_symbol(str(raw.get("symbol"))),
+            last=_positive(raw.get("last") if raw.get("last") is not None else raw.get("close")),
+            bid=_positive(raw.get("bid")),
+            ask=_positive(raw.get("ask")),
+            timestamp=from_ms(ts) if isinstance(ts, int | float) and ts > 0 else None,
+        )
+    except (ValueError, ValidationError) as exc:
+        raise _invalid("ticker", raw, exc) from exc
+
+
+def precision_step(value: Any, precision_mode: int) -> float | None:
+    """A precision figure as a step size.
+
+    ccxt 4 reports precision as the step itself (``TICK_SIZE``, e.g. 0.01) on
+    most exchanges and as a number of decimals (``DECIMAL_PLACES``, e.g. 2) on
+    others; ``SIGNIFICANT_DIGITS`` has no fixed step.
+    """
+    number = _positive(value)
+    if number is None:
+        return None
+    if precision_mode == ccxt.TICK_SIZE:
+        return number
+    if precision_mode == ccxt.DECIMAL_PLACES:
+        return 10.0 ** -round(number)
+    return None
+
+
+def is_spot_market(raw: Mapping[str, Any]) -> bool:
+    """A spot market whose symbol we can store (``BASE/QUOTE``)."""
+    if raw.get("spot") is False or raw.get("type") not in (None, "spot"):
+        return False
+    if raw.get("active") is False:
+        return False
+    try:
+        normalize_symbol(str(raw.get("symbol")))
+    except ValueError:
+        return False
+    return True
+
+
+def convert_market(raw: Mapping[str, Any], precision_mode: int) -> Market:
+    try:
+        precision = raw.get("precision") or {}
+        limits = raw.get("limits") or {}
+        amount_limits = limits.get("amount") or {}
+        cost_limits = limits.get("cost") or {}
+        symbol = normalize_symbol(str(raw.get("symbol")))
+        base, quote = split_symbol(symbol)
+        return Market(
+            symbol=symbol,
+            base=base,
+            quote=quote,
+            amount_step=precision_step(precision.get("amount"), precision_mode),
+            price_step=precision_step(precision.get("price"), precision_mode),
+            min_amount=_positive(amount_limits.get("min")),
+            min_notional=_positive(cost_limits.get("min")),
+        )
+    except (ValueError, ValidationError) as exc:
+        raise _invalid("market", raw, exc) from exc

@@ -1,0 +1,72 @@
+"""A local exchange for ccxt: Binance spot REST over the simulated engine, on loopback.
+
+::
+
+    engine = SimEngine(seed=1, clock=SystemClock())
+    engine.add_market(Market(symbol="BTC/USDT", base="BTC", quote="USDT", ...), 50_000)
+    engine.open_account("USER:alice", {"USDT": 1_000})
+    async with EmulatorServer(engine, {"USER:alice": ("key", "secret")}) as server:
+        exchange = ccxt.async_support.binance(binance_ccxt_config(server.url, "key", "secret"))
+
+The same dict, minus the keys, can stand in an account's ``ccxt`` table in a
+TOML configuration, so the whole runtime can be pointed at the emulator.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from .server import EmulatorServer
+
+__all__ = ["EmulatorServer", "binance_ccxt_config", "binance_urls"]
+
+
+@lru_cache(maxsize=1)
+def _binance_api_urls() -> dict[str, str]:
+    import ccxt  # the sync build: only its URL table is read, no session is opened
+
+    urls: dict[str, str] = dict(ccxt.binance().urls["api"])
+    return urls
+
+
+def binance_urls(server_url: str) -> dict[str, str]:
+    """Every entry of ccxt's ``binance.urls['api']`` with its host replaced by ``server_url``.
+
+    Paths are kept (``/api/v3``, ``/sapi/v1`` ...): the emulator serves
+    Binance's own paths, and nothing is left pointing at a real host.
+    """
+    base = server_url.rstrip("/")
+    return {key: base + urlsplit(url).path for key, url in _binance_api_urls().items()}
+
+
+def binance_ccxt_config(server_url: str, api_key: str | None = None,
+                        secret: str | None = None) -> dict[str, Any]:
+    """Settings for ``ccxt.async_support.binance(...)`` that talk to the emulator.
+
+    - ``urls.api``: every API entry rewritten to the emulator;
+    - ``fetchMarkets: spot`` and no currencies/margins look-ups: the emulator
+      serves spot only;
+    - no open-orders-without-symbol warning: one call for all symbols is what
+      nija_broker wants;
+    - no time-difference adjustment and ccxt's own limiter off: the server is
+      local and does not enforce Binance's weights (nija_broker's shared
+      :class:`~adapters.ratelimit.RateBudget` still applies).
+    """
+    config: dict[str, Any] = {
+        "urls": {"api": binance_urls(server_url)},
+        "enableRateLimit": False,
+        "options": {
+            "fetchMarkets": {"types": ["spot"]},
+            "fetchCurrencies": False,
+            "fetchMargins": False,
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
+            "adjustForTimeDifference": False,
+        },
+    }
+    if api_key is not None:
+        config["apiKey"] = api_key
+    if secret is not None:
+        config["secret"] = secret
+    return config

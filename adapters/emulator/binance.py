@@ -1,0 +1,416 @@
+"""Binance spot REST dialect: the JSON shapes, order parameters and error codes.
+
+Pure functions between nija_broker models (what :class:`~adapters.sim.SimEngine`
+speaks) and Binance's wire format, after the Binance spot API documentation
+(developers.binance.com, "Spot API": General Info / Errors, Market Data and
+Trading endpoints). Numbers travel as decimal strings, times as epoch
+milliseconds, symbols as ``BTCUSDT``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from adapters.base import OrderRequest
+from nija_broker.clock import to_ms
+from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
+from nija_broker.models import (
+    Balance,
+    Fill,
+    Market,
+    Order,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Side,
+    Ticker,
+)
+
+# Binance's order statuses (ENUM "Order status").
+_STATUS = {
+    OrderStatus.PENDING: "NEW",
+    OrderStatus.OPEN: "NEW",
+    OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
+    OrderStatus.FILLED: "FILLED",
+    OrderStatus.CANCELLED: "CANCELED",
+    OrderStatus.EXPIRED: "EXPIRED",
+    OrderStatus.REJECTED: "REJECTED",
+}
+ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
+               "TAKE_PROFIT_LIMIT")
+# "MARKET and LIMIT order types default to FULL, all other orders default to ACK."
+_FULL_BY_DEFAULT = frozenset({"MARKET", "LIMIT"})
+
+
+class BinanceError(Exception):
+    """An error answer: HTTP status and Binance's ``{"code": ..., "msg": ...}`` body."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(f"{status} {code} {msg}")
+        self.status = status
+        self.code = code
+        self.msg = msg
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "msg": self.msg}
+
+
+def invalid_api_key() -> BinanceError:
+    return BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+
+
+def bad_api_key_format() -> BinanceError:
+    return BinanceError(401, -2014, "API-key format invalid.")
+
+
+def bad_signature() -> BinanceError:
+    return BinanceError(400, -1022, "Signature for this request is not valid.")
+
+
+def outside_recv_window() -> BinanceError:
+    return BinanceError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+
+
+def mandatory(name: str) -> BinanceError:
+    return BinanceError(
+        400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+    )
+
+
+def illegal(name: str) -> BinanceError:
+    return BinanceError(400, -1100, f"Illegal characters found in parameter '{name}'.")
+
+
+def invalid_symbol() -> BinanceError:
+    return BinanceError(400, -1121, "Invalid symbol.")
+
+
+def fmt(value: float | None) -> str:
+    """A decimal string as Binance prints it (no exponent); ``None`` is zero."""
+    if value is None or not math.isfinite(value):
+        return "0.00000000"
+    text = format(Decimal(repr(value)), "f")
+    return text if "." in text else text + ".0"
+
+
+def market_id(symbol: str) -> str:
+    return symbol.replace("/", "")
+
+
+def _decimals(step: float | None, default: int = 8) -> int:
+    if step is None:
+        return default
+    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
+    return max(-int(exponent), 0)
+
+
+def symbol_info(market: Market) -> dict[str, Any]:
+    """One entry of ``GET /api/v3/exchangeInfo``'s ``symbols``."""
+    filters: list[dict[str, Any]] = [
+        {"filterType": "PRICE_FILTER", "minPrice": fmt(market.price_step or 1e-8),
+         "maxPrice": "10000000.00000000", "tickSize": fmt(market.price_step or 1e-8)},
+        {"filterType": "LOT_SIZE", "minQty": fmt(market.min_amount or market.amount_step or 1e-8),
+         "maxQty": "9000000.00000000", "stepSize": fmt(market.amount_step or 1e-8)},
+    ]
+    if market.min_notional is not None:
+        filters.append({"filterType": "NOTIONAL", "minNotional": fmt(market.min_notional),
+                        "applyMinToMarket": True, "maxNotional": "9000000.00000000",
+                        "applyMaxToMarket": False, "avgPriceMins": 5})
+    return {
+        "symbol": market_id(market.symbol),
+        "status": "TRADING",
+        "baseAsset": market.base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": market.quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "baseCommissionPrecision": _decimals(market.amount_step),
+        "quoteCommissionPrecision": _decimals(market.price_step),
+        "orderTypes": list(ORDER_TYPES),
+        "icebergAllowed": False,
+        "ocoAllowed": False,
+        "quoteOrderQtyMarketAllowed": True,
+        "allowTrailingStop": False,
+        "cancelReplaceAllowed": False,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": filters,
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "NONE",
+        "allowedSelfTradePreventionModes": ["NONE"],
+    }
+
+
+def exchange_info(markets: Mapping[str, Market], server_time_ms: int) -> dict[str, Any]:
+    return {
+        "timezone": "UTC",
+        "serverTime": server_time_ms,
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": 6000},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+        ],
+        "exchangeFilters": [],
+        "symbols": [symbol_info(m) for m in markets.values()],
+    }
+
+
+def binance_type(order_type: OrderType, *, has_price: bool, post_only: bool = False) -> str:
+    if order_type is OrderType.MARKET:
+        return "MARKET"
+    if order_type is OrderType.LIMIT:
+        return "LIMIT_MAKER" if post_only else "LIMIT"
+    if order_type is OrderType.STOP:
+        return "STOP_LOSS"
+    if order_type is OrderType.STOP_LIMIT:
+        return "STOP_LOSS_LIMIT"
+    return "TAKE_PROFIT_LIMIT" if has_price else "TAKE_PROFIT"
+
+
+def order_json(order: Order, *, type_name: str | None = None,
+               is_working: bool = True) -> dict[str, Any]:
+    """An order as ``GET /api/v3/order`` answers it."""
+    created_ms = to_ms(order.created_at)
+    updated_ms = to_ms(order.last_change)
+    kind = type_name or binance_type(order.type, has_price=order.price is not None)
+    return {
+        "symbol": market_id(order.symbol),
+        "orderId": int(order.id),
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id or "",
+        "price": fmt(order.price),
+        "origQty": fmt(order.amount),
+        "executedQty": fmt(order.filled),
+        "cummulativeQuoteQty": fmt(order.filled * (order.average or 0.0)),
+        "status": _STATUS[order.status],
+        "timeInForce": "GTC",
+        "type": kind,
+        "side": order.side.value.upper(),
+        "stopPrice": fmt(order.stop_price),
+        "icebergQty": "0.00000000",
+        "time": created_ms,
+        "updateTime": updated_ms,
+        "isWorking": is_working,
+        "workingTime": created_ms if is_working else -1,
+        "origQuoteOrderQty": "0.00000000",
+        "selfTradePreventionMode": "NONE",
+    }
+
+
+def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_name: str,
+                       transact_ms: int) -> dict[str, Any]:
+    """``POST /api/v3/order``'s answer in the ACK, RESULT or FULL shape."""
+    ack = {
+        "symbol": market_id(order.symbol),
+        "orderId": int(order.id),
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id or "",
+        "transactTime": transact_ms,
+    }
+    if resp_type == "ACK":
+        return ack
+    full = order_json(order, type_name=type_name)
+    result = {**ack, **{k: full[k] for k in (
+        "price", "origQty", "executedQty", "cummulativeQuoteQty", "status", "timeInForce",
+        "type", "side", "workingTime", "selfTradePreventionMode")}, "origQuoteOrderQty": "0.0"}
+    if order.stop_price is not None:  # a conditional field: only trigger orders carry it
+        result["stopPrice"] = full["stopPrice"]
+    if resp_type == "RESULT":
+        return result
+    result["fills"] = [
+        {"price": fmt(f.price), "qty": fmt(f.amount), "commission": fmt(f.fee),
+         "commissionAsset": order.symbol.split("/")[1], "tradeId": int(f.trade_id or 0)}
+        for f in fills
+    ]
+    return result
+
+
+def cancel_response(order: Order, *, type_name: str, cancel_client_id: str,
+                    transact_ms: int) -> dict[str, Any]:
+    """``DELETE /api/v3/order``: ``clientOrderId`` is the cancel's own id, as on Binance."""
+    full = order_json(order, type_name=type_name)
+    return {
+        "symbol": full["symbol"],
+        "origClientOrderId": order.client_order_id or "",
+        "orderId": full["orderId"],
+        "orderListId": -1,
+        "clientOrderId": cancel_client_id,
+        "transactTime": transact_ms,
+        **{k: full[k] for k in ("price", "origQty", "executedQty", "cummulativeQuoteQty",
+                                "status", "timeInForce", "type", "side",
+                                "selfTradePreventionMode")},
+        "origQuoteOrderQty": "0.00000000",
+        **({"stopPrice": full["stopPrice"]} if order.stop_price is not None else {}),
+    }
+
+
+def trade_json(fill: Fill, *, is_maker: bool) -> dict[str, Any]:
+    """One entry of ``GET /api/v3/myTrades``; commission is charged in quote by the engine."""
+    return {
+        "symbol": market_id(fill.symbol),
+        "id": int(fill.trade_id or 0),
+        "orderId": int(fill.order_id),
+        "orderListId": -1,
+        "price": fmt(fill.price),
+        "qty": fmt(fill.amount),
+        "quoteQty": fmt(fill.amount * fill.price),
+        "commission": fmt(fill.fee),
+        "commissionAsset": fill.symbol.split("/")[1],
+        "time": to_ms(fill.timestamp),
+        "isBuyer": fill.side is Side.BUY,
+        "isMaker": is_maker,
+        "isBestMatch": True,
+    }
+
+
+def account_json(balances: Mapping[str, Balance], *, update_ms: int, maker_fee: float,
+                 taker_fee: float) -> dict[str, Any]:
+    return {
+        "makerCommission": round(maker_fee * 10_000),
+        "takerCommission": round(taker_fee * 10_000),
+        "buyerCommission": 0,
+        "sellerCommission": 0,
+        "commissionRates": {"maker": fmt(maker_fee), "taker": fmt(taker_fee),
+                            "buyer": "0.00000000", "seller": "0.00000000"},
+        "canTrade": True,
+        "canWithdraw": False,
+        "canDeposit": False,
+        "brokered": False,
+        "requireSelfTradePrevention": False,
+        "preventSor": False,
+        "updateTime": update_ms,
+        "accountType": "SPOT",
+        "balances": [{"asset": b.currency, "free": fmt(b.free), "locked": fmt(b.used)}
+                     for b in balances.values()],
+        "permissions": ["SPOT"],
+    }
+
+
+def ticker_24hr(ticker: Ticker, *, now_ms: int) -> dict[str, Any]:
+    last = fmt(ticker.last)
+    return {
+        "symbol": market_id(ticker.symbol), "priceChange": "0.00000000",
+        "priceChangePercent": "0.000", "weightedAvgPrice": last, "prevClosePrice": last,
+        "lastPrice": last, "lastQty": "0.00000000", "bidPrice": fmt(ticker.bid),
+        "bidQty": "1.00000000", "askPrice": fmt(ticker.ask), "askQty": "1.00000000",
+        "openPrice": last, "highPrice": last, "lowPrice": last, "volume": "0.00000000",
+        "quoteVolume": "0.00000000", "openTime": now_ms - 86_400_000, "closeTime": now_ms,
+        "firstId": -1, "lastId": -1, "count": 0,
+    }
+
+
+def ticker_price(ticker: Ticker) -> dict[str, Any]:
+    return {"symbol": market_id(ticker.symbol), "price": fmt(ticker.last)}
+
+
+def book_ticker(ticker: Ticker) -> dict[str, Any]:
+    return {"symbol": market_id(ticker.symbol), "bidPrice": fmt(ticker.bid), "bidQty": "1.0",
+            "askPrice": fmt(ticker.ask), "askQty": "1.0"}
+
+
+# ----------------------------------------------------------------- requests
+
+
+def number(params: Mapping[str, str], name: str, *, required: bool = False) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise mandatory(name)
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise illegal(name) from None
+    if not math.isfinite(value) or value < 0:
+        raise illegal(name)
+    return value
+
+
+def _role(side: Side, order_type: OrderType) -> OrderRole:
+    if side is Side.BUY:
+        return OrderRole.ENTRY
+    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
+        return OrderRole.STOP
+    return OrderRole.TARGET if order_type is OrderType.TAKE_PROFIT else OrderRole.EXIT
+
+
+def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
+                  last_price: float, amount_step: float | None) -> OrderRequest:
+    """``POST /api/v3/order`` parameters -> the engine's :class:`OrderRequest`.
+
+    ``quoteOrderQty`` (a market order sized in quote) is turned into a base
+    amount at ``last_price``, rounded down to the lot step.
+    """
+    side_raw = params.get("side", "")
+    if side_raw not in ("BUY", "SELL"):
+        raise BinanceError(400, -1117, "Invalid side.") if side_raw else mandatory("side")
+    side = Side(side_raw.lower())
+    kind = params.get("type", "")
+    if not kind:
+        raise mandatory("type")
+    if kind not in ORDER_TYPES:
+        raise BinanceError(400, -1116, "Invalid orderType.")
+    tif = params.get("timeInForce")
+    if kind in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
+        if tif is None:
+            raise mandatory("timeInForce")
+        if tif != "GTC":
+            # The engine rests or fills whole; IOC/FOK are not emulated.
+            raise BinanceError(400, -1115, "Invalid timeInForce.")
+    elif tif is not None:
+        raise BinanceError(400, -1106, "Parameter 'timeInForce' sent when not required.")
+    amount = number(params, "quantity")
+    quote_qty = number(params, "quoteOrderQty")
+    if amount is None and kind == "MARKET" and quote_qty is not None:
+        amount = quote_qty / last_price
+        if amount_step is not None:
+            amount = float(Decimal(repr(amount)) // Decimal(repr(amount_step))
+                           * Decimal(repr(amount_step)))
+    if amount is None:
+        raise mandatory("quantity")
+    price = number(params, "price", required=kind in ("LIMIT", "LIMIT_MAKER",
+                                                       "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"))
+    stop = number(params, "stopPrice", required=kind.startswith(("STOP", "TAKE")))
+    order_type = {
+        "MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "LIMIT_MAKER": OrderType.LIMIT,
+        "STOP_LOSS": OrderType.STOP, "STOP_LOSS_LIMIT": OrderType.STOP_LIMIT,
+        "TAKE_PROFIT": OrderType.TAKE_PROFIT, "TAKE_PROFIT_LIMIT": OrderType.TAKE_PROFIT,
+    }[kind]
+    return OrderRequest(
+        symbol=symbol, side=side, type=order_type, amount=amount,
+        price=None if kind == "MARKET" else price, stop_price=stop,
+        client_order_id=client_order_id, post_only=kind == "LIMIT_MAKER",
+        role=_role(side, order_type),
+    )
+
+
+def engine_error(exc: ExchangeError, *, cancelling: bool = False) -> BinanceError:
+    """The Binance answer to an error the engine raised (the messages ccxt matches on)."""
+    text = str(exc)
+    if isinstance(exc, InsufficientFunds):
+        return BinanceError(400, -2010, "Account has insufficient balance for requested action.")
+    if isinstance(exc, OrderNotFound):
+        if cancelling:
+            return BinanceError(400, -2011, "Unknown order sent.")
+        return BinanceError(400, -2013, "Order does not exist.")
+    if isinstance(exc, InvalidOrder):
+        if cancelling:  # the engine refuses to cancel a closed order; Binance says unknown
+            return BinanceError(400, -2011, "Unknown order sent.")
+        if "unknown symbol" in text:
+            return invalid_symbol()
+        if "duplicate client order id" in text:
+            return BinanceError(400, -2010, "Duplicate order sent.")
+        if "would trigger immediately" in text:
+            return BinanceError(400, -2010, "Stop price would trigger immediately.")
+        if "post_only" in text:
+            return BinanceError(400, -2010, "Order would immediately match and take.")
+        for needle, name in (("lot step", "LOT_SIZE"), ("minimum amount", "LOT_SIZE"),
+                             ("tick size", "PRICE_FILTER"), ("minimum notional", "NOTIONAL")):
+            if needle in text:
+                return BinanceError(400, -1013, f"Filter failure: {name}")
+        return BinanceError(400, -1013, f"Invalid order: {text}")
+    return BinanceError(500, -1000, "An unknown error occurred while processing the request.")

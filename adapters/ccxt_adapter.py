@@ -39,7 +39,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_any,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.stop import stop_base
 
@@ -166,6 +167,9 @@ class CcxtExchange:
         exchange = exchange_cls(settings)
         if account.sandbox:
             try:
+                # Some exchanges list urls['test'] = None, on which ccxt fails with a TypeError.
+                if not (getattr(exchange, "urls", {}) or {}).get("test"):
+                    raise ccxt.NotSupported(f"{account.exchange} has no test URLs")
                 exchange.set_sandbox_mode(True)
             except ccxt.NotSupported as exc:
                 raise ConfigError(
@@ -208,8 +212,10 @@ class CcxtExchange:
         return AsyncRetrying(
             stop=stop_any(stop_after_attempt(self.max_attempts),
                           _ClockDeadline(self._clock, self.max_retry_s)),
-            wait=wait_exponential_jitter(initial=self.retry_initial_s,
-                                         max=self.retry_max_wait_s),
+            # Exponential from retry_initial_s, capped, plus up to one initial step of
+            # jitter so many accounts retrying together do not hit the exchange in step.
+            wait=wait_exponential(multiplier=self.retry_initial_s, max=self.retry_max_wait_s)
+            + wait_random(0, self.retry_initial_s),
             retry=retry_if_exception_type(TransientError),
             sleep=self._clock.sleep,
             reraise=True,

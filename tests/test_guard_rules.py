@@ -1,0 +1,325 @@
+"""The guard's pure rules: each one allows and blocks, with the seed's MICRO_CAP settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from nija_broker._guard_rules import (
+    ENTRY_RULES,
+    AccountState,
+    exit_warnings,
+    first_objection,
+    holdings_of,
+    positions_of,
+)
+from nija_broker.health import AccountHealth, SyncState
+from nija_broker.intent import OrderIntent
+from nija_broker.models import Balance, Market, OrderRole, Position
+from nija_broker.tiers import DEFAULT_TIERS, TierTable
+
+TABLE = TierTable(DEFAULT_TIERS)
+BELOW_MIN, MICRO, SMALL, STANDARD = (TABLE.get(n) for n in (
+    "BELOW_MIN", "MICRO_CAP", "SMALL_CAP", "STANDARD"))
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+OK = AccountHealth(state=SyncState.OK, last_success=T0)
+MARKETS = {
+    s: Market(symbol=s, base=s.split("/")[0], quote="USD", min_amount=0.0001, min_notional=1.0)
+    for s in ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "AVAX/USD")
+}
+PRICES = {"BTC/USD": 50_000.0, "ETH/USD": 3_000.0, "SOL/USD": 150.0, "XRP/USD": 0.5,
+          "ADA/USD": 0.4, "DOGE/USD": 0.1, "AVAX/USD": 30.0}
+
+
+def state(**changes: Any) -> AccountState:
+    """A healthy $100 MICRO_CAP account with nothing open and $100 free."""
+    fields: dict[str, Any] = dict(
+        account_id="USER:alice", policy=MICRO, health=OK, equity_usd=100.0,
+        quote_currency="USD", balances_known=True, free_quote=100.0, reserved_usd=0.0,
+        held_usd=0.0, entry_symbols={}, positions={}, holdings={}, markets=MARKETS,
+        last_prices=PRICES, fee_rate=0.004,
+    )
+    fields.update(changes)
+    return AccountState(**fields)
+
+
+def buy(symbol: str = "BTC/USD", size_usd: float | None = 10.0, **changes: Any) -> OrderIntent:
+    return OrderIntent(account_id="USER:alice", symbol=symbol, side="buy", size_usd=size_usd,
+                       **changes)
+
+
+def sell(symbol: str = "BTC/USD", amount: float = 0.001, **changes: Any) -> OrderIntent:
+    return OrderIntent(account_id="USER:alice", symbol=symbol, side="sell", amount=amount,
+                       **changes)
+
+
+def rule_of(intent: OrderIntent, s: AccountState) -> str | None:
+    reason = first_objection(intent, s)
+    return None if reason is None else reason.rule
+
+
+# --------------------------------------------------------------------------- allowed baseline
+
+
+def test_a_sized_entry_on_a_healthy_micro_account_is_allowed() -> None:
+    assert rule_of(buy(), state()) is None
+
+
+# --------------------------------------------------------------------------- rule table
+
+HELD_BTC = {"BTC/USD": 0.001}
+SIX_BUT_SOL = {s: 9.0 for s in MARKETS if s != "SOL/USD"}
+MIN_10 = {"BTC/USD": MARKETS["BTC/USD"].replace(min_notional=10.0)}
+MIN_AMOUNT = {"BTC/USD": MARKETS["BTC/USD"].replace(min_amount=0.001)}
+
+
+@pytest.mark.parametrize(("intent", "account", "expected"), [
+    # sync_unknown: fail closed for MICRO_CAP; STANDARD is configured fail-open.
+    (buy(), state(health=AccountHealth(state=SyncState.FAILED, consecutive_failures=5,
+                                       last_error="timeout")), "sync_unknown"),
+    (buy(), state(health=AccountHealth()), "sync_unknown"),
+    (buy(), state(policy=None), "sync_unknown"),
+    (buy(), state(health=AccountHealth(state=SyncState.DEGRADED)), None),
+    (buy(), state(policy=STANDARD, health=AccountHealth(state=SyncState.FAILED)), None),
+    # below_min_tier
+    (buy(), state(policy=BELOW_MIN, equity_usd=12.0), "below_min_tier"),
+    (buy(), state(policy=MICRO, equity_usd=15.0), None),
+    # dca: no entry where a position is open (MICRO_CAP), allowed for STANDARD
+    (buy(), state(positions={"BTC/USD": 50.0}, holdings=HELD_BTC), "dca"),
+    (buy("ETH/USD"), state(positions={"BTC/USD": 50.0}, holdings=HELD_BTC), None),
+    (buy(), state(policy=STANDARD, positions={"BTC/USD": 50.0}, holdings=HELD_BTC), None),
+    # duplicate_symbol_entry: one entry per symbol, open or pending
+    (buy(), state(entry_symbols={"BTC/USD": 1}), "duplicate_symbol_entry"),
+    (buy(), state(entry_symbols={"BTC/USD": 0}), None),
+    (buy(), state(policy=STANDARD, entry_symbols={"BTC/USD": 2}), None),
+    # max_positions: positions + open entries + pending entries share MICRO_CAP's 4 slots
+    (buy("SOL/USD"), state(positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+                           entry_symbols={"XRP/USD": 1, "ADA/USD": 1}), "max_positions"),
+    (buy("SOL/USD"), state(positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+                           entry_symbols={"XRP/USD": 1}), None),
+    (buy("SOL/USD"), state(policy=STANDARD, equity_usd=2_000.0, free_quote=2_000.0,
+                           positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+                           entry_symbols={"XRP/USD": 1, "ADA/USD": 1}), None),
+    (buy("SOL/USD"), state(policy=STANDARD, positions=SIX_BUT_SOL), "max_positions"),
+    # STANDARD allows DCA into a held symbol even with every slot taken
+    (buy("ETH/USD"), state(policy=STANDARD, positions=SIX_BUT_SOL), None),
+    # fragmentation: above 30% of equity held in orders blocks MICRO_CAP entries
+    (buy(), state(held_usd=31.0), "fragmentation"),
+    (buy(), state(held_usd=30.0), None),
+    (buy(), state(held_usd=5.0, equity_usd=0.0, policy=SMALL), "fragmentation"),
+    (buy(), state(policy=STANDARD, held_usd=60.0), None),
+    # price_unknown: an unpriced market order by amount cannot be sized
+    (buy("SOL/USD", size_usd=None, amount=0.1), state(last_prices={}), "price_unknown"),
+    (buy("SOL/USD", size_usd=None, amount=0.1), state(), None),
+    (buy("SOL/USD", size_usd=None, amount=0.1, type="limit", price=150.0),
+     state(last_prices={}), None),
+    # unknown_market
+    (buy("LTC/USD"), state(), "unknown_market"),
+    (buy("LTC/USD"), state(markets={}), None),
+    # min_trade_size: MICRO_CAP's $5 minimum
+    (buy(size_usd=4.99), state(), "min_trade_size"),
+    (buy(size_usd=5.0), state(), None),
+    # min_notional: the exchange's minimum order value
+    (buy(size_usd=8.0), state(markets=MIN_10), "min_notional"),
+    (buy(size_usd=10.0), state(markets=MIN_10), None),
+    # min_amount
+    (buy(size_usd=None, amount=0.0001), state(markets=MIN_AMOUNT), "min_amount"),
+    (buy(size_usd=None, amount=0.001), state(markets=MIN_AMOUNT), None),
+    # insufficient_free_balance: free balance less reservations must pay order + fee
+    (buy(size_usd=25.0), state(free_quote=30.0, reserved_usd=10.0),
+     "insufficient_free_balance"),
+    (buy(size_usd=25.0), state(free_quote=30.0, reserved_usd=4.0), None),
+    (buy(), state(balances_known=False, free_quote=0.0), "insufficient_free_balance"),
+    (buy(), state(policy=STANDARD, balances_known=False, free_quote=0.0), None),
+])
+def test_entry_rule_table(intent: OrderIntent, account: AccountState,
+                          expected: str | None) -> None:
+    assert rule_of(intent, account) == expected
+
+
+def test_every_entry_rule_appears_in_the_table() -> None:
+    blocked_rules = {"sync_unknown", "below_min_tier", "dca", "duplicate_symbol_entry",
+                     "max_positions", "fragmentation", "price_unknown", "unknown_market",
+                     "min_trade_size", "min_notional", "min_amount",
+                     "insufficient_free_balance"}
+    assert {rule.__name__ for rule in ENTRY_RULES} == blocked_rules
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_max_positions_reason_names_the_slots_and_the_limit() -> None:
+    account = state(positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+                    entry_symbols={"XRP/USD": 1, "ADA/USD": 1})
+    reason = first_objection(buy("SOL/USD"), account)
+    assert reason is not None
+    assert "4 of its 4 position slots" in reason.message
+    assert "ADA/USD, BTC/USD, ETH/USD, XRP/USD" in reason.message
+    assert reason.figures["max_positions"] == 4
+    assert reason.figures["occupied"] == ["ADA/USD", "BTC/USD", "ETH/USD", "XRP/USD"]
+
+
+def test_fragmentation_reason_gives_held_equity_and_threshold() -> None:
+    reason = first_objection(buy(), state(held_usd=45.0))
+    assert reason is not None
+    assert "45.00 USD" in reason.message
+    assert "45%" in reason.message
+    assert "30%" in reason.message
+    assert reason.figures["ratio"] == pytest.approx(0.45)
+
+
+def test_free_balance_reason_shows_what_reservations_took() -> None:
+    reason = first_objection(buy(size_usd=25.0), state(free_quote=30.0, reserved_usd=10.0))
+    assert reason is not None
+    assert reason.figures["available_usd"] == pytest.approx(20.0)
+    assert reason.figures["cost_usd"] == pytest.approx(25.1)
+    assert "10.00 USD is already reserved" in reason.message
+
+
+def test_sync_unknown_reason_carries_the_last_error() -> None:
+    health = AccountHealth(state=SyncState.FAILED, consecutive_failures=7,
+                           last_error="AuthenticationFailed: key revoked")
+    reason = first_objection(buy(), state(health=health))
+    assert reason is not None
+    assert "failed" in reason.message
+    assert "key revoked" in reason.message
+    assert reason.figures["consecutive_failures"] == 7
+
+
+# --------------------------------------------------------------------------- exits
+
+
+BLOCK_EVERYTHING = state(
+    policy=BELOW_MIN, health=AccountHealth(state=SyncState.FAILED), balances_known=False,
+    held_usd=1_000.0, positions={s: 9.0 for s in MARKETS}, holdings={"BTC/USD": 0.01},
+    entry_symbols={s: 1 for s in MARKETS}, last_prices={}, markets={},
+)
+
+
+@pytest.mark.parametrize("intent", [
+    sell(),
+    sell(type="limit", price=60_000.0, role=OrderRole.TARGET),
+    sell(type="stop", stop_price=40_000.0, role=OrderRole.STOP),
+    buy(reduce_only=True),
+    buy(role=OrderRole.EXIT),
+])
+def test_exits_pass_while_every_entry_rule_would_block(intent: OrderIntent) -> None:
+    assert first_objection(buy(), BLOCK_EVERYTHING) is not None
+    assert first_objection(intent, BLOCK_EVERYTHING) is None
+
+
+def test_a_sell_larger_than_the_holding_passes_with_an_oversell_warning() -> None:
+    warnings = exit_warnings(sell(amount=0.02), state(holdings={"BTC/USD": 0.01}))
+    assert [w.rule for w in warnings] == ["oversell"]
+    assert warnings[0].figures == {"symbol": "BTC/USD", "amount": 0.02, "held": 0.01}
+    assert "0.02 BTC" in warnings[0].message
+
+
+def test_selling_exactly_the_holding_is_no_oversell() -> None:
+    assert exit_warnings(sell(amount=0.01), state(holdings={"BTC/USD": 0.01})) == ()
+    assert exit_warnings(buy(), state()) == ()
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def test_holdings_take_the_larger_of_balance_and_ledger() -> None:
+    ledger = [Position(account_id="A", symbol="BTC/USD", quantity=0.002, avg_price=50_000,
+                       opened_at=T0, updated_at=T0),
+              Position(account_id="A", symbol="ETH/USD", quantity=0.5, avg_price=3_000,
+                       opened_at=T0, updated_at=T0)]
+    balances = {"USD": Balance(currency="USD", free=50, total=50),
+                "BTC": Balance(currency="BTC", free=0.001, used=0.002, total=0.003),
+                "ETH": Balance(currency="ETH", free=0.1, total=0.1)}
+    assert holdings_of(balances, ledger, "USD") == {"BTC/USD": 0.003, "ETH/USD": 0.5}
+
+
+def test_dust_and_unpriced_holdings_take_no_position_slot() -> None:
+    holdings = {"BTC/USD": 0.00001, "ETH/USD": 0.01, "SHIB/USD": 1_000.0, "SOL/USD": 1.0}
+    positions, unpriced = positions_of(
+        holdings, {"BTC/USD": 50_000.0, "ETH/USD": 3_000.0}, {"SOL/USD": 150.0}, dust_usd=1.0)
+    assert positions == {"ETH/USD": pytest.approx(30.0), "SOL/USD": pytest.approx(150.0)}
+    assert unpriced == ("SHIB/USD",)
+
+
+# --------------------------------------------------------------------------- intent values
+
+
+def test_intent_generates_an_exchange_safe_client_order_id() -> None:
+    first, second = buy(), buy()
+    assert first.client_order_id != second.client_order_id
+    assert first.client_order_id.startswith("nb-")
+    assert len(first.client_order_id) <= 36
+
+
+def test_intent_accepts_the_bots_dash_symbol() -> None:
+    assert buy("eth-usd").symbol == "ETH/USD"
+
+
+@pytest.mark.parametrize(("fields", "field_name"), [
+    (dict(symbol="BTCUSD"), "symbol"),
+    (dict(amount=-1.0, size_usd=None), "amount"),
+    (dict(size_usd=float("nan")), "size_usd"),
+    (dict(side="long"), "side"),
+    (dict(client_order_id="x" * 37), "client_order_id"),
+    (dict(client_order_id="has space"), "client_order_id"),
+    (dict(type="limit"), "price is required"),
+    (dict(size_usd=None), "amount (base) or size_usd"),
+])
+def test_bad_intent_input_names_the_field(fields: dict[str, Any], field_name: str) -> None:
+    base: dict[str, Any] = dict(account_id="A", symbol="BTC/USD", side="buy", size_usd=10.0)
+    with pytest.raises(ValidationError) as info:
+        OrderIntent(**{**base, **fields})
+    assert field_name in str(info.value)
+
+
+def test_market_order_is_valued_at_the_last_price_limit_at_its_own() -> None:
+    market = buy(size_usd=None, amount=0.001, price=40_000.0)
+    limit = buy(size_usd=None, amount=0.001, type="limit", price=40_000.0)
+    assert market.notional(50_000.0) == pytest.approx(50.0)
+    assert limit.notional(50_000.0) == pytest.approx(40.0)
+    assert buy(size_usd=20.0).base_amount(50_000.0) == pytest.approx(0.0004)
+
+
+# --------------------------------------------------------------------------- property
+
+_states = st.builds(
+    lambda policy, sync, held, free, reserved, n_pos, n_entries, known: state(
+        policy=policy, health=AccountHealth(state=sync), held_usd=held, free_quote=free,
+        reserved_usd=reserved, balances_known=known,
+        positions={s: 10.0 for s in list(MARKETS)[:n_pos]},
+        entry_symbols={s: 1 for s in list(MARKETS)[-n_entries:]} if n_entries else {},
+    ),
+    st.sampled_from([None, BELOW_MIN, MICRO, SMALL, STANDARD]),
+    st.sampled_from(list(SyncState)),
+    st.floats(0, 10_000), st.floats(0, 10_000), st.floats(0, 10_000),
+    st.integers(0, 7), st.integers(0, 7), st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(account=_states, amount=st.floats(1e-6, 100.0), symbol=st.sampled_from(list(MARKETS)),
+       role=st.sampled_from([OrderRole.EXIT, OrderRole.STOP, OrderRole.TARGET]))
+def test_exits_are_never_blocked_whatever_the_state(
+    account: AccountState, amount: float, symbol: str, role: OrderRole
+) -> None:
+    assert first_objection(sell(symbol, amount=amount, role=role), account) is None
+    assert first_objection(sell(symbol, amount=amount), account) is None
+    reduce = buy(symbol, size_usd=None, amount=amount, reduce_only=True)
+    assert first_objection(reduce, account) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(account=_states)
+def test_a_freed_slot_never_turns_an_allowed_entry_into_a_block(account: AccountState) -> None:
+    """Removing open entries and reservations can only unblock: the rules are monotone."""
+    intent = buy("SOL/USD")
+    freed = dataclasses.replace(account, entry_symbols={}, reserved_usd=0.0)
+    if first_objection(intent, account) is None:
+        assert first_objection(intent, freed) is None

@@ -115,19 +115,43 @@ class AccountBook:
 
     def book_fills(self, fills: Iterable[Fill]) -> FillsBooked:
         """Book fills into positions once each; persist fills, trades and positions together."""
+        return self.apply_changes((), fills)
+
+    def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill]) -> FillsBooked:
+        """Apply order updates and book the fills they carry, in ONE store transaction.
+
+        The reconciler derives a fill from the growth of an order's filled amount,
+        keyed by the new cumulative amount: if the order update and its fill were
+        written apart, a crash between them would lose the fill or, once the order
+        grew further, book the same execution again under another key.
+        """
         with self._lock:
-            results = tuple(self.ledger.book(fill) for fill in fills)
+            staged: dict[str, Order] = {}
+            for order in orders:
+                previous = staged.get(order.id) or self.orders.get(order.id)
+                if previous is not None:
+                    _check_transition(self.orders, previous, order)
+                else:
+                    self.orders.check(order)
+                staged[order.id] = order
+            try:
+                results = tuple(self.ledger.book(fill) for fill in fills)
+            except BaseException:
+                self._load()  # the ledger may hold part of the batch
+                raise
             fresh = [r for r in results if not r.duplicate]
-            if not fresh:
+            if not fresh and not orders:
                 return FillsBooked(results, (), ())
             trades = tuple(t for r in fresh for t in r.trades)
             touched = {r.fill.symbol for r in fresh}
             positions = [p for p in self.ledger.positions() if p.symbol in touched]
             closed = sorted(touched - {p.symbol for p in positions})
             self._write(StoreBatch(
-                account_id=self.account_id, fills=[r.fill for r in fresh], trades=trades,
-                positions=positions, closed_symbols=closed,
+                account_id=self.account_id, orders=tuple(orders), fills=[r.fill for r in fresh],
+                trades=trades, positions=positions, closed_symbols=closed,
             ))
+            for order in orders:
+                self.orders.apply(order)
             for trade in trades:
                 self.performance.record_trade(trade)
             unmatched = tuple(

@@ -1,0 +1,464 @@
+"""One account's reconciliation cycle: fetch, call the pure core, persist, publish.
+
+:class:`AccountSync` holds what the reconciler remembers about one account
+between cycles (orders awaiting confirmation, stale alerts already raised,
+intents still to resolve, when balances are next due) and runs its steps.
+Every exchange call goes through :meth:`AccountSync.ask` (a deadline; a
+missed deadline is a :class:`TransientError`); every state change goes
+through :meth:`AccountSync.commit`, which writes via the book on the
+reconciler's book thread and only then publishes.
+
+Errors: :class:`AccountFatal` and the failure of the open-orders listing end
+the cycle (the shell records health and backs off). A failed confirmation,
+cancel or intent lookup only leaves that one item for the next cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .book import AccountBook, Books
+from .clock import Clock
+from .errors import (
+    AccountFatal,
+    ExchangeError,
+    OrderError,
+    OrderNotFound,
+    StateError,
+    TransientError,
+)
+from .events import (
+    AttentionRequired,
+    BalancesUpdated,
+    Event,
+    EventBus,
+    FillsBooked,
+    IntentReleased,
+    IntentResolved,
+    OrderEvent,
+    OrderVanished,
+    StaleOrderFound,
+    order_event,
+)
+from .health import AccountLive
+from .models import Order, OrderRole
+from .reconcile import Snapshot, adopt, diff, equity_of, resolve
+from .store import Intent, Store
+from .tiers import StaleAction
+
+if TYPE_CHECKING:
+    from adapters.base import Exchange
+
+    from .reconciler import ReconcilerSettings
+
+T = TypeVar("T")
+RunBook = Callable[[Callable[[], T]], Awaitable[T]]
+
+log = logging.getLogger("nija_broker.reconciler")
+
+
+@dataclass(slots=True)
+class Unconfirmed:
+    """A tracked open order missing from the listing, waiting for the exchange's word."""
+
+    attempts: int = 0
+    alerted: bool = False
+
+
+class AccountSync:
+    """The reconciler's memory of one account, and the steps of its cycle."""
+
+    def __init__(self, account_id: str, exchange: Exchange, live: AccountLive, *,
+                 books: Books, settings: ReconcilerSettings, clock: Clock,
+                 bus: EventBus, run_book: RunBook[Any]) -> None:
+        self.account_id = account_id
+        self.exchange = exchange
+        self.live = live
+        self.books = books
+        self.store: Store | None = books.store
+        self.settings = settings
+        self.clock = clock
+        self.bus = bus
+        self.run_book = run_book
+        self.book_or_none: AccountBook | None = None
+        self.started = False
+        self.fatal = False
+        """The last cycle failed on refused keys: retry slowly."""
+        self.unconfirmed: dict[str, Unconfirmed] = {}
+        self.stale_alerted: set[str] = set()
+        self.attention_raised: set[tuple[str | None, str]] = set()
+        self.intents: list[Intent] = []
+        self.balance_due_mono = float("-inf")
+        self.last_sweep: datetime | None = None
+        self.sweep_supported = True
+        self.poll_interval_s = settings.poll_interval_for(account_id)
+        self.balance_interval_s = settings.balance_interval_for(account_id)
+
+    @property
+    def book(self) -> AccountBook:
+        if self.book_or_none is None:
+            raise StateError(f"account {self.account_id!r} has not started")
+        return self.book_or_none
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def ask(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """One exchange call under the deadline; a missed deadline is transient."""
+        timeout_s = self.settings.call_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call()
+        except TimeoutError as exc:
+            raise TransientError(
+                f"{what} for {self.account_id!r}: no answer within {timeout_s}s",
+                account_id=self.account_id,
+            ) from exc
+
+    def publish(self, events: Sequence[Event]) -> None:
+        fresh: list[Event] = []
+        for event in events:
+            if isinstance(event, AttentionRequired):
+                # The same contradiction is seen every cycle until a human acts: say it once.
+                key = (event.order_id, event.reason)
+                if key in self.attention_raised:
+                    continue
+                self.attention_raised.add(key)
+                log.warning("account %s needs attention: %s", self.account_id, event.reason)
+            fresh.append(event)
+        self.bus.publish(fresh)
+
+    async def commit(self, events: Sequence[Event]) -> list[OrderEvent]:
+        """Persist the order changes among ``events`` with their fills, then publish all.
+
+        Returns the order events applied. If the book refuses the batch (the guard
+        changed an order meanwhile), each change is tried alone and a refused one
+        waits for the next cycle's fresh listing.
+        """
+        changes = [e for e in events if isinstance(e, OrderEvent)]
+        others = [e for e in events if not isinstance(e, OrderEvent | OrderVanished)]
+        applied: list[OrderEvent] = []
+        if changes:
+            try:
+                await self._apply(changes)
+                applied = changes
+            except StateError:
+                for change in changes:
+                    try:
+                        await self._apply([change])
+                        applied.append(change)
+                    except StateError as exc:
+                        log.info("account %s: update of order %s refused: %s",
+                                 self.account_id, change.order.id, exc)
+        self.publish([*others, *applied])
+        return applied
+
+    async def _apply(self, changes: Sequence[OrderEvent]) -> None:
+        orders = [change.order for change in changes]
+        fills = [change.fill for change in changes if change.fill is not None]
+        book = self.book
+        booked = await self.run_book(partial(book.apply_changes, orders, fills))
+        fresh = tuple(r.fill for r in booked.results if not r.duplicate)
+        if fresh:
+            self.bus.publish([FillsBooked(account_id=self.account_id, at=self.clock.now(),
+                                          fills=fresh, trades=booked.trades,
+                                          unmatched=booked.unmatched)])
+
+    def symbols_to_list(self) -> list[str]:
+        """Symbols to ask about where an exchange lists open orders one symbol at a time."""
+        quote = self.live.quote_currency
+        wanted = {order.symbol for order in self.book.orders.live_orders()}
+        wanted.update(
+            f"{currency}/{quote}" for currency, balance in self.live.balances.items()
+            if currency != quote and balance.total > 0
+        )
+        markets = self.live.markets
+        return sorted(s for s in wanted if not markets or s in markets)
+
+    # ------------------------------------------------------------------ the cycle
+
+    async def start(self) -> None:
+        """Startup: load the book, markets and pending intents, then a full cycle."""
+        if self.book_or_none is None:
+            # Loading reads the store: on the book thread, not on the event loop.
+            self.book_or_none = await self.run_book(partial(self.books.get, self.account_id))
+        markets = await self.ask(self.exchange.load_markets, "load_markets")
+        self.live.markets = dict(markets)
+        if self.store is not None:
+            self.intents = await self.run_book(
+                partial(self.store.pending_intents, self.account_id))
+        await self.cycle(startup=True)
+        self.started = True
+
+    async def cycle(self, *, startup: bool = False) -> None:
+        balances_due = startup or self.clock.monotonic() >= self.balance_due_mono
+        if balances_due:
+            await self.refresh_balances()
+        symbols = None
+        if not self.exchange.capabilities.open_orders_without_symbol:
+            symbols = self.symbols_to_list()
+        page = await self.ask(partial(self.exchange.fetch_open_orders, symbols),
+                              "fetch_open_orders")
+        now = self.clock.now()
+        tracked = {order.id: order for order in self.book.orders.live_orders()}
+        events = diff(tracked, Snapshot(page.orders, page.complete), now)
+        for order in page.orders:
+            self.unconfirmed.pop(order.id, None)
+        await self.commit(events)
+        for event in events:
+            if isinstance(event, OrderVanished):
+                self.unconfirmed.setdefault(event.order.id, Unconfirmed())
+        if balances_due and self.sweep_supported:
+            await self.sweep_closed(now)
+        await self.confirm(now, budget=None if startup else self.settings.confirm_budget,
+                           startup=startup)
+        await self.handle_stale()
+        if self.intents:
+            await self.resolve_intents()
+        if balances_due:
+            self.book.cleanup_terminal(now)
+
+    # ------------------------------------------------------------------ confirmation
+
+    async def confirm(self, now: datetime, *, budget: int | None, startup: bool) -> None:
+        """Ask the exchange about vanished orders, oldest first, within ``budget`` calls."""
+        live = {order.id: order for order in self.book.orders.live_orders()}
+        for order_id in [i for i in self.unconfirmed if i not in live]:
+            del self.unconfirmed[order_id]
+        window_s = self.settings.visibility_window_s
+        limit = self.settings.attention_after
+        candidates = [
+            live[order_id] for order_id in self.unconfirmed
+            # A just-placed order may be missing from listings for a while (Binance
+            # -2013 "order does not exist"); asking now would only waste a call.
+            if startup or (now - live[order_id].created_at).total_seconds() >= window_s
+        ]
+        # Oldest first; orders already past the attention limit go last so they cannot
+        # starve the others of the budget.
+        candidates.sort(key=lambda o: (self.unconfirmed[o.id].attempts >= limit,
+                                       o.created_at, o.id))
+        if budget is not None:
+            candidates = candidates[:budget]
+        for order in candidates:
+            entry = self.unconfirmed[order.id]
+            try:
+                answer = await self.ask(partial(self.exchange.fetch_order, order.id,
+                                                order.symbol), "fetch_order")
+            except AccountFatal:
+                raise
+            except ExchangeError as exc:
+                # Not found, timed out, rate limited: none of it says the order ended.
+                entry.attempts += 1
+                if entry.attempts >= limit and not entry.alerted:
+                    entry.alerted = True
+                    self.publish([AttentionRequired(
+                        account_id=self.account_id, at=self.clock.now(), order_id=order.id,
+                        attempts=entry.attempts,
+                        reason=(f"order {order.id} ({order.symbol}) is missing from the open "
+                                f"orders and {entry.attempts} confirmations failed, the last "
+                                f"with {type(exc).__name__}: {exc}; it stays open"),
+                    )])
+                continue
+            event = resolve(order, answer, self.clock.now())
+            applied = await self.commit([event]) if event is not None else []
+            if event is None or applied or answer.is_open:
+                # The exchange spoke: ended (applied), or still open and due in the next listing.
+                self.unconfirmed.pop(order.id, None)
+
+    async def sweep_closed(self, now: datetime) -> None:
+        """Closed orders since the last sweep: evidence for vanished orders, and fills of
+        orders that opened and closed between two listings (a market exit, say)."""
+        overlap = timedelta(seconds=2 * max(self.poll_interval_s,
+                                            self.settings.visibility_window_s))
+        since = (self.last_sweep - overlap if self.last_sweep is not None
+                 else now - timedelta(seconds=self.settings.sweep_lookback_s))
+        scopes: list[str | None] = [None]
+        if not self.exchange.capabilities.open_orders_without_symbol:
+            scopes = list(self.symbols_to_list())
+        answers: list[Order] = []
+        try:
+            for scope in scopes:
+                answers.extend(await self.ask(
+                    partial(self.exchange.fetch_closed_orders, scope, since),
+                    "fetch_closed_orders"))
+        except AccountFatal:
+            raise
+        except OrderError as exc:
+            self.sweep_supported = False
+            log.warning("account %s: closed orders cannot be listed (%s); orders that open "
+                        "and close between two polls will be missed", self.account_id, exc)
+            return
+        except ExchangeError:
+            return  # transient: the next sweep covers the same window again
+        self.last_sweep = now
+        events: list[Event] = []
+        for answer in answers:
+            tracked = self.book.orders.get(answer.id)
+            if tracked is not None and tracked.is_terminal:
+                continue
+            if tracked is None and answer.filled <= 0:
+                continue  # never seen, nothing executed: nothing to book
+            event = resolve(tracked, answer, now)
+            if event is not None:
+                events.append(event)
+        for applied in await self.commit(events):
+            if applied.order.is_terminal:
+                self.unconfirmed.pop(applied.order.id, None)
+
+    # ------------------------------------------------------------------ stale orders
+
+    async def handle_stale(self) -> None:
+        policy = self.live.policy()
+        if policy is None:
+            return  # tier unknown until the first balance: no basis for a decision
+        now = self.clock.now()
+        stale = [
+            order for order in self.book.orders.stale_orders(
+                now, policy.stale_max_age_s, include_exits=policy.stale_includes_exits)
+            if order.id not in self.unconfirmed
+        ]
+        if policy.stale_action is StaleAction.ALERT:
+            live_ids = {order.id for order in stale}
+            self.stale_alerted &= live_ids
+            fresh = [order for order in stale if order.id not in self.stale_alerted]
+            self.stale_alerted.update(order.id for order in fresh)
+            self.publish([StaleOrderFound(account_id=self.account_id, at=now, order=order,
+                                          max_age_s=policy.stale_max_age_s, action="alert")
+                          for order in fresh])
+            return
+        for order in stale[: self.settings.stale_cancel_budget]:
+            try:
+                answer = await self.ask(partial(self.exchange.cancel_order, order.id,
+                                                order.symbol), "cancel_order")
+            except AccountFatal:
+                raise
+            except OrderError:
+                # Already closed or unknown: find out what happened before anything changes.
+                self.unconfirmed.setdefault(order.id, Unconfirmed())
+                continue
+            except ExchangeError:
+                continue  # transient; a lost answer shows up as a vanished order next cycle
+            self.publish([StaleOrderFound(account_id=self.account_id, at=now, order=order,
+                                          max_age_s=policy.stale_max_age_s, action="cancel")])
+            # Cancelled only on the exchange's answer (which may also say it filled first).
+            event = resolve(order, answer, self.clock.now())
+            if event is not None:
+                await self.commit([event])
+
+    # ------------------------------------------------------------------ balances
+
+    async def refresh_balances(self) -> None:
+        balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
+        quote = self.live.quote_currency
+        markets = self.live.markets
+        symbols = sorted(
+            f"{currency}/{quote}" for currency, balance in balances.items()
+            if currency != quote and balance.total > 0
+            and (not markets or f"{currency}/{quote}" in markets)
+        )
+        tickers = {}
+        if symbols:
+            tickers = dict(await self.ask(partial(self.exchange.fetch_tickers, symbols),
+                                          "fetch_tickers"))
+        equity_usd, unpriced = equity_of(balances, tickers, quote)
+        now = self.clock.now()
+        await self.run_book(partial(self.book.update_equity, equity_usd, now))
+        for symbol, ticker in tickers.items():
+            if ticker.last is not None:
+                self.book.orders.set_last_price(symbol, ticker.last)
+        self.live.balances = dict(balances)
+        self.live.equity_usd = equity_usd
+        tier = self.live.tier.update(equity_usd)
+        self.balance_due_mono = self.clock.monotonic() + self.balance_interval_s
+        self.publish([BalancesUpdated(account_id=self.account_id, at=now, equity_usd=equity_usd,
+                                      tier=tier.name, unpriced=unpriced)])
+
+    # ------------------------------------------------------------------ intents
+
+    async def resolve_intents(self) -> None:
+        """Settle submissions journaled before a restart, by client order id."""
+        remaining: list[Intent] = []
+        for intent in self.intents:
+            try:
+                settled = await self._resolve_intent(intent)
+            except AccountFatal:
+                raise
+            except ExchangeError as exc:
+                log.info("account %s: intent %s unresolved for now: %s", self.account_id,
+                         intent.client_order_id, exc)
+                settled = False
+            if not settled:
+                remaining.append(intent)
+        self.intents = remaining
+
+    async def _resolve_intent(self, intent: Intent) -> bool:
+        client_id = intent.client_order_id
+        request = _request_fields(intent.request_json)
+        role = _role(request.get("role"))
+        known = self.book.orders.by_client_id(client_id)
+        if known is None:
+            symbol = request.get("symbol")
+            if not isinstance(symbol, str):
+                self.publish([AttentionRequired(
+                    account_id=self.account_id, at=self.clock.now(),
+                    reason=f"intent {client_id} names no symbol; it cannot be looked up")])
+                return False
+            try:
+                answer = await self.ask(
+                    partial(self.exchange.fetch_order_by_client_id, client_id, symbol),
+                    "fetch_order_by_client_id")
+            except OrderNotFound:
+                age_s = (self.clock.now() - intent.created_at).total_seconds()
+                if age_s < self.settings.visibility_window_s:
+                    return False  # may still appear: the exchange is allowed its lag
+                return await self._release(intent)
+            event = resolve(None, adopt(answer, role), self.clock.now())
+            if event is not None:
+                await self.commit([event])
+            known = self.book.orders.get(answer.id)
+            if known is None:
+                return False
+        elif role is not None and known.role is not role:
+            # Adopted from a listing before its intent was read: the intent knows its role.
+            fixed = known.model_copy(update={"role": role})
+            await self.commit([order_event(known, fixed, None, self.clock.now())])
+        now = self.clock.now()
+        if self.store is not None:
+            await self.run_book(partial(self.store.set_intent_status, self.account_id,
+                                        client_id, "resolved", now, known.id))
+        self.publish([IntentResolved(account_id=self.account_id, at=now,
+                                     client_order_id=client_id, order_id=known.id)])
+        return True
+
+    async def _release(self, intent: Intent) -> bool:
+        now = self.clock.now()
+        if self.store is not None:
+            await self.run_book(partial(self.store.set_intent_status, self.account_id,
+                                        intent.client_order_id, "released", now))
+        self.publish([IntentReleased(account_id=self.account_id, at=now,
+                                     client_order_id=intent.client_order_id)])
+        return True
+
+
+def _request_fields(request_json: str) -> dict[str, Any]:
+    """The journaled request's fields; tolerant of a nested ``{"request": {...}}``."""
+    try:
+        data = json.loads(request_json)
+    except ValueError:
+        return {}
+    if isinstance(data, dict) and isinstance(data.get("request"), dict):
+        data = data["request"]
+    return data if isinstance(data, dict) else {}
+
+
+def _role(value: object) -> OrderRole | None:
+    try:
+        return OrderRole(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -1,0 +1,253 @@
+"""The reconciliation core: pure functions from what we track and what the exchange says to events.
+
+Nothing here performs I/O, reads a clock or keeps state; the asyncio shell
+(:mod:`nija_broker.reconciler`) fetches, calls these, persists and publishes.
+
+- :func:`diff` compares the tracked live orders of one account with one
+  open-orders listing: unknown orders are adopted, changed ones updated,
+  missing ones reported as *vanished* (never closed: absence is not evidence,
+  DESIGN invariant 2). ``diff(x, snapshot_of(x), now) == []``.
+- :func:`resolve` turns the exchange's answer about ONE order (``fetch_order``,
+  ``cancel_order``, a closed-orders listing) into at most one event: this is
+  the only way an order becomes terminal.
+- :func:`fill_between` derives the :class:`Fill` booked when an order's filled
+  amount grows, keyed by the cumulative filled amount (invariant 3).
+- :func:`equity_of` values balances in the quote currency.
+
+Fills come from order updates only, never also from ``fetch_my_trades``: one
+execution booked under a trade id AND under a cumulative amount would count
+twice, and the order updates are already paid for by the open-orders listing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .events import AttentionRequired, Event, OrderEvent, OrderVanished, order_event
+from .models import LEGAL_TRANSITIONS, Balance, Fill, Order, OrderRole, OrderType, Side, Ticker
+
+__all__ = [
+    "Snapshot",
+    "adopt",
+    "diff",
+    "equity_of",
+    "fill_between",
+    "infer_role",
+    "order_events",
+    "resolve",
+    "snapshot_of",
+]
+
+# Relative size below which a growth of the filled amount is float dust, not a fill.
+_FILL_DUST_REL = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One open-orders listing of one account. ``complete=False``: absence proves nothing."""
+
+    orders: Sequence[Order]
+    complete: bool = True
+
+
+def snapshot_of(tracked: Iterable[Order]) -> Snapshot:
+    """The listing an exchange would give if it agreed with ``tracked`` exactly."""
+    return Snapshot(orders=[order for order in tracked if order.status.is_open], complete=True)
+
+
+def infer_role(order: Order) -> OrderRole:
+    """The role of an order someone else placed (spot, long only).
+
+    A buy opens or grows a position: an entry. A sell closes one: a stop if it
+    triggers on a falling price, a target if it is a take-profit, else a plain exit.
+    """
+    if order.side is Side.BUY:
+        return OrderRole.ENTRY
+    if order.type in (OrderType.STOP, OrderType.STOP_LIMIT):
+        return OrderRole.STOP
+    if order.type is OrderType.TAKE_PROFIT:
+        return OrderRole.TARGET
+    return OrderRole.EXIT
+
+
+def adopt(order: Order, role: OrderRole | None = None) -> Order:
+    """``order`` with its role set: ``role`` if known (our own intent), else inferred."""
+    wanted = role if role is not None else infer_role(order)
+    return order if order.role is wanted else order.model_copy(update={"role": wanted})
+
+
+def _carry(previous: Order, fresh: Order) -> Order:
+    """``fresh`` keeping what only we know: role, parent position, client order id.
+
+    Exchanges do not report our roles, and some drop the client order id from
+    later reports; the tracker's knowledge must not be overwritten by silence.
+    """
+    update: dict[str, object] = {}
+    if fresh.role is not previous.role:
+        update["role"] = previous.role
+    if fresh.parent_position_id is None and previous.parent_position_id is not None:
+        update["parent_position_id"] = previous.parent_position_id
+    if fresh.client_order_id is None and previous.client_order_id is not None:
+        update["client_order_id"] = previous.client_order_id
+    return fresh.model_copy(update=update) if update else fresh
+
+
+def _same(a: Order, b: Order) -> bool:
+    """Whether ``b`` says nothing new about ``a`` (timestamps alone are not news)."""
+    return (
+        a.status is b.status
+        and a.filled == b.filled
+        and a.amount == b.amount
+        and a.price == b.price
+        and a.stop_price == b.stop_price
+        and a.fee == b.fee
+    )
+
+
+def fill_between(previous: Order | None, order: Order, at: datetime) -> Fill | str | None:
+    """The fill booked by ``previous -> order``; ``None`` if nothing more was filled.
+
+    The fill's amount is the growth of the filled amount and its key the new
+    cumulative amount, so a replay of the same report yields the same key.
+    Its price is taken from the change of the order's average price; without
+    an average, the order's own price. Returns a message (``str``) when the
+    fill cannot be priced: the caller must then not apply the update, or the
+    execution would be lost.
+    """
+    before = previous.filled if previous is not None else 0.0
+    delta = order.filled - before
+    if delta <= order.amount * _FILL_DUST_REL:
+        return None
+    price: float | None = None
+    if order.average is not None:
+        price = order.average
+        if previous is not None and previous.average is not None and before > 0:
+            marginal = (order.average * order.filled - previous.average * before) / delta
+            # Rounded averages can make the marginal price meaningless on tiny deltas.
+            if math.isfinite(marginal) and marginal > 0:
+                price = marginal
+    if price is None:
+        price = order.reference_price
+    if price is None:
+        return (
+            f"order {order.id} on {order.symbol} filled {delta!r} more but the exchange gave "
+            "no average price and the order has none; the fill is not booked until it does"
+        )
+    fee = max(order.fee - (previous.fee if previous is not None else 0.0), 0.0)
+    return Fill(
+        account_id=order.account_id,
+        order_id=order.id,
+        symbol=order.symbol,
+        side=order.side,
+        amount=delta,
+        price=price,
+        fee=fee,
+        timestamp=order.updated_at or at,
+        cumulative_filled=order.filled,
+        role=order.role,
+    )
+
+
+def _change(previous: Order | None, fresh: Order, at: datetime) -> Event | None:
+    """The event for ``previous -> fresh`` (with roles carried over), or ``None`` if nothing new."""
+    if previous is None:
+        order = adopt(fresh)
+    else:
+        if previous is fresh or _same(previous, fresh):
+            return None
+        problem = _contradiction(previous, fresh)
+        if problem is not None:
+            return AttentionRequired(account_id=fresh.account_id, at=at, reason=problem,
+                                     order_id=fresh.id)
+        order = _carry(previous, fresh)
+    fill = fill_between(previous, order, at)
+    if isinstance(fill, str):
+        return AttentionRequired(account_id=order.account_id, at=at, reason=fill,
+                                 order_id=order.id)
+    return order_event(previous, order, fill, at)
+
+
+def _contradiction(previous: Order, fresh: Order) -> str | None:
+    if fresh.filled < previous.filled:
+        return (
+            f"exchange reports order {fresh.id} filled {fresh.filled!r}, less than the "
+            f"{previous.filled!r} already booked; the tracker keeps its version"
+        )
+    if fresh.status not in LEGAL_TRANSITIONS[previous.status]:
+        return (
+            f"exchange reports order {fresh.id} {fresh.status.value} after "
+            f"{previous.status.value}; the tracker keeps its version"
+        )
+    if fresh.symbol != previous.symbol or fresh.side is not previous.side:
+        return (
+            f"exchange reports order {fresh.id} as {fresh.side.value} {fresh.symbol}, tracked "
+            f"as {previous.side.value} {previous.symbol}"
+        )
+    return None
+
+
+def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime) -> list[Event]:
+    """Events that bring ``tracked`` (one account's live orders, by id) in line with ``snapshot``.
+
+    - an order listed but not tracked: :class:`OrderAdopted` (role inferred);
+    - an order listed with news: :class:`OrderPartiallyFilled`, :class:`OrderChanged`
+      or, if the listing itself says so, a terminal event;
+    - a tracked open order missing from a *complete* listing: :class:`OrderVanished`,
+      which asks for a confirmation and changes nothing. A pending order (sent,
+      not yet acknowledged) is not expected in the listing and never vanishes;
+    - a report that contradicts what was booked: :class:`AttentionRequired`.
+    """
+    events: list[Event] = []
+    listed: set[str] = set()
+    for fresh in snapshot.orders:
+        listed.add(fresh.id)
+        event = _change(tracked.get(fresh.id), fresh, now)
+        if event is not None:
+            events.append(event)
+    if snapshot.complete:
+        for order_id, order in tracked.items():
+            if order_id not in listed and order.status.is_open:
+                events.append(OrderVanished(account_id=order.account_id, at=now, order=order))
+    return events
+
+
+def resolve(tracked: Order | None, answer: Order, now: datetime) -> Event | None:
+    """What the exchange's own answer about ONE order means for the tracker.
+
+    This is the only evidence that ends an order (DESIGN invariant 2). An
+    answer equal to what is tracked gives ``None``; an unknown order is adopted.
+    """
+    return _change(tracked, answer, now)
+
+
+def order_events(events: Iterable[Event]) -> list[OrderEvent]:
+    return [event for event in events if isinstance(event, OrderEvent)]
+
+
+def equity_of(
+    balances: Mapping[str, Balance], tickers: Mapping[str, Ticker], quote: str
+) -> tuple[float, tuple[str, ...]]:
+    """Quote total plus every other currency's total at its last price against ``quote``.
+
+    Returns the equity and the currencies held but left out for want of a
+    price (listed, never guessed at zero silently).
+    """
+    equity = 0.0
+    unpriced: list[str] = []
+    for currency, balance in sorted(balances.items()):
+        if balance.total <= 0:
+            continue
+        if currency == quote:
+            equity += balance.total
+            continue
+        ticker = tickers.get(f"{currency}/{quote}")
+        last = None if ticker is None else (ticker.last or ticker.bid)
+        if last is None:
+            unpriced.append(currency)
+        else:
+            equity += balance.total * last
+    return equity, tuple(unpriced)
+

@@ -324,3 +324,56 @@ def convert_market(raw: Mapping[str, Any], precision_mode: int) -> Market:
         )
     except (ValueError, ValidationError) as exc:
         raise _invalid("market", raw, exc) from exc
+
+
+# Every field convert_order reads. Two ccxt dicts equal on these give equal Orders.
+_ORDER_FIELDS = ("id", "clientOrderId", "symbol", "side", "type", "status", "price",
+                 "triggerPrice", "stopPrice", "takeProfitPrice", "stopLossPrice", "amount",
+                 "filled", "average", "timestamp", "lastUpdateTimestamp", "lastTradeTimestamp",
+                 "reduceOnly")
+
+
+class OrderMemo:
+    """:func:`convert_order` for one account, remembering what it converted.
+
+    A poll lists the same open orders again and again, mostly unchanged;
+    validating each into a model every time is most of the adapter's cost on
+    top of ccxt. An order whose fields are all unchanged gets the Order built
+    the first time (models are frozen, so sharing one is safe). Bounded: the
+    oldest entries go first.
+    """
+
+    def __init__(self, account_id: str, *, max_entries: int = 20_000) -> None:
+        self.account_id = account_id
+        self.max_entries = max_entries
+        self._orders: dict[tuple[Any, ...], Order] = {}
+        self.hits = 0
+
+    def clear(self) -> None:
+        self._orders.clear()
+
+    @staticmethod
+    def _key(raw: Mapping[str, Any]) -> tuple[Any, ...]:
+        fee = raw.get("fee")
+        info = raw.get("info")
+        return (
+            tuple(map(raw.get, _ORDER_FIELDS)),
+            tuple((f.get("currency"), f.get("cost")) for f in raw.get("fees") or ()),
+            (fee.get("currency"), fee.get("cost")) if isinstance(fee, Mapping) else None,
+            info.get("origClientOrderId") if isinstance(info, Mapping) else None,
+        )
+
+    def convert(self, raw: Mapping[str, Any], now: datetime) -> Order:
+        try:
+            key = self._key(raw)
+            known = self._orders.get(key)
+        except (TypeError, AttributeError):  # an unhashable or odd field: convert plainly
+            return convert_order(raw, account_id=self.account_id, now=now)
+        if known is not None:
+            self.hits += 1
+            return known
+        order = convert_order(raw, account_id=self.account_id, now=now)
+        if len(self._orders) >= self.max_entries:
+            del self._orders[next(iter(self._orders))]
+        self._orders[key] = order
+        return order

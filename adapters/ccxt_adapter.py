@@ -57,6 +57,7 @@ from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, OrderT
 from nija_broker.symbols import normalize_symbol
 
 from ._ccxt_convert import (
+    OrderMemo,
     convert_balance,
     convert_market,
     convert_order,
@@ -127,6 +128,7 @@ class CcxtExchange:
             str(v) for v in (getattr(exchange, a, None) for a in _SECRET_ATTRS) if v
         )
         self._markets: dict[str, Market] | None = None
+        self._memo = OrderMemo(account_id)
         self._closed = False
         has = getattr(exchange, "has", {}) or {}
         # Learned at run time: ccxt raises ArgumentsRequired where a symbol is needed.
@@ -135,6 +137,9 @@ class CcxtExchange:
             # ccxt refuses a symbol-less openOrders on Binance unless told we mean it; one
             # call (weight 80) for all symbols is cheaper than one per symbol (weight 6 each).
             exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+            per_method = exchange.options.get("fetchOpenOrders")
+            if isinstance(per_method, dict):  # the newer spelling of the same switch
+                per_method["warnWithoutSymbol"] = False
 
     @classmethod
     def from_config(
@@ -229,6 +234,8 @@ class CcxtExchange:
             async with asyncio.timeout(self.call_timeout_s):
                 return await call()
         except (ccxt.BaseError, TimeoutError) as exc:
+            if isinstance(exc, ccxt.ArgumentsRequired | ccxt.NotSupported):
+                self.calls[action] -= 1  # ccxt refused locally: nothing was sent
             raise map_ccxt_error(exc, exchange_id=self.exchange_id, account_id=self._account_id,
                                  secrets=self._secrets, action=action) from exc
 
@@ -251,10 +258,11 @@ class CcxtExchange:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _order(self, raw: Mapping[str, Any]) -> Order:
-        return convert_order(raw, account_id=self._account_id, now=self._clock.now())
+        return self._memo.convert(raw, self._clock.now())
 
     def _orders(self, raws: Iterable[Mapping[str, Any]]) -> list[Order]:
-        return [self._order(raw) for raw in raws]
+        now = self._clock.now()
+        return [self._memo.convert(raw, now) for raw in raws]
 
     def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
         has = getattr(self._ex, "has", {}) or {}

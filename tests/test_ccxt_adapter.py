@@ -13,6 +13,7 @@ import ccxt.async_support as ccxt
 import pytest
 
 from adapters._ccxt_convert import (
+    OrderMemo,
     convert_balance,
     convert_market,
     convert_order,
@@ -180,6 +181,25 @@ def test_ticker_without_prices_keeps_none() -> None:
     ticker = convert_ticker({"symbol": "BTC/USDT", "last": 50_000.0, "bid": None, "ask": 0,
                              "timestamp": TS_MS})
     assert (ticker.last, ticker.bid, ticker.ask) == (50_000.0, None, None)
+
+
+def test_memo_hands_back_the_same_order_while_nothing_changed() -> None:
+    memo = OrderMemo("USER:alice")
+    first = memo.convert(ccxt_order(), NOW)
+    again = memo.convert(ccxt_order(), NOW)
+    changed = memo.convert(ccxt_order(filled=0.004), NOW)
+    assert again is first
+    assert changed.filled == 0.004
+    assert changed.status is OrderStatus.PARTIALLY_FILLED
+    assert memo.hits == 1
+
+
+def test_memo_is_bounded() -> None:
+    memo = OrderMemo("USER:alice", max_entries=3)
+    orders = [memo.convert(ccxt_order(id=str(i)), NOW) for i in range(5)]
+    assert memo.convert(ccxt_order(id="4"), NOW) is orders[4]
+    assert memo.convert(ccxt_order(id="0"), NOW) is not orders[0]  # evicted, rebuilt
+    assert len(memo._orders) == 3
 
 
 # ----------------------------------------------------------------- markets

@@ -443,6 +443,71 @@ async def test_truncated_open_orders_page_loses_orders_silently(
     assert page.complete
 
 
+# ------------------------------------------------- exchanges with fewer features
+
+
+class NeedsSymbolExchange(ccxt.binance):  # type: ignore[misc]
+    """Binance's dialect, but behaving like exchanges that list open orders per symbol only
+    and cannot look orders up by client id (ccxt raises ArgumentsRequired on those)."""
+
+    async def fetch_open_orders(self, symbol: str | None = None, *args: object,
+                                **kwargs: object) -> list[dict[str, object]]:
+        if symbol is None:
+            raise ccxt.ArgumentsRequired(f"{self.id} fetchOpenOrders() requires a symbol")
+        return await super().fetch_open_orders(symbol, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+def needs_symbol(rig: Rig) -> CcxtExchange:
+    api_key, secret = KEYS["USER:alice"]
+    raw = NeedsSymbolExchange(binance_ccxt_config(rig.server.url, api_key, secret))
+    raw.id = "needsymbol"
+    return CcxtExchange(raw, account_id="USER:alice", clock=FakeClock(),
+                        budget=RateBudget(1000.0))
+
+
+@pytest.mark.asyncio
+async def test_exchange_that_needs_a_symbol_is_asked_once_per_symbol_given(rig: Rig) -> None:
+    ex = needs_symbol(rig)
+    try:
+        await ex.create_order(limit_buy(40_000.0, cid="n-1"))
+        await ex.create_order(limit_buy(2_000.0, amount=0.01, cid="n-2", symbol="ETH/USDT"))
+
+        first = await ex.fetch_open_orders(["BTC-USDT", "ETH/USDT", "BTC/USDT"])
+        second = await ex.fetch_open_orders(["ETH/USDT"])
+        blind = await ex.fetch_open_orders()
+    finally:
+        await ex.aclose()
+    assert not ex.capabilities.open_orders_without_symbol
+    assert first.calls == 2  # BTC and ETH; the symbol-less try was refused by ccxt unsent
+    assert {o.client_order_id for o in first.orders} == {"n-1", "n-2"}
+    assert second.calls == 1
+    assert [o.client_order_id for o in second.orders] == ["n-2"]
+    assert blind.calls == 0
+    assert not blind.complete
+
+
+@pytest.mark.asyncio
+async def test_client_id_lookup_without_native_support_searches_open_then_closed(
+        rig: Rig) -> None:
+    ex = needs_symbol(rig)
+    try:
+        resting = await ex.create_order(limit_buy(40_000.0, cid="scan-open"))
+        filled = await ex.create_order(OrderRequest(
+            symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.001,
+            client_order_id="scan-closed"))
+
+        found_open = await ex.fetch_order_by_client_id("scan-open", "BTC/USDT")
+        found_closed = await ex.fetch_order_by_client_id("scan-closed", "BTC/USDT")
+        with pytest.raises(OrderNotFound, match="never-sent"):
+            await ex.fetch_order_by_client_id("never-sent", "BTC/USDT")
+    finally:
+        await ex.aclose()
+    assert not ex.capabilities.fetch_order_by_client_id
+    assert (found_open.id, found_open.status) == (resting.id, OrderStatus.OPEN)
+    assert (found_closed.id, found_closed.status) == (filled.id, OrderStatus.FILLED)
+    assert ex.calls["fetch_order_by_client_id"] == 0
+
+
 # ------------------------------------------------------------- rate budget
 
 

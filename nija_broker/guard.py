@@ -16,10 +16,11 @@ A reservation's life::
                              |  \\--release--> gone           (the account's state shows it)
                              \\--ttl--> expired (stops counting; the intent stays unresolved)
 
-*In flight*: counts as an open entry on its symbol, as capital held and as a
-claim on the free balance. *Settling*: the exchange accepted the order; it
-keeps its claim on the free balance until the reconciler's next balance
-arrives, and its symbol until the book or the balance shows the order.
+*In flight*: counts as an open entry on its symbol, as a claim on the free
+balance and, unless it is a market order (which fills at once), as held
+capital. *Settling*: the exchange accepted the order; it keeps its claim on
+the free balance until the reconciler's next balance arrives, and its symbol
+until the book or the balance shows the order.
 
 The intent is journaled in the store with its client order id before
 :meth:`decide` returns, so before any request leaves (invariant 4); every
@@ -56,7 +57,7 @@ from .clock import Clock
 from .errors import EntryBlocked, ExchangeError, IllegalTransition, OrderNotFound, StateError
 from .health import AccountHealth, AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
-from .models import Balance, Order, OrderRole, Side
+from .models import Balance, Order, OrderRole, OrderType, Side
 from .orders import OrderTracker
 from .store import DecisionRecord, Intent, Store
 
@@ -380,7 +381,8 @@ class Guard:
         return Reservation(
             id=f"rsv-{uuid.uuid4().hex}", account_id=intent.account_id,
             client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
-            is_entry=intent.is_entry, reserved_usd=reserved_usd, created_at=created_at,
+            type=intent.type, is_entry=intent.is_entry, reserved_usd=reserved_usd,
+            created_at=created_at,
             expires_at=self.clock.monotonic() + self.settings.reservation_ttl_s,
         )
 
@@ -425,14 +427,17 @@ class Guard:
         for reservation in account.in_flight.values():
             if reservation.is_entry:
                 entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
-                held_usd += reservation.reserved_usd
+                held_usd += _held(reservation)
                 reserved_usd += reservation.reserved_usd
         balances = live.balances if live is not None else {}
         for settling in account.settling.values():
             reservation = settling.reservation
-            if _in_book(settling, orders) is None:
+            in_book = _in_book(settling, orders)
+            if in_book is None:
+                held_usd += _held(reservation)
+            if in_book is None or in_book.is_terminal:
+                # Filled but not yet in a balance or the ledger: the position exists already.
                 entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
-                held_usd += reservation.reserved_usd
             if balances is settling.balances_seen:
                 reserved_usd += reservation.reserved_usd
         ledger = book.ledger.positions()
@@ -493,6 +498,12 @@ def _expired_long_ago(reservation: Reservation, account: _AccountGuard,
     return reservation.id not in account.in_flight and reservation.expires_at <= forget_before
 
 
+def _held(reservation: Reservation) -> float:
+    """What an entry on its way adds to held capital: a resting order's value; a market
+    order fills at once and becomes a position, so it fragments nothing."""
+    return 0.0 if reservation.type is OrderType.MARKET else reservation.reserved_usd
+
+
 def _in_book(settling: _Settling, orders: OrderTracker) -> Order | None:
     order = orders.by_client_id(settling.reservation.client_order_id)
     if order is None and settling.order_id is not None:
@@ -502,7 +513,11 @@ def _in_book(settling: _Settling, orders: OrderTracker) -> Order | None:
 
 def _visible(settling: _Settling, orders: OrderTracker,
              balances: Mapping[str, Balance] | None) -> bool:
-    """True once the book has the order, or a balance shows the base it bought."""
+    """Called once a balance newer than the confirmation arrived: does the account show it?
+
+    Yes when the book has the order (live, the book counts it; finished, that
+    balance holds its fills), or when the balance holds the base it bought.
+    """
     if _in_book(settling, orders) is not None:
         return True
     base = settling.reservation.symbol.split("/")[0]

@@ -158,6 +158,7 @@ class Reservation:
     client_order_id: str
     symbol: str
     side: Side
+    type: OrderType
     is_entry: bool
     reserved_usd: float
     created_at: datetime

@@ -1,0 +1,85 @@
+"""Builders shared by the guard's tests: hand-made account views, a guard over a store, the sim."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.sim import SimEngine, SimExchange
+from nija_broker.book import Books
+from nija_broker.clock import FakeClock
+from nija_broker.guard import Guard, GuardSettings
+from nija_broker.health import AccountHealth, AccountLive, SyncState
+from nija_broker.intent import OrderIntent
+from nija_broker.models import Balance, Market
+from nija_broker.store import Store
+from nija_broker.tiers import DEFAULT_TIERS, TierTable
+
+T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+TABLE = TierTable(DEFAULT_TIERS)
+ALICE = "USER:alice"
+SYMBOLS = ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD")
+PRICES = {"BTC/USD": 50_000.0, "ETH/USD": 3_000.0, "SOL/USD": 150.0, "XRP/USD": 0.5,
+          "ADA/USD": 0.4, "DOGE/USD": 0.1}
+MARKETS = {
+    s: Market(symbol=s, base=s.split("/")[0], quote="USD", amount_step=1e-8, price_step=0.0001,
+              min_amount=1e-8, min_notional=1.0)
+    for s in SYMBOLS
+}
+
+
+def usd(free: float, **others: float) -> dict[str, Balance]:
+    balances = {"USD": Balance(currency="USD", free=free, total=free)}
+    for currency, total in others.items():
+        balances[currency] = Balance(currency=currency, free=total, total=total)
+    return balances
+
+
+def account_live(account_id: str = ALICE, *, equity: float = 100.0, free: float = 100.0,
+                 state: SyncState = SyncState.OK,
+                 balances: Mapping[str, Balance] | None = None) -> AccountLive:
+    """What the reconciler would hold for a synced account with ``free`` USD."""
+    live = AccountLive.create(account_id, TABLE)
+    live.tier.update(equity)
+    live.health = AccountHealth(state=state, last_success=T0)
+    live.equity_usd = equity
+    live.balances = balances if balances is not None else usd(free)
+    live.markets = MARKETS
+    return live
+
+
+def make_guard(store: Store | None, clock: FakeClock, live: dict[str, AccountLive],
+               **settings: Any) -> Guard:
+    books = Books(store, clock=clock)
+    guard = Guard(books, live, clock=clock, settings=GuardSettings(**settings))
+    for account_id in live:
+        for symbol, price in PRICES.items():
+            books.get(account_id).orders.set_last_price(symbol, price)
+    return guard
+
+
+def open_store(path: Path) -> Store:
+    return Store(path / "state.sqlite3")
+
+
+def buy(symbol: str = "BTC/USD", size_usd: float | None = 10.0, account_id: str = ALICE,
+        **changes: Any) -> OrderIntent:
+    return OrderIntent(account_id=account_id, symbol=symbol, side="buy", size_usd=size_usd,
+                       **changes)
+
+
+def sell(symbol: str = "BTC/USD", amount: float = 0.001, account_id: str = ALICE,
+         **changes: Any) -> OrderIntent:
+    return OrderIntent(account_id=account_id, symbol=symbol, side="sell", amount=amount,
+                       **changes)
+
+
+def sim(clock: FakeClock, balances: Mapping[str, float] | None = None,
+        account_id: str = ALICE) -> tuple[SimEngine, SimExchange]:
+    engine = SimEngine(seed=7, clock=clock)
+    for symbol, market in MARKETS.items():
+        engine.add_market(market, PRICES[symbol])
+    engine.open_account(account_id, dict(balances or {"USD": 100.0}))
+    return engine, SimExchange(engine, account_id)

@@ -1,0 +1,355 @@
+"""The Guard: decisions journaled, reservations counted until the exchange answers, restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.base import OrderRequest
+from nija_broker.clock import FakeClock
+from nija_broker.errors import EntryBlocked, StateError
+from nija_broker.guard import Guard
+from nija_broker.health import AccountLive, SyncState
+from nija_broker.intent import Allowed, Blocked
+from nija_broker.models import Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.store import Store
+
+from ._guard_support import (
+    ALICE,
+    T0,
+    account_live,
+    buy,
+    make_guard,
+    open_store,
+    sell,
+    sim,
+    usd,
+)
+
+BOB = "USER:bob"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with open_store(tmp_path) as store:
+        yield store  # type: ignore[misc]
+
+
+@pytest.fixture
+def live() -> dict[str, AccountLive]:
+    return {ALICE: account_live(), BOB: account_live(BOB)}
+
+
+@pytest.fixture
+def guard(store: Store, clock: FakeClock, live: dict[str, AccountLive]) -> Guard:
+    return make_guard(store, clock, live)
+
+
+def filled_buy(order_id: str, client_order_id: str, symbol: str = "BTC/USD",
+               amount: float = 0.0012, status: OrderStatus = OrderStatus.FILLED) -> Order:
+    return Order(id=order_id, client_order_id=client_order_id, account_id=ALICE, symbol=symbol,
+                 side=Side.BUY, type=OrderType.MARKET, amount=amount,
+                 filled=amount if status is OrderStatus.FILLED else 0.0, status=status,
+                 created_at=T0)
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def test_allowed_entry_is_journaled_as_pending_intent_before_decide_returns(
+    guard: Guard, store: Store
+) -> None:
+    intent = buy()
+    decision = guard.decide(intent)
+    assert isinstance(decision, Allowed)
+    assert decision.reservation is not None
+    [pending] = store.pending_intents(ALICE)
+    assert pending.client_order_id == intent.client_order_id
+    assert pending.status == "pending"
+    assert json.loads(pending.request_json)["intent"]["symbol"] == "BTC/USD"
+    [record] = store.decisions(ALICE)
+    assert record.allowed
+    assert record.client_order_id == intent.client_order_id
+
+
+def test_second_entry_on_the_symbol_is_blocked_and_the_reason_can_be_queried(
+    guard: Guard
+) -> None:
+    assert guard.decide(buy()).allowed
+    second = buy()
+    decision = guard.decide(second)
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "duplicate_symbol_entry"
+    record = guard.why_blocked(ALICE, second.client_order_id)
+    assert record is not None
+    assert record.rule == "duplicate_symbol_entry"
+    assert "BTC/USD" in (record.reason or "")
+    assert record.figures["live_entries"] == 1
+    assert [r.allowed for r in guard.decisions(ALICE)] == [False, True]
+
+
+def test_reserve_raises_entry_blocked_with_rule_and_reason(guard: Guard) -> None:
+    guard.reserve(buy())
+    with pytest.raises(EntryBlocked) as info:
+        guard.reserve(buy())
+    assert info.value.rule == "duplicate_symbol_entry"
+    assert "one entry per symbol" in info.value.reason
+
+
+def test_check_is_a_dry_run_that_reserves_and_journals_nothing(
+    guard: Guard, store: Store
+) -> None:
+    assert guard.check(buy()).allowed
+    assert guard.check(buy()).allowed
+    assert guard.reservations(ALICE) == []
+    assert store.pending_intents(ALICE) == []
+    assert store.decisions(ALICE) == []
+
+
+def test_an_intent_that_cannot_be_journaled_leaves_no_reservation(
+    guard: Guard, store: Store
+) -> None:
+    guard.state(ALICE)  # the account's book is loaded while the store is open
+    store.close()
+    with pytest.raises(StateError):
+        guard.decide(buy())
+    assert guard.reservations(ALICE) == []
+
+
+# --------------------------------------------------------------------------- reservations
+
+
+def test_released_reservation_frees_the_symbol_and_releases_the_intent(
+    guard: Guard, store: Store
+) -> None:
+    reservation = guard.reserve(buy())
+    guard.release(reservation.id)
+    assert store.pending_intents(ALICE) == []
+    assert guard.decide(buy()).allowed
+
+
+def test_pending_entries_take_position_slots(guard: Guard) -> None:
+    for symbol in ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD"):
+        guard.reserve(buy(symbol))
+    decision = guard.decide(buy("ADA/USD"))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "max_positions"
+    assert decision.figures["occupied"] == ["BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD"]
+
+
+def test_pending_market_entries_claim_the_free_balance(guard: Guard) -> None:
+    guard.reserve(buy("BTC/USD", size_usd=28.0))
+    guard.reserve(buy("ETH/USD", size_usd=28.0))
+    guard.reserve(buy("SOL/USD", size_usd=28.0))
+    decision = guard.decide(buy("XRP/USD", size_usd=28.0))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "insufficient_free_balance"
+    assert decision.figures["reserved_usd"] == pytest.approx(3 * 28 * 1.004)
+
+
+def test_pending_limit_entries_count_as_held_capital(guard: Guard) -> None:
+    guard.reserve(buy("BTC/USD", type="limit", price=49_000.0, size_usd=20.0))
+    guard.reserve(buy("ETH/USD", type="limit", price=2_900.0, size_usd=11.0))
+    decision = guard.decide(buy("SOL/USD"))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "fragmentation"
+    assert decision.figures["held_usd"] == pytest.approx(31 * 1.004)
+
+
+def test_pending_entries_are_subtracted_from_free_balance(
+    store: Store, clock: FakeClock
+) -> None:
+    live = {ALICE: account_live(equity=2_000.0, free=100.0)}  # STANDARD: no fragmentation block
+    guard = make_guard(store, clock, live)
+    guard.reserve(buy("BTC/USD", size_usd=60.0))
+    decision = guard.decide(buy("ETH/USD", size_usd=60.0))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "insufficient_free_balance"
+    assert decision.figures["reserved_usd"] == pytest.approx(60.24)
+
+
+def test_expired_reservation_stops_counting_but_its_intent_stays_unresolved(
+    guard: Guard, clock: FakeClock, store: Store
+) -> None:
+    first = guard.reserve(buy())
+    clock.advance(29.0)
+    assert not guard.decide(buy()).allowed
+    clock.advance(1.5)
+    assert guard.decide(buy()).allowed
+    pending = {i.client_order_id for i in store.pending_intents(ALICE)}
+    assert first.client_order_id in pending
+
+
+def test_confirmed_order_goes_to_the_book_and_keeps_blocking_the_symbol(
+    guard: Guard, store: Store, live: dict[str, AccountLive]
+) -> None:
+    reservation = guard.reserve(buy(type="limit", price=49_000.0, size_usd=None,
+                                    amount=0.0002))
+    resting = filled_buy("42", reservation.client_order_id, amount=0.0002,
+                         status=OrderStatus.OPEN).replace(type=OrderType.LIMIT, price=49_000.0)
+    guard.confirm(reservation.id, resting)
+    book = guard.books.get(ALICE)
+    assert book.orders.by_client_id(reservation.client_order_id) == resting
+    assert store.pending_intents(ALICE) == []
+    live[ALICE].balances = usd(90.0)  # the next balance: the exchange holds the order's funds
+    decision = guard.decide(buy())
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "duplicate_symbol_entry"
+    with pytest.raises(StateError):
+        guard.confirm(reservation.id, resting)
+
+
+def test_filled_entry_counts_until_the_next_balance_shows_the_position(
+    store: Store, clock: FakeClock
+) -> None:
+    live = {ALICE: account_live(equity=2_000.0, free=100.0)}  # STANDARD, yet pin MICRO rules:
+    live[ALICE].tier.pinned = "MICRO_CAP"
+    guard = make_guard(store, clock, live)
+    reservation = guard.reserve(buy("BTC/USD", size_usd=60.0))
+    guard.confirm(reservation.id, filled_buy("7", reservation.client_order_id))
+    # The balance still says 100 USD free, but 60 of it is gone into BTC.
+    blocked = guard.decide(buy("ETH/USD", size_usd=60.0))
+    assert isinstance(blocked, Blocked)
+    assert blocked.rule == "insufficient_free_balance"
+    assert not guard.decide(buy("BTC/USD")).allowed
+    live[ALICE].balances = usd(39.76, BTC=0.0012)
+    again = guard.decide(buy("BTC/USD"))
+    assert isinstance(again, Blocked)
+    assert again.rule == "dca"
+    assert guard.decide(buy("ETH/USD", size_usd=30.0)).allowed
+
+
+def test_confirm_of_an_order_of_another_account_is_refused(guard: Guard) -> None:
+    reservation = guard.reserve(buy())
+    foreign = filled_buy("1", reservation.client_order_id).replace(account_id=BOB)
+    with pytest.raises(StateError):
+        guard.confirm(reservation.id, foreign)
+
+
+def test_accounts_are_judged_independently(guard: Guard) -> None:
+    for symbol in ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD"):
+        guard.reserve(buy(symbol))
+    assert not guard.decide(buy("ADA/USD")).allowed
+    assert guard.decide(buy("BTC/USD", account_id=BOB)).allowed
+    assert guard.decide(buy("ADA/USD", account_id=BOB)).allowed
+
+
+# --------------------------------------------------------------------------- fail closed, exits
+
+
+def test_entries_fail_closed_when_sync_failed_and_exits_still_pass(
+    guard: Guard, live: dict[str, AccountLive], store: Store
+) -> None:
+    live[ALICE] = account_live(state=SyncState.FAILED)
+    decision = guard.decide(buy())
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "sync_unknown"
+    exit_decision = guard.decide(sell(amount=0.0001))
+    assert exit_decision.allowed
+    assert [i.client_order_id for i in store.pending_intents(ALICE)] == [
+        exit_decision.intent.client_order_id]
+
+
+def test_an_account_the_reconciler_never_saw_gets_no_entry(guard: Guard) -> None:
+    decision = guard.decide(buy(account_id="USER:nobody"))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "sync_unknown"
+
+
+def test_exits_pass_while_every_slot_is_taken_and_an_oversell_is_journaled(
+    guard: Guard, store: Store
+) -> None:
+    for symbol in ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD"):
+        guard.reserve(buy(symbol))
+    assert not guard.decide(buy("ADA/USD")).allowed
+    decision = guard.decide(sell("DOGE/USD", amount=500.0, role=OrderRole.EXIT))
+    assert isinstance(decision, Allowed)
+    assert [w.rule for w in decision.warnings] == ["oversell"]
+    [record] = guard.decisions(ALICE, limit=1)
+    assert record.allowed
+    assert record.figures["warnings"][0]["rule"] == "oversell"
+    assert "500 DOGE" in (record.reason or "")
+
+
+def test_exit_reservations_take_no_slot_and_claim_no_balance(guard: Guard) -> None:
+    for _ in range(10):
+        guard.reserve(sell("BTC/USD", amount=0.0001))
+    assert guard.decide(buy("BTC/USD", size_usd=28.0)).allowed
+
+
+def test_dust_left_from_an_old_trade_does_not_block_a_new_entry(
+    guard: Guard, live: dict[str, AccountLive]
+) -> None:
+    live[ALICE].balances = usd(100.0, BTC=0.00001)  # 50 cents of BTC
+    assert guard.decide(buy()).allowed
+
+
+def test_a_standard_account_may_add_to_a_position_and_enter_twice(
+    store: Store, clock: FakeClock
+) -> None:
+    live = {ALICE: account_live(equity=5_000.0, free=5_000.0,
+                                balances=usd(4_000.0, BTC=0.02))}
+    guard = make_guard(store, clock, live)
+    assert guard.reserve(buy("BTC/USD", size_usd=100.0))
+    assert guard.reserve(buy("BTC/USD", size_usd=100.0))
+
+
+# --------------------------------------------------------------------------- restart
+
+
+@pytest.mark.asyncio
+async def test_restart_after_the_order_reached_the_exchange_confirms_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    _, exchange = sim(clock)
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        reservation = guard.reserve(buy(type="limit", price=49_000.0, size_usd=None,
+                                        amount=0.0002))
+        await exchange.create_order(OrderRequest(
+            symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.0002,
+            price=49_000.0, client_order_id=reservation.client_order_id))
+        # The process dies here: the exchange's answer is never recorded.
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        [restored] = guard.restore_pending(ALICE)
+        assert restored.client_order_id == reservation.client_order_id
+        assert guard.decide(buy()).rule == "duplicate_symbol_entry"  # type: ignore[union-attr]
+        report = await guard.resolve_pending(exchange, ALICE)
+        assert report.confirmed == (reservation.client_order_id,)
+        assert store.pending_intents(ALICE) == []
+        order = guard.books.get(ALICE).orders.by_client_id(reservation.client_order_id)
+        assert order is not None
+        assert order.status is OrderStatus.OPEN
+        assert not guard.decide(buy()).allowed
+    assert exchange.calls["create_order"] == 1
+
+
+@pytest.mark.asyncio
+async def test_restart_before_the_order_left_releases_it_once_the_exchange_does_not_know_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    _, exchange = sim(clock)
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        reservation = guard.reserve(buy())
+        # The process dies before the request is sent.
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        first = await guard.resolve_pending(exchange, ALICE)
+        # Too young to trust "not found": a just-placed order may not be visible yet.
+        assert first.unresolved == (reservation.client_order_id,)
+        assert not guard.decide(buy()).allowed
+        clock.advance(61.0)
+        report = await guard.resolve_pending(exchange, ALICE)
+        assert report.released == (reservation.client_order_id,)
+        assert store.pending_intents(ALICE) == []
+        assert guard.decide(buy()).allowed
+    assert exchange.calls["create_order"] == 0

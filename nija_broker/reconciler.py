@@ -169,14 +169,14 @@ class Reconciler:
     async def startup(self, account_id: str) -> AccountHealth:
         """Load the account, reconcile it fully against the exchange, resolve its intents."""
         sync = self._sync(account_id)
-        return await self._guarded(sync, sync.start())
+        return await self._guarded(sync, sync.start)
 
     async def sync_once(self, account_id: str) -> AccountHealth:
         """One full cycle of one account (its startup first, if it has not started)."""
         sync = self._sync(account_id)
         if not sync.started:
             return await self.startup(account_id)
-        return await self._guarded(sync, sync.cycle())
+        return await self._guarded(sync, sync.cycle)
 
     async def run(self) -> None:
         """Poll every account until cancelled or closed."""
@@ -242,14 +242,15 @@ class Reconciler:
         async with asyncio.timeout(timeout_s):
             await sync.exchange.aclose()
 
-    async def _guarded(self, sync: AccountSync, step: Awaitable[None]) -> AccountHealth:
+    async def _guarded(self, sync: AccountSync,
+                       step: Callable[[], Awaitable[None]]) -> AccountHealth:
         """Run one step of an account and record its health. Never raises but cancellation."""
         if self._closed:
             raise StateError("the reconciler is closed")
         before = sync.live.health
         sync.fatal = False
         try:
-            await step
+            await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -275,10 +276,7 @@ class Reconciler:
         await self.clock.sleep(rng.uniform(0.0, interval_s * self.settings.jitter))
         while True:
             started = self.clock.monotonic()
-            if sync.started:
-                health = await self._guarded(sync, sync.cycle())
-            else:
-                health = await self._guarded(sync, sync.start())
+            health = await self._guarded(sync, sync.cycle if sync.started else sync.start)
             delay_s = self._delay_s(sync, health, rng)
             await self.clock.sleep(max(0.0, started + delay_s - self.clock.monotonic()))
 

@@ -349,8 +349,9 @@ class AccountMetrics(_Model):
     ``win_rate`` is a percentage. ``profit_factor`` is ``inf`` with wins and no
     losses, 0 with no wins. ``total_pnl``, ``gross_profit`` and ``gross_loss``
     are net of fees (gross P&L is ``total_pnl + total_fees``). Drawdowns are
-    positive numbers (money and percent of the peak). ``expectancy_per_dollar_risked`` is ``None`` when no trade
-    recorded its risk; ``risk_note`` then says so.
+    positive numbers (money and percent of the peak).
+    ``expectancy_per_dollar_risked`` is ``None`` when no trade recorded its
+    risk; ``risk_note`` then says so.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=True)

@@ -96,7 +96,10 @@ class AccountSync:
         self.attention_raised: set[tuple[str | None, str]] = set()
         self.intents: list[Intent] = []
         self.balance_due_mono = float("-inf")
-        self.last_sweep: datetime | None = None
+        self.last_complete_listing: datetime | None = None
+        """When the last complete open-orders listing was requested."""
+        self.sweep_anchor: datetime | None = None
+        """The last complete listing before the last successful closed-orders sweep."""
         self.sweep_supported = True
         self.poll_interval_s = settings.poll_interval_for(account_id)
         self.balance_interval_s = settings.balance_interval_for(account_id)
@@ -203,9 +206,12 @@ class AccountSync:
         symbols = None
         if not self.exchange.capabilities.open_orders_without_symbol:
             symbols = self.symbols_to_list()
+        asked_at = self.clock.now()
         page = await self.ask(partial(self.exchange.fetch_open_orders, symbols),
                               "fetch_open_orders")
         now = self.clock.now()
+        if page.complete:
+            self.last_complete_listing = asked_at
         tracked = {order.id: order for order in self.book.orders.live_orders()}
         events = diff(tracked, Snapshot(page.orders, page.complete), now)
         for order in page.orders:
@@ -272,12 +278,20 @@ class AccountSync:
                 self.unconfirmed.pop(order.id, None)
 
     async def sweep_closed(self, now: datetime) -> None:
-        """Closed orders since the last sweep: evidence for vanished orders, and fills of
-        orders that opened and closed between two listings (a market exit, say)."""
-        overlap = timedelta(seconds=2 * max(self.poll_interval_s,
-                                            self.settings.visibility_window_s))
-        since = (self.last_sweep - overlap if self.last_sweep is not None
+        """Closed orders created since the last sweep's anchor: evidence for vanished orders,
+        and the fills of orders that opened and closed between two listings.
+
+        Why the anchor: an order created more than the visibility window before a
+        complete listing and still open then was in that listing, so it is tracked.
+        Any order never tracked was therefore created after (anchor - window), or
+        closed before the previous sweep, which covered it. Anchoring on the last
+        sweep's own time instead would miss an order that outlived a sweep while
+        listings were failing.
+        """
+        margin = timedelta(seconds=self.settings.visibility_window_s + self.poll_interval_s)
+        since = (self.sweep_anchor - margin if self.sweep_anchor is not None
                  else now - timedelta(seconds=self.settings.sweep_lookback_s))
+        anchor = self.last_complete_listing
         scopes: list[str | None] = [None]
         if not self.exchange.capabilities.open_orders_without_symbol:
             scopes = list(self.symbols_to_list())
@@ -296,7 +310,8 @@ class AccountSync:
             return
         except ExchangeError:
             return  # transient: the next sweep covers the same window again
-        self.last_sweep = now
+        if anchor is not None:
+            self.sweep_anchor = anchor
         events: list[Event] = []
         for answer in answers:
             tracked = self.book.orders.get(answer.id)

@@ -1,0 +1,394 @@
+"""The local HTTP API (aiohttp): status, orders, trades, guard decisions, guard checks, metrics.
+
+Binding: 127.0.0.1 by default. Bound to any other address it refuses to start
+without a bearer token, and then requires it on every request. Errors are
+JSON: 400 bad JSON, 401 missing or wrong token, 404 unknown account or
+reservation, 422 a bad field (named).
+
+Endpoints::
+
+    GET  /healthz                              per-account sync health (503 if any failed)
+    GET  /v1/accounts                          the status document (a row per account)
+    GET  /v1/accounts/{id}                     one row
+    GET  /v1/accounts/{id}/orders?status=open|all
+    GET  /v1/accounts/{id}/trades?limit=N
+    GET  /v1/accounts/{id}/guard-decisions?limit=N&blocked_only=true
+    POST /v1/guard/check                       dry run: {allowed, rule, reason, ...}
+    POST /v1/guard/reserve                     judge and hold the entry's place
+    POST /v1/guard/confirm                     {reservation_id, order_id?}
+    POST /v1/guard/release                     {reservation_id}
+    GET  /metrics                              Prometheus exposition
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from .book import Books
+from .clock import Clock
+from .errors import ConfigError, StateError
+from .guard import Guard
+from .health import AccountLive, SyncState
+from .intent import Allowed, Blocked, Decision, OrderIntent, Reason
+from .prom import BrokerMetrics
+from .status import account_status, status_document, status_rows
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """What the API reads. The runtime builds it; tests can build it by hand."""
+
+    books: Books
+    live: Mapping[str, AccountLive]
+    guard: Guard
+    metrics: BrokerMetrics
+    clock: Clock
+    token: str | None = None
+
+
+CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Refuse to serve beyond loopback without a token."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"api.host is {host!r}, not a loopback address: set api.token_env to the name of an "
+            "environment variable holding a bearer token, or bind to 127.0.0.1",
+            key="api.host",
+        )
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[CONTEXT].token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return _error(401, "missing or wrong bearer token")
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 404 and request.match_info.route.resource is None:
+            return _error(404, f"no such endpoint: {request.method} {request.path}")
+        if exc.status == 405:
+            return _error(405, f"method {request.method} not allowed on {request.path}")
+        raise
+
+
+def _known(ctx: ApiContext, account_id: str) -> bool:
+    return account_id in ctx.live or account_id in ctx.books.accounts()
+
+
+def _account_or_404(request: web.Request) -> str | web.Response:
+    ctx = request.app[CONTEXT]
+    account_id = request.match_info["account_id"]
+    if not _known(ctx, account_id):
+        return _error(404, f"unknown account {account_id!r}", account_id=account_id)
+    return account_id
+
+
+def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int | web.Response:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return _error(422, f"{name} must be an integer, got {raw!r}", field=name)
+    if not 1 <= value <= maximum:
+        return _error(422, f"{name} must be between 1 and {maximum}, got {value}", field=name)
+    return value
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "request body must be a JSON object")
+    if not isinstance(body, dict):
+        return _error(400, "request body must be a JSON object")
+    return body
+
+
+def _validation_error(exc: ValidationError) -> web.Response:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0]
+    label = first["field"] or "request"
+    return _error(422, f"{label}: {first['message']}", field=first["field"], problems=problems)
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    accounts = {}
+    for account_id, live in sorted(ctx.live.items()):
+        health = live.health
+        accounts[account_id] = {
+            "state": health.state.value,
+            "last_success": health.last_success.isoformat() if health.last_success else None,
+            "consecutive_failures": health.consecutive_failures,
+            "last_error": health.last_error,
+        }
+    states = {a["state"] for a in accounts.values()}
+    failed = SyncState.FAILED.value in states
+    overall = "failed" if failed else "ok" if states <= {SyncState.OK.value} else "degraded"
+    return web.json_response({"status": overall, "accounts": accounts},
+                             status=503 if failed else 200)
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    now = ctx.clock.now()
+    rows = status_rows(ctx.books, ctx.live, now)
+    return web.json_response(status_document(rows, now))
+
+
+async def get_account(request: web.Request) -> web.Response:
+    found = _account_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    ctx = request.app[CONTEXT]
+    row = account_status(ctx.books.get(found), ctx.live.get(found), ctx.clock.now())
+    return web.json_response(row.model_dump(mode="json"))
+
+
+async def account_orders(request: web.Request) -> web.Response:
+    found = _account_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    which = request.query.get("status", "open")
+    if which not in ("open", "live", "all"):
+        return _error(422, f"status must be open, live or all, got {which!r}", field="status")
+    tracker = request.app[CONTEXT].books.get(found).orders
+    orders = {"open": tracker.open_orders, "live": tracker.live_orders,
+              "all": tracker.orders}[which]()
+    return web.json_response({"account_id": found,
+                              "orders": [o.model_dump(mode="json") for o in orders]})
+
+
+async def account_trades(request: web.Request) -> web.Response:
+    found = _account_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    limit = _int_query(request, "limit", 100, 10_000)
+    if isinstance(limit, web.Response):
+        return limit
+    ctx = request.app[CONTEXT]
+    store = ctx.books.store
+    trades = (store.trades(found, limit=limit) if store is not None
+              else ctx.books.get(found).performance.trade_history(limit))
+    return web.json_response({"account_id": found,
+                              "trades": [t.model_dump(mode="json") for t in trades]})
+
+
+async def account_decisions(request: web.Request) -> web.Response:
+    found = _account_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    limit = _int_query(request, "limit", 100, 10_000)
+    if isinstance(limit, web.Response):
+        return limit
+    blocked_only = request.query.get("blocked_only", "false").lower() in ("1", "true", "yes")
+    ctx = request.app[CONTEXT]
+    records = ctx.guard.decisions(found, limit=limit, blocked_only=blocked_only)
+    return web.json_response({"account_id": found, "decisions": [
+        {"at": r.ts.isoformat(), "allowed": r.allowed, "rule": r.rule, "reason": r.reason,
+         "client_order_id": r.client_order_id, "symbol": r.symbol,
+         "side": r.side.value if r.side else None, "figures": _jsonable(r.figures)}
+        for r in records
+    ]})
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON has no infinity: say it in words rather than emit invalid JSON."""
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.metrics.refresh(ctx.books, ctx.live, ctx.clock.now())
+    body, content_type = ctx.metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+# ---------------------------------------------------------------------------- guard
+
+
+def _reason_json(reason: Reason) -> dict[str, Any]:
+    return {"rule": reason.rule, "reason": reason.message, "figures": _jsonable(reason.figures)}
+
+
+def _decision_json(decision: Decision) -> dict[str, Any]:
+    intent = decision.intent
+    answer: dict[str, Any] = {"allowed": decision.allowed, "account_id": intent.account_id,
+                              "client_order_id": intent.client_order_id,
+                              "figures": _jsonable(decision.figures)}
+    if isinstance(decision, Blocked):
+        answer.update(rule=decision.rule, reason=decision.reason)
+    else:
+        answer.update(rule=None, reason=None,
+                      warnings=[_reason_json(w) for w in decision.warnings])
+    return answer
+
+
+async def _intent_from(request: web.Request) -> OrderIntent | web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        intent = OrderIntent.model_validate(body)
+    except ValidationError as exc:
+        return _validation_error(exc)
+    ctx = request.app[CONTEXT]
+    if not _known(ctx, intent.account_id):
+        return _error(404, f"unknown account {intent.account_id!r}",
+                      account_id=intent.account_id)
+    return intent
+
+
+async def guard_check(request: web.Request) -> web.Response:
+    intent = await _intent_from(request)
+    if isinstance(intent, web.Response):
+        return intent
+    decision = request.app[CONTEXT].guard.check(intent)
+    return web.json_response(_decision_json(decision))
+
+
+async def guard_reserve(request: web.Request) -> web.Response:
+    intent = await _intent_from(request)
+    if isinstance(intent, web.Response):
+        return intent
+    ctx = request.app[CONTEXT]
+    decision = ctx.guard.decide(intent)
+    answer = _decision_json(decision)
+    if isinstance(decision, Allowed) and decision.reservation is not None:
+        reservation = decision.reservation
+        answer.update(reservation_id=reservation.id,
+                      expires_in_s=max(reservation.expires_at - ctx.clock.monotonic(), 0.0))
+    elif isinstance(decision, Blocked):
+        ctx.metrics.record_guard_block(intent.account_id, decision.rule)
+    return web.json_response(answer)
+
+
+async def _reservation_call(request: web.Request, confirm: bool) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    reservation_id = body.get("reservation_id")
+    if not isinstance(reservation_id, str) or not reservation_id:
+        return _error(422, "reservation_id: required string", field="reservation_id")
+    order_id = body.get("order_id")
+    if order_id is not None and not isinstance(order_id, str):
+        return _error(422, "order_id: must be a string", field="order_id")
+    guard = request.app[CONTEXT].guard
+    try:
+        if confirm:
+            guard.confirm(reservation_id, order_id)
+        else:
+            guard.release(reservation_id)
+    except (KeyError, StateError) as exc:
+        return _error(404, f"unknown or settled reservation {reservation_id!r}: {exc}",
+                      reservation_id=reservation_id)
+    return web.json_response({"reservation_id": reservation_id,
+                              "status": "confirmed" if confirm else "released"})
+
+
+async def guard_confirm(request: web.Request) -> web.Response:
+    return await _reservation_call(request, confirm=True)
+
+
+async def guard_release(request: web.Request) -> web.Response:
+    return await _reservation_call(request, confirm=False)
+
+
+def create_app(ctx: ApiContext) -> web.Application:
+    app = web.Application(middlewares=[_errors_and_auth])
+    app[CONTEXT] = ctx
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/accounts", list_accounts)
+    app.router.add_get("/v1/accounts/{account_id}", get_account)
+    app.router.add_get("/v1/accounts/{account_id}/orders", account_orders)
+    app.router.add_get("/v1/accounts/{account_id}/trades", account_trades)
+    app.router.add_get("/v1/accounts/{account_id}/guard-decisions", account_decisions)
+    app.router.add_post("/v1/guard/check", guard_check)
+    app.router.add_post("/v1/guard/reserve", guard_reserve)
+    app.router.add_post("/v1/guard/confirm", guard_confirm)
+    app.router.add_post("/v1/guard/release", guard_release)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class ApiServer:
+    """The API on a TCP port, as an async context manager."""
+
+    def __init__(self, ctx: ApiContext, host: str = "127.0.0.1", port: int = 8765) -> None:
+        check_binding(host, ctx.token)
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(create_app(self.ctx), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        if self.port == 0 and server is not None:
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
+        self._runner = runner
+
+    async def aclose(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -92,6 +92,8 @@ class AccountSync:
         self.fatal = False
         """The last cycle failed on refused keys: retry slowly."""
         self.unconfirmed: dict[str, Unconfirmed] = {}
+        self.ever_listed: set[str] = set()
+        """Live orders seen in a listing: visible on the exchange, so no lag to wait out."""
         self.stale_alerted: set[str] = set()
         self.attention_raised: set[tuple[str | None, str]] = set()
         self.intents: list[Intent] = []
@@ -214,8 +216,10 @@ class AccountSync:
             self.last_complete_listing = asked_at
         tracked = {order.id: order for order in self.book.orders.live_orders()}
         events = diff(tracked, Snapshot(page.orders, page.complete), now)
-        for order in page.orders:
-            self.unconfirmed.pop(order.id, None)
+        listed = {order.id for order in page.orders}
+        self.ever_listed |= listed
+        for order_id in self.unconfirmed.keys() & listed:
+            del self.unconfirmed[order_id]
         await self.commit(events)
         for event in events:
             if isinstance(event, OrderVanished):
@@ -237,13 +241,16 @@ class AccountSync:
         live = {order.id: order for order in self.book.orders.live_orders()}
         for order_id in [i for i in self.unconfirmed if i not in live]:
             del self.unconfirmed[order_id]
+        self.ever_listed &= live.keys()
         window_s = self.settings.visibility_window_s
         limit = self.settings.attention_after
         candidates = [
             live[order_id] for order_id in self.unconfirmed
             # A just-placed order may be missing from listings for a while (Binance
-            # -2013 "order does not exist"); asking now would only waste a call.
-            if startup or (now - live[order_id].created_at).total_seconds() >= window_s
+            # -2013 "order does not exist"); unless a listing already showed it,
+            # asking before the window is over would only waste a call.
+            if startup or order_id in self.ever_listed
+            or (now - live[order_id].created_at).total_seconds() >= window_s
         ]
         # Oldest first; orders already past the attention limit go last so they cannot
         # starve the others of the budget.

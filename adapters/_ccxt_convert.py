@@ -21,7 +21,7 @@ reports them in whatever currency the exchange charged:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -161,12 +161,22 @@ def _fees_in_quote(raw: Mapping[str, Any], symbol: str, price: float | None) -> 
     return total
 
 
+ClientIdDecoder = Callable[[Any], str | None]
+"""The exchange's client order id -> ours (an exchange profile's ``from_exchange``)."""
+
+
+def _plain_client_id(raw: Any) -> str | None:
+    return str(raw) if raw else None
+
+
 def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
-                  role: OrderRole | None = None) -> Order:
+                  role: OrderRole | None = None,
+                  client_id: ClientIdDecoder = _plain_client_id) -> Order:
     """A ccxt order dict -> :class:`Order`. ``role`` overrides the inferred one.
 
     A cancelled order keeps its filled amount; 'closed' without a filled
-    amount means filled in full.
+    amount means filled in full. ``client_id`` reads the exchange's client
+    order id back into ours.
     """
     try:
         symbol = normalize_symbol(str(raw.get("symbol")))
@@ -196,7 +206,7 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
         original_client_id = info.get("origClientOrderId") if isinstance(info, Mapping) else None
         return Order(
             id=str(raw["id"]),
-            client_order_id=original_client_id or raw.get("clientOrderId") or None,
+            client_order_id=client_id(original_client_id or raw.get("clientOrderId")),
             account_id=account_id,
             symbol=symbol,
             side=side,
@@ -343,8 +353,10 @@ class OrderMemo:
     oldest entries go first.
     """
 
-    def __init__(self, account_id: str, *, max_entries: int = 20_000) -> None:
+    def __init__(self, account_id: str, *, max_entries: int = 20_000,
+                 client_id: ClientIdDecoder = _plain_client_id) -> None:
         self.account_id = account_id
+        self.client_id = client_id
         self.max_entries = max_entries
         self._orders: dict[tuple[Any, ...], Order] = {}
         self.hits = 0
@@ -368,11 +380,12 @@ class OrderMemo:
             key = self._key(raw)
             known = self._orders.get(key)
         except (TypeError, AttributeError):  # an unhashable or odd field: convert plainly
-            return convert_order(raw, account_id=self.account_id, now=now)
+            return convert_order(raw, account_id=self.account_id, now=now,
+                                 client_id=self.client_id)
         if known is not None:
             self.hits += 1
             return known
-        order = convert_order(raw, account_id=self.account_id, now=now)
+        order = convert_order(raw, account_id=self.account_id, now=now, client_id=self.client_id)
         if len(self._orders) >= self.max_entries:
             del self._orders[next(iter(self._orders))]
         self._orders[key] = order

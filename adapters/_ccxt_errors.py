@@ -23,7 +23,8 @@ traceback prints the ``__cause__`` too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
 import ccxt.async_support as ccxt
@@ -40,6 +41,24 @@ NONCE_ADVICE = (
     "another program using the same key (e.g. the trading bot) advances the nonce. "
     "If the key is not shared, synchronise this machine's clock (NTP)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorOverride:
+    """An exchange error text that ccxt maps to the wrong class, and the class it means.
+
+    ``needle`` is looked for in ccxt's message (which carries the exchange's
+    answer); ``actions`` limits the override to some protocol methods
+    (``None``: all). Set per exchange in :mod:`adapters.profiles`.
+    """
+
+    needle: str
+    error: type[errors.ExchangeError]
+    reason: str
+    actions: frozenset[str] | None = None
+
+    def applies(self, exc: BaseException, action: str) -> bool:
+        return (self.actions is None or action in self.actions) and self.needle in str(exc)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -59,13 +78,14 @@ def _scrub_exception(exc: BaseException, secrets: Iterable[str]) -> str:
     return scrub(str(exc), secrets)
 
 
-def _classify(exc: BaseException) -> tuple[type[errors.ExchangeError], str]:
+def _classify(exc: BaseException, nonce_advice: str = NONCE_ADVICE,
+              ) -> tuple[type[errors.ExchangeError], str]:
     """The nija_broker class for ``exc`` and a short human reason."""
     # Most specific first: see the module docstring for why this order.
     if isinstance(exc, ccxt.ChecksumError):
         return errors.TransientError, "data checksum mismatch"
     if isinstance(exc, ccxt.InvalidNonce):
-        return errors.AuthenticationFailed, NONCE_ADVICE
+        return errors.AuthenticationFailed, nonce_advice
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return errors.RateLimited, "rate limited by the exchange"
     if isinstance(exc, ccxt.OnMaintenance):
@@ -100,17 +120,26 @@ def _classify(exc: BaseException) -> tuple[type[errors.ExchangeError], str]:
 
 
 def map_ccxt_error(exc: BaseException, *, exchange_id: str, account_id: str,
-                   secrets: Iterable[str], action: str) -> errors.ExchangeError:
+                   secrets: Iterable[str], action: str,
+                   overrides: Sequence[ErrorOverride] = (),
+                   nonce_advice: str = NONCE_ADVICE) -> errors.ExchangeError:
     """The nija_broker error for ``exc`` (a ccxt error or a timeout); raise it ``from exc``.
 
     ``action`` names what we were doing ("fetch_open_orders"); it leads the
-    message so a log line reads on its own.
+    message so a log line reads on its own. ``overrides`` (the exchange
+    profile's) win over ccxt's class; ``nonce_advice`` is what a rejected
+    nonce tells the user.
     """
     if isinstance(exc, TimeoutError):
         cls: type[errors.ExchangeError] = errors.TransientError
         reason, detail = "no answer within the call timeout", ""
     else:
-        cls, reason = _classify(exc)
+        override = next((o for o in overrides if o.applies(exc, action)), None)
+        # An override corrects a refusal's class; it never makes a transient failure final.
+        if override is not None and not isinstance(exc, ccxt.NetworkError):
+            cls, reason = override.error, override.reason
+        else:
+            cls, reason = _classify(exc, nonce_advice)
         detail = _scrub_exception(exc, secrets)
     if len(detail) > _MAX_MESSAGE_CHARS:
         detail = detail[:_MAX_MESSAGE_CHARS] + "..."

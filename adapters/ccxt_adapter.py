@@ -13,7 +13,9 @@ What this layer adds to ccxt:
   found" after a lost cancel is settled by fetching the order;
 - one request budget shared by every account on the same exchange
   (:mod:`adapters.ratelimit`);
-- a count of requests per method (``calls``) for the reconciler's benchmarks.
+- a count of requests per method (``calls``) for the reconciler's benchmarks;
+- what differs per exchange (symbol aliases, client order ids, rate costs,
+  ccxt quirks) read from one :class:`~adapters.profiles.ExchangeProfile`.
 
 Each account needs its own API key. NIJA's bot drives the nonce of its
 Kraken keys; a second program on the same key gets "invalid nonce" errors,
@@ -24,6 +26,7 @@ saying so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -49,12 +52,12 @@ from nija_broker.config import AccountConfig
 from nija_broker.errors import (
     ConfigError,
     ExchangeError,
+    InvalidOrder,
     OrderError,
     OrderNotFound,
     TransientError,
 )
 from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, OrderType, Ticker
-from nija_broker.symbols import normalize_symbol
 
 from ._ccxt_convert import (
     OrderMemo,
@@ -67,6 +70,7 @@ from ._ccxt_convert import (
 )
 from ._ccxt_errors import is_duplicate_order, map_ccxt_error
 from .base import Capabilities, OpenOrdersPage, OrderRequest
+from .profiles import ClientIdLookup, ExchangeProfile, profile_for
 from .ratelimit import RateBudget
 
 __all__ = ["CcxtExchange"]
@@ -74,10 +78,6 @@ __all__ = ["CcxtExchange"]
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Exchanges whose fetch_order looks an order up by ``params={'clientOrderId': ...}``
-# (checked in ccxt's sources: binance origClientOrderId, okx clOrdId). Kraken's
-# equivalent is an int32 ``userref``, not our string id, so it is left out.
-_CLIENT_ID_LOOKUP = frozenset({"binance", "binanceus", "okx"})
 _SECRET_ATTRS = ("apiKey", "secret", "password", "uid", "privateKey", "token")
 
 
@@ -107,16 +107,15 @@ class CcxtExchange:
         max_retry_s: float = 30.0,
         retry_initial_s: float = 0.2,
         retry_max_wait_s: float = 5.0,
+        profile: ExchangeProfile | None = None,
     ) -> None:
         if call_timeout_s <= 0 or max_attempts < 1 or max_retry_s < 0:
             raise ValueError("call_timeout_s must be > 0, max_attempts >= 1, max_retry_s >= 0")
         self._ex = exchange
         self._account_id = account_id
         self._clock: Clock = clock or SystemClock()
-        rate_limit_ms = float(getattr(exchange, "rateLimit", 0) or 100)
-        self._budget = budget or RateBudget.for_exchange(
-            exchange.id, 1000.0 / rate_limit_ms, clock=self._clock
-        )
+        self._profile = profile or profile_for(str(exchange.id))
+        self._budget = budget or self._shared_budget()
         self.call_timeout_s = call_timeout_s
         self.max_attempts = max_attempts
         self.max_retry_s = max_retry_s
@@ -128,18 +127,27 @@ class CcxtExchange:
             str(v) for v in (getattr(exchange, a, None) for a in _SECRET_ATTRS) if v
         )
         self._markets: dict[str, Market] | None = None
-        self._memo = OrderMemo(account_id)
+        self._memo = OrderMemo(account_id, client_id=self._profile.client_ids.from_exchange)
         self._closed = False
         has = getattr(exchange, "has", {}) or {}
-        # Learned at run time: ccxt raises ArgumentsRequired where a symbol is needed.
-        self._open_orders_without_symbol = bool(has.get("fetchOpenOrders"))
-        if exchange.id.startswith("binance"):
-            # ccxt refuses a symbol-less openOrders on Binance unless told we mean it; one
-            # call (weight 80) for all symbols is cheaper than one per symbol (weight 6 each).
-            exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
-            per_method = exchange.options.get("fetchOpenOrders")
-            if isinstance(per_method, dict):  # the newer spelling of the same switch
-                per_method["warnWithoutSymbol"] = False
+        # Otherwise learned at run time: ccxt raises ArgumentsRequired where a symbol is needed.
+        known = self._profile.open_orders_without_symbol
+        self._open_orders_without_symbol = bool(has.get("fetchOpenOrders")) if known is None \
+            else known and bool(has.get("fetchOpenOrders"))
+        self._lookup = self._profile.client_ids.lookup
+        if self._lookup is ClientIdLookup.SCAN and has.get("fetchOrderWithClientOrderId"):
+            self._lookup = ClientIdLookup.NATIVE
+        self._serial: asyncio.Lock | None = None
+        self._profile.apply_ccxt_options(exchange)
+
+    def _shared_budget(self) -> RateBudget:
+        """The budget every account of this exchange shares (or this key's, where per key)."""
+        rate = self._profile.rate
+        rate_limit_ms = float(getattr(self._ex, "rateLimit", 0) or 100)
+        rate_per_s = rate.rate_per_s or 1000.0 / rate_limit_ms
+        key = f"{self._ex.id}:{self._account_id}" if rate.per_account else str(self._ex.id)
+        return RateBudget.for_exchange(key, rate_per_s, clock=self._clock,
+                                       capacity=rate.capacity)
 
     @classmethod
     def from_config(
@@ -199,14 +207,20 @@ class CcxtExchange:
         return self._budget
 
     @property
+    def profile(self) -> ExchangeProfile:
+        return self._profile
+
+    @property
     def capabilities(self) -> Capabilities:
         has = getattr(self._ex, "has", {}) or {}
         return Capabilities(
             open_orders_without_symbol=self._open_orders_without_symbol,
-            fetch_order_by_client_id=self.exchange_id in _CLIENT_ID_LOOKUP
-            or bool(has.get("fetchOrderWithClientOrderId")),
+            fetch_order_by_client_id=self._lookup is not ClientIdLookup.SCAN,
             watch_orders=bool(has.get("watchOrders")),
         )
+
+    def _symbol(self, symbol: str) -> str:
+        return self._profile.unified_symbol(symbol)
 
     def __repr__(self) -> str:  # no keys, ever
         return f"CcxtExchange(exchange={self.exchange_id!r}, account={self._account_id!r})"
@@ -226,18 +240,33 @@ class CcxtExchange:
             reraise=True,
         )
 
+    def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Where nonces must arrive in order (Kraken), one request of this account at a time.
+
+        ccxt signs each request with a growing nonce, but two requests in
+        flight can overtake each other on the way; Kraken then refuses the
+        later-arriving lower nonce as if another program used the key.
+        """
+        if not self._profile.serialize_requests:
+            return contextlib.nullcontext()
+        if self._serial is None:
+            self._serial = asyncio.Lock()
+        return self._serial
+
     async def _once(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
         """One request: budget, count, timeout, error mapping. No retry."""
-        await self._budget.acquire()
+        await self._budget.acquire(min(self._profile.rate.cost(action), self._budget.capacity))
         self.calls[action] += 1
         try:
-            async with asyncio.timeout(self.call_timeout_s):
+            async with self._one_at_a_time(), asyncio.timeout(self.call_timeout_s):
                 return await call()
         except (ccxt.BaseError, TimeoutError) as exc:
             if isinstance(exc, ccxt.ArgumentsRequired | ccxt.NotSupported):
                 self.calls[action] -= 1  # ccxt refused locally: nothing was sent
             raise map_ccxt_error(exc, exchange_id=self.exchange_id, account_id=self._account_id,
-                                 secrets=self._secrets, action=action) from exc
+                                 secrets=self._secrets, action=action,
+                                 overrides=self._profile.error_overrides,
+                                 nonce_advice=self._profile.nonce_advice) from exc
 
     def _gave_up(self, exc: TransientError, attempts: int) -> TransientError:
         again = type(exc)(f"{exc} (gave up after {attempts} attempt(s))",
@@ -303,7 +332,7 @@ class CcxtExchange:
             else:
                 return OpenOrdersPage(orders=self._orders(raw),
                                       calls=self.calls["fetch_open_orders"] - before)
-        wanted = sorted({normalize_symbol(s) for s in symbols or ()})
+        wanted = sorted({self._symbol(s) for s in symbols or ()})
         orders: list[Order] = []
         for symbol in wanted:
             raw = await self._read("fetch_open_orders",
@@ -313,26 +342,33 @@ class CcxtExchange:
                               complete=bool(wanted))
 
     async def fetch_order(self, order_id: str, symbol: str) -> Order:
-        symbol = normalize_symbol(symbol)
+        symbol = self._symbol(symbol)
         raw = await self._read("fetch_order", lambda: self._ex.fetch_order(order_id, symbol))
         return self._order(raw)
 
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order:
         """Look an order up by our id: directly where ccxt can, else among open and closed."""
-        return await self._by_client_id(client_order_id, normalize_symbol(symbol), self._read)
+        return await self._by_client_id(client_order_id, self._symbol(symbol), self._read)
 
     async def _by_client_id(self, client_order_id: str, symbol: str,
                             call: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]],
                             ) -> Order:
         """The look-up behind :meth:`fetch_order_by_client_id`; ``call`` is _read or _once."""
-        if self.capabilities.fetch_order_by_client_id:
+        sent_as = self._profile.client_ids.to_exchange(client_order_id) or client_order_id
+        if self._lookup is ClientIdLookup.NATIVE:
             raw = await call("fetch_order_by_client_id", partial(
-                self._ex.fetch_order, client_order_id, symbol, {"clientOrderId": client_order_id}))
+                self._ex.fetch_order, sent_as, symbol, {"clientOrderId": sent_as}))
             return self._order(raw)
+        filtered = self._lookup is ClientIdLookup.FILTER
         for action, method in (("fetch_open_orders", self._ex.fetch_open_orders),
                                ("fetch_closed_orders", self._closed_orders_method())):
-            for raw in await call(action, partial(method, symbol)):
-                if raw.get("clientOrderId") == client_order_id:
+            if filtered:  # the exchange filters by client id: a short answer, not a page
+                listing = partial(method, symbol, None, None, {"clientOrderId": sent_as})
+                action = "fetch_order_by_client_id"
+            else:
+                listing = partial(method, symbol)
+            for raw in await call(action, listing):
+                if raw.get("clientOrderId") == sent_as:
                     return self._order(raw)
         raise OrderNotFound(
             f"{self.exchange_id} account {self._account_id}: no order with client id "
@@ -348,14 +384,14 @@ class CcxtExchange:
         ``fetch_canceled_and_closed_orders`` that is asked instead, so a
         cancellation is seen too. Binance needs a symbol here.
         """
-        wanted = normalize_symbol(symbol) if symbol is not None else None
+        wanted = self._symbol(symbol) if symbol is not None else None
         since_ms = self._since_ms(since)
         raw = await self._read("fetch_closed_orders",
                                partial(self._closed_orders_method(), wanted, since_ms))
         return [o for o in self._orders(raw) if o.is_terminal]
 
     async def fetch_my_trades(self, symbol: str | None, since: datetime | None) -> list[Fill]:
-        wanted = normalize_symbol(symbol) if symbol is not None else None
+        wanted = self._symbol(symbol) if symbol is not None else None
         since_ms = self._since_ms(since)
         raw = await self._read("fetch_my_trades",
                                lambda: self._ex.fetch_my_trades(wanted, since_ms))
@@ -364,10 +400,12 @@ class CcxtExchange:
 
     async def fetch_balance(self) -> Mapping[str, Balance]:
         raw = await self._read("fetch_balance", lambda: self._ex.fetch_balance())
-        return convert_balance(raw)
+        balances = convert_balance(raw)
+        unified = {self._profile.unified_currency(c): b for c, b in balances.items()}
+        return {c: b if b.currency == c else b.replace(currency=c) for c, b in unified.items()}
 
     async def fetch_tickers(self, symbols: Sequence[str]) -> Mapping[str, Ticker]:
-        wanted = sorted({normalize_symbol(s) for s in symbols})
+        wanted = sorted({self._symbol(s) for s in symbols})
         if not wanted:
             return {}
         has = getattr(self._ex, "has", {}) or {}
@@ -383,12 +421,19 @@ class CcxtExchange:
 
     # -- orders -------------------------------------------------------------------------
 
-    @staticmethod
-    def _ccxt_order_args(request: OrderRequest) -> tuple[str, float | None, dict[str, Any]]:
+    def _ccxt_order_args(self, request: OrderRequest) -> tuple[str, float | None, dict[str, Any]]:
         """ccxt's unified (type, price, params) for a request."""
         params: dict[str, Any] = {}
         if request.client_order_id:
-            params["clientOrderId"] = request.client_order_id
+            client_ids = self._profile.client_ids
+            sent_as = client_ids.to_exchange(request.client_order_id)
+            if sent_as is None:
+                raise InvalidOrder(
+                    f"{self.exchange_id} account {self._account_id}: create_order: client "
+                    f"order id {request.client_order_id!r} does not fit {self.exchange_id}'s "
+                    f"{client_ids.param} ({client_ids.rule}); nothing was sent",
+                    exchange=self.exchange_id, account_id=self._account_id)
+            params["clientOrderId"] = sent_as
         if request.post_only:
             params["postOnly"] = True
         # Spot has no reduce-only flag; sending it makes Binance reject the order.
@@ -406,7 +451,8 @@ class CcxtExchange:
         """The order as the exchange answered; exchanges that answer only an id get PENDING."""
         try:
             order = convert_order(raw, account_id=self._account_id, now=self._clock.now(),
-                                  role=request.role)
+                                  role=request.role,
+                                  client_id=self._profile.client_ids.from_exchange)
         except ExchangeError:
             if not raw.get("id"):
                 raise
@@ -442,8 +488,30 @@ class CcxtExchange:
         refused as a duplicate while the look-up still cannot see the order,
         the outcome is unknown and reported as a :class:`TransientError`
         (retried in turn, then raised): the caller must not assume either way.
+
+        Where the exchange answers with an acknowledgement only (Kraken: an id
+        and a description), the order is fetched once for its state; if that
+        fails the acknowledged order is returned as PENDING.
         """
-        request = replace(request, symbol=normalize_symbol(request.symbol))
+        request = replace(request, symbol=self._symbol(request.symbol))
+        order = await self._place(request)
+        if order.status is not OrderStatus.PENDING or not self._profile.create_answer_is_ack:
+            return order
+        try:
+            fetched = await self.fetch_order(order.id, request.symbol)
+        except ExchangeError as exc:
+            _log.info("%s: created order %s not readable yet (%s); reporting it pending",
+                      self.exchange_id, order.id, type(exc).__name__)
+            return order
+        changes: dict[str, Any] = {"role": request.role}
+        if fetched.client_order_id is None and order.client_order_id:
+            changes["client_order_id"] = order.client_order_id
+        if request.reduce_only:
+            changes["reduce_only"] = True
+        return fetched.replace(**changes)
+
+    async def _place(self, request: OrderRequest) -> Order:
+        """The sending half of :meth:`create_order` (``request.symbol`` already unified)."""
         ccxt_type, price, params = self._ccxt_order_args(request)
         side = request.side.value
 
@@ -484,7 +552,7 @@ class CcxtExchange:
 
     async def cancel_order(self, order_id: str, symbol: str) -> Order:
         """Cancel, retried; "not found" after a lost cancel is settled by fetching the order."""
-        symbol = normalize_symbol(symbol)
+        symbol = self._symbol(symbol)
         attempts = 0
         saw_transient = False
         try:

@@ -53,15 +53,16 @@ class RateBudget:
 
     @classmethod
     def for_exchange(cls, exchange_id: str, rate_per_s: float, *,
-                     clock: Clock | None = None) -> RateBudget:
+                     clock: Clock | None = None, capacity: float | None = None) -> RateBudget:
         """The process-wide budget of ``exchange_id``; created on first use.
 
         Later callers get the first caller's budget whatever rate they pass:
-        the limit belongs to the exchange, not to an account.
+        the limit belongs to the exchange, not to an account. (Where the limit
+        is per API key, the key of the registry names the account too.)
         """
         budget = cls._registry.get(exchange_id)
         if budget is None:
-            budget = cls(rate_per_s, clock=clock)
+            budget = cls(rate_per_s, clock=clock, capacity=capacity)
             cls._registry[exchange_id] = budget
         return budget
 

@@ -1,0 +1,290 @@
+"""What differs between exchanges, in one place.
+
+:class:`~adapters.ccxt_adapter.CcxtExchange` reads one :class:`ExchangeProfile`
+instead of branching on exchange ids. A profile says:
+
+- **symbols**: the bot writes ``BTC-USD``; ccxt's unified form is ``BTC/USD``
+  on every exchange, Kraken included, although Kraken itself says ``XBT``.
+  Exchange-native currency names the bot may use (``XBT``, ``XDG``) are
+  aliases of the unified ones;
+- **open orders**: whether one call lists them without a symbol (``None``:
+  trust ccxt, and learn at run time if it refuses);
+- **client order ids**: the exchange's parameter (ccxt's unified
+  ``clientOrderId`` is what we send), its format, how an order is found by
+  it (``NATIVE`` look-up, a server-side ``FILTER`` of the open and closed
+  lists, or a client-side ``SCAN``), and a reversible encoding where our ids
+  do not fit the exchange's format;
+- **stop orders**: whether they reserve funds when placed or when triggered;
+- **rate limits**: requests a second, burst, cost per method, and whether
+  the limit is per API key (Kraken) or per IP (shared by every account);
+- **quirks**: ccxt options, error texts ccxt maps to the wrong class, and
+  whether the create answer is only an acknowledgement to be fetched.
+
+Profiles exist for kraken, binance, coinbase and okx; :func:`profile_for`
+gives the default profile for any other ccxt id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from nija_broker import errors
+from nija_broker.symbols import normalize_symbol, split_symbol
+
+from ._ccxt_errors import NONCE_ADVICE, ErrorOverride
+
+__all__ = [
+    "BINANCE",
+    "COINBASE",
+    "DEFAULT",
+    "KRAKEN",
+    "OKX",
+    "ClientIdLookup",
+    "ClientIds",
+    "ExchangeProfile",
+    "RateProfile",
+    "StopFunds",
+    "profile_for",
+]
+
+
+class ClientIdLookup(StrEnum):
+    NATIVE = "native"
+    """``fetch_order(id, symbol, {'clientOrderId': ...})`` finds it in one call."""
+    FILTER = "filter"
+    """The open and closed order lists take the client id as a filter (two calls at most)."""
+    SCAN = "scan"
+    """Only by listing the symbol's open and closed orders and looking (recent ones only)."""
+
+
+class StopFunds(StrEnum):
+    AT_PLACEMENT = "at_placement"
+    """A resting stop holds its funds from the moment it is placed."""
+    AT_TRIGGER = "at_trigger"
+    """A resting stop holds nothing until it triggers."""
+
+
+_OUR_ID = re.compile(r"^nb-([0-9a-f]{32})$")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _same(client_order_id: str) -> str | None:
+    return client_order_id
+
+
+def _ours_as_hex(client_order_id: str) -> str | None:
+    """``nb-`` + 32 hex digits (nija_broker's ids) -> the 32 hex digits; others unchanged."""
+    match = _OUR_ID.match(client_order_id)
+    return match.group(1) if match else client_order_id
+
+
+def _hex_as_ours(raw: str) -> str | None:
+    return f"nb-{raw}" if _HEX32.match(raw) else raw
+
+
+def _kraken_from_exchange(raw: str) -> str | None:
+    # ccxt reads Kraken's clientOrderId as cl_ord_id, else userref; Kraken reports
+    # userref 0 for orders that carry none, which means "no client id".
+    if raw == "0":
+        return None
+    return _hex_as_ours(raw)
+
+
+_KRAKEN_CL_ORD_ID = re.compile(
+    r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{32}|[\x21-\x7e]{1,18})$")
+_OKX_CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_BINANCE_CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIds:
+    """How an exchange carries our client order id."""
+
+    param: str
+    """The exchange's own parameter name (ccxt's unified ``clientOrderId`` maps to it)."""
+    lookup: ClientIdLookup = ClientIdLookup.SCAN
+    pattern: re.Pattern[str] | None = None
+    """What the exchange accepts (after encoding); ``None``: anything."""
+    encode: Callable[[str], str | None] = _same
+    """Our id -> the exchange's form."""
+    decode: Callable[[str], str | None] = _same
+    """The exchange's form -> our id (``None``: the order carries no client id)."""
+    rule: str = ""
+    """The format in words, for error messages."""
+
+    def to_exchange(self, client_order_id: str) -> str | None:
+        """The id as sent, or ``None`` when the exchange cannot carry it."""
+        encoded = self.encode(client_order_id)
+        if encoded is None or (self.pattern is not None and not self.pattern.match(encoded)):
+            return None
+        return encoded
+
+    def from_exchange(self, raw: Any) -> str | None:
+        if raw is None or raw == "":
+            return None
+        return self.decode(str(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class RateProfile:
+    """A request budget. ``rate_per_s=None`` takes ccxt's ``rateLimit`` (cost 1 a request)."""
+
+    rate_per_s: float | None = None
+    capacity: float | None = None
+    costs: Mapping[str, float] = field(default_factory=dict)
+    """Cost per protocol method in the budget's units; unlisted methods cost ``default_cost``."""
+    default_cost: float = 1.0
+    per_account: bool = False
+    """The limit counts per API key (one budget per account), not per IP."""
+
+    def cost(self, action: str) -> float:
+        return self.costs.get(action, self.default_cost)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeProfile:
+    """Everything the adapter treats differently on one exchange."""
+
+    name: str
+    client_ids: ClientIds
+    currency_aliases: Mapping[str, str] = field(default_factory=dict)
+    """Exchange-native currency names -> ccxt's unified codes (Kraken ``XBT`` -> ``BTC``)."""
+    open_orders_without_symbol: bool | None = None
+    stop_funds: StopFunds = StopFunds.AT_PLACEMENT
+    rate: RateProfile = field(default_factory=RateProfile)
+    ccxt_options: Mapping[str, Any] = field(default_factory=dict)
+    """Merged into ``exchange.options`` (nested dicts merged, not replaced)."""
+    error_overrides: tuple[ErrorOverride, ...] = ()
+    create_answer_is_ack: bool = False
+    """The create answer lacks the order's state; the adapter fetches the order once."""
+    serialize_requests: bool = False
+    """One request at a time per account: nonces must reach the exchange in order."""
+    nonce_advice: str = NONCE_ADVICE
+
+    def unified_currency(self, code: str) -> str:
+        code = code.upper()
+        return self.currency_aliases.get(code, code)
+
+    def unified_symbol(self, symbol: str) -> str:
+        """``BTC-USD``, ``btc/usd`` or (on Kraken) ``XBT-USD`` -> ccxt's ``BTC/USD``."""
+        base, quote = split_symbol(normalize_symbol(symbol))
+        return f"{self.unified_currency(base)}/{self.unified_currency(quote)}"
+
+    def apply_ccxt_options(self, exchange: Any) -> None:
+        """Set this profile's ccxt options on ``exchange`` (a ccxt instance)."""
+        _merge(exchange.options, self.ccxt_options)
+
+
+def _merge(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+_KRAKEN_NONCE_ADVICE = (
+    "Kraken rejected the request nonce (EAPI:Invalid nonce): another program is using this "
+    "API key. NIJA's bot drives the nonce of its own Kraken key, so a second program on that "
+    "key keeps failing. Create a separate API key for nija_broker on Kraken (query and trade "
+    "permissions) and point this account's api_key_env / secret_env at it"
+)
+
+KRAKEN = ExchangeProfile(
+    name="kraken",
+    client_ids=ClientIds(
+        param="cl_ord_id",
+        # OpenOrders and ClosedOrders take cl_ord_id as a filter; QueryOrders does not
+        # (ccxt's fetchOrder sends it as userref, an int32, which our ids are not).
+        lookup=ClientIdLookup.FILTER,
+        # Kraken's cl_ord_id is a UUID (36 characters, or 32 hex digits) or free text up
+        # to 18 characters ("Spot Client Order Identifiers" guide). Ours are nb- + 32 hex:
+        # sent as the 32 hex digits, read back with the prefix.
+        pattern=_KRAKEN_CL_ORD_ID,
+        encode=_ours_as_hex,
+        decode=_kraken_from_exchange,
+        rule="a UUID, 32 hex digits, or up to 18 printable characters",
+    ),
+    currency_aliases={"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "XXDG": "DOGE",
+                      "XETH": "ETH", "ZUSD": "USD", "ZEUR": "EUR"},
+    open_orders_without_symbol=True,
+    stop_funds=StopFunds.AT_PLACEMENT,
+    # Kraken counts private calls per API key: a counter that starts at 0, rises by 1 a
+    # call (2 for trade history), must stay under 15 (Starter tier) and decays 0.33 a
+    # second. Orders and cancels do not touch it (they have their own per-pair limit).
+    # Public calls are limited per IP and are rare here (markets once, tickers).
+    rate=RateProfile(
+        rate_per_s=0.33, capacity=15.0, per_account=True,
+        costs={"fetch_my_trades": 2.0, "create_order": 0.0, "cancel_order": 0.0,
+               "load_markets": 0.0, "fetch_tickers": 0.0},
+    ),
+    error_overrides=(
+        # ccxt maps this to InvalidOrder except inside cancelOrder.
+        ErrorOverride("EOrder:Unknown order", errors.OrderNotFound, "order not found"),
+        # What QueryOrders answers for an id it does not know.
+        ErrorOverride("EOrder:Invalid order", errors.OrderNotFound, "order not found",
+                      actions=frozenset({"fetch_order", "fetch_order_by_client_id"})),
+        ErrorOverride("EOrder:Post only order", errors.InvalidOrder,
+                      "post-only order would have taken liquidity"),
+        ErrorOverride("EOrder:Cost minimum not met", errors.InvalidOrder, "request refused"),
+        ErrorOverride("EOrder:Duplicate", errors.InvalidOrder, "duplicate client order id"),
+        ErrorOverride("EQuery:Unknown asset pair", errors.InvalidOrder, "unknown pair"),
+    ),
+    create_answer_is_ack=True,
+    serialize_requests=True,
+    nonce_advice=_KRAKEN_NONCE_ADVICE,
+)
+
+BINANCE = ExchangeProfile(
+    name="binance",
+    client_ids=ClientIds(param="newClientOrderId", lookup=ClientIdLookup.NATIVE,
+                         pattern=_BINANCE_CLIENT_ID,
+                         rule="1 to 36 of letters, digits and '.:/_-'"),
+    open_orders_without_symbol=True,
+    stop_funds=StopFunds.AT_PLACEMENT,
+    # ccxt refuses a symbol-less openOrders on Binance unless told we mean it; one call
+    # (weight 80) for all symbols is cheaper than one per symbol (weight 6 each). The
+    # second spelling is the newer one of the same switch.
+    ccxt_options={"warnOnFetchOpenOrdersWithoutSymbol": False,
+                  "fetchOpenOrders": {"warnWithoutSymbol": False}},
+)
+
+COINBASE = ExchangeProfile(
+    name="coinbase",
+    client_ids=ClientIds(param="client_order_id", lookup=ClientIdLookup.SCAN),
+    open_orders_without_symbol=True,
+    stop_funds=StopFunds.AT_PLACEMENT,
+    # Advanced Trade answers a create with the new order's id only.
+    create_answer_is_ack=True,
+)
+
+OKX = ExchangeProfile(
+    name="okx",
+    client_ids=ClientIds(
+        param="clOrdId", lookup=ClientIdLookup.NATIVE, pattern=_OKX_CL_ORD_ID,
+        # clOrdId is up to 32 letters and digits: no '-', so ours travel as their hex.
+        encode=_ours_as_hex, decode=_hex_as_ours, rule="1 to 32 letters and digits"),
+    open_orders_without_symbol=True,
+    # OKX's trigger (algo) orders sit outside the order book and freeze nothing until
+    # they trigger.
+    stop_funds=StopFunds.AT_TRIGGER,
+)
+
+DEFAULT = ExchangeProfile(name="default", client_ids=ClientIds(param="clientOrderId"))
+
+_BY_ID: dict[str, ExchangeProfile] = {
+    "kraken": KRAKEN,
+    "binance": BINANCE, "binanceus": BINANCE,
+    "coinbase": COINBASE, "coinbaseadvanced": COINBASE,
+    "okx": OKX, "okxus": OKX, "myokx": OKX,
+}
+
+
+def profile_for(exchange_id: str) -> ExchangeProfile:
+    """The profile of a ccxt exchange id; :data:`DEFAULT` for ids without one."""
+    return _BY_ID.get(exchange_id, DEFAULT)

@@ -71,6 +71,7 @@ class OrderTracker:
         "_live",
         "_lock",
         "_terminal",
+        "_version",
         "account_id",
         "fee_rate",
         "retention_s",
@@ -90,6 +91,7 @@ class OrderTracker:
         self._terminal: dict[str, Order] = {}
         self._by_client: dict[str, str] = {}
         self._last_prices: dict[str, float] = {}
+        self._version = 0
 
     def __repr__(self) -> str:
         return (
@@ -128,6 +130,7 @@ class OrderTracker:
             client_id = order.client_order_id
             if client_id is not None:
                 self._by_client[client_id] = order_id
+            self._version += 1
             return previous
 
     def apply_many(self, orders: Iterable[Order]) -> list[Order | None]:
@@ -205,6 +208,15 @@ class OrderTracker:
             return dropped
 
     # -- queries -----------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Grows with every applied update: an unchanged version means unchanged orders.
+
+        Lets a frequent reader (the guard) reuse figures computed from the live
+        orders instead of walking them again. Read it before the orders.
+        """
+        return self._version
 
     def get(self, order_id: str) -> Order | None:
         with self._lock:

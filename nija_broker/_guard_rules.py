@@ -131,9 +131,8 @@ def _tier(state: AccountState) -> str:
 
 def _occupied(state: AccountState) -> list[str]:
     """Symbols that take a position slot: positions, open entries, pending entries."""
-    symbols = set(state.positions)
-    symbols.update(s for s, n in state.entry_symbols.items() if n > 0)
-    return sorted(symbols)
+    entries = [s for s, n in state.entry_symbols.items() if n > 0]
+    return sorted({*state.positions, *entries})
 
 
 def _notional(intent: OrderIntent, state: AccountState) -> float | None:
@@ -146,6 +145,9 @@ def _notional(intent: OrderIntent, state: AccountState) -> float | None:
 def sync_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
     """Fail closed: no entry while the tier is unknown, or (per tier) while sync is not ok."""
     health = state.health
+    policy = state.policy
+    if policy is not None and (health.known or not policy.fail_closed):
+        return None
     figures: dict[str, Any] = {
         "sync_state": health.state.value,
         "consecutive_failures": health.consecutive_failures,
@@ -153,19 +155,17 @@ def sync_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
         "last_error": health.last_error,
         "equity_usd": state.equity_usd,
     }
-    if state.policy is None:
+    if policy is None:
         return Reason("sync_unknown", (
             f"{state.account_id} has no known tier yet (equity never synced, sync is "
             f"{health.state.value}); no entry until the account's state is known."
         ), figures)
-    if state.policy.fail_closed and not health.known:
-        error = f" Last error: {health.last_error}." if health.last_error else ""
-        return Reason("sync_unknown", (
-            f"{state.account_id} sync is {health.state.value} after "
-            f"{health.consecutive_failures} failed cycle(s), so its open orders and balance "
-            f"are unknown; {state.policy.name} accounts get no entry until sync recovers.{error}"
-        ), {**figures, "tier": state.policy.name})
-    return None
+    error = f" Last error: {health.last_error}." if health.last_error else ""
+    return Reason("sync_unknown", (
+        f"{state.account_id} sync is {health.state.value} after "
+        f"{health.consecutive_failures} failed cycle(s), so its open orders and balance "
+        f"are unknown; {policy.name} accounts get no entry until sync recovers.{error}"
+    ), {**figures, "tier": policy.name})
 
 
 def below_min_tier(intent: OrderIntent, state: AccountState) -> Reason | None:

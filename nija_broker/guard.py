@@ -124,6 +124,60 @@ class _AccountGuard:
     unresolved: dict[str, Reservation] = field(default_factory=dict)
     """Reservations not yet confirmed or released, expired ones included."""
     by_client_id: dict[str, str] = field(default_factory=dict)
+    book_figures: _BookFigures | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _BookFigures:
+    """Held capital and live entries per symbol of one version of an account's order book.
+
+    Orders are frozen values replaced whole on every change, so the same
+    order object means the same order: ``per_order`` keeps each live order
+    (alive, so its id cannot be reused) with what it holds and the symbol it
+    enters, if it is an entry, keyed by ``id()``.
+    """
+
+    version: int
+    last_prices: dict[str, float]
+    per_order: dict[int, tuple[Order, float, str | None]]
+    held_usd: float
+    entry_symbols: dict[str, int]
+
+
+def _book_figures(cached: _BookFigures | None, orders: OrderTracker,
+                  last_prices: dict[str, float]) -> _BookFigures:
+    """The book's figures, reusing what each unchanged order contributed last time.
+
+    The guard judges far more often than the book changes, and a change touches
+    a few orders: a full valuation of every live order is what would otherwise
+    dominate a decision. An order valued at the last price (a market order, or
+    one without a price) is valued again whenever last prices changed.
+    """
+    version = orders.version  # before the orders: a change in between only costs a recount
+    prices_changed = cached is None or cached.last_prices != last_prices
+    if cached is not None and not prices_changed and cached.version == version:
+        return cached
+    live = orders.live_orders()
+    previous = cached.per_order if cached is not None else {}
+    fee_rate = orders.fee_rate
+    per_order: dict[int, tuple[Order, float, str | None]] = {}
+    held_usd = 0.0
+    entry_symbols: dict[str, int] = {}
+    for order in live:
+        key = id(order)
+        known = previous.get(key)
+        if known is None or (prices_changed and (
+                order.type is OrderType.MARKET or order.reference_price is None)):
+            held = held_capital((order,), fee_rate=fee_rate, last_prices=last_prices).total
+            entry = order.symbol if (order.role is OrderRole.ENTRY and order.side is Side.BUY
+                                     and not order.reduce_only) else None
+            known = (order, held, entry)
+        per_order[key] = known
+        held_usd += known[1]
+        symbol = known[2]
+        if symbol is not None:
+            entry_symbols[symbol] = entry_symbols.get(symbol, 0) + 1
+    return _BookFigures(version, dict(last_prices), per_order, held_usd, entry_symbols)
 
 
 class Guard:
@@ -208,18 +262,25 @@ class Guard:
         if self.store is not None:
             self.store.set_intent_status(account_id, reservation.client_order_id, "resolved",
                                          self.clock.now(), order_id=order_id)
-        live = self.live.get(account_id)
         with account.lock:
-            account.in_flight.pop(reservation_id, None)
-            account.unresolved.pop(reservation_id, None)
-            account.by_client_id.pop(reservation.client_order_id, None)
-            if reservation.is_entry:
-                account.settling[reservation_id] = _Settling(
-                    reservation, order_id, self.clock.monotonic(),
-                    live.balances if live is not None else None,
-                )
+            self._settle_locked(account_id, account, reservation, order_id)
+
+    def settle_client_id(self, account_id: str, client_order_id: str, *, resolved: bool,
+                         order_id: str | None = None) -> bool:
+        """The reconciler resolved (or released) an intent in the store and the book: settle
+        its reservation in memory only. Returns False when no reservation held that id.
+        """
+        account = self._account(account_id)
+        with account.lock:
+            reservation_id = account.by_client_id.get(client_order_id)
+            reservation = account.unresolved.get(reservation_id) if reservation_id else None
+            if reservation is None:
+                return False
+            if resolved:
+                self._settle_locked(account_id, account, reservation, order_id)
             else:
-                self._where.pop(reservation_id, None)
+                self._forget_locked(account, reservation)
+            return True
 
     def release(self, reservation_id: str) -> None:
         """The exchange refused the order (or it was never sent): free its place."""
@@ -362,6 +423,17 @@ class Guard:
         account.by_client_id[reservation.client_order_id] = reservation.id
         self._where[reservation.id] = reservation.account_id
 
+    def _settle_locked(self, account_id: str, account: _AccountGuard,
+                       reservation: Reservation, order_id: str | None) -> None:
+        self._forget_locked(account, reservation)
+        if reservation.is_entry:
+            live = self.live.get(account_id)
+            account.settling[reservation.id] = _Settling(
+                reservation, order_id, self.clock.monotonic(),
+                live.balances if live is not None else None,
+            )
+            self._where[reservation.id] = account_id
+
     def _forget_locked(self, account: _AccountGuard, reservation: Reservation) -> None:
         account.in_flight.pop(reservation.id, None)
         account.unresolved.pop(reservation.id, None)
@@ -413,16 +485,13 @@ class Guard:
         book = self.books.get(account_id)
         live = self.live.get(account_id)
         orders = book.orders
-        live_orders = orders.live_orders()
         last_prices = orders.last_prices()
         fee_rate = self.settings.fee_rate if self.settings.fee_rate is not None else (
             orders.fee_rate)
-        held_usd = held_capital(live_orders, fee_rate=orders.fee_rate,
-                                last_prices=last_prices).total
-        entry_symbols: dict[str, int] = {}
-        for order in live_orders:
-            if order.role is OrderRole.ENTRY and order.side is Side.BUY and not order.reduce_only:
-                entry_symbols[order.symbol] = entry_symbols.get(order.symbol, 0) + 1
+        figures = _book_figures(account.book_figures, orders, last_prices)
+        account.book_figures = figures
+        held_usd = figures.held_usd
+        entry_symbols = dict(figures.entry_symbols)
         reserved_usd = 0.0
         for reservation in account.in_flight.values():
             if reservation.is_entry:

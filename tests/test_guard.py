@@ -353,3 +353,29 @@ async def test_restart_before_the_order_left_releases_it_once_the_exchange_does_
         assert store.pending_intents(ALICE) == []
         assert guard.decide(buy()).allowed
     assert exchange.calls["create_order"] == 0
+
+
+def test_an_order_the_reconciler_adopts_counts_at_the_next_decision(guard: Guard) -> None:
+    assert guard.check(buy("ETH/USD")).allowed  # the book's figures are computed and kept
+    adopted = Order(id="ext-1", account_id=ALICE, symbol="ETH/USD", side=Side.BUY,
+                    type=OrderType.LIMIT, price=2_000.0, amount=0.016, created_at=T0)
+    guard.books.get(ALICE).apply_order(adopted)
+    decision = guard.check(buy("ETH/USD"))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "duplicate_symbol_entry"
+    guard.books.get(ALICE).apply_order(adopted.replace(status=OrderStatus.CANCELLED))
+    assert guard.check(buy("ETH/USD")).allowed
+
+
+def test_intents_the_reconciler_settles_update_the_reservations_in_memory(
+    guard: Guard, live: dict[str, AccountLive]
+) -> None:
+    found = guard.reserve(buy("BTC/USD"))
+    missing = guard.reserve(buy("ETH/USD"))
+    assert guard.settle_client_id(ALICE, missing.client_order_id, resolved=False)
+    assert guard.settle_client_id(ALICE, found.client_order_id, resolved=True, order_id="9")
+    assert not guard.settle_client_id(ALICE, "nb-unknown", resolved=True)
+    assert guard.decide(buy("ETH/USD")).allowed
+    assert not guard.decide(buy("BTC/USD")).allowed  # settling until the account shows it
+    live[ALICE].balances = usd(90.0, BTC=0.0002)
+    assert guard.decide(buy("BTC/USD")).rule == "dca"  # type: ignore[union-attr]

@@ -103,6 +103,7 @@ class AccountSync:
         self.sweep_anchor: datetime | None = None
         """The last complete listing before the last successful closed-orders sweep."""
         self.sweep_supported = True
+        self.sweep_per_symbol = False
         self.poll_interval_s = settings.poll_interval_for(account_id)
         self.balance_interval_s = settings.balance_interval_for(account_id)
 
@@ -299,24 +300,24 @@ class AccountSync:
         since = (self.sweep_anchor - margin if self.sweep_anchor is not None
                  else now - timedelta(seconds=self.settings.sweep_lookback_s))
         anchor = self.last_complete_listing
-        scopes: list[str | None] = [None]
-        if not self.exchange.capabilities.open_orders_without_symbol:
-            scopes = list(self.symbols_to_list())
-        answers: list[Order] = []
+        per_symbol = (self.sweep_per_symbol
+                      or not self.exchange.capabilities.open_orders_without_symbol)
         try:
-            for scope in scopes:
-                answers.extend(await self.ask(
-                    partial(self.exchange.fetch_closed_orders, scope, since),
-                    "fetch_closed_orders"))
+            answers = await self._closed_orders(since, per_symbol)
         except AccountFatal:
             raise
-        except OrderError as exc:
-            self.sweep_supported = False
-            log.warning("account %s: closed orders cannot be listed (%s); orders that open "
-                        "and close between two polls will be missed", self.account_id, exc)
-            return
-        except ExchangeError:
-            return  # transient: the next sweep covers the same window again
+        except TransientError:
+            return  # the next sweep covers the same window again
+        except ExchangeError as exc:
+            if per_symbol:
+                self.sweep_supported = False
+                log.warning("account %s: closed orders cannot be listed (%s); orders that "
+                            "open and close between two polls will be missed",
+                            self.account_id, exc)
+                return
+            # Binance lists open orders without a symbol but closed ones only by symbol.
+            self.sweep_per_symbol = True
+            return await self.sweep_closed(now)
         if anchor is not None:
             self.sweep_anchor = anchor
         events: list[Event] = []
@@ -332,6 +333,20 @@ class AccountSync:
         for applied in await self.commit(events):
             if applied.order.is_terminal:
                 self.unconfirmed.pop(applied.order.id, None)
+
+    async def _closed_orders(self, since: datetime, per_symbol: bool) -> list[Order]:
+        scopes: list[str | None] = [None]
+        if per_symbol:
+            # Held, open, recently traded or positioned symbols: where an unseen order can be.
+            wanted = set(self.symbols_to_list())
+            wanted.update(order.symbol for order in self.book.orders.orders())
+            wanted.update(position.symbol for position in self.book.positions())
+            scopes = sorted(wanted)
+        answers: list[Order] = []
+        for scope in scopes:
+            answers.extend(await self.ask(
+                partial(self.exchange.fetch_closed_orders, scope, since), "fetch_closed_orders"))
+        return answers
 
     # ------------------------------------------------------------------ stale orders
 
@@ -469,13 +484,19 @@ class AccountSync:
 
 
 def _request_fields(request_json: str) -> dict[str, Any]:
-    """The journaled request's fields; tolerant of a nested ``{"request": {...}}``."""
+    """The journaled request's fields (``symbol``, ``role``, ...).
+
+    The guard journals ``{"intent": {...}, "reserved_usd": ...}``; a flat object
+    or one nested under ``"request"`` is read the same way.
+    """
     try:
         data = json.loads(request_json)
     except ValueError:
         return {}
-    if isinstance(data, dict) and isinstance(data.get("request"), dict):
-        data = data["request"]
+    for key in ("intent", "request"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
     return data if isinstance(data, dict) else {}
 
 

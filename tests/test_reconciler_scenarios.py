@@ -336,7 +336,9 @@ async def test_startup_resolves_pending_intents_by_client_order_id(tmp_path: Pat
     t0 = rig.clock.now()
 
     def journal(client_id: str, **fields: Any) -> None:
-        request = {"symbol": "BTC/USD", "side": "sell", "role": "target", **fields}
+        # The guard's journal format: the intent, and what it reserved.
+        intent = {"symbol": "BTC/USD", "side": "sell", "role": "target", **fields}
+        request = {"intent": intent, "reserved_usd": 0.0}
         rig.store.put_intent(ALICE, client_id, json.dumps(request), t0)
 
     journal("sent-1")

@@ -341,7 +341,7 @@ class AccountSync:
             wanted = set(self.symbols_to_list())
             wanted.update(order.symbol for order in self.book.orders.orders())
             wanted.update(position.symbol for position in self.book.positions())
-            scopes = sorted(wanted)
+            scopes = [*sorted(wanted)]
         answers: list[Order] = []
         for scope in scopes:
             answers.extend(await self.ask(

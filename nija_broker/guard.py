@@ -34,11 +34,10 @@ order id.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -51,15 +50,25 @@ from ._guard_rules import (
     holdings_of,
     positions_of,
 )
-from ._orders_figures import held_capital
+from ._guard_state import (
+    AccountGuard,
+    Settling,
+    book_figures,
+    decision_record,
+    expired_long_ago,
+    in_book,
+    parse_request,
+    request_json,
+    reservation_held_usd,
+    visible,
+)
 from .book import AccountBook, Books
 from .clock import Clock
 from .errors import EntryBlocked, ExchangeError, IllegalTransition, OrderNotFound, StateError
 from .health import AccountHealth, AccountLive
-from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
-from .models import Balance, Order, OrderRole, OrderType, Side
-from .orders import OrderTracker
-from .store import DecisionRecord, Intent, Store
+from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
+from .models import Order
+from .store import DecisionRecord, Store
 
 __all__ = ["Guard", "GuardSettings", "ResolveReport"]
 
@@ -106,80 +115,6 @@ class ClientIdLookup(Protocol):
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order: ...
 
 
-@dataclass(slots=True)
-class _Settling:
-    reservation: Reservation
-    order_id: str | None
-    confirmed_at: float
-    balances_seen: object
-
-
-@dataclass(slots=True)
-class _AccountGuard:
-    """One account's lock and reservations. Every field is read and written under ``lock``."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    in_flight: dict[str, Reservation] = field(default_factory=dict)
-    settling: dict[str, _Settling] = field(default_factory=dict)
-    unresolved: dict[str, Reservation] = field(default_factory=dict)
-    """Reservations not yet confirmed or released, expired ones included."""
-    by_client_id: dict[str, str] = field(default_factory=dict)
-    book_figures: _BookFigures | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _BookFigures:
-    """Held capital and live entries per symbol of one version of an account's order book.
-
-    Orders are frozen values replaced whole on every change, so the same
-    order object means the same order: ``per_order`` keeps each live order
-    (alive, so its id cannot be reused) with what it holds and the symbol it
-    enters, if it is an entry, keyed by ``id()``.
-    """
-
-    version: int
-    last_prices: dict[str, float]
-    per_order: dict[int, tuple[Order, float, str | None]]
-    held_usd: float
-    entry_symbols: dict[str, int]
-
-
-def _book_figures(cached: _BookFigures | None, orders: OrderTracker,
-                  last_prices: dict[str, float]) -> _BookFigures:
-    """The book's figures, reusing what each unchanged order contributed last time.
-
-    The guard judges far more often than the book changes, and a change touches
-    a few orders: a full valuation of every live order is what would otherwise
-    dominate a decision. An order valued at the last price (a market order, or
-    one without a price) is valued again whenever last prices changed.
-    """
-    version = orders.version  # before the orders: a change in between only costs a recount
-    prices_changed = cached is None or cached.last_prices != last_prices
-    if cached is not None and not prices_changed and cached.version == version:
-        return cached
-    live = orders.live_orders()
-    previous = cached.per_order if cached is not None else {}
-    fee_rate = orders.fee_rate
-    per_order: dict[int, tuple[Order, float, str | None]] = {}
-    held_usd = 0.0
-    entry_symbols: dict[str, int] = {}
-    for order in live:
-        key = id(order)
-        known = previous.get(key)
-        if known is None or (prices_changed and (
-                order.type is OrderType.MARKET or order.reference_price is None)):
-            held = held_capital((order,), fee_rate=fee_rate, last_prices=last_prices).total
-            entry = order.symbol if (order.role is OrderRole.ENTRY and order.side is Side.BUY
-                                     and not order.reduce_only) else None
-            known = (order, held, entry)
-        per_order[key] = known
-        held_usd += known[1]
-        symbol = known[2]
-        if symbol is not None:
-            entry_symbols[symbol] = entry_symbols.get(symbol, 0) + 1
-    return _BookFigures(version, dict(last_prices), per_order, held_usd, entry_symbols)
-
-
 class Guard:
     """Judges and reserves orders for every account; see the module docstring."""
 
@@ -193,7 +128,7 @@ class Guard:
         self.clock: Clock = clock if clock is not None else books.clock
         self.settings = settings or GuardSettings()
         self.rules: tuple[Rule, ...] = tuple(rules)
-        self._accounts: dict[str, _AccountGuard] = {}
+        self._accounts: dict[str, AccountGuard] = {}
         self._where: dict[str, str] = {}  # reservation id -> account id
         self._lock = threading.Lock()
 
@@ -331,7 +266,7 @@ class Guard:
             for stored in pending:
                 if stored.client_order_id in account.by_client_id:
                     continue
-                intent, reserved_usd = _parse_request(stored)
+                intent, reserved_usd = parse_request(stored)
                 reservation = self._make_reservation(intent, reserved_usd, stored.created_at)
                 self._hold_locked(account, reservation)
                 restored.append(reservation)
@@ -359,7 +294,7 @@ class Guard:
             if reservation_id is None:
                 unresolved.append(cid)
                 continue
-            intent, _ = _parse_request(stored)
+            intent, _ = parse_request(stored)
             try:
                 order = await exchange.fetch_order_by_client_id(cid, intent.symbol)
             except OrderNotFound:
@@ -396,14 +331,14 @@ class Guard:
 
     # ------------------------------------------------------------------ internals
 
-    def _account(self, account_id: str) -> _AccountGuard:
+    def _account(self, account_id: str) -> AccountGuard:
         account = self._accounts.get(account_id)
         if account is not None:
             return account
         with self._lock:
-            return self._accounts.setdefault(account_id, _AccountGuard())
+            return self._accounts.setdefault(account_id, AccountGuard())
 
-    def _find(self, reservation_id: str) -> tuple[str, _AccountGuard, Reservation]:
+    def _find(self, reservation_id: str) -> tuple[str, AccountGuard, Reservation]:
         account_id = self._where.get(reservation_id)
         account = self._accounts.get(account_id) if account_id is not None else None
         reservation = None
@@ -417,24 +352,24 @@ class Guard:
             )
         return account_id, account, reservation
 
-    def _hold_locked(self, account: _AccountGuard, reservation: Reservation) -> None:
+    def _hold_locked(self, account: AccountGuard, reservation: Reservation) -> None:
         account.in_flight[reservation.id] = reservation
         account.unresolved[reservation.id] = reservation
         account.by_client_id[reservation.client_order_id] = reservation.id
         self._where[reservation.id] = reservation.account_id
 
-    def _settle_locked(self, account_id: str, account: _AccountGuard,
+    def _settle_locked(self, account_id: str, account: AccountGuard,
                        reservation: Reservation, order_id: str | None) -> None:
         self._forget_locked(account, reservation)
         if reservation.is_entry:
             live = self.live.get(account_id)
-            account.settling[reservation.id] = _Settling(
+            account.settling[reservation.id] = Settling(
                 reservation, order_id, self.clock.monotonic(),
                 live.balances if live is not None else None,
             )
             self._where[reservation.id] = account_id
 
-    def _forget_locked(self, account: _AccountGuard, reservation: Reservation) -> None:
+    def _forget_locked(self, account: AccountGuard, reservation: Reservation) -> None:
         account.in_flight.pop(reservation.id, None)
         account.unresolved.pop(reservation.id, None)
         account.by_client_id.pop(reservation.client_order_id, None)
@@ -458,14 +393,14 @@ class Guard:
             expires_at=self.clock.monotonic() + self.settings.reservation_ttl_s,
         )
 
-    def _expire_locked(self, account_id: str, account: _AccountGuard) -> None:
+    def _expire_locked(self, account_id: str, account: AccountGuard) -> None:
         mono = self.clock.monotonic()
         for rid in [r.id for r in account.in_flight.values() if r.expires_at <= mono]:
             # Expired: it stops counting, but stays confirmable; the intent stays unresolved.
             del account.in_flight[rid]
         forget_before = mono - self.settings.settle_max_s
         for rid in [r.id for r in account.unresolved.values()
-                    if _expired_long_ago(r, account, forget_before)]:
+                    if expired_long_ago(r, account, forget_before)]:
             self._forget_locked(account, account.unresolved[rid])
         if not account.settling:
             return
@@ -475,12 +410,12 @@ class Guard:
         for rid, settling in list(account.settling.items()):
             if settling.confirmed_at <= forget_before or (
                 balances is not settling.balances_seen
-                and _visible(settling, orders, balances)
+                and visible(settling, orders, balances)
             ):
                 del account.settling[rid]
                 self._where.pop(rid, None)
 
-    def _state_locked(self, account_id: str, account: _AccountGuard) -> AccountState:
+    def _state_locked(self, account_id: str, account: AccountGuard) -> AccountState:
         self._expire_locked(account_id, account)
         book = self.books.get(account_id)
         live = self.live.get(account_id)
@@ -488,7 +423,7 @@ class Guard:
         last_prices = orders.last_prices()
         fee_rate = self.settings.fee_rate if self.settings.fee_rate is not None else (
             orders.fee_rate)
-        figures = _book_figures(account.book_figures, orders, last_prices)
+        figures = book_figures(account.book_figures, orders, last_prices)
         account.book_figures = figures
         held_usd = figures.held_usd
         entry_symbols = dict(figures.entry_symbols)
@@ -496,15 +431,15 @@ class Guard:
         for reservation in account.in_flight.values():
             if reservation.is_entry:
                 entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
-                held_usd += _held(reservation)
+                held_usd += reservation_held_usd(reservation)
                 reserved_usd += reservation.reserved_usd
         balances = live.balances if live is not None else {}
         for settling in account.settling.values():
             reservation = settling.reservation
-            in_book = _in_book(settling, orders)
-            if in_book is None:
-                held_usd += _held(reservation)
-            if in_book is None or in_book.is_terminal:
+            booked = in_book(settling, orders)
+            if booked is None:
+                held_usd += reservation_held_usd(reservation)
+            if booked is None or booked.is_terminal:
                 # Filled but not yet in a balance or the ledger: the position exists already.
                 entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
             if balances is settling.balances_seen:
@@ -551,8 +486,8 @@ class Guard:
         try:
             if reservation is not None:
                 self.store.put_intent(intent.account_id, intent.client_order_id,
-                                      _request_json(intent, reservation.reserved_usd), now)
-            self.store.journal_decision(_record(decision, now))
+                                      request_json(intent, reservation.reserved_usd), now)
+            self.store.journal_decision(decision_record(decision, now))
         except BaseException:
             # Not journaled means not sent: the reservation must not outlive the failure.
             if reservation is not None:
@@ -560,38 +495,6 @@ class Guard:
                 with account.lock:
                     self._forget_locked(account, reservation)
             raise
-
-
-def _expired_long_ago(reservation: Reservation, account: _AccountGuard,
-                      forget_before: float) -> bool:
-    return reservation.id not in account.in_flight and reservation.expires_at <= forget_before
-
-
-def _held(reservation: Reservation) -> float:
-    """What an entry on its way adds to held capital: a resting order's value; a market
-    order fills at once and becomes a position, so it fragments nothing."""
-    return 0.0 if reservation.type is OrderType.MARKET else reservation.reserved_usd
-
-
-def _in_book(settling: _Settling, orders: OrderTracker) -> Order | None:
-    order = orders.by_client_id(settling.reservation.client_order_id)
-    if order is None and settling.order_id is not None:
-        order = orders.get(settling.order_id)
-    return order
-
-
-def _visible(settling: _Settling, orders: OrderTracker,
-             balances: Mapping[str, Balance] | None) -> bool:
-    """Called once a balance newer than the confirmation arrived: does the account show it?
-
-    Yes when the book has the order (live, the book counts it; finished, that
-    balance holds its fills), or when the balance holds the base it bought.
-    """
-    if _in_book(settling, orders) is not None:
-        return True
-    base = settling.reservation.symbol.split("/")[0]
-    balance = (balances or {}).get(base)
-    return balance is not None and (balance.total or balance.free + balance.used) > 0
 
 
 def _judge(intent: OrderIntent, state: AccountState, rules: Iterable[Rule]) -> Decision:
@@ -606,36 +509,4 @@ def _judge(intent: OrderIntent, state: AccountState, rules: Iterable[Rule]) -> D
         "notional_usd": notional,
     }
     return Allowed(intent=intent, warnings=exit_warnings(intent, state), figures=figures)
-
-
-def _request_json(intent: OrderIntent, reserved_usd: float) -> str:
-    return json.dumps({"intent": intent.model_dump(mode="json"), "reserved_usd": reserved_usd},
-                      sort_keys=True)
-
-
-def _parse_request(stored: Intent) -> tuple[OrderIntent, float]:
-    data = json.loads(stored.request_json)
-    return OrderIntent.model_validate(data["intent"]), float(data.get("reserved_usd", 0.0))
-
-
-def _warning_dict(reason: Reason) -> dict[str, Any]:
-    return {"rule": reason.rule, "message": reason.message, "figures": dict(reason.figures)}
-
-
-def _record(decision: Decision, now: datetime) -> DecisionRecord:
-    intent = decision.intent
-    rule: str | None
-    reason: str | None
-    if isinstance(decision, Blocked):
-        rule, reason, figures = decision.rule, decision.reason, dict(decision.figures)
-    else:
-        rule = None
-        reason = " ".join(w.message for w in decision.warnings) or None
-        figures = {**decision.figures,
-                   "warnings": [_warning_dict(w) for w in decision.warnings]}
-    return DecisionRecord(
-        account_id=intent.account_id, ts=now, allowed=decision.allowed,
-        client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
-        rule=rule, reason=reason, figures=figures,
-    )
 

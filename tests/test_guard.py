@@ -18,6 +18,7 @@ from nija_broker.store import Store
 
 from ._guard_support import (
     ALICE,
+    PRICES,
     T0,
     account_live,
     buy,
@@ -379,3 +380,22 @@ def test_intents_the_reconciler_settles_update_the_reservations_in_memory(
     assert not guard.decide(buy("BTC/USD")).allowed  # settling until the account shows it
     live[ALICE].balances = usd(90.0, BTC=0.0002)
     assert guard.decide(buy("BTC/USD")).rule == "dca"  # type: ignore[union-attr]
+
+
+def test_a_reloaded_book_is_judged_afresh(guard: Guard, store: Store) -> None:
+    book = guard.books.get(ALICE)
+    old = Order(id="ext-2", account_id=ALICE, symbol="ETH/USD", side=Side.BUY,
+                type=OrderType.LIMIT, price=2_000.0, amount=0.001, created_at=T0)
+    book.apply_order(old)
+    book.apply_order(old.replace(status=OrderStatus.CANCELLED))
+    assert guard.check(buy("ETH/USD")).allowed  # figures kept for the tracker's 2nd update
+    # Another writer stores a new ETH entry; after a reload the new tracker has also
+    # applied two updates (the cancelled order and this one), yet the book differs.
+    store.save_orders([old.replace(id="ext-3", client_order_id="other")])
+    book.reload()
+    for symbol, price in PRICES.items():
+        book.orders.set_last_price(symbol, price)
+    assert book.orders.version == 2
+    decision = guard.check(buy("ETH/USD"))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "duplicate_symbol_entry"

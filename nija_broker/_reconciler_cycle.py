@@ -16,7 +16,6 @@ cancel or intent lookup only leaves that one item for the next cycle.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +23,13 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._reconciler_intents import resolve_intents
 from .book import AccountBook, Books
 from .clock import Clock
 from .errors import (
     AccountFatal,
     ExchangeError,
     OrderError,
-    OrderNotFound,
     StateError,
     TransientError,
 )
@@ -40,16 +39,13 @@ from .events import (
     Event,
     EventBus,
     FillsBooked,
-    IntentReleased,
-    IntentResolved,
     OrderEvent,
     OrderVanished,
     StaleOrderFound,
-    order_event,
 )
 from .health import AccountLive
-from .models import Order, OrderRole
-from .reconcile import Snapshot, adopt, diff, equity_of, resolve
+from .models import Order
+from .reconcile import Snapshot, diff, equity_of, resolve
 from .store import Intent, Store
 from .tiers import StaleAction
 
@@ -231,7 +227,7 @@ class AccountSync:
                            startup=startup)
         await self.handle_stale()
         if self.intents:
-            await self.resolve_intents()
+            await resolve_intents(self)
         if balances_due:
             self.book.cleanup_terminal(now)
 
@@ -415,93 +411,3 @@ class AccountSync:
         self.balance_due_mono = self.clock.monotonic() + self.balance_interval_s
         self.publish([BalancesUpdated(account_id=self.account_id, at=now, equity_usd=equity_usd,
                                       tier=tier.name, unpriced=unpriced)])
-
-    # ------------------------------------------------------------------ intents
-
-    async def resolve_intents(self) -> None:
-        """Settle submissions journaled before a restart, by client order id."""
-        remaining: list[Intent] = []
-        for intent in self.intents:
-            try:
-                settled = await self._resolve_intent(intent)
-            except AccountFatal:
-                raise
-            except ExchangeError as exc:
-                log.info("account %s: intent %s unresolved for now: %s", self.account_id,
-                         intent.client_order_id, exc)
-                settled = False
-            if not settled:
-                remaining.append(intent)
-        self.intents = remaining
-
-    async def _resolve_intent(self, intent: Intent) -> bool:
-        client_id = intent.client_order_id
-        request = _request_fields(intent.request_json)
-        role = _role(request.get("role"))
-        known = self.book.orders.by_client_id(client_id)
-        if known is None:
-            symbol = request.get("symbol")
-            if not isinstance(symbol, str):
-                self.publish([AttentionRequired(
-                    account_id=self.account_id, at=self.clock.now(),
-                    reason=f"intent {client_id} names no symbol; it cannot be looked up")])
-                return False
-            try:
-                answer = await self.ask(
-                    partial(self.exchange.fetch_order_by_client_id, client_id, symbol),
-                    "fetch_order_by_client_id")
-            except OrderNotFound:
-                age_s = (self.clock.now() - intent.created_at).total_seconds()
-                if age_s < self.settings.visibility_window_s:
-                    return False  # may still appear: the exchange is allowed its lag
-                return await self._release(intent)
-            event = resolve(None, adopt(answer, role), self.clock.now())
-            if event is not None:
-                await self.commit([event])
-            known = self.book.orders.get(answer.id)
-            if known is None:
-                return False
-        elif role is not None and known.role is not role:
-            # Adopted from a listing before its intent was read: the intent knows its role.
-            fixed = known.model_copy(update={"role": role})
-            await self.commit([order_event(known, fixed, None, self.clock.now())])
-        now = self.clock.now()
-        if self.store is not None:
-            await self.run_book(partial(self.store.set_intent_status, self.account_id,
-                                        client_id, "resolved", now, known.id))
-        self.publish([IntentResolved(account_id=self.account_id, at=now,
-                                     client_order_id=client_id, order_id=known.id)])
-        return True
-
-    async def _release(self, intent: Intent) -> bool:
-        now = self.clock.now()
-        if self.store is not None:
-            await self.run_book(partial(self.store.set_intent_status, self.account_id,
-                                        intent.client_order_id, "released", now))
-        self.publish([IntentReleased(account_id=self.account_id, at=now,
-                                     client_order_id=intent.client_order_id)])
-        return True
-
-
-def _request_fields(request_json: str) -> dict[str, Any]:
-    """The journaled request's fields (``symbol``, ``role``, ...).
-
-    The guard journals ``{"intent": {...}, "reserved_usd": ...}``; a flat object
-    or one nested under ``"request"`` is read the same way.
-    """
-    try:
-        data = json.loads(request_json)
-    except ValueError:
-        return {}
-    for key in ("intent", "request"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    return data if isinstance(data, dict) else {}
-
-
-def _role(value: object) -> OrderRole | None:
-    try:
-        return OrderRole(value) if isinstance(value, str) else None
-    except ValueError:
-        return None

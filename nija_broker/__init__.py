@@ -6,6 +6,7 @@ The public names are re-exported here; everything else is internal.
 from __future__ import annotations
 
 from .book import AccountBook, Books, BookSettings
+from .client import GuardClient
 from .clock import Clock, FakeClock, SystemClock
 from .config import AccountConfig, Config, load_config
 from .errors import (
@@ -25,7 +26,10 @@ from .errors import (
     StateError,
     TransientError,
 )
+from .guard import Guard, GuardSettings
+from .guarded import GuardedExchange, guard_submit, guarded, market_order_reader
 from .health import AccountHealth, AccountLive, SyncState
+from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
 from .ledger import Ledger
 from .models import (
     AccountMetrics,
@@ -44,6 +48,8 @@ from .models import (
 )
 from .orders import OrderTracker, OrderTrackerRegistry
 from .performance import PerformanceRegistry, PerformanceTracker, compute_metrics
+from .reconciler import Reconciler, ReconcilerSettings
+from .runtime import Broker, BrokerThread
 from .store import AsyncStore, Store
 from .symbols import normalize_symbol
 from .tiers import TierPolicy, TierTable, TierTracker
@@ -57,19 +63,28 @@ __all__ = [
     "AccountHealth",
     "AccountLive",
     "AccountMetrics",
+    "Allowed",
     "AsyncStore",
     "AuthenticationFailed",
     "Balance",
+    "Blocked",
     "BookSettings",
     "Books",
+    "Broker",
+    "BrokerThread",
     "Clock",
     "Config",
     "ConfigError",
+    "Decision",
     "EntryBlocked",
     "EquityPoint",
     "ExchangeError",
     "FakeClock",
     "Fill",
+    "Guard",
+    "GuardClient",
+    "GuardSettings",
+    "GuardedExchange",
     "IllegalTransition",
     "InsufficientFunds",
     "InvalidOrder",
@@ -78,6 +93,7 @@ __all__ = [
     "NijaBrokerError",
     "Order",
     "OrderError",
+    "OrderIntent",
     "OrderNotFound",
     "OrderRole",
     "OrderStatus",
@@ -89,6 +105,10 @@ __all__ = [
     "PermissionDenied",
     "Position",
     "RateLimited",
+    "Reason",
+    "Reconciler",
+    "ReconcilerSettings",
+    "Reservation",
     "Side",
     "StateError",
     "Store",
@@ -101,6 +121,9 @@ __all__ = [
     "TradeRecord",
     "TransientError",
     "compute_metrics",
+    "guard_submit",
+    "guarded",
     "load_config",
+    "market_order_reader",
     "normalize_symbol",
 ]

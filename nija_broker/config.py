@@ -79,6 +79,8 @@ class AccountConfig(_Strict):
     poll_interval_s: float = Field(default=5.0, gt=0)
     balance_interval_s: float = Field(default=60.0, gt=0)
     fee_rate: float = Field(default=0.004, ge=0, lt=0.1)
+    quote_currency: str = Field(default="USD", pattern=r"^[A-Z0-9]{2,10}$",
+                                description="currency equity and tiers are counted in")
     ccxt: dict[str, Any] = Field(default_factory=dict)
 
     _env_names = field_validator("api_key_env", "secret_env", "password_env")(

@@ -1,0 +1,308 @@
+"""The Broker runtime: config, store, books, exchanges, reconciler, guard and API, wired together.
+
+Asyncio code::
+
+    async with Broker(config) as broker:
+        exchange = broker.guarded_exchange("USER:alice")   # create_order passes the guard
+        ...
+
+A synchronous, thread-based bot (the live NIJA bot) runs it in a background
+thread::
+
+    broker = BrokerThread(config)
+    broker.start()                          # returns once every account has started
+    decision = broker.check(intent)         # thread-safe guard call
+    rows = broker.status()                  # thread-safe status rows
+    broker.stop()
+
+Lifecycle (STYLE 7): start opens the store, loads every account, restores
+in-flight guard reservations, starts the reconciler and the API. ``aclose``
+stops intake (API first), stops the pollers, flushes the store writer,
+closes the exchanges and the store; it is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from .api import ApiContext, ApiServer, check_binding
+from .book import Books, BookSettings
+from .clock import Clock, SystemClock
+from .config import Config
+from .errors import ConfigError, StateError
+from .events import (
+    Event,
+    FillsBooked,
+    IntentReleased,
+    IntentResolved,
+    OrderCancelled,
+    StaleOrderFound,
+)
+from .guard import Guard, GuardSettings
+from .guarded import GuardedExchange
+from .health import AccountLive
+from .intent import Decision, OrderIntent
+from .prom import BrokerMetrics
+from .reconciler import Reconciler, ReconcilerSettings
+from .status import AccountStatus, status_rows
+from .store import Store
+
+if TYPE_CHECKING:
+    from adapters.base import Exchange
+
+__all__ = ["Broker", "BrokerThread"]
+
+log = logging.getLogger("nija_broker.runtime")
+
+ExchangeFactory = Callable[..., "Exchange"]
+
+
+def _ccxt_exchanges(config: Config, clock: Clock,
+                    environ: Mapping[str, str] | None) -> dict[str, Exchange]:
+    from adapters.ccxt_adapter import CcxtExchange  # only adapters/ imports ccxt
+
+    return {a.id: CcxtExchange.from_config(a, clock=clock, environ=environ)
+            for a in config.accounts}
+
+
+class Broker:
+    """Everything nija_broker runs, for the accounts of one configuration."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 exchanges: Mapping[str, Exchange] | None = None,
+                 environ: Mapping[str, str] | None = None, serve_api: bool = True,
+                 api_token: str | None = None,
+                 reconciler_settings: ReconcilerSettings | None = None,
+                 guard_settings: GuardSettings | None = None,
+                 store_path: str | Path | None = None) -> None:
+        if not config.accounts:
+            raise ConfigError("the configuration has no [[accounts]]", key="accounts")
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self._given_exchanges = exchanges
+        self._environ = environ
+        self.serve_api = serve_api
+        self._token = api_token
+        self._reconciler_settings = reconciler_settings or ReconcilerSettings.from_accounts(
+            config.accounts)
+        self._guard_settings = guard_settings
+        self._store_path = store_path if store_path is not None else config.store.path
+        self.metrics = BrokerMetrics()
+        self.store: Store | None = None
+        self.books: Books | None = None
+        self.live: dict[str, AccountLive] = {}
+        self.exchanges: dict[str, Exchange] = {}
+        self.guard: Guard | None = None
+        self.reconciler: Reconciler | None = None
+        self.api: ApiServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            raise StateError("the broker is already started")
+        self._started = True
+        config = self.config
+        if self.serve_api:
+            check_binding(config.api.host, self._api_token())
+        self.store = Store(self._store_path)
+        fee_rate = {a.id: a.fee_rate for a in config.accounts}
+        self.books = Books(self.store, settings=BookSettings(
+            fee_rate=min(fee_rate.values()) if fee_rate else 0.004), clock=self.clock)
+        table = config.tier_table()
+        for account in config.accounts:
+            pinned = None if account.tier == "auto" else account.tier
+            self.live[account.id] = AccountLive.create(account.id, table, pinned,
+                                                       quote_currency=account.quote_currency)
+        self.exchanges = dict(self._given_exchanges) if self._given_exchanges is not None \
+            else _ccxt_exchanges(config, self.clock, self._environ)
+        self.guard = Guard(self.books, self.live, store=self.store, clock=self.clock,
+                           settings=self._guard_settings)
+        for account in config.accounts:
+            self.books.get(account.id)  # load from the store now, not on the first poll
+            self.guard.restore_pending(account.id)
+        self.reconciler = Reconciler(self.books, self.exchanges, self.live, clock=self.clock,
+                                     settings=self._reconciler_settings)
+        events = self.reconciler.subscribe()
+        self._tasks.append(asyncio.create_task(self._consume(events), name="broker:events"))
+        if self.serve_api:
+            self.api = ApiServer(
+                ApiContext(books=self.books, live=self.live, guard=self.guard,
+                           metrics=self.metrics, clock=self.clock, token=self._api_token()),
+                config.api.host, config.api.port)
+            await self.api.start()
+            log.info("API listening on %s", self.api.url)
+        # Every account reconciles fully once before polling starts; a failing account
+        # only records its health here (the guard then fails closed for it).
+        reconciler = self.reconciler
+        await asyncio.gather(*(reconciler.startup(a) for a in reconciler.accounts))
+        self._tasks.append(asyncio.create_task(reconciler.run(), name="broker:reconciler"))
+
+    def _api_token(self) -> str | None:
+        if self._token is not None:
+            return self._token
+        name = self.config.api.token_env
+        if name is None:
+            return None
+        import os
+
+        env = self._environ if self._environ is not None else os.environ
+        token = env.get(name)
+        if not token:
+            raise ConfigError(f"api.token_env names {name}, which is not set", key="api.token_env")
+        return token
+
+    async def aclose(self) -> None:
+        """Stop intake, stop the pollers, flush the store, close the exchanges. Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.api is not None:
+            await self.api.aclose()
+        if self.reconciler is not None:
+            await self.reconciler.aclose()
+        elif self.exchanges:
+            await asyncio.gather(*(ex.aclose() for ex in self.exchanges.values()),
+                                 return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.store is not None:
+            self.store.close()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ events
+
+    async def _consume(self, events: Any) -> None:
+        async for event in events:
+            try:
+                self._on_event(event)
+            except Exception:  # a bad event must not stop the runtime
+                log.exception("handling %s failed", type(event).__name__)
+
+    def _on_event(self, event: Event) -> None:
+        account = event.account_id
+        if isinstance(event, FillsBooked):
+            for _ in event.fills:
+                self.metrics.record_fill(account)
+        elif isinstance(event, OrderCancelled):
+            self.metrics.record_cancellation(account, stale=False)
+        elif isinstance(event, StaleOrderFound) and event.action == "cancel":
+            self.metrics.record_cancellation(account, stale=True)
+        elif isinstance(event, IntentResolved | IntentReleased) and self.guard is not None:
+            self.guard.settle_client_id(account, event.client_order_id,
+                                        resolved=isinstance(event, IntentResolved),
+                                        order_id=getattr(event, "order_id", None))
+
+    # ------------------------------------------------------------------ using it
+
+    def _require_guard(self) -> Guard:
+        if self.guard is None:
+            raise StateError("the broker is not started")
+        return self.guard
+
+    def check(self, intent: OrderIntent) -> Decision:
+        """Would this order pass the guard now? Reserves nothing. Thread-safe."""
+        return self._require_guard().check(intent)
+
+    def guarded_exchange(self, account_id: str) -> GuardedExchange:
+        """The account's exchange behind the guard: ``create_order`` is judged first."""
+        return GuardedExchange(self.exchanges[account_id], self._require_guard(), account_id)
+
+    def status(self, account_id: str | None = None) -> list[AccountStatus]:
+        """A row per account (never a total across accounts). Thread-safe."""
+        if self.books is None:
+            raise StateError("the broker is not started")
+        return status_rows(self.books, self.live, self.clock.now(), account_id)
+
+
+class BrokerThread:
+    """The Broker on its own event loop in a background thread, for a synchronous bot."""
+
+    def __init__(self, config: Config, **broker_kwargs: Any) -> None:
+        self._config = config
+        self._kwargs = broker_kwargs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self.broker: Broker | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        if self._thread is not None:
+            raise StateError("already started")
+        self._thread = threading.Thread(target=self._main, name="nija-broker", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"nija_broker did not start within {timeout_s:g}s")
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with Broker(self._config, **self._kwargs) as broker:
+                self.broker = broker
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            if not isinstance(exc, Exception):
+                raise
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Shut down gracefully and wait for the thread. Safe twice."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None or loop is None or stop is None:
+            return
+        if thread.is_alive():
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout_s)
+        self._thread = None
+
+    def _broker(self) -> Broker:
+        if self.broker is None:
+            raise StateError("nija_broker is not running; call start() first")
+        return self.broker
+
+    def check(self, intent: OrderIntent) -> Decision:
+        return self._broker().check(intent)
+
+    def decide(self, intent: OrderIntent) -> Decision:
+        """Judge and reserve (thread-safe): confirm or release through :attr:`guard`."""
+        return self._broker()._require_guard().decide(intent)
+
+    @property
+    def guard(self) -> Guard:
+        return self._broker()._require_guard()
+
+    def status(self, account_id: str | None = None) -> list[AccountStatus]:
+        return self._broker().status(account_id)

@@ -1,21 +1,53 @@
-"""The ``nija-broker`` command."""
+"""The ``nija-broker`` command.
+
+::
+
+    nija-broker demo [--duration S] [--seed N] [--exchange binance|kraken] [--out DIR]
+    nija-broker run --config PATH
+    nija-broker status [--account ID] [--json] [--config PATH | --url URL]
+    nija-broker check-config PATH
+    nija-broker emulator --port N [--seed N] [--dialect binance|kraken]
+    nija-broker report --account ID --out DIR [--config PATH]
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .config import load_config
-from .errors import ConfigError
+from .config import Config, load_config
+from .errors import ConfigError, NijaBrokerError
+
+DEFAULT_CONFIG = "config/live.toml"
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------------------- check-config
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.path)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    config = _load(args.path)
+    if config is None:
         return 2
     table = config.tier_table()
     print(f"{args.path}: OK")
@@ -23,11 +55,9 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  api:   {config.api.host}:{config.api.port}")
     print("  tiers: " + ", ".join(f"{t.name} (from ${t.min_equity_usd:,.0f})" for t in table.tiers))
     for account in config.accounts:
-        missing = []
-        for field in ("api_key_env", "secret_env", "password_env"):
-            name = getattr(account, field)
-            if name is not None and not _env_is_set(name):
-                missing.append(name)
+        missing = [name for name in (account.api_key_env, account.secret_env,
+                                     account.password_env)
+                   if name is not None and not os.environ.get(name)]
         keys = "keys: set" if not missing else "keys: MISSING " + ", ".join(missing)
         sandbox = " sandbox" if account.sandbox else ""
         print(f"  account {account.id}: {account.exchange}{sandbox}, tier {account.tier}, "
@@ -35,10 +65,158 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env_is_set(name: str) -> bool:
-    import os
+# ---------------------------------------------------------------------------- run
 
-    return bool(os.environ.get(name))
+
+async def _serve(config: Config) -> None:
+    from .runtime import Broker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Broker(config) as broker:
+        api = broker.api.url if broker.api is not None else "off"
+        print(f"nija-broker running: {len(config.accounts)} accounts, API {api}; "
+              "Ctrl-C or SIGTERM to stop", flush=True)
+        await stop.wait()
+        print("nija-broker stopping ...", flush=True)
+    print("nija-broker stopped", flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    configure_logging(args.log_level)
+    try:
+        asyncio.run(_serve(config))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except NijaBrokerError as exc:
+        print(f"nija-broker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def _status_from_api(url: str, token: str | None, timeout_s: float = 3.0) -> dict[str, Any]:
+    request = urllib.request.Request(url.rstrip("/") + "/v1/accounts")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        document: dict[str, Any] = json.loads(response.read())
+        return document
+
+
+def _status_from_store(config: Config) -> dict[str, Any]:
+    """No sidecar running: read the store (sync state then shows as offline)."""
+    from .book import Books
+    from .status import status_document, status_rows
+    from .store import Store
+
+    path = Path(config.store.path)
+    if not path.exists():
+        raise ConfigError(f"no sidecar answered and the store {path} does not exist yet")
+    now = datetime.now(UTC)
+    with Store(path) as store:
+        rows = status_rows(Books(store), {}, now)
+        return status_document(rows, now)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import AccountStatus, render_table
+
+    config: Config | None = None
+    token: str | None = None
+    url = args.url
+    if url is None:
+        config = _load(args.config)
+        if config is None:
+            return 2
+        url = f"http://{config.api.host}:{config.api.port}"
+        if config.api.token_env:
+            token = os.environ.get(config.api.token_env)
+    try:
+        document = _status_from_api(url, token)
+        source = url
+    except (urllib.error.URLError, OSError) as exc:
+        if config is None:
+            print(f"nija-broker status: {url} did not answer: {exc}", file=sys.stderr)
+            return 1
+        try:
+            document = _status_from_store(config)
+        except ConfigError as err:
+            print(f"nija-broker status: {err}", file=sys.stderr)
+            return 1
+        source = f"{config.store.path} (sidecar not running)"
+    if args.account is not None:
+        document["accounts"] = [a for a in document["accounts"]
+                                if a["account_id"] == args.account]
+        if not document["accounts"]:
+            print(f"nija-broker status: unknown account {args.account!r}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    rows = [AccountStatus.model_validate(a) for a in document["accounts"]]
+    print(f"source: {source}")
+    print(render_table(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .book import Books
+    from .report import write_report
+    from .store import Store
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    path = Path(config.store.path)
+    if not path.exists():
+        print(f"nija-broker report: the store {path} does not exist yet", file=sys.stderr)
+        return 1
+    with Store(path) as store:
+        if args.account not in store.accounts():
+            known = ", ".join(store.accounts()) or "none"
+            print(f"nija-broker report: unknown account {args.account!r} (known: {known})",
+                  file=sys.stderr)
+            return 2
+        book = Books(store).get(args.account)
+        out = write_report(book, Path(args.out), store=store, now=datetime.now(UTC))
+    print(f"report for {args.account}: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- emulator, demo
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from adapters.emulator.__main__ import main as emulator_main
+
+    argv = ["--host", args.host, "--port", str(args.port), "--seed", str(args.seed)]
+    if args.dialect != "binance":
+        argv += ["--dialect", args.dialect]
+    return emulator_main(argv)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration_s=args.duration, seed=args.seed, exchange=args.exchange,
+                    out_dir=Path(args.out) if args.out else None)
+
+
+# ---------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,18 +226,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nija-broker {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run everything offline against the built-in "
+                                            "exchange emulator (no keys, no network)")
+    demo.add_argument("--duration", type=float, default=40.0, help="seconds (default 40)")
+    demo.add_argument("--seed", type=int, default=7, help="price path seed (default 7)")
+    demo.add_argument("--exchange", choices=("binance", "kraken"), default="binance",
+                      help="which exchange dialect the emulator speaks (default binance)")
+    demo.add_argument("--out", help="where to write the reports (default: a new temp dir)")
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="the sidecar: reconciler for every account + HTTP API")
+    run.add_argument("--config", required=True, help="path to the TOML configuration")
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="per-account rows: tier, equity, held capital, "
+                                                "open and stale orders, drawdown, sync health")
+    status.add_argument("--account", help="only this account")
+    status.add_argument("--json", action="store_true", help="the stable JSON document")
+    status.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
+                        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})")
+    status.add_argument("--url", help="ask this API instead of the configured one")
+    status.set_defaults(handler=_status)
+
     check = commands.add_parser(
-        "check-config", help="validate a configuration file and explain every problem"
-    )
+        "check-config", help="validate a configuration file and explain every problem")
     check.add_argument("path", help="path to the TOML configuration")
     check.set_defaults(handler=_check_config)
+
+    emulator = commands.add_parser("emulator", help="the exchange emulator on its own")
+    emulator.add_argument("--port", type=int, default=8900)
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--seed", type=int, default=0)
+    emulator.add_argument("--dialect", choices=("binance", "kraken"), default="binance")
+    emulator.set_defaults(handler=_emulator)
+
+    report = commands.add_parser("report", help="an HTML report of one account")
+    report.add_argument("--account", required=True)
+    report.add_argument("--out", required=True, help="directory to write the report to")
+    report.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG))
+    report.set_defaults(handler=_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = args.handler
-    result: int = handler(args)
+    result: int = args.handler(args)
     return result
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .logs import register_secret
 from .tiers import DEFAULT_TIERS, TierPolicy, TierTable
 
 # Upper case only: exchange keys are mixed case or base64, so a pasted key fails here.
@@ -120,6 +121,7 @@ class AccountConfig(_Strict):
                     key=f"accounts.{self.id}.{field}",
                 )
             found[ccxt_key] = env[name]
+            register_secret(env[name])
         return found
 
 

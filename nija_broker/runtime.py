@@ -48,6 +48,7 @@ from .guard import Guard, GuardSettings
 from .guarded import GuardedExchange
 from .health import AccountLive
 from .intent import Decision, OrderIntent
+from .logs import register_secret
 from .prom import BrokerMetrics
 from .reconciler import Reconciler, ReconcilerSettings
 from .status import AccountStatus, status_rows
@@ -159,6 +160,7 @@ class Broker:
         token = env.get(name)
         if not token:
             raise ConfigError(f"api.token_env names {name}, which is not set", key="api.token_env")
+        register_secret(token)
         return token
 
     async def aclose(self) -> None:

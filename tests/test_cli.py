@@ -1,0 +1,177 @@
+"""The nija-broker command: check-config, status, report, run (SIGTERM), and no secret printed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from adapters.emulator import EmulatorServer, binance_ccxt_config
+from adapters.sim import SimEngine
+from nija_broker.book import Books
+from nija_broker.cli import main
+from nija_broker.clock import SystemClock
+from nija_broker.models import Market, Order, TradeRecord
+from nija_broker.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_KEY = "qW3rTy7UiOp0AsDfGhJkLzXcVbNm1234qW3rTy7UiOp0AsDfGhJkLzXcVbNm5678"
+FAKE_SECRET = "Zx9Cv8Bn7Mq6Wl5Ek4Rj3Th2Yg1Uf0IdZx9Cv8Bn7Mq6Wl5Ek4Rj3Th2Yg1Uf0Id"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+# Status JSON schema: traders' scripts parse it; changing it is a breaking change.
+STATUS_KEYS = {
+    "account_id", "tier", "equity_usd", "held_capital_usd", "held_share_pct", "open_orders",
+    "stale_orders", "double_reservations", "fragmented", "drawdown_pct", "max_drawdown_pct",
+    "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures",
+}
+
+
+def _write_config(tmp_path: Path, accounts: str = "", api_port: int = 8765) -> Path:
+    path = tmp_path / "broker.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "state.sqlite3"}"\n'
+        f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n{accounts}'
+    )
+    return path
+
+
+def _seed_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.sqlite3") as store:
+        book = Books(store).get("USER:alice")
+        book.apply_order(Order(id="O-1", account_id="USER:alice", symbol="BTC/USD", side="buy",
+                               price=100.0, amount=0.2, created_at=T0))
+        book.update_equity(100.0, T0)
+        book.update_equity(90.0, T0 + timedelta(hours=1))
+        book.record_trade(TradeRecord(
+            trade_id="T-1", account_id="USER:alice", symbol="BTC/USD", side="buy",
+            entry_price=100, exit_price=105, quantity=1, pnl=5, fees=0.2, entry_time=T0,
+            exit_time=T0 + timedelta(hours=1)))
+
+
+def test_check_config_explains_errors_and_never_prints_a_secret(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write_config(tmp_path, "[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n"
+                                  f"api_key_env = '{FAKE_KEY}'\n[accounts.ccxt]\n"
+                                  f"secret = '{FAKE_SECRET}'\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "api_key_env" in err
+    assert "credentials may not be set in the file" in err
+    assert FAKE_KEY not in err
+    assert FAKE_SECRET not in err
+
+
+def test_check_config_reports_missing_keys_by_name_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NB_TEST_KEY", FAKE_KEY)
+    monkeypatch.delenv("NB_TEST_SECRET", raising=False)
+    good = _write_config(tmp_path, "[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n"
+                                   "api_key_env = 'NB_TEST_KEY'\nsecret_env = 'NB_TEST_SECRET'\n")
+    assert main(["check-config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "keys: MISSING NB_TEST_SECRET" in out
+    assert FAKE_KEY not in out
+
+
+def test_example_config_checks_clean() -> None:
+    result = subprocess.run([sys.executable, "-m", "nija_broker.cli", "check-config",
+                             str(REPO / "config" / "live.example.toml")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "account USER:bob: binance sandbox, tier MICRO_CAP" in result.stdout
+
+
+def test_status_json_has_a_stable_schema_when_read_from_the_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _seed_store(tmp_path)
+    config = _write_config(tmp_path, api_port=9)  # nothing listens there: falls back
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document) == {"schema_version", "generated_at", "accounts"}
+    assert document["schema_version"] == 1
+    (row,) = document["accounts"]
+    assert set(row) == STATUS_KEYS
+    assert row["account_id"] == "USER:alice"
+    assert row["open_orders"] == 1
+    assert row["sync"] is None
+    assert row["max_drawdown_pct"] == pytest.approx(10.0)
+
+
+def test_status_table_and_unknown_account(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _seed_store(tmp_path)
+    config = _write_config(tmp_path, api_port=9)
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "USER:alice" in out
+    assert "sidecar not running" in out
+    assert main(["status", "--config", str(config), "--account", "USER:nobody"]) == 2
+
+
+def test_report_writes_an_html_page_with_the_chart(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _seed_store(tmp_path)
+    config = _write_config(tmp_path)
+    out_dir = tmp_path / "out"
+    assert main(["report", "--account", "USER:alice", "--out", str(out_dir),
+                 "--config", str(config)]) == 0
+    (page,) = out_dir.glob("*.html")
+    html = page.read_text()
+    assert "<svg" in html
+    assert "USER:alice" in html
+    assert main(["report", "--account", "USER:nobody", "--out", str(out_dir),
+                 "--config", str(config)]) == 2
+
+
+@pytest_asyncio.fixture
+async def emulator() -> AsyncIterator[EmulatorServer]:
+    engine = SimEngine(seed=3, clock=SystemClock())
+    engine.add_market(Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
+                             price_step=0.01, min_amount=0.00001, min_notional=5.0), 50_000.0)
+    engine.open_account("USER:alice", {"USDT": 100.0})
+    async with EmulatorServer(engine, {"USER:alice": (FAKE_KEY, FAKE_SECRET)}) as server:
+        yield server
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_run_serves_the_api_and_stops_gracefully_on_sigterm(
+        tmp_path: Path, emulator: EmulatorServer) -> None:
+    ccxt_table = json.dumps(binance_ccxt_config(emulator.url)).replace('":', '" =')
+    # TOML inline tables are close enough to JSON objects once ':' becomes '='.
+    config = _write_config(tmp_path, (
+        "[[accounts]]\nid = 'USER:alice'\nexchange = 'binance'\napi_key_env = 'NB_KEY'\n"
+        "secret_env = 'NB_SECRET'\nquote_currency = 'USDT'\npoll_interval_s = 0.5\n"
+        f"ccxt = {ccxt_table}\n"), api_port=0)
+    env = {**os.environ, "NB_KEY": FAKE_KEY, "NB_SECRET": FAKE_SECRET}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nija_broker.cli", "run", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    assert "nija-broker running: 1 accounts, API http://127.0.0.1:" in line
+    url = line.split("API ")[1].split(";")[0]
+    status = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "nija_broker.cli", "status", "--url", url, "--json"],
+        capture_output=True, text=True, check=False)
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)["accounts"]
+    assert row["sync"] == "ok"
+    process.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 0, err.decode()
+    assert "nija-broker stopped" in out.decode()
+    for text in (line, out.decode(), err.decode(), status.stdout, status.stderr):
+        assert FAKE_KEY not in text
+        assert FAKE_SECRET not in text

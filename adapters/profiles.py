@@ -224,6 +224,9 @@ KRAKEN = ExchangeProfile(
                "load_markets": 0.0, "fetch_tickers": 0.0},
     ),
     error_overrides=(
+        # Missing from ccxt's table: it would be a plain ExchangeError.
+        ErrorOverride("EAPI:Invalid signature", errors.AuthenticationFailed,
+                      "authentication failed (API key or secret rejected)"),
         # ccxt maps this to InvalidOrder except inside cancelOrder.
         ErrorOverride("EOrder:Unknown order", errors.OrderNotFound, "order not found"),
         # What QueryOrders answers for an id it does not know.

@@ -1,4 +1,4 @@
-"""A local exchange for ccxt: Binance spot REST over the simulated engine, on loopback.
+"""A local exchange for ccxt: Binance or Kraken spot REST over the simulated engine, on loopback.
 
 ::
 
@@ -10,6 +10,8 @@
 
 The same dict, minus the keys, can stand in an account's ``ccxt`` table in a
 TOML configuration, so the whole runtime can be pointed at the emulator.
+Kraken's dialect is :class:`KrakenEmulatorServer` with :func:`kraken_ccxt_config`
+(Kraken secrets are base64, as Kraken issues them).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from .kraken import KrakenEmulatorServer, kraken_ccxt_config, kraken_urls
 from .server import EmulatorServer
 
-__all__ = ["EmulatorServer", "binance_ccxt_config", "binance_urls"]
+__all__ = ["EmulatorServer", "KrakenEmulatorServer", "binance_ccxt_config", "binance_urls",
+           "kraken_ccxt_config", "kraken_urls"]
 
 
 @lru_cache(maxsize=1)

@@ -92,6 +92,14 @@ class KrakenEmulatorServer(EmulatorServer):
             raise ValueError("a Kraken API secret must be base64") from None
         super().add_account(account_id, api_key, secret)
 
+    @staticmethod
+    def engine_order_id(txid: str) -> str:
+        """The engine's id of the order Kraken calls ``txid`` (for tests that drive the engine)."""
+        engine_id = kw.engine_order_id(txid)
+        if engine_id is None:
+            raise ValueError(f"{txid!r} is not an order id of this emulator")
+        return engine_id
+
     def _app(self) -> web.Application:
         app = web.Application()
         public: list[tuple[str, Handler, str | None]] = [
@@ -130,13 +138,15 @@ class KrakenEmulatorServer(EmulatorServer):
             try:
                 body_raw = (await request.text()) if request.can_read_body else ""
                 params = _params(request, body_raw)
-                account_id = self._authenticate_kraken(request, body_raw, params) \
-                    if private else None
                 name = fault_name
                 if name in ("fetch_open_orders", "fetch_closed_orders") and params.get(
                         "cl_ord_id"):
                     name = "fetch_order_by_client_id"
+                # Delays come before the nonce check, as network delays do: a slow request
+                # that arrives after a later-signed one is refused, as on Kraken.
                 fault = await self._fault_before(name)
+                account_id = self._authenticate_kraken(request, body_raw, params) \
+                    if private else None
                 if fault is FaultKind.TIMEOUT:
                     return web.Response(status=504, text="Gateway Time-out")
                 if fault is FaultKind.RATE_LIMIT:

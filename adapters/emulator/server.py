@@ -36,7 +36,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -141,7 +141,7 @@ class EmulatorServer:
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
-    async def start(self) -> EmulatorServer:
+    async def start(self) -> Self:
         if self._runner is not None:
             return self
         runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.5)
@@ -160,7 +160,7 @@ class EmulatorServer:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> EmulatorServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -20,9 +20,9 @@
    on loopback, market buys, alternating guarded (GuardedExchange, SQLite
    store on disk) and unguarded calls. ``guard_share`` = median time inside
    the guard (decide + confirm, journaling included) / median guarded call.
-   Goal: < 5%. The store's share is reported apart: four SQLite transactions
-   per order (intent before send, decision, the order into the book, intent
-   resolved).
+   Goal: < 5%. The store's share is reported apart: two SQLite transactions
+   per order (the intent and the decision before send; the order into the
+   book and the intent resolved after the answer).
 
     python bench/guard.py [--accounts 1000] [--orders 100] [--decisions 20000]
                           [--create-orders 300]

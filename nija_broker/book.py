@@ -22,7 +22,7 @@ from .ledger import BookResult, Ledger
 from .models import AccountMetrics, EquityPoint, Fill, Order, Position, TradeRecord
 from .orders import OrderTracker
 from .performance import PerformanceTracker
-from .store import Store, StoreBatch
+from .store import IntentUpdate, Store, StoreBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +93,13 @@ class AccountBook:
 
     # ------------------------------------------------------------------ writes
 
-    def apply_orders(self, orders: Sequence[Order]) -> list[Order | None]:
+    def apply_orders(self, orders: Sequence[Order],
+                     intents: Sequence[IntentUpdate] = ()) -> list[Order | None]:
         """Validate every update, persist them together, then apply. Returns previous versions.
 
         An illegal update (e.g. filled -> open) raises before anything is written.
+        ``intents`` (status changes of journaled submissions) commit in the same
+        transaction.
         """
         with self._lock:
             staged: dict[str, Order] = {}
@@ -107,7 +110,8 @@ class AccountBook:
                 else:
                     self.orders.check(order)
                 staged[order.id] = order
-            self._write(StoreBatch(account_id=self.account_id, orders=tuple(orders)))
+            self._write(StoreBatch(account_id=self.account_id, orders=tuple(orders),
+                                   intents=tuple(intents)))
             return [self.orders.apply(order) for order in orders]
 
     def apply_order(self, order: Order) -> Order | None:

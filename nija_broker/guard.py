@@ -33,7 +33,6 @@ order id.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -68,7 +67,7 @@ from .errors import EntryBlocked, ExchangeError, IllegalTransition, OrderNotFoun
 from .health import AccountHealth, AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
 from .models import Order
-from .store import DecisionRecord, Store
+from .store import DecisionRecord, IntentUpdate, Store
 
 __all__ = ["Guard", "GuardSettings", "ResolveReport"]
 
@@ -187,16 +186,19 @@ class Guard:
         """
         account_id, account, reservation = self._find(reservation_id)
         order_id = order.id if isinstance(order, Order) else order
+        resolved = IntentUpdate(client_order_id=reservation.client_order_id, status="resolved",
+                                at=self.clock.now(), order_id=order_id)
+        applied = False
         if isinstance(order, Order):
             if order.account_id != account_id:
                 raise StateError(
                     f"order {order.id!r} of account {order.account_id!r} confirms reservation "
                     f"{reservation_id!r} of account {account_id!r}"
                 )
-            self._apply_to_book(self.books.get(account_id), order)
-        if self.store is not None:
+            applied = self._apply_to_book(self.books.get(account_id), order, resolved)
+        if self.store is not None and not applied:
             self.store.set_intent_status(account_id, reservation.client_order_id, "resolved",
-                                         self.clock.now(), order_id=order_id)
+                                         resolved.at, order_id=order_id)
         with account.lock:
             self._settle_locked(account_id, account, reservation, order_id)
 
@@ -471,12 +473,20 @@ class Guard:
             fee_rate=fee_rate,
         )
 
-    def _apply_to_book(self, book: AccountBook, order: Order) -> None:
-        if book.orders.get(order.id) is not None:
-            return  # the reconciler got there first, with news at least as fresh
+    def _apply_to_book(self, book: AccountBook, order: Order, resolved: IntentUpdate) -> bool:
+        """Apply the exchange's order and resolve its intent in one transaction.
+
+        Returns False when the order was not applied (the caller then resolves
+        the intent on its own).
+        """
+        if book.orders.get(order.id) is not None or self.store is None:
+            return False  # the reconciler got there first, with news at least as fresh
         # The reconciler may apply a later version in between: it wins.
-        with contextlib.suppress(IllegalTransition):
-            book.apply_order(order)
+        try:
+            book.apply_orders([order], intents=[resolved])
+        except IllegalTransition:
+            return False
+        return True
 
     def _journal(self, decision: Decision, now: datetime) -> None:
         if self.store is None:
@@ -486,8 +496,10 @@ class Guard:
         try:
             if reservation is not None:
                 self.store.put_intent(intent.account_id, intent.client_order_id,
-                                      request_json(intent, reservation.reserved_usd), now)
-            self.store.journal_decision(decision_record(decision, now))
+                                      request_json(intent, reservation.reserved_usd), now,
+                                      decision=decision_record(decision, now))
+            else:
+                self.store.journal_decision(decision_record(decision, now))
         except BaseException:
             # Not journaled means not sent: the reservation must not outlive the failure.
             if reservation is not None:

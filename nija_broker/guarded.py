@@ -30,7 +30,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
-from adapters.base import OrderRequest
+# A module import, not a name import: adapters.base imports nija_broker.models, so
+# whichever package loads first finds the other half-initialised; the attribute is
+# looked up at call time.
+import adapters.base as exchange_base
 
 from .errors import AccountFatal, EntryBlocked, OrderError, RateLimited
 from .guard import Guard
@@ -165,11 +168,11 @@ class GuardedExchange:
         ``create_order(symbol, type, side, amount, price=None, params={})``.
         """
         request = kwargs.get("request", args[0] if args else None)
-        if isinstance(request, OrderRequest):
+        if isinstance(request, exchange_base.OrderRequest):
             return await self._create_request(request)
         return await self._create_ccxt(*args, **kwargs)
 
-    async def _create_request(self, request: OrderRequest) -> Order:
+    async def _create_request(self, request: exchange_base.OrderRequest) -> Order:
         intent = OrderIntent(
             account_id=self._account_id, symbol=request.symbol, side=request.side,
             type=request.type, amount=request.amount, price=request.price,

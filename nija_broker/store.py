@@ -333,16 +333,25 @@ class Store:
             conn.executemany(sql.INSERT_EQUITY, rows)
 
     def put_intent(self, account_id: str, client_order_id: str, request_json: str,
-                   now: datetime) -> None:
+                   now: datetime, decision: DecisionRecord | None = None) -> None:
         """Journal an order intent as ``pending`` before its request leaves.
 
         Journaling the same request again is a no-op (a retried call); the
         same clientOrderId with another request is refused: ids are never reused.
+        ``decision``, if given, is journaled in the same transaction (one commit
+        on the order's hot path instead of two).
         """
         if not account_id.strip() or not client_order_id.strip():
             raise StateError("an intent needs an account_id and a client_order_id")
+        if decision is not None and decision.account_id != account_id:
+            raise StateError(
+                f"decision of account {decision.account_id!r} journaled with an intent of "
+                f"{account_id!r}"
+            )
         stamp = ts_text(now)
         with self._transaction() as conn:
+            if decision is not None:
+                conn.execute(_INSERT_DECISION, _decision_row(decision))
             inserted = conn.execute(
                 "INSERT INTO intents (account_id, client_order_id, status, request_json,"
                 " created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)"

@@ -28,3 +28,14 @@ def test_nija_broker_never_imports_ccxt() -> None:
             if any(n == "ccxt" or n.startswith("ccxt.") for n in names):
                 offenders.append(str(path.relative_to(PACKAGE)))
     assert offenders == []
+
+
+def test_adapters_can_be_imported_before_nija_broker() -> None:
+    """Bench scripts and `python -m adapters.emulator` import adapters first."""
+    import subprocess
+    import sys
+
+    for first in ("adapters.base", "adapters.emulator", "adapters.sim"):
+        result = subprocess.run([sys.executable, "-c", f"import {first}; import nija_broker"],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr

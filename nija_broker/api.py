@@ -302,8 +302,6 @@ async def guard_reserve(request: web.Request) -> web.Response:
         reservation = decision.reservation
         answer.update(reservation_id=reservation.id,
                       expires_in_s=max(reservation.expires_at - ctx.clock.monotonic(), 0.0))
-    elif isinstance(decision, Blocked):
-        ctx.metrics.record_guard_block(intent.account_id, decision.rule)
     return web.json_response(answer)
 
 

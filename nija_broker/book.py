@@ -121,7 +121,8 @@ class AccountBook:
         """Book fills into positions once each; persist fills, trades and positions together."""
         return self.apply_changes((), fills)
 
-    def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill]) -> FillsBooked:
+    def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill],
+                      intents: Sequence[IntentUpdate] = ()) -> FillsBooked:
         """Apply order updates and book the fills they carry, in ONE store transaction.
 
         The reconciler derives a fill from the growth of an order's filled amount,
@@ -144,7 +145,7 @@ class AccountBook:
                 self._load()  # the ledger may hold part of the batch
                 raise
             fresh = [r for r in results if not r.duplicate]
-            if not fresh and not orders:
+            if not fresh and not orders and not intents:
                 return FillsBooked(results, (), ())
             trades = tuple(t for r in fresh for t in r.trades)
             touched = {r.fill.symbol for r in fresh}
@@ -152,7 +153,7 @@ class AccountBook:
             closed = sorted(touched - {p.symbol for p in positions})
             self._write(StoreBatch(
                 account_id=self.account_id, orders=tuple(orders), fills=[r.fill for r in fresh],
-                trades=trades, positions=positions, closed_symbols=closed,
+                trades=trades, positions=positions, closed_symbols=closed, intents=tuple(intents),
             ))
             for order in orders:
                 self.orders.apply(order)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -64,9 +64,11 @@ from ._guard_state import (
 from .book import AccountBook, Books
 from .clock import Clock
 from .errors import EntryBlocked, ExchangeError, IllegalTransition, OrderNotFound, StateError
+from .events import Event, FillsBooked, OrderFilled
 from .health import AccountHealth, AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
-from .models import Order
+from .models import Order, OrderStatus
+from .reconcile import fill_between
 from .store import DecisionRecord, IntentUpdate, Store
 
 __all__ = ["Guard", "GuardSettings", "ResolveReport"]
@@ -127,6 +129,11 @@ class Guard:
         self.clock: Clock = clock if clock is not None else books.clock
         self.settings = settings or GuardSettings()
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.observers: list[Callable[[Decision], None]] = []
+        """Called with every journaled decision (metrics); must not raise or block."""
+        self.event_sinks: list[Callable[[Sequence[Event]], None]] = []
+        """Given the events of what the guard wrote to the books (an order that filled at
+        once and its fills), after the store has them; may be called from any thread."""
         self._accounts: dict[str, AccountGuard] = {}
         self._where: dict[str, str] = {}  # reservation id -> account id
         self._lock = threading.Lock()
@@ -158,6 +165,8 @@ class Guard:
                                    figures=decision.figures, reservation=reservation)
                 self._hold_locked(account, reservation)
         self._journal(decision, now)
+        for observe in self.observers:
+            observe(decision)
         return decision
 
     def reserve(self, intent: OrderIntent) -> Reservation:
@@ -481,11 +490,26 @@ class Guard:
         """
         if book.orders.get(order.id) is not None or self.store is None:
             return False  # the reconciler got there first, with news at least as fresh
-        # The reconciler may apply a later version in between: it wins.
+        # An order that filled at once carries its fill: book it with the order, keyed
+        # as the reconciler keys it (by cumulative filled), so neither books it twice.
+        fill = fill_between(None, order, resolved.at)
+        if isinstance(fill, str):
+            return False  # unpriced: the reconciler books it once the exchange prices it
         try:
-            book.apply_orders([order], intents=[resolved])
+            booked = book.apply_changes([order], [fill] if fill is not None else [],
+                                        intents=[resolved])
         except IllegalTransition:
-            return False
+            return False  # the reconciler applied a later version in between: it wins
+        fresh = tuple(r.fill for r in booked.results if not r.duplicate)
+        events: list[Event] = []
+        if order.status is OrderStatus.FILLED:
+            events.append(OrderFilled(account_id=order.account_id, at=resolved.at, order=order,
+                                      previous=None, fill=fill))
+        if fresh:
+            events.append(FillsBooked(account_id=order.account_id, at=resolved.at, fills=fresh,
+                                      trades=booked.trades, unmatched=booked.unmatched))
+        for sink in self.event_sinks:
+            sink(events)
         return True
 
     def _journal(self, decision: Decision, now: datetime) -> None:

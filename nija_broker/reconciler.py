@@ -141,6 +141,8 @@ class Reconciler:
         self.settings = settings or ReconcilerSettings()
         self.clock = clock
         self.bus = bus or EventBus()
+        self.cycle_observers: list[Callable[[str, float, Exception | None], None]] = []
+        """Called after every cycle with (account id, seconds, the error or None): metrics."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nija-book")
         self._accounts = {
             account_id: AccountSync(account_id, exchange, live[account_id], books=books,
@@ -249,11 +251,14 @@ class Reconciler:
             raise StateError("the reconciler is closed")
         before = sync.live.health
         sync.fatal = False
+        started = self.clock.monotonic()
+        error: Exception | None = None
         try:
             await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            error = exc
             after = _failed(before, exc, self.settings.failed_after)
             sync.fatal = isinstance(exc, AccountFatal)
             if isinstance(exc, NijaBrokerError):
@@ -264,6 +269,9 @@ class Reconciler:
         else:
             after = AccountHealth(state=SyncState.OK, last_success=self.clock.now())
         sync.live.health = after
+        elapsed_s = self.clock.monotonic() - started
+        for observe in self.cycle_observers:
+            observe(sync.account_id, elapsed_s, error)
         if after.state is not before.state or after.last_error != before.last_error:
             self.bus.publish([HealthChanged(account_id=sync.account_id, at=self.clock.now(),
                                             health=after)])

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -35,7 +35,14 @@ from .api import ApiContext, ApiServer, check_binding
 from .book import Books, BookSettings
 from .clock import Clock, SystemClock
 from .config import Config
-from .errors import ConfigError, StateError
+from .errors import (
+    AccountFatal,
+    ConfigError,
+    OrderError,
+    RateLimited,
+    StateError,
+    TransientError,
+)
 from .events import (
     Event,
     FillsBooked,
@@ -47,7 +54,7 @@ from .events import (
 from .guard import Guard, GuardSettings
 from .guarded import GuardedExchange
 from .health import AccountLive
-from .intent import Decision, OrderIntent
+from .intent import Blocked, Decision, OrderIntent
 from .logs import register_secret
 from .prom import BrokerMetrics
 from .reconciler import Reconciler, ReconcilerSettings
@@ -103,6 +110,7 @@ class Broker:
         self.reconciler: Reconciler | None = None
         self.api: ApiServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
 
@@ -112,6 +120,7 @@ class Broker:
         if self._started:
             raise StateError("the broker is already started")
         self._started = True
+        self._loop = asyncio.get_running_loop()
         config = self.config
         if self.serve_api:
             check_binding(config.api.host, self._api_token())
@@ -133,6 +142,9 @@ class Broker:
             self.guard.restore_pending(account.id)
         self.reconciler = Reconciler(self.books, self.exchanges, self.live, clock=self.clock,
                                      settings=self._reconciler_settings)
+        self.reconciler.cycle_observers.append(self._on_cycle)
+        self.guard.observers.append(self._on_decision)
+        self.guard.event_sinks.append(self._publish_threadsafe)
         events = self.reconciler.subscribe()
         self._tasks.append(asyncio.create_task(self._consume(events), name="broker:events"))
         if self.serve_api:
@@ -218,6 +230,29 @@ class Broker:
                                         resolved=isinstance(event, IntentResolved),
                                         order_id=getattr(event, "order_id", None))
 
+    def _publish_threadsafe(self, events: Sequence[Event]) -> None:
+        """The bus lives on the runtime's loop; the guard may be called from a bot thread."""
+        if self.reconciler is None or self._loop is None:
+            return
+        bus = self.reconciler.bus
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            bus.publish(events)
+        else:
+            self._loop.call_soon_threadsafe(bus.publish, events)
+
+    def _on_cycle(self, account_id: str, seconds: float, error: Exception | None) -> None:
+        self.metrics.observe_sync_cycle(account_id, seconds)
+        if error is not None:
+            self.metrics.record_exchange_error(account_id, _error_kind(error))
+
+    def _on_decision(self, decision: Decision) -> None:
+        if isinstance(decision, Blocked):
+            self.metrics.record_guard_block(decision.intent.account_id, decision.rule)
+
     # ------------------------------------------------------------------ using it
 
     def _require_guard(self) -> Guard:
@@ -238,6 +273,15 @@ class Broker:
         if self.books is None:
             raise StateError("the broker is not started")
         return status_rows(self.books, self.live, self.clock.now(), account_id)
+
+
+def _error_kind(error: Exception) -> str:
+    """The metrics label of a failed cycle: the error-tree branch it belongs to."""
+    for kind, classes in (("rate_limited", RateLimited), ("transient", TransientError),
+                          ("auth", AccountFatal), ("order", OrderError)):
+        if isinstance(error, classes):
+            return kind
+    return "other"
 
 
 class BrokerThread:

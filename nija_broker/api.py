@@ -195,13 +195,22 @@ async def account_orders(request: web.Request) -> web.Response:
                               "orders": [o.model_dump(mode="json") for o in orders]})
 
 
-async def account_trades(request: web.Request) -> web.Response:
+def _account_and_limit(request: web.Request) -> tuple[str, int] | web.Response:
+    """The path's account (404 if unknown) and the ``limit`` query (422 if bad)."""
     found = _account_or_404(request)
     if isinstance(found, web.Response):
         return found
     limit = _int_query(request, "limit", 100, 10_000)
     if isinstance(limit, web.Response):
         return limit
+    return found, limit
+
+
+async def account_trades(request: web.Request) -> web.Response:
+    asked = _account_and_limit(request)
+    if isinstance(asked, web.Response):
+        return asked
+    found, limit = asked
     ctx = request.app[CONTEXT]
     store = ctx.books.store
     trades = (store.trades(found, limit=limit) if store is not None
@@ -211,12 +220,10 @@ async def account_trades(request: web.Request) -> web.Response:
 
 
 async def account_decisions(request: web.Request) -> web.Response:
-    found = _account_or_404(request)
-    if isinstance(found, web.Response):
-        return found
-    limit = _int_query(request, "limit", 100, 10_000)
-    if isinstance(limit, web.Response):
-        return limit
+    asked = _account_and_limit(request)
+    if isinstance(asked, web.Response):
+        return asked
+    found, limit = asked
     blocked_only = request.query.get("blocked_only", "false").lower() in ("1", "true", "yes")
     ctx = request.app[CONTEXT]
     records = ctx.guard.decisions(found, limit=limit, blocked_only=blocked_only)

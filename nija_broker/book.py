@@ -102,17 +102,21 @@ class AccountBook:
         transaction.
         """
         with self._lock:
-            staged: dict[str, Order] = {}
-            for order in orders:
-                previous = staged.get(order.id) or self.orders.get(order.id)
-                if previous is not None:
-                    _check_transition(self.orders, previous, order)
-                else:
-                    self.orders.check(order)
-                staged[order.id] = order
+            self._check_orders(orders)
             self._write(StoreBatch(account_id=self.account_id, orders=tuple(orders),
                                    intents=tuple(intents)))
             return [self.orders.apply(order) for order in orders]
+
+    def _check_orders(self, orders: Sequence[Order]) -> None:
+        """Refuse the batch if any update is illegal (a batch may update one order twice)."""
+        staged: dict[str, Order] = {}
+        for order in orders:
+            previous = staged.get(order.id) or self.orders.get(order.id)
+            if previous is not None:
+                _check_transition(self.orders, previous, order)
+            else:
+                self.orders.check(order)
+            staged[order.id] = order
 
     def apply_order(self, order: Order) -> Order | None:
         return self.apply_orders([order])[0]
@@ -131,14 +135,7 @@ class AccountBook:
         grew further, book the same execution again under another key.
         """
         with self._lock:
-            staged: dict[str, Order] = {}
-            for order in orders:
-                previous = staged.get(order.id) or self.orders.get(order.id)
-                if previous is not None:
-                    _check_transition(self.orders, previous, order)
-                else:
-                    self.orders.check(order)
-                staged[order.id] = order
+            self._check_orders(orders)
             try:
                 results = tuple(self.ledger.book(fill) for fill in fills)
             except BaseException:

@@ -1,0 +1,206 @@
+"""The demo's story: a scripted bot trading through the guard, and a market that moves.
+
+Beats are scheduled as fractions of the run, so a 15 s run shows everything a
+40 s one does, only faster. The bot places orders the way a guarded bot does,
+through :meth:`Broker.guarded_exchange`; one order goes straight onto the
+emulator instead, the way the live NIJA bot places orders without asking, so
+the reconciler has something to adopt. Prices follow the engine's seeded walk
+(``--seed``) between beats; scripted moves make sure the resting orders the
+story needs fill, and that the one meant to go stale does not.
+
+The accounts: PLATFORM ($10,000, STANDARD), USER:alice ($100, MICRO_CAP),
+USER:bob ($750, SMALL_CAP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from adapters.base import OrderRequest
+
+from ._demo_view import AccountTally, line, order_text
+from ._demo_world import DemoWorld
+from .clock import Clock
+from .errors import EntryBlocked, NijaBrokerError
+from .models import Order, OrderRole, OrderStatus, OrderType, Side
+from .runtime import Broker
+
+__all__ = ["ALICE", "BOB", "PLATFORM", "Beat", "DemoBot", "move_prices"]
+
+PLATFORM, ALICE, BOB = "PLATFORM", "USER:alice", "USER:bob"
+
+STEP_INTERVAL_S = 0.2
+"""How often the market moves one step."""
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    at: float
+    """Fraction of the run's duration."""
+    name: str
+
+
+# The story, in order. Alice's resting ETH entry is placed at "resting" and goes stale
+# about 0.375 x duration later (demo.toml's 15 s scaled), well after "blocked" and
+# well before the end.
+BEATS: tuple[Beat, ...] = (
+    Beat(0.04, "open"),
+    Beat(0.09, "resting"),
+    Beat(0.18, "blocked"),
+    Beat(0.27, "adopt"),
+    Beat(0.36, "dip"),
+    Beat(0.55, "rally"),
+    Beat(0.68, "exits"),
+)
+
+Log = Callable[[str], None]
+
+
+async def move_prices(world: DemoWorld, clock: Clock, stop: asyncio.Event) -> None:
+    """Step the market (seeded walk, or the scripted path a beat set) until ``stop``."""
+    while not stop.is_set():
+        world.engine.step()
+        try:
+            async with asyncio.timeout(STEP_INTERVAL_S):
+                await stop.wait()
+        except TimeoutError:
+            pass
+
+
+def _path(start: float, moves_pct: Sequence[float]) -> list[float]:
+    return [start * (1.0 + pct / 100.0) for pct in moves_pct]
+
+
+class DemoBot:
+    """Places the story's orders; reports each answer (or block) through ``log``."""
+
+    def __init__(self, broker: Broker, world: DemoWorld, tallies: dict[str, AccountTally],
+                 log: Log, clock: Clock) -> None:
+        self.broker = broker
+        self.world = world
+        self.tallies = tallies
+        self.log = log
+        self.clock = clock
+        self.holdings: dict[tuple[str, str], float] = {}
+        self.resting_entry: dict[str, Order] = {}
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self, duration_s: float, started_at: float) -> None:
+        for beat in BEATS:
+            wait_s = started_at + beat.at * duration_s - self.clock.monotonic()
+            if wait_s > 0:
+                await self.clock.sleep(wait_s)
+            await getattr(self, f"_{beat.name}")()
+
+    def _price(self, base: str) -> float:
+        return self.world.engine.price(self.world.symbol(base))
+
+    async def _place(self, account_id: str, base: str, side: Side, amount: float,
+                     price: float, *, post_only: bool = False) -> Order | None:
+        """Through the guard, as a guarded bot does. ``None`` when blocked or refused."""
+        request = OrderRequest(
+            symbol=self.world.symbol(base), side=side, type=OrderType.LIMIT, amount=amount,
+            price=round(price, 2), post_only=post_only,
+            role=OrderRole.ENTRY if side is Side.BUY else OrderRole.EXIT)
+        what = (f"{side.value} {amount:g} {request.symbol} @ {request.price:,.2f}"
+                f"{' post-only' if post_only else ''}")
+        try:
+            order: Order = await self.broker.guarded_exchange(account_id).create_order(request)
+        except EntryBlocked as blocked:
+            self.tallies[account_id].blocked[blocked.rule] += 1
+            self.log(line("BLOCKED", account_id, f"{what}: rule {blocked.rule}: "
+                          f"{blocked.reason}"))
+            return None
+        except NijaBrokerError as exc:
+            self.log(line("REFUSED", account_id, f"{what}: {type(exc).__name__}: {exc}"))
+            return None
+        state = ("filled at once" if order.status is OrderStatus.FILLED
+                 else f"{order.status.value}, resting on the book")
+        self.log(line("BOT", account_id, f"{order_text(order)} passed the guard: {state} "
+                      f"(order {order.id})"))
+        if side is Side.BUY:
+            key = (account_id, base)
+            self.holdings[key] = self.holdings.get(key, 0.0) + amount
+        return order
+
+    async def _position_known(self, account_id: str, base: str, timeout_s: float) -> bool:
+        """Wait until the account's state shows the position (balances or ledger)."""
+        live = self.broker.live[account_id]
+        books = self.broker.books
+        symbol = self.world.symbol(base)
+        deadline = self.clock.monotonic() + timeout_s
+        while self.clock.monotonic() < deadline:
+            balance = live.balances.get(base)
+            ledger = ({p.symbol for p in books.get(account_id).positions()}
+                      if books is not None else set())
+            if (balance is not None and balance.total > 0) or symbol in ledger:
+                return True
+            await self.clock.sleep(0.1)
+        return False
+
+    # ----------------------------------------------------------------- beats
+
+    async def _open(self) -> None:
+        """Marketable limit buys: they cross at once and carry the price the guard values."""
+        await self._place(PLATFORM, "BTC", Side.BUY, 0.02, self._price("BTC") * 1.002)
+        await self._place(BOB, "ETH", Side.BUY, 0.05, self._price("ETH") * 1.002)
+        await self._place(ALICE, "BTC", Side.BUY, 0.0005, self._price("BTC") * 1.002)
+
+    async def _resting(self) -> None:
+        """Post-only entries below the market, as the live bot places them."""
+        alice = await self._place(ALICE, "ETH", Side.BUY, 0.007, self._price("ETH") * 0.95,
+                                  post_only=True)
+        if alice is not None:
+            self.resting_entry[ALICE] = alice
+        await self._place(BOB, "SOL", Side.BUY, 0.7, self._price("SOL") * 0.98, post_only=True)
+        await self._place(PLATFORM, "ETH", Side.BUY, 0.5, self._price("ETH") * 0.985,
+                          post_only=True)
+
+    async def _blocked(self) -> None:
+        """Alice is MICRO_CAP: no averaging into BTC, no second ETH entry."""
+        if not await self._position_known(ALICE, "BTC", timeout_s=5.0):
+            self.log(line("NOTE", ALICE, "the BTC position is not visible yet"))
+        self.log(line("BOT", ALICE, "tries to add to her BTC position (DCA)..."))
+        await self._place(ALICE, "BTC", Side.BUY, 0.0003, self._price("BTC") * 0.99,
+                          post_only=True)
+        self.log(line("BOT", ALICE, "tries a second ETH entry next to the resting one..."))
+        await self._place(ALICE, "ETH", Side.BUY, 0.005, self._price("ETH") * 0.97,
+                          post_only=True)
+
+    async def _adopt(self) -> None:
+        """The live bot places an order on the exchange without asking nija_broker."""
+        price = round(self._price("SOL") * 0.99, 2)
+        order = self.world.engine.place_order(PLATFORM, OrderRequest(
+            symbol=self.world.symbol("SOL"), side=Side.BUY, type=OrderType.LIMIT, amount=5.0,
+            price=price))
+        self.holdings[(PLATFORM, "SOL")] = self.holdings.get((PLATFORM, "SOL"), 0.0) + 5.0
+        self.log(line("LIVE BOT", PLATFORM, f"{order_text(order)} placed straight on the "
+                      "exchange, nija_broker not asked; the reconciler should adopt it"))
+
+    async def _dip(self) -> None:
+        """SOL and ETH dip and recover: the resting SOL and PLATFORM ETH entries fill."""
+        sol, eth = self._price("SOL"), self._price("ETH")
+        self.world.engine.scripted_path(self.world.symbol("SOL"),
+                                        _path(sol, (-1.0, -2.0, -3.5, -3.0, -1.5, -0.5)))
+        self.world.engine.scripted_path(self.world.symbol("ETH"),
+                                        _path(eth, (-1.0, -2.0, -2.5, -1.5, -0.5, 0.5)))
+        self.log(line("MARKET", "", f"SOL dips from {sol:,.2f} towards {sol * 0.965:,.2f}, "
+                      f"ETH from {eth:,.2f} towards {eth * 0.975:,.2f}"))
+
+    async def _rally(self) -> None:
+        btc = self._price("BTC")
+        self.world.engine.scripted_path(self.world.symbol("BTC"),
+                                        _path(btc, (0.5, 1.0, 1.5, 2.0, 2.5)))
+        self.log(line("MARKET", "", f"BTC rallies from {btc:,.2f} towards {btc * 1.025:,.2f}"))
+
+    async def _exits(self) -> None:
+        """Marketable sells of what each account bought. Exits always pass the guard."""
+        for (account_id, base), amount in sorted(self.holdings.items()):
+            if account_id == PLATFORM and base == "SOL":
+                continue  # the adopted order's position stays: the live bot owns that trade
+            if not await self._position_known(account_id, base, timeout_s=0.5):
+                continue  # that entry never filled: nothing to sell
+            await self._place(account_id, base, Side.SELL, amount, self._price(base) * 0.998)

@@ -1,0 +1,198 @@
+"""The offline demo: run as a user runs it (a subprocess, real ccxt, loopback), and its parts."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from nija_broker._demo_view import AccountTally, describe, summary_lines
+from nija_broker._demo_world import DEFAULT_CONFIG_PATH, demo_config, read_demo_toml
+from nija_broker.config import load_config
+from nija_broker.demo import run_demo
+from nija_broker.events import BalancesUpdated, OrderAdopted, StaleOrderFound
+from nija_broker.models import AccountMetrics, Order, OrderRole, OrderType, Side
+from nija_broker.status import AccountStatus
+
+DURATION_S = "12"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # From another directory, as a user would: the demo must find its own configuration.
+    return subprocess.run(
+        [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", DURATION_S,
+         "--out", str(tmp_path / "out"), *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _lines(output: str, label: str) -> list[str]:
+    return [line for line in output.splitlines() if re.match(rf"\[\s*[\d.]+s\] {label}\b", line)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("exchange", ["binance", "kraken"])
+def test_demo_runs_every_beat_and_writes_a_report_per_account(
+        tmp_path: Path, exchange: str) -> None:
+    result = _demo(tmp_path, "--exchange", exchange, "--seed", "11")
+    out = result.stdout
+    assert result.returncode == 0, result.stderr + out
+
+    blocked = _lines(out, "BLOCKED")
+    assert any("USER:alice" in b and "rule dca:" in b and "no DCA" in b for b in blocked), out
+    assert any("USER:alice" in b and "rule duplicate_symbol_entry:" in b for b in blocked), out
+    # Only the micro account is blocked; the others trade freely.
+    assert all("USER:alice" in b for b in blocked)
+
+    stale = _lines(out, "STALE")
+    assert len(stale) == 1, out
+    assert "USER:alice" in stale[0]
+    assert "cancelling" in stale[0]
+    stale_id = re.search(r"\(order (\S+)\)", stale[0])
+    assert stale_id is not None
+    assert any(stale_id.group(1) in c and "USER:alice" in c for c in _lines(out, "CANCELLED"))
+
+    adopted = _lines(out, "ADOPTED")
+    assert len(adopted) == 1, out
+    assert "PLATFORM" in adopted[0]
+    adopted_id = re.search(r"\(order (\S+)\)", adopted[0])
+    assert adopted_id is not None
+    # The adopted order is then followed to its fill like any other.
+    assert any(adopted_id.group(1) in f for f in _lines(out, "FILLED")), out
+    assert len(_lines(out, "FILLED")) >= 3
+    traders = {t.split("TRADE", 1)[1].split()[0] for t in _lines(out, "TRADE")}
+    assert traders >= {"PLATFORM", "USER:alice"}, out
+
+    # A summary per account, and nothing added up across them.
+    for account, tier in (("PLATFORM", "STANDARD"), ("USER:alice", "MICRO_CAP"),
+                          ("USER:bob", "SMALL_CAP")):
+        assert f"{account} ({tier})" in out
+    assert "total" not in out.lower()
+
+    reports = sorted((tmp_path / "out").glob("report-*.html"))
+    assert len(reports) == 3
+    for report in reports:
+        assert str(report) in out
+        assert "<svg" in report.read_text(encoding="utf-8")
+    # The run's made-up keys stay inside the process.
+    assert not re.search(r"demo-[0-9a-f]{24}", out + result.stderr)
+
+
+@pytest.mark.integration
+def test_ctrl_c_shuts_the_demo_down_cleanly(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", "30", "--out",
+         str(tmp_path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "passed the guard" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert "interrupted: the broker and the emulator were shut down" in out
+    assert "Traceback" not in err, err
+    assert "Unclosed" not in err, err
+
+
+def test_demo_toml_is_a_valid_configuration_with_no_secrets() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert [a.id for a in config.accounts] == ["PLATFORM", "USER:alice", "USER:bob"]
+    assert all(a.poll_interval_s <= 1.0 for a in config.accounts)
+    assert config.api.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(("exchange", "quote"), [("binance", "USDT"), ("kraken", "USD")])
+def test_run_time_config_points_every_account_at_the_emulator(
+        tmp_path: Path, exchange: str, quote: str) -> None:
+    raw = read_demo_toml(DEFAULT_CONFIG_PATH)
+    config = demo_config(raw, exchange=exchange, server_url="http://127.0.0.1:45678",
+                         out_dir=tmp_path, duration_s=40.0)
+    assert Path(config.store.path).parent == tmp_path
+    for account in config.accounts:
+        assert account.exchange == exchange
+        assert account.quote_currency == quote
+        urls = account.ccxt["urls"]["api"]
+        assert urls
+        assert all(u.startswith("http://127.0.0.1:45678") for u in urls.values())
+    assert config.tier_table().get("MICRO_CAP").stale_max_age_s == 15.0
+
+
+def test_a_short_run_shortens_the_stale_limit_so_the_stale_beat_still_happens(
+        tmp_path: Path) -> None:
+    raw = read_demo_toml(DEFAULT_CONFIG_PATH)
+    short = demo_config(raw, exchange="binance", server_url="http://127.0.0.1:1",
+                        out_dir=tmp_path, duration_s=12.0)
+    assert short.tier_table().get("MICRO_CAP").stale_max_age_s == pytest.approx(4.5)
+    # Tiers the file does not shorten keep their live default.
+    assert short.tier_table().get("STANDARD").stale_max_age_s == 3600.0
+
+
+def test_a_duration_too_short_for_the_story_is_refused_before_anything_starts(
+        tmp_path: Path) -> None:
+    stream = StringIO()
+    assert run_demo(duration_s=3.0, out_dir=tmp_path, stream=stream) == 2
+    assert "--duration" in stream.getvalue()
+    assert not any(tmp_path.iterdir())
+
+
+def _order(**changes: object) -> Order:
+    fields: dict[str, object] = {
+        "id": "42", "account_id": "PLATFORM", "symbol": "SOL/USDT", "side": Side.BUY,
+        "type": OrderType.LIMIT, "price": 148.25, "amount": 5.0, "created_at": T0,
+        "role": OrderRole.ENTRY}
+    return Order.model_validate({**fields, **changes})
+
+
+def test_log_lines_name_the_account_the_order_and_the_reason() -> None:
+    tiers: dict[str, str] = {}
+    adopted = describe(OrderAdopted(account_id="PLATFORM", at=T0, order=_order()), tiers)
+    assert adopted is not None
+    assert adopted.startswith("ADOPTED")
+    assert "buy 5 SOL/USDT @ 148.25 limit" in adopted
+    stale = describe(StaleOrderFound(
+        account_id="USER:alice", at=T0.replace(second=20),
+        order=_order(account_id="USER:alice"), max_age_s=15.0, action="cancel"), tiers)
+    assert stale is not None
+    assert "rested 20.0s" in stale
+    assert "15s limit" in stale
+    assert "cancelling" in stale
+
+
+def test_tier_is_logged_when_it_changes_not_on_every_balance_poll() -> None:
+    tiers: dict[str, str] = {}
+
+    def balances(tier: str) -> BalancesUpdated:
+        return BalancesUpdated(account_id="USER:bob", at=T0, equity_usd=750.0, tier=tier)
+
+    assert describe(balances("SMALL_CAP"), tiers) is not None
+    assert describe(balances("SMALL_CAP"), tiers) is None
+    assert describe(balances("MICRO_CAP"), tiers) is not None
+
+
+def test_summary_speaks_of_one_account_only() -> None:
+    row = AccountStatus(
+        account_id="USER:alice", tier="MICRO_CAP", equity_usd=100.5, held_capital_usd=0.0,
+        held_share_pct=0.0, open_orders=0, stale_orders=0, double_reservations=0,
+        fragmented=False, drawdown_pct=0.0, max_drawdown_pct=0.1, expectancy_usd=0.5,
+        trades=1, sync="ok", last_sync=None, consecutive_failures=0)
+    tally = AccountTally()
+    tally.blocked["dca"] += 1
+    lines = summary_lines(row, AccountMetrics(account_id="USER:alice", total_trades=1),
+                          tally, "USDT", fills_booked=2)
+    text = "\n".join(lines)
+    assert lines[0] == "USER:alice (MICRO_CAP)"
+    assert "dca x1" in text
+    assert "fills booked 2" in text
+    assert "PLATFORM" not in text

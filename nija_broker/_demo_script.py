@@ -43,16 +43,17 @@ class Beat:
 
 
 # The story, in order. Alice's resting ETH entry is placed at "resting" and goes stale
-# about 0.375 x duration later (demo.toml's 15 s scaled), well after "blocked" and
-# well before the end.
+# about 0.375 x duration later (demo.toml's 15 s, scaled for short runs): after
+# "blocked", which needs it open, and well before the end. The adopted order rests
+# about 0.1 x duration (at least a second) before the dip fills it: two polls or more.
 BEATS: tuple[Beat, ...] = (
     Beat(0.04, "open"),
-    Beat(0.09, "resting"),
-    Beat(0.18, "blocked"),
-    Beat(0.27, "adopt"),
-    Beat(0.36, "dip"),
-    Beat(0.55, "rally"),
-    Beat(0.68, "exits"),
+    Beat(0.10, "resting"),
+    Beat(0.20, "blocked"),
+    Beat(0.30, "adopt"),
+    Beat(0.40, "dip"),
+    Beat(0.60, "rally"),
+    Beat(0.75, "exits"),
 )
 
 Log = Callable[[str], None]
@@ -184,7 +185,7 @@ class DemoBot:
         """SOL and ETH dip and recover: the resting SOL and PLATFORM ETH entries fill."""
         sol, eth = self._price("SOL"), self._price("ETH")
         self.world.engine.scripted_path(self.world.symbol("SOL"),
-                                        _path(sol, (-1.0, -2.0, -3.5, -3.0, -1.5, -0.5)))
+                                        _path(sol, (-0.5, -1.5, -2.5, -3.5, -3.0, -1.5, -0.5)))
         self.world.engine.scripted_path(self.world.symbol("ETH"),
                                         _path(eth, (-1.0, -2.0, -2.5, -1.5, -0.5, 0.5)))
         self.log(line("MARKET", "", f"SOL dips from {sol:,.2f} towards {sol * 0.965:,.2f}, "
@@ -198,6 +199,8 @@ class DemoBot:
 
     async def _exits(self) -> None:
         """Marketable sells of what each account bought. Exits always pass the guard."""
+        self.log(line("BOT", "", "takes profit everywhere: sells are exits, and the guard never "
+                      "blocks an exit, not even on MICRO_CAP"))
         for (account_id, base), amount in sorted(self.holdings.items()):
             if account_id == PLATFORM and base == "SOL":
                 continue  # the adopted order's position stays: the live bot owns that trade

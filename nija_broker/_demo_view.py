@@ -10,7 +10,7 @@ log lines as they come and the table every few seconds, so a captured run
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -119,35 +119,45 @@ class AccountTally:
 
 
 class DemoView:
-    """The demo's terminal: a log of events and a per-account table, redrawn or printed."""
+    """The demo's terminal: a log of events and a per-account table, redrawn or printed.
 
-    def __init__(self, stream: TextIO, *, interactive: bool, table_every_s: float,
-                 header: str) -> None:
+    ``intro`` lines are printed at once; on a TTY they also head every redraw,
+    and :meth:`replay` prints the whole log at the end, since the redraw only
+    ever shows the latest events.
+    """
+
+    RECENT_LINES = 16
+
+    def __init__(self, stream: TextIO, *, interactive: bool, table_every_s: float) -> None:
         self.stream = stream
         self.interactive = interactive
         self.table_every_s = table_every_s
-        self.header = header
-        self._recent: deque[str] = deque(maxlen=16)
+        self._intro: list[str] = []
+        self._log: list[str] = []
         self._last_table_at = -math.inf
 
     def write(self, text: str = "") -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
 
+    def intro(self, text: str) -> None:
+        self._intro.append(text)
+        self.write(text)
+
     def log(self, elapsed_s: float, text: str) -> None:
         stamped = f"[{elapsed_s:5.1f}s] {text}"
-        if self.interactive:
-            self._recent.append(stamped)  # shown at the next redraw
-        else:
-            self.write(stamped)
+        self._log.append(stamped)
+        if not self.interactive:
+            self.write(stamped)  # on a TTY it shows at the next redraw
 
     def table(self, rows: Sequence[AccountStatus], elapsed_s: float, *,
               force: bool = False) -> None:
         """Redraw (TTY) or print the table, the latter at most every ``table_every_s``."""
         if self.interactive:
-            recent = "\n".join(self._recent) or "(waiting for the first events)"
-            self.stream.write(f"{_CLEAR}{self.header}\n\naccounts at {elapsed_s:.1f}s\n"
-                              f"{render_table(rows)}\nrecent events\n{recent}\n")
+            recent = "\n".join(self._log[-self.RECENT_LINES:]) or "(waiting for events)"
+            intro = "\n".join(self._intro)
+            self.stream.write(f"{_CLEAR}{intro}\n\naccounts at {elapsed_s:.1f}s\n"
+                              f"{render_table(rows)}\nlatest events\n{recent}\n")
             self.stream.flush()
             return
         if not force and elapsed_s - self._last_table_at < self.table_every_s:
@@ -155,6 +165,14 @@ class DemoView:
         self._last_table_at = elapsed_s
         self.write(f"\n--- accounts at {elapsed_s:.1f}s ---")
         self.write(render_table(rows))
+
+    def replay(self) -> None:
+        """On a TTY, the whole event log once the redraws are over; elsewhere it is printed."""
+        if self.interactive and self._log:
+            self.write("\nevery event of the run")
+            for text in self._log:
+                self.write(text)
+        self.write()
 
 
 def _money(value: float | None, quote: str) -> str:

@@ -102,9 +102,8 @@ class _Demo:
         self.out_dir = out_dir
         self.clock: Clock = SystemClock()
         self.started_at = self.clock.monotonic()
-        self.view = DemoView(
-            stream, interactive=interactive, table_every_s=max(2.0, min(5.0, duration_s / 6)),
-            header=f"nija-broker demo ({exchange} emulator, seed {seed}, {duration_s:g}s)")
+        self.view = DemoView(stream, interactive=interactive,
+                             table_every_s=max(2.0, min(5.0, duration_s / 6)))
         self.tallies: dict[str, AccountTally] = {}
         self.tiers: dict[str, str] = {}
         self.trades_seen: dict[str, int] = {}
@@ -131,8 +130,8 @@ class _Demo:
                               reconciler_settings=settings) as broker:
                 self.tallies = {a.id: AccountTally() for a in config.accounts}
                 if broker.api is not None:
-                    self.view.write(f"local API: {broker.api.url}/v1/accounts "
-                                    f"(and /metrics) while the demo runs\n")
+                    self.view.intro(f"local API while it runs: {broker.api.url}/v1/accounts "
+                                    "and /metrics")
                 await self._story(broker, world)
                 self._finish(broker, world)
         finally:
@@ -140,8 +139,9 @@ class _Demo:
         return 0
 
     def _intro(self, world: DemoWorld, config: Config) -> None:
-        write = self.view.write
-        write(self.view.header)
+        write = self.view.intro
+        write(f"nija-broker demo ({self.exchange} emulator, seed {self.seed}, "
+              f"{self.duration_s:g}s)")
         write(f"emulator: {world.server.url} (loopback only, demo keys made up for this run)")
         table = config.tier_table()
         for account in config.accounts:
@@ -150,7 +150,7 @@ class _Demo:
                   f"{table.band(balance).name}")
         micro = table.get("MICRO_CAP")
         write(f"a resting MICRO_CAP entry is stale after {micro.stale_max_age_s:g}s; "
-              f"reports go to {self.out_dir}\n")
+              f"reports go to {self.out_dir}")
 
     async def _story(self, broker: Broker, world: DemoWorld) -> None:
         assert broker.reconciler is not None
@@ -210,10 +210,8 @@ class _Demo:
         write = self.view.write
         self._new_trades(broker)
         rows = broker.status()
-        if self.view.interactive:
-            self.view.table(rows, self.elapsed_s())
-        else:
-            self.view.table(rows, self.elapsed_s(), force=True)
+        self.view.table(rows, self.elapsed_s(), force=True)
+        self.view.replay()
         write(f"summary after {self.elapsed_s():.1f}s, per account (never added up across "
               "accounts):")
         for row in rows:

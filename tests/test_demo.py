@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker._demo_view import AccountTally, describe, summary_lines
+from nija_broker._demo_view import AccountTally, DemoView, describe, summary_lines
 from nija_broker._demo_world import DEFAULT_CONFIG_PATH, demo_config, read_demo_toml
 from nija_broker.config import load_config
 from nija_broker.demo import run_demo
@@ -182,11 +182,7 @@ def test_tier_is_logged_when_it_changes_not_on_every_balance_poll() -> None:
 
 
 def test_summary_speaks_of_one_account_only() -> None:
-    row = AccountStatus(
-        account_id="USER:alice", tier="MICRO_CAP", equity_usd=100.5, held_capital_usd=0.0,
-        held_share_pct=0.0, open_orders=0, stale_orders=0, double_reservations=0,
-        fragmented=False, drawdown_pct=0.0, max_drawdown_pct=0.1, expectancy_usd=0.5,
-        trades=1, sync="ok", last_sync=None, consecutive_failures=0)
+    row = _row("USER:alice")
     tally = AccountTally()
     tally.blocked["dca"] += 1
     lines = summary_lines(row, AccountMetrics(account_id="USER:alice", total_trades=1),
@@ -196,3 +192,40 @@ def test_summary_speaks_of_one_account_only() -> None:
     assert "dca x1" in text
     assert "fills booked 2" in text
     assert "PLATFORM" not in text
+
+
+def _row(account_id: str) -> AccountStatus:
+    return AccountStatus(
+        account_id=account_id, tier="MICRO_CAP", equity_usd=100.5, held_capital_usd=0.0,
+        held_share_pct=0.0, open_orders=0, stale_orders=0, double_reservations=0,
+        fragmented=False, drawdown_pct=0.0, max_drawdown_pct=0.1, expectancy_usd=0.5,
+        trades=1, sync="ok", last_sync=None, consecutive_failures=0)
+
+
+def test_on_a_terminal_the_table_is_redrawn_in_place_and_the_log_replayed_at_the_end() -> None:
+    stream = StringIO()
+    view = DemoView(stream, interactive=True, table_every_s=5.0)
+    view.intro("nija-broker demo")
+    for n in range(DemoView.RECENT_LINES + 4):
+        view.log(float(n), f"event {n}")
+    view.table([_row("USER:alice")], 1.0)
+    redraw = stream.getvalue().split("\x1b[H\x1b[2J")[-1]
+    assert redraw.startswith("nija-broker demo")
+    assert "USER:alice" in redraw
+    assert "event 0\n" not in redraw  # only the latest events fit
+    assert f"event {DemoView.RECENT_LINES + 3}" in redraw
+    view.replay()
+    assert "event 0\n" in stream.getvalue().split("\x1b[H\x1b[2J")[-1]
+
+
+def test_off_a_terminal_nothing_is_redrawn_and_the_table_waits_its_interval() -> None:
+    stream = StringIO()
+    view = DemoView(stream, interactive=False, table_every_s=5.0)
+    view.log(0.5, "event")
+    view.table([_row("USER:alice")], 1.0)
+    view.table([_row("USER:alice")], 2.0)
+    view.table([_row("USER:alice")], 6.5)
+    text = stream.getvalue()
+    assert "\x1b" not in text
+    assert "[  0.5s] event" in text
+    assert text.count("--- accounts at") == 2

@@ -5,8 +5,9 @@ Beats are scheduled as fractions of the run, so a 15 s run shows everything a
 through :meth:`Broker.guarded_exchange`; one order goes straight onto the
 emulator instead, the way the live NIJA bot places orders without asking, so
 the reconciler has something to adopt. Prices follow the engine's seeded walk
-(``--seed``) between beats; scripted moves make sure the resting orders the
-story needs fill, and that the one meant to go stale does not.
+(``--seed``), stepped on one fixed schedule with the beats; scripted moves make
+sure the resting orders the story needs fill, and that the one meant to go
+stale does not.
 
 The accounts: PLATFORM ($10,000, STANDARD), USER:alice ($100, MICRO_CAP),
 USER:bob ($750, SMALL_CAP).
@@ -14,7 +15,6 @@ USER:bob ($750, SMALL_CAP).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +27,7 @@ from .errors import EntryBlocked, NijaBrokerError
 from .models import Order, OrderRole, OrderStatus, OrderType, Side
 from .runtime import Broker
 
-__all__ = ["ALICE", "BOB", "PLATFORM", "Beat", "DemoBot", "move_prices"]
+__all__ = ["ALICE", "BEATS", "BOB", "PLATFORM", "STEP_INTERVAL_S", "Beat", "DemoBot"]
 
 PLATFORM, ALICE, BOB = "PLATFORM", "USER:alice", "USER:bob"
 
@@ -59,17 +59,6 @@ BEATS: tuple[Beat, ...] = (
 Log = Callable[[str], None]
 
 
-async def move_prices(world: DemoWorld, clock: Clock, stop: asyncio.Event) -> None:
-    """Step the market (seeded walk, or the scripted path a beat set) until ``stop``."""
-    while not stop.is_set():
-        world.engine.step()
-        try:
-            async with asyncio.timeout(STEP_INTERVAL_S):
-                await stop.wait()
-        except TimeoutError:
-            pass
-
-
 def _path(start: float, moves_pct: Sequence[float]) -> list[float]:
     return [start * (1.0 + pct / 100.0) for pct in moves_pct]
 
@@ -90,11 +79,21 @@ class DemoBot:
     # ----------------------------------------------------------------- running
 
     async def run(self, duration_s: float, started_at: float) -> None:
-        for beat in BEATS:
-            wait_s = started_at + beat.at * duration_s - self.clock.monotonic()
+        """Move the market a step every ``STEP_INTERVAL_S`` and play each beat on its step.
+
+        One loop drives both, so a seed gives the same prices at every beat however
+        late the event loop wakes: a late step is caught up, never skipped.
+        """
+        steps = int(duration_s / STEP_INTERVAL_S)
+        on_step = {max(1, round(beat.at * steps)): beat for beat in BEATS}
+        for step in range(steps):
+            wait_s = started_at + step * STEP_INTERVAL_S - self.clock.monotonic()
             if wait_s > 0:
                 await self.clock.sleep(wait_s)
-            await getattr(self, f"_{beat.name}")()
+            beat = on_step.get(step)
+            if beat is not None:
+                await getattr(self, f"_{beat.name}")()
+            self.world.engine.step()
 
     def _price(self, base: str) -> float:
         return self.world.engine.price(self.world.symbol(base))

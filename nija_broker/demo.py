@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from ._demo_script import ALICE, DemoBot, move_prices
+from ._demo_script import ALICE, DemoBot
 from ._demo_view import AccountTally, DemoView, describe, summary_lines, trade_line
 from ._demo_world import (
     DEFAULT_CONFIG_PATH,
@@ -158,7 +158,6 @@ class _Demo:
         bot = DemoBot(broker, world, self.tallies, self.log, self.clock)
         with broker.reconciler.subscribe() as events:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(move_prices(world, self.clock, stop), name="demo:market")
                 tasks.create_task(self._events(events), name="demo:events")
                 tasks.create_task(self._refresh(broker, stop), name="demo:table")
                 await bot.run(self.duration_s, self.started_at)

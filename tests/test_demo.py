@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -24,12 +25,40 @@ DURATION_S = "12"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # From another directory, as a user would: the demo must find its own configuration.
-    return subprocess.run(
-        [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", DURATION_S,
-         "--out", str(tmp_path / "out"), *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    out_dir: Path
+
+
+RUNS = {"binance": ("binance", "11"), "kraken": ("kraken", "11"),
+        "binance-again": ("binance", "11")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Every subprocess run of this file at once: each spends most of its time waiting."""
+    started = {}
+    for name, (exchange, seed) in RUNS.items():
+        home = tmp_path_factory.mktemp(name)
+        # From another directory, as a user would: the demo must find its own configuration.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", DURATION_S,
+             "--exchange", exchange, "--seed", seed, "--out", str(home / "out")],
+            cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started[name] = (process, home / "out")
+    done = {}
+    for name, (process, out_dir) in started.items():
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        done[name] = Run(process.returncode, stdout, stderr, out_dir)
+    return done
 
 
 def _lines(output: str, label: str) -> list[str]:
@@ -39,8 +68,8 @@ def _lines(output: str, label: str) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.parametrize("exchange", ["binance", "kraken"])
 def test_demo_runs_every_beat_and_writes_a_report_per_account(
-        tmp_path: Path, exchange: str) -> None:
-    result = _demo(tmp_path, "--exchange", exchange, "--seed", "11")
+        runs: dict[str, Run], exchange: str) -> None:
+    result = runs[exchange]
     out = result.stdout
     assert result.returncode == 0, result.stderr + out
 
@@ -75,13 +104,34 @@ def test_demo_runs_every_beat_and_writes_a_report_per_account(
         assert f"{account} ({tier})" in out
     assert "total" not in out.lower()
 
-    reports = sorted((tmp_path / "out").glob("report-*.html"))
+    reports = sorted(result.out_dir.glob("report-*.html"))
     assert len(reports) == 3
     for report in reports:
         assert str(report) in out
         assert "<svg" in report.read_text(encoding="utf-8")
     # The run's made-up keys stay inside the process.
     assert not re.search(r"demo-[0-9a-f]{24}", out + result.stderr)
+
+
+def _story(output: str) -> tuple[list[str], list[str]]:
+    """What the bot and the market did, in order, and the trades closed (logged as the books
+    see them, so their place among the bot's lines depends on timing), without timestamps."""
+    acts, trades = [], []
+    for line in output.splitlines():
+        found = re.match(r"\[\s*[\d.]+s\] ((BOT|MARKET|LIVE BOT|TRADE)\b.*)", line)
+        if found is not None:
+            (trades if found.group(2) == "TRADE" else acts).append(found.group(1))
+    return acts, sorted(trades)
+
+
+@pytest.mark.integration
+def test_the_same_seed_gives_the_same_prices_orders_and_trades(runs: dict[str, Run]) -> None:
+    first, again = runs["binance"], runs["binance-again"]
+    assert first.returncode == again.returncode == 0
+    acts, trades = _story(first.stdout)
+    assert acts
+    assert trades
+    assert (acts, trades) == _story(again.stdout)
 
 
 @pytest.mark.integration

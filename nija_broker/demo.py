@@ -115,12 +115,11 @@ class _Demo:
         self.view.log(self.elapsed_s(), text)
 
     async def run(self, raw: dict[str, object]) -> int:
-        for suffix in _STORE_SUFFIXES:  # a fresh store: the emulator starts from nothing
-            (self.out_dir / f"demo.sqlite3{suffix}").unlink(missing_ok=True)
         world = await start_world(self.exchange, self.seed, raw)
         try:
             config = demo_config(raw, exchange=self.exchange, server_url=world.server.url,
                                  out_dir=self.out_dir, duration_s=self.duration_s)
+            _remove_store(config.store.path)  # the emulator starts from nothing, so must it
             self._intro(world, config)
             settings = ReconcilerSettings.from_accounts(
                 config.accounts, call_timeout_s=5.0, visibility_window_s=1.0,
@@ -229,6 +228,12 @@ class _Demo:
         if alice is not None and not alice.stale_cancelled:
             write("\nnote: the stale micro entry was not cancelled within this run")
         write("\ndone: every account shut down cleanly. Open a report in a browser.")
+
+
+def _remove_store(path: str) -> None:
+    """Delete a previous demo run's store (and SQLite's side files) at ``path``."""
+    for suffix in _STORE_SUFFIXES:
+        Path(path + suffix).unlink(missing_ok=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ class Beat:
 
 
 # The story, in order. Alice's resting ETH entry is placed at "resting" and goes stale
-# about 0.375 x duration later (demo.toml's 15 s, scaled for short runs): after
+# about 0.375 x duration later (demo.toml's 15 s, scaled with the run): after
 # "blocked", which needs it open, and well before the end. The adopted order rests
 # about 0.1 x duration (at least a second) before the dip fills it: two polls or more.
 BEATS: tuple[Beat, ...] = (

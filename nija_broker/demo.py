@@ -51,7 +51,7 @@ __all__ = ["MIN_DURATION_S", "build_parser", "main", "run_demo"]
 
 MIN_DURATION_S = 10.0
 """Below this the beats crowd the reconciler's polls and the stale limit's floor."""
-MAX_DURATION_S = 3600.0
+MAX_DURATION_S = 600.0
 _REDRAW_S = 0.5
 _STORE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
@@ -119,8 +119,10 @@ class _Demo:
         try:
             config = demo_config(raw, exchange=self.exchange, server_url=world.server.url,
                                  out_dir=self.out_dir, duration_s=self.duration_s)
-            _remove_store(config.store.path)  # the emulator starts from nothing, so must it
+            _remove_store(config.store.path)  # the emulator starts empty: so does the store
             self._intro(world, config)
+            # Loopback answers in milliseconds and lists a new order at once: short
+            # deadlines and visibility window keep the end of the run (or Ctrl-C) prompt.
             settings = ReconcilerSettings.from_accounts(
                 config.accounts, call_timeout_s=5.0, visibility_window_s=1.0,
                 shutdown_timeout_s=2.0, seed=self.seed)

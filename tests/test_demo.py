@@ -179,12 +179,15 @@ def test_run_time_config_points_every_account_at_the_emulator(
     assert config.tier_table().get("MICRO_CAP").stale_max_age_s == 15.0
 
 
-def test_a_short_run_shortens_the_stale_limit_so_the_stale_beat_still_happens(
+def test_the_stale_limit_scales_with_the_run_like_the_beats(
         tmp_path: Path) -> None:
     raw = read_demo_toml(DEFAULT_CONFIG_PATH)
     short = demo_config(raw, exchange="binance", server_url="http://127.0.0.1:1",
                         out_dir=tmp_path, duration_s=12.0)
     assert short.tier_table().get("MICRO_CAP").stale_max_age_s == pytest.approx(4.5)
+    long = demo_config(raw, exchange="binance", server_url="http://127.0.0.1:1",
+                       out_dir=tmp_path, duration_s=120.0)
+    assert long.tier_table().get("MICRO_CAP").stale_max_age_s == pytest.approx(45.0)
     # Tiers the file does not shorten keep their live default.
     assert short.tier_table().get("STANDARD").stale_max_age_s == 3600.0
 

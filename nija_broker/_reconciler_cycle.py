@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -44,8 +44,8 @@ from .events import (
     StaleOrderFound,
 )
 from .health import AccountLive
-from .models import Order
-from .reconcile import Snapshot, diff, equity_of, resolve
+from .models import Balance, Order
+from .reconcile import Snapshot, diff, equity_of, hold_mismatches, resolve
 from .store import Intent, Store
 from .tiers import StaleAction
 
@@ -91,6 +91,8 @@ class AccountSync:
         self.ever_listed: set[str] = set()
         """Live orders seen in a listing: visible on the exchange, so no lag to wait out."""
         self.stale_alerted: set[str] = set()
+        self.hold_mismatches: set[str] = set()
+        """Disagreements with the exchange's ``used`` balance at the last refresh."""
         self.attention_raised: set[tuple[str | None, str]] = set()
         self.intents: list[Intent] = []
         self.balance_due_mono = float("-inf")
@@ -386,6 +388,27 @@ class AccountSync:
 
     # ------------------------------------------------------------------ balances
 
+    def cross_check_holds(self, balances: Mapping[str, Balance], now: datetime) -> None:
+        """Held capital against the exchange's own ``used`` balance (DESIGN: held capital).
+
+        Orders and balances are fetched at different moments, so a single
+        disagreement can be an order placed in between: only a disagreement seen
+        on two balance refreshes in a row raises an attention event (once).
+        """
+        problems = hold_mismatches(self.book.orders.open_orders(), balances,
+                                   self.book.orders.fee_rate)
+        persistent = [p for p in problems if p in self.hold_mismatches]
+        self.hold_mismatches = set(problems)
+        for problem in persistent:
+            key = (None, f"holds:{problem}")
+            if key in self.attention_raised:
+                continue
+            self.attention_raised.add(key)
+            log.warning("account %s: held capital disagrees with the exchange: %s",
+                        self.account_id, problem)
+            self.publish([AttentionRequired(account_id=self.account_id, at=now,
+                                            reason=f"held capital check: {problem}")])
+
     async def refresh_balances(self) -> None:
         balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
         quote = self.live.quote_currency
@@ -407,6 +430,7 @@ class AccountSync:
                 self.book.orders.set_last_price(symbol, ticker.last)
         self.live.balances = dict(balances)
         self.live.equity_usd = equity_usd
+        self.cross_check_holds(balances, now)
         tier = self.live.tier.update(equity_usd)
         self.balance_due_mono = self.clock.monotonic() + self.balance_interval_s
         self.publish([BalancesUpdated(account_id=self.account_id, at=now, equity_usd=equity_usd,

@@ -251,3 +251,56 @@ def equity_of(
             equity += balance.total * last
     return equity, tuple(unpriced)
 
+
+
+# A difference below this (money, or fraction of the exchange's figure) is
+# rounding and fees, not a missing order.
+HOLD_MISMATCH_ABS = 1.0
+HOLD_MISMATCH_REL = 0.02
+
+
+def hold_mismatches(open_orders: Iterable[Order], balances: Mapping[str, Balance],
+                    fee_rate: float) -> list[str]:
+    """Where the exchange's ``used`` balance disagrees with what our open orders lock.
+
+    Each open buy locks quote (remaining x price, plus the fee on exchanges that
+    hold it); each open sell locks base. Exchanges differ on whether resting
+    stops hold anything, so the expected figure is a range: no fee and no
+    stops at the low end, fee and stops at the high end. Only currencies with
+    an open order or a ``used`` balance are compared. Pure; returns sentences.
+    """
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
+    for order in open_orders:
+        base, quote = order.symbol.split("/")
+        price = order.reference_price
+        if order.side is Side.BUY:
+            if price is None:
+                continue  # a resting market buy cannot be valued; nothing to compare
+            currency, amount = quote, order.remaining * price
+            fee = amount * fee_rate
+        else:
+            currency, amount, fee = base, order.remaining, 0.0
+        is_trigger = order.type in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT)
+        if not is_trigger:
+            low[currency] = low.get(currency, 0.0) + amount
+        high[currency] = high.get(currency, 0.0) + amount + fee
+    problems = []
+    for currency in sorted(set(high) | {c for c, b in balances.items() if b.used > 0}):
+        used = balances[currency].used if currency in balances else 0.0
+        lo, hi = low.get(currency, 0.0), high.get(currency, 0.0)
+        slack = max(HOLD_MISMATCH_ABS if currency == _quote_of(balances, currency) else 0.0,
+                    HOLD_MISMATCH_REL * max(used, hi))
+        if lo - slack <= used <= hi + slack:
+            continue
+        problems.append(
+            f"{currency}: the exchange holds {used:.8g} in orders, our open orders lock "
+            f"{lo:.8g} to {hi:.8g}; an order may be missing from the books or closed without "
+            "our knowing"
+        )
+    return problems
+
+
+def _quote_of(balances: Mapping[str, Balance], currency: str) -> str:
+    """Money-like currencies get an absolute slack; base amounts only a relative one."""
+    return currency if currency in ("USD", "USDT", "USDC", "EUR", "GBP") else ""

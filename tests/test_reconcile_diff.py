@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from nija_broker.reconcile import (
     diff,
     equity_of,
     fill_between,
+    hold_mismatches,
     infer_role,
     resolve,
     snapshot_of,
@@ -271,3 +273,45 @@ def test_fills_derived_from_growth_add_up_to_the_filled_amount(steps: list[float
         current = nxt
     assert booked == pytest.approx(cumulative)
     assert len(keys) == len(steps)
+
+
+# ----------------------------------------------------------------------------- holds
+
+
+def _hold_order(oid: str, side: str, amount: float, price: float,
+                type_: str = "limit", filled: float = 0.0) -> Order:
+    return Order(id=oid, account_id="A", symbol="BTC/USD", side=side, type=type_,
+                 price=None if type_ == "stop" else price,
+                 stop_price=price if type_ == "stop" else None, amount=amount, filled=filled,
+                 status="partially_filled" if filled else "open", created_at=T0)
+
+
+def _bal(currency: str, used: float) -> dict[str, Balance]:
+    return {currency: Balance(currency=currency, free=1_000.0, used=used, total=1_000.0 + used)}
+
+
+@pytest.mark.parametrize(
+    ("orders", "balances", "problem"),
+    [
+        # A resting buy of 0.5 BTC at 100 locks 50 USD (50.2 with Kraken's fee hold).
+        ([("b", "buy", 0.5, 100.0)], _bal("USD", 50.0), None),
+        ([("b", "buy", 0.5, 100.0)], _bal("USD", 50.2), None),
+        # The exchange holds nothing: the order is gone there.
+        ([("b", "buy", 0.5, 100.0)], _bal("USD", 0.0), "USD"),
+        # The exchange holds for an order we do not know.
+        ([], _bal("USD", 300.0), "USD"),
+        # A sell locks base; a resting stop may or may not hold.
+        ([("s", "sell", 0.5, 120.0)], _bal("BTC", 0.5), None),
+        ([("s", "sell", 0.5, 90.0, "stop")], _bal("BTC", 0.0), None),
+        ([("s", "sell", 0.5, 90.0, "stop")], _bal("BTC", 0.5), None),
+        ([("s", "sell", 0.5, 120.0)], _bal("BTC", 0.1), "BTC"),
+    ],
+)
+def test_held_capital_is_cross_checked_against_the_exchanges_used_balance(
+        orders: list[tuple[Any, ...]], balances: dict[str, Balance], problem: str | None) -> None:
+    found = hold_mismatches([_hold_order(*o) for o in orders], balances, fee_rate=0.004)
+    if problem is None:
+        assert found == []
+    else:
+        assert len(found) == 1
+        assert found[0].startswith(f"{problem}: the exchange holds")

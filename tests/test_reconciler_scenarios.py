@@ -142,7 +142,12 @@ async def test_vanished_order_is_not_cancelled_when_fetch_order_times_out(
         await rig.sync(after_s=30)
         assert rig.book().orders.get(placed.id).status is OrderStatus.OPEN
     attention = [e for e in rig.seen if isinstance(e, AttentionRequired)]
-    assert [e.order_id for e in attention] == [placed.id]  # said once, not every cycle
+    about_order = [e.order_id for e in attention if e.order_id is not None]
+    assert about_order == [placed.id]  # said once, not every cycle
+    # The exchange no longer holds the order's USD: the held-capital check says so, once.
+    about_holds = [e.reason for e in attention if e.order_id is None]
+    assert len(about_holds) == 1
+    assert about_holds[0].startswith("held capital check: USD")
     assert rig.rec.health(ALICE).state is SyncState.OK  # the listing itself works
     rig.faults[ALICE].disable()
     await rig.sync(after_s=30)

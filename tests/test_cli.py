@@ -90,6 +90,7 @@ def test_example_config_checks_clean() -> None:
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "account USER:bob: binance sandbox, tier MICRO_CAP" in result.stdout
+    assert "account USER:alice: coinbaseexchange sandbox" in result.stdout
 
 
 def test_status_json_has_a_stable_schema_when_read_from_the_store(

@@ -109,3 +109,24 @@ def test_new_tier_can_be_defined() -> None:
     table = config.tier_table()
     assert table.band(250_000).name == "WHALE"
     assert table.band(5_000).name == STANDARD
+
+
+def test_every_example_account_builds_its_ccxt_exchange_offline() -> None:
+    """Sandbox flags and ccxt tables of the example are ones ccxt accepts (no request sent)."""
+    import asyncio
+
+    from adapters.ccxt_adapter import CcxtExchange
+
+    config = load_config(REPO / "config" / "live.example.toml")
+    names = [n for a in config.accounts for n in (a.api_key_env, a.secret_env, a.password_env)
+             if n is not None]
+    environ = {name: f"fake-{i:02d}-value" for i, name in enumerate(names)}
+
+    async def build_all() -> list[str]:
+        built = [CcxtExchange.from_config(a, environ=environ) for a in config.accounts]
+        ids = [e.exchange_id for e in built]
+        for exchange in built:
+            await exchange.aclose()
+        return ids
+
+    assert asyncio.run(build_all()) == ["kraken", "coinbaseexchange", "binance"]

@@ -1,0 +1,333 @@
+"""How :class:`~adapters.ccxt_adapter.CcxtExchange` sends a request, and sends an order once.
+
+:class:`CcxtCalls` is the machinery under the adapter's public methods:
+
+- one request (:meth:`~CcxtCalls._once`): the shared request budget, the
+  per-method count, a timeout, one mapping of ccxt's errors, and, where the
+  exchange needs nonces in order (Kraken), one request of the account at a
+  time;
+- retries of transient errors (:meth:`~CcxtCalls._read`), with exponential
+  backoff and jitter, bounded in attempts and in total time, sleeping on the
+  injected clock;
+- the look-up of an order by its client id, and the two writes that lean on
+  it: a create re-sent only after looking the order up, so an order whose
+  answer was lost is found, not placed twice; and a cancel retried, where an
+  "order not found" after a lost cancel is settled by fetching the order.
+
+The state it reads is set by ``CcxtExchange.__init__``; the class holds no
+public method of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import ccxt.async_support as ccxt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.stop import stop_base
+
+from nija_broker.clock import Clock
+from nija_broker.errors import (
+    ExchangeError,
+    InvalidOrder,
+    OrderError,
+    OrderNotFound,
+    TransientError,
+)
+from nija_broker.models import Order, OrderStatus, OrderType
+
+from ._ccxt_convert import OrderMemo, convert_order
+from ._ccxt_errors import is_duplicate_order, map_ccxt_error
+from .base import OrderRequest
+from .profiles import ClientIdLookup, ExchangeProfile
+from .ratelimit import RateBudget
+
+__all__ = ["CcxtCalls"]
+
+T = TypeVar("T")
+
+
+class _ClockDeadline(stop_base):
+    """A tenacity stop condition on the injected clock (tenacity's own uses time.monotonic)."""
+
+    def __init__(self, clock: Clock, max_s: float) -> None:
+        self._clock = clock
+        self._deadline_s = clock.monotonic() + max_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._clock.monotonic() >= self._deadline_s
+
+
+class CcxtCalls:
+    """Requests to one account of one ccxt exchange; the base of ``CcxtExchange``."""
+
+    _ex: Any
+    _account_id: str
+    _clock: Clock
+    _profile: ExchangeProfile
+    _budget: RateBudget
+    _secrets: tuple[str, ...]
+    _memo: OrderMemo
+    _lookup: ClientIdLookup
+    _serial: asyncio.Lock | None
+    call_timeout_s: float
+    max_attempts: int
+    max_retry_s: float
+    retry_initial_s: float
+    retry_max_wait_s: float
+    calls: Counter[str]
+
+    if TYPE_CHECKING:  # defined by CcxtExchange, with the public API
+
+        @property
+        def exchange_id(self) -> str: ...
+
+        async def fetch_order(self, order_id: str, symbol: str) -> Order: ...
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_any(stop_after_attempt(self.max_attempts),
+                          _ClockDeadline(self._clock, self.max_retry_s)),
+            # Exponential from retry_initial_s, capped, plus up to one initial step of
+            # jitter so many accounts retrying together do not hit the exchange in step.
+            wait=wait_exponential(multiplier=self.retry_initial_s, max=self.retry_max_wait_s)
+            + wait_random(0, self.retry_initial_s),
+            retry=retry_if_exception_type(TransientError),
+            sleep=self._clock.sleep,
+            reraise=True,
+        )
+
+    def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Where nonces must arrive in order (Kraken), one request of this account at a time.
+
+        ccxt signs each request with a growing nonce, but two requests in
+        flight can overtake each other on the way; Kraken then refuses the
+        later-arriving lower nonce as if another program used the key.
+        """
+        if not self._profile.serialize_requests:
+            return contextlib.nullcontext()
+        if self._serial is None:
+            self._serial = asyncio.Lock()
+        return self._serial
+
+    async def _once(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One request: budget, count, timeout, error mapping. No retry."""
+        await self._budget.acquire(min(self._profile.rate.cost(action), self._budget.capacity))
+        self.calls[action] += 1
+        try:
+            async with self._one_at_a_time(), asyncio.timeout(self.call_timeout_s):
+                return await call()
+        except (ccxt.BaseError, TimeoutError) as exc:
+            if isinstance(exc, ccxt.ArgumentsRequired | ccxt.NotSupported):
+                self.calls[action] -= 1  # ccxt refused locally: nothing was sent
+            raise map_ccxt_error(exc, exchange_id=self.exchange_id, account_id=self._account_id,
+                                 secrets=self._secrets, action=action,
+                                 overrides=self._profile.error_overrides,
+                                 nonce_advice=self._profile.nonce_advice) from exc
+
+    def _gave_up(self, exc: TransientError, attempts: int) -> TransientError:
+        again = type(exc)(f"{exc} (gave up after {attempts} attempt(s))",
+                          exchange=exc.exchange, account_id=exc.account_id)
+        again.__cause__ = exc.__cause__
+        return again
+
+    async def _read(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A read, retried on transient errors."""
+        attempts = 0
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    attempts += 1
+                    return await self._once(action, call)
+        except TransientError as exc:
+            raise self._gave_up(exc, attempts) from exc.__cause__
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _order(self, raw: Mapping[str, Any]) -> Order:
+        return self._memo.convert(raw, self._clock.now())
+
+    def _orders(self, raws: Iterable[Mapping[str, Any]]) -> list[Order]:
+        now = self._clock.now()
+        return [self._memo.convert(raw, now) for raw in raws]
+
+    def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
+        has = getattr(self._ex, "has", {}) or {}
+        if has.get("fetchCanceledAndClosedOrders"):
+            return self._ex.fetch_canceled_and_closed_orders  # type: ignore[no-any-return]
+        return self._ex.fetch_closed_orders  # type: ignore[no-any-return]
+
+    async def _by_client_id(self, client_order_id: str, symbol: str,
+                            call: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]],
+                            ) -> Order:
+        """The look-up behind :meth:`fetch_order_by_client_id`; ``call`` is _read or _once."""
+        sent_as = self._profile.client_ids.to_exchange(client_order_id) or client_order_id
+        if self._lookup is ClientIdLookup.NATIVE:
+            raw = await call("fetch_order_by_client_id", partial(
+                self._ex.fetch_order, sent_as, symbol, {"clientOrderId": sent_as}))
+            return self._order(raw)
+        filtered = self._lookup is ClientIdLookup.FILTER
+        for action, method in (("fetch_open_orders", self._ex.fetch_open_orders),
+                               ("fetch_closed_orders", self._closed_orders_method())):
+            if filtered:  # the exchange filters by client id: a short answer, not a page
+                listing = partial(method, symbol, None, None, {"clientOrderId": sent_as})
+                action = "fetch_order_by_client_id"
+            else:
+                listing = partial(method, symbol)
+            for raw in await call(action, listing):
+                if raw.get("clientOrderId") == sent_as:
+                    return self._order(raw)
+        raise OrderNotFound(
+            f"{self.exchange_id} account {self._account_id}: no order with client id "
+            f"{client_order_id!r} on {symbol}",
+            exchange=self.exchange_id, account_id=self._account_id,
+        )
+
+    def _ccxt_order_args(self, request: OrderRequest) -> tuple[str, float | None, dict[str, Any]]:
+        """ccxt's unified (type, price, params) for a request."""
+        params: dict[str, Any] = {}
+        if request.client_order_id:
+            client_ids = self._profile.client_ids
+            sent_as = client_ids.to_exchange(request.client_order_id)
+            if sent_as is None:
+                raise InvalidOrder(
+                    f"{self.exchange_id} account {self._account_id}: create_order: client "
+                    f"order id {request.client_order_id!r} does not fit {self.exchange_id}'s "
+                    f"{client_ids.param} ({client_ids.rule}); nothing was sent",
+                    exchange=self.exchange_id, account_id=self._account_id)
+            params["clientOrderId"] = sent_as
+        if request.post_only:
+            params["postOnly"] = True
+        # Spot has no reduce-only flag; sending it makes Binance reject the order.
+        kind = request.type
+        if kind in (OrderType.STOP, OrderType.STOP_LIMIT):
+            params["stopLossPrice"] = request.stop_price
+        elif kind is OrderType.TAKE_PROFIT:
+            params["takeProfitPrice"] = request.stop_price
+        if kind is OrderType.MARKET or (kind in (OrderType.STOP, OrderType.TAKE_PROFIT)
+                                        and request.price is None):
+            return "market", None, params
+        return "limit", request.price, params
+
+    def _created(self, raw: Mapping[str, Any], request: OrderRequest) -> Order:
+        """The order as the exchange answered; exchanges that answer only an id get PENDING."""
+        try:
+            order = convert_order(raw, account_id=self._account_id, now=self._clock.now(),
+                                  role=request.role,
+                                  client_id=self._profile.client_ids.from_exchange)
+        except ExchangeError:
+            if not raw.get("id"):
+                raise
+            return Order(
+                id=str(raw["id"]), client_order_id=request.client_order_id,
+                account_id=self._account_id, symbol=request.symbol, side=request.side,
+                type=request.type, role=request.role, price=request.price,
+                stop_price=request.stop_price, amount=request.amount,
+                status=OrderStatus.PENDING, created_at=self._clock.now(),
+                reduce_only=request.reduce_only,
+            )
+        changes: dict[str, Any] = {}
+        if order.client_order_id is None and request.client_order_id:
+            changes["client_order_id"] = request.client_order_id
+        if request.reduce_only and not order.reduce_only:
+            changes["reduce_only"] = True
+        return order.replace(**changes) if changes else order
+
+    async def _find_by_client_id(self, request: OrderRequest) -> Order | None:
+        """One look-up of ``request`` by its client id (one attempt): the order, or None."""
+        assert request.client_order_id is not None
+        try:
+            order = await self._by_client_id(request.client_order_id, request.symbol, self._once)
+        except OrderNotFound:
+            return None
+        return order.replace(role=request.role)
+
+    async def _place(self, request: OrderRequest) -> Order:
+        """The sending half of :meth:`create_order` (``request.symbol`` already unified)."""
+        ccxt_type, price, params = self._ccxt_order_args(request)
+        side = request.side.value
+
+        async def send() -> Any:
+            # A fresh params dict each time: a re-send must not see ccxt's edits of the last.
+            return await self._ex.create_order(request.symbol, ccxt_type, side, request.amount,
+                                               price, dict(params))
+
+        if not request.client_order_id:
+            return self._created(await self._once("create_order", send), request)
+        attempts = 0
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        found = await self._find_by_client_id(request)
+                        if found is not None:
+                            return found
+                    try:
+                        raw = await self._once("create_order", send)
+                    except OrderError as exc:
+                        if attempts == 1 or not is_duplicate_order(exc):
+                            raise
+                        found = await self._find_by_client_id(request)
+                        if found is not None:
+                            return found
+                        raise TransientError(
+                            f"{self.exchange_id} account {self._account_id}: create_order: "
+                            f"client order id {request.client_order_id!r} is taken but the "
+                            "order cannot be seen yet; its state is unknown",
+                            exchange=self.exchange_id, account_id=self._account_id,
+                        ) from exc
+                    return self._created(raw, request)
+        except TransientError as exc:
+            raise self._gave_up(exc, attempts) from exc.__cause__
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _cancel(self, order_id: str, symbol: str) -> Order:
+        """The retried half of ``cancel_order`` (``symbol`` already unified)."""
+        attempts = 0
+        saw_transient = False
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    attempts += 1
+                    try:
+                        raw = await self._once("cancel_order",
+                                               lambda: self._ex.cancel_order(order_id, symbol))
+                    except TransientError:
+                        saw_transient = True
+                        raise
+                    except OrderNotFound:
+                        if not saw_transient:
+                            raise
+                        # Our earlier cancel may have reached the exchange: ask for the order.
+                        order = self._order(await self._once(
+                            "fetch_order", lambda: self._ex.fetch_order(order_id, symbol)))
+                        if order.is_terminal:
+                            return order
+                        raise
+                    return await self._after_cancel(raw, order_id, symbol)
+        except TransientError as exc:
+            raise self._gave_up(exc, attempts) from exc.__cause__
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _after_cancel(self, raw: Mapping[str, Any], order_id: str, symbol: str) -> Order:
+        """The cancelled order; fetched when the cancel answer is partial (some exchanges)."""
+        try:
+            order = self._order(raw)
+        except ExchangeError:
+            order = None
+        if order is not None and order.is_terminal:
+            return order
+        return await self.fetch_order(order_id, symbol)

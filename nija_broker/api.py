@@ -26,7 +26,7 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -53,7 +53,7 @@ class ApiContext:
     guard: Guard
     metrics: BrokerMetrics
     clock: Clock
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

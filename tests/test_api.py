@@ -178,6 +178,7 @@ async def test_token_is_required_when_set(tmp_path: Path) -> None:
     guard = make_guard(None, clock, live)
     ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
                      clock=clock, token=TOKEN)
+    assert TOKEN not in repr(ctx)
     async with ApiServer(ctx, "127.0.0.1", 0) as api:
         status, body = await _get(api, "/v1/accounts")
         assert status == 401

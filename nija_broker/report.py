@@ -321,6 +321,8 @@ def _time_ticks(t0: float, t1: float, count: int = 5) -> list[float]:
 
 def _tick_time(t: float, span_s: float) -> str:
     when = datetime.fromtimestamp(t, UTC)
+    if span_s <= 600:  # a short run: minutes alone would label every tick the same
+        return when.strftime("%H:%M:%S")
     if span_s <= 2 * 86_400:
         return when.strftime("%m-%d %H:%M")
     return when.strftime("%Y-%m-%d")

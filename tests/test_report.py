@@ -233,3 +233,12 @@ def test_axis_labels_show_every_tick_exactly(tmp_path: Path) -> None:
     page = write_report(book, tmp_path, now=NOW).read_text(encoding="utf-8")
     labels = re.findall(r'text-anchor="end">(\$[\d.,]+)</text>', page)
     assert labels == ["$42.00", "$42.25", "$42.50", "$42.75", "$43.00"]
+
+
+def test_time_ticks_of_a_short_run_show_seconds() -> None:
+    from nija_broker.report import _tick_time
+
+    start = datetime(2026, 3, 1, 9, 15, tzinfo=UTC).timestamp()
+    labels = {_tick_time(start + s, 40.0) for s in (0, 10, 20, 30, 40)}
+    assert len(labels) == 5
+    assert _tick_time(start, 86_400.0) == "03-01 09:15"

@@ -6,9 +6,10 @@
   per-method count, a timeout, one mapping of ccxt's errors, and, where the
   exchange needs nonces in order (Kraken), one request of the account at a
   time;
-- retries of transient errors (:meth:`~CcxtCalls._read`), with exponential
-  backoff and jitter, bounded in attempts and in total time, sleeping on the
-  injected clock;
+- retries of transient errors (:meth:`~CcxtCalls._retried`, under the reads,
+  the create with a client id and the cancel), with exponential backoff and
+  jitter, bounded in attempts and in total time, sleeping on the injected
+  clock;
 - the look-up of an order by its client id, and the two writes that lean on
   it: a create re-sent only after looking the order up, so an order whose
   answer was lost is found, not placed twice; and a cancel retried, where an
@@ -144,17 +145,26 @@ class CcxtCalls:
         again.__cause__ = exc.__cause__
         return again
 
-    async def _read(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
-        """A read, retried on transient errors."""
+    async def _retried(self, attempt: Callable[[int], Awaitable[T]]) -> T:
+        """``attempt(1)``, ``attempt(2)``, ... while it raises :class:`TransientError`.
+
+        Bounded by :meth:`_retrying` (attempts, total time on the injected
+        clock); any other error ends it at once. The last transient error is
+        raised again saying how many attempts were made.
+        """
         attempts = 0
         try:
-            async for attempt in self._retrying():
-                with attempt:
+            async for retry in self._retrying():
+                with retry:
                     attempts += 1
-                    return await self._once(action, call)
+                    return await attempt(attempts)
         except TransientError as exc:
             raise self._gave_up(exc, attempts) from exc.__cause__
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _read(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A read, retried on transient errors."""
+        return await self._retried(lambda _attempt: self._once(action, call))
 
     def _order(self, raw: Mapping[str, Any]) -> Order:
         return self._memo.convert(raw, self._clock.now())
@@ -266,61 +276,54 @@ class CcxtCalls:
 
         if not request.client_order_id:
             return self._created(await self._once("create_order", send), request)
-        attempts = 0
-        try:
-            async for attempt in self._retrying():
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        found = await self._find_by_client_id(request)
-                        if found is not None:
-                            return found
-                    try:
-                        raw = await self._once("create_order", send)
-                    except OrderError as exc:
-                        if attempts == 1 or not is_duplicate_order(exc):
-                            raise
-                        found = await self._find_by_client_id(request)
-                        if found is not None:
-                            return found
-                        raise TransientError(
-                            f"{self.exchange_id} account {self._account_id}: create_order: "
-                            f"client order id {request.client_order_id!r} is taken but the "
-                            "order cannot be seen yet; its state is unknown",
-                            exchange=self.exchange_id, account_id=self._account_id,
-                        ) from exc
-                    return self._created(raw, request)
-        except TransientError as exc:
-            raise self._gave_up(exc, attempts) from exc.__cause__
-        raise AssertionError("unreachable: tenacity either returns or raises")
+
+        async def attempt(attempts: int) -> Order:
+            if attempts > 1:
+                found = await self._find_by_client_id(request)
+                if found is not None:
+                    return found
+            try:
+                raw = await self._once("create_order", send)
+            except OrderError as exc:
+                if attempts == 1 or not is_duplicate_order(exc):
+                    raise
+                found = await self._find_by_client_id(request)
+                if found is not None:
+                    return found
+                raise TransientError(
+                    f"{self.exchange_id} account {self._account_id}: create_order: "
+                    f"client order id {request.client_order_id!r} is taken but the "
+                    "order cannot be seen yet; its state is unknown",
+                    exchange=self.exchange_id, account_id=self._account_id,
+                ) from exc
+            return self._created(raw, request)
+
+        return await self._retried(attempt)
 
     async def _cancel(self, order_id: str, symbol: str) -> Order:
         """The retried half of ``cancel_order`` (``symbol`` already unified)."""
-        attempts = 0
         saw_transient = False
-        try:
-            async for attempt in self._retrying():
-                with attempt:
-                    attempts += 1
-                    try:
-                        raw = await self._once("cancel_order",
-                                               lambda: self._ex.cancel_order(order_id, symbol))
-                    except TransientError:
-                        saw_transient = True
-                        raise
-                    except OrderNotFound:
-                        if not saw_transient:
-                            raise
-                        # Our earlier cancel may have reached the exchange: ask for the order.
-                        order = self._order(await self._once(
-                            "fetch_order", lambda: self._ex.fetch_order(order_id, symbol)))
-                        if order.is_terminal:
-                            return order
-                        raise
-                    return await self._after_cancel(raw, order_id, symbol)
-        except TransientError as exc:
-            raise self._gave_up(exc, attempts) from exc.__cause__
-        raise AssertionError("unreachable: tenacity either returns or raises")
+
+        async def attempt(_attempts: int) -> Order:
+            nonlocal saw_transient
+            try:
+                raw = await self._once("cancel_order",
+                                       lambda: self._ex.cancel_order(order_id, symbol))
+            except TransientError:
+                saw_transient = True
+                raise
+            except OrderNotFound:
+                if not saw_transient:
+                    raise
+                # Our earlier cancel may have reached the exchange: ask for the order.
+                order = self._order(await self._once(
+                    "fetch_order", lambda: self._ex.fetch_order(order_id, symbol)))
+                if order.is_terminal:
+                    return order
+                raise
+            return await self._after_cancel(raw, order_id, symbol)
+
+        return await self._retried(attempt)
 
     async def _after_cancel(self, raw: Mapping[str, Any], order_id: str, symbol: str) -> Order:
         """The cancelled order; fetched when the cancel answer is partial (some exchanges)."""

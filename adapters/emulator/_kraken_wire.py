@@ -32,7 +32,10 @@ from typing import Any
 from adapters.base import OrderRequest
 from nija_broker.clock import from_ms, to_ms
 from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
-from nija_broker.models import Balance, Fill, Market, Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, OrderType, Side
+
+from . import _wire as wire
+from ._wire import decimals_of, role_of
 
 # Unified code -> (Kraken asset code, Kraken short name), for assets Kraken lists with an
 # X (crypto) or Z (fiat) prefix. Everything else keeps its own name as code and altname.
@@ -159,13 +162,6 @@ def fmt(value: float | None, decimals: int = 8) -> str:
     if value is None or not math.isfinite(value):
         value = 0.0
     return f"{Decimal(repr(value)):.{decimals}f}"
-
-
-def decimals_of(step: float | None, default: int = 8) -> int:
-    if step is None:
-        return default
-    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
-    return max(-int(exponent), 0)
 
 
 def seconds(ts_ms: int) -> float:
@@ -363,18 +359,9 @@ def trade_info(fill: Fill, market: Market, *, order_type: str, is_maker: bool) -
 
 
 def number(params: Mapping[str, str], name: str, *, required: bool = False) -> float | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if required:
-            raise invalid_arguments(name)
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise invalid_arguments(name) from None
-    if not math.isfinite(value) or value < 0:
-        raise invalid_arguments(name)
-    return value
+    """A numeric parameter; absent-but-required, malformed or negative: invalid arguments."""
+    return wire.number(params, name, required=required, missing=invalid_arguments,
+                       malformed=invalid_arguments)
 
 
 def userref(params: Mapping[str, str]) -> int | None:
@@ -398,14 +385,6 @@ def cl_ord_id(params: Mapping[str, str]) -> str | None:
     if _UUID_LONG.match(raw) or _UUID_SHORT.match(raw) or _FREE_TEXT.match(raw):
         return raw
     raise invalid_arguments("cl_ord_id")
-
-
-def _role(side: Side, order_type: OrderType) -> OrderRole:
-    if side is Side.BUY:
-        return OrderRole.ENTRY
-    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
-        return OrderRole.STOP
-    return OrderRole.TARGET if order_type is OrderType.TAKE_PROFIT else OrderRole.EXIT
 
 
 _ORDER_TYPES = {
@@ -453,7 +432,7 @@ def order_request(params: Mapping[str, str], symbol: str) -> OrderRequest:
     return OrderRequest(
         symbol=symbol, side=side, type=order_type, amount=amount, price=limit,
         stop_price=trigger, client_order_id=client_id, post_only="post" in flags,
-        role=_role(side, order_type),
+        role=role_of(side, order_type),
     )
 
 

@@ -22,12 +22,14 @@ from nija_broker.models import (
     Fill,
     Market,
     Order,
-    OrderRole,
     OrderStatus,
     OrderType,
     Side,
     Ticker,
 )
+
+from . import _wire as wire
+from ._wire import decimals_of, role_of
 
 # Binance's order statuses (ENUM "Order status").
 _STATUS = {
@@ -100,13 +102,6 @@ def market_id(symbol: str) -> str:
     return symbol.replace("/", "")
 
 
-def _decimals(step: float | None, default: int = 8) -> int:
-    if step is None:
-        return default
-    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
-    return max(-int(exponent), 0)
-
-
 def symbol_info(market: Market) -> dict[str, Any]:
     """One entry of ``GET /api/v3/exchangeInfo``'s ``symbols``."""
     filters: list[dict[str, Any]] = [
@@ -127,8 +122,8 @@ def symbol_info(market: Market) -> dict[str, Any]:
         "quoteAsset": market.quote,
         "quotePrecision": 8,
         "quoteAssetPrecision": 8,
-        "baseCommissionPrecision": _decimals(market.amount_step),
-        "quoteCommissionPrecision": _decimals(market.price_step),
+        "baseCommissionPrecision": decimals_of(market.amount_step),
+        "quoteCommissionPrecision": decimals_of(market.price_step),
         "orderTypes": list(ORDER_TYPES),
         "icebergAllowed": False,
         "ocoAllowed": False,
@@ -316,26 +311,8 @@ def book_ticker(ticker: Ticker) -> dict[str, Any]:
 
 
 def number(params: Mapping[str, str], name: str, *, required: bool = False) -> float | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if required:
-            raise mandatory(name)
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise illegal(name) from None
-    if not math.isfinite(value) or value < 0:
-        raise illegal(name)
-    return value
-
-
-def _role(side: Side, order_type: OrderType) -> OrderRole:
-    if side is Side.BUY:
-        return OrderRole.ENTRY
-    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
-        return OrderRole.STOP
-    return OrderRole.TARGET if order_type is OrderType.TAKE_PROFIT else OrderRole.EXIT
+    """A numeric parameter; absent-but-required is -1102, malformed or negative -1100."""
+    return wire.number(params, name, required=required, missing=mandatory, malformed=illegal)
 
 
 def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
@@ -384,7 +361,7 @@ def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
         symbol=symbol, side=side, type=order_type, amount=amount,
         price=None if kind == "MARKET" else price, stop_price=stop,
         client_order_id=client_order_id, post_only=kind == "LIMIT_MAKER",
-        role=_role(side, order_type),
+        role=role_of(side, order_type),
     )
 
 

@@ -1,11 +1,17 @@
-"""Builders shared by the guard's tests: hand-made account views, a guard over a store, the sim."""
+"""Builders shared by the guard's tests: hand-made account views, a guard over a store, the sim.
+
+The fixtures at the end (``clock``, ``store``, ``guard``) are bound by name in
+each test module that uses them; ``guard`` takes that module's own ``live``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from adapters.sim import SimEngine, SimExchange
 from nija_broker.book import Books
@@ -83,3 +89,22 @@ def sim(clock: FakeClock, balances: Mapping[str, float] | None = None,
         engine.add_market(market, PRICES[symbol])
     engine.open_account(account_id, dict(balances or {"USD": 100.0}))
     return engine, SimExchange(engine, account_id)
+
+
+# ----------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path) as store:
+        yield store
+
+
+@pytest.fixture
+def guard(store: Store, clock: FakeClock, live: dict[str, AccountLive]) -> Guard:
+    return make_guard(store, clock, live)

@@ -16,6 +16,7 @@ from nija_broker.intent import Allowed, Blocked
 from nija_broker.models import Order, OrderRole, OrderStatus, OrderType, Side
 from nija_broker.store import Store
 
+from . import _guard_support
 from ._guard_support import (
     ALICE,
     PRICES,
@@ -29,28 +30,17 @@ from ._guard_support import (
     usd,
 )
 
+# The guard tests' shared fixtures, bound here by name so pytest finds them.
+clock = _guard_support.clock
+store = _guard_support.store
+guard = _guard_support.guard
+
 BOB = "USER:bob"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with open_store(tmp_path) as store:
-        yield store  # type: ignore[misc]
 
 
 @pytest.fixture
 def live() -> dict[str, AccountLive]:
     return {ALICE: account_live(), BOB: account_live(BOB)}
-
-
-@pytest.fixture
-def guard(store: Store, clock: FakeClock, live: dict[str, AccountLive]) -> Guard:
-    return make_guard(store, clock, live)
 
 
 def filled_buy(order_id: str, client_order_id: str, symbol: str = "BTC/USD",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -25,28 +24,18 @@ from nija_broker.health import AccountLive, SyncState
 from nija_broker.models import Balance, Market, Order, OrderRole, OrderStatus, OrderType, Side
 from nija_broker.store import Store
 
-from ._guard_support import ALICE, T0, account_live, make_guard, open_store, sim
+from . import _guard_support
+from ._guard_support import ALICE, T0, account_live, make_guard, sim
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with open_store(tmp_path) as store:
-        yield store  # type: ignore[misc]
+# The guard tests' shared fixtures, bound here by name so pytest finds them.
+clock = _guard_support.clock
+store = _guard_support.store
+guard = _guard_support.guard
 
 
 @pytest.fixture
 def live() -> dict[str, AccountLive]:
     return {ALICE: account_live()}
-
-
-@pytest.fixture
-def guard(store: Store, clock: FakeClock, live: dict[str, AccountLive]) -> Guard:
-    return make_guard(store, clock, live)
 
 
 def market_buy(symbol: str = "BTC/USD", amount: float = 0.0002,

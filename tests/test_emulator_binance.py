@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import ccxt.async_support as ccxt
 import pytest
@@ -15,7 +14,7 @@ from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
-from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
+from adapters.sim.faults import FaultKind
 from nija_broker.clock import FakeClock, SystemClock
 from nija_broker.config import AccountConfig
 from nija_broker.errors import (
@@ -28,6 +27,8 @@ from nija_broker.errors import (
 )
 from nija_broker.models import Market, OrderRole, OrderStatus, OrderType, Side
 
+from ._emulator_support import EmulatorRig, serving
+
 pytestmark = pytest.mark.integration
 
 BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
@@ -38,25 +39,11 @@ KEYS = {"USER:alice": ("alice-key-0001", "alice-secret-0001"),
         "USER:bob": ("bob-key-0002", "bob-secret-0002")}
 
 
-@dataclass
-class Rig:
-    engine: SimEngine
-    server: EmulatorServer
-    faults: FaultInjector
+Rig = EmulatorRig[EmulatorServer]
 
-    def exchange(self, account_id: str = "USER:alice", *, secret: str | None = None,
-                 budget: RateBudget | None = None, **kwargs: object) -> CcxtExchange:
-        api_key, real_secret = KEYS[account_id]
-        ex = ccxt.binance(binance_ccxt_config(self.server.url, api_key, secret or real_secret))
-        defaults: dict[str, object] = {"clock": FakeClock(), "call_timeout_s": 2.0,
-                                       "budget": budget or RateBudget(1000.0)}
-        return CcxtExchange(ex, account_id=account_id, **{**defaults, **kwargs})  # type: ignore[arg-type]
 
-    def fault(self, *kinds: FaultKind, methods: set[str], rate: float = 1.0,
-              timeout_s: float = 0.0, hidden_after_create_s: float = 0.0) -> None:
-        self.faults.set_plan(FaultPlan(
-            rate=rate, kinds=frozenset(kinds), methods=frozenset(methods), timeout_s=timeout_s,
-            hidden_after_create_s=hidden_after_create_s))
+def _binance(url: str, api_key: str, secret: str) -> ccxt.binance:
+    return ccxt.binance(binance_ccxt_config(url, api_key, secret))
 
 
 @pytest_asyncio.fixture
@@ -66,9 +53,8 @@ async def rig() -> AsyncIterator[Rig]:
     engine.add_market(ETH, 3_000.0)
     engine.open_account("USER:alice", {"USDT": 10_000.0, "BTC": 0.5})
     engine.open_account("USER:bob", {"USDT": 100.0})
-    faults = FaultInjector(FaultPlan(), SystemClock())
-    async with EmulatorServer(engine, KEYS, faults=faults) as server:
-        yield Rig(engine, server, faults)
+    async with serving(EmulatorServer, engine, KEYS, _binance) as rig:
+        yield rig
 
 
 @pytest_asyncio.fixture

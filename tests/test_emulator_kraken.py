@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -24,7 +23,7 @@ from adapters.emulator import KrakenEmulatorServer, kraken_ccxt_config
 from adapters.profiles import KRAKEN
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
-from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
+from adapters.sim.faults import FaultKind, FaultPlan
 from nija_broker.clock import FakeClock, SystemClock
 from nija_broker.config import AccountConfig
 from nija_broker.errors import (
@@ -40,6 +39,7 @@ from nija_broker.intent import new_client_order_id
 from nija_broker.models import Balance, Market, OrderRole, OrderStatus, OrderType, Side
 from nija_broker.store import Store
 
+from ._emulator_support import EmulatorRig, serving
 from ._guard_support import T0, account_live, make_guard
 
 pytestmark = pytest.mark.integration
@@ -61,28 +61,11 @@ KEYS = {"USER:alice": ("alice-kraken-key", _secret("alice-secret-bytes-0001")),
         "USER:micro": ("micro-kraken-key", _secret("micro-secret-bytes-0003"))}
 
 
-@dataclass
-class Rig:
-    engine: SimEngine
-    server: KrakenEmulatorServer
-    faults: FaultInjector
+Rig = EmulatorRig[KrakenEmulatorServer]
 
-    def raw(self, account_id: str = "USER:alice", *, secret: str | None = None) -> ccxt.kraken:
-        api_key, real_secret = KEYS[account_id]
-        return ccxt.kraken(kraken_ccxt_config(self.server.url, api_key, secret or real_secret))
 
-    def exchange(self, account_id: str = "USER:alice", *, secret: str | None = None,
-                 **kwargs: object) -> CcxtExchange:
-        defaults: dict[str, object] = {"clock": FakeClock(), "call_timeout_s": 2.0,
-                                       "budget": RateBudget(1000.0)}
-        return CcxtExchange(self.raw(account_id, secret=secret), account_id=account_id,
-                            **{**defaults, **kwargs})  # type: ignore[arg-type]
-
-    def fault(self, *kinds: FaultKind, methods: set[str], rate: float = 1.0,
-              timeout_s: float = 0.0, hidden_after_create_s: float = 0.0) -> None:
-        self.faults.set_plan(FaultPlan(
-            rate=rate, kinds=frozenset(kinds), methods=frozenset(methods), timeout_s=timeout_s,
-            hidden_after_create_s=hidden_after_create_s))
+def _kraken(url: str, api_key: str, secret: str) -> ccxt.kraken:
+    return ccxt.kraken(kraken_ccxt_config(url, api_key, secret))
 
 
 @pytest_asyncio.fixture
@@ -94,11 +77,10 @@ async def rig() -> AsyncIterator[Rig]:
     engine.open_account("USER:alice", {"USD": 10_000.0, "BTC": 0.5})
     engine.open_account("USER:bob", {"USD": 100.0})
     engine.open_account("USER:micro", {"USD": 100.0})
-    faults = FaultInjector(FaultPlan(), SystemClock())
-    async with KrakenEmulatorServer(engine, KEYS, faults=faults) as server:
-        yield Rig(engine, server, faults)
+    async with serving(KrakenEmulatorServer, engine, KEYS, _kraken) as rig:
+        yield rig
         # Everything real ccxt asked for exists in the emulator.
-        assert not server.not_found, dict(server.not_found)
+        assert not rig.server.not_found, dict(rig.server.not_found)
 
 
 @pytest_asyncio.fixture

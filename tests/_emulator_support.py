@@ -2,6 +2,8 @@
 
 Each dialect's test module builds its own engine (markets, accounts, fees)
 and names its server type, keys and ccxt class; the rig around them is one.
+The ``alice`` fixture is bound by name in each module and takes that
+module's own ``rig``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import pytest_asyncio
+
 from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
 from nija_broker.clock import FakeClock, SystemClock
+from nija_broker.models import OrderRole, OrderType
 
 ServerT = TypeVar("ServerT", bound=EmulatorServer)
 
@@ -61,3 +66,19 @@ async def serving(server_type: type[ServerT], engine: SimEngine, keys: Keys,
     faults = FaultInjector(FaultPlan(), SystemClock())
     async with server_type(engine, keys, faults=faults) as server:
         yield EmulatorRig(engine, server, faults, keys, make_ccxt)
+
+
+@pytest_asyncio.fixture
+async def alice(rig: EmulatorRig[Any]) -> AsyncIterator[CcxtExchange]:
+    ex = rig.exchange()
+    yield ex
+    await ex.aclose()
+
+
+PROTECTIVE_SELLS = [
+    (OrderType.STOP, None, 45_000.0, OrderRole.STOP),
+    (OrderType.STOP_LIMIT, 44_900.0, 45_000.0, OrderRole.STOP),
+    (OrderType.TAKE_PROFIT, None, 60_000.0, OrderRole.TARGET),
+    (OrderType.TAKE_PROFIT, 60_100.0, 60_000.0, OrderRole.TARGET),
+]
+"""(type, limit price, trigger, role) of the protective sells each dialect must carry whole."""

@@ -27,7 +27,8 @@ from nija_broker.errors import (
 )
 from nija_broker.models import Market, OrderRole, OrderStatus, OrderType, Side
 
-from ._emulator_support import EmulatorRig, serving
+from . import _emulator_support
+from ._emulator_support import PROTECTIVE_SELLS, EmulatorRig, serving
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,8 @@ KEYS = {"USER:alice": ("alice-key-0001", "alice-secret-0001"),
 
 
 Rig = EmulatorRig[EmulatorServer]
+# The emulator tests' shared fixture, bound here by name so pytest finds it.
+alice = _emulator_support.alice
 
 
 def _binance(url: str, api_key: str, secret: str) -> ccxt.binance:
@@ -55,13 +58,6 @@ async def rig() -> AsyncIterator[Rig]:
     engine.open_account("USER:bob", {"USDT": 100.0})
     async with serving(EmulatorServer, engine, KEYS, _binance) as rig:
         yield rig
-
-
-@pytest_asyncio.fixture
-async def alice(rig: Rig) -> AsyncIterator[CcxtExchange]:
-    ex = rig.exchange()
-    yield ex
-    await ex.aclose()
 
 
 def limit_buy(price: float, amount: float = 0.001, cid: str | None = None,
@@ -116,12 +112,7 @@ async def test_limit_order_is_found_by_id_and_by_client_id(alice: CcxtExchange) 
 
 @pytest.mark.parametrize(
     ("order_type", "price", "stop", "role"),
-    [
-        (OrderType.STOP, None, 45_000.0, OrderRole.STOP),
-        (OrderType.STOP_LIMIT, 44_900.0, 45_000.0, OrderRole.STOP),
-        (OrderType.TAKE_PROFIT, None, 60_000.0, OrderRole.TARGET),
-        (OrderType.TAKE_PROFIT, 60_100.0, 60_000.0, OrderRole.TARGET),
-    ],
+    PROTECTIVE_SELLS,
 )
 @pytest.mark.asyncio
 async def test_protective_sell_keeps_its_type_trigger_and_role(

@@ -39,7 +39,8 @@ from nija_broker.intent import new_client_order_id
 from nija_broker.models import Balance, Market, OrderRole, OrderStatus, OrderType, Side
 from nija_broker.store import Store
 
-from ._emulator_support import EmulatorRig, serving
+from . import _emulator_support
+from ._emulator_support import PROTECTIVE_SELLS, EmulatorRig, serving
 from ._guard_support import T0, account_live, make_guard
 
 pytestmark = pytest.mark.integration
@@ -62,6 +63,8 @@ KEYS = {"USER:alice": ("alice-kraken-key", _secret("alice-secret-bytes-0001")),
 
 
 Rig = EmulatorRig[KrakenEmulatorServer]
+# The emulator tests' shared fixture, bound here by name so pytest finds it.
+alice = _emulator_support.alice
 
 
 def _kraken(url: str, api_key: str, secret: str) -> ccxt.kraken:
@@ -81,13 +84,6 @@ async def rig() -> AsyncIterator[Rig]:
         yield rig
         # Everything real ccxt asked for exists in the emulator.
         assert not rig.server.not_found, dict(rig.server.not_found)
-
-
-@pytest_asyncio.fixture
-async def alice(rig: Rig) -> AsyncIterator[CcxtExchange]:
-    ex = rig.exchange()
-    yield ex
-    await ex.aclose()
 
 
 def limit_buy(price: float, amount: float = 0.001, cid: str | None = None,
@@ -249,12 +245,7 @@ async def test_balance_shows_funds_held_by_open_orders_as_used(alice: CcxtExchan
 
 @pytest.mark.parametrize(
     ("order_type", "price", "stop", "role"),
-    [
-        (OrderType.STOP, None, 45_000.0, OrderRole.STOP),
-        (OrderType.STOP_LIMIT, 44_900.0, 45_000.0, OrderRole.STOP),
-        (OrderType.TAKE_PROFIT, None, 60_000.0, OrderRole.TARGET),
-        (OrderType.TAKE_PROFIT, 60_100.0, 60_000.0, OrderRole.TARGET),
-    ],
+    PROTECTIVE_SELLS,
 )
 @pytest.mark.asyncio
 async def test_protective_sell_keeps_its_type_trigger_and_role(

@@ -12,13 +12,17 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .logs import register_secret
 from .tiers import DEFAULT_TIERS, TierPolicy, TierTable
+
+if TYPE_CHECKING:
+    from .guard import GuardSettings
+    from .reconciler import ReconcilerSettings
 
 # Upper case only: exchange keys are mixed case or base64, so a pasted key fails here.
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -125,9 +129,60 @@ class AccountConfig(_Strict):
         return found
 
 
+class ReconcilerConfig(_Strict):
+    """``[reconciler]``: overrides of :class:`~nija_broker.reconciler.ReconcilerSettings`.
+
+    Poll and balance intervals are set per account (``poll_interval_s``,
+    ``balance_interval_s``). Unset keys keep the defaults.
+    """
+
+    jitter: float | None = None
+    call_timeout_s: float | None = None
+    confirm_budget: int | None = None
+    attention_after: int | None = None
+    visibility_window_s: float | None = None
+    stale_cancel_budget: int | None = None
+    failed_after: int | None = None
+    max_backoff_s: float | None = None
+    fatal_retry_s: float | None = None
+    sweep_lookback_s: float | None = None
+    shutdown_timeout_s: float | None = None
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ReconcilerConfig:
+        self.settings([])  # ReconcilerSettings checks its own ranges
+        return self
+
+    def settings(self, accounts: list[AccountConfig]) -> ReconcilerSettings:
+        from .reconciler import ReconcilerSettings
+
+        return ReconcilerSettings.from_accounts(accounts, **self.model_dump(exclude_none=True))
+
+
+class GuardConfig(_Strict):
+    """``[guard]``: overrides of :class:`~nija_broker.guard.GuardSettings`."""
+
+    reservation_ttl_s: float | None = None
+    settle_max_s: float | None = None
+    dust_usd: float | None = None
+    not_found_grace_s: float | None = None
+
+    @model_validator(mode="after")
+    def _in_range(self) -> GuardConfig:
+        self.settings()  # GuardSettings checks its own ranges
+        return self
+
+    def settings(self) -> GuardSettings:
+        from .guard import GuardSettings
+
+        return GuardSettings(**self.model_dump(exclude_none=True))
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    reconciler: ReconcilerConfig = Field(default_factory=ReconcilerConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
     tiers: dict[str, TierOverride] = Field(default_factory=dict)
     tier_hysteresis_pct: float = Field(default=2.0, ge=0, lt=50)
     accounts: list[AccountConfig] = Field(default_factory=list)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -43,7 +44,6 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .errors import ConfigError
 from .events import Event, Subscription
-from .reconciler import ReconcilerSettings
 from .report import write_report
 from .runtime import Broker
 
@@ -121,11 +121,9 @@ class _Demo:
                                  out_dir=self.out_dir, duration_s=self.duration_s)
             _remove_store(config.store.path)  # the emulator starts empty: so does the store
             self._intro(world, config)
-            # Loopback answers in milliseconds and lists a new order at once: short
-            # deadlines and visibility window keep the end of the run (or Ctrl-C) prompt.
-            settings = ReconcilerSettings.from_accounts(
-                config.accounts, call_timeout_s=5.0, visibility_window_s=1.0,
-                shutdown_timeout_s=2.0, seed=self.seed)
+            # config/demo.toml's [reconciler] table; the seed also fixes the poll jitter.
+            settings = dataclasses.replace(config.reconciler.settings(config.accounts),
+                                           seed=self.seed)
             async with Broker(config, clock=self.clock, environ=world.environ,
                               exchanges=local_exchanges(world, config, self.clock),
                               reconciler_settings=settings) as broker:

@@ -97,9 +97,9 @@ class Broker:
         self._environ = environ
         self.serve_api = serve_api
         self._token = api_token
-        self._reconciler_settings = reconciler_settings or ReconcilerSettings.from_accounts(
+        self._reconciler_settings = reconciler_settings or config.reconciler.settings(
             config.accounts)
-        self._guard_settings = guard_settings
+        self._guard_settings = guard_settings or config.guard.settings()
         self._store_path = store_path if store_path is not None else config.store.path
         self.metrics = BrokerMetrics()
         self.store: Store | None = None

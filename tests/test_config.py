@@ -130,3 +130,23 @@ def test_every_example_account_builds_its_ccxt_exchange_offline() -> None:
         return ids
 
     assert asyncio.run(build_all()) == ["kraken", "coinbaseexchange", "binance"]
+
+
+def test_reconciler_and_guard_tables_override_the_defaults() -> None:
+    config = parse_config({
+        "reconciler": {"call_timeout_s": 4.0, "failed_after": 3},
+        "guard": {"reservation_ttl_s": 12.0},
+        "accounts": [{"id": "A", "exchange": "kraken", "poll_interval_s": 2.0}],
+    })
+    settings = config.reconciler.settings(config.accounts)
+    assert (settings.call_timeout_s, settings.failed_after) == (4.0, 3)
+    assert settings.poll_interval_for("A") == 2.0
+    assert settings.confirm_budget == 20  # untouched default
+    assert config.guard.settings().reservation_ttl_s == 12.0
+
+
+def test_bad_reconciler_value_names_its_table() -> None:
+    with pytest.raises(ConfigError, match=r"<config>: reconciler: .*call_timeout_s must be"):
+        parse_config({"reconciler": {"call_timeout_s": -1}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_config({"guard": {"ttl": 5}})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import ccxt as ccxt_sync
 import pytest
 import pytest_asyncio
 
@@ -18,6 +19,7 @@ from adapters.sim import SimEngine
 from nija_broker.clock import SystemClock
 from nija_broker.config import parse_config
 from nija_broker.errors import EntryBlocked
+from nija_broker.guarded import guard_submit, market_order_reader
 from nija_broker.health import SyncState
 from nija_broker.intent import Blocked, OrderIntent
 from nija_broker.models import Market, OrderStatus, OrderType, Side
@@ -170,6 +172,26 @@ def test_background_thread_mode_for_a_synchronous_bot(tmp_path: Path) -> None:
             decision = broker.check(OrderIntent(account_id=ALICE, symbol="ETH/USDT", side="buy",
                                                 size_usd=10.0))
             assert decision.allowed
+
+            # The live bot's own submit function, on its own (sync) SDK, behind the guard.
+            bot_sdk = ccxt_sync.binance(binance_ccxt_config(ready.result(), *KEYS[ALICE]))
+
+            def place_market_order(symbol: str, side: str, quantity: float,
+                                   size_type: str = "quote") -> dict[str, Any]:
+                assert (side, size_type) == ("buy", "quote")
+                order: dict[str, Any] = bot_sdk.create_market_buy_order_with_cost(
+                    symbol.replace("-", "/"), quantity)
+                return order
+
+            guarded_place = guard_submit(broker.guard, place_market_order,
+                                         market_order_reader(ALICE))
+            placed = guarded_place("ETH-USDT", "buy", 20.0)
+            assert placed["status"] == "closed"
+            with pytest.raises(EntryBlocked) as blocked:
+                guarded_place("ETH-USDT", "buy", 20.0)  # the position (or its entry) is there
+            assert blocked.value.rule in {"dca", "duplicate_symbol_entry"}
+            orders = [o["id"] for o in bot_sdk.fetch_orders("ETH/USDT")]
+            assert orders == [placed["id"]]  # the blocked entry never reached the exchange
         finally:
             broker.stop()
             broker.stop()

@@ -20,7 +20,7 @@ from .clock import Clock, SystemClock
 from .errors import StateError
 from .ledger import BookResult, Ledger
 from .models import AccountMetrics, EquityPoint, Fill, Order, Position, TradeRecord
-from .orders import OrderTracker
+from .orders import OrderTracker, check_update
 from .performance import PerformanceTracker
 from .store import IntentUpdate, Store, StoreBatch
 
@@ -111,9 +111,9 @@ class AccountBook:
         """Refuse the batch if any update is illegal (a batch may update one order twice)."""
         staged: dict[str, Order] = {}
         for order in orders:
-            previous = staged.get(order.id) or self.orders.get(order.id)
+            previous = staged.get(order.id)
             if previous is not None:
-                _check_transition(self.orders, previous, order)
+                check_update(previous, order)
             else:
                 self.orders.check(order)
             staged[order.id] = order
@@ -194,13 +194,6 @@ class AccountBook:
 
     def positions(self) -> list[Position]:
         return self.ledger.positions()
-
-
-def _check_transition(tracker: OrderTracker, previous: Order, order: Order) -> None:
-    """Check ``previous -> order`` with the tracker's own rules, on a scratch tracker."""
-    scratch = OrderTracker(tracker.account_id)
-    scratch.apply(previous)
-    scratch.check(order)
 
 
 class Books:

@@ -45,6 +45,7 @@ __all__ = [
     "OrderStats",
     "OrderTracker",
     "OrderTrackerRegistry",
+    "check_update",
 ]
 
 _LIVE = frozenset({OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
@@ -56,6 +57,45 @@ def _check_settings(fee_rate: float, retention_s: float) -> None:
         raise ValueError(f"fee_rate must be a fraction in [0, 1), got {fee_rate!r}")
     if not (math.isfinite(retention_s) and retention_s >= 0.0):
         raise ValueError(f"retention_s must be finite seconds >= 0, got {retention_s!r}")
+
+
+def check_update(previous: Order, order: Order) -> None:
+    """Refuse ``previous -> order`` if it breaks an invariant; pure, changes nothing.
+
+    :class:`IllegalTransition` for a status ``LEGAL_TRANSITIONS`` forbids or a
+    filled amount that would shrink; :class:`StateError` for a changed account,
+    symbol, side or client order id. Replaying the same state passes.
+    """
+    order_id, account_id = order.id, previous.account_id
+    if order.account_id != account_id:
+        raise StateError(
+            f"order {order_id!r} belongs to account {account_id!r}, an update says "
+            f"{order.account_id!r}"
+        )
+    if order.status not in LEGAL_TRANSITIONS[previous.status]:
+        raise IllegalTransition(
+            f"order {order_id!r} of {account_id!r} cannot go from "
+            f"{previous.status.value} to {order.status.value}"
+        )
+    if order.filled < previous.filled:
+        raise IllegalTransition(
+            f"filled amount of order {order_id!r} of {account_id!r} would shrink "
+            f"from {previous.filled!r} to {order.filled!r}; a fill counts once and stays"
+        )
+    if order.symbol != previous.symbol or order.side is not previous.side:
+        raise StateError(
+            f"order {order_id!r} of {account_id!r} was {previous.side.value} "
+            f"{previous.symbol}, an update says {order.side.value} {order.symbol}"
+        )
+    if (
+        order.client_order_id is not None
+        and previous.client_order_id is not None
+        and order.client_order_id != previous.client_order_id
+    ):
+        raise StateError(
+            f"order {order_id!r} of {account_id!r} has client order id "
+            f"{previous.client_order_id!r}, an update says {order.client_order_id!r}"
+        )
 
 
 class OrderTracker:
@@ -147,36 +187,9 @@ class OrderTracker:
                 f"order {order.id!r} belongs to account {order.account_id!r}, "
                 f"not to {self.account_id!r}; it was not recorded"
             )
-        order_id = order.id
-        previous = self._find(order_id)
-        if previous is None:
-            return None
-        if previous is order:
-            return previous
-        if order.status not in LEGAL_TRANSITIONS[previous.status]:
-            raise IllegalTransition(
-                f"order {order_id!r} of {self.account_id!r} cannot go from "
-                f"{previous.status.value} to {order.status.value}"
-            )
-        if order.filled < previous.filled:
-            raise IllegalTransition(
-                f"filled amount of order {order_id!r} of {self.account_id!r} would shrink "
-                f"from {previous.filled!r} to {order.filled!r}; a fill counts once and stays"
-            )
-        if order.symbol != previous.symbol or order.side is not previous.side:
-            raise StateError(
-                f"order {order_id!r} of {self.account_id!r} was {previous.side.value} "
-                f"{previous.symbol}, an update says {order.side.value} {order.symbol}"
-            )
-        if (
-            order.client_order_id is not None
-            and previous.client_order_id is not None
-            and order.client_order_id != previous.client_order_id
-        ):
-            raise StateError(
-                f"order {order_id!r} of {self.account_id!r} has client order id "
-                f"{previous.client_order_id!r}, an update says {order.client_order_id!r}"
-            )
+        previous = self._find(order.id)
+        if previous is not None and previous is not order:
+            check_update(previous, order)
         return previous
 
     def set_last_price(self, symbol: str, price: float) -> None:

@@ -172,3 +172,16 @@ def test_oversell_is_reported_not_invented(tmp_path: Path) -> None:
     assert len(result.trades) == 1
     assert result.trades[0].quantity == pytest.approx(1.0)
     assert result.unmatched[0][1] == pytest.approx(0.5)
+
+
+def test_a_batch_updating_one_order_twice_is_checked_step_by_step(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite3") as store:
+        book = Books(store).get("A")
+        opened = _order("A", "O1")
+        filled = _order("A", "O1", status=OrderStatus.FILLED, filled=1.0)
+        with pytest.raises(IllegalTransition):
+            book.apply_orders([opened, filled, opened])
+        assert store.orders("A") == []
+        assert book.orders.get("O1") is None
+        book.apply_orders([opened, filled])
+        assert [o.status for o in store.orders("A")] == [OrderStatus.FILLED]

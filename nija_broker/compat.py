@@ -36,9 +36,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ._orders_figures import held_capital
 from .book import AccountBook, Books
 from .errors import StateError
-from .models import AccountMetrics, Order, OrderRole, OrderStatus, OrderType, Side, TradeRecord
+from .models import AccountMetrics, Order, OrderRole, OrderStatus, OrderType, TradeRecord
+from .orders import OrderTracker
 from .store import Store
 
 __all__ = [
@@ -210,16 +212,7 @@ def _seed_type(order: Order) -> str:
     return "market" if order.type is OrderType.MARKET else "limit"
 
 
-def _reservation(order: Order, fee_rate: float) -> float:
-    price = order.reference_price or 0.0
-    if not order.status.is_open and order.status is not OrderStatus.PENDING:
-        return 0.0
-    if order.side is Side.BUY:
-        return order.remaining * price * (1 + fee_rate)
-    return order.remaining * price
-
-
-def _to_info(order: Order, fee_rate: float) -> OrderInfo:
+def _to_info(order: Order, orders: OrderTracker) -> OrderInfo:
     price = order.reference_price or order.average or 0.0
     status = order.status.value if order.status is not OrderStatus.PARTIALLY_FILLED else "open"
     return OrderInfo(
@@ -229,7 +222,9 @@ def _to_info(order: Order, fee_rate: float) -> OrderInfo:
         filled_at=order.updated_at if order.status is OrderStatus.FILLED else None,
         cancelled_at=order.updated_at if order.status is OrderStatus.CANCELLED else None,
         order_type=_seed_type(order), parent_position_id=order.parent_position_id,
-        reserved_capital=_reservation(order, fee_rate),
+        # DESIGN's held capital of this one order, as the tracker computes it.
+        reserved_capital=held_capital([order], fee_rate=orders.fee_rate,
+                                      last_prices=orders.last_prices()).total,
     )
 
 
@@ -289,7 +284,7 @@ class AccountOrderTracker:
 
     def get_open_orders(self, account_id: str, order_type: str | None = None) -> list[OrderInfo]:
         book = self._book(account_id)
-        infos = [_to_info(o, book.orders.fee_rate) for o in book.orders.open_orders()]
+        infos = [_to_info(o, book.orders) for o in book.orders.open_orders()]
         return [i for i in infos if order_type is None or i.order_type == order_type]
 
     def get_order_count(self, account_id: str, order_type: str | None = None) -> int:

@@ -86,6 +86,9 @@ def test_held_capital_is_tracked_per_account_and_a_fill_releases_it(data_dir: st
     tracker.add_order(_order("A-1", "USER:alice", price=100.0, quantity=0.5))
     assert tracker.get_held_capital("PLATFORM") == pytest.approx(900.0 * 1.004)
     assert tracker.get_held_capital("USER:alice") == pytest.approx(50.0 * 1.004)
+    # Each open order reports its own share of the account's held capital.
+    assert sum(o.reserved_capital for o in tracker.get_open_orders("PLATFORM")) == \
+        pytest.approx(tracker.get_held_capital("PLATFORM"))
     assert tracker.mark_order_filled("P-1", "PLATFORM") is True
     assert tracker.get_held_capital("PLATFORM") == 0.0
     assert tracker.get_held_capital("USER:alice") == pytest.approx(50.0 * 1.004)

@@ -12,7 +12,7 @@ from the store on first use. No method of either takes two accounts' data.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -200,9 +200,12 @@ class Books:
     """One :class:`AccountBook` per account id, loaded from the store on first use."""
 
     def __init__(self, store: Store | None = None, *, settings: BookSettings | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 account_settings: Mapping[str, BookSettings] | None = None) -> None:
         self.store = store
         self.settings = settings or BookSettings()
+        """For accounts without an entry in ``account_settings``."""
+        self.account_settings = dict(account_settings or {})
         self.clock: Clock = clock or SystemClock()
         self._books: dict[str, AccountBook] = {}
         self._lock = threading.Lock()
@@ -214,8 +217,8 @@ class Books:
         with self._lock:
             book = self._books.get(account_id)
             if book is None:
-                book = AccountBook(account_id, self.store, settings=self.settings,
-                                   clock=self.clock)
+                settings = self.account_settings.get(account_id, self.settings)
+                book = AccountBook(account_id, self.store, settings=settings, clock=self.clock)
                 self._books[account_id] = book
             return book
 

@@ -125,9 +125,9 @@ class Broker:
         if self.serve_api:
             check_binding(config.api.host, self._api_token())
         self.store = Store(self._store_path)
-        fee_rate = {a.id: a.fee_rate for a in config.accounts}
-        self.books = Books(self.store, settings=BookSettings(
-            fee_rate=min(fee_rate.values()) if fee_rate else 0.004), clock=self.clock)
+        # Each account holds capital at its own fee rate (accounts[].fee_rate).
+        self.books = Books(self.store, clock=self.clock, account_settings={
+            a.id: BookSettings(fee_rate=a.fee_rate) for a in config.accounts})
         table = config.tier_table()
         for account in config.accounts:
             pinned = None if account.tier == "auto" else account.tier

@@ -199,3 +199,16 @@ def test_background_thread_mode_for_a_synchronous_bot(tmp_path: Path) -> None:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         loop.close()
+
+
+@pytest.mark.asyncio
+async def test_each_account_holds_capital_at_its_own_fee_rate(
+        emulator: EmulatorServer, tmp_path: Path) -> None:
+    raw = _config(emulator.url, tmp_path).model_dump()
+    raw["accounts"][1]["fee_rate"] = 0.001  # USER:alice; PLATFORM keeps the default
+    config = parse_config(raw)
+    async with Broker(config, environ=ENV, reconciler_settings=FAST,
+                      serve_api=False) as broker:
+        assert broker.books is not None
+        assert broker.books.get(ALICE).orders.fee_rate == pytest.approx(0.001)
+        assert broker.books.get(PLATFORM).orders.fee_rate == pytest.approx(0.004)

@@ -125,17 +125,6 @@ def convert_type(raw: Mapping[str, Any]) -> OrderType:
     return OrderType.LIMIT if _positive(raw.get("price")) is not None else OrderType.MARKET
 
 
-def infer_role(side: Side, order_type: OrderType) -> OrderRole:
-    """Spot, long only: a buy opens (ENTRY); a sell closes, as a stop, a target or plainly."""
-    if side is Side.BUY:
-        return OrderRole.ENTRY
-    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
-        return OrderRole.STOP
-    if order_type is OrderType.TAKE_PROFIT:
-        return OrderRole.TARGET
-    return OrderRole.EXIT
-
-
 def fee_in_quote(fee: Mapping[str, Any] | None, symbol: str, price: float | None) -> float | None:
     """One ccxt fee dict in quote currency; ``None`` when it cannot be valued (see module doc)."""
     if not fee:
@@ -211,7 +200,7 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
             symbol=symbol,
             side=side,
             type=order_type,
-            role=role or infer_role(side, order_type),
+            role=role or OrderRole.infer(side, order_type),
             price=price,
             stop_price=stop_price,
             amount=amount,

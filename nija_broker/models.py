@@ -49,6 +49,20 @@ class OrderRole(StrEnum):
     def is_entry(self) -> bool:
         return self is OrderRole.ENTRY
 
+    @classmethod
+    def infer(cls, side: Side, order_type: OrderType) -> OrderRole:
+        """The role of an order nobody labelled (spot, long only).
+
+        A buy opens or grows a position: an entry. A sell closes one: a stop if
+        it triggers on a falling price, a target if it is a take-profit, else a
+        plain exit.
+        """
+        if side is Side.BUY:
+            return cls.ENTRY
+        if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
+            return cls.STOP
+        return cls.TARGET if order_type is OrderType.TAKE_PROFIT else cls.EXIT
+
 
 class OrderStatus(StrEnum):
     PENDING = "pending"

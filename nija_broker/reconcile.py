@@ -59,18 +59,8 @@ def snapshot_of(tracked: Iterable[Order]) -> Snapshot:
 
 
 def infer_role(order: Order) -> OrderRole:
-    """The role of an order someone else placed (spot, long only).
-
-    A buy opens or grows a position: an entry. A sell closes one: a stop if it
-    triggers on a falling price, a target if it is a take-profit, else a plain exit.
-    """
-    if order.side is Side.BUY:
-        return OrderRole.ENTRY
-    if order.type in (OrderType.STOP, OrderType.STOP_LIMIT):
-        return OrderRole.STOP
-    if order.type is OrderType.TAKE_PROFIT:
-        return OrderRole.TARGET
-    return OrderRole.EXIT
+    """The role of an order someone else placed: :meth:`OrderRole.infer`."""
+    return OrderRole.infer(order.side, order.type)
 
 
 def adopt(order: Order, role: OrderRole | None = None) -> Order:

@@ -32,10 +32,19 @@ from typing import Any
 from adapters.base import OrderRequest
 from nija_broker.clock import from_ms, to_ms
 from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
-from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, OrderType, Side
+from nija_broker.models import (
+    Balance,
+    Fill,
+    Market,
+    Order,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Side,
+)
 
 from . import _wire as wire
-from ._wire import decimals_of, role_of
+from ._wire import decimals_of
 
 # Unified code -> (Kraken asset code, Kraken short name), for assets Kraken lists with an
 # X (crypto) or Z (fiat) prefix. Everything else keeps its own name as code and altname.
@@ -432,7 +441,7 @@ def order_request(params: Mapping[str, str], symbol: str) -> OrderRequest:
     return OrderRequest(
         symbol=symbol, side=side, type=order_type, amount=amount, price=limit,
         stop_price=trigger, client_order_id=client_id, post_only="post" in flags,
-        role=role_of(side, order_type),
+        role=OrderRole.infer(side, order_type),
     )
 
 

@@ -1,4 +1,4 @@
-"""What the emulated exchanges' wire dialects share: numbers in, step decimals, order roles.
+"""What the emulated exchanges' wire dialects share: numbers in, step decimals.
 
 Each dialect (:mod:`~adapters.emulator.binance`, :mod:`~adapters.emulator._kraken_wire`)
 keeps its own error type and wording; the helpers here take the dialect's
@@ -12,9 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from nija_broker.models import OrderRole, OrderType, Side
-
-__all__ = ["decimals_of", "number", "role_of"]
+__all__ = ["decimals_of", "number"]
 
 
 def number(params: Mapping[str, str], name: str, *, required: bool,
@@ -47,10 +45,3 @@ def decimals_of(step: float | None, default: int = 8) -> int:
     return max(-int(exponent), 0)
 
 
-def role_of(side: Side, order_type: OrderType) -> OrderRole:
-    """Spot, long only: a buy opens (ENTRY); a sell closes, as a stop, a target or plainly."""
-    if side is Side.BUY:
-        return OrderRole.ENTRY
-    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
-        return OrderRole.STOP
-    return OrderRole.TARGET if order_type is OrderType.TAKE_PROFIT else OrderRole.EXIT

@@ -22,6 +22,7 @@ from nija_broker.models import (
     Fill,
     Market,
     Order,
+    OrderRole,
     OrderStatus,
     OrderType,
     Side,
@@ -29,7 +30,7 @@ from nija_broker.models import (
 )
 
 from . import _wire as wire
-from ._wire import decimals_of, role_of
+from ._wire import decimals_of
 
 # Binance's order statuses (ENUM "Order status").
 _STATUS = {
@@ -361,7 +362,7 @@ def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
         symbol=symbol, side=side, type=order_type, amount=amount,
         price=None if kind == "MARKET" else price, stop_price=stop,
         client_order_id=client_order_id, post_only=kind == "LIMIT_MAKER",
-        role=role_of(side, order_type),
+        role=OrderRole.infer(side, order_type),
     )
 
 

@@ -247,6 +247,7 @@ def equity_of(
 # rounding and fees, not a missing order.
 HOLD_MISMATCH_ABS = 1.0
 HOLD_MISMATCH_REL = 0.02
+_MONEY = frozenset({"USD", "USDT", "USDC", "EUR", "GBP"})
 
 
 def hold_mismatches(open_orders: Iterable[Order], balances: Mapping[str, Balance],
@@ -279,8 +280,9 @@ def hold_mismatches(open_orders: Iterable[Order], balances: Mapping[str, Balance
     for currency in sorted(set(high) | {c for c, b in balances.items() if b.used > 0}):
         used = balances[currency].used if currency in balances else 0.0
         lo, hi = low.get(currency, 0.0), high.get(currency, 0.0)
-        slack = max(HOLD_MISMATCH_ABS if currency == _quote_of(balances, currency) else 0.0,
-                    HOLD_MISMATCH_REL * max(used, hi))
+        # Money gets an absolute slack for fees and rounding; base amounts only a relative one.
+        absolute = HOLD_MISMATCH_ABS if currency in _MONEY else 0.0
+        slack = max(absolute, HOLD_MISMATCH_REL * max(used, hi))
         if lo - slack <= used <= hi + slack:
             continue
         problems.append(
@@ -289,8 +291,3 @@ def hold_mismatches(open_orders: Iterable[Order], balances: Mapping[str, Balance
             "our knowing"
         )
     return problems
-
-
-def _quote_of(balances: Mapping[str, Balance], currency: str) -> str:
-    """Money-like currencies get an absolute slack; base amounts only a relative one."""
-    return currency if currency in ("USD", "USDT", "USDC", "EUR", "GBP") else ""

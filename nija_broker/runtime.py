@@ -111,6 +111,7 @@ class Broker:
         self.api: ApiServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stale_cancelling: set[tuple[str, str]] = set()
         self._started = False
         self._closed = False
 
@@ -221,10 +222,14 @@ class Broker:
         if isinstance(event, FillsBooked):
             for _ in event.fills:
                 self.metrics.record_fill(account)
-        elif isinstance(event, OrderCancelled):
-            self.metrics.record_cancellation(account, stale=False)
         elif isinstance(event, StaleOrderFound) and event.action == "cancel":
-            self.metrics.record_cancellation(account, stale=True)
+            # Counted when the exchange confirms the cancel (it may say "filled" instead).
+            self._stale_cancelling.add((account, event.order.id))
+        elif isinstance(event, OrderCancelled):
+            key = (account, event.order.id)
+            stale = key in self._stale_cancelling
+            self._stale_cancelling.discard(key)
+            self.metrics.record_cancellation(account, stale=stale)
         elif isinstance(event, IntentResolved | IntentReleased) and self.guard is not None:
             self.guard.settle_client_id(account, event.client_order_id,
                                         resolved=isinstance(event, IntentResolved),
@@ -291,6 +296,7 @@ class BrokerThread:
         self._config = config
         self._kwargs = broker_kwargs
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stale_cancelling: set[tuple[str, str]] = set()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None

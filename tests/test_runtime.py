@@ -212,3 +212,29 @@ async def test_each_account_holds_capital_at_its_own_fee_rate(
         assert broker.books is not None
         assert broker.books.get(ALICE).orders.fee_rate == pytest.approx(0.001)
         assert broker.books.get(PLATFORM).orders.fee_rate == pytest.approx(0.004)
+
+
+def test_a_stale_cancellation_counts_once_in_each_counter(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from nija_broker.events import OrderCancelled, StaleOrderFound
+    from nija_broker.models import Order
+
+    broker = Broker(_config("http://127.0.0.1:9", tmp_path), environ=ENV, serve_api=False)
+    at = SystemClock().now()
+    resting = Order(id="7", account_id=ALICE, symbol="ETH/USDT", side="buy", price=2_000.0,
+                    amount=0.01, created_at=at)
+    cancelled = resting.replace(status=OrderStatus.CANCELLED)
+    broker._on_event(StaleOrderFound(account_id=ALICE, at=at, order=resting, max_age_s=60.0,
+                                     action="cancel"))
+    broker._on_event(OrderCancelled(account_id=ALICE, at=at, order=cancelled, previous=resting,
+                                    fill=None))
+    other = cancelled.replace(id="8")
+    broker._on_event(OrderCancelled(account_id=ALICE, at=at, order=other, previous=None,
+                                    fill=None))
+    body, _ = broker.metrics.render()
+    samples = {(s.name, s.labels.get("account")): s.value
+               for family in text_string_to_metric_families(body.decode())
+               for s in family.samples}
+    assert samples[("nija_broker_cancellations_total", ALICE)] == 2.0
+    assert samples[("nija_broker_stale_cancellations_total", ALICE)] == 1.0

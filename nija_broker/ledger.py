@@ -60,20 +60,34 @@ def apply_fill(
     return _sell(position, fill)
 
 
+def _unvalued(fill: Fill) -> tuple[str, ...]:
+    return () if fill.fee_valued else (fill.fee_text,)
+
+
 def _buy(position: Position | None, fill: Fill) -> Position:
+    # A fee taken in the base currency (Binance without BNB) arrives as less base:
+    # the account holds amount - fee, bought at the fill's price; the fee's value
+    # (fill.fee) is an entry fee like any other, so cash paid = cost basis + fees.
+    received = fill.amount - fill.base_fee
+    if received <= 0:
+        raise StateError(
+            f"fill {fill.key}: a fee of {fill.fee_text} leaves nothing of the "
+            f"{fill.amount!r} bought"
+        )
     if position is None:
         return Position(
             account_id=fill.account_id,
             symbol=fill.symbol,
-            quantity=fill.amount,
+            quantity=received,
             avg_price=fill.price,
             entry_fees=fill.fee,
             opened_at=fill.timestamp,
             updated_at=fill.timestamp,
             risk_usd=fill.risk_usd,
+            unvalued_fees=_unvalued(fill),
         )
-    quantity = position.quantity + fill.amount
-    avg_price = (position.cost_basis + fill.notional) / quantity
+    quantity = position.quantity + received
+    avg_price = (position.cost_basis + received * fill.price) / quantity
     risk_usd = position.risk_usd
     if fill.risk_usd is not None:
         risk_usd = (risk_usd or 0.0) + fill.risk_usd
@@ -87,25 +101,28 @@ def _buy(position: Position | None, fill: Fill) -> Position:
         opened_at=min(position.opened_at, fill.timestamp),
         updated_at=max(position.updated_at, fill.timestamp),
         risk_usd=risk_usd,
+        unvalued_fees=(*position.unvalued_fees, *_unvalued(fill)),
     )
 
 
 def _sell(
     position: Position | None, fill: Fill
 ) -> tuple[Position | None, tuple[TradeRecord, ...], float]:
+    # A fee taken in the base currency leaves the account on top of what was sold.
+    given = fill.amount + fill.base_fee
     if position is None or position.quantity <= 0:
-        return None, (), fill.amount
+        return None, (), given
     held = position.quantity
-    leftover = held - fill.amount
-    dust = DUST_REL * max(held, fill.amount)
+    leftover = held - given
+    dust = DUST_REL * max(held, given)
     closes = leftover <= dust
-    matched = held if closes else fill.amount
-    unmatched = fill.amount - held if leftover < -dust else 0.0
+    matched = held if closes else given
+    unmatched = given - held if leftover < -dust else 0.0
 
     # Exact shares on a full close, so the released fees and risk are the
     # position's own numbers, not a product that differs in the last bit.
     share_of_position = 1.0 if closes else matched / held
-    share_of_fill = 1.0 if unmatched == 0.0 else matched / fill.amount
+    share_of_fill = 1.0 if unmatched == 0.0 else matched / given
     entry_fees = position.entry_fees * share_of_position
     risk_usd = position.risk_usd * share_of_position if position.risk_usd is not None else None
     entry_price = position.avg_price
@@ -125,6 +142,7 @@ def _sell(
         entry_time=min(position.opened_at, fill.timestamp),
         exit_time=fill.timestamp,
         risk_usd=risk_usd if risk_usd is not None and risk_usd > 0 else None,
+        unvalued_fees=(*position.unvalued_fees, *_unvalued(fill)),
     )
     if closes:
         return None, (trade,), unmatched
@@ -140,6 +158,7 @@ def _sell(
         opened_at=position.opened_at,
         updated_at=max(position.updated_at, fill.timestamp),
         risk_usd=remaining_risk if remaining_risk is not None and remaining_risk > 0 else None,
+        unvalued_fees=position.unvalued_fees,
     )
     return after, (trade,), 0.0
 

@@ -203,7 +203,15 @@ class Order(_Model):
 
 
 class Fill(_Model):
-    """One execution. ``fee`` is in the quote currency.
+    """One execution, with the fee the exchange charged for it.
+
+    ``fee`` is the fee valued in the quote currency. ``fee_currency`` and
+    ``fee_cost`` say what the exchange actually took (``None``: the quote, and
+    ``fee_cost == fee``). A fee in the base currency also changes what the
+    account received or gave (:attr:`base_fee`); a fee in a third currency
+    (BNB, KFEE) is valued at the fill, and when no price values it
+    ``fee_valued`` is False: ``fee`` is then 0 and the fee stays in
+    ``fee_cost`` / ``fee_currency``, never dropped.
 
     A fill is identified by (account, order id, trade id); exchanges that do
     not report trade ids are keyed by the order's cumulative filled amount.
@@ -217,6 +225,9 @@ class Fill(_Model):
     amount: PositiveFloat
     price: PositiveFloat
     fee: NonNegativeFloat = 0.0
+    fee_currency: str | None = None
+    fee_cost: NonNegativeFloat | None = None
+    fee_valued: bool = True
     timestamp: UTCDateTime
     cumulative_filled: NonNegativeFloat | None = None
     role: OrderRole | None = None
@@ -230,6 +241,15 @@ class Fill(_Model):
             raise ValueError(
                 f"fill of order {self.order_id!r} needs a trade_id or a cumulative_filled"
             )
+        if self.fee_currency is not None and self.fee_currency != self.fee_currency.upper():
+            object.__setattr__(self, "fee_currency", self.fee_currency.upper())
+        if not self.fee_valued and (self.fee != 0.0 or not self.fee_cost
+                                    or self.fee_currency is None):
+            raise ValueError(
+                f"fill of order {self.order_id!r}: an unvalued fee is kept as fee_cost and "
+                f"fee_currency with fee 0, got fee={self.fee!r} fee_cost={self.fee_cost!r} "
+                f"fee_currency={self.fee_currency!r}"
+            )
         return self
 
     @property
@@ -241,6 +261,22 @@ class Fill(_Model):
     @property
     def notional(self) -> float:
         return self.amount * self.price
+
+    @property
+    def base_fee(self) -> float:
+        """The fee taken in the base currency: a buy received ``amount - base_fee``,
+        a sell gave ``amount + base_fee``."""
+        if self.fee_currency is None or self.fee_cost is None:
+            return 0.0
+        base = self.symbol.split("/")[0]
+        return self.fee_cost if self.fee_currency == base else 0.0
+
+    @property
+    def fee_text(self) -> str:
+        """The fee as the exchange charged it, e.g. ``0.00012 BNB``."""
+        currency = self.fee_currency or self.symbol.split("/")[1]
+        cost = self.fee_cost if self.fee_cost is not None else self.fee
+        return f"{cost:.8g} {currency}"
 
 
 class TradeRecord(_Model):
@@ -270,6 +306,9 @@ class TradeRecord(_Model):
     hold_time_seconds: NonNegativeFloat | None = None
     is_win: bool | None = None
     risk_usd: PositiveFloat | None = None
+    unvalued_fees: tuple[str, ...] = ()
+    """Fees the exchange charged in a currency no price valued (``"0.05 KFEE"``): not in
+    ``fees`` nor ``net_pnl``, listed so nobody reads the net as complete."""
 
     _normalize_symbol = field_validator("symbol")(classmethod(lambda cls, v: normalize_symbol(v)))
 
@@ -419,6 +458,8 @@ class Position(_Model):
     opened_at: UTCDateTime
     updated_at: UTCDateTime
     risk_usd: PositiveFloat | None = None
+    unvalued_fees: tuple[str, ...] = ()
+    """Entry fees charged in a currency no price valued (see :attr:`Fill.fee_valued`)."""
 
     _normalize_symbol = field_validator("symbol")(classmethod(lambda cls, v: normalize_symbol(v)))
 

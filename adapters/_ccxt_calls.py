@@ -43,6 +43,7 @@ from tenacity.stop import stop_base
 from nija_broker.clock import Clock
 from nija_broker.errors import (
     ExchangeError,
+    ImpossibleAnswer,
     InvalidOrder,
     OrderError,
     OrderNotFound,
@@ -169,9 +170,20 @@ class CcxtCalls:
     def _order(self, raw: Mapping[str, Any]) -> Order:
         return self._memo.convert(raw, self._clock.now())
 
-    def _orders(self, raws: Iterable[Mapping[str, Any]]) -> list[Order]:
+    def _orders(self, raws: Iterable[Mapping[str, Any]],
+                problems: list[ImpossibleAnswer] | None = None) -> list[Order]:
+        """Convert a listing. With ``problems``, an impossible row is left out and reported
+        there (one broken order must not blind the account to every other)."""
         now = self._clock.now()
-        return [self._memo.convert(raw, now) for raw in raws]
+        if problems is None:
+            return [self._memo.convert(raw, now) for raw in raws]
+        orders = []
+        for raw in raws:
+            try:
+                orders.append(self._memo.convert(raw, now))
+            except ImpossibleAnswer as exc:
+                problems.append(exc)
+        return orders
 
     def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
         has = getattr(self._ex, "has", {}) or {}

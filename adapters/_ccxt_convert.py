@@ -29,7 +29,7 @@ import ccxt.async_support as ccxt
 from pydantic import ValidationError
 
 from nija_broker.clock import from_ms
-from nija_broker.errors import ExchangeError
+from nija_broker.errors import ExchangeError, ImpossibleAnswer
 from nija_broker.models import (
     Balance,
     Fill,
@@ -87,6 +87,27 @@ def _non_negative(value: Any) -> float:
     return number if number is not None else 0.0
 
 
+def _sound(raw: Mapping[str, Any], name: str, what: str = "order") -> None:
+    """Refuse a figure no exchange can mean: negative, NaN or infinite.
+
+    ccxt reports 0 or None for "not known", which the readers above take as such;
+    a negative or non-finite figure is a broken answer, and reading it as 0
+    would book something the exchange never did.
+    """
+    value = raw.get(name)
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return
+    if not math.isfinite(number) or number < 0:
+        ident = str(raw.get("id") or "?")
+        raise ImpossibleAnswer(
+            f"the exchange reports {what} {ident} with {name} = {value!r}; nothing is booked "
+            "from this answer", order_id=ident if what == "order" else None, field=name)
+
+
 def _when(ts_ms: Any, fallback: datetime) -> datetime:
     return from_ms(ts_ms) if isinstance(ts_ms, int | float) and ts_ms > 0 else fallback
 
@@ -94,6 +115,11 @@ def _when(ts_ms: Any, fallback: datetime) -> datetime:
 def _invalid(what: str, raw: Mapping[str, Any], exc: Exception) -> ExchangeError:
     ident = raw.get("id") or raw.get("symbol") or "?"
     return ExchangeError(f"cannot read {what} {ident!r} from the exchange: {exc}")
+
+
+# Exchanges print both figures in decimals of the market's step; a float quotient of
+# them may exceed the amount in the last bits only.
+_FILLED_SLACK = 1e-9
 
 
 def convert_status(status: str | None, filled: float) -> OrderStatus:
@@ -167,13 +193,22 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
     amount means filled in full. ``client_id`` reads the exchange's client
     order id back into ours.
     """
+    for name in ("amount", "filled", "price", "average", "cost"):
+        _sound(raw, name)
     try:
         symbol = normalize_symbol(str(raw.get("symbol")))
         side = Side(str(raw.get("side")).lower())
         amount = _positive(raw.get("amount"))
         if amount is None:
             raise ValueError("no amount reported")
-        filled = min(_non_negative(raw.get("filled")), amount)
+        filled = _non_negative(raw.get("filled"))
+        if filled > amount * (1 + _FILLED_SLACK):
+            ident = str(raw.get("id") or "?")
+            raise ImpossibleAnswer(
+                f"the exchange reports order {ident} filled {filled!r} of an amount of "
+                f"{amount!r} (field: filled); nothing is booked from this answer",
+                order_id=ident, field="filled")
+        filled = min(filled, amount)
         if raw.get("filled") is None and str(raw.get("status")).lower() == "closed":
             filled = amount
         status = convert_status(raw.get("status"), filled)
@@ -216,13 +251,48 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
         raise _invalid("order", raw, exc) from exc
 
 
+def _trade_fee(raw: Mapping[str, Any], symbol: str,
+               price: float | None) -> tuple[float, str | None, float | None, bool]:
+    """(fee in quote, currency charged, amount charged, valued) of one ccxt trade.
+
+    A fee in a third currency (BNB, KFEE) cannot be valued here: it comes back
+    unvalued (0 in quote, ``valued`` False) with its currency and amount, for the
+    reconciler to value at the exchange's prices.
+    """
+    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+    base, quote = split_symbol(symbol)
+    by_currency: dict[str, float] = {}
+    for fee in fees:
+        if not isinstance(fee, Mapping):
+            continue
+        _sound(fee, "cost", "fee of trade")
+        cost = _non_negative(fee.get("cost"))
+        if cost > 0:
+            currency = str(fee.get("currency") or quote).upper()
+            by_currency[currency] = by_currency.get(currency, 0.0) + cost
+    if not by_currency:
+        return 0.0, None, None, True
+    if len(by_currency) > 1:
+        raise ValueError(f"fees in several currencies {sorted(by_currency)}")
+    (currency, cost), = by_currency.items()
+    if currency == quote:
+        return cost, currency, cost, True
+    if currency == base and price is not None:
+        return cost * price, currency, cost, True
+    return 0.0, currency, cost, False
+
+
 def convert_trade(raw: Mapping[str, Any], *, account_id: str, now: datetime) -> Fill:
+    """A ccxt trade -> :class:`Fill`, keyed by the exchange's trade id, fee as charged."""
+    for name in ("amount", "price", "cost"):
+        _sound(raw, name, "trade")
     try:
         symbol = normalize_symbol(str(raw.get("symbol")))
         price = _positive(raw.get("price"))
         order_id = raw.get("order")
         if not order_id:
             raise ValueError("trade without an order id")
+        fee, currency, cost, valued = _trade_fee(raw, symbol, price)
         return Fill(
             account_id=account_id,
             order_id=str(order_id),
@@ -231,7 +301,10 @@ def convert_trade(raw: Mapping[str, Any], *, account_id: str, now: datetime) -> 
             side=Side(str(raw.get("side")).lower()),
             amount=raw.get("amount"),
             price=price,
-            fee=_fees_in_quote(raw, symbol, price),
+            fee=fee,
+            fee_currency=currency,
+            fee_cost=cost,
+            fee_valued=valued,
             timestamp=_when(raw.get("timestamp"), now),
         )
     except (KeyError, ValueError, ValidationError) as exc:

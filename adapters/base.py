@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from nija_broker.errors import ImpossibleAnswer
 from nija_broker.models import Balance, Fill, Market, Order, OrderRole, OrderType, Side, Ticker
 
 
@@ -26,6 +27,9 @@ class Capabilities:
     """A websocket order stream exists (ccxt.pro)."""
     client_order_id: bool = True
     """Orders can carry our own client order id."""
+    order_trades: bool = False
+    """``fetch_order_trades`` reports an order's trades with their ids and fees: fills are
+    then booked from trades, by trade id; otherwise by the cumulative rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class OpenOrdersPage:
     calls: int
     complete: bool = True
     """False when the exchange truncated the answer: absence then proves nothing."""
+    problems: Sequence[ImpossibleAnswer] = ()
+    """Rows left out because they were impossible (the page is then incomplete)."""
 
 
 @runtime_checkable
@@ -81,6 +87,10 @@ class Exchange(Protocol):
         ...
 
     async def fetch_my_trades(self, symbol: str | None, since: datetime | None) -> list[Fill]: ...
+
+    async def fetch_order_trades(self, order: Order) -> list[Fill]:
+        """The trades of ``order`` so far; raises ``Unsupported`` where there are none."""
+        ...
 
     async def fetch_balance(self) -> Mapping[str, Balance]: ...
 

@@ -23,12 +23,15 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._reconciler_intents import resolve_intents
+from ._reconciler_fills import Owed, book_trades, check_positions, follow_known
+from ._reconciler_intents import followed_of, resolve_intents
 from .book import AccountBook, Books
 from .clock import Clock
 from .errors import (
     AccountFatal,
     ExchangeError,
+    IllegalTransition,
+    ImpossibleAnswer,
     OrderError,
     StateError,
     TransientError,
@@ -45,9 +48,10 @@ from .events import (
 )
 from .health import AccountLive
 from .models import Balance, Order
-from .reconcile import Snapshot, diff, equity_of, hold_mismatches, resolve
+from .reconcile import Snapshot, diff, hold_mismatches, resolve
 from .store import Intent, Store
 from .tiers import StaleAction
+from .valuation import order_symbols, prices_of, tickers_to_fetch, value_balances
 
 if TYPE_CHECKING:
     from adapters.base import Exchange
@@ -73,7 +77,8 @@ class AccountSync:
 
     def __init__(self, account_id: str, exchange: Exchange, live: AccountLive, *,
                  books: Books, settings: ReconcilerSettings, clock: Clock,
-                 bus: EventBus, run_book: RunBook[Any]) -> None:
+                 bus: EventBus, run_book: RunBook[Any],
+                 watch_symbols: Sequence[str] = ()) -> None:
         self.account_id = account_id
         self.exchange = exchange
         self.live = live
@@ -102,6 +107,13 @@ class AccountSync:
         """The last complete listing before the last successful closed-orders sweep."""
         self.sweep_supported = True
         self.sweep_per_symbol = False
+        self.owed: dict[str, Owed] = {}
+        """Orders (or followed ids) whose trades or look-ups failed: attempts, alerted."""
+        self.position_mismatches: dict[str, tuple[float, float]] = {}
+        """Ledger vs balance disagreements at the last refresh, by base currency."""
+        self.known_symbols: set[str] = set(watch_symbols)
+        """Every symbol the account ever ordered, filled, held or reserved, and its
+        ``watch_symbols``: where the closed-orders sweep looks."""
         self.poll_interval_s = settings.poll_interval_for(account_id)
         self.balance_interval_s = settings.balance_interval_for(account_id)
 
@@ -157,17 +169,24 @@ class AccountSync:
                     try:
                         await self._apply([change])
                         applied.append(change)
-                    except StateError as exc:
+                    except IllegalTransition as exc:
+                        # The guard applied a newer version meanwhile: the next listing wins.
                         log.info("account %s: update of order %s refused: %s",
                                  self.account_id, change.order.id, exc)
+                    except StateError as exc:
+                        others.append(AttentionRequired(
+                            account_id=self.account_id, at=self.clock.now(),
+                            order_id=change.order.id,
+                            reason=f"update of order {change.order.id} not booked: {exc}"))
         self.publish([*others, *applied])
         return applied
 
     async def _apply(self, changes: Sequence[OrderEvent]) -> None:
+        # The book computes the fills these changes imply, under its lock (invariant 3).
         orders = [change.order for change in changes]
-        fills = [change.fill for change in changes if change.fill is not None]
         book = self.book
-        booked = await self.run_book(partial(book.apply_changes, orders, fills))
+        booked = await self.run_book(partial(book.apply_changes, orders))
+        self.known_symbols.update(order.symbol for order in orders)
         fresh = tuple(r.fill for r in booked.results if not r.duplicate)
         if fresh:
             self.bus.publish([FillsBooked(account_id=self.account_id, at=self.clock.now(),
@@ -175,14 +194,11 @@ class AccountSync:
                                           unmatched=booked.unmatched)])
 
     def symbols_to_list(self) -> list[str]:
-        """Symbols to ask about where an exchange lists open orders one symbol at a time."""
-        quote = self.live.quote_currency
-        wanted = {order.symbol for order in self.book.orders.live_orders()}
-        wanted.update(
-            f"{currency}/{quote}" for currency, balance in self.live.balances.items()
-            if currency != quote and balance.total > 0
-        )
+        """Symbols to ask about where an exchange lists open orders one symbol at a time:
+        those of live orders, and the markets of held currencies (:func:`order_symbols`)."""
         markets = self.live.markets
+        wanted = {order.symbol for order in self.book.orders.live_orders()}
+        wanted.update(order_symbols(self.live.balances, self.live.quote_currency, markets))
         return sorted(s for s in wanted if not markets or s in markets)
 
     # ------------------------------------------------------------------ the cycle
@@ -192,18 +208,46 @@ class AccountSync:
         if self.book_or_none is None:
             # Loading reads the store: on the book thread, not on the event loop.
             self.book_or_none = await self.run_book(partial(self.books.get, self.account_id))
+        self.book.fills_from_trades = self.exchange.capabilities.order_trades
         markets = await self.ask(self.exchange.load_markets, "load_markets")
         self.live.markets = dict(markets)
         if self.store is not None:
-            self.intents = await self.run_book(
-                partial(self.store.pending_intents, self.account_id))
+            store = self.store
+            self.intents = await self.run_book(partial(store.pending_intents, self.account_id))
+            self.known_symbols |= await self.run_book(partial(store.symbols, self.account_id))
+            for intent in await self.run_book(partial(store.unfollowed_intents,
+                                                      self.account_id)):
+                self.book.follow(followed_of(intent))
         await self.cycle(startup=True)
         self.started = True
+
+    def price_step(self, symbol: str) -> float | None:
+        market = self.live.markets.get(symbol)
+        return market.price_step if market is not None else None
+
+    def price_steps(self) -> dict[str, float]:
+        return {s: m.price_step for s, m in self.live.markets.items() if m.price_step}
+
+    async def refresh_holdings(self) -> None:
+        """Balances alone, between full refreshes: what an account holds, within one poll.
+
+        For accounts whose tier forbids DCA: an entry the bot sent on its own that
+        filled at once shows here as a base balance, and the guard's DCA and
+        duplicate rules see it at the next decision. One ``fetch_balance`` a cycle.
+        """
+        balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
+        self.live.balances = dict(balances)
+        check_positions(self, balances)
 
     async def cycle(self, *, startup: bool = False) -> None:
         balances_due = startup or self.clock.monotonic() >= self.balance_due_mono
         if balances_due:
             await self.refresh_balances()
+            check_positions(self, self.live.balances)
+        else:
+            policy = self.live.policy()
+            if policy is not None and not policy.allow_dca:
+                await self.refresh_holdings()
         symbols = None
         if not self.exchange.capabilities.open_orders_without_symbol:
             symbols = self.symbols_to_list()
@@ -214,7 +258,10 @@ class AccountSync:
         if page.complete:
             self.last_complete_listing = asked_at
         tracked = {order.id: order for order in self.book.orders.live_orders()}
-        events = diff(tracked, Snapshot(page.orders, page.complete), now)
+        events = diff(tracked, Snapshot(page.orders, page.complete), now, self.price_steps())
+        events.extend(AttentionRequired(account_id=self.account_id, at=now,
+                                        order_id=problem.order_id, reason=str(problem))
+                      for problem in page.problems)
         listed = {order.id for order in page.orders}
         self.ever_listed |= listed
         for order_id in self.unconfirmed.keys() & listed:
@@ -227,9 +274,12 @@ class AccountSync:
             await self.sweep_closed(now)
         await self.confirm(now, budget=None if startup else self.settings.confirm_budget,
                            startup=startup)
+        budget = None if startup else self.settings.confirm_budget
+        await follow_known(self, budget=budget)
         await self.handle_stale()
         if self.intents:
             await resolve_intents(self)
+        await book_trades(self, budget=budget)
         if balances_due:
             self.book.cleanup_terminal(now)
 
@@ -264,6 +314,14 @@ class AccountSync:
                                                 order.symbol), "fetch_order")
             except AccountFatal:
                 raise
+            except ImpossibleAnswer as exc:
+                # Nothing is booked from it; the order keeps its last good state, and a
+                # later truthful answer (a cancel) still ends it.
+                entry.attempts += 1
+                self.publish([AttentionRequired(account_id=self.account_id,
+                                                at=self.clock.now(), order_id=order.id,
+                                                reason=str(exc))])
+                continue
             except ExchangeError as exc:
                 # Not found, timed out, rate limited: none of it says the order ended.
                 entry.attempts += 1
@@ -277,7 +335,7 @@ class AccountSync:
                                 f"with {type(exc).__name__}: {exc}; it stays open"),
                     )])
                 continue
-            event = resolve(order, answer, self.clock.now())
+            event = resolve(order, answer, self.clock.now(), self.price_step(order.symbol))
             applied = await self.commit([event]) if event is not None else []
             if event is None or applied or answer.is_open:
                 # The exchange spoke: ended (applied), or still open and due in the next listing.
@@ -335,11 +393,13 @@ class AccountSync:
     async def _closed_orders(self, since: datetime, per_symbol: bool) -> list[Order]:
         scopes: list[str | None] = [None]
         if per_symbol:
-            # Held, open, recently traded or positioned symbols: where an unseen order can be.
-            wanted = set(self.symbols_to_list())
+            # Every symbol ever held, traded, ordered or reserved, and the watch list:
+            # where an order nobody saw open can be.
+            wanted = set(self.symbols_to_list()) | self.known_symbols
             wanted.update(order.symbol for order in self.book.orders.orders())
             wanted.update(position.symbol for position in self.book.positions())
-            scopes = [*sorted(wanted)]
+            markets = self.live.markets
+            scopes = [s for s in sorted(wanted) if not markets or s in markets]
         answers: list[Order] = []
         for scope in scopes:
             answers.extend(await self.ask(
@@ -410,28 +470,50 @@ class AccountSync:
                                             reason=f"held capital check: {problem}")])
 
     async def refresh_balances(self) -> None:
+        """Balances, the tickers that value them, equity and tier (DESIGN: Equity).
+
+        Every holding is valued in the account's quote currency at the exchange's
+        prices (:mod:`nija_broker.valuation`). Holdings no price values are listed
+        on the live view and logged once per change. Equity that cannot be
+        established (nothing valued, something unvalued) is never recorded as zero:
+        the equity curve and the tier keep their last figures, the live equity is
+        unknown and the account reports ``degraded`` until a refresh values it.
+        """
         balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
         quote = self.live.quote_currency
-        markets = self.live.markets
-        symbols = sorted(
-            f"{currency}/{quote}" for currency, balance in balances.items()
-            if currency != quote and balance.total > 0
-            and (not markets or f"{currency}/{quote}" in markets)
-        )
+        symbols = tickers_to_fetch(balances, quote, self.live.markets)
         tickers = {}
         if symbols:
             tickers = dict(await self.ask(partial(self.exchange.fetch_tickers, symbols),
                                           "fetch_tickers"))
-        equity_usd, unpriced = equity_of(balances, tickers, quote)
+        valued = value_balances(balances, prices_of(tickers), quote)
         now = self.clock.now()
-        await self.run_book(partial(self.book.update_equity, equity_usd, now))
+        if valued.established:
+            await self.run_book(partial(self.book.update_equity, valued.equity, now))
         for symbol, ticker in tickers.items():
             if ticker.last is not None:
                 self.book.orders.set_last_price(symbol, ticker.last)
+        before = (self.live.unvalued_holdings, self.live.valuation_problem)
         self.live.balances = dict(balances)
-        self.live.equity_usd = equity_usd
+        self.live.equity_usd = valued.equity if valued.established else None
+        self.live.unvalued_holdings = valued.unvalued
+        self.live.valuation_problem = valued.problem
+        if (valued.unvalued, valued.problem) != before:
+            # Said once per change, not on every refresh: the holdings rarely change.
+            if valued.problem is not None:
+                log.warning("account %s: %s; it reports degraded, and its equity curve and "
+                            "tier keep their last figures", self.account_id, valued.problem)
+            elif valued.unvalued:
+                log.warning("account %s holds %s, which no ticker of the exchange values in %s "
+                            "(directly, or through a stablecoin or USD leg); left out of its "
+                            "equity", self.account_id, ", ".join(valued.unvalued), quote)
+            else:
+                log.info("account %s: every holding is valued in %s again",
+                         self.account_id, quote)
         self.cross_check_holds(balances, now)
-        tier = self.live.tier.update(equity_usd)
         self.balance_due_mono = self.clock.monotonic() + self.balance_interval_s
-        self.publish([BalancesUpdated(account_id=self.account_id, at=now, equity_usd=equity_usd,
-                                      tier=tier.name, unpriced=unpriced)])
+        if valued.established:
+            tier = self.live.tier.update(valued.equity)
+            self.publish([BalancesUpdated(account_id=self.account_id, at=now,
+                                          equity_usd=valued.equity, tier=tier.name,
+                                          unpriced=valued.unvalued)])

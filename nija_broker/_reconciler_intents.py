@@ -20,11 +20,13 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .book import Followed
 from .errors import AccountFatal, ExchangeError, OrderNotFound
 from .events import AttentionRequired, IntentReleased, IntentResolved, order_event
 from .models import OrderRole
 from .reconcile import adopt, resolve
 from .store import Intent
+from .symbols import normalize_symbol
 
 if TYPE_CHECKING:
     from ._reconciler_cycle import AccountSync
@@ -97,6 +99,15 @@ async def _release(sync: AccountSync, intent: Intent) -> bool:
     sync.publish([IntentReleased(account_id=sync.account_id, at=now,
                                  client_order_id=intent.client_order_id)])
     return True
+
+
+def followed_of(intent: Intent) -> Followed:
+    """The order a resolved intent names, to be followed until the book has it."""
+    request = _request_fields(intent.request_json)
+    symbol = request.get("symbol")
+    return Followed(symbol=normalize_symbol(symbol) if isinstance(symbol, str) else "",
+                    order_id=intent.order_id, client_order_id=intent.client_order_id,
+                    role=_role(request.get("role")))
 
 
 def _request_fields(request_json: str) -> dict[str, Any]:

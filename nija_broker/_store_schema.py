@@ -141,7 +141,22 @@ _V2_GUARD = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD)
+_V3_TRADE_FILLS = Migration(
+    version=3,
+    description="fills carry their amount; trades already booked under a cumulative key",
+    statements=(
+        # Fills used to be keyed by (order, cumulative filled); they are now keyed by the
+        # exchange's trade id. A trade that an old cumulative fill already booked is kept
+        # with covered = 1: recognised as seen, never booked into a position again.
+        "ALTER TABLE fills ADD COLUMN amount REAL",
+        "ALTER TABLE fills ADD COLUMN covered INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (covered IN (0, 1))",
+        "UPDATE fills SET amount = json_extract(json, '$.amount')",
+        "CREATE INDEX fills_by_order ON fills (account_id, order_id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD, _V3_TRADE_FILLS)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

@@ -33,7 +33,8 @@ ON CONFLICT (account_id, order_id) DO UPDATE SET
     created_at = excluded.created_at, updated_at = excluded.updated_at, json = excluded.json
 """
 INSERT_FILL = """
-INSERT INTO fills (account_id, fill_key, order_id, symbol, ts, json) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO fills (account_id, fill_key, order_id, symbol, ts, json, amount, covered)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (account_id, fill_key) DO NOTHING
 """
 INSERT_TRADE = """
@@ -57,9 +58,9 @@ def order_row(order: Order) -> Row:
     )
 
 
-def fill_row(fill: Fill) -> Row:
+def fill_row(fill: Fill, *, covered: bool = False) -> Row:
     return (fill.account_id, fill.key, fill.order_id, fill.symbol, ts_text(fill.timestamp),
-            fill.model_dump_json())
+            fill.model_dump_json(), fill.amount, int(covered))
 
 
 def trade_row(trade: TradeRecord) -> Row:
@@ -155,8 +156,43 @@ def select_trades(conn: sqlite3.Connection, account_id: str,
 
 
 def select_fills(conn: sqlite3.Connection, account_id: str) -> list[Fill]:
-    rows = conn.execute("SELECT json FROM fills WHERE account_id = ? ORDER BY id", (account_id,))
+    """The fills booked into positions (not the trades recognised as already booked)."""
+    rows = conn.execute(
+        "SELECT json FROM fills WHERE account_id = ? AND covered = 0 ORDER BY id", (account_id,)
+    )
     return [Fill.model_validate_json(r[0]) for r in rows]
+
+
+def select_order_fills(conn: sqlite3.Connection,
+                       account_id: str) -> dict[str, tuple[float, float, float]]:
+    """Per order: (amount booked, of which under cumulative keys, amount of covered trades)."""
+    rows = conn.execute(
+        "SELECT order_id,"
+        " SUM(CASE WHEN covered = 0 THEN amount ELSE 0 END),"
+        " SUM(CASE WHEN covered = 0 AND json_extract(json, '$.trade_id') IS NULL"
+        "     THEN amount ELSE 0 END),"
+        " SUM(CASE WHEN covered = 1 THEN amount ELSE 0 END)"
+        " FROM fills WHERE account_id = ? GROUP BY order_id",
+        (account_id,),
+    )
+    return {r[0]: (float(r[1] or 0.0), float(r[2] or 0.0), float(r[3] or 0.0)) for r in rows}
+
+
+def select_symbols(conn: sqlite3.Connection, account_id: str) -> set[str]:
+    """Every symbol the account ever ordered, filled, held or reserved."""
+    symbols: set[str] = set()
+    for table in ("orders", "fills", "trades", "positions"):
+        rows = conn.execute(f"SELECT DISTINCT symbol FROM {table} WHERE account_id = ?",
+                            (account_id,))
+        symbols.update(r[0] for r in rows)
+    rows = conn.execute(
+        "SELECT DISTINCT coalesce(json_extract(request_json, '$.intent.symbol'),"
+        " json_extract(request_json, '$.request.symbol'), json_extract(request_json, '$.symbol'))"
+        " FROM intents WHERE account_id = ? AND json_valid(request_json)",
+        (account_id,),
+    )
+    symbols.update(r[0] for r in rows if isinstance(r[0], str) and r[0])
+    return symbols
 
 
 def select_fill_keys(conn: sqlite3.Connection, account_id: str) -> set[str]:

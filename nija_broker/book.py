@@ -19,10 +19,36 @@ from datetime import datetime
 from .clock import Clock, SystemClock
 from .errors import StateError
 from .ledger import BookResult, Ledger
-from .models import AccountMetrics, EquityPoint, Fill, Order, Position, TradeRecord
+from .models import (
+    AccountMetrics,
+    EquityPoint,
+    Fill,
+    Order,
+    OrderRole,
+    Position,
+    TradeRecord,
+)
 from .orders import OrderTracker, check_update
 from .performance import PerformanceTracker
+from .reconcile import fill_between
 from .store import IntentUpdate, Store, StoreBatch
+
+# An order's filled amount and the sum of its trades agree when they differ by less
+# than this fraction of the order: exchanges print amounts in decimals and the sums of
+# their floats differ in the last bits only. Far below any market's amount step.
+_AMOUNT_REL = 1e-9
+
+
+def _same_amount(a: float, b: float, order: Order) -> bool:
+    return abs(a - b) <= order.amount * _AMOUNT_REL
+
+
+class ImpossibleFills(StateError):
+    """Fills no execution can produce (more than the order's amount): nothing was booked."""
+
+    def __init__(self, message: str, *, order_id: str) -> None:
+        self.order_id = order_id
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +56,28 @@ class BookSettings:
     fee_rate: float = 0.004
     retention_s: float = 86_400.0
     history_size: int = 1_000
+
+
+@dataclass(slots=True)
+class OrderFills:
+    """What the ledger booked for one order, in base amount."""
+
+    booked: float = 0.0
+    """Booked into positions, under any key."""
+    cumulative: float = 0.0
+    """Of ``booked``, under cumulative-amount keys (a venue without trades, or old data)."""
+    covered: float = 0.0
+    """Trades recognised as the executions an old cumulative fill already booked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """An order we know exists (the guard confirmed it) but the book has not seen yet."""
+
+    symbol: str
+    order_id: str | None
+    client_order_id: str | None
+    role: OrderRole | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +105,13 @@ class AccountBook:
         self.orders: OrderTracker
         self.ledger: Ledger
         self.performance: PerformanceTracker
+        self.fills_from_trades = False
+        """True where the exchange reports trades: fills are then booked from the trades
+        (by trade id) only, never derived from an order's filled amount. False: the
+        cumulative rule (a fill is the growth of the filled amount), the fallback for
+        venues that give no trades. Set once, by the account's reconciler, at start."""
+        self._order_fills: dict[str, OrderFills] = {}
+        self._followed: dict[tuple[str | None, str | None], Followed] = {}
         self._load()
 
     # ------------------------------------------------------------------ loading
@@ -67,10 +122,13 @@ class AccountBook:
         if self._store is None:
             self.ledger = Ledger(self.account_id)
             self.performance = PerformanceTracker(self.account_id, history_size=s.history_size)
+            self._order_fills = {}
             return
         snapshot = self._store.load_account(self.account_id)
         for order in snapshot.orders:
             self.orders.apply(order)
+        self._order_fills = {order_id: OrderFills(*figures)
+                             for order_id, figures in snapshot.order_fills.items()}
         self.ledger = Ledger(self.account_id, snapshot.positions, snapshot.fill_keys)
         self.performance = PerformanceTracker.restore(
             self.account_id, snapshot.trades, snapshot.equity_points, history_size=s.history_size
@@ -125,41 +183,180 @@ class AccountBook:
         """Book fills into positions once each; persist fills, trades and positions together."""
         return self.apply_changes((), fills)
 
-    def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill],
+    def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill] = (),
                       intents: Sequence[IntentUpdate] = ()) -> FillsBooked:
-        """Apply order updates and book the fills they carry, in ONE store transaction.
+        """Apply order updates with the fills they imply and ``fills`` given, in ONE transaction.
 
-        The reconciler derives a fill from the growth of an order's filled amount,
-        keyed by the new cumulative amount: if the order update and its fill were
-        written apart, a crash between them would lose the fill or, once the order
-        grew further, book the same execution again under another key.
+        This is the one place a fill is computed (DESIGN invariant 3): under the
+        account's lock, from what the book holds at this moment, whichever path
+        reports the order (reconciler, guard confirm, startup). With the cumulative
+        rule, an order's new fill is its filled amount less what was already booked
+        for it; with trades (``fills_from_trades``) an order update books nothing and
+        its trades come in ``fills``, each once by trade id. Two reports of the same
+        order (0.4 filled, then 0.6) therefore book 0.6 in all, in either order.
+
+        Order update and fill are written together: a crash between them would lose
+        the fill or book it twice.
         """
         with self._lock:
             self._check_orders(orders)
+            staged = {o.id: f.booked for o in orders
+                      if (f := self._order_fills.get(o.id)) is not None}
+            implied: list[Fill] = []
+            if not self.fills_from_trades:
+                implied = self._implied_fills(orders, staged)
+            given = list(fills)
+            covered, to_book = self._split_covered(given)
+            self._check_trade_totals(orders, to_book)
             try:
-                results = tuple(self.ledger.book(fill) for fill in fills)
+                results = tuple(self.ledger.book(fill) for fill in [*implied, *to_book])
             except BaseException:
                 self._load()  # the ledger may hold part of the batch
                 raise
             fresh = [r for r in results if not r.duplicate]
-            if not fresh and not orders and not intents:
+            if not fresh and not orders and not intents and not covered:
                 return FillsBooked(results, (), ())
             trades = tuple(t for r in fresh for t in r.trades)
             touched = {r.fill.symbol for r in fresh}
             positions = [p for p in self.ledger.positions() if p.symbol in touched]
             closed = sorted(touched - {p.symbol for p in positions})
             self._write(StoreBatch(
-                account_id=self.account_id, orders=tuple(orders), fills=[r.fill for r in fresh],
-                trades=trades, positions=positions, closed_symbols=closed, intents=tuple(intents),
+                account_id=self.account_id, orders=tuple(orders),
+                fills=[r.fill for r in fresh], covered_fills=covered, trades=trades,
+                positions=positions, closed_symbols=closed, intents=tuple(intents),
             ))
             for order in orders:
                 self.orders.apply(order)
+                self._followed.pop((order.id, None), None)
+                if order.client_order_id is not None:
+                    self._followed.pop((None, order.client_order_id), None)
+            for result in fresh:
+                figures = self._order_fills.setdefault(result.fill.order_id, OrderFills())
+                figures.booked += result.fill.amount
+                if result.fill.trade_id is None:
+                    figures.cumulative += result.fill.amount
+            for fill in covered:
+                self._order_fills.setdefault(fill.order_id, OrderFills()).covered += fill.amount
             for trade in trades:
                 self.performance.record_trade(trade)
             unmatched = tuple(
                 (r.fill.key, r.unmatched_amount) for r in fresh if r.unmatched_amount > 0
             )
             return FillsBooked(results, trades, unmatched)
+
+    def _implied_fills(self, orders: Sequence[Order], staged: dict[str, float]) -> list[Fill]:
+        """The cumulative rule: each order's growth beyond what was booked for it."""
+        fills: list[Fill] = []
+        previous_of: dict[str, Order | None] = {}
+        for order in orders:
+            previous = previous_of.get(order.id, self.orders.get(order.id))
+            previous_of[order.id] = order
+            booked = staged.get(order.id, 0.0)
+            if previous is not None and not _same_amount(previous.filled, booked, order):
+                previous = None  # filled without a booked fill: price from the order alone
+            fill = fill_between(previous, order, self.clock.now(), booked=booked)
+            if isinstance(fill, str):
+                raise StateError(fill)
+            if fill is not None:
+                fills.append(fill)
+                staged[order.id] = order.filled
+        return fills
+
+    def _split_covered(self, fills: Sequence[Fill]) -> tuple[list[Fill], list[Fill]]:
+        """Trades an old cumulative fill of the same order already booked, and the rest.
+
+        A store written before fills were keyed by trade id holds fills keyed by the
+        order's cumulative amount; when that order's trades arrive, its earliest
+        trades up to that amount are the same executions (schema migration 3).
+        """
+        covered: list[Fill] = []
+        rest: list[Fill] = []
+        cover_left: dict[str, float] = {}
+        for fill in sorted(fills, key=lambda f: (f.timestamp, f.key)):
+            figures = self._order_fills.get(fill.order_id)
+            if fill.trade_id is None or figures is None or figures.cumulative <= 0:
+                rest.append(fill)
+                continue
+            if self.ledger.is_booked(fill):
+                continue
+            left = cover_left.setdefault(fill.order_id, figures.cumulative - figures.covered)
+            if left >= fill.amount * (1 - _AMOUNT_REL):
+                covered.append(fill)
+                cover_left[fill.order_id] = left - fill.amount
+            elif left > fill.amount * _AMOUNT_REL:
+                raise StateError(
+                    f"trade {fill.trade_id} of order {fill.order_id} straddles the "
+                    f"{figures.cumulative!r} booked for it before trades were used; a human "
+                    "should reconcile this order"
+                )
+            else:
+                rest.append(fill)
+        return covered, rest
+
+    def _check_trade_totals(self, orders: Sequence[Order], fills: Sequence[Fill]) -> None:
+        """Refuse trades adding up to more than their order: no execution can do that."""
+        adding: dict[str, float] = {}
+        for fill in fills:
+            if not self.ledger.is_booked(fill):
+                adding[fill.order_id] = adding.get(fill.order_id, 0.0) + fill.amount
+        updated = {o.id: o for o in orders}
+        for order_id, amount in adding.items():
+            order = updated.get(order_id) or self.orders.get(order_id)
+            figures = self._order_fills.get(order_id) or OrderFills()
+            total = figures.booked + figures.covered + amount
+            if order is not None and total > order.amount * (1 + _AMOUNT_REL):
+                raise ImpossibleFills(
+                    f"trades of order {order_id} ({order.symbol}) add up to {total!r}, more "
+                    f"than its amount {order.amount!r}; nothing of them is booked",
+                    order_id=order_id,
+                )
+
+    # ------------------------------------------------------------------ what is owed
+
+    def booked_amount(self, order_id: str) -> float:
+        """Base amount of ``order_id`` booked into positions (all keys)."""
+        with self._lock:
+            figures = self._order_fills.get(order_id)
+            return figures.booked + figures.covered if figures is not None else 0.0
+
+    def unbooked_orders(self) -> list[tuple[Order, float]]:
+        """Orders whose filled amount exceeds what was booked for them, oldest first.
+
+        Where fills come from trades, these are the orders whose trades are owed.
+        """
+        with self._lock:
+            owed = []
+            for order in self.orders.orders():
+                if order.filled <= 0:
+                    continue
+                missing = order.filled - self.booked_amount(order.id)
+                if missing > order.amount * _AMOUNT_REL:
+                    owed.append((order, missing))
+            owed.sort(key=lambda item: (item[0].created_at, item[0].id))
+            return owed
+
+    def follow(self, item: Followed) -> None:
+        """Remember an order the exchange accepted that the book has not seen; any thread."""
+        with self._lock:
+            if item.order_id is not None and self.orders.get(item.order_id) is not None:
+                return
+            if item.client_order_id is not None and (
+                    self.orders.by_client_id(item.client_order_id) is not None):
+                return
+            key = (item.order_id, None) if item.order_id is not None else (
+                None, item.client_order_id)
+            self._followed[key] = item
+
+    def followed(self) -> list[Followed]:
+        """Orders to look up by id (or client id) until the book has them."""
+        with self._lock:
+            return list(self._followed.values())
+
+    def unfollow(self, item: Followed) -> None:
+        with self._lock:
+            for key, value in list(self._followed.items()):
+                if value == item:
+                    del self._followed[key]
 
     def record_trade(self, trade: TradeRecord) -> bool:
         """Record a round trip given directly (idempotent by trade id)."""

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .logs import register_secret
+from .symbols import normalize_symbol
 from .tiers import DEFAULT_TIERS, TierPolicy, TierTable
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ class AccountConfig(_Strict):
     fee_rate: float = Field(default=0.004, ge=0, lt=0.1)
     quote_currency: str = Field(default="USD", pattern=r"^[A-Z0-9]{2,10}$",
                                 description="currency equity and tiers are counted in")
+    watch_symbols: list[str] = Field(
+        default_factory=list,
+        description="symbols the closed-orders sweep always covers (BTC/USDT or BTC-USDT)")
     ccxt: dict[str, Any] = Field(default_factory=dict)
 
     _env_names = field_validator("api_key_env", "secret_env", "password_env")(
@@ -98,6 +102,11 @@ class AccountConfig(_Strict):
         if not re.match(r"^[a-z0-9_]+$", value):
             raise ValueError(f"must be a ccxt exchange id like 'kraken', got {value!r}")
         return value
+
+    @field_validator("watch_symbols")
+    @classmethod
+    def _watch_symbols(cls, value: list[str]) -> list[str]:
+        return [normalize_symbol(symbol) for symbol in value]
 
     @field_validator("ccxt")
     @classmethod

@@ -9,6 +9,8 @@
     ├── ExchangeError               anything an exchange answered or failed to answer
     │   ├── TransientError          retry: network, timeout, 5xx, rate limit, maintenance
     │   │   └── RateLimited
+    │   ├── ImpossibleAnswer        an answer no real execution can give (filled > amount)
+    │   ├── Unsupported             the exchange offers no such call
     │   ├── OrderError              this order is refused; do not retry
     │   │   ├── InvalidOrder
     │   │   ├── InsufficientFunds
@@ -62,6 +64,24 @@ class TransientError(ExchangeError):
 
 class RateLimited(TransientError):
     """The exchange asked us to slow down."""
+
+
+class ImpossibleAnswer(ExchangeError):
+    """The exchange reported figures no execution can produce (filled above the amount, a
+    negative or non-finite number, a buy filled above its limit): nothing is booked from it.
+
+    ``order_id`` and ``field`` name what was wrong, for the attention event.
+    """
+
+    def __init__(self, message: str, *, order_id: str | None = None, field: str | None = None,
+                 exchange: str | None = None, account_id: str | None = None) -> None:
+        self.order_id = order_id
+        self.field = field
+        super().__init__(message, exchange=exchange, account_id=account_id)
+
+
+class Unsupported(ExchangeError):
+    """The exchange (or its library) has no such call; asking again will not help."""
 
 
 class OrderError(ExchangeError):

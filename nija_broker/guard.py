@@ -61,14 +61,13 @@ from ._guard_state import (
     reservation_held_usd,
     visible,
 )
-from .book import AccountBook, Books
+from .book import AccountBook, Books, Followed
 from .clock import Clock
-from .errors import EntryBlocked, ExchangeError, IllegalTransition, OrderNotFound, StateError
+from .errors import EntryBlocked, ExchangeError, OrderNotFound, StateError
 from .events import Event, FillsBooked, OrderFilled
 from .health import AccountHealth, AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
-from .models import Order, OrderStatus
-from .reconcile import fill_between
+from .models import Order, OrderRole, OrderStatus
 from .store import DecisionRecord, IntentUpdate, Store
 
 __all__ = ["Guard", "GuardSettings", "ResolveReport"]
@@ -208,6 +207,13 @@ class Guard:
         if self.store is not None and not applied:
             self.store.set_intent_status(account_id, reservation.client_order_id, "resolved",
                                          resolved.at, order_id=order_id)
+        if not applied:
+            # Followed by id (or client id) until the book has it, even if it fills and
+            # its exit fills before any listing shows it.
+            self.books.get(account_id).follow(Followed(
+                symbol=reservation.symbol, order_id=order_id,
+                client_order_id=reservation.client_order_id,
+                role=OrderRole.ENTRY if reservation.is_entry else None))
         with account.lock:
             self._settle_locked(account_id, account, reservation, order_id)
 
@@ -438,12 +444,18 @@ class Guard:
         account.book_figures = figures
         held_usd = figures.held_usd
         entry_symbols = dict(figures.entry_symbols)
-        reserved_usd = 0.0
+        # What reservations claim of each quote currency (the order's own: USDT for BTC/USDT).
+        reserved: dict[str, float] = {}
+
+        def claim(reservation: Reservation) -> None:
+            currency = reservation.symbol.split("/")[1]
+            reserved[currency] = reserved.get(currency, 0.0) + reservation.reserved_usd
+
         for reservation in account.in_flight.values():
             if reservation.is_entry:
                 entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
                 held_usd += reservation_held_usd(reservation)
-                reserved_usd += reservation.reserved_usd
+                claim(reservation)
         balances = live.balances if live is not None else {}
         for settling in account.settling.values():
             reservation = settling.reservation
@@ -454,24 +466,23 @@ class Guard:
                 # Filled but not yet in a balance or the ledger: the position exists already.
                 entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
             if balances is settling.balances_seen:
-                reserved_usd += reservation.reserved_usd
+                claim(reservation)
         ledger = book.ledger.positions()
         quote = live.quote_currency if live is not None else "USD"
         holdings = holdings_of(balances, ledger, quote)
         positions, unpriced = positions_of(
             holdings, last_prices, {p.symbol: p.avg_price for p in ledger},
-            self.settings.dust_usd,
+            quote_currency=quote, dust_usd=self.settings.dust_usd,
         )
-        quote_balance = balances.get(quote)
         return AccountState(
             account_id=account_id,
             policy=live.policy() if live is not None else None,
-            health=live.health if live is not None else AccountHealth(),
+            health=live.reported_health() if live is not None else AccountHealth(),
             equity_usd=live.equity_usd if live is not None else None,
             quote_currency=quote,
             balances_known=bool(balances),
-            free_quote=quote_balance.free if quote_balance is not None else 0.0,
-            reserved_usd=reserved_usd,
+            free_by_currency={currency: b.free for currency, b in balances.items()},
+            reserved_by_currency=reserved,
             held_usd=held_usd,
             entry_symbols=entry_symbols,
             positions=positions,
@@ -490,21 +501,19 @@ class Guard:
         """
         if book.orders.get(order.id) is not None or self.store is None:
             return False  # the reconciler got there first, with news at least as fresh
-        # An order that filled at once carries its fill: book it with the order, keyed
-        # as the reconciler keys it (by cumulative filled), so neither books it twice.
-        fill = fill_between(None, order, resolved.at)
-        if isinstance(fill, str):
-            return False  # unpriced: the reconciler books it once the exchange prices it
+        # The book computes the fill the order implies, under its lock, from what it
+        # holds (or, where fills come from trades, the reconciler books its trades).
         try:
-            booked = book.apply_changes([order], [fill] if fill is not None else [],
-                                        intents=[resolved])
-        except IllegalTransition:
-            return False  # the reconciler applied a later version in between: it wins
+            booked = book.apply_changes([order], intents=[resolved])
+        except StateError:
+            # The reconciler applied a later version in between (it wins), or the order
+            # cannot be priced yet: the reconciler brings it in from the exchange.
+            return False
         fresh = tuple(r.fill for r in booked.results if not r.duplicate)
         events: list[Event] = []
         if order.status is OrderStatus.FILLED:
             events.append(OrderFilled(account_id=order.account_id, at=resolved.at, order=order,
-                                      previous=None, fill=fill))
+                                      previous=None, fill=fresh[0] if fresh else None))
         if fresh:
             events.append(FillsBooked(account_id=order.account_id, at=resolved.at, fills=fresh,
                                       trades=booked.trades, unmatched=booked.unmatched))

@@ -10,13 +10,15 @@ Nothing here performs I/O, reads a clock or keeps state; the asyncio shell
 - :func:`resolve` turns the exchange's answer about ONE order (``fetch_order``,
   ``cancel_order``, a closed-orders listing) into at most one event: this is
   the only way an order becomes terminal.
-- :func:`fill_between` derives the :class:`Fill` booked when an order's filled
-  amount grows, keyed by the cumulative filled amount (invariant 3).
+- :func:`fill_between` derives the :class:`Fill` implied when an order's filled
+  amount grows, keyed by the cumulative filled amount: the rule for venues that
+  give no trades, applied by the book under its lock (invariant 3).
 - :func:`equity_of` values balances in the quote currency.
 
-Fills come from order updates only, never also from ``fetch_my_trades``: one
+Where the exchange reports trades, fills come from the trades only (keyed by
+trade id; see :mod:`nija_broker.book`), never also from order updates: one
 execution booked under a trade id AND under a cumulative amount would count
-twice, and the order updates are already paid for by the open-orders listing.
+twice.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import datetime
 
 from .events import AttentionRequired, Event, OrderEvent, OrderVanished, order_event
 from .models import LEGAL_TRANSITIONS, Balance, Fill, Order, OrderRole, OrderType, Side, Ticker
+from .valuation import prices_of, value_balances
 
 __all__ = [
     "Snapshot",
@@ -97,17 +100,20 @@ def _same(a: Order, b: Order) -> bool:
     )
 
 
-def fill_between(previous: Order | None, order: Order, at: datetime) -> Fill | str | None:
+def fill_between(previous: Order | None, order: Order, at: datetime, *,
+                 booked: float | None = None) -> Fill | str | None:
     """The fill booked by ``previous -> order``; ``None`` if nothing more was filled.
 
-    The fill's amount is the growth of the filled amount and its key the new
-    cumulative amount, so a replay of the same report yields the same key.
-    Its price is taken from the change of the order's average price; without
-    an average, the order's own price. Returns a message (``str``) when the
-    fill cannot be priced: the caller must then not apply the update, or the
-    execution would be lost.
+    The cumulative rule, for venues that report no trades: the fill's amount is
+    the growth of the filled amount beyond ``booked`` (what was already booked
+    for the order; default ``previous.filled``) and its key the new cumulative
+    amount, so a replay of the same report yields the same key. Its price is
+    taken from the change of the order's average price; without an average,
+    the order's own price. Returns a message (``str``) when the fill cannot be
+    priced: the caller must then not apply the update, or the execution would
+    be lost. Only the book calls this, under its lock (DESIGN invariant 3).
     """
-    before = previous.filled if previous is not None else 0.0
+    before = booked if booked is not None else (previous.filled if previous is not None else 0.0)
     delta = order.filled - before
     if delta <= order.amount * _FILL_DUST_REL:
         return None
@@ -126,7 +132,11 @@ def fill_between(previous: Order | None, order: Order, at: datetime) -> Fill | s
             f"order {order.id} on {order.symbol} filled {delta!r} more but the exchange gave "
             "no average price and the order has none; the fill is not booked until it does"
         )
-    fee = max(order.fee - (previous.fee if previous is not None else 0.0), 0.0)
+    if previous is not None:
+        fee = max(order.fee - previous.fee, 0.0)
+    else:
+        # Part of the order was booked without a version to compare with: its share.
+        fee = order.fee * (delta / order.filled) if before > 0 else order.fee
     return Fill(
         account_id=order.account_id,
         order_id=order.id,
@@ -141,8 +151,17 @@ def fill_between(previous: Order | None, order: Order, at: datetime) -> Fill | s
     )
 
 
-def _change(previous: Order | None, fresh: Order, at: datetime) -> Event | None:
-    """The event for ``previous -> fresh`` (with roles carried over), or ``None`` if nothing new."""
+def _change(previous: Order | None, fresh: Order, at: datetime,
+            price_step: float | None = None) -> Event | None:
+    """The event for ``previous -> fresh`` (with roles carried over), or ``None`` if nothing new.
+
+    The event's ``fill`` only classifies the change (more filled or not); the fill
+    booked is computed by the book, under its lock, from what it holds then.
+    """
+    problem = _impossible(fresh, price_step)
+    if problem is not None:
+        return AttentionRequired(account_id=fresh.account_id, at=at, reason=problem,
+                                 order_id=fresh.id)
     if previous is None:
         order = adopt(fresh)
     else:
@@ -154,22 +173,42 @@ def _change(previous: Order | None, fresh: Order, at: datetime) -> Event | None:
                                      order_id=fresh.id)
         order = _carry(previous, fresh)
     fill = fill_between(previous, order, at)
-    if isinstance(fill, str):
-        return AttentionRequired(account_id=order.account_id, at=at, reason=fill,
-                                 order_id=order.id)
-    return order_event(previous, order, fill, at)
+    return order_event(previous, order, fill if isinstance(fill, Fill) else None, at)
+
+
+# An average is the exchange's quotient of two rounded figures; without the market's
+# tick it may differ from the limit in the last digits only.
+_PRICE_REL = 1e-9
+
+
+def _impossible(order: Order, price_step: float | None) -> str | None:
+    """A report no execution can give: a limit buy filled above its limit, a sell below."""
+    if order.type is not OrderType.LIMIT or order.price is None or order.average is None:
+        return None
+    if order.filled <= 0:
+        return None
+    slack = price_step / 2 if price_step else order.price * _PRICE_REL
+    if order.side is Side.BUY and order.average > order.price + slack:
+        return (f"exchange reports limit buy {order.id} on {order.symbol} filled at an average "
+                f"{order.average!r}, above its limit {order.price!r} (field: average); nothing "
+                "is booked from this report")
+    if order.side is Side.SELL and order.average < order.price - slack:
+        return (f"exchange reports limit sell {order.id} on {order.symbol} filled at an "
+                f"average {order.average!r}, below its limit {order.price!r} (field: average); "
+                "nothing is booked from this report")
+    return None
 
 
 def _contradiction(previous: Order, fresh: Order) -> str | None:
     if fresh.filled < previous.filled:
         return (
             f"exchange reports order {fresh.id} filled {fresh.filled!r}, less than the "
-            f"{previous.filled!r} already booked; the tracker keeps its version"
+            f"{previous.filled!r} already booked (field: filled); the tracker keeps its version"
         )
     if fresh.status not in LEGAL_TRANSITIONS[previous.status]:
         return (
             f"exchange reports order {fresh.id} {fresh.status.value} after "
-            f"{previous.status.value}; the tracker keeps its version"
+            f"{previous.status.value} (field: status); the tracker keeps its version"
         )
     if fresh.symbol != previous.symbol or fresh.side is not previous.side:
         return (
@@ -179,7 +218,8 @@ def _contradiction(previous: Order, fresh: Order) -> str | None:
     return None
 
 
-def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime) -> list[Event]:
+def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime,
+         price_steps: Mapping[str, float] | None = None) -> list[Event]:
     """Events that bring ``tracked`` (one account's live orders, by id) in line with ``snapshot``.
 
     - an order listed but not tracked: :class:`OrderAdopted` (role inferred);
@@ -194,7 +234,8 @@ def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime) -> lis
     listed: set[str] = set()
     for fresh in snapshot.orders:
         listed.add(fresh.id)
-        event = _change(tracked.get(fresh.id), fresh, now)
+        step = price_steps.get(fresh.symbol) if price_steps else None
+        event = _change(tracked.get(fresh.id), fresh, now, step)
         if event is not None:
             events.append(event)
     if snapshot.complete:
@@ -204,13 +245,14 @@ def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime) -> lis
     return events
 
 
-def resolve(tracked: Order | None, answer: Order, now: datetime) -> Event | None:
+def resolve(tracked: Order | None, answer: Order, now: datetime,
+            price_step: float | None = None) -> Event | None:
     """What the exchange's own answer about ONE order means for the tracker.
 
     This is the only evidence that ends an order (DESIGN invariant 2). An
     answer equal to what is tracked gives ``None``; an unknown order is adopted.
     """
-    return _change(tracked, answer, now)
+    return _change(tracked, answer, now, price_step)
 
 
 def order_events(events: Iterable[Event]) -> list[OrderEvent]:
@@ -220,27 +262,13 @@ def order_events(events: Iterable[Event]) -> list[OrderEvent]:
 def equity_of(
     balances: Mapping[str, Balance], tickers: Mapping[str, Ticker], quote: str
 ) -> tuple[float, tuple[str, ...]]:
-    """Quote total plus every other currency's total at its last price against ``quote``.
+    """Every currency held, valued in ``quote`` at these tickers: :func:`valuation.value_balances`.
 
     Returns the equity and the currencies held but left out for want of a
-    price (listed, never guessed at zero silently).
+    route to ``quote`` (listed, never guessed at zero silently).
     """
-    equity = 0.0
-    unpriced: list[str] = []
-    for currency, balance in sorted(balances.items()):
-        if balance.total <= 0:
-            continue
-        if currency == quote:
-            equity += balance.total
-            continue
-        ticker = tickers.get(f"{currency}/{quote}")
-        last = None if ticker is None else (ticker.last or ticker.bid)
-        if last is None:
-            unpriced.append(currency)
-        else:
-            equity += balance.total * last
-    return equity, tuple(unpriced)
-
+    valued = value_balances(balances, prices_of(tickers), quote)
+    return valued.equity, valued.unvalued
 
 
 # A difference below this (money, or fraction of the exchange's figure) is

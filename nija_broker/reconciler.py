@@ -33,7 +33,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -89,6 +89,8 @@ class ReconcilerSettings:
     """Seeds each account's jitter, so a run is reproducible."""
     poll_interval_by_account: Mapping[str, float] = field(default_factory=dict)
     balance_interval_by_account: Mapping[str, float] = field(default_factory=dict)
+    watch_symbols_by_account: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Symbols the closed-orders sweep always covers, besides those the account touched."""
 
     def __post_init__(self) -> None:
         for name in ("poll_interval_s", "balance_interval_s", "call_timeout_s",
@@ -112,6 +114,7 @@ class ReconcilerSettings:
         return cls(
             poll_interval_by_account={a.id: a.poll_interval_s for a in accounts},
             balance_interval_by_account={a.id: a.balance_interval_s for a in accounts},
+            watch_symbols_by_account={a.id: tuple(a.watch_symbols) for a in accounts},
             **kwargs,
         )
 
@@ -147,7 +150,9 @@ class Reconciler:
         self._accounts = {
             account_id: AccountSync(account_id, exchange, live[account_id], books=books,
                                     settings=self.settings, clock=clock, bus=self.bus,
-                                    run_book=self._run_book)
+                                    run_book=self._run_book,
+                                    watch_symbols=self.settings.watch_symbols_by_account.get(
+                                        account_id, ()))
             for account_id, exchange in exchanges.items()
         }
         self._pollers: list[asyncio.Task[None]] = []

@@ -119,6 +119,8 @@ class StoreBatch:
     account_id: str
     orders: Sequence[Order] = ()
     fills: Sequence[Fill] = ()
+    covered_fills: Sequence[Fill] = ()
+    """Trades recognised as already booked under a cumulative key: stored as seen only."""
     trades: Sequence[TradeRecord] = ()
     positions: Sequence[Position] = ()
     closed_symbols: Sequence[str] = ()
@@ -129,7 +131,8 @@ class StoreBatch:
     def __post_init__(self) -> None:
         if not self.account_id.strip():
             raise StateError("a store batch needs an account_id")
-        for name in ("orders", "fills", "trades", "positions", "equity_points", "decisions"):
+        for name in ("orders", "fills", "covered_fills", "trades", "positions", "equity_points",
+                     "decisions"):
             items = tuple(getattr(self, name))
             object.__setattr__(self, name, items)
             for item in items:
@@ -166,6 +169,8 @@ class AccountSnapshot:
     account_id: str
     orders: tuple[Order, ...]
     fill_keys: frozenset[str]
+    order_fills: Mapping[str, tuple[float, float, float]]
+    """Per order id: base amount booked, of which under cumulative keys, and covered trades."""
     trades: tuple[TradeRecord, ...]
     positions: tuple[Position, ...]
     equity_points: tuple[EquityPoint, ...]
@@ -280,6 +285,7 @@ class Store:
         """Write one account's reconcile step in one transaction; report what was new."""
         order_rows = [sql.order_row(o) for o in batch.orders]
         fill_rows = [sql.fill_row(f) for f in batch.fills]
+        fill_rows += [sql.fill_row(f, covered=True) for f in batch.covered_fills]
         trade_rows = [sql.trade_row(t) for t in batch.trades]
         position_rows = [sql.position_row(p) for p in batch.positions]
         equity_rows = [sql.equity_row(e) for e in batch.equity_points]
@@ -403,6 +409,7 @@ class Store:
                 account_id=account_id,
                 orders=tuple(sql.select_orders(conn, account_id, since=since)),
                 fill_keys=frozenset(sql.select_fill_keys(conn, account_id)),
+                order_fills=sql.select_order_fills(conn, account_id),
                 trades=tuple(sql.select_trades(conn, account_id, None)),
                 positions=tuple(sql.select_positions(conn, account_id)),
                 equity_points=tuple(sql.select_equity(conn, account_id)),
@@ -435,6 +442,24 @@ class Store:
     def equity_points(self, account_id: str) -> list[EquityPoint]:
         with self._read() as conn:
             return sql.select_equity(conn, account_id)
+
+    def symbols(self, account_id: str) -> set[str]:
+        """Every symbol the account ever ordered, filled, held or reserved."""
+        with self._read() as conn:
+            return {normalize_symbol(s) for s in sql.select_symbols(conn, account_id)}
+
+    def unfollowed_intents(self, account_id: str) -> list[Intent]:
+        """Resolved intents whose order is not in the store: confirmed, never seen since."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT i.account_id, i.client_order_id, i.status, i.request_json, i.created_at,"
+                " i.updated_at, i.order_id FROM intents AS i WHERE i.account_id = ? AND"
+                " i.status = 'resolved' AND NOT EXISTS (SELECT 1 FROM orders AS o WHERE"
+                " o.account_id = i.account_id AND (o.order_id = i.order_id OR"
+                " o.client_order_id = i.client_order_id)) ORDER BY i.created_at",
+                (account_id,),
+            ).fetchall()
+        return [_intent(row) for row in rows]
 
     def pending_intents(self, account_id: str) -> list[Intent]:
         """Intents not yet resolved (``pending`` or ``sent``), oldest first."""

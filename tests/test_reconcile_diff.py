@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nija_broker.book import AccountBook
+from nija_broker.errors import StateError
 from nija_broker.events import (
     AttentionRequired,
     OrderAdopted,
@@ -133,11 +135,29 @@ def test_adopt_uses_the_intent_role_when_known() -> None:
 
 
 def test_adopting_a_partly_filled_order_books_what_it_already_filled() -> None:
-    listed = order(filled=0.5, average=101.0, fee=0.05, status=OrderStatus.PARTIALLY_FILLED)
+    listed = order(filled=0.5, average=99.0, fee=0.05, status=OrderStatus.PARTIALLY_FILLED)
     (event,) = diff({}, Snapshot([listed]), NOW)
     assert event.fill is not None  # type: ignore[attr-defined]
     fill = event.fill  # type: ignore[attr-defined]
-    assert (fill.amount, fill.price, fill.fee, fill.cumulative_filled) == (0.5, 101.0, 0.05, 0.5)
+    assert (fill.amount, fill.price, fill.fee, fill.cumulative_filled) == (0.5, 99.0, 0.05, 0.5)
+
+
+def test_limit_buy_reported_filled_above_its_limit_is_refused_with_attention() -> None:
+    listed = order(filled=0.5, average=101.0, status=OrderStatus.PARTIALLY_FILLED)
+    (event,) = diff({}, Snapshot([listed]), NOW)
+    assert isinstance(event, AttentionRequired)
+    assert "above its limit" in event.reason and event.order_id == listed.id
+
+
+def test_limit_sell_reported_filled_below_its_limit_is_refused() -> None:
+    listed = order(side=Side.SELL, filled=0.5, average=99.0, status=OrderStatus.PARTIALLY_FILLED)
+    assert isinstance(resolve(None, listed, NOW), AttentionRequired)
+
+
+def test_fill_within_the_price_tick_of_the_limit_is_not_impossible() -> None:
+    listed = order(filled=0.5, average=100.004, status=OrderStatus.PARTIALLY_FILLED)
+    (event,) = diff({}, Snapshot([listed]), NOW, {"BTC/USD": 0.01})
+    assert not isinstance(event, AttentionRequired)
 
 
 # ----------------------------------------------------------------------------- resolve table
@@ -180,11 +200,14 @@ def test_marginal_fill_price_comes_from_the_average_change() -> None:
     assert fill.key == f"1:c:{2.0!r}"
 
 
-def test_fill_without_any_price_is_not_invented() -> None:
+def test_fill_without_any_price_is_not_invented_by_the_book() -> None:
     market = order(type=OrderType.MARKET, price=None)
     filled = market.model_copy(update={"filled": 2.0, "status": OrderStatus.FILLED})
-    event = resolve(market, filled, NOW)
-    assert isinstance(event, AttentionRequired)
+    book = AccountBook(market.account_id)
+    book.apply_order(market)
+    with pytest.raises(StateError, match="no average price"):
+        book.apply_changes([filled])
+    assert book.orders.get(market.id) == market and book.positions() == []
 
 
 # ----------------------------------------------------------------------------- equity

@@ -233,9 +233,21 @@ class AccountSync:
 
         For accounts whose tier forbids DCA: an entry the bot sent on its own that
         filled at once shows here as a base balance, and the guard's DCA and
-        duplicate rules see it at the next decision. One ``fetch_balance`` a cycle.
+        duplicate rules see it at the next decision. One ``fetch_balance`` a cycle (and
+        ``fetch_tickers`` once when a currency first appears).
         """
         balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
+        # A currency that was not held at the last full refresh has no price yet: its
+        # tickers, once, so the guard can tell a position from dust.
+        known = self.book.orders.last_prices()
+        symbols = [s for s in tickers_to_fetch(balances, self.live.quote_currency,
+                                               self.live.markets) if s not in known]
+        if symbols:
+            tickers = await self.ask(partial(self.exchange.fetch_tickers, symbols),
+                                     "fetch_tickers")
+            for symbol, ticker in tickers.items():
+                if ticker.last is not None:
+                    self.book.orders.set_last_price(symbol, ticker.last)
         self.live.balances = dict(balances)
         check_positions(self, balances)
 

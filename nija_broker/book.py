@@ -235,6 +235,7 @@ class AccountBook:
                 figures.booked += result.fill.amount
                 if result.fill.trade_id is None:
                     figures.cumulative += result.fill.amount
+            self.ledger.mark_seen(covered)
             for fill in covered:
                 self._order_fills.setdefault(fill.order_id, OrderFills()).covered += fill.amount
             for trade in trades:
@@ -303,7 +304,7 @@ class AccountBook:
         for order_id, amount in adding.items():
             order = updated.get(order_id) or self.orders.get(order_id)
             figures = self._order_fills.get(order_id) or OrderFills()
-            total = figures.booked + figures.covered + amount
+            total = figures.booked + amount
             if order is not None and total > order.amount * (1 + _AMOUNT_REL):
                 raise ImpossibleFills(
                     f"trades of order {order_id} ({order.symbol}) add up to {total!r}, more "
@@ -317,7 +318,8 @@ class AccountBook:
         """Base amount of ``order_id`` booked into positions (all keys)."""
         with self._lock:
             figures = self._order_fills.get(order_id)
-            return figures.booked + figures.covered if figures is not None else 0.0
+            # Covered trades are the executions a cumulative fill already booked.
+            return figures.booked if figures is not None else 0.0
 
     def unbooked_orders(self) -> list[tuple[Order, float]]:
         """Orders whose filled amount exceeds what was booked for them, oldest first.

@@ -236,6 +236,12 @@ class Ledger:
         with self._lock:
             return frozenset(self._seen)
 
+    def mark_seen(self, fills: Iterable[Fill]) -> None:
+        """Remember fills as booked without booking them (executions already booked under
+        another key: see :meth:`nija_broker.book.AccountBook.apply_changes`)."""
+        with self._lock:
+            self._seen.update(fill.key for fill in fills)
+
     def is_booked(self, fill: Fill) -> bool:
         with self._lock:
             return fill.key in self._seen

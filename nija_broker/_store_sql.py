@@ -213,3 +213,22 @@ def select_equity(conn: sqlite3.Connection, account_id: str) -> list[EquityPoint
     )
     return [EquityPoint(account_id=account_id, timestamp=ts_parse(ts), equity=eq)
             for ts, eq in rows]
+
+
+def select_symbol_fills(conn: sqlite3.Connection, account_id: str, symbol: str) -> list[Fill]:
+    rows = conn.execute(
+        "SELECT json FROM fills WHERE account_id = ? AND symbol = ? AND covered = 0 ORDER BY id",
+        (account_id, symbol),
+    )
+    return [Fill.model_validate_json(r[0]) for r in rows]
+
+
+def select_last_fills(conn: sqlite3.Connection, account_id: str) -> list[Fill]:
+    """Per symbol, the fills of its latest timestamp (the head of its exchange time order)."""
+    rows = conn.execute(
+        "SELECT f.json FROM fills AS f JOIN (SELECT symbol, MAX(ts) AS ts FROM fills"
+        " WHERE account_id = ? AND covered = 0 GROUP BY symbol) AS m"
+        " ON f.symbol = m.symbol AND f.ts = m.ts WHERE f.account_id = ? AND f.covered = 0",
+        (account_id, account_id),
+    )
+    return [Fill.model_validate_json(r[0]) for r in rows]

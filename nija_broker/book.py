@@ -11,6 +11,7 @@ from the store on first use. No method of either takes two accounts' data.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from datetime import datetime
 
 from .clock import Clock, SystemClock
 from .errors import StateError
-from .ledger import BookResult, Ledger
+from .ledger import BookResult, Ledger, fill_sort_key, replay
 from .models import (
     AccountMetrics,
     EquityPoint,
@@ -37,6 +38,8 @@ from .store import IntentUpdate, Store, StoreBatch
 # than this fraction of the order: exchanges print amounts in decimals and the sums of
 # their floats differ in the last bits only. Far below any market's amount step.
 _AMOUNT_REL = 1e-9
+
+log = logging.getLogger("nija_broker.book")
 
 
 def _same_amount(a: float, b: float, order: Order) -> bool:
@@ -111,6 +114,8 @@ class AccountBook:
         cumulative rule (a fill is the growth of the filled amount), the fallback for
         venues that give no trades. Set once, by the account's reconciler, at start."""
         self._order_fills: dict[str, OrderFills] = {}
+        self._head: dict[str, tuple[object, ...]] = {}
+        """Per symbol, the exchange-time sort key of the latest fill booked."""
         self._followed: dict[tuple[str | None, str | None], Followed] = {}
         self._load()
 
@@ -129,6 +134,9 @@ class AccountBook:
             self.orders.apply(order)
         self._order_fills = {order_id: OrderFills(*figures)
                              for order_id, figures in snapshot.order_fills.items()}
+        self._head = {}
+        for fill in self._store.last_fills(self.account_id):
+            self._advance_head(fill)
         self.ledger = Ledger(self.account_id, snapshot.positions, snapshot.fill_keys)
         self.performance = PerformanceTracker.restore(
             self.account_id, snapshot.trades, snapshot.equity_points, history_size=s.history_size
@@ -208,8 +216,16 @@ class AccountBook:
             given = list(fills)
             covered, to_book = self._split_covered(given)
             self._check_trade_totals(orders, to_book)
+            replays = [BookResult(f, True, (), self.ledger.position(f.symbol), 0.0)
+                       for f in [*implied, *to_book] if self.ledger.is_booked(f)]
+            new = sorted((f for f in [*implied, *to_book] if not self.ledger.is_booked(f)),
+                         key=fill_sort_key)
+            late = {f.symbol for f in new
+                    if f.symbol in self._head and fill_sort_key(f) < self._head[f.symbol]}
+            if late and self._store is not None:
+                return self._rebook(orders, new, covered, intents, late)
             try:
-                results = tuple(self.ledger.book(fill) for fill in [*implied, *to_book])
+                results = (*replays, *(self.ledger.book(fill) for fill in new))
             except BaseException:
                 self._load()  # the ledger may hold part of the batch
                 raise
@@ -225,6 +241,8 @@ class AccountBook:
                 fills=[r.fill for r in fresh], covered_fills=covered, trades=trades,
                 positions=positions, closed_symbols=closed, intents=tuple(intents),
             ))
+            for result in fresh:
+                self._advance_head(result.fill)
             for order in orders:
                 self.orders.apply(order)
                 self._followed.pop((order.id, None), None)
@@ -244,6 +262,58 @@ class AccountBook:
                 (r.fill.key, r.unmatched_amount) for r in fresh if r.unmatched_amount > 0
             )
             return FillsBooked(results, trades, unmatched)
+
+    def _advance_head(self, fill: Fill) -> None:
+        key = fill_sort_key(fill)
+        if fill.symbol not in self._head or key > self._head[fill.symbol]:
+            self._head[fill.symbol] = key
+
+    def _rebook(self, orders: Sequence[Order], new: Sequence[Fill], covered: Sequence[Fill],
+                intents: Sequence[IntentUpdate], late: set[str]) -> FillsBooked:
+        """Book ``new`` where some fill came after a later one of its symbol was booked.
+
+        A sell reported before the buy it closes (its trades fetched first, or found by
+        a sweep after a restart) would have been booked as a sale of coins of unknown
+        cost, and the buy would then open a position the exchange does not hold. The
+        late symbols are booked again from all their fills in exchange time order;
+        their trades and positions are replaced in the same transaction, and the book
+        is reloaded from the store.
+        """
+        assert self._store is not None
+        positions: list[Position] = []
+        closed: list[str] = []
+        trades: list[TradeRecord] = []
+        for symbol in sorted(late):
+            stored = self._store.symbol_fills(self.account_id, symbol)
+            position, symbol_trades, _ = replay([*stored, *(f for f in new
+                                                            if f.symbol == symbol)])
+            trades.extend(symbol_trades)
+            if position is None:
+                closed.append(symbol)
+            else:
+                positions.append(position)
+        on_time = [f for f in new if f.symbol not in late]
+        results = [self.ledger.book(fill) for fill in on_time]
+        fresh_on_time = [r for r in results if not r.duplicate]
+        touched = {r.fill.symbol for r in fresh_on_time}
+        positions += [p for p in self.ledger.positions() if p.symbol in touched]
+        closed += sorted(touched - {p.symbol for p in positions})
+        trades += [t for r in fresh_on_time for t in r.trades]
+        before = {t.trade_id for t in self.performance.trade_history()}
+        try:
+            self._write(StoreBatch(
+                account_id=self.account_id, orders=tuple(orders), fills=list(new),
+                covered_fills=covered, trades=trades, positions=positions,
+                closed_symbols=closed, intents=tuple(intents), replace_trades_of=sorted(late),
+            ))
+        finally:
+            self._load()
+        log.warning("account %s: a fill on %s arrived after later ones; those symbols were "
+                    "booked again in exchange time order", self.account_id,
+                    ", ".join(sorted(late)))
+        results_all = tuple(BookResult(f, False, (), None, 0.0) for f in new)
+        return FillsBooked(results_all, tuple(t for t in trades if t.trade_id not in before),
+                           ())
 
     def _implied_fills(self, orders: Sequence[Order], staged: dict[str, float]) -> list[Fill]:
         """The cumulative rule: each order's growth beyond what was booked for it."""

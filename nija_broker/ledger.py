@@ -25,7 +25,7 @@ from .errors import StateError
 from .models import Fill, Position, Side, TradeRecord
 from .symbols import normalize_symbol
 
-__all__ = ["DUST_REL", "BookResult", "Ledger", "apply_fill"]
+__all__ = ["DUST_REL", "BookResult", "Ledger", "apply_fill", "fill_sort_key", "replay"]
 
 # A reduction that leaves less than this fraction of the quantities involved is
 # a full close: 0.3 - 0.1 - 0.2 must not leave a 2.8e-17 phantom position.
@@ -161,6 +161,29 @@ def _sell(
         unvalued_fees=position.unvalued_fees,
     )
     return after, (trade,), 0.0
+
+
+def fill_sort_key(fill: Fill) -> tuple[object, ...]:
+    """Exchange time order: timestamp, then the trade id (numeric ids in number order).
+
+    Two executions of one account in the same millisecond keep the exchange's own
+    sequence where its trade ids show it (Binance's are increasing integers).
+    """
+    trade_id = fill.trade_id or ""
+    numeric = int(trade_id) if trade_id.isdigit() else -1
+    return (fill.timestamp, numeric, trade_id, fill.key)
+
+
+def replay(fills: Iterable[Fill]) -> tuple[Position | None, list[TradeRecord], float]:
+    """Pure: one symbol's position and trades from all its fills, in exchange time order."""
+    position: Position | None = None
+    trades: list[TradeRecord] = []
+    unmatched = 0.0
+    for fill in sorted(fills, key=fill_sort_key):
+        position, closed, extra = apply_fill(position, fill)
+        trades.extend(closed)
+        unmatched += extra
+    return position, trades, unmatched
 
 
 class Ledger:

@@ -121,6 +121,9 @@ class StoreBatch:
     fills: Sequence[Fill] = ()
     covered_fills: Sequence[Fill] = ()
     """Trades recognised as already booked under a cumulative key: stored as seen only."""
+    replace_trades_of: Sequence[str] = ()
+    """Symbols whose stored trades are deleted before ``trades`` are inserted (a symbol
+    re-booked in exchange time order after a late fill)."""
     trades: Sequence[TradeRecord] = ()
     positions: Sequence[Position] = ()
     closed_symbols: Sequence[str] = ()
@@ -292,6 +295,8 @@ class Store:
         decision_rows = [_decision_row(d) for d in batch.decisions]
         with self._transaction() as conn:
             conn.executemany(sql.UPSERT_ORDER, order_rows)
+            conn.executemany("DELETE FROM trades WHERE account_id = ? AND symbol = ?",
+                             [(batch.account_id, s) for s in batch.replace_trades_of])
             new_fills = sql.insert_new(conn, "fills", "fill_key", sql.INSERT_FILL, fill_rows)
             new_trades = sql.insert_new(conn, "trades", "trade_id", sql.INSERT_TRADE, trade_rows)
             conn.executemany(sql.UPSERT_POSITION, position_rows)
@@ -442,6 +447,16 @@ class Store:
     def equity_points(self, account_id: str) -> list[EquityPoint]:
         with self._read() as conn:
             return sql.select_equity(conn, account_id)
+
+    def symbol_fills(self, account_id: str, symbol: str) -> list[Fill]:
+        """Every fill of one symbol booked into positions."""
+        with self._read() as conn:
+            return sql.select_symbol_fills(conn, account_id, normalize_symbol(symbol))
+
+    def last_fills(self, account_id: str) -> list[Fill]:
+        """Per symbol, the fills at its latest timestamp."""
+        with self._read() as conn:
+            return sql.select_last_fills(conn, account_id)
 
     def symbols(self, account_id: str) -> set[str]:
         """Every symbol the account ever ordered, filled, held or reserved."""

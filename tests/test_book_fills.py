@@ -168,3 +168,25 @@ def test_a_version_2_store_migrates_and_its_cumulative_fills_cover_the_first_tra
         book.apply_changes([_order(0.7)], [_trade("t1", 0.4), _trade("t2", 0.3, seconds=2)])
         assert book.booked_amount("O1") == pytest.approx(0.7)
         assert [f.trade_id for f in store.fills(ACCOUNT)] == [None, "t2"]
+
+
+def test_a_buy_reported_after_the_sell_it_closes_leaves_no_phantom_position(
+        tmp_path: Path) -> None:
+    with Store(tmp_path / "state.sqlite3") as store:
+        book = Books(store).get(ACCOUNT)
+        book.fills_from_trades = True
+        book.apply_changes([_order(1.0, status=OrderStatus.FILLED, order_id="S1",
+                                   side=Side.SELL)],
+                           [_trade("t2", 1.0, order_id="S1", side=Side.SELL, seconds=20,
+                                   price=110.0)])
+        assert book.positions() == [] and store.trades(ACCOUNT) == []  # cost unknown yet
+        booked = book.apply_changes([_order(1.0, status=OrderStatus.FILLED)],
+                                    [_trade("t1", 1.0, seconds=10)])
+        assert book.positions() == []  # not the phantom 1.0 a buy booked last would leave
+        (trade,) = store.trades(ACCOUNT)
+        assert (trade.entry_price, trade.exit_price, trade.quantity) == (100.0, 110.0, 1.0)
+        assert [t.trade_id for t in booked.trades] == [trade.trade_id]
+        assert book.metrics().total_trades == 1
+    with Store(tmp_path / "state.sqlite3") as store:  # and so after a restart
+        book = Books(store).get(ACCOUNT)
+        assert book.positions() == [] and book.metrics().total_trades == 1

@@ -86,6 +86,7 @@ def _config(url: str, tmp_path: Path, *, poll_interval_s: float = 0.2,
         })
     return parse_config({
         "store": {"path": str(tmp_path / "broker.sqlite3")},
+        "api": {"port": 0},
         "reconciler": {"visibility_window_s": 0.0, "call_timeout_s": 5.0, "jitter": 0.0},
         "accounts": accounts,
     })

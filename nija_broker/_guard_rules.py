@@ -8,18 +8,23 @@ the figures, the figures themselves) or ``None``. Entry rules run in
 :data:`ENTRY_RULES` order and the first objection wins; exits are never
 judged, only warned about (DESIGN invariant 6).
 
-Positions. A symbol counts as a position when the account holds its base
-currency worth at least ``dust_usd``, by the larger of two sources: the
+Positions are matched by base asset: a BTC holding is a BTC position whichever
+quote an order uses (BTC/USD, BTC/USDT), and entries on BTC/USD and BTC/USDT
+are entries on the same asset. An asset counts as a position when the account
+holds it worth at least ``dust_usd``, by the larger of two sources: the
 exchange's balance (``total``, so coins locked in an exit order count) and the
-ledger's average-cost position (which knows about fills the last balance poll
+ledger's average-cost positions (which know about fills the last balance poll
 has not seen yet). Either one seeing a position is enough to block a DCA entry:
-the guard errs towards refusing an entry, never towards a second one.
-Holdings that no price values (no last price, no ledger cost) are reported in
-the figures and not counted: a micro account's forgotten dust coins must not
-fill its position slots.
+the guard errs towards refusing an entry, never towards a second one. Money is
+no position: the account's quote and what is at par with it (USDT on a USD
+account). Holdings are valued in the account's quote by
+:mod:`nija_broker.valuation` at the last prices, else at the ledger's cost;
+those no price values are reported in the figures and not counted: a micro
+account's forgotten dust coins must not fill its position slots.
 
-Money. The tiers are in USD and every quote currency is taken at par (USD,
-USDT, USDC); amounts are shown in the account's quote currency.
+Money. The tiers are in USD and USD-pegged quote currencies are taken at par;
+an entry is paid from the free balance of its own market's quote (USDT for
+BTC/USDT), whatever the account's quote currency is.
 """
 
 from __future__ import annotations
@@ -32,15 +37,18 @@ from .health import AccountHealth
 from .intent import OrderIntent, Reason
 from .models import Balance, Market, Position, Side
 from .tiers import TierPolicy
+from .valuation import held_amount, is_cash, rate
 
 __all__ = [
     "ENTRY_RULES",
     "AccountState",
     "Rule",
+    "base_of",
     "exit_warnings",
     "first_objection",
     "holdings_of",
     "positions_of",
+    "quote_of",
 ]
 
 # An order sized by float arithmetic may exceed the holding by rounding dust alone.
@@ -53,11 +61,13 @@ class AccountState:
 
     ``entry_symbols`` counts live entry orders per symbol: open and pending ones
     in the order book plus the guard's own reservations (allowed entries whose
-    exchange answer has not been applied yet). ``positions`` maps each symbol
-    held above dust to its value; ``holdings`` has every base quantity held,
-    dust included. ``held_usd`` is what live orders and reservations tie up
-    (fragmentation); ``reserved_usd`` is what reservations tie up that the
-    exchange's free balance does not show yet.
+    exchange answer has not been applied yet). ``positions`` maps each base
+    asset held above dust to its value in ``quote_currency``; ``holdings`` has
+    every base quantity held by asset, dust included; ``unpriced_holdings`` the
+    assets held that nothing values. ``held_usd`` is what live orders and
+    reservations tie up (fragmentation). ``free_by_currency`` is the exchange's
+    free balance per currency; ``reserved_by_currency`` what reservations claim
+    of each quote currency that the free balance does not show yet.
     """
 
     account_id: str
@@ -66,8 +76,8 @@ class AccountState:
     equity_usd: float | None
     quote_currency: str
     balances_known: bool
-    free_quote: float
-    reserved_usd: float
+    free_by_currency: Mapping[str, float]
+    reserved_by_currency: Mapping[str, float]
     held_usd: float
     entry_symbols: Mapping[str, int]
     positions: Mapping[str, float]
@@ -84,37 +94,65 @@ Rule = Callable[[OrderIntent, AccountState], Reason | None]
 # --------------------------------------------------------------------------- positions
 
 
+def base_of(symbol: str) -> str:
+    return symbol.split("/")[0]
+
+
+def quote_of(symbol: str) -> str:
+    return symbol.split("/")[-1]
+
+
 def holdings_of(balances: Mapping[str, Balance], ledger: Iterable[Position],
                 quote_currency: str) -> dict[str, float]:
-    """Base quantity held per symbol: the larger of the balance's total and the ledger's."""
-    held = {p.symbol: p.quantity for p in ledger if p.quantity > 0}
+    """Quantity held per base asset, money excluded: the larger of the balance's total and
+    the ledger's positions in that asset (summed over the quotes it was bought with)."""
+    held: dict[str, float] = {}
+    for position in ledger:
+        if position.quantity > 0:
+            base = base_of(position.symbol)
+            held[base] = held.get(base, 0.0) + position.quantity
     for currency, balance in balances.items():
-        if currency == quote_currency:
-            continue
-        total = balance.total or balance.free + balance.used
+        total = held_amount(balance)
         if total > 0:
-            symbol = f"{currency}/{quote_currency}"
-            held[symbol] = max(held.get(symbol, 0.0), total)
-    return held
+            held[currency] = max(held.get(currency, 0.0), total)
+    return {asset: quantity for asset, quantity in held.items()
+            if not is_cash(asset, quote_currency)}
+
+
+def _cost_basis(asset: str, quote_currency: str, avg_prices: Mapping[str, float],
+                last_prices: Mapping[str, float]) -> float | None:
+    """The ledger's average cost of ``asset`` in the account's quote (first symbol that has one)."""
+    for symbol, avg_price in sorted(avg_prices.items()):
+        if base_of(symbol) != asset or not avg_price > 0:
+            continue
+        unit = rate(quote_of(symbol), quote_currency, last_prices)
+        if unit is not None:
+            return avg_price * unit
+    return None
 
 
 def positions_of(holdings: Mapping[str, float], last_prices: Mapping[str, float],
-                 avg_prices: Mapping[str, float], dust_usd: float
+                 avg_prices: Mapping[str, float], *, quote_currency: str, dust_usd: float
                  ) -> tuple[dict[str, float], tuple[str, ...]]:
-    """Holdings worth at least ``dust_usd`` (symbol -> value), and the ones no price values.
+    """Holdings worth at least ``dust_usd`` (asset -> value), and the assets no price values.
 
-    A holding is valued at the last price, else at the ledger's average cost.
+    A holding is valued in ``quote_currency`` at the last prices (symbol ->
+    price) through :func:`nija_broker.valuation.rate` (a direct ticker, or a
+    stablecoin or USD leg), else at the ledger's average cost (``avg_prices``,
+    symbol -> price in that symbol's quote).
     """
     positions: dict[str, float] = {}
     unpriced: list[str] = []
-    for symbol, quantity in holdings.items():
-        price = last_prices.get(symbol) or avg_prices.get(symbol)
-        if not price:
-            unpriced.append(symbol)
+    for asset, quantity in holdings.items():
+        unit = rate(asset, quote_currency, last_prices)
+        if unit is None:
+            unit = _cost_basis(asset, quote_currency, avg_prices, last_prices)
+        if unit is None:
+            unpriced.append(asset)
             continue
-        value = quantity * price
+        value = quantity * unit
         if value >= dust_usd:
-            positions[symbol] = value
+            positions[asset] = value
     return positions, tuple(sorted(unpriced))
 
 
@@ -129,10 +167,19 @@ def _tier(state: AccountState) -> str:
     return state.policy.name if state.policy is not None else "unknown"
 
 
-def _occupied(state: AccountState) -> list[str]:
-    """Symbols that take a position slot: positions, open entries, pending entries."""
-    entries = [s for s, n in state.entry_symbols.items() if n > 0]
-    return sorted({*state.positions, *entries})
+def _entries_on(state: AccountState, asset: str) -> dict[str, int]:
+    """Live entries (open and pending) per symbol on ``asset``, whichever quote they use."""
+    return {s: n for s, n in sorted(state.entry_symbols.items()) if n > 0 and base_of(s) == asset}
+
+
+def _occupied(state: AccountState) -> dict[str, str]:
+    """Assets that take a position slot (positions, open entries, pending entries), each
+    with its label: its first entry's symbol, else the asset held."""
+    slots = {asset: asset for asset in state.positions}
+    for symbol, count in sorted(state.entry_symbols.items(), reverse=True):
+        if count > 0:
+            slots[base_of(symbol)] = symbol
+    return slots
 
 
 def _notional(intent: OrderIntent, state: AccountState) -> float | None:
@@ -156,9 +203,10 @@ def sync_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
         "equity_usd": state.equity_usd,
     }
     if policy is None:
+        error = f" Last error: {health.last_error}." if health.last_error else ""
         return Reason("sync_unknown", (
-            f"{state.account_id} has no known tier yet (equity never synced, sync is "
-            f"{health.state.value}); no entry until the account's state is known."
+            f"{state.account_id} has no known tier yet (equity never established, sync is "
+            f"{health.state.value}); no entry until the account's state is known.{error}"
         ), figures)
     error = f" Last error: {health.last_error}." if health.last_error else ""
     return Reason("sync_unknown", (
@@ -181,39 +229,46 @@ def below_min_tier(intent: OrderIntent, state: AccountState) -> Reason | None:
 
 
 def dca(intent: OrderIntent, state: AccountState) -> Reason | None:
-    """No averaging: no entry on a symbol where a position is open (unless the tier allows DCA)."""
+    """No averaging: no entry on an asset already held (unless the tier allows DCA)."""
     policy = state.policy
-    if policy is None or policy.allow_dca or intent.symbol not in state.positions:
+    asset = base_of(intent.symbol)
+    if policy is None or policy.allow_dca or asset not in state.positions:
         return None
-    value = state.positions[intent.symbol]
+    value = state.positions[asset]
     return Reason("dca", (
-        f"{state.account_id} already holds a {intent.symbol} position worth "
+        f"{state.account_id} already holds a {asset} position worth "
         f"{_money(value, state.quote_currency)}; {policy.name} does not add to an open "
-        "position (no DCA)."
-    ), {"tier": policy.name, "symbol": intent.symbol, "position_usd": value,
-        "quantity": state.holdings.get(intent.symbol)})
+        f"position (no DCA), on {intent.symbol} or any other {asset} market."
+    ), {"tier": policy.name, "symbol": intent.symbol, "asset": asset, "position_usd": value,
+        "quantity": state.holdings.get(asset)})
 
 
 def duplicate_symbol_entry(intent: OrderIntent, state: AccountState) -> Reason | None:
-    """One entry per symbol, counting open orders and entries still on their way."""
+    """One entry per symbol, counting open orders and entries still on their way; entries on
+    the same asset against another quote (BTC/USD for BTC/USDT) count too."""
     policy = state.policy
-    live = state.entry_symbols.get(intent.symbol, 0)
+    asset = base_of(intent.symbol)
+    entries = _entries_on(state, asset)
+    live = sum(entries.values())
     if policy is None or policy.allow_multiple_entries_same_symbol or live == 0:
         return None
     return Reason("duplicate_symbol_entry", (
-        f"{state.account_id} already has {live} entry order(s) on {intent.symbol} open or "
-        f"on their way to the exchange; {policy.name} allows one entry per symbol."
-    ), {"tier": policy.name, "symbol": intent.symbol, "live_entries": live})
+        f"{state.account_id} already has {live} entry order(s) on {asset} "
+        f"({', '.join(entries)}) open or on their way to the exchange; {policy.name} allows "
+        "one entry per symbol."
+    ), {"tier": policy.name, "symbol": intent.symbol, "live_entries": live,
+        "entry_symbols": list(entries)})
 
 
 def max_positions(intent: OrderIntent, state: AccountState) -> Reason | None:
-    """Positions, symbols with open entries and symbols with pending entries share the slots."""
+    """Held assets and assets with open or pending entries share the slots, one per asset."""
     policy = state.policy
     if policy is None:
         return None
-    occupied = _occupied(state)
-    if intent.symbol in occupied or len(occupied) < policy.max_positions:
+    slots = _occupied(state)
+    if base_of(intent.symbol) in slots or len(slots) < policy.max_positions:
         return None
+    occupied = sorted(slots.values())
     return Reason("max_positions", (
         f"{state.account_id} already uses {len(occupied)} of its {policy.max_positions} "
         f"position slots ({', '.join(occupied)}); a new entry on {intent.symbol} would make "
@@ -303,9 +358,9 @@ def min_amount(intent: OrderIntent, state: AccountState) -> Reason | None:
 
 
 def insufficient_free_balance(intent: OrderIntent, state: AccountState) -> Reason | None:
-    """The free quote balance, less what reservations already claim, must pay order and fee."""
+    """The free balance of the order's own quote currency (USDT for BTC/USDT, whatever the
+    account's quote), less what reservations already claim of it, must pay order and fee."""
     policy = state.policy
-    quote = state.quote_currency
     if not state.balances_known:
         if policy is None or not policy.fail_closed:
             return None
@@ -316,15 +371,18 @@ def insufficient_free_balance(intent: OrderIntent, state: AccountState) -> Reaso
     notional = _notional(intent, state)
     if notional is None:
         return None
+    quote = quote_of(intent.symbol)
+    free = state.free_by_currency.get(quote, 0.0)
+    reserved = state.reserved_by_currency.get(quote, 0.0)
     cost = notional * (1.0 + state.fee_rate)
-    available = state.free_quote - state.reserved_usd
+    available = free - reserved
     if cost <= available:
         return None
     return Reason("insufficient_free_balance", (
         f"this entry needs {_money(cost, quote)} with fees; {state.account_id} has "
-        f"{_money(state.free_quote, quote)} free, of which {_money(state.reserved_usd, quote)} "
+        f"{_money(free, quote)} free, of which {_money(reserved, quote)} "
         f"is already reserved by entries on their way, leaving {_money(available, quote)}."
-    ), {"cost_usd": cost, "free_quote": state.free_quote, "reserved_usd": state.reserved_usd,
+    ), {"cost_usd": cost, "currency": quote, "free_quote": free, "reserved_usd": reserved,
         "available_usd": available, "fee_rate": state.fee_rate})
 
 
@@ -365,10 +423,10 @@ def exit_warnings(intent: OrderIntent, state: AccountState) -> tuple[Reason, ...
     if intent.is_entry or intent.side is not Side.SELL:
         return ()
     amount = intent.base_amount(state.last_prices.get(intent.symbol))
-    held = state.holdings.get(intent.symbol, 0.0)
+    base = base_of(intent.symbol)
+    held = state.holdings.get(base, 0.0)
     if amount is None or amount <= held * (1.0 + _OVERSELL_SLACK):
         return ()
-    base = intent.symbol.split("/")[0]
     return (Reason("oversell", (
         f"this exit sells {amount:.8g} {base} but {state.account_id} holds {held:.8g} {base} "
         f"by its balance and ledger; it goes through (exits are never blocked) and the "

@@ -9,7 +9,7 @@ Endpoints::
 
     GET  /healthz                              per-account sync health (503 if any failed)
     GET  /v1/accounts                          the status document (a row per account)
-    GET  /v1/accounts/{id}                     one row
+    GET  /v1/accounts/{id}                     one row (with the holdings it cannot value)
     GET  /v1/accounts/{id}/orders?status=open|all
     GET  /v1/accounts/{id}/trades?limit=N
     GET  /v1/accounts/{id}/guard-decisions?limit=N&blocked_only=true
@@ -151,12 +151,14 @@ async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     accounts = {}
     for account_id, live in sorted(ctx.live.items()):
-        health = live.health
+        # Degraded, with the reason, while its equity cannot be established.
+        health = live.reported_health()
         accounts[account_id] = {
             "state": health.state.value,
             "last_success": health.last_success.isoformat() if health.last_success else None,
             "consecutive_failures": health.consecutive_failures,
             "last_error": health.last_error,
+            "unvalued_holdings": list(live.unvalued_holdings),
         }
     states = {a["state"] for a in accounts.values()}
     failed = SyncState.FAILED.value in states

@@ -168,7 +168,9 @@ class FillsBooked(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BalancesUpdated(Event):
-    """Fresh balances and equity. ``unpriced`` lists held currencies left out of equity."""
+    """Fresh balances and equity (in the account's quote currency). ``unpriced`` lists held
+    currencies no price values, left out of equity. Not published when equity cannot be
+    established (nothing valued, something unvalued): the account reports degraded instead."""
 
     equity_usd: float
     tier: str

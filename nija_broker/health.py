@@ -3,12 +3,17 @@
 The reconciler writes an :class:`AccountLive` per account; the guard and the
 API only read it. Each field is replaced whole (never edited in place), so a
 reader in another thread sees either the old value or the new one.
+
+``health`` records the reconciler's cycles (a cycle that succeeds is ``ok``);
+what others are shown is :meth:`AccountLive.reported_health`, which is also
+``degraded`` while the account's equity cannot be established (it holds
+something no price of its exchange values and nothing that one does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -21,7 +26,8 @@ class SyncState(StrEnum):
     """Never synced yet: state unknown."""
     OK = "ok"
     DEGRADED = "degraded"
-    """Recent cycles failed; the last good state is older than it should be."""
+    """Recent cycles failed, so the last good state is older than it should be; or the
+    cycles succeed but the account's equity cannot be established."""
     FAILED = "failed"
     """Failing past the limit, or the keys were refused: state unknown."""
 
@@ -41,7 +47,13 @@ class AccountHealth:
 
 @dataclass
 class AccountLive:
-    """The latest exchange-side view of one account (balances, equity, markets, health)."""
+    """The latest exchange-side view of one account (balances, equity, markets, health).
+
+    ``equity_usd`` is in ``quote_currency`` (``None`` while unknown, including
+    while it cannot be established). ``unvalued_holdings`` are the currencies
+    the last balance refresh found held but could not value; ``valuation_problem``
+    says why equity could not be established at all (``None`` when it was).
+    """
 
     account_id: str
     tier: TierTracker
@@ -50,6 +62,8 @@ class AccountLive:
     equity_usd: float | None = None
     quote_currency: str = "USD"
     markets: Mapping[str, Market] = field(default_factory=dict)
+    unvalued_holdings: tuple[str, ...] = ()
+    valuation_problem: str | None = None
 
     @classmethod
     def create(cls, account_id: str, table: TierTable, pinned: str | None = None,
@@ -62,3 +76,12 @@ class AccountLive:
         if self.tier.pinned is not None:
             return self.tier.table.get(self.tier.pinned)
         return self.tier.current
+
+    def reported_health(self) -> AccountHealth:
+        """The health to show and judge on: the cycles' health, ``degraded`` (with the reason
+        as ``last_error``) while equity cannot be established although the cycles succeed."""
+        health = self.health
+        problem = self.valuation_problem
+        if problem is None or health.state is not SyncState.OK:
+            return health
+        return replace(health, state=SyncState.DEGRADED, last_error=problem)

@@ -32,7 +32,8 @@ __all__ = [
     "status_rows",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``unvalued_holdings`` added; ``sync`` is ``degraded`` while equity cannot be established."""
 
 # Used while an account's tier is unknown; the same defaults as DESIGN and TierPolicy.
 DEFAULT_STALE_MAX_AGE_S = 3600.0
@@ -42,10 +43,14 @@ DEFAULT_FRAGMENTATION_THRESHOLD = 0.30
 class AccountStatus(BaseModel):
     """One account at one moment. ``None`` means "not known", never zero.
 
-    ``equity_usd`` is the reconciler's latest figure, else the last point of the
-    account's own equity curve. ``held_share_pct`` and ``fragmented`` are
-    ``None`` while equity is unknown. ``sync`` is ``None`` when no reconciler
-    is running for the account (e.g. ``status`` read straight from the store).
+    ``equity_usd`` is the reconciler's latest figure (in the account's quote
+    currency), else the last point of the account's own equity curve; ``None``
+    while the reconciler cannot establish it. ``held_share_pct`` and
+    ``fragmented`` are ``None`` while equity is unknown. ``sync`` is ``None``
+    when no reconciler is running for the account (e.g. ``status`` read straight
+    from the store), and ``degraded`` while the account holds something no price
+    values and nothing that one does. ``unvalued_holdings`` are the currencies
+    held that the last balance refresh could not value (left out of equity).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,10 +71,14 @@ class AccountStatus(BaseModel):
     sync: str | None
     last_sync: str | None
     consecutive_failures: int
+    unvalued_holdings: tuple[str, ...] = ()
 
 
 def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | None:
-    """The account's equity: the live figure, else its last recorded equity point."""
+    """The account's equity: the live figure, else its last recorded equity point; ``None``
+    while the live view says it cannot be established (an old point would hide that)."""
+    if live is not None and live.valuation_problem is not None:
+        return None
     if live is not None and live.equity_usd is not None:
         return live.equity_usd
     last = book.performance.equity_points(limit=1)
@@ -103,7 +112,7 @@ def account_status(book: AccountBook, live: AccountLive | None, now: datetime) -
         if equity_usd > 0:
             held_share_pct = held_usd / equity_usd * 100.0
 
-    health = live.health if live is not None else None
+    health = live.reported_health() if live is not None else None
     last_success = health.last_success if health is not None else None
     return AccountStatus(
         account_id=book.account_id,
@@ -122,6 +131,7 @@ def account_status(book: AccountBook, live: AccountLive | None, now: datetime) -
         sync=health.state.value if health is not None else None,
         last_sync=utc(last_success).isoformat() if last_success is not None else None,
         consecutive_failures=health.consecutive_failures if health is not None else 0,
+        unvalued_holdings=live.unvalued_holdings if live is not None else (),
     )
 
 
@@ -159,7 +169,7 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("ACCOUNT", False), ("TIER", False), ("EQUITY", True), ("HELD", True), ("HELD%", True),
     ("OPEN", True), ("STALE", True), ("DOUBLE", True), ("FRAG", False), ("DD%", True),
     ("MAX DD%", True), ("EXPECT", True), ("TRADES", True), ("SYNC", False),
-    ("LAST SYNC (UTC)", False), ("FAILS", True),
+    ("LAST SYNC (UTC)", False), ("FAILS", True), ("UNVALUED", False),
 )
 
 _UNKNOWN = "-"
@@ -199,6 +209,7 @@ def _cells(row: AccountStatus) -> list[str]:
         row.sync or "offline",
         _sync_time(row.last_sync),
         str(row.consecutive_failures),
+        _clean(",".join(row.unvalued_holdings)) if row.unvalued_holdings else _UNKNOWN,
     ]
 
 

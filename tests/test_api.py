@@ -16,7 +16,7 @@ from nija_broker.client import GuardClient, GuardUnavailable
 from nija_broker.clock import FakeClock
 from nija_broker.errors import ConfigError
 from nija_broker.health import SyncState
-from nija_broker.models import Order
+from nija_broker.models import Balance, Order
 from nija_broker.prom import BrokerMetrics
 from nija_broker.store import Store
 from tests._guard_support import ALICE, T0, account_live, make_guard
@@ -68,7 +68,7 @@ async def test_healthz_reports_each_account_and_fails_when_one_has_failed(
 async def test_accounts_list_is_a_row_per_account(server: ApiServer) -> None:
     status, body = await _get(server, "/v1/accounts")
     assert status == 200
-    assert body["schema_version"] == 1
+    assert body["schema_version"] == 2
     assert [row["account_id"] for row in body["accounts"]] == [ALICE, BOB]
     status, row = await _get(server, f"/v1/accounts/{ALICE}")
     assert status == 200
@@ -169,6 +169,36 @@ def test_binding_beyond_loopback_needs_a_token() -> None:
     check_binding("0.0.0.0", TOKEN)
     check_binding("127.0.0.1", None)
     check_binding("::1", None)
+
+
+@pytest.mark.asyncio
+async def test_an_account_whose_equity_cannot_be_valued_shows_its_holdings_and_is_degraded(
+) -> None:
+    clock = FakeClock(T0)
+    live = {ALICE: account_live(ALICE, balances={
+        "JUNK": Balance(currency="JUNK", free=1_000.0, total=1_000.0)})}
+    live[ALICE].equity_usd = None
+    live[ALICE].unvalued_holdings = ("JUNK",)
+    live[ALICE].valuation_problem = ("equity cannot be established in USD: the account holds "
+                                     "JUNK and no ticker of the exchange values it")
+    guard = make_guard(None, clock, live)
+    ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
+                     clock=clock)
+    async with ApiServer(ctx, "127.0.0.1", 0) as api:
+        status, row = await _get(api, f"/v1/accounts/{ALICE}")
+        assert status == 200
+        assert (row["sync"], row["equity_usd"], row["unvalued_holdings"]) == (
+            "degraded", None, ["JUNK"])
+        status, body = await _get(api, "/healthz")
+        assert status == 200
+        assert body["status"] == "degraded"
+        account = body["accounts"][ALICE]
+        assert account["state"] == "degraded"
+        assert account["unvalued_holdings"] == ["JUNK"]
+        assert "JUNK" in account["last_error"]
+        status, metrics = await _get(api, "/metrics")
+        assert status == 200
+        assert "nija_broker_equity_usd{" not in metrics  # unknown is absent, not a zero
 
 
 @pytest.mark.asyncio

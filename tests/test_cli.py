@@ -100,7 +100,7 @@ def test_status_json_has_a_stable_schema_when_read_from_the_store(
     assert main(["status", "--config", str(config), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {"schema_version", "generated_at", "accounts"}
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     (row,) = document["accounts"]
     assert set(row) == STATUS_KEYS
     assert row["account_id"] == "USER:alice"

@@ -19,10 +19,15 @@ from nija_broker._guard_rules import (
     holdings_of,
     positions_of,
 )
-from nija_broker.health import AccountHealth, SyncState
-from nija_broker.intent import OrderIntent
+from nija_broker.book import Books
+from nija_broker.clock import FakeClock
+from nija_broker.config import AccountConfig
+from nija_broker.guard import Guard
+from nija_broker.health import AccountHealth, AccountLive, SyncState
+from nija_broker.intent import Blocked, OrderIntent
 from nija_broker.models import Balance, Market, OrderRole, Position
 from nija_broker.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.valuation import value_balances
 
 TABLE = TierTable(DEFAULT_TIERS)
 BELOW_MIN, MICRO, SMALL, STANDARD = (TABLE.get(n) for n in (
@@ -37,13 +42,17 @@ PRICES = {"BTC/USD": 50_000.0, "ETH/USD": 3_000.0, "SOL/USD": 150.0, "XRP/USD": 
           "ADA/USD": 0.4, "DOGE/USD": 0.1, "AVAX/USD": 30.0}
 
 
+def usd(amount: float) -> dict[str, float]:
+    return {"USD": amount}
+
+
 def state(**changes: Any) -> AccountState:
     """A healthy $100 MICRO_CAP account with nothing open and $100 free."""
     fields: dict[str, Any] = dict(
         account_id="USER:alice", policy=MICRO, health=OK, equity_usd=100.0,
-        quote_currency="USD", balances_known=True, free_quote=100.0, reserved_usd=0.0,
-        held_usd=0.0, entry_symbols={}, positions={}, holdings={}, markets=MARKETS,
-        last_prices=PRICES, fee_rate=0.004,
+        quote_currency="USD", balances_known=True, free_by_currency=usd(100.0),
+        reserved_by_currency={}, held_usd=0.0, entry_symbols={}, positions={}, holdings={},
+        markets=MARKETS, last_prices=PRICES, fee_rate=0.004,
     )
     fields.update(changes)
     return AccountState(**fields)
@@ -73,8 +82,8 @@ def test_a_sized_entry_on_a_healthy_micro_account_is_allowed() -> None:
 
 # --------------------------------------------------------------------------- rule table
 
-HELD_BTC = {"BTC/USD": 0.001}
-SIX_BUT_SOL = {s: 9.0 for s in MARKETS if s != "SOL/USD"}
+HELD_BTC = {"BTC": 0.001}
+SIX_BUT_SOL = {s.split("/")[0]: 9.0 for s in MARKETS if s != "SOL/USD"}
 MIN_10 = {"BTC/USD": MARKETS["BTC/USD"].replace(min_notional=10.0)}
 MIN_AMOUNT = {"BTC/USD": MARKETS["BTC/USD"].replace(min_amount=0.001)}
 
@@ -91,20 +100,26 @@ MIN_AMOUNT = {"BTC/USD": MARKETS["BTC/USD"].replace(min_amount=0.001)}
     (buy(), state(policy=BELOW_MIN, equity_usd=12.0), "below_min_tier"),
     (buy(), state(policy=MICRO, equity_usd=15.0), None),
     # dca: no entry where a position is open (MICRO_CAP), allowed for STANDARD
-    (buy(), state(positions={"BTC/USD": 50.0}, holdings=HELD_BTC), "dca"),
-    (buy("ETH/USD"), state(positions={"BTC/USD": 50.0}, holdings=HELD_BTC), None),
-    (buy(), state(policy=STANDARD, positions={"BTC/USD": 50.0}, holdings=HELD_BTC), None),
+    (buy(), state(positions={"BTC": 50.0}, holdings=HELD_BTC), "dca"),
+    (buy("BTC/USDT"), state(positions={"BTC": 50.0}, holdings=HELD_BTC, markets={}), "dca"),
+    (buy("ETH/USD"), state(positions={"BTC": 50.0}, holdings=HELD_BTC), None),
+    (buy(), state(policy=STANDARD, positions={"BTC": 50.0}, holdings=HELD_BTC), None),
     # duplicate_symbol_entry: one entry per symbol, open or pending
     (buy(), state(entry_symbols={"BTC/USD": 1}), "duplicate_symbol_entry"),
     (buy(), state(entry_symbols={"BTC/USD": 0}), None),
     (buy(), state(policy=STANDARD, entry_symbols={"BTC/USD": 2}), None),
+    (buy("BTC/USDT"), state(entry_symbols={"BTC/USD": 1}, markets={}),
+     "duplicate_symbol_entry"),
     # max_positions: positions + open entries + pending entries share MICRO_CAP's 4 slots
-    (buy("SOL/USD"), state(positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+    (buy("SOL/USD"), state(positions={"BTC": 9.0, "ETH": 9.0},
                            entry_symbols={"XRP/USD": 1, "ADA/USD": 1}), "max_positions"),
-    (buy("SOL/USD"), state(positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+    (buy("SOL/USD"), state(positions={"BTC": 9.0, "ETH": 9.0},
                            entry_symbols={"XRP/USD": 1}), None),
-    (buy("SOL/USD"), state(policy=STANDARD, equity_usd=2_000.0, free_quote=2_000.0,
-                           positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+    # a held asset and an entry on it take one slot, whichever quote the entry uses
+    (buy("SOL/USD"), state(positions={"BTC": 9.0, "ETH": 9.0, "XRP": 9.0},
+                           entry_symbols={"XRP/USDT": 1}), None),
+    (buy("SOL/USD"), state(policy=STANDARD, equity_usd=2_000.0, free_by_currency=usd(2_000.0),
+                           positions={"BTC": 9.0, "ETH": 9.0},
                            entry_symbols={"XRP/USD": 1, "ADA/USD": 1}), None),
     (buy("SOL/USD"), state(policy=STANDARD, positions=SIX_BUT_SOL), "max_positions"),
     # STANDARD allows DCA into a held symbol even with every slot taken
@@ -132,11 +147,18 @@ MIN_AMOUNT = {"BTC/USD": MARKETS["BTC/USD"].replace(min_amount=0.001)}
     (buy(size_usd=None, amount=0.0001), state(markets=MIN_AMOUNT), "min_amount"),
     (buy(size_usd=None, amount=0.001), state(markets=MIN_AMOUNT), None),
     # insufficient_free_balance: free balance less reservations must pay order + fee
-    (buy(size_usd=25.0), state(free_quote=30.0, reserved_usd=10.0),
+    (buy(size_usd=25.0), state(free_by_currency=usd(30.0), reserved_by_currency=usd(10.0)),
      "insufficient_free_balance"),
-    (buy(size_usd=25.0), state(free_quote=30.0, reserved_usd=4.0), None),
-    (buy(), state(balances_known=False, free_quote=0.0), "insufficient_free_balance"),
-    (buy(), state(policy=STANDARD, balances_known=False, free_quote=0.0), None),
+    (buy(size_usd=25.0), state(free_by_currency=usd(30.0), reserved_by_currency=usd(4.0)),
+     None),
+    (buy(), state(balances_known=False, free_by_currency={}), "insufficient_free_balance"),
+    (buy(), state(policy=STANDARD, balances_known=False, free_by_currency={}), None),
+    # ... of the order's own quote: USDT pays for BTC/USDT, USD does not
+    (buy("BTC/USDT"), state(free_by_currency={"USD": 0.0, "USDT": 100.0}, markets={}), None),
+    (buy("BTC/USDT"), state(free_by_currency={"USD": 100.0}, markets={}),
+     "insufficient_free_balance"),
+    (buy("BTC/USDT"), state(free_by_currency={"USDT": 30.0}, markets={},
+                            reserved_by_currency={"USD": 25.0}), None),
 ])
 def test_entry_rule_table(intent: OrderIntent, account: AccountState,
                           expected: str | None) -> None:
@@ -155,14 +177,15 @@ def test_every_entry_rule_appears_in_the_table() -> None:
 
 
 def test_max_positions_reason_names_the_slots_and_the_limit() -> None:
-    account = state(positions={"BTC/USD": 9.0, "ETH/USD": 9.0},
+    account = state(positions={"BTC": 9.0, "ETH": 9.0},
                     entry_symbols={"XRP/USD": 1, "ADA/USD": 1})
     reason = first_objection(buy("SOL/USD"), account)
     assert reason is not None
     assert "4 of its 4 position slots" in reason.message
-    assert "ADA/USD, BTC/USD, ETH/USD, XRP/USD" in reason.message
+    assert "ADA/USD, BTC, ETH, XRP/USD" in reason.message
     assert reason.figures["max_positions"] == 4
-    assert reason.figures["occupied"] == ["ADA/USD", "BTC/USD", "ETH/USD", "XRP/USD"]
+    assert reason.figures["occupied"] == ["ADA/USD", "BTC", "ETH", "XRP/USD"]
+    assert reason.figures["positions"] == ["BTC", "ETH"]
 
 
 def test_fragmentation_reason_gives_held_equity_and_threshold() -> None:
@@ -175,8 +198,10 @@ def test_fragmentation_reason_gives_held_equity_and_threshold() -> None:
 
 
 def test_free_balance_reason_shows_what_reservations_took() -> None:
-    reason = first_objection(buy(size_usd=25.0), state(free_quote=30.0, reserved_usd=10.0))
+    reason = first_objection(buy(size_usd=25.0), state(free_by_currency=usd(30.0),
+                                                       reserved_by_currency=usd(10.0)))
     assert reason is not None
+    assert reason.figures["currency"] == "USD"
     assert reason.figures["available_usd"] == pytest.approx(20.0)
     assert reason.figures["cost_usd"] == pytest.approx(25.1)
     assert "10.00 USD is already reserved" in reason.message
@@ -197,7 +222,7 @@ def test_sync_unknown_reason_carries_the_last_error() -> None:
 
 BLOCK_EVERYTHING = state(
     policy=BELOW_MIN, health=AccountHealth(state=SyncState.FAILED), balances_known=False,
-    held_usd=1_000.0, positions={s: 9.0 for s in MARKETS}, holdings={"BTC/USD": 0.01},
+    held_usd=1_000.0, positions={s.split("/")[0]: 9.0 for s in MARKETS}, holdings={"BTC": 0.01},
     entry_symbols={s: 1 for s in MARKETS}, last_prices={}, markets={},
 )
 
@@ -215,14 +240,16 @@ def test_exits_pass_while_every_entry_rule_would_block(intent: OrderIntent) -> N
 
 
 def test_a_sell_larger_than_the_holding_passes_with_an_oversell_warning() -> None:
-    warnings = exit_warnings(sell(amount=0.02), state(holdings={"BTC/USD": 0.01}))
+    warnings = exit_warnings(sell(amount=0.02), state(holdings={"BTC": 0.01}))
     assert [w.rule for w in warnings] == ["oversell"]
     assert warnings[0].figures == {"symbol": "BTC/USD", "amount": 0.02, "held": 0.01}
     assert "0.02 BTC" in warnings[0].message
 
 
 def test_selling_exactly_the_holding_is_no_oversell() -> None:
-    assert exit_warnings(sell(amount=0.01), state(holdings={"BTC/USD": 0.01})) == ()
+    assert exit_warnings(sell(amount=0.01), state(holdings={"BTC": 0.01})) == ()
+    # the holding is the asset's, whichever market the exit sells on
+    assert exit_warnings(sell("BTC/USDT", amount=0.01), state(holdings={"BTC": 0.01})) == ()
     assert exit_warnings(buy(), state()) == ()
 
 
@@ -237,15 +264,109 @@ def test_holdings_take_the_larger_of_balance_and_ledger() -> None:
     balances = {"USD": Balance(currency="USD", free=50, total=50),
                 "BTC": Balance(currency="BTC", free=0.001, used=0.002, total=0.003),
                 "ETH": Balance(currency="ETH", free=0.1, total=0.1)}
-    assert holdings_of(balances, ledger, "USD") == {"BTC/USD": 0.003, "ETH/USD": 0.5}
+    assert holdings_of(balances, ledger, "USD") == {"BTC": 0.003, "ETH": 0.5}
+
+
+def test_holdings_are_by_asset_and_money_at_par_is_no_holding() -> None:
+    ledger = [Position(account_id="A", symbol="BTC/USDT", quantity=0.001, avg_price=50_000,
+                       opened_at=T0, updated_at=T0),
+              Position(account_id="A", symbol="BTC/USD", quantity=0.001, avg_price=50_000,
+                       opened_at=T0, updated_at=T0)]
+    balances = {"USDT": Balance(currency="USDT", free=10_000, total=10_000),
+                "USDC": Balance(currency="USDC", free=5, total=5),
+                "BTC": Balance(currency="BTC", free=0.0015, total=0.0015)}
+    # USDT and USDC are money for a USD account; the ledger's two BTC positions are one asset.
+    assert holdings_of(balances, ledger, "USD") == {"BTC": pytest.approx(0.002)}
+    assert holdings_of(balances, [], "EUR") == {"USDT": 10_000, "USDC": 5, "BTC": 0.0015}
 
 
 def test_dust_and_unpriced_holdings_take_no_position_slot() -> None:
-    holdings = {"BTC/USD": 0.00001, "ETH/USD": 0.01, "SHIB/USD": 1_000.0, "SOL/USD": 1.0}
+    holdings = {"BTC": 0.00001, "ETH": 0.01, "SHIB": 1_000.0, "SOL": 1.0}
     positions, unpriced = positions_of(
-        holdings, {"BTC/USD": 50_000.0, "ETH/USD": 3_000.0}, {"SOL/USD": 150.0}, dust_usd=1.0)
-    assert positions == {"ETH/USD": pytest.approx(30.0), "SOL/USD": pytest.approx(150.0)}
-    assert unpriced == ("SHIB/USD",)
+        holdings, {"BTC/USD": 50_000.0, "ETH/USD": 3_000.0}, {"SOL/USD": 150.0},
+        quote_currency="USD", dust_usd=1.0)
+    assert positions == {"ETH": pytest.approx(30.0), "SOL": pytest.approx(150.0)}
+    assert unpriced == ("SHIB",)
+
+
+@pytest.mark.parametrize(("quote", "last_prices", "avg_prices", "value"), [
+    ("USD", {"BTC/USDT": 50_000.0}, {}, 50.0),               # through USDT at par with USD
+    ("USD", {"BTC/USDC": 40_000.0, "USDC/USD": 0.5}, {}, 20.0),  # the venue's USDC/USD price
+    ("EUR", {"BTC/USD": 50_000.0, "EUR/USD": 1.25}, {}, 40.0),  # a USD leg to EUR
+    ("USD", {}, {"BTC/USDT": 30_000.0}, 30.0),               # the ledger's cost, USDT at par
+    ("USD", {"BTC/EUR": 40_000.0}, {}, None),                # no route from EUR to USD
+])
+def test_positions_are_valued_in_the_account_quote(
+    quote: str, last_prices: dict[str, float], avg_prices: dict[str, float],
+    value: float | None,
+) -> None:
+    positions, unpriced = positions_of({"BTC": 0.001}, last_prices, avg_prices,
+                                       quote_currency=quote, dust_usd=1.0)
+    if value is None:
+        assert (positions, unpriced) == ({}, ("BTC",))
+    else:
+        assert positions == {"BTC": pytest.approx(value)}
+        assert unpriced == ()
+
+
+# --------------------------------------------------------------------------- a USDT venue
+
+
+def _usdt_guard(**totals: float) -> tuple[Guard, AccountLive]:
+    """A Binance-like account (USDT markets only) in the default configuration: quote USD."""
+    quote = AccountConfig(id="USER:alice", exchange="binance").quote_currency
+    assert quote == "USD"
+    balances = {c: Balance(currency=c, free=t, total=t) for c, t in totals.items()}
+    prices = {"BTC/USDT": 50_000.0, "ETH/USDT": 3_000.0}
+    equity = value_balances(balances, prices, quote).equity
+    live = AccountLive.create("USER:alice", TABLE, quote_currency=quote)
+    live.tier.update(equity)
+    live.health = OK
+    live.equity_usd = equity
+    live.balances = balances
+    live.markets = {s: Market(symbol=s, base=s.split("/")[0], quote="USDT", min_amount=1e-5,
+                              min_notional=5.0) for s in prices}
+    guard = Guard(Books(), {"USER:alice": live}, clock=FakeClock(T0))
+    for symbol, price in prices.items():
+        guard.books.get("USER:alice").orders.set_last_price(symbol, price)
+    return guard, live
+
+
+def test_usdt_account_btc_holding_blocks_a_btc_usdt_dca_entry_for_micro_cap() -> None:
+    guard, live = _usdt_guard(USDT=100.0, BTC=0.001)
+    assert live.equity_usd == pytest.approx(150.0)  # USDT at par, BTC through BTC/USDT
+    assert live.policy() is MICRO
+    account = guard.state("USER:alice")
+    assert account.holdings == {"BTC": 0.001}  # USDT is money, not a position
+    assert account.positions == {"BTC": pytest.approx(50.0)}
+    decision = guard.check(buy("BTC/USDT"))
+    assert isinstance(decision, Blocked)
+    assert decision.rule == "dca"
+    assert decision.figures["asset"] == "BTC"
+
+
+def test_usdt_account_free_usdt_pays_for_a_usdt_entry() -> None:
+    guard, _ = _usdt_guard(USDT=100.0)
+    assert guard.check(buy("BTC/USDT", size_usd=60.0)).allowed
+    too_big = guard.check(buy("BTC/USDT", size_usd=99.9))  # 100.30 with fees
+    assert isinstance(too_big, Blocked)
+    assert too_big.rule == "insufficient_free_balance"
+    assert too_big.figures["currency"] == "USDT"
+    assert too_big.figures["free_quote"] == 100.0
+    assert "100.00 USDT free" in too_big.reason
+
+
+def test_reservations_claim_the_free_balance_of_their_own_quote() -> None:
+    guard, live = _usdt_guard(USDT=100.0, USD=100.0)
+    live.markets = {**live.markets, "ETH/USD": MARKETS["ETH/USD"]}
+    guard.books.get("USER:alice").orders.set_last_price("ETH/USD", 3_000.0)
+    guard.reserve(buy("BTC/USDT", size_usd=60.0))
+    account = guard.state("USER:alice")
+    assert account.reserved_by_currency == {"USDT": pytest.approx(60.24)}
+    assert guard.check(buy("ETH/USD", size_usd=60.0)).allowed  # USD is not claimed
+    blocked = guard.check(buy("ETH/USDT", size_usd=60.0))
+    assert isinstance(blocked, Blocked)
+    assert blocked.rule == "insufficient_free_balance"
 
 
 # --------------------------------------------------------------------------- intent values
@@ -291,9 +412,9 @@ def test_market_order_is_valued_at_the_last_price_limit_at_its_own() -> None:
 
 _states = st.builds(
     lambda policy, sync, held, free, reserved, n_pos, n_entries, known: state(
-        policy=policy, health=AccountHealth(state=sync), held_usd=held, free_quote=free,
-        reserved_usd=reserved, balances_known=known,
-        positions={s: 10.0 for s in list(MARKETS)[:n_pos]},
+        policy=policy, health=AccountHealth(state=sync), held_usd=held,
+        free_by_currency=usd(free), reserved_by_currency=usd(reserved), balances_known=known,
+        positions={s.split("/")[0]: 10.0 for s in list(MARKETS)[:n_pos]},
         entry_symbols={s: 1 for s in list(MARKETS)[-n_entries:]} if n_entries else {},
     ),
     st.sampled_from([None, BELOW_MIN, MICRO, SMALL, STANDARD]),
@@ -320,6 +441,6 @@ def test_exits_are_never_blocked_whatever_the_state(
 def test_a_freed_slot_never_turns_an_allowed_entry_into_a_block(account: AccountState) -> None:
     """Removing open entries and reservations can only unblock: the rules are monotone."""
     intent = buy("SOL/USD")
-    freed = dataclasses.replace(account, entry_symbols={}, reserved_usd=0.0)
+    freed = dataclasses.replace(account, entry_symbols={}, reserved_by_currency={})
     if first_objection(intent, account) is None:
         assert first_objection(intent, freed) is None

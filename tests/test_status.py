@@ -27,7 +27,7 @@ NOW = T0 + timedelta(hours=2)
 STATUS_KEYS = {
     "account_id", "tier", "equity_usd", "held_capital_usd", "held_share_pct", "open_orders",
     "stale_orders", "double_reservations", "fragmented", "drawdown_pct", "max_drawdown_pct",
-    "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures",
+    "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures", "unvalued_holdings",
 }
 
 
@@ -137,6 +137,48 @@ def test_unknown_equity_is_unknown_not_zero() -> None:
     assert row.sync == "syncing"
 
 
+def test_unvalued_holdings_are_listed_and_equity_stays_what_is_valued() -> None:
+    books = Books()
+    live = _live("USER:a", 100.0, state=SyncState.OK, last_success=T0)
+    live.unvalued_holdings = ("JUNK",)
+
+    row = account_status(books.get("USER:a"), live, NOW)
+
+    assert row.unvalued_holdings == ("JUNK",)
+    assert row.equity_usd == 100.0
+    assert row.sync == "ok"  # something is valued: equity is established
+
+
+def test_equity_that_cannot_be_established_is_unknown_and_degraded() -> None:
+    books = Books()
+    book = books.get("USER:a")
+    book.update_equity(500.0, T0)  # an old point must not stand in for the unknown figure
+    live = _live("USER:a", None, state=SyncState.OK, last_success=T0)
+    live.unvalued_holdings = ("JUNK", "LDBTC")
+    live.valuation_problem = "equity cannot be established in USD: the account holds JUNK"
+
+    row = account_status(book, live, NOW)
+
+    assert row.sync == "degraded"
+    assert row.equity_usd is None
+    assert row.unvalued_holdings == ("JUNK", "LDBTC")
+    assert live.health.state is SyncState.OK  # the reconciler's own record is untouched
+    assert json.loads(json.dumps(status_document([row], NOW)))["accounts"][0][
+        "unvalued_holdings"] == ["JUNK", "LDBTC"]
+    lines = render_table([row]).splitlines()
+    assert lines[0].split()[-1] == "UNVALUED"
+    assert lines[1].endswith("JUNK,LDBTC")
+    assert "degraded" in lines[1]
+
+
+def test_a_failing_sync_is_not_hidden_by_the_valuation() -> None:
+    live = _live("USER:a", None, state=SyncState.FAILED, consecutive_failures=5,
+                 last_error="timeout")
+    live.valuation_problem = "equity cannot be established"
+    row = account_status(Books().get("USER:a"), live, NOW)
+    assert row.sync == "failed"
+
+
 def test_held_capital_on_zero_equity_is_fragmented_without_a_share() -> None:
     books = Books()
     book = books.get("USER:empty")
@@ -191,7 +233,7 @@ def test_json_document_schema_is_pinned() -> None:
     doc = json.loads(json.dumps(status_document(rows, NOW)))
 
     assert set(doc) == {"schema_version", "generated_at", "accounts"}
-    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert doc["generated_at"] == NOW.isoformat()
     assert set(AccountStatus.model_fields) == STATUS_KEYS
     assert [set(a) for a in doc["accounts"]] == [STATUS_KEYS]

@@ -8,9 +8,12 @@ seen, a restart rebuilds a world at least as far along: the exchange never goes
 backwards. The reconciler never changes the world itself (stale orders only
 raise alerts here), so replaying the flow reproduces the exchange exactly.
 
-Usage: ``python -m tests._crash_worker DIR SEED FINAL_STEP``; prints ``ready``
-once the world is rebuilt, then runs until killed (after FINAL_STEP only the
-clock moves).
+Usage: ``python -m tests._crash_worker DIR SEED FINAL_STEP [money]``; prints
+``ready`` once the world is rebuilt, then runs until killed (after FINAL_STEP
+only the clock moves). With ``money``, the accounts start with cash only (every
+coin sold was bought under the runtime's eyes or while it was dead), pay fees
+in quote, in the base asset received and in a third asset (BNB), and fills are
+booked from the exchange's trades by trade id.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.base import OrderRequest
+from adapters.base import Capabilities, OrderRequest
 from adapters.sim import FaultInjector, FaultPlan, SimEngine, SimExchange
 from nija_broker.book import Books
 from nija_broker.clock import FakeClock
@@ -37,6 +40,11 @@ from nija_broker.tiers import DEFAULT_TIERS, StaleAction, TierTable
 ACCOUNTS = ("PLATFORM", "USER:alice", "USER:bob")
 BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.001, price_step=0.01,
              min_amount=0.001, min_notional=1.0)
+BNB = Market(symbol="BNB/USD", base="BNB", quote="USD", amount_step=0.001, price_step=0.01,
+             min_amount=0.001, min_notional=1.0)
+FEE_MODES = {"PLATFORM": "quote", "USER:alice": "base_for_buys", "USER:bob": "BNB"}
+TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
+                      watch_orders=False, order_trades=True)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REAL_S_PER_WORLD_S = 0.002
 """The worker's world runs 500 times faster than real time."""
@@ -83,13 +91,22 @@ def _step_world(engine: SimEngine, rng: random.Random) -> None:
 class World:
     """The exchange at a step: the engine and its clock (one world second per step)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, money: bool = False) -> None:
         self.seed = seed
+        self.money = money
         self.clock = FakeClock(T0)
         self.engine = SimEngine(seed=seed, clock=self.clock, partial_fill_prob=0.3)
         self.engine.add_market(BTC, 100.0, volatility=0.004)
+        if money:
+            # A fixed BNB price: a fee valued at the fill and at booking is the same money.
+            self.engine.add_market(BNB, 500.0, volatility=0.0)
         for account_id in ACCOUNTS:
-            self.engine.open_account(account_id, {"USD": 2_000.0, "BTC": 5.0})
+            if money:
+                balances = {"USD": 3_000.0, "BNB": 2.0} if FEE_MODES[account_id] == "BNB" \
+                    else {"USD": 3_000.0}
+                self.engine.open_account(account_id, balances, fee_mode=FEE_MODES[account_id])
+            else:
+                self.engine.open_account(account_id, {"USD": 2_000.0, "BTC": 5.0})
         self.step = 0
 
     def advance_to(self, step: int) -> None:
@@ -99,8 +116,8 @@ class World:
             _step_world(self.engine, random.Random(f"{self.seed}:{self.step}"))
 
 
-def build_world(seed: int, step: int) -> World:
-    world = World(seed)
+def build_world(seed: int, step: int, money: bool = False) -> World:
+    world = World(seed, money)
     world.advance_to(step)
     return world
 
@@ -137,15 +154,20 @@ class WorkerClock:
         await asyncio.sleep(max(seconds, 0.0) * REAL_S_PER_WORLD_S)
 
 
-async def main(directory: Path, seed: int, final_step: int) -> None:
-    world = build_world(seed, read_step(directory))
+def exchange(world: World, account_id: str, faults: FaultInjector | None = None) -> SimExchange:
+    return SimExchange(world.engine, account_id, faults=faults,
+                       capabilities=TRADES if world.money else None)
+
+
+async def main(directory: Path, seed: int, final_step: int, money: bool = False) -> None:
+    world = build_world(seed, read_step(directory), money)
     clock = WorkerClock(world)
     store = Store(directory / "state.sqlite3")
     books = Books(store, clock=clock)
     table = tier_table()
     # Some faults too: a restart must cope with a flaky exchange as well.
     exchanges = {
-        a: SimExchange(world.engine, a, faults=FaultInjector(
+        a: exchange(world, a, FaultInjector(
             FaultPlan(rate=0.1, seed=seed + i, hidden_after_create_s=2.0), world.clock))
         for i, a in enumerate(ACCOUNTS)
     }
@@ -164,4 +186,5 @@ async def main(directory: Path, seed: int, final_step: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                     money=sys.argv[4:] == ["money"]))

@@ -229,6 +229,7 @@ async def test_micro_cap_entry_that_filled_at_once_blocks_a_second_entry_within_
         await _until(lambda: not guard.check(second).allowed, timeout_s=10.0)
         waited_s = loop.time() - started
         decision = guard.check(second)
-        assert isinstance(decision, Blocked) and decision.rule == "dca"
+        assert isinstance(decision, Blocked)
+        assert decision.rule == "dca"
         # Known from the next poll's balance check, long before the 600 s full refresh.
         assert waited_s < 600.0

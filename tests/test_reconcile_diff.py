@@ -146,7 +146,8 @@ def test_limit_buy_reported_filled_above_its_limit_is_refused_with_attention() -
     listed = order(filled=0.5, average=101.0, status=OrderStatus.PARTIALLY_FILLED)
     (event,) = diff({}, Snapshot([listed]), NOW)
     assert isinstance(event, AttentionRequired)
-    assert "above its limit" in event.reason and event.order_id == listed.id
+    assert "above its limit" in event.reason
+    assert event.order_id == listed.id
 
 
 def test_limit_sell_reported_filled_below_its_limit_is_refused() -> None:
@@ -207,7 +208,8 @@ def test_fill_without_any_price_is_not_invented_by_the_book() -> None:
     book.apply_order(market)
     with pytest.raises(StateError, match="no average price"):
         book.apply_changes([filled])
-    assert book.orders.get(market.id) == market and book.positions() == []
+    assert book.orders.get(market.id) == market
+    assert book.positions() == []
 
 
 # ----------------------------------------------------------------------------- equity

@@ -1,0 +1,109 @@
+"""Crash test for money: SIGKILLs while orders fill and round trips complete, over many seeds.
+
+The worker (``tests/_crash_worker.py`` in ``money`` mode) runs the reconciler
+with fills booked from the exchange's trades, for three accounts that pay
+their fees in quote, in the base asset received and in BNB, and that start
+with cash only. It is killed at random moments, again and again; then one
+restart in this process catches up. Every account's fills, fees, round trips
+and positions must then equal the exchange's ground truth: each trade booked
+once, the ledger holding exactly the coins the exchange holds (no phantom
+position), and the round trips those fills make in exchange time order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nija_broker.book import Books
+from nija_broker.health import AccountLive
+from nija_broker.ledger import replay
+from nija_broker.reconciler import Reconciler
+
+from . import _crash_worker as worker
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = [31, 32, 33, 34]
+FINAL_STEP = 5_000
+KILLS = 5
+
+
+def _run_and_kill(directory: Path, seed: int, rng: random.Random) -> int:
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests._crash_worker", str(directory), str(seed),
+         str(FINAL_STEP), "money"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+            try:
+                process.wait(timeout=rng.uniform(0.05, 0.8))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+            return process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sigkills_during_fills_leave_fills_fees_trades_and_positions_as_the_exchange_has_them(
+        tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    codes = [_run_and_kill(tmp_path, seed, rng) for _ in range(KILLS)]
+    assert codes == [-signal.SIGKILL] * KILLS  # every run died by the kill, none by a bug
+    step = worker.read_step(tmp_path)
+    assert step > 20  # the world moved on while the runtime kept dying
+    world = worker.build_world(seed, step, money=True)
+    world.clock.advance(30.0)
+    booked_fills = asyncio.run(_final_restart(tmp_path, world))
+    assert booked_fills > 10
+
+
+async def _final_restart(directory: Path, world: worker.World) -> int:
+    store = worker.Store(directory / "state.sqlite3")
+    books = Books(store, clock=world.clock)
+    exchanges = {a: worker.exchange(world, a) for a in worker.ACCOUNTS}
+    table = worker.tier_table()
+    live = {a: AccountLive.create(a, table) for a in worker.ACCOUNTS}
+    total = 0
+    async with Reconciler(books, exchanges, live, clock=world.clock,
+                          settings=worker.settings(world.seed)) as reconciler:
+        for account_id in worker.ACCOUNTS:
+            health = await reconciler.startup(account_id)
+            assert health.state.value == "ok", health
+        for account_id in worker.ACCOUNTS:
+            truth = world.engine.truth(account_id)
+            booked = store.fills(account_id)
+            # Every trade once, by its id, with the exchange's amount and fee.
+            assert sorted(f.key for f in booked) == sorted(f.key for f in truth.fills)
+            real = {f.key: f for f in truth.fills}
+            for fill in booked:
+                assert fill.amount == pytest.approx(real[fill.key].amount, rel=1e-12)
+                assert fill.fee == pytest.approx(real[fill.key].fee, rel=1e-9, abs=1e-12)
+                assert fill.fee_currency == (real[fill.key].fee_currency or "USD")
+            # Positions: exactly the coins the exchange holds, no phantom.
+            book = books.get(account_id)
+            held = {p.symbol: p.quantity for p in book.positions()}
+            btc = truth.balances.get("BTC")
+            assert held.get("BTC/USD", 0.0) == pytest.approx(btc.total if btc else 0.0,
+                                                             abs=1e-9), account_id
+            # Round trips: those the exchange's fills make in exchange time order.
+            _, expected, _ = replay(truth.fills)
+            trades = store.trades(account_id)
+            assert sorted(t.trade_id for t in trades) == sorted(t.trade_id for t in expected)
+            assert math.fsum(t.net for t in trades) == pytest.approx(
+                math.fsum(t.net for t in expected), abs=1e-6)
+            assert book.metrics().total_trades == len(expected)
+            total += len(booked)
+    store.close()
+    return total

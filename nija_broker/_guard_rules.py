@@ -29,7 +29,7 @@ BTC/USDT), whatever the account's quote currency is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,14 +103,22 @@ def quote_of(symbol: str) -> str:
 
 
 def holdings_of(balances: Mapping[str, Balance], ledger: Iterable[Position],
-                quote_currency: str) -> dict[str, float]:
+                quote_currency: str, *,
+                believe_balance: Container[str] = ()) -> dict[str, float]:
     """Quantity held per base asset, money excluded: the larger of the balance's total and
-    the ledger's positions in that asset (summed over the quotes it was bought with)."""
+    the ledger's positions in that asset (summed over the quotes it was bought with).
+
+    For the assets in ``believe_balance`` (ledger and exchange have disagreed on two
+    fetches in a row, and the ledger has not changed since) the exchange's balance
+    alone counts: a position the ledger keeps but the exchange does not hold must not
+    block every later entry as DCA.
+    """
     held: dict[str, float] = {}
     for position in ledger:
         if position.quantity > 0:
             base = base_of(position.symbol)
-            held[base] = held.get(base, 0.0) + position.quantity
+            if base not in believe_balance:
+                held[base] = held.get(base, 0.0) + position.quantity
     for currency, balance in balances.items():
         total = held_amount(balance)
         if total > 0:

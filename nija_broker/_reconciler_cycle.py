@@ -236,6 +236,7 @@ class AccountSync:
         duplicate rules see it at the next decision. One ``fetch_balance`` a cycle (and
         ``fetch_tickers`` once when a currency first appears).
         """
+        asked_at = self.clock.now()
         balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
         # A currency that was not held at the last full refresh has no price yet: its
         # tickers, once, so the guard can tell a position from dust.
@@ -249,6 +250,7 @@ class AccountSync:
                 if ticker.last is not None:
                     self.book.orders.set_last_price(symbol, ticker.last)
         self.live.balances = dict(balances)
+        self.live.balances_at = asked_at
         check_positions(self, balances)
 
     async def cycle(self, *, startup: bool = False) -> None:
@@ -491,6 +493,7 @@ class AccountSync:
         the equity curve and the tier keep their last figures, the live equity is
         unknown and the account reports ``degraded`` until a refresh values it.
         """
+        asked_at = self.clock.now()
         balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
         quote = self.live.quote_currency
         symbols = tickers_to_fetch(balances, quote, self.live.markets)
@@ -507,6 +510,7 @@ class AccountSync:
                 self.book.orders.set_last_price(symbol, ticker.last)
         before = (self.live.unvalued_holdings, self.live.valuation_problem)
         self.live.balances = dict(balances)
+        self.live.balances_at = asked_at
         self.live.equity_usd = valued.equity if valued.established else None
         self.live.unvalued_holdings = valued.unvalued
         self.live.valuation_problem = valued.problem

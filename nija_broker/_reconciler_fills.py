@@ -271,6 +271,7 @@ def check_positions(sync: AccountSync, balances: Mapping[str, Balance]) -> None:
     found = position_mismatches(sync.book.positions(), balances, steps)
     persistent = {b: figures for b, figures in found.items() if b in sync.position_mismatches}
     sync.position_mismatches = found
+    sync.live.position_mismatches = persistent
     for base, (quantity, total) in persistent.items():
         key = (None, f"position:{base}:{quantity!r}:{total!r}")
         if key in sync.attention_raised:

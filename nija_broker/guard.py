@@ -67,7 +67,7 @@ from .errors import EntryBlocked, ExchangeError, OrderNotFound, StateError
 from .events import Event, FillsBooked, OrderFilled
 from .health import AccountHealth, AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
-from .models import Order, OrderRole, OrderStatus
+from .models import Order, OrderRole, OrderStatus, Position
 from .store import DecisionRecord, IntentUpdate, Store
 
 __all__ = ["Guard", "GuardSettings", "ResolveReport"]
@@ -469,7 +469,8 @@ class Guard:
                 claim(reservation)
         ledger = book.ledger.positions()
         quote = live.quote_currency if live is not None else "USD"
-        holdings = holdings_of(balances, ledger, quote)
+        holdings = holdings_of(balances, ledger, quote,
+                               believe_balance=_stale_ledger(live, ledger))
         positions, unpriced = positions_of(
             holdings, last_prices, {p.symbol: p.avg_price for p in ledger},
             quote_currency=quote, dust_usd=self.settings.dust_usd,
@@ -540,6 +541,15 @@ class Guard:
                 with account.lock:
                     self._forget_locked(account, reservation)
             raise
+
+
+def _stale_ledger(live: AccountLive | None, ledger: Sequence[Position]) -> set[str]:
+    """Assets where the exchange's balance wins: a persistent disagreement with a ledger
+    that has not changed since the balance that shows it was fetched."""
+    if live is None or not live.position_mismatches or live.balances_at is None:
+        return set()
+    changed = {p.symbol.split("/")[0] for p in ledger if p.updated_at > live.balances_at}
+    return set(live.position_mismatches) - changed
 
 
 def _judge(intent: OrderIntent, state: AccountState, rules: Iterable[Rule]) -> Decision:

@@ -64,6 +64,11 @@ class AccountLive:
     markets: Mapping[str, Market] = field(default_factory=dict)
     unvalued_holdings: tuple[str, ...] = ()
     valuation_problem: str | None = None
+    balances_at: datetime | None = None
+    """When ``balances`` were fetched (exchange time of the request)."""
+    position_mismatches: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Base asset -> (ledger quantity, exchange balance) disagreeing on two balance
+    fetches in a row: the guard then believes the exchange's balance."""
 
     @classmethod
     def create(cls, account_id: str, table: TierTable, pinned: str | None = None,

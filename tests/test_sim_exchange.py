@@ -273,6 +273,26 @@ async def test_history_trades_tickers_and_markets_come_from_the_engine(
 
 
 @pytest.mark.asyncio
+async def test_order_trades_are_that_orders_fills_with_the_fees_charged(
+    engine: SimEngine,
+) -> None:
+    engine.open_account("B", {"USD": 10_000.0}, fee_mode="base_for_buys")
+    exchange = SimExchange(engine, "B")
+    first = await exchange.create_order(buy("ETH/USD", 3_100.0, amount=0.5))
+    resting = await exchange.create_order(buy("ETH/USD", 2_900.0, amount=0.2))
+    await exchange.create_order(buy("ETH/USD", 3_100.0, amount=0.1))
+    engine.fill_partially("B", resting.id, 0.1)
+
+    [trade] = await exchange.fetch_order_trades(first)
+    partial = await exchange.fetch_order_trades(await exchange.fetch_order(resting.id, "ETH/USD"))
+
+    assert (trade.order_id, trade.amount, trade.fee_currency) == (first.id, 0.5, "ETH")
+    assert trade.fee_cost == pytest.approx(0.5 * engine.taker_fee)
+    assert [(t.order_id, t.amount) for t in partial] == [(resting.id, 0.1)]
+    assert exchange.calls["fetch_order_trades"] == 2
+
+
+@pytest.mark.asyncio
 async def test_exchange_without_client_ids_drops_ours_and_refuses_lookups(
     engine: SimEngine,
 ) -> None:

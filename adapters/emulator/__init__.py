@@ -12,6 +12,12 @@ The same dict, minus the keys, can stand in an account's ``ccxt`` table in a
 TOML configuration, so the whole runtime can be pointed at the emulator.
 Kraken's dialect is :class:`KrakenEmulatorServer` with :func:`kraken_ccxt_config`
 (Kraken secrets are base64, as Kraken issues them).
+
+Fees are charged by each engine account's fee mode
+(``engine.open_account(..., fee_mode="base_for_buys")`` or ``"BNB"``): Binance's
+``myTrades`` and ``FULL`` fills give ``commission`` / ``commissionAsset`` as
+charged, its orders no fee; Kraken serves only accounts that pay in quote, as
+Kraken charges by default.
 """
 
 from __future__ import annotations

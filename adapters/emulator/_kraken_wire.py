@@ -30,6 +30,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from adapters.base import OrderRequest
+from adapters.sim.engine import FEE_DECIMALS
 from nija_broker.clock import from_ms, to_ms
 from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
 from nija_broker.models import (
@@ -301,8 +302,13 @@ def description(order: Order, market: Market) -> dict[str, str]:
 
 
 def order_info(order: Order, market: Market, *, userref: int | None, post_only: bool,
-               trade_ids: list[str] | None = None) -> dict[str, Any]:
-    """An order as ``OpenOrders``, ``ClosedOrders`` and ``QueryOrders`` give it."""
+               trade_ids: list[str] | None = None,
+               fee_decimals: int = FEE_DECIMALS) -> dict[str, Any]:
+    """An order as ``OpenOrders``, ``ClosedOrders`` and ``QueryOrders`` give it.
+
+    ``fee`` is the sum of its trades' fees in quote (``fciq``), printed with the
+    engine's fee decimals so it is exactly what was charged (see :func:`trade_info`).
+    """
     digits = decimals_of(market.price_step, 1)
     info: dict[str, Any] = {
         "refid": None,
@@ -315,7 +321,7 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
         "vol": fmt(order.amount),
         "vol_exec": fmt(order.filled),
         "cost": fmt(order.filled * (order.average or 0.0), 5),
-        "fee": fmt(order.fee, 5),
+        "fee": fmt(order.fee, fee_decimals),
         "price": fmt(order.average, digits),
         "stopprice": "0.00000",
         "limitprice": "0.00000",
@@ -342,9 +348,19 @@ def add_order_result(order: Order, market: Market) -> dict[str, Any]:
             "txid": [order_txid(order.id)]}
 
 
-def trade_info(fill: Fill, market: Market, *, order_type: str, is_maker: bool) -> dict[str, Any]:
-    """One entry of ``TradesHistory`` / ``QueryTrades``; fees in quote (Kraken's default)."""
+def trade_info(fill: Fill, market: Market, *, order_type: str, is_maker: bool,
+               fee_decimals: int = FEE_DECIMALS) -> dict[str, Any]:
+    """One entry of ``TradesHistory`` / ``QueryTrades``; fees in quote (Kraken's default).
+
+    Kraken sends ``fee`` as a fixed-point string in the quote, with as many
+    decimals as it books for the pair: ``"0.01873"`` on XXBTZUSD,
+    ``"0.04433784"`` on USDCUSDT (the payloads quoted in ccxt's kraken parser,
+    repo ccxt/ccxt; ccxt's ``ts/src/test/static/response/kraken.json`` records
+    QueryOrders' ``"fee": "0.018475"``). The emulator prints the engine's fee
+    decimals, the precision the engine charged at, so the string is the charge.
+    """
     digits = decimals_of(market.price_step, 1)
+    fee = fill.fee_cost if fill.fee_cost is not None else fill.fee
     return {
         "ordertxid": order_txid(fill.order_id),
         "postxid": trade_txid(fill.trade_id or "0"),
@@ -354,7 +370,7 @@ def trade_info(fill: Fill, market: Market, *, order_type: str, is_maker: bool) -
         "ordertype": order_type,
         "price": fmt(fill.price, digits),
         "cost": fmt(fill.amount * fill.price, 5),
-        "fee": fmt(fill.fee, 5),
+        "fee": fmt(fee, fee_decimals),
         "vol": fmt(fill.amount),
         "margin": "0.00000",
         "leverage": "0",
@@ -421,8 +437,10 @@ def order_request(params: Mapping[str, str], symbol: str) -> OrderRequest:
     if order_type is None:
         raise invalid_arguments("ordertype")
     flags = {f for f in params.get("oflags", "").split(",") if f}
-    if flags - {"post", "fcib", "fciq", "nompp"}:
-        raise invalid_arguments("oflags")  # viqc (volume in quote) is not emulated
+    if flags - {"post", "fciq", "nompp"}:
+        # Not emulated: viqc (volume in quote) and fcib (fee in base). Refused rather than
+        # ignored, so no order claims a fee currency it was not charged in.
+        raise invalid_arguments("oflags")
     if "post" in flags and kind != "limit":
         raise invalid_arguments("oflags")
     if params.get("timeinforce", "GTC") != "GTC":

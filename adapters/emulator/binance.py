@@ -99,6 +99,30 @@ def fmt(value: float | None) -> str:
     return text if "." in text else text + ".0"
 
 
+_EIGHT = Decimal("0.00000001")
+
+
+def fixed8(value: float) -> str:
+    """A trade figure as Binance prints one: always 8 decimals (``"0.00010000"``), no dust.
+
+    ccxt's recorded ``myTrades`` answer (repo ccxt/ccxt,
+    ``ts/src/test/static/response/binance.json``, fetchMyTrades "Spot private trade")
+    has ``"price": "69.63000000"``, ``"qty": "0.20000000"``, ``"commission": "0.01392600"``.
+    """
+    return format(Decimal(repr(value)).quantize(_EIGHT), "f")
+
+
+def _product8(a: float, b: float) -> str:
+    """``a x b`` to 8 decimals, computed in decimal (``quoteQty`` without float dust)."""
+    return format((Decimal(repr(a)) * Decimal(repr(b))).quantize(_EIGHT), "f")
+
+
+def commission(fill: Fill) -> tuple[str, str]:
+    """``(commission, commissionAsset)``: what the fill's fee took, in the asset it took."""
+    cost = fill.fee_cost if fill.fee_cost is not None else fill.fee
+    return fixed8(cost), fill.fee_currency or fill.symbol.split("/")[1]
+
+
 def market_id(symbol: str) -> str:
     return symbol.replace("/", "")
 
@@ -217,12 +241,15 @@ def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_
         result["stopPrice"] = full["stopPrice"]
     if resp_type == "RESULT":
         return result
-    result["fills"] = [
-        {"price": fmt(f.price), "qty": fmt(f.amount), "commission": fmt(f.fee),
-         "commissionAsset": order.symbol.split("/")[1], "tradeId": int(f.trade_id or 0)}
-        for f in fills
-    ]
+    result["fills"] = [_full_fill(f) for f in fills]
     return result
+
+
+def _full_fill(fill: Fill) -> dict[str, Any]:
+    """One of a FULL answer's ``fills``: the commission in the asset it was taken in."""
+    fee, fee_asset = commission(fill)
+    return {"price": fixed8(fill.price), "qty": fixed8(fill.amount), "commission": fee,
+            "commissionAsset": fee_asset, "tradeId": int(fill.trade_id or 0)}
 
 
 def cancel_response(order: Order, *, type_name: str, cancel_client_id: str,
@@ -245,17 +272,22 @@ def cancel_response(order: Order, *, type_name: str, cancel_client_id: str,
 
 
 def trade_json(fill: Fill, *, is_maker: bool) -> dict[str, Any]:
-    """One entry of ``GET /api/v3/myTrades``; commission is charged in quote by the engine."""
+    """One entry of ``GET /api/v3/myTrades``, the commission as the engine charged it.
+
+    Quote for a sell or a quote-fee account, the base received for a buy of a
+    ``base_for_buys`` account, the third asset (BNB) when that paid it.
+    """
+    fee, fee_asset = commission(fill)
     return {
         "symbol": market_id(fill.symbol),
         "id": int(fill.trade_id or 0),
         "orderId": int(fill.order_id),
         "orderListId": -1,
-        "price": fmt(fill.price),
-        "qty": fmt(fill.amount),
-        "quoteQty": fmt(fill.amount * fill.price),
-        "commission": fmt(fill.fee),
-        "commissionAsset": fill.symbol.split("/")[1],
+        "price": fixed8(fill.price),
+        "qty": fixed8(fill.amount),
+        "quoteQty": _product8(fill.amount, fill.price),
+        "commission": fee,
+        "commissionAsset": fee_asset,
         "time": to_ms(fill.timestamp),
         "isBuyer": fill.side is Side.BUY,
         "isMaker": is_maker,

@@ -90,6 +90,11 @@ class KrakenEmulatorServer(EmulatorServer):
             base64.b64decode(secret, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("a Kraken API secret must be base64") from None
+        if account_id in self.engine.accounts and not self.engine.fee_mode(account_id).is_quote:
+            # Kraken charges spot fees in quote unless an order asks otherwise (fcib, not
+            # emulated); its trades carry no fee currency to say anything else.
+            raise ValueError(f"account {account_id!r} does not pay fees in quote, as Kraken "
+                             f"accounts do (fee mode {self.engine.fee_mode(account_id).name})")
         super().add_account(account_id, api_key, secret)
 
     @staticmethod
@@ -212,7 +217,7 @@ class KrakenEmulatorServer(EmulatorServer):
                          if f.order_id == order.id]
         return kw.order_info(order, market, userref=self._userrefs.get((account_id, order.id)),
                              post_only=(account_id, order.id) in self._post_only,
-                             trade_ids=trade_ids)
+                             trade_ids=trade_ids, fee_decimals=self.engine.fee_decimals)
 
     def _matches(self, account_id: str, order: Order, params: Params) -> bool:
         """The ``userref`` / ``cl_ord_id`` filters of OpenOrders and ClosedOrders."""
@@ -368,7 +373,8 @@ class KrakenEmulatorServer(EmulatorServer):
         order = self.engine.get_order(account_id, fill.order_id)
         kind = kw.kraken_order_type(order.type, has_price=order.price is not None)
         return kw.trade_info(fill, self.engine.markets[fill.symbol], order_type=kind,
-                             is_maker=self.engine.is_maker(fill.trade_id or ""))
+                             is_maker=self.engine.is_maker(fill.trade_id or ""),
+                             fee_decimals=self.engine.fee_decimals)
 
     async def _trades_history(self, account_id: str | None, params: Params,
                               fault: FaultKind | None) -> Any:

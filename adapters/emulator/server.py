@@ -437,13 +437,22 @@ class EmulatorServer:
 
     async def _my_trades(self, account_id: str | None, params: Params,
                          fault: FaultKind | None) -> Any:
+        """``myTrades``: the symbol's trades, oldest first; ``orderId`` keeps one order's.
+
+        As Binance documents: with ``fromId`` (trades from that id on) or a
+        ``startTime`` the first ``limit`` rows, otherwise the most recent ones.
+        """
         assert account_id is not None
         symbol = self._symbol(params, required=True)
-        fills = self.engine.trades(account_id, symbol, self._since(params))
+        start = self._since(params)
+        fills = self.engine.trades(account_id, symbol, start)
+        end = self._since(params, "endTime")
         from_id = bn.number(params, "fromId")
         order_id = params.get("orderId")
         fills = [f for f in fills
                  if (from_id is None or int(f.trade_id or 0) >= from_id)
+                 and (end is None or f.timestamp <= end)
                  and (not order_id or f.order_id == order_id)]
-        return [bn.trade_json(f, is_maker=self.engine.is_maker(f.trade_id or ""))
-                for f in fills[: self._limit(params)]]
+        limit = self._limit(params)
+        page = fills[:limit] if from_id is not None or start is not None else fills[-limit:]
+        return [bn.trade_json(f, is_maker=self.engine.is_maker(f.trade_id or "")) for f in page]

@@ -104,3 +104,29 @@ def request_problem(request: OrderRequest, now_price: float) -> str | None:
             return f"{kind} {request.side} at {trigger} would trigger immediately at {now_price}"
     return None
 
+
+
+def order_problem(market: Market, request: OrderRequest, now_price: float, *,
+                  duplicate_client_id: bool) -> str | None:
+    """Why the engine refuses ``request`` on ``market`` at ``now_price``, or ``None``.
+
+    The request's shape first, then a reused client order id, then the market's rules,
+    with the minimum notional judged at the limit or trigger price (market: ``now_price``).
+    """
+    reason = request_problem(request, now_price)
+    if reason is None and request.client_order_id is not None and duplicate_client_id:
+        reason = f"duplicate client order id {request.client_order_id!r}"
+    if reason is not None:
+        return reason
+    reference = now_price
+    if request.type is not OrderType.MARKET:
+        reference = request.price if request.price is not None else (
+            request.stop_price if request.stop_price is not None else now_price
+        )
+    return rule_violation(
+        market,
+        amount=request.amount,
+        price=None if request.type is OrderType.MARKET else request.price,
+        stop_price=request.stop_price,
+        notional_price=reference,
+    )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from nija_broker.models import Balance, Fill, Order, OrderRole, OrderStatus, OrderType, Side
+
+from ._fees import QUOTE, FeeMode, plain_sum
 
 TRIGGER_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT})
 
@@ -33,6 +36,7 @@ class SimOrder:
     cost: float = 0.0
     """Sum of amount x price over this order's fills, quote currency, fees excluded."""
     fee: float = 0.0
+    """Sum of this order's fees valued in quote, whatever asset paid them."""
     status: OrderStatus = OrderStatus.OPEN
     triggered: bool = False
     _snapshot: Order | None = None
@@ -63,9 +67,10 @@ class SimOrder:
     def lock(self, fee_rate: float) -> tuple[str, float]:
         """The currency and amount this order holds while it is open.
 
-        A buy holds ``reference price x remaining x (1 + fee_rate)`` of quote, so the
-        fee charged in quote on the fill is always covered; a sell holds its
-        remaining base. A terminal order holds nothing.
+        A buy holds ``reference price x remaining x (1 + fee_rate)`` of quote, so a
+        fee charged in quote on the fill is always covered (``fee_rate`` is 0 for an
+        account whose buys never pay fees in quote); a sell holds its remaining
+        base. A terminal order holds nothing.
         """
         if not self.status.is_open:
             return (self.quote if self.side is Side.BUY else self.base, 0.0)
@@ -76,6 +81,11 @@ class SimOrder:
             # A market order: it fills (or fails) within the call that placed it, never rests.
             return self.quote, 0.0
         return self.quote, reference * self.remaining * (1 + fee_rate)
+
+    @staticmethod
+    def notional(amount: float, price: float) -> float:
+        """``amount x price`` in decimal, so a fill's quote leg carries no float dust."""
+        return float(Decimal(repr(amount)) * Decimal(repr(price)))
 
     def touch(self, now: datetime) -> None:
         """Record a change: the cached snapshot is stale from here on."""
@@ -110,13 +120,17 @@ class SimOrder:
 class SimAccount:
     """Balances and orders of one account. ``totals`` move only on deposits and fills.
 
-    ``held`` is kept incrementally (a full recount per order placed would make
+    ``hold_fee_rate`` is the fee share a resting buy holds on top of its cost,
+    ``fee_mode`` says what pays the fees (:mod:`adapters.sim._fees`).
+    ``totals`` are summed in decimal, so balances of clean decimal amounts
+    stay clean. ``held`` is kept incrementally (a full recount per order placed would make
     placement quadratic in the number of open orders); it is reset to exact
     zeros whenever the account has no open order, so float dust cannot build up.
     """
 
     account_id: str
     hold_fee_rate: float
+    fee_mode: FeeMode = QUOTE
     totals: dict[str, float] = field(default_factory=dict)
     held: dict[str, float] = field(default_factory=dict)
     orders: dict[int, SimOrder] = field(default_factory=dict)
@@ -125,7 +139,7 @@ class SimAccount:
     fills: list[Fill] = field(default_factory=list)
 
     def add(self, currency: str, amount: float) -> None:
-        self.totals[currency] = self.totals.get(currency, 0.0) + amount
+        self.totals[currency] = plain_sum(self.totals.get(currency, 0.0), amount)
 
     def hold(self, order: SimOrder, sign: float = 1.0) -> None:
         """Add (``sign=-1``: take away) what ``order`` holds in its present state."""
@@ -144,6 +158,21 @@ class SimAccount:
         self.open.pop(order.seq, None)
         if not self.open:
             self.held.clear()
+
+    def free_after(self, order: SimOrder, amount: float, price: float, currency: str, *,
+                   holding: bool) -> float:
+        """Free ``currency`` once a fill of ``amount`` at ``price`` of ``order`` is booked
+        (fee aside) and the order's own hold let go; ``holding``: the order holds now."""
+        free = self.free(currency)
+        held_currency, held = order.lock(self.hold_fee_rate)
+        if holding and held_currency == currency:
+            free += held
+        sign = 1.0 if order.side is Side.BUY else -1.0
+        if currency == order.base:
+            free += sign * amount
+        elif currency == order.quote:
+            free -= sign * order.notional(amount, price)
+        return free
 
     def free(self, currency: str) -> float:
         """Unheld amount of ``currency``; may be a hair below zero from float dust."""

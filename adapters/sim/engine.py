@@ -19,13 +19,22 @@ Matching rules:
   market. A trigger order that would trigger at once is refused, as Binance
   does (error -2021).
 
+Fees follow the account's fee mode, chosen when it is opened
+(:class:`~adapters.sim._fees.FeeMode`): ``"quote"`` (the default, ``amount x
+price x fee rate`` in quote), ``"base_for_buys"`` (a buy pays ``amount x fee
+rate`` out of the base it receives) or a third asset such as ``"BNB"``, valued
+at the engine's price of ``BNB/QUOTE``, with a fallback when it cannot pay.
+Fees are rounded to ``fee_decimals``. Each :class:`~nija_broker.models.Fill`
+says what was taken (``fee_currency``, ``fee_cost``) and its quote value
+(``fee``); ``Order.fee`` sums the quote values.
+
 Holds: a resting buy holds ``reference price x remaining x (1 + max(maker_fee,
-taker_fee))`` of quote, so the fee charged in quote on the fill is always
-covered; a resting sell holds its remaining base. Trigger orders hold like the
-order they become, at their reference price (``price``, else ``stop_price``). A
-stop-market buy that gaps above its stop and can no longer be paid for is
-rejected (expired if it had already filled partly). Fees are in quote on every
-fill: ``amount x price x fee rate``.
+taker_fee))`` of quote, so a fee charged in quote on the fill is always
+covered (no fee share when the account's buys pay fees in base); a resting
+sell holds its remaining base. Trigger orders hold like the order they become,
+at their reference price (``price``, else ``stop_price``). A stop-market buy
+that gaps above its stop and can no longer be paid for is rejected (expired if
+it had already filled partly).
 
 Everything random is drawn from generators seeded by ``seed``, so the same seed
 and the same calls give the same run. Time comes from ``clock`` and is never
@@ -60,8 +69,11 @@ from nija_broker.models import (
 )
 from nija_broker.symbols import normalize_symbol
 
-from ._rules import crosses, request_problem, rule_violation, snap, triggers
+from ._fees import FEE_DECIMALS, FeeCharge, FeeMode, fee_charge, plain_sum
+from ._rules import crosses, order_problem, snap, triggers
 from ._state import AccountTruth, SimAccount, SimOrder
+
+__all__ = ["FEE_DECIMALS", "FeeMode", "SimEngine"]
 
 # Funds checks forgive float dust, so "exactly enough" money is enough.
 _FUNDS_SLACK = 1e-12
@@ -78,17 +90,22 @@ class SimEngine:
         maker_fee: float = 0.001,
         taker_fee: float = 0.001,
         partial_fill_prob: float = 0.0,
+        fee_decimals: int = FEE_DECIMALS,
     ) -> None:
         for name, rate in (("maker_fee", maker_fee), ("taker_fee", taker_fee)):
             if not 0 <= rate < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
         if not 0 <= partial_fill_prob <= 1:
             raise ValueError(f"partial_fill_prob must be in [0, 1], got {partial_fill_prob!r}")
+        if not 0 <= fee_decimals <= FEE_DECIMALS:
+            # Binance prints commissions with 8 decimals: a finer fee could not be shown.
+            raise ValueError(f"fee_decimals must be in [0, {FEE_DECIMALS}], got {fee_decimals!r}")
         self.clock: Clock = clock if clock is not None else FakeClock()
         self.seed = seed
         self.maker_fee = maker_fee
         self.taker_fee = taker_fee
         self.partial_fill_prob = partial_fill_prob
+        self.fee_decimals = fee_decimals
         # The hold covers the dearer fee: a resting order may still end up a taker.
         self._hold_fee = max(maker_fee, taker_fee)
         # Separate streams, so enabling partial fills does not change the price path.
@@ -165,12 +182,23 @@ class SimEngine:
 
     # ---------------------------------------------------------------- accounts
 
-    def open_account(self, account_id: str, balances: Mapping[str, float]) -> None:
+    def open_account(self, account_id: str, balances: Mapping[str, float], *,
+                     fee_mode: FeeMode | str = "quote") -> None:
+        """Open ``account_id`` with ``balances``; ``fee_mode`` is ``"quote"`` (the default),
+        ``"base_for_buys"``, an asset code such as ``"BNB"``, or a :class:`FeeMode`."""
         if account_id in self._accounts:
             raise ValueError(f"account {account_id!r} already exists")
-        self._accounts[account_id] = SimAccount(account_id, hold_fee_rate=self._hold_fee)
+        mode = FeeMode.parse(fee_mode)
+        # Buys that pay fees in base (or in base when the third asset runs out) never
+        # need quote for them: such a resting buy holds only its cost, as on Binance.
+        hold_rate = 0.0 if mode.buys_in_base else self._hold_fee
+        self._accounts[account_id] = SimAccount(account_id, hold_fee_rate=hold_rate,
+                                                fee_mode=mode)
         for currency, amount in balances.items():
             self.deposit(account_id, currency, amount)
+
+    def fee_mode(self, account_id: str) -> FeeMode:
+        return self._account(account_id).fee_mode
 
     def deposit(self, account_id: str, currency: str, amount: float) -> None:
         if not (math.isfinite(amount) and amount >= 0):
@@ -333,35 +361,23 @@ class SimEngine:
     def _validate(
         self, account: SimAccount, market: Market, request: OrderRequest, now_price: float
     ) -> None:
-        reason = request_problem(request, now_price)
-        if reason is None and request.client_order_id is not None and (
-            request.client_order_id in account.by_client_id
-        ):
-            reason = f"duplicate client order id {request.client_order_id!r}"
-        if reason is None:
-            reference = now_price
-            if request.type is not OrderType.MARKET:
-                reference = request.price if request.price is not None else (
-                    request.stop_price if request.stop_price is not None else now_price
-                )
-            reason = rule_violation(
-                market,
-                amount=request.amount,
-                price=None if request.type is OrderType.MARKET else request.price,
-                stop_price=request.stop_price,
-                notional_price=reference,
-            )
+        duplicate = request.client_order_id in account.by_client_id
+        reason = order_problem(market, request, now_price, duplicate_client_id=duplicate)
         if reason is not None:
             raise InvalidOrder(f"{market.symbol}: {reason}", account_id=account.account_id)
 
     def _check_funds(self, account: SimAccount, order: SimOrder, now_price: float) -> None:
-        if order.type is OrderType.MARKET:
-            currency = order.quote if order.side is Side.BUY else order.base
-            need = order.amount * now_price * (1 + self.taker_fee)
-            if order.side is Side.SELL:
-                need = order.amount
+        if order.type is OrderType.MARKET and order.side is Side.BUY:
+            # It fills within this call at now_price, so its fee is known: count it only
+            # when it is taken in quote.
+            currency = order.quote
+            charge = self._fee_charge(account, order, order.amount, now_price, maker=False,
+                                      holding=False)
+            need = order.amount * now_price + (charge.cost if charge.currency == currency else 0)
+        elif order.type is OrderType.MARKET:
+            currency, need = order.base, order.amount
         else:
-            currency, need = order.lock(self._hold_fee)
+            currency, need = order.lock(account.hold_fee_rate)
         free = account.free(currency)
         if need > free + _FUNDS_SLACK * max(1.0, need):
             raise InsufficientFunds(
@@ -407,9 +423,12 @@ class SimEngine:
         """Fill the whole remaining amount at ``price`` as taker, if the account can pay."""
         if order.side is Side.BUY:
             account = self._accounts[order.account_id]
-            _, held = order.lock(self._hold_fee)
+            _, held = order.lock(account.hold_fee_rate)
             free = account.free(order.quote)
-            cost = order.remaining * price * (1 + self.taker_fee)
+            charge = self._fee_charge(account, order, order.remaining, price, maker=False,
+                                      holding=True)
+            cost = order.remaining * price + (charge.cost if charge.currency == order.quote
+                                              else 0.0)
             if cost > free + held + _FUNDS_SLACK * max(1.0, cost):
                 # A stop-market buy that gapped past what it holds: the exchange drops it.
                 failed = OrderStatus.REJECTED if order.filled == 0 else OrderStatus.EXPIRED
@@ -419,19 +438,21 @@ class SimEngine:
 
     def _execute(self, order: SimOrder, amount: float, price: float, *, maker: bool) -> Fill:
         account = self._accounts[order.account_id]
-        notional = amount * price
-        fee = notional * (self.maker_fee if maker else self.taker_fee)
+        notional = order.notional(amount, price)
+        charge = self._fee_charge(account, order, amount, price, maker=maker, holding=True)
         if order.side is Side.BUY:
-            account.add(order.quote, -(notional + fee))
-            account.add(order.base, amount)
+            legs = {order.quote: -notional, order.base: amount}
         else:
-            account.add(order.base, -amount)
-            account.add(order.quote, notional - fee)
+            legs = {order.base: -amount, order.quote: notional}
+        # One booking per currency: a buy's base fee is credited as amount - fee.
+        legs[charge.currency] = plain_sum(legs.get(charge.currency, 0.0), -charge.cost)
+        for currency, change in legs.items():
+            account.add(currency, change)
         account.hold(order, sign=-1)
         final = amount >= order.remaining * (1 - 1e-9)
         order.filled = order.amount if final else order.filled + amount
-        order.cost += notional
-        order.fee += fee
+        order.cost = plain_sum(order.cost, notional)
+        order.fee = plain_sum(order.fee, charge.value)
         order.status = OrderStatus.FILLED if final else OrderStatus.PARTIALLY_FILLED
         account.hold(order)
         if final:
@@ -441,22 +462,32 @@ class SimEngine:
         trade_id = str(self._next_trade)
         self._next_trade += 1
         fill = Fill(
-            account_id=order.account_id,
-            order_id=order.id,
-            trade_id=trade_id,
-            symbol=order.symbol,
-            side=order.side,
-            amount=amount,
-            price=price,
-            fee=fee,
-            timestamp=now,
-            cumulative_filled=order.filled,
-            role=order.role,
+            account_id=order.account_id, order_id=order.id, trade_id=trade_id,
+            symbol=order.symbol, side=order.side, amount=amount, price=price,
+            fee=charge.value, fee_currency=charge.currency, fee_cost=charge.cost,
+            timestamp=now, cumulative_filled=order.filled, role=order.role,
         )
         self._is_maker[trade_id] = maker
         account.fills.append(fill)
         self._fills.append(fill)
         return fill
+
+    def _fee_charge(self, account: SimAccount, order: SimOrder, amount: float, price: float, *,
+                    maker: bool, holding: bool) -> FeeCharge:
+        """The fee a fill of ``amount`` at ``price`` of ``order`` would take now (``holding``:
+        the order is listed and holds funds, which its own fill may use)."""
+        asset = account.fee_mode.asset
+        # A third asset is valued at its market against the order's quote; with no such
+        # market it cannot be valued, and the fee falls back (see _fees).
+        asset_price = None if asset is None else (
+            1.0 if asset == order.quote else self._prices.get(f"{asset}/{order.quote}"))
+        asset_free = 0.0 if asset is None or asset_price is None else account.free_after(
+            order, amount, price, asset, holding=holding)
+        return fee_charge(
+            account.fee_mode, side=order.side, base=order.base, quote=order.quote, amount=amount,
+            price=price, rate=self.maker_fee if maker else self.taker_fee,
+            asset_price=asset_price, asset_free=asset_free, fee_decimals=self.fee_decimals,
+            slack=_FUNDS_SLACK * max(1.0, asset_free))
 
     def _close(self, order: SimOrder, status: OrderStatus) -> None:
         self._accounts[order.account_id].hold(order, sign=-1)

@@ -148,6 +148,20 @@ class SimExchange:
         )
         return result
 
+    async def fetch_order_trades(self, order: Order) -> list[Fill]:
+        """The fills of ``order`` so far, oldest first, with their fees as charged.
+
+        Answered whatever ``capabilities.order_trades`` says: the flag tells the
+        reconciler whether to book fills from trades, the engine always has them.
+        """
+        def action() -> list[Fill]:
+            fills = self.engine.trades(self._account_id, order.symbol)
+            return [fill for fill in fills if fill.order_id == order.id]
+
+        args = {"order_id": order.id, "symbol": order.symbol}
+        result, _ = await self._call("fetch_order_trades", args, action)
+        return result
+
     async def fetch_balance(self) -> Mapping[str, Balance]:
         result, _ = await self._call(
             "fetch_balance", {}, lambda: self.engine.balances(self._account_id)

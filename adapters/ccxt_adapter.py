@@ -100,6 +100,8 @@ class CcxtExchange(CcxtCalls):
             str(v) for v in (getattr(exchange, a, None) for a in _SECRET_ATTRS) if v
         )
         self._markets: dict[str, Market] | None = None
+        self._trade_ids: dict[str, tuple[float, list[str]]] = {}
+        """Order id -> (filled, trade ids) from the last QueryOrders (Kraken)."""
         self._memo = OrderMemo(account_id, client_id=self._profile.client_ids.from_exchange)
         self._closed = False
         has = getattr(exchange, "has", {}) or {}
@@ -247,7 +249,19 @@ class CcxtExchange(CcxtCalls):
     async def fetch_order(self, order_id: str, symbol: str) -> Order:
         symbol = self._symbol(symbol)
         raw = await self._read("fetch_order", lambda: self._ex.fetch_order(order_id, symbol))
-        return self._order(raw)
+        order = self._order(raw)
+        self._remember_trade_ids(order, raw)
+        return order
+
+    def _remember_trade_ids(self, order: Order, raw: Mapping[str, Any]) -> None:
+        """Kraken's QueryOrders (trades=true) lists the order's trade ids: kept for the
+        trades look-up that usually follows a confirmation, saving it one call."""
+        if not self._profile.order_trades_need_ids:
+            return
+        ids = [t.get("id") if isinstance(t, Mapping) else t for t in raw.get("trades") or ()]
+        if len(self._trade_ids) >= 10_000:
+            self._trade_ids.pop(next(iter(self._trade_ids)))
+        self._trade_ids[order.id] = (order.filled, [str(i) for i in ids if i])
 
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order:
         """Look an order up by our id: directly where ccxt can, else among open and closed."""
@@ -263,10 +277,16 @@ class CcxtExchange(CcxtCalls):
         """
         wanted = self._symbol(symbol) if symbol is not None else None
         since_ms = self._since_ms(since)
+        params = dict(self._profile.closed_orders_params)
         raw = await self._read("fetch_closed_orders",
-                               partial(self._closed_orders_method(), wanted, since_ms))
+                               partial(self._closed_orders_method(), wanted, since_ms, None,
+                                       params))
         problems: list[ImpossibleAnswer] = []
         orders = [o for o in self._orders(raw, problems) if o.is_terminal]
+        by_id = {str(r.get("id")): r for r in raw if isinstance(r, Mapping)}
+        for order in orders:
+            if order.filled > 0 and order.id in by_id:
+                self._remember_trade_ids(order, by_id[order.id])
         for problem in problems:
             # Left out of the sweep; the order is asked about by id, where the
             # reconciler raises the attention event.
@@ -292,11 +312,11 @@ class CcxtExchange(CcxtCalls):
         symbol = self._symbol(order.symbol)
         has = getattr(self._ex, "has", {}) or {}
         if self._profile.order_trades_need_ids:
-            info = await self._read("fetch_order",
-                                    lambda: self._ex.fetch_order(order.id, symbol))
-            ids = [t.get("id") if isinstance(t, Mapping) else t
-                   for t in info.get("trades") or ()]
-            ids = [str(i) for i in ids if i]
+            filled, ids = self._trade_ids.pop(order.id, (0.0, []))
+            if not ids or filled < order.filled:
+                # Not known at the order's current filled amount: ask for them.
+                await self.fetch_order(order.id, symbol)
+                _, ids = self._trade_ids.pop(order.id, (0.0, []))
             if not ids:
                 return []
             raw = await self._read("fetch_my_trades", lambda: self._ex.fetch_order_trades(

@@ -164,6 +164,9 @@ class ExchangeProfile:
     """The create answer lacks the order's state; the adapter fetches the order once."""
     serialize_requests: bool = False
     """One request at a time per account: nonces must reach the exchange in order."""
+    closed_orders_params: Mapping[str, Any] = field(default_factory=dict)
+    """Extra parameters of the closed-orders listing (Kraken: ``trades=true``, so the
+    sweep also brings each order's trade ids)."""
     order_trades_need_ids: bool = False
     """ccxt's ``fetch_order_trades`` needs the order's trade ids (Kraken: QueryOrders with
     ``trades=true`` lists them, QueryTrades reads them): one call more per order."""
@@ -201,6 +204,7 @@ _KRAKEN_NONCE_ADVICE = (
 KRAKEN = ExchangeProfile(
     name="kraken",
     order_trades_need_ids=True,
+    closed_orders_params={"trades": True},
     client_ids=ClientIds(
         param="cl_ord_id",
         # OpenOrders and ClosedOrders take cl_ord_id as a filter; QueryOrders does not

@@ -4,6 +4,9 @@
   changed, against the one-``fetch_order``-per-open-order approach of a peer
   (Freqtrade). Also the average per cycle once the balance cadence (balance,
   tickers, closed-orders sweep every ``balance_interval_s``) is included.
+- ``calls_per_fill``: the calls of the cycle that finds an order filled between
+  two polls, fills booked from the exchange's trades (confirmation + trades);
+  ``bench/money.py`` gives the same per venue through real ccxt.
 - ``cpu_full_cycle``: CPU seconds for one cycle of every account, 1,000 accounts
   x 100 open orders, nothing changed (goal <= 0.5 s, ~5 us per tracked order).
 - ``fill_detection``: delay between a fill on the exchange and the reconciler's
@@ -25,7 +28,7 @@ import statistics
 import time
 from typing import Any
 
-from adapters.base import OrderRequest
+from adapters.base import Capabilities, OrderRequest
 from adapters.sim import SimEngine, SimExchange
 from nija_broker.book import Books
 from nija_broker.clock import FakeClock
@@ -35,6 +38,8 @@ from nija_broker.models import Market, OrderType, Side
 from nija_broker.reconciler import Reconciler, ReconcilerSettings
 from nija_broker.tiers import TierTable
 
+TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
+                      watch_orders=False, order_trades=True)
 BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.0001, price_step=0.01,
              min_amount=0.0001, min_notional=0.0)
 
@@ -87,6 +92,38 @@ async def api_calls(open_orders: int) -> dict[str, Any]:
         "ours_per_cycle_with_balance_cadence": round(average, 3),
         "peer_fetch_order_per_open_order": open_orders,
     }
+
+
+async def calls_per_fill() -> dict[str, Any]:
+    """Calls of the cycle that finds a fill, fills booked from trades (by trade id)."""
+    clock = FakeClock()
+    settings = ReconcilerSettings(poll_interval_s=5.0, balance_interval_s=3600.0,
+                                  visibility_window_s=0.0)
+    engine = _engine(["A"], 10, clock)
+    exchanges = {"A": SimExchange(engine, "A", capabilities=TRADES)}
+    live = {"A": AccountLive.create("A", TierTable())}
+    reconciler = Reconciler(Books(None, clock=clock), exchanges, live, clock=clock,
+                            settings=settings)
+    await reconciler.startup("A")
+    calls = exchanges["A"].calls
+
+    async def cycle() -> dict[str, int]:
+        before = dict(calls)
+        clock.advance(5.0)
+        await reconciler.sync_once("A")
+        return {k: v - before.get(k, 0) for k, v in sorted(calls.items())
+                if v - before.get(k, 0)}
+
+    idle = await cycle()
+    engine.place_order("A", OrderRequest(symbol="BTC/USD", side=Side.BUY,
+                                         type=OrderType.LIMIT, amount=0.01, price=99.0))
+    await cycle()
+    engine.set_price("BTC/USD", 98.0)  # fills between two polls
+    filled = await cycle()
+    after = await cycle()
+    await reconciler.aclose()
+    return {"idle_cycle": idle, "cycle_that_finds_a_fill": filled, "idle_after": after,
+            "calls_per_fill": sum(filled.values()) - sum(idle.values())}
 
 
 async def cpu_full_cycle(accounts_n: int, orders_each: int) -> dict[str, Any]:
@@ -195,6 +232,7 @@ async def fill_detection(poll_interval_s: float = 5.0, fills: int = 300) -> dict
 async def main(accounts: int, orders: int) -> dict[str, Any]:
     return {
         "api_calls": [await api_calls(m) for m in (10, 100, 1000)],
+        "calls_per_fill": await calls_per_fill(),
         "cpu_full_cycle": await cpu_full_cycle(accounts, orders),
         "fill_detection": await fill_detection(),
     }

@@ -33,6 +33,7 @@ STATUS_KEYS = {
     "account_id", "tier", "equity_usd", "held_capital_usd", "held_share_pct", "open_orders",
     "stale_orders", "double_reservations", "fragmented", "drawdown_pct", "max_drawdown_pct",
     "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures",
+    "unvalued_holdings",
 }
 
 

@@ -55,6 +55,13 @@ class Owed:
 
     attempts: int = 0
     alerted: bool = False
+    skipped: int = 0
+    """Cycles left out since the last look-up, once alerted (see :func:`follow_known`)."""
+
+
+# Once an attention event said a followed order cannot be found, it is still asked
+# for, but only every this many cycles: a wrong id must not cost a call each poll.
+_ALERTED_EVERY = 10
 
 
 # --------------------------------------------------------------------------- following
@@ -66,6 +73,11 @@ async def follow_known(sync: AccountSync, *, budget: int | None) -> None:
     if budget is not None:
         followed = followed[:budget]
     for item in followed:
+        entry = sync.owed.get(item.order_id or f"client:{item.client_order_id}")
+        if entry is not None and entry.alerted:
+            entry.skipped += 1
+            if entry.skipped % _ALERTED_EVERY:
+                continue
         try:
             if item.order_id is not None:
                 answer = await sync.ask(partial(sync.exchange.fetch_order, item.order_id,

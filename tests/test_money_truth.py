@@ -11,6 +11,7 @@ third asset), and its balances.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ import pytest
 import pytest_asyncio
 
 from adapters.base import OrderRequest
-from adapters.emulator import EmulatorServer, binance_ccxt_config
+from adapters.emulator import (
+    EmulatorServer,
+    KrakenEmulatorServer,
+    binance_ccxt_config,
+    kraken_ccxt_config,
+)
 from adapters.sim import SimEngine
 from nija_broker.clock import SystemClock
 from nija_broker.config import parse_config
@@ -233,3 +239,45 @@ async def test_micro_cap_entry_that_filled_at_once_blocks_a_second_entry_within_
         assert decision.rule == "dca"
         # Known from the next poll's balance check, long before the 600 s full refresh.
         assert waited_s < 600.0
+
+
+# --------------------------------------------------------------------------- kraken
+
+
+async def test_kraken_round_trip_found_by_the_sweep_is_booked_once_net_of_its_fees(
+        tmp_path: Path) -> None:
+    """Kraken: trade ids come with ClosedOrders (trades=true), fees from QueryTrades."""
+    secret = base64.b64encode(b"kraken-alice-secret-0001").decode()
+    engine = SimEngine(seed=5, clock=SystemClock(), maker_fee=0.0016, taker_fee=0.0026)
+    engine.add_market(Market(symbol="ETH/USD", base="ETH", quote="USD", amount_step=1e-8,
+                             price_step=0.01, min_amount=0.002, min_notional=0.5), 3_000.0,
+                      volatility=0.0)
+    engine.open_account(ALICE, {"USD": 400.0})
+    async with KrakenEmulatorServer(engine, {ALICE: ("kraken-alice-key", secret)}) as server:
+        config = parse_config({
+            "store": {"path": str(tmp_path / "broker.sqlite3")}, "api": {"port": 0},
+            "reconciler": {"visibility_window_s": 0.0, "call_timeout_s": 5.0},
+            "accounts": [{"id": ALICE, "exchange": "kraken", "api_key_env": "K_KEY",
+                          "secret_env": "K_SECRET", "ccxt": kraken_ccxt_config(server.url),
+                          "poll_interval_s": 0.2, "balance_interval_s": 0.5,
+                          "watch_symbols": ["ETH-USD"]}],
+        })
+        environ = {"K_KEY": "kraken-alice-key", "K_SECRET": secret}
+        async with Broker(config, environ=environ) as broker:
+            assert broker.store is not None
+            store = broker.store
+            engine.place_order(ALICE, OrderRequest(symbol="ETH/USD", side=Side.BUY,
+                                                   type=OrderType.MARKET, amount=0.05))
+            engine.place_order(ALICE, OrderRequest(symbol="ETH/USD", side=Side.SELL,
+                                                   type=OrderType.MARKET, amount=0.05))
+            await _until(lambda: len(store.trades(ALICE)) >= 1)
+            await asyncio.sleep(1.0)  # more sweeps: nothing booked twice
+            fills = store.fills(ALICE)
+            assert len(fills) == len(engine.trades(ALICE)) == 2
+            assert {f.fee_currency for f in fills} == {"USD"}
+            (trade,) = store.trades(ALICE)
+            fees = _engine_fees(engine, ALICE)
+            assert trade.fees == pytest.approx(fees, abs=0.005)
+            assert -trade.net == pytest.approx(400.0 - engine.balances(ALICE)["USD"].total,
+                                               abs=0.01)
+            assert broker.books.get(ALICE).positions() == []  # type: ignore[union-attr]

@@ -164,14 +164,18 @@ def _sell(
 
 
 def fill_sort_key(fill: Fill) -> tuple[object, ...]:
-    """Exchange time order: timestamp, then the trade id (numeric ids in number order).
+    """Exchange time order: timestamp, then the trade id where it shows the sequence.
 
     Two executions of one account in the same millisecond keep the exchange's own
-    sequence where its trade ids show it (Binance's are increasing integers).
+    sequence where its trade ids are numbers (Binance's increase). Where they are
+    not (Kraken's ``TXXXXX-XXXXX-XXXXXX``), a buy goes before a sell: if the sell
+    really came first it sold coins held before, and the position after both is
+    the same; the other way round would book a sale of unknown cost and leave the
+    bought coins as a position the exchange no longer holds.
     """
     trade_id = fill.trade_id or ""
     numeric = int(trade_id) if trade_id.isdigit() else -1
-    return (fill.timestamp, numeric, trade_id, fill.key)
+    return (fill.timestamp, numeric, fill.side is Side.SELL, trade_id, fill.key)
 
 
 def replay(fills: Iterable[Fill]) -> tuple[Position | None, list[TradeRecord], float]:

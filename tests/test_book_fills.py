@@ -194,3 +194,16 @@ def test_a_buy_reported_after_the_sell_it_closes_leaves_no_phantom_position(
         book = Books(store).get(ACCOUNT)
         assert book.positions() == []
         assert book.metrics().total_trades == 1
+
+
+def test_a_buy_and_its_sell_in_the_same_millisecond_book_the_buy_first() -> None:
+    book = AccountBook(ACCOUNT)
+    book.fills_from_trades = True
+    at = T0 + timedelta(seconds=5)
+    sell = Fill(account_id=ACCOUNT, order_id="S1", trade_id="TEFGSY-9980G-8T4000",
+                symbol="BTC/USDT", side=Side.SELL, amount=0.5, price=101.0, timestamp=at)
+    buy = Fill(account_id=ACCOUNT, order_id="O1", trade_id="TP78EZ-M4408-ME2000",
+               symbol="BTC/USDT", side=Side.BUY, amount=0.5, price=100.0, timestamp=at)
+    book.apply_changes([], [sell, buy])  # Kraken's ids: the sell's sorts first as text
+    assert book.positions() == []
+    assert book.metrics().total_trades == 1

@@ -26,6 +26,7 @@ from adapters.emulator import (
     binance_ccxt_config,
     kraken_ccxt_config,
 )
+from adapters.ratelimit import RateBudget
 from adapters.sim import SimEngine
 from nija_broker.clock import SystemClock
 from nija_broker.config import parse_config
@@ -36,6 +37,7 @@ from nija_broker.runtime import Broker
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 PLATFORM, ALICE = "PLATFORM", "USER_alice_binance"
+KRAKEN_ALICE = "USER_alice_kraken"
 KEYS = {PLATFORM: ("platform-key-01", "platform-secret-01"),
         ALICE: ("alice-key-01", "alice-secret-01")}
 ENV = {"PLATFORM_KEY": KEYS[PLATFORM][0], "PLATFORM_SECRET": KEYS[PLATFORM][1],
@@ -247,37 +249,40 @@ async def test_micro_cap_entry_that_filled_at_once_blocks_a_second_entry_within_
 async def test_kraken_round_trip_found_by_the_sweep_is_booked_once_net_of_its_fees(
         tmp_path: Path) -> None:
     """Kraken: trade ids come with ClosedOrders (trades=true), fees from QueryTrades."""
+    RateBudget.forget(f"kraken:{KRAKEN_ALICE}")  # the process-wide budget of this key
     secret = base64.b64encode(b"kraken-alice-secret-0001").decode()
     engine = SimEngine(seed=5, clock=SystemClock(), maker_fee=0.0016, taker_fee=0.0026)
     engine.add_market(Market(symbol="ETH/USD", base="ETH", quote="USD", amount_step=1e-8,
                              price_step=0.01, min_amount=0.002, min_notional=0.5), 3_000.0,
                       volatility=0.0)
-    engine.open_account(ALICE, {"USD": 400.0})
-    async with KrakenEmulatorServer(engine, {ALICE: ("kraken-alice-key", secret)}) as server:
+    engine.open_account(KRAKEN_ALICE, {"USD": 400.0})
+    async with KrakenEmulatorServer(engine, {KRAKEN_ALICE: ("kraken-alice-key", secret)}) as server:
         config = parse_config({
             "store": {"path": str(tmp_path / "broker.sqlite3")}, "api": {"port": 0},
             "reconciler": {"visibility_window_s": 0.0, "call_timeout_s": 5.0},
-            "accounts": [{"id": ALICE, "exchange": "kraken", "api_key_env": "K_KEY",
+            "accounts": [{"id": KRAKEN_ALICE, "exchange": "kraken", "api_key_env": "K_KEY",
                           "secret_env": "K_SECRET", "ccxt": kraken_ccxt_config(server.url),
-                          "poll_interval_s": 0.2, "balance_interval_s": 0.5,
+                          # Kraken's request budget (0.33 calls/s, 15 at most) allows a
+                          # short burst only: a few cycles a second would queue behind it.
+                          "poll_interval_s": 2.0, "balance_interval_s": 2.0,
                           "watch_symbols": ["ETH-USD"]}],
         })
         environ = {"K_KEY": "kraken-alice-key", "K_SECRET": secret}
         async with Broker(config, environ=environ) as broker:
             assert broker.store is not None
             store = broker.store
-            engine.place_order(ALICE, OrderRequest(symbol="ETH/USD", side=Side.BUY,
+            engine.place_order(KRAKEN_ALICE, OrderRequest(symbol="ETH/USD", side=Side.BUY,
                                                    type=OrderType.MARKET, amount=0.05))
-            engine.place_order(ALICE, OrderRequest(symbol="ETH/USD", side=Side.SELL,
+            engine.place_order(KRAKEN_ALICE, OrderRequest(symbol="ETH/USD", side=Side.SELL,
                                                    type=OrderType.MARKET, amount=0.05))
-            await _until(lambda: len(store.trades(ALICE)) >= 1)
-            await asyncio.sleep(1.0)  # more sweeps: nothing booked twice
-            fills = store.fills(ALICE)
-            assert len(fills) == len(engine.trades(ALICE)) == 2
+            await _until(lambda: len(store.trades(KRAKEN_ALICE)) >= 1, timeout_s=30.0)
+            await asyncio.sleep(2.5)  # another sweep: nothing booked twice
+            fills = store.fills(KRAKEN_ALICE)
+            assert len(fills) == len(engine.trades(KRAKEN_ALICE)) == 2
             assert {f.fee_currency for f in fills} == {"USD"}
-            (trade,) = store.trades(ALICE)
-            fees = _engine_fees(engine, ALICE)
+            (trade,) = store.trades(KRAKEN_ALICE)
+            fees = _engine_fees(engine, KRAKEN_ALICE)
             assert trade.fees == pytest.approx(fees, abs=0.005)
-            assert -trade.net == pytest.approx(400.0 - engine.balances(ALICE)["USD"].total,
+            assert -trade.net == pytest.approx(400.0 - engine.balances(KRAKEN_ALICE)["USD"].total,
                                                abs=0.01)
-            assert broker.books.get(ALICE).positions() == []  # type: ignore[union-attr]
+            assert broker.books.get(KRAKEN_ALICE).positions() == []  # type: ignore[union-attr]

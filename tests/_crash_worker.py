@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +159,28 @@ class WorkerClock:
 def exchange(world: World, account_id: str, faults: FaultInjector | None = None) -> SimExchange:
     return SimExchange(world.engine, account_id, faults=faults,
                        capabilities=TRADES if world.money else None)
+
+
+def run_and_kill(directory: Path, seed: int, final_step: int, delay_s: float, *,
+                 money: bool = False) -> int:
+    """Start a worker, wait until it is up, SIGKILL it after ``delay_s``; its return code."""
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "tests._crash_worker", str(directory), str(seed),
+            str(final_step), *(["money"] if money else [])]
+    with subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+            # From "ready", startup reconciliation and the pollers run: any point will do.
+            try:
+                process.wait(timeout=delay_s)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+            return process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 async def main(directory: Path, seed: int, final_step: int, money: bool = False) -> None:

@@ -16,8 +16,6 @@ import asyncio
 import math
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,29 +27,9 @@ from nija_broker.reconciler import Reconciler
 
 from . import _crash_worker as worker
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [31, 32, 33, 34]
 FINAL_STEP = 5_000
 KILLS = 5
-
-
-def _run_and_kill(directory: Path, seed: int, rng: random.Random) -> int:
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests._crash_worker", str(directory), str(seed),
-         str(FINAL_STEP), "money"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready"
-            try:
-                process.wait(timeout=rng.uniform(0.05, 0.8))
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-            return process.wait(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
 
 
 @pytest.mark.slow
@@ -59,7 +37,8 @@ def _run_and_kill(directory: Path, seed: int, rng: random.Random) -> int:
 def test_sigkills_during_fills_leave_fills_fees_trades_and_positions_as_the_exchange_has_them(
         tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    codes = [_run_and_kill(tmp_path, seed, rng) for _ in range(KILLS)]
+    codes = [worker.run_and_kill(tmp_path, seed, FINAL_STEP, rng.uniform(0.05, 0.8), money=True)
+             for _ in range(KILLS)]
     assert codes == [-signal.SIGKILL] * KILLS  # every run died by the kill, none by a bug
     step = worker.read_step(tmp_path)
     assert step > 20  # the world moved on while the runtime kept dying

@@ -13,8 +13,6 @@ import asyncio
 import math
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,32 +24,13 @@ from nija_broker.reconciler import Reconciler
 from . import _crash_worker as worker
 from ._reconciler_rig import sums_by_order
 
-ROOT = Path(__file__).resolve().parent.parent
 SEED = 21
 FINAL_STEP = 5_000
 KILLS = 8
 
 
 def _run_and_kill(directory: Path, rng: random.Random) -> int:
-    """Start the worker, wait until it is up, kill it after a random delay; its return code."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests._crash_worker", str(directory), str(SEED),
-         str(FINAL_STEP)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready"
-            # From "ready", startup reconciliation and the pollers run: any point will do.
-            delay_s = rng.uniform(0.02, 0.6)
-            try:
-                process.wait(timeout=delay_s)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-            return process.wait(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    return worker.run_and_kill(directory, SEED, FINAL_STEP, rng.uniform(0.02, 0.6))
 
 
 @pytest.mark.slow

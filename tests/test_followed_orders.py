@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import Capabilities, OrderRequest
+from adapters.sim import DEFAULT_CAPABILITIES
 from nija_broker.events import AttentionRequired
 from nija_broker.guard import Guard
 from nija_broker.intent import OrderIntent
@@ -74,3 +75,36 @@ async def test_an_order_id_the_exchange_does_not_know_raises_attention_then_is_a
         await rig.sync(ALICE)
     assert exchange.calls["fetch_order"] - before == 2  # every tenth cycle, not every one
     assert [f.order_id for f in rig.book(ALICE).followed()] == ["999999"]
+
+
+@pytest.mark.parametrize("trades", [False, True], ids=["cumulative-rule", "trades"])
+@pytest.mark.parametrize("first", ["guard", "reconciler"])
+async def test_guard_confirm_and_reconciler_commit_interleaved_book_the_exchange_amount(
+        tmp_path: Path, first: str, trades: bool) -> None:
+    """The guard confirms with an answer showing 0.8 filled, the reconciler lists 1.2."""
+    rig = make_rig(tmp_path, capabilities=TRADES if trades else DEFAULT_CAPABILITIES,
+                   settings=ReconcilerSettings(visibility_window_s=0.0,
+                                               balance_interval_s=3600.0))
+    assert rig.books is not None
+    guard = Guard(rig.books, rig.live, store=rig.store, clock=rig.clock)
+    await rig.rec.startup(ALICE)
+    held = guard.reserve(OrderIntent(account_id=ALICE, symbol="ETH/USD", side=Side.BUY,
+                                     type=OrderType.LIMIT, amount=2.0, price=9.9))
+    order = rig.engine.place_order(ALICE, OrderRequest(
+        symbol="ETH/USD", side=Side.BUY, type=OrderType.LIMIT, amount=2.0, price=9.9,
+        client_order_id=held.client_order_id))
+    rig.engine.fill_partially(ALICE, order.id, 0.8)
+    answer = rig.engine.get_order(ALICE, order.id)  # what the create/confirm path saw
+    rig.engine.fill_partially(ALICE, order.id, 0.4)  # the listing will show 1.2
+    if first == "guard":
+        guard.confirm(held.id, answer)
+        await rig.sync(ALICE)
+    else:
+        await rig.sync(ALICE)
+        guard.confirm(held.id, answer)
+        await rig.sync(ALICE)
+    book = rig.book(ALICE)
+    assert sum(p.quantity for p in book.positions() if p.symbol == "ETH/USD") == (
+        pytest.approx(1.2))
+    assert book.booked_amount(order.id) == pytest.approx(1.2)
+    assert sum(f.amount for f in rig.store.fills(ALICE)) == pytest.approx(1.2)

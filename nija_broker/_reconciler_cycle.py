@@ -8,6 +8,11 @@ missed deadline is a :class:`TransientError`); every state change goes
 through :meth:`AccountSync.commit`, which writes via the book on the
 reconciler's book thread and only then publishes.
 
+Steps live beside it: balances and equity in :mod:`nija_broker._reconciler_balances`;
+trades owed, orders followed by id and positions against balances in
+:mod:`nija_broker._reconciler_fills`; journaled intents in
+:mod:`nija_broker._reconciler_intents`.
+
 Errors: :class:`AccountFatal` and the failure of the open-orders listing end
 the cycle (the shell records health and backs off). A failed confirmation,
 cancel or intent lookup only leaves that one item for the next cycle.
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._reconciler_balances import refresh_balances, refresh_holdings
 from ._reconciler_fills import Owed, book_trades, check_positions, follow_known
 from ._reconciler_intents import followed_of, resolve_intents
 from .book import AccountBook, Books
@@ -38,7 +44,6 @@ from .errors import (
 )
 from .events import (
     AttentionRequired,
-    BalancesUpdated,
     Event,
     EventBus,
     FillsBooked,
@@ -47,11 +52,11 @@ from .events import (
     StaleOrderFound,
 )
 from .health import AccountLive
-from .models import Balance, Order
-from .reconcile import Snapshot, diff, hold_mismatches, resolve
+from .models import Order
+from .reconcile import Snapshot, diff, resolve
 from .store import Intent, Store
 from .tiers import StaleAction
-from .valuation import order_symbols, prices_of, tickers_to_fetch, value_balances
+from .valuation import order_symbols
 
 if TYPE_CHECKING:
     from adapters.base import Exchange
@@ -228,40 +233,15 @@ class AccountSync:
     def price_steps(self) -> dict[str, float]:
         return {s: m.price_step for s, m in self.live.markets.items() if m.price_step}
 
-    async def refresh_holdings(self) -> None:
-        """Balances alone, between full refreshes: what an account holds, within one poll.
-
-        For accounts whose tier forbids DCA: an entry the bot sent on its own that
-        filled at once shows here as a base balance, and the guard's DCA and
-        duplicate rules see it at the next decision. One ``fetch_balance`` a cycle (and
-        ``fetch_tickers`` once when a currency first appears).
-        """
-        asked_at = self.clock.now()
-        balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
-        # A currency that was not held at the last full refresh has no price yet: its
-        # tickers, once, so the guard can tell a position from dust.
-        known = self.book.orders.last_prices()
-        symbols = [s for s in tickers_to_fetch(balances, self.live.quote_currency,
-                                               self.live.markets) if s not in known]
-        if symbols:
-            tickers = await self.ask(partial(self.exchange.fetch_tickers, symbols),
-                                     "fetch_tickers")
-            for symbol, ticker in tickers.items():
-                if ticker.last is not None:
-                    self.book.orders.set_last_price(symbol, ticker.last)
-        self.live.balances = dict(balances)
-        self.live.balances_at = asked_at
-        check_positions(self, balances)
-
     async def cycle(self, *, startup: bool = False) -> None:
         balances_due = startup or self.clock.monotonic() >= self.balance_due_mono
         if balances_due:
-            await self.refresh_balances()
+            await refresh_balances(self)
             check_positions(self, self.live.balances)
         else:
             policy = self.live.policy()
             if policy is not None and not policy.allow_dca:
-                await self.refresh_holdings()
+                await refresh_holdings(self)
         symbols = None
         if not self.exchange.capabilities.open_orders_without_symbol:
             symbols = self.symbols_to_list()
@@ -459,77 +439,3 @@ class AccountSync:
             event = resolve(order, answer, self.clock.now())
             if event is not None:
                 await self.commit([event])
-
-    # ------------------------------------------------------------------ balances
-
-    def cross_check_holds(self, balances: Mapping[str, Balance], now: datetime) -> None:
-        """Held capital against the exchange's own ``used`` balance (DESIGN: held capital).
-
-        Orders and balances are fetched at different moments, so a single
-        disagreement can be an order placed in between: only a disagreement seen
-        on two balance refreshes in a row raises an attention event (once).
-        """
-        problems = hold_mismatches(self.book.orders.open_orders(), balances,
-                                   self.book.orders.fee_rate)
-        persistent = [p for p in problems if p in self.hold_mismatches]
-        self.hold_mismatches = set(problems)
-        for problem in persistent:
-            key = (None, f"holds:{problem}")
-            if key in self.attention_raised:
-                continue
-            self.attention_raised.add(key)
-            log.warning("account %s: held capital disagrees with the exchange: %s",
-                        self.account_id, problem)
-            self.publish([AttentionRequired(account_id=self.account_id, at=now,
-                                            reason=f"held capital check: {problem}")])
-
-    async def refresh_balances(self) -> None:
-        """Balances, the tickers that value them, equity and tier (DESIGN: Equity).
-
-        Every holding is valued in the account's quote currency at the exchange's
-        prices (:mod:`nija_broker.valuation`). Holdings no price values are listed
-        on the live view and logged once per change. Equity that cannot be
-        established (nothing valued, something unvalued) is never recorded as zero:
-        the equity curve and the tier keep their last figures, the live equity is
-        unknown and the account reports ``degraded`` until a refresh values it.
-        """
-        asked_at = self.clock.now()
-        balances = await self.ask(self.exchange.fetch_balance, "fetch_balance")
-        quote = self.live.quote_currency
-        symbols = tickers_to_fetch(balances, quote, self.live.markets)
-        tickers = {}
-        if symbols:
-            tickers = dict(await self.ask(partial(self.exchange.fetch_tickers, symbols),
-                                          "fetch_tickers"))
-        valued = value_balances(balances, prices_of(tickers), quote)
-        now = self.clock.now()
-        if valued.established:
-            await self.run_book(partial(self.book.update_equity, valued.equity, now))
-        for symbol, ticker in tickers.items():
-            if ticker.last is not None:
-                self.book.orders.set_last_price(symbol, ticker.last)
-        before = (self.live.unvalued_holdings, self.live.valuation_problem)
-        self.live.balances = dict(balances)
-        self.live.balances_at = asked_at
-        self.live.equity_usd = valued.equity if valued.established else None
-        self.live.unvalued_holdings = valued.unvalued
-        self.live.valuation_problem = valued.problem
-        if (valued.unvalued, valued.problem) != before:
-            # Said once per change, not on every refresh: the holdings rarely change.
-            if valued.problem is not None:
-                log.warning("account %s: %s; it reports degraded, and its equity curve and "
-                            "tier keep their last figures", self.account_id, valued.problem)
-            elif valued.unvalued:
-                log.warning("account %s holds %s, which no ticker of the exchange values in %s "
-                            "(directly, or through a stablecoin or USD leg); left out of its "
-                            "equity", self.account_id, ", ".join(valued.unvalued), quote)
-            else:
-                log.info("account %s: every holding is valued in %s again",
-                         self.account_id, quote)
-        self.cross_check_holds(balances, now)
-        self.balance_due_mono = self.clock.monotonic() + self.balance_interval_s
-        if valued.established:
-            tier = self.live.tier.update(valued.equity)
-            self.publish([BalancesUpdated(account_id=self.account_id, at=now,
-                                          equity_usd=valued.equity, tier=tier.name,
-                                          unpriced=valued.unvalued)])

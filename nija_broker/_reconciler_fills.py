@@ -282,10 +282,13 @@ def check_positions(sync: AccountSync, balances: Mapping[str, Balance]) -> None:
     steps = {s: m.amount_step for s, m in sync.live.markets.items() if m.amount_step}
     found = position_mismatches(sync.book.positions(), balances, steps)
     persistent = {b: figures for b, figures in found.items() if b in sync.position_mismatches}
+    # Said once per disagreement, again only after ledger and balance agreed in between.
+    sync.attention_raised -= {(None, f"position:{b}") for b in set(sync.position_mismatches)
+                              - set(found)}
     sync.position_mismatches = found
     sync.live.position_mismatches = persistent
     for base, (quantity, total) in persistent.items():
-        key = (None, f"position:{base}:{quantity!r}:{total!r}")
+        key = (None, f"position:{base}")
         if key in sync.attention_raised:
             continue
         sync.attention_raised.add(key)

@@ -18,10 +18,18 @@ Append-only tables (fills, trades, equity points, guard decisions) carry an
 order, and unlike a hidden rowid it survives ``VACUUM``. Their natural key
 (``(account_id, fill_key)``, ``(account_id, trade_id)``) is a ``UNIQUE``
 constraint, which conflicts exactly as a primary key would.
+
+Before anything is written to an existing file, :func:`check_file` asks
+SQLite whether it is ours: ``PRAGMA quick_check`` for damage, ``PRAGMA
+user_version`` for the version, and the file's tables and columns against
+those the migrations up to that version create (built in memory, so the
+check can never drift from the migrations). A damaged file, a file that is
+not SQLite, or another program's database is refused, never migrated into.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,11 +191,7 @@ def migrate(
         # Read inside the write lock so two processes cannot both migrate.
         current = schema_version(conn)
         if current > target:
-            raise ConfigError(
-                f"{where} has schema version {current}, newer than this code "
-                f"understands (up to {target}); upgrade nija_broker or use another file",
-                file=where,
-            )
+            raise _newer(where, current, target)
         for step in migrations:
             if step.version <= current:
                 continue
@@ -200,6 +204,91 @@ def migrate(
         conn.execute("ROLLBACK")
         raise
     return target
+
+
+def _newer(where: str, version: int, target: int) -> ConfigError:
+    return ConfigError(
+        f"{where} has schema version {version}, newer than this code "
+        f"understands (up to {target}); upgrade nija_broker or use another file",
+        file=where,
+    )
+
+
+Layout = tuple[tuple[str, tuple[str, ...]], ...]
+"""Every schema object but SQLite's own, sorted: ("table orders", its columns), ..."""
+
+
+def layout(conn: sqlite3.Connection) -> Layout:
+    objects = conn.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger')"
+        " AND substr(name, 1, 7) != 'sqlite_' ORDER BY type, name").fetchall()
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for kind, name in objects:
+        columns: tuple[str, ...] = ()
+        if kind == "table":
+            columns = tuple(r[0] for r in conn.execute(
+                "SELECT name FROM pragma_table_info(?) ORDER BY cid", (name,)))
+        found.append((f"{kind} {name}", columns))
+    return tuple(found)
+
+
+@functools.cache
+def expected_layout(migrations: tuple[Migration, ...], version: int) -> Layout:
+    """The layout the first ``version`` migrations create, built in an in-memory database."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        migrate(conn, migrations=migrations[:version])
+        return layout(conn)
+    finally:
+        conn.close()
+
+
+def check_file(
+    conn: sqlite3.Connection,
+    *,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    where: str = "database",
+) -> int:
+    """Refuse a damaged file, a file that is not SQLite, or another program's database.
+
+    Reads only; call it before anything writes to the file (even ``PRAGMA
+    journal_mode`` rewrites the header). Returns the file's schema version. An
+    empty database (a new or zero-length file) is version 0 and passes.
+    """
+    target = migrations[-1].version if migrations else 0
+    try:
+        problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)")]
+        version = schema_version(conn)
+        found = layout(conn)
+    except sqlite3.DatabaseError as exc:
+        # SQLITE_NOTADB: no SQLite header at all; anything else here is damage.
+        what = ("is not an SQLite database" if getattr(exc, "sqlite_errorname", "")
+                == "SQLITE_NOTADB" else "is damaged")
+        raise ConfigError(f"cannot use store {where}: the file {what} ({exc})",
+                          file=where) from exc
+    if problems != ["ok"]:
+        detail = "; ".join(" ".join(p.split()) for p in problems)
+        raise ConfigError(f"cannot use store {where}: the file is damaged (SQLite's "
+                          f"quick_check: {detail})", file=where)
+    if version > target:
+        raise _newer(where, version, target)
+    expected = expected_layout(tuple(migrations), version)
+    if found != expected:
+        raise ConfigError(f"cannot use store {where}: {_foreign(found, expected, version)}; "
+                          "it is not a nija_broker store (use another store.path)", file=where)
+    return version
+
+
+def _foreign(found: Layout, expected: Layout, version: int) -> str:
+    have, want = dict(found), dict(expected)
+    parts = [f"schema version {version}"]
+    if extra := sorted(set(have) - set(want)):
+        parts.append("not ours: " + ", ".join(extra))
+    if missing := sorted(set(want) - set(have)):
+        parts.append("missing: " + ", ".join(missing))
+    if changed := sorted(k for k in set(have) & set(want) if have[k] != want[k]):
+        parts.append("other columns: " + ", ".join(changed))
+    return "the file holds another schema (" + "; ".join(parts) + ")"
 
 
 def _check_ordered(migrations: Sequence[Migration]) -> None:

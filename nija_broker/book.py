@@ -3,7 +3,10 @@
 Every change goes through :class:`AccountBook`, under the account's lock: it
 is computed in memory, written to SQLite in one transaction, and only then
 visible to readers (DESIGN invariant 8). If the write fails, the account is
-rebuilt from the store, so memory never holds what the store does not.
+rebuilt from the store, so memory never holds what the store does not. A
+rebuild is built on the side and swapped in whole; one that cannot read the
+store keeps the last good state and marks the book degraded
+(:attr:`AccountBook.degraded_reason`): the guard then fails closed for it.
 
 :class:`Books` hands out one :class:`AccountBook` per account id and loads it
 from the store on first use. No method of either takes two accounts' data.
@@ -83,6 +86,43 @@ class Followed:
     role: OrderRole | None = None
 
 
+class UnknownOrders:
+    """Followed orders the exchange answered "no such order" for, and since when; any thread.
+
+    The reconciler notes each not-found answer (the first one's time is kept) and
+    clears an order once the exchange answers for it; the guard reads it to release
+    a confirmed entry whose order has been unknown past ``not_found_grace_s``.
+    Keyed by order id, or ``client:<client order id>`` when no id came back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: dict[str, datetime] = {}
+
+    @staticmethod
+    def key(order_id: str | None, client_order_id: str | None) -> str:
+        return order_id if order_id is not None else f"client:{client_order_id}"
+
+    def note(self, order_id: str | None, client_order_id: str | None, at: datetime) -> None:
+        with self._lock:
+            self._since.setdefault(self.key(order_id, client_order_id), at)
+
+    def clear(self, order_id: str | None, client_order_id: str | None) -> None:
+        with self._lock:
+            self._since.pop(self.key(order_id, client_order_id), None)
+
+    def since(self, order_id: str | None, client_order_id: str | None) -> datetime | None:
+        with self._lock:
+            return self._since.get(self.key(order_id, client_order_id))
+
+    def retain(self, followed: Iterable[Followed]) -> None:
+        """Forget every order no longer followed (the book has it, or it was unfollowed)."""
+        keep = {self.key(f.order_id, f.client_order_id) for f in followed}
+        with self._lock:
+            for key in [k for k in self._since if k not in keep]:
+                del self._since[key]
+
+
 @dataclass(frozen=True, slots=True)
 class FillsBooked:
     """What booking a batch of fills changed: replays come back with no trades."""
@@ -117,44 +157,102 @@ class AccountBook:
         self._head: dict[str, tuple[object, ...]] = {}
         """Per symbol, the exchange-time sort key of the latest fill booked."""
         self._followed: dict[tuple[str | None, str | None], Followed] = {}
+        self.unknown_orders = UnknownOrders()
+        """Followed orders the exchange said it does not know (see :class:`UnknownOrders`)."""
         self._load()
 
     # ------------------------------------------------------------------ loading
 
+    degraded_reason: str | None = None
+    """Why the book could not be read back from the store (``None`` while it could).
+
+    Set when a reload fails: the trackers keep their last good state, the guard
+    reports the account's health as failed (entries of fail-closed tiers are
+    blocked), and the book refuses changes until a reload succeeds (each change
+    tries one first; the reconciler's next balance refresh makes one)."""
+
     def _load(self) -> None:
+        """Rebuild every tracker from the store; swap them in only once all of it was read.
+
+        A read that fails raises and leaves the book exactly as it was: never an
+        empty tracker that would show the guard no open entries.
+        """
         s = self.settings
-        self.orders = OrderTracker(self.account_id, fee_rate=s.fee_rate, retention_s=s.retention_s)
+        orders = OrderTracker(self.account_id, fee_rate=s.fee_rate, retention_s=s.retention_s)
+        head: dict[str, tuple[object, ...]] = {}
         if self._store is None:
-            self.ledger = Ledger(self.account_id)
-            self.performance = PerformanceTracker(self.account_id, history_size=s.history_size)
-            self._order_fills = {}
-            return
-        snapshot = self._store.load_account(self.account_id)
-        for order in snapshot.orders:
-            self.orders.apply(order)
-        self._order_fills = {order_id: OrderFills(*figures)
-                             for order_id, figures in snapshot.order_fills.items()}
-        self._head = {}
-        for fill in self._store.last_fills(self.account_id):
-            self._advance_head(fill)
-        self.ledger = Ledger(self.account_id, snapshot.positions, snapshot.fill_keys)
-        self.performance = PerformanceTracker.restore(
-            self.account_id, snapshot.trades, snapshot.equity_points, history_size=s.history_size
-        )
+            ledger = Ledger(self.account_id)
+            performance = PerformanceTracker(self.account_id, history_size=s.history_size)
+            order_fills: dict[str, OrderFills] = {}
+        else:
+            snapshot = self._store.load_account(self.account_id)
+            last_fills = self._store.last_fills(self.account_id)
+            for order in snapshot.orders:
+                orders.apply(order)
+            order_fills = {order_id: OrderFills(*figures)
+                           for order_id, figures in snapshot.order_fills.items()}
+            for fill in last_fills:
+                self._advance(head, fill)
+            ledger = Ledger(self.account_id, snapshot.positions, snapshot.fill_keys)
+            performance = PerformanceTracker.restore(
+                self.account_id, snapshot.trades, snapshot.equity_points,
+                history_size=s.history_size)
+        self.orders, self.ledger, self.performance = orders, ledger, performance
+        self._order_fills, self._head = order_fills, head
+        if self.degraded_reason is not None:
+            log.warning("account %s: the book was read back from the store; it is no longer "
+                        "degraded", self.account_id)
+        self.degraded_reason = None
 
     def reload(self) -> None:
-        """Rebuild every tracker from the store (what a restart does)."""
+        """Rebuild every tracker from the store (what a restart does).
+
+        If the store cannot be read, the last good state stays, the book is
+        marked degraded (:attr:`degraded_reason`) and the error is raised.
+        """
         with self._lock:
+            try:
+                self._load()
+            except Exception as exc:
+                self._degrade(exc)
+                raise
+
+    def _restore(self) -> None:
+        """After a failed change: read the store back (memory may hold part of the change),
+        or, if even that fails, keep what memory holds and mark the book degraded. Never
+        raises: the change's own error is what the caller raises."""
+        try:
             self._load()
+        except Exception as exc:
+            self._degrade(exc)
+
+    def _degrade(self, exc: BaseException) -> None:
+        self.degraded_reason = f"the store could not be read back: {type(exc).__name__}: {exc}"
+        log.error("account %s: %s; the book keeps its last good state and refuses changes "
+                  "until the store reads again", self.account_id, self.degraded_reason)
 
     def _write(self, batch: StoreBatch) -> None:
         if self._store is None:
             return
+        if self.degraded_reason is not None:
+            # Memory may hold what the store does not (a write and the reload after it
+            # both failed): a batch computed from it could store positions without the
+            # fills behind them. Read the store back first, and refuse this batch either
+            # way; whoever reported the change reports it again, from what the store holds.
+            try:
+                self._load()
+            except Exception as exc:
+                self._degrade(exc)
+                raise StateError(f"account {self.account_id!r}: the book is degraded "
+                                 f"({self.degraded_reason}); the change is refused") from exc
+            raise StateError(f"account {self.account_id!r}: the book was read back from the "
+                             "store after being degraded; the change, computed before, is "
+                             "refused: report it again")
         try:
             self._store.apply(batch)
         except BaseException:
             # Memory may already hold the change; the store is the truth.
-            self._load()
+            self._restore()
             raise
 
     # ------------------------------------------------------------------ writes
@@ -227,7 +325,7 @@ class AccountBook:
             try:
                 results = (*replays, *(self.ledger.book(fill) for fill in new))
             except BaseException:
-                self._load()  # the ledger may hold part of the batch
+                self._restore()  # the ledger may hold part of the batch
                 raise
             fresh = [r for r in results if not r.duplicate]
             if not fresh and not orders and not intents and not covered:
@@ -264,9 +362,13 @@ class AccountBook:
             return FillsBooked(results, trades, unmatched)
 
     def _advance_head(self, fill: Fill) -> None:
+        self._advance(self._head, fill)
+
+    @staticmethod
+    def _advance(head: dict[str, tuple[object, ...]], fill: Fill) -> None:
         key = fill_sort_key(fill)
-        if fill.symbol not in self._head or key > self._head[fill.symbol]:
-            self._head[fill.symbol] = key
+        if fill.symbol not in head or key > head[fill.symbol]:
+            head[fill.symbol] = key
 
     def _rebook(self, orders: Sequence[Order], new: Sequence[Fill], covered: Sequence[Fill],
                 intents: Sequence[IntentUpdate], late: set[str]) -> FillsBooked:
@@ -307,7 +409,7 @@ class AccountBook:
                 closed_symbols=closed, intents=tuple(intents), replace_trades_of=sorted(late),
             ))
         finally:
-            self._load()
+            self._restore()
         log.warning("account %s: a fill on %s arrived after later ones; those symbols were "
                     "booked again in exchange time order", self.account_id,
                     ", ".join(sorted(late)))

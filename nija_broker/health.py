@@ -7,7 +7,8 @@ reader in another thread sees either the old value or the new one.
 ``health`` records the reconciler's cycles (a cycle that succeeds is ``ok``);
 what others are shown is :meth:`AccountLive.reported_health`, which is also
 ``degraded`` while the account's equity cannot be established (it holds
-something no price of its exchange values and nothing that one does).
+something no price of its exchange values and nothing that one does), and
+``failed`` while the account's book cannot read its store back.
 """
 
 from __future__ import annotations
@@ -82,10 +83,17 @@ class AccountLive:
             return self.tier.table.get(self.tier.pinned)
         return self.tier.current
 
-    def reported_health(self) -> AccountHealth:
+    def reported_health(self, book_problem: str | None = None) -> AccountHealth:
         """The health to show and judge on: the cycles' health, ``degraded`` (with the reason
-        as ``last_error``) while equity cannot be established although the cycles succeed."""
+        as ``last_error``) while equity cannot be established although the cycles succeed.
+
+        ``book_problem`` is the account book's ``degraded_reason``: while its store
+        cannot be read back, what the book holds may not be what is true, so the
+        account's state is unknown (``failed``) and fail-closed tiers get no entry.
+        """
         health = self.health
+        if book_problem is not None:
+            return replace(health, state=SyncState.FAILED, last_error=f"book: {book_problem}")
         problem = self.valuation_problem
         if problem is None or health.state is not SyncState.OK:
             return health

@@ -16,13 +16,24 @@ unresolved ones are listed after a restart (invariant 4).
 Rows to write are built before the lock is taken, so threads serialise only
 on SQLite itself; models are stored whole as JSON next to the few columns
 that queries filter on.
+
+Opening a file checks it before anything is written, and creates nothing
+when a check fails: a read-only file or directory, a damaged file, a file
+that is not SQLite, another program's database (``_store_schema.check_file``)
+are refused with one line naming the file (:class:`ConfigError`). A writer
+that lives as long as its process (the sidecar, the demo, an embedded
+broker) opens with ``exclusive=True``: the :class:`StoreLock` makes it the
+only such process on that store; readers (``status``, ``report``) open
+without it and keep working while it runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +43,8 @@ from typing import Any, Literal, Self, cast, get_args
 
 from . import _store_sql as sql
 from ._store_async import AsyncStore
-from ._store_schema import migrate, ts_parse, ts_text
+from ._store_lock import StoreLock, StoreLocked, check_location
+from ._store_schema import check_file, migrate, ts_parse, ts_text
 from .errors import ConfigError, StateError
 from .models import EquityPoint, Fill, Order, Position, Side, TradeRecord
 from .symbols import normalize_symbol
@@ -47,6 +59,8 @@ __all__ = [
     "IntentUpdate",
     "Store",
     "StoreBatch",
+    "StoreLock",
+    "StoreLocked",
 ]
 
 IntentStatus = Literal["pending", "sent", "resolved", "released"]
@@ -213,29 +227,52 @@ def _check_intent_status(status: str) -> None:
         raise StateError(f"intent status must be one of {sorted(INTENT_STATUSES)}, not {status!r}")
 
 
-# --------------------------------------------------------------------------- sync store
+# --------------------------------------------------------------------------- the writer lock
 
 
 class Store:
-    """SQLite state of every account. Thread-safe; see the module docstring."""
+    """SQLite state of every account. Thread-safe; see the module docstring.
 
-    def __init__(self, path: str | Path) -> None:
+    ``exclusive=True`` takes the store's :class:`StoreLock` first, held until
+    :meth:`close`: what every long-lived writer opens its store with.
+    """
+
+    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
         self._where = str(path)
-        if self._where != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._file_lock: StoreLock | None = None
+        target = self._where
+        if self._where != ":memory:":
+            exists = check_location(Path(path), self._where)
+            if exclusive:
+                self._file_lock = StoreLock.acquire(path)
+            # A URI, to say whether SQLite may create the file: never in place of
+            # one that vanished since it was checked.
+            quoted = urllib.parse.quote(os.path.abspath(path))
+            target = f"file:{quoted}?mode={'rw' if exists else 'rwc'}"
+        try:
+            self._conn: sqlite3.Connection | None = self._open(target)
+        except BaseException:
+            if self._file_lock is not None:
+                self._file_lock.release()
+            raise
+
+    def _open(self, target: str) -> sqlite3.Connection:
         try:
             # isolation_level=None: the module never opens transactions behind
             # our back; every BEGIN/COMMIT here is explicit.
-            conn = sqlite3.connect(self._where, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
+                                   uri=target.startswith("file:"))
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open store {self._where}: {exc}", file=self._where) from exc
         try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            # Before the first write: even the journal mode rewrites the file's header.
+            check_file(conn, where=self._where)
             conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode: a power cut may lose the last commits but never
             # corrupts the file; a process crash loses nothing.
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA busy_timeout = 5000")
             migrate(conn, where=self._where)
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -243,17 +280,25 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        self._conn: sqlite3.Connection | None = conn
+        return conn
 
     @property
     def path(self) -> str:
         return self._where
 
+    @property
+    def exclusive(self) -> bool:
+        """True while this store holds its :class:`StoreLock`."""
+        return self._file_lock is not None and self._file_lock.held
+
     def close(self) -> None:
+        """Close the connection, then give up the writer lock (if held). Safe twice."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._file_lock is not None:
+                self._file_lock.release()
 
     def __enter__(self) -> Self:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from nija_broker.book import AccountBook, Books
 from nija_broker.errors import IllegalTransition, StateError
 from nija_broker.models import Fill, Order, OrderStatus, TradeRecord
-from nija_broker.store import BatchResult, Store, StoreBatch
+from nija_broker.store import AccountSnapshot, BatchResult, Store, StoreBatch
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 
@@ -185,3 +186,67 @@ def test_a_batch_updating_one_order_twice_is_checked_step_by_step(tmp_path: Path
         assert book.orders.get("O1") is None
         book.apply_orders([opened, filled])
         assert [o.status for o in store.orders("A")] == [OrderStatus.FILLED]
+
+
+class _UnreadableStore(_FailingStore):
+    unreadable = False
+
+    def load_account(self, account_id: str, *, since: datetime | None = None) -> AccountSnapshot:
+        if self.unreadable:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return super().load_account(account_id, since=since)
+
+
+def test_a_failed_reload_keeps_the_last_good_state_and_marks_the_book_degraded(
+        tmp_path: Path) -> None:
+    with _UnreadableStore(tmp_path / "s.sqlite3") as store:
+        book = Books(store).get("A")
+        _trade_day(book)
+        before = (book.metrics(), book.positions(), book.orders.open_orders())
+        assert book.degraded_reason is None
+        store.unreadable = True
+        with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+            book.reload()
+        # Not an empty tracker: the guard still sees every open entry and position.
+        assert (book.metrics(), book.positions(), book.orders.open_orders()) == before
+        assert book.degraded_reason is not None
+        assert "malformed" in book.degraded_reason
+        store.unreadable = False
+        book.reload()
+        assert book.degraded_reason is None
+        assert (book.metrics(), book.positions(), book.orders.open_orders()) == before
+
+
+def test_a_failed_write_whose_reload_fails_too_degrades_the_book_and_raises_the_write_error(
+        tmp_path: Path) -> None:
+    with _UnreadableStore(tmp_path / "s.sqlite3") as store:
+        book = Books(store).get("A")
+        book.apply_order(_order("A", "O1"))
+        store.fail_next = True
+        store.unreadable = True
+        with pytest.raises(OSError, match="disk full"):
+            book.apply_order(_order("A", "O2"))
+        assert [o.id for o in book.orders.open_orders()] == ["O1"]
+        assert book.degraded_reason is not None
+
+
+def test_a_degraded_book_refuses_changes_until_the_store_reads_again(tmp_path: Path) -> None:
+    with _UnreadableStore(tmp_path / "s.sqlite3") as store:
+        book = Books(store).get("A")
+        first = _order("A", "O1")
+        book.apply_order(first)
+        store.unreadable = True
+        with pytest.raises(sqlite3.DatabaseError):
+            book.reload()
+        second = _order("A", "O2")
+        with pytest.raises(StateError, match="degraded"):
+            book.apply_order(second)  # each change tries a reload first: still unreadable
+        assert store.orders("A") == [first]
+
+        store.unreadable = False
+        with pytest.raises(StateError, match="report it again"):
+            book.apply_order(second)  # computed while degraded: refused, but the book is back
+        assert book.degraded_reason is None
+        book.apply_order(second)
+        assert [o.id for o in store.orders("A")] == ["O1", "O2"]
+        assert [o.id for o in book.orders.open_orders()] == ["O1", "O2"]

@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nija_broker._store_schema import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
+from nija_broker._store_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    check_file,
+    migrate,
+)
 from nija_broker.errors import ConfigError, StateError
 from nija_broker.models import (
     EquityPoint,
@@ -378,6 +384,28 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "nija.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="cannot use store"):
+        Store(path)
+
+
+@pytest.mark.parametrize("version", range(SCHEMA_VERSION + 1))
+def test_a_file_at_any_of_our_versions_passes_the_layout_check(tmp_path: Path,
+                                                                version: int) -> None:
+    path = tmp_path / "nija.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, migrations=MIGRATIONS[:version])
+    assert check_file(conn, where=str(path)) == version
+    conn.close()
+    with Store(path) as upgraded:
+        assert upgraded.accounts() == []
+
+
+def test_a_table_of_our_own_version_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nija.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    with pytest.raises(ConfigError, match=r"not ours: table notes.*not a nija_broker store"):
         Store(path)
 
 

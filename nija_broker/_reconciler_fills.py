@@ -68,8 +68,13 @@ _ALERTED_EVERY = 10
 
 
 async def follow_known(sync: AccountSync, *, budget: int | None) -> None:
-    """Ask the exchange about every confirmed order the book has not seen; adopt what it says."""
+    """Ask the exchange about every confirmed order the book has not seen; adopt what it says.
+
+    A "no such order" answer is noted on the book (:class:`~nija_broker.book.UnknownOrders`,
+    first answer's time kept) and cleared by any later answer about the order.
+    """
     followed = sync.book.followed()
+    sync.book.unknown_orders.retain(followed)
     if budget is not None:
         followed = followed[:budget]
     for item in followed:
@@ -94,6 +99,7 @@ async def follow_known(sync: AccountSync, *, budget: int | None) -> None:
         except ExchangeError as exc:
             _count_failure(sync, item, exc)
             continue
+        sync.book.unknown_orders.clear(item.order_id, item.client_order_id)
         if answer.client_order_id is None and item.client_order_id is not None:
             answer = answer.model_copy(update={"client_order_id": item.client_order_id})
         event = resolve(None, adopt(answer, item.role), sync.clock.now(),
@@ -106,6 +112,10 @@ async def follow_known(sync: AccountSync, *, budget: int | None) -> None:
 
 def _count_failure(sync: AccountSync, item: Followed, exc: ExchangeError) -> None:
     key = item.order_id or f"client:{item.client_order_id}"
+    if isinstance(exc, OrderNotFound):
+        # The exchange's own answer about this order: the guard releases the entry it
+        # confirmed once the order has been unknown past its not_found_grace_s.
+        sync.book.unknown_orders.note(item.order_id, item.client_order_id, sync.clock.now())
     entry = sync.owed.setdefault(key, Owed())
     entry.attempts += 1
     if entry.attempts >= sync.settings.attention_after and not entry.alerted:

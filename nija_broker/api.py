@@ -1,9 +1,15 @@
 """The local HTTP API (aiohttp): status, orders, trades, guard decisions, guard checks, metrics.
 
 Binding: 127.0.0.1 by default. Bound to any other address it refuses to start
-without a bearer token, and then requires it on every request. Errors are
-JSON: 400 bad JSON, 401 missing or wrong token, 404 unknown account or
-reservation, 422 a bad field (named).
+without a bearer token, and then requires it on every request (``Authorization:
+Bearer <token>``, the scheme in any case); a blank token is refused at start.
+
+Every error is JSON, ``{"error": sentence, "field": name, ...}``: 400 a body that
+is not a JSON object or nests too deep, 401 missing or wrong token, 404 unknown
+account, endpoint or reservation, 409 a client order id reused for another
+request (or after its reservation ended), 413 a body over 64 KiB, 422 a bad
+field (named; numbers must be JSON numbers, flags JSON booleans, integers at
+most 20 digits), 503 an intent the store could not journal (not allowed).
 
 Endpoints::
 
@@ -13,10 +19,12 @@ Endpoints::
     GET  /v1/accounts/{id}/orders?status=open|all
     GET  /v1/accounts/{id}/trades?limit=N
     GET  /v1/accounts/{id}/guard-decisions?limit=N&blocked_only=true
+    GET  /v1/accounts/{id}/reservations        what the guard holds now, and why
     POST /v1/guard/check                       dry run: {allowed, rule, reason, ...}
-    POST /v1/guard/reserve                     judge and hold the entry's place
+    POST /v1/guard/reserve                     judge and hold the entry's place (idempotent
+                                               by client_order_id)
     POST /v1/guard/confirm                     {reservation_id, order_id?}
-    POST /v1/guard/release                     {reservation_id}
+    POST /v1/guard/release                     {reservation_id} (in flight or settling)
     GET  /metrics                              Prometheus exposition
 """
 
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,16 +40,19 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from ._api_body import MAX_BODY_BYTES, ReservationCall, parse_intent, parse_object
 from .book import Books
 from .clock import Clock
 from .errors import ConfigError, StateError
-from .guard import Guard
+from .guard import Guard, GuardConflict, ReservationView
 from .health import AccountLive, SyncState
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reason
 from .prom import BrokerMetrics
 from .status import account_status, status_document, status_rows
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("nija_broker.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +80,14 @@ def is_loopback(host: str) -> bool:
 
 
 def check_binding(host: str, token: str | None) -> None:
-    """Refuse to serve beyond loopback without a token."""
-    if not is_loopback(host) and not token:
+    """Refuse to serve beyond loopback without a token, and any blank token."""
+    if token is not None and (not token.strip() or token != token.strip()):
+        # A blank token would let anyone in; one with spaces around it can never match
+        # (HTTP strips a header value's ends): both are configuration mistakes.
+        raise ConfigError(
+            "the API token is blank or starts or ends with whitespace: set the variable "
+            "api.token_env names to a token of visible characters", key="api.token_env")
+    if not is_loopback(host) and token is None:
         raise ConfigError(
             f"api.host is {host!r}, not a loopback address: set api.token_env to the name of an "
             "environment variable holding a bearer token, or bind to 127.0.0.1",
@@ -82,13 +99,18 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+def _authorized(header: str, token: str) -> bool:
+    """``Bearer <token>``; the scheme is case-insensitive (RFC 7235, section 2.1)."""
+    scheme, _, given = header.strip().partition(" ")
+    right_scheme = scheme.lower() == "bearer"
+    return hmac.compare_digest(given.strip().encode(), token.encode()) and right_scheme
+
+
 @web.middleware
 async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CONTEXT].token
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _error(401, "missing or wrong bearer token")
+    if token and not _authorized(request.headers.get("Authorization", ""), token):
+        return _error(401, "missing or wrong bearer token", field="Authorization")
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -96,7 +118,13 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
             return _error(404, f"no such endpoint: {request.method} {request.path}")
         if exc.status == 405:
             return _error(405, f"method {request.method} not allowed on {request.path}")
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason)
         raise
+    except Exception:
+        # Still JSON, and nothing of the exception (it may quote a request) in the answer.
+        log.exception("API %s %s failed", request.method, request.path)
+        return _error(500, "internal error; the sidecar's log has the details")
 
 
 def _known(ctx: ApiContext, account_id: str) -> bool:
@@ -107,7 +135,8 @@ def _account_or_404(request: web.Request) -> str | web.Response:
     ctx = request.app[CONTEXT]
     account_id = request.match_info["account_id"]
     if not _known(ctx, account_id):
-        return _error(404, f"unknown account {account_id!r}", account_id=account_id)
+        return _error(404, f"unknown account {account_id!r}", field="account_id",
+                      account_id=account_id)
     return account_id
 
 
@@ -124,14 +153,23 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int) -> i
     return value
 
 
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+async def _raw_body(request: web.Request) -> bytes | web.Response:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "request body must be a JSON object")
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes",
+                      field="body", limit_bytes=MAX_BODY_BYTES)
+
+
+async def _json_body(request: web.Request) -> tuple[bytes, dict[str, Any]] | web.Response:
+    """The raw body and its JSON object, or the JSON error answer (400, 413, 422)."""
+    raw = await _raw_body(request)
+    if isinstance(raw, web.Response):
+        return raw
+    body = parse_object(raw)
     if not isinstance(body, dict):
-        return _error(400, "request body must be a JSON object")
-    return body
+        return _error(body.status, body.message, field=body.field)
+    return raw, body
 
 
 def _validation_error(exc: ValidationError) -> web.Response:
@@ -151,8 +189,10 @@ async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     accounts = {}
     for account_id, live in sorted(ctx.live.items()):
-        # Degraded, with the reason, while its equity cannot be established.
-        health = live.reported_health()
+        # Degraded while its equity cannot be established; failed while its books cannot
+        # be read back from the store (entries fail closed then).
+        book = ctx.books.get(account_id) if account_id in ctx.books else None
+        health = live.reported_health(book.degraded_reason if book is not None else None)
         accounts[account_id] = {
             "state": health.state.value,
             "last_success": health.last_success.isoformat() if health.last_success else None,
@@ -278,18 +318,22 @@ def _decision_json(decision: Decision) -> dict[str, Any]:
 
 
 async def _intent_from(request: web.Request) -> OrderIntent | web.Response:
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
+    parsed = await _json_body(request)
+    if isinstance(parsed, web.Response):
+        return parsed
     try:
-        intent = OrderIntent.model_validate(body)
+        intent = parse_intent(parsed[0])
     except ValidationError as exc:
         return _validation_error(exc)
     ctx = request.app[CONTEXT]
     if not _known(ctx, intent.account_id):
-        return _error(404, f"unknown account {intent.account_id!r}",
+        return _error(404, f"unknown account {intent.account_id!r}", field="account_id",
                       account_id=intent.account_id)
     return intent
+
+
+def _conflict(exc: GuardConflict) -> web.Response:
+    return _error(409, str(exc), field=exc.field, **{exc.field: exc.value})
 
 
 async def guard_check(request: web.Request) -> web.Response:
@@ -305,7 +349,13 @@ async def guard_reserve(request: web.Request) -> web.Response:
     if isinstance(intent, web.Response):
         return intent
     ctx = request.app[CONTEXT]
-    decision = ctx.guard.decide(intent)
+    try:
+        decision = ctx.guard.decide(intent)
+    except GuardConflict as exc:
+        return _conflict(exc)
+    except StateError as exc:
+        return _error(503, f"the intent could not be journaled, so it is not allowed: {exc}",
+                      field="client_order_id", client_order_id=intent.client_order_id)
     answer = _decision_json(decision)
     if isinstance(decision, Allowed) and decision.reservation is not None:
         reservation = decision.reservation
@@ -315,26 +365,47 @@ async def guard_reserve(request: web.Request) -> web.Response:
 
 
 async def _reservation_call(request: web.Request, confirm: bool) -> web.Response:
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    reservation_id = body.get("reservation_id")
-    if not isinstance(reservation_id, str) or not reservation_id:
-        return _error(422, "reservation_id: required string", field="reservation_id")
-    order_id = body.get("order_id")
-    if order_id is not None and not isinstance(order_id, str):
-        return _error(422, "order_id: must be a string", field="order_id")
+    parsed = await _json_body(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    try:
+        call = ReservationCall.model_validate(parsed[1])
+    except ValidationError as exc:
+        return _validation_error(exc)
+    reservation_id = call.reservation_id
     guard = request.app[CONTEXT].guard
     try:
         if confirm:
-            guard.confirm(reservation_id, order_id)
+            guard.confirm(reservation_id, call.order_id)
         else:
             guard.release(reservation_id)
+    except GuardConflict as exc:
+        return _conflict(exc)
     except (KeyError, StateError) as exc:
         return _error(404, f"unknown or settled reservation {reservation_id!r}: {exc}",
-                      reservation_id=reservation_id)
+                      field="reservation_id", reservation_id=reservation_id)
     return web.json_response({"reservation_id": reservation_id,
                               "status": "confirmed" if confirm else "released"})
+
+
+def _view_json(view: ReservationView) -> dict[str, Any]:
+    r = view.reservation
+    return {"reservation_id": r.id, "state": view.state, "why": view.why,
+            "symbol": r.symbol, "side": r.side.value, "type": r.type.value,
+            "is_entry": r.is_entry, "reserved_usd": r.reserved_usd,
+            "client_order_id": r.client_order_id, "order_id": view.order_id,
+            "created_at": r.created_at.isoformat(), "age_s": view.age_s,
+            "expires_in_s": view.expires_in_s,
+            "unknown_to_exchange_s": view.unknown_to_exchange_s}
+
+
+async def account_reservations(request: web.Request) -> web.Response:
+    found = _account_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    views = request.app[CONTEXT].guard.reservation_views(found)
+    return web.json_response({"account_id": found,
+                              "reservations": [_view_json(v) for v in views]})
 
 
 async def guard_confirm(request: web.Request) -> web.Response:
@@ -346,7 +417,7 @@ async def guard_release(request: web.Request) -> web.Response:
 
 
 def create_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[_errors_and_auth])
+    app = web.Application(middlewares=[_errors_and_auth], client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/accounts", list_accounts)
@@ -354,6 +425,7 @@ def create_app(ctx: ApiContext) -> web.Application:
     app.router.add_get("/v1/accounts/{account_id}/orders", account_orders)
     app.router.add_get("/v1/accounts/{account_id}/trades", account_trades)
     app.router.add_get("/v1/accounts/{account_id}/guard-decisions", account_decisions)
+    app.router.add_get("/v1/accounts/{account_id}/reservations", account_reservations)
     app.router.add_post("/v1/guard/check", guard_check)
     app.router.add_post("/v1/guard/reserve", guard_reserve)
     app.router.add_post("/v1/guard/confirm", guard_confirm)

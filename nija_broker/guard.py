@@ -13,14 +13,22 @@ across an await, a network call or a disk write.
 A reservation's life::
 
     decide / reserve --> in flight --confirm(order)--> settling --> gone
-                             |  \\--release--> gone           (the account's state shows it)
-                             \\--ttl--> expired (stops counting; the intent stays unresolved)
+                             |  \\--release--> gone           (the account's state shows it,
+                             \\--ttl--> expired                or settle_max_s passed, or the
+                                  (stops counting; the       exchange has not known the order
+                                  intent stays unresolved)   for not_found_grace_s, or release)
 
 *In flight*: counts as an open entry on its symbol, as a claim on the free
 balance and, unless it is a market order (which fills at once), as held
 capital. *Settling*: the exchange accepted the order; it keeps its claim on
 the free balance until the reconciler's next balance arrives, and its symbol
-until the book or the balance shows the order.
+until the book or the balance shows the order. :meth:`Guard.reservation_views`
+lists both, with why each counts.
+
+Reserving is idempotent by client order id: the same intent again, while its
+reservation is in flight, gets the same answer (nothing is held twice); another
+intent with that id, or any once its reservation ended, raises
+:class:`GuardConflict`.
 
 The intent is journaled in the store with its client order id before
 :meth:`decide` returns, so before any request leaves (invariant 4); every
@@ -33,44 +41,47 @@ order id.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 
-from ._guard_rules import (
-    ENTRY_RULES,
-    AccountState,
-    Rule,
-    exit_warnings,
-    first_objection,
-    holdings_of,
-    positions_of,
+from ._guard_answers import (
+    ClientIdLookup,
+    ResolveReport,
+    apply_to_book,
+    put_intent,
+    resolve_pending,
 )
+from ._guard_rules import ENTRY_RULES, AccountState, Rule
 from ._guard_state import (
     AccountGuard,
+    GuardConflict,
+    ReservationView,
     Settling,
-    book_figures,
+    account_state,
     decision_record,
     expired_long_ago,
-    in_book,
+    judge,
     parse_request,
-    request_json,
-    reservation_held_usd,
+    reservation_views,
+    unknown_past_grace,
     visible,
 )
-from .book import AccountBook, Books, Followed
+from .book import Books, Followed
 from .clock import Clock
-from .errors import EntryBlocked, ExchangeError, OrderNotFound, StateError
-from .events import Event, FillsBooked, OrderFilled
-from .health import AccountHealth, AccountLive
+from .errors import EntryBlocked, StateError
+from .events import Event
+from .health import AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
-from .models import Order, OrderRole, OrderStatus, Position
+from .models import Order, OrderRole
 from .store import DecisionRecord, IntentUpdate, Store
 
-__all__ = ["Guard", "GuardSettings", "ResolveReport"]
+__all__ = ["Guard", "GuardConflict", "GuardSettings", "ReservationView", "ResolveReport"]
+
+log = logging.getLogger("nija_broker.guard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +96,9 @@ class GuardSettings:
     dust_usd: float = 1.0
     """Holdings worth less than this are not positions."""
     not_found_grace_s: float = 60.0
-    """An intent the exchange does not know is released only once it is this old: a
-    just-placed order may not be visible yet."""
+    """An intent the exchange does not know is released only once it is this old, and a
+    confirmed entry whose order the exchange has answered "no such order" for only once
+    it has done so this long: a just-placed order may not be visible yet."""
     fee_rate: float | None = None
     """Fee reserved on top of an entry's value; ``None`` uses the order book's fee rate."""
 
@@ -98,21 +110,6 @@ class GuardSettings:
             raise ValueError(f"dust_usd must be >= 0, got {self.dust_usd!r}")
         if self.fee_rate is not None and not 0 <= self.fee_rate < 1:
             raise ValueError(f"fee_rate must be in [0, 1), got {self.fee_rate!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class ResolveReport:
-    """What :meth:`Guard.resolve_pending` did, by client order id."""
-
-    confirmed: tuple[str, ...] = ()
-    released: tuple[str, ...] = ()
-    unresolved: tuple[str, ...] = ()
-
-
-class ClientIdLookup(Protocol):
-    """The part of :class:`adapters.base.Exchange` that resolving intents needs."""
-
-    async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order: ...
 
 
 class Guard:
@@ -129,7 +126,8 @@ class Guard:
         self.settings = settings or GuardSettings()
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.observers: list[Callable[[Decision], None]] = []
-        """Called with every journaled decision (metrics); must not raise or block."""
+        """Called with every decision of :meth:`decide` and every blocked :meth:`check`
+        (metrics), on the caller's thread; must not raise or block."""
         self.event_sinks: list[Callable[[Sequence[Event]], None]] = []
         """Given the events of what the guard wrote to the books (an order that filled at
         once and its fills), after the store has them; may be called from any thread."""
@@ -140,30 +138,68 @@ class Guard:
     # ------------------------------------------------------------------ deciding
 
     def check(self, intent: OrderIntent) -> Decision:
-        """Judge ``intent`` now without reserving or journaling anything (a dry run)."""
+        """Judge ``intent`` now without reserving anything (a dry run).
+
+        An allowed check leaves no trace. A blocked one reaches :attr:`observers`
+        every time and the journal at most once per account, symbol and rule every
+        ``CHECK_JOURNAL_EVERY_S`` (60 s), its figures counting the repeats left out.
+        """
         account = self._account(intent.account_id)
         with account.lock:
             state = self._state_locked(intent.account_id, account)
-        return _judge(intent, state, self.rules)
+            decision = judge(intent, state, self.rules)
+            if not isinstance(decision, Blocked):
+                return decision
+            journal = account.check_row(decision, self.clock.monotonic())
+        if journal is not None and self.store is not None:
+            try:
+                self.store.journal_decision(decision_record(journal, self.clock.now()))
+            except StateError as exc:  # the answer stands: a dry run changes nothing
+                log.warning("account %s: blocked check not journaled: %s",
+                            intent.account_id, exc)
+        for observe in self.observers:
+            observe(decision)
+        return decision
 
     def decide(self, intent: OrderIntent) -> Decision:
         """Judge and, if allowed, reserve atomically; journal the intent and the decision.
 
         An :class:`Allowed` carries the reservation to :meth:`confirm` or
         :meth:`release` once the exchange answers; its intent is in the store
-        as ``pending`` when this returns.
+        as ``pending`` when this returns. The same intent again (same client order
+        id, same request) while that reservation is in flight returns the same
+        answer, journaling nothing new; :class:`GuardConflict` if the id is reused
+        for another request or after its reservation ended.
         """
         account = self._account(intent.account_id)
-        now = self.clock.now()
-        with account.lock:
-            state = self._state_locked(intent.account_id, account)
-            decision = _judge(intent, state, self.rules)
-            if isinstance(decision, Allowed):
-                reservation = self._new_reservation(intent, state, now)
-                decision = Allowed(intent=intent, warnings=decision.warnings,
-                                   figures=decision.figures, reservation=reservation)
-                self._hold_locked(account, reservation)
-        self._journal(decision, now)
+        while True:
+            now = self.clock.now()
+            with account.lock:
+                repeat = account.repeat(intent, self.clock.monotonic())
+                if repeat is None:
+                    state = self._state_locked(intent.account_id, account)
+                    decision = judge(intent, state, self.rules)
+                    held: Reservation | None = None
+                    if isinstance(decision, Allowed):
+                        held = self._new_reservation(intent, state, now)
+                        decision = Allowed(intent=intent, warnings=decision.warnings,
+                                           figures=decision.figures, reservation=held)
+                        self._hold_locked(account, decision)
+                        account.journaling[held.id] = threading.Event()
+                    break
+            answer, journaling = repeat
+            if journaling is None:
+                return answer
+            # The first call is still journaling the intent: nothing may be sent before
+            # it is stored. If that fails the reservation is gone and this one decides.
+            journaling.wait()
+        try:
+            self._journal(decision, now)
+        finally:
+            if held is not None:
+                with account.lock:
+                    stored = account.journaling.pop(held.id)
+                stored.set()
         for observe in self.observers:
             observe(decision)
         return decision
@@ -192,8 +228,11 @@ class Guard:
         then brings the order in. Either way the entry keeps counting until the
         account's state shows it.
         """
-        account_id, account, reservation = self._find(reservation_id)
+        account_id, account, reservation, settling = self._find(reservation_id, settled=True)
         order_id = order.id if isinstance(order, Order) else order
+        if settling is not None:
+            self._confirm_again(account_id, account, settling, order_id)
+            return
         resolved = IntentUpdate(client_order_id=reservation.client_order_id, status="resolved",
                                 at=self.clock.now(), order_id=order_id)
         applied = False
@@ -203,7 +242,8 @@ class Guard:
                     f"order {order.id!r} of account {order.account_id!r} confirms reservation "
                     f"{reservation_id!r} of account {account_id!r}"
                 )
-            applied = self._apply_to_book(self.books.get(account_id), order, resolved)
+            applied = apply_to_book(self.books.get(account_id), self.store, order, resolved,
+                                    self.event_sinks)
         if self.store is not None and not applied:
             self.store.set_intent_status(account_id, reservation.client_order_id, "resolved",
                                          resolved.at, order_id=order_id)
@@ -216,6 +256,24 @@ class Guard:
                 role=OrderRole.ENTRY if reservation.is_entry else None))
         with account.lock:
             self._settle_locked(account_id, account, reservation, order_id)
+
+    def _confirm_again(self, account_id: str, account: AccountGuard, settling: Settling,
+                       order_id: str | None) -> None:
+        """A repeated confirm (a retry after a lost answer) changes nothing; one that
+        brings the id a confirm without one lacked is followed by that id too."""
+        reservation = settling.reservation
+        if order_id is None or order_id == settling.order_id:
+            return
+        if settling.order_id is not None:
+            raise GuardConflict(
+                f"reservation {reservation.id!r} of account {account_id!r} was confirmed with "
+                f"order {settling.order_id!r}, not {order_id!r}",
+                field="order_id", value=order_id)
+        with account.lock:
+            settling.order_id = order_id
+        self.books.get(account_id).follow(Followed(
+            symbol=reservation.symbol, order_id=order_id,
+            client_order_id=reservation.client_order_id, role=OrderRole.ENTRY))
 
     def settle_client_id(self, account_id: str, client_order_id: str, *, resolved: bool,
                          order_id: str | None = None) -> bool:
@@ -231,17 +289,30 @@ class Guard:
             if resolved:
                 self._settle_locked(account_id, account, reservation, order_id)
             else:
-                self._forget_locked(account, reservation)
+                self._forget_locked(account, reservation, "released")
             return True
 
     def release(self, reservation_id: str) -> None:
-        """The exchange refused the order (or it was never sent): free its place."""
-        account_id, account, reservation = self._find(reservation_id)
+        """The exchange refused the order (or it was never sent): free its place.
+
+        A settling reservation (confirmed, not yet shown by the account) stops
+        counting too; its intent stays resolved and the book keeps following the
+        order, so it counts again as soon as the exchange shows it.
+        """
+        account_id, account, reservation, settling = self._find(reservation_id, settled=True)
+        if settling is not None:
+            with account.lock:
+                if account.settling.pop(reservation_id, None) is not None:
+                    self._where.pop(reservation_id, None)
+            log.info("account %s: settling reservation %s (client order id %s, order %s) "
+                     "released by request", account_id, reservation_id,
+                     reservation.client_order_id, settling.order_id)
+            return
         if self.store is not None:
             self.store.set_intent_status(account_id, reservation.client_order_id, "released",
                                          self.clock.now())
         with account.lock:
-            self._forget_locked(account, reservation)
+            self._forget_locked(account, reservation, "released")
 
     def mark_sent(self, reservation_id: str) -> None:
         """The request left but no answer came (timeout, lost response, cancellation).
@@ -250,7 +321,7 @@ class Guard:
         the intent stays unresolved (``sent``) for :meth:`resolve_pending` or the
         reconciler to settle by client order id.
         """
-        account_id, _, reservation = self._find(reservation_id)
+        account_id, _, reservation, _ = self._find(reservation_id)
         if self.store is not None:
             self.store.set_intent_status(account_id, reservation.client_order_id, "sent",
                                          self.clock.now())
@@ -264,7 +335,34 @@ class Guard:
                     *(s.reservation for s in account.settling.values())]
         return sorted(held, key=lambda r: (r.created_at, r.id))
 
+    def reservation_views(self, account_id: str) -> list[ReservationView]:
+        """:meth:`reservations` with their state, age and why each counts, oldest first."""
+        account = self._account(account_id)
+        with account.lock:
+            self._expire_locked(account_id, account)
+            return reservation_views(
+                account, self.books.get(account_id), self.live.get(account_id),
+                now=self.clock.now(), mono=self.clock.monotonic(),
+                settle_max_s=self.settings.settle_max_s,
+                not_found_grace_s=self.settings.not_found_grace_s)
+
     # ------------------------------------------------------------------ restart
+
+    async def resolve_pending(self, exchange: ClientIdLookup, account_id: str) -> ResolveReport:
+        """Settle every unresolved intent of ``account_id`` by asking the exchange by client id.
+
+        Found: confirmed with the exchange's order. The exchange says it has no
+        such order and the intent is older than ``not_found_grace_s``: released
+        (it never reached the exchange). Any other error is no evidence: the
+        intent stays unresolved and keeps its reservation until it expires.
+        """
+        return await resolve_pending(self, exchange, account_id)
+
+    def reservation_id_of(self, account_id: str, client_order_id: str) -> str | None:
+        """The unresolved reservation holding that client order id, if any."""
+        account = self._account(account_id)
+        with account.lock:
+            return account.by_client_id.get(client_order_id)
 
     def restore_pending(self, account_id: str) -> list[Reservation]:
         """Make every unresolved intent in the store count again (call on startup).
@@ -285,49 +383,10 @@ class Guard:
                     continue
                 intent, reserved_usd = parse_request(stored)
                 reservation = self._make_reservation(intent, reserved_usd, stored.created_at)
-                self._hold_locked(account, reservation)
+                self._hold_locked(account, Allowed(intent=intent, figures={"restored": True},
+                                                   reservation=reservation))
                 restored.append(reservation)
         return restored
-
-    async def resolve_pending(self, exchange: ClientIdLookup, account_id: str) -> ResolveReport:
-        """Settle every unresolved intent of ``account_id`` by asking the exchange by client id.
-
-        Found: confirmed with the exchange's order. The exchange says it has no
-        such order and the intent is older than ``not_found_grace_s``: released
-        (it never reached the exchange). Any other error is no evidence: the
-        intent stays unresolved and keeps its reservation until it expires.
-        """
-        if self.store is None:
-            return ResolveReport()
-        self.restore_pending(account_id)
-        account = self._account(account_id)
-        confirmed: list[str] = []
-        released: list[str] = []
-        unresolved: list[str] = []
-        for stored in self.store.pending_intents(account_id):
-            cid = stored.client_order_id
-            with account.lock:
-                reservation_id = account.by_client_id.get(cid)
-            if reservation_id is None:
-                unresolved.append(cid)
-                continue
-            intent, _ = parse_request(stored)
-            try:
-                order = await exchange.fetch_order_by_client_id(cid, intent.symbol)
-            except OrderNotFound:
-                age_s = (self.clock.now() - stored.created_at).total_seconds()
-                if age_s >= self.settings.not_found_grace_s:
-                    self.release(reservation_id)
-                    released.append(cid)
-                else:
-                    unresolved.append(cid)
-                continue
-            except ExchangeError:
-                unresolved.append(cid)
-                continue
-            self.confirm(reservation_id, order)
-            confirmed.append(cid)
-        return ResolveReport(tuple(confirmed), tuple(released), tuple(unresolved))
 
     # ------------------------------------------------------------------ journal
 
@@ -355,29 +414,37 @@ class Guard:
         with self._lock:
             return self._accounts.setdefault(account_id, AccountGuard())
 
-    def _find(self, reservation_id: str) -> tuple[str, AccountGuard, Reservation]:
+    def _find(self, reservation_id: str, *, settled: bool = False,
+              ) -> tuple[str, AccountGuard, Reservation, Settling | None]:
+        """The open reservation (``settled``: or the settling entry) of that id."""
         account_id = self._where.get(reservation_id)
         account = self._accounts.get(account_id) if account_id is not None else None
-        reservation = None
+        reservation = settling = None
         if account is not None:
             with account.lock:
                 reservation = account.unresolved.get(reservation_id)
+                settling = account.settling.get(reservation_id) if settled else None
+        if reservation is None and settling is not None:
+            reservation = settling.reservation
         if account_id is None or account is None or reservation is None:
             raise StateError(
                 f"no open reservation {reservation_id!r}: it was already confirmed or "
                 "released, or expired long ago"
             )
-        return account_id, account, reservation
+        return account_id, account, reservation, settling
 
-    def _hold_locked(self, account: AccountGuard, reservation: Reservation) -> None:
+    def _hold_locked(self, account: AccountGuard, answer: Allowed) -> None:
+        reservation = answer.reservation
+        assert reservation is not None
         account.in_flight[reservation.id] = reservation
         account.unresolved[reservation.id] = reservation
         account.by_client_id[reservation.client_order_id] = reservation.id
+        account.answers[reservation.id] = answer
         self._where[reservation.id] = reservation.account_id
 
     def _settle_locked(self, account_id: str, account: AccountGuard,
                        reservation: Reservation, order_id: str | None) -> None:
-        self._forget_locked(account, reservation)
+        self._forget_locked(account, reservation, "confirmed")
         if reservation.is_entry:
             live = self.live.get(account_id)
             account.settling[reservation.id] = Settling(
@@ -386,10 +453,17 @@ class Guard:
             )
             self._where[reservation.id] = account_id
 
-    def _forget_locked(self, account: AccountGuard, reservation: Reservation) -> None:
+    def _forget_locked(self, account: AccountGuard, reservation: Reservation,
+                       outcome: str | None = None) -> None:
+        """Drop an unresolved reservation; ``outcome`` (how it ended) keeps its client
+        order id from being reserved again. ``None``: never journaled, the id is free."""
         account.in_flight.pop(reservation.id, None)
         account.unresolved.pop(reservation.id, None)
-        account.by_client_id.pop(reservation.client_order_id, None)
+        account.answers.pop(reservation.id, None)
+        if account.by_client_id.get(reservation.client_order_id) == reservation.id:
+            del account.by_client_id[reservation.client_order_id]
+        if outcome is not None:
+            account.finish(reservation.client_order_id, outcome)
         self._where.pop(reservation.id, None)
 
     def _new_reservation(self, intent: OrderIntent, state: AccountState,
@@ -418,109 +492,30 @@ class Guard:
         forget_before = mono - self.settings.settle_max_s
         for rid in [r.id for r in account.unresolved.values()
                     if expired_long_ago(r, account, forget_before)]:
-            self._forget_locked(account, account.unresolved[rid])
+            self._forget_locked(account, account.unresolved[rid], "expired")
         if not account.settling:
             return
         live = self.live.get(account_id)
         balances = live.balances if live is not None else None
-        orders = self.books.get(account_id).orders
+        book = self.books.get(account_id)
+        now = self.clock.now()
         for rid, settling in list(account.settling.items()):
-            if settling.confirmed_at <= forget_before or (
+            gone = settling.confirmed_at <= forget_before or (
                 balances is not settling.balances_seen
-                and visible(settling, orders, balances)
-            ):
+                and visible(settling, book.orders, balances)
+            )
+            if not gone:
+                gone = unknown_past_grace(account_id, settling, book, now,
+                                          self.settings.not_found_grace_s)
+            if gone:
                 del account.settling[rid]
                 self._where.pop(rid, None)
 
     def _state_locked(self, account_id: str, account: AccountGuard) -> AccountState:
         self._expire_locked(account_id, account)
-        book = self.books.get(account_id)
-        live = self.live.get(account_id)
-        orders = book.orders
-        last_prices = orders.last_prices()
-        fee_rate = self.settings.fee_rate if self.settings.fee_rate is not None else (
-            orders.fee_rate)
-        figures = book_figures(account.book_figures, orders, last_prices)
-        account.book_figures = figures
-        held_usd = figures.held_usd
-        entry_symbols = dict(figures.entry_symbols)
-        # What reservations claim of each quote currency (the order's own: USDT for BTC/USDT).
-        reserved: dict[str, float] = {}
-
-        def claim(reservation: Reservation) -> None:
-            currency = reservation.symbol.split("/")[1]
-            reserved[currency] = reserved.get(currency, 0.0) + reservation.reserved_usd
-
-        for reservation in account.in_flight.values():
-            if reservation.is_entry:
-                entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
-                held_usd += reservation_held_usd(reservation)
-                claim(reservation)
-        balances = live.balances if live is not None else {}
-        for settling in account.settling.values():
-            reservation = settling.reservation
-            booked = in_book(settling, orders)
-            if booked is None:
-                held_usd += reservation_held_usd(reservation)
-            if booked is None or booked.is_terminal:
-                # Filled but not yet in a balance or the ledger: the position exists already.
-                entry_symbols[reservation.symbol] = entry_symbols.get(reservation.symbol, 0) + 1
-            if balances is settling.balances_seen:
-                claim(reservation)
-        ledger = book.ledger.positions()
-        quote = live.quote_currency if live is not None else "USD"
-        holdings = holdings_of(balances, ledger, quote,
-                               believe_balance=_stale_ledger(live, ledger))
-        positions, unpriced = positions_of(
-            holdings, last_prices, {p.symbol: p.avg_price for p in ledger},
-            quote_currency=quote, dust_usd=self.settings.dust_usd,
-        )
-        return AccountState(
-            account_id=account_id,
-            policy=live.policy() if live is not None else None,
-            health=live.reported_health() if live is not None else AccountHealth(),
-            equity_usd=live.equity_usd if live is not None else None,
-            quote_currency=quote,
-            balances_known=bool(balances),
-            free_by_currency={currency: b.free for currency, b in balances.items()},
-            reserved_by_currency=reserved,
-            held_usd=held_usd,
-            entry_symbols=entry_symbols,
-            positions=positions,
-            holdings=holdings,
-            unpriced_holdings=unpriced,
-            markets=live.markets if live is not None else {},
-            last_prices=last_prices,
-            fee_rate=fee_rate,
-        )
-
-    def _apply_to_book(self, book: AccountBook, order: Order, resolved: IntentUpdate) -> bool:
-        """Apply the exchange's order and resolve its intent in one transaction.
-
-        Returns False when the order was not applied (the caller then resolves
-        the intent on its own).
-        """
-        if book.orders.get(order.id) is not None or self.store is None:
-            return False  # the reconciler got there first, with news at least as fresh
-        # The book computes the fill the order implies, under its lock, from what it
-        # holds (or, where fills come from trades, the reconciler books its trades).
-        try:
-            booked = book.apply_changes([order], intents=[resolved])
-        except StateError:
-            # The reconciler applied a later version in between (it wins), or the order
-            # cannot be priced yet: the reconciler brings it in from the exchange.
-            return False
-        fresh = tuple(r.fill for r in booked.results if not r.duplicate)
-        events: list[Event] = []
-        if order.status is OrderStatus.FILLED:
-            events.append(OrderFilled(account_id=order.account_id, at=resolved.at, order=order,
-                                      previous=None, fill=fresh[0] if fresh else None))
-        if fresh:
-            events.append(FillsBooked(account_id=order.account_id, at=resolved.at, fills=fresh,
-                                      trades=booked.trades, unmatched=booked.unmatched))
-        for sink in self.event_sinks:
-            sink(events)
-        return True
+        return account_state(account_id, account, self.books.get(account_id),
+                             self.live.get(account_id), fee_rate=self.settings.fee_rate,
+                             dust_usd=self.settings.dust_usd)
 
     def _journal(self, decision: Decision, now: datetime) -> None:
         if self.store is None:
@@ -528,10 +523,8 @@ class Guard:
         intent = decision.intent
         reservation = decision.reservation if isinstance(decision, Allowed) else None
         try:
-            if reservation is not None:
-                self.store.put_intent(intent.account_id, intent.client_order_id,
-                                      request_json(intent, reservation.reserved_usd), now,
-                                      decision=decision_record(decision, now))
+            if isinstance(decision, Allowed) and reservation is not None:
+                put_intent(self.store, decision, reservation, now)
             else:
                 self.store.journal_decision(decision_record(decision, now))
         except BaseException:
@@ -541,27 +534,3 @@ class Guard:
                 with account.lock:
                     self._forget_locked(account, reservation)
             raise
-
-
-def _stale_ledger(live: AccountLive | None, ledger: Sequence[Position]) -> set[str]:
-    """Assets where the exchange's balance wins: a persistent disagreement with a ledger
-    that has not changed since the balance that shows it was fetched."""
-    if live is None or not live.position_mismatches or live.balances_at is None:
-        return set()
-    changed = {p.symbol.split("/")[0] for p in ledger if p.updated_at > live.balances_at}
-    return set(live.position_mismatches) - changed
-
-
-def _judge(intent: OrderIntent, state: AccountState, rules: Iterable[Rule]) -> Decision:
-    objection = first_objection(intent, state, rules)
-    if objection is not None:
-        return Blocked(intent=intent, rule=objection.rule, reason=objection.message,
-                       figures=dict(objection.figures))
-    notional = intent.notional(state.last_prices.get(intent.symbol))
-    figures: dict[str, Any] = {
-        "kind": "entry" if intent.is_entry else "exit",
-        "tier": state.policy.name if state.policy is not None else None,
-        "notional_usd": notional,
-    }
-    return Allowed(intent=intent, warnings=exit_warnings(intent, state), figures=figures)
-

@@ -112,7 +112,7 @@ def account_status(book: AccountBook, live: AccountLive | None, now: datetime) -
         if equity_usd > 0:
             held_share_pct = held_usd / equity_usd * 100.0
 
-    health = live.reported_health() if live is not None else None
+    health = live.reported_health(book.degraded_reason) if live is not None else None
     last_success = health.last_success if health is not None else None
     return AccountStatus(
         account_id=book.account_id,

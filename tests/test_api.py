@@ -228,8 +228,12 @@ async def test_sync_client_checks_reserves_and_fails_closed_for_entries(
     assert held.allowed
     assert held.reservation_id
     await asyncio.to_thread(client.release, held.reservation_id)
+    unknown = await asyncio.to_thread(client.check, "USER:nobody", "ETH-USD", "buy",
+                                      size_usd=1.0)
+    assert (unknown.allowed, unknown.rule, unknown.status) == (False, "guard_error", 404)
+    strict = GuardClient(server.url, on_unreachable="raise")
     with pytest.raises(GuardUnavailable, match="404"):
-        await asyncio.to_thread(client.check, "USER:nobody", "ETH-USD", "buy", size_usd=1.0)
+        await asyncio.to_thread(strict.check, "USER:nobody", "ETH-USD", "buy", size_usd=1.0)
 
     dead = GuardClient("http://127.0.0.1:9", timeout_s=0.5)
     entry = await asyncio.to_thread(dead.check, ALICE, "ETH-USD", "buy", size_usd=10.0)

@@ -10,9 +10,9 @@ import pytest
 from adapters.base import OrderRequest
 from nija_broker.clock import FakeClock
 from nija_broker.errors import EntryBlocked, StateError
-from nija_broker.guard import Guard
+from nija_broker.guard import Guard, GuardConflict
 from nija_broker.health import AccountLive, SyncState
-from nija_broker.intent import Allowed, Blocked
+from nija_broker.intent import Allowed, Blocked, Decision
 from nija_broker.models import Order, OrderRole, OrderStatus, OrderType, Side
 from nija_broker.store import Store
 
@@ -389,3 +389,137 @@ def test_a_reloaded_book_is_judged_afresh(guard: Guard, store: Store) -> None:
     decision = guard.check(buy("ETH/USD"))
     assert isinstance(decision, Blocked)
     assert decision.rule == "duplicate_symbol_entry"
+
+
+# --------------------------------------------------------------------------- blocked checks
+
+
+def test_a_blocked_check_is_observed_each_time_and_journaled_once_a_minute_per_rule(
+    guard: Guard, store: Store, clock: FakeClock
+) -> None:
+    seen: list[Decision] = []
+    guard.observers.append(seen.append)
+    guard.books.get(ALICE).apply_order(Order(
+        id="ext-9", account_id=ALICE, symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT,
+        price=49_000.0, amount=0.0002, created_at=T0))
+    assert guard.check(buy("ETH/USD")).allowed  # an allowed dry run leaves no trace
+    for _ in range(3):
+        blocked = guard.check(buy("BTC/USD"))
+        assert isinstance(blocked, Blocked)
+        assert blocked.rule == "duplicate_symbol_entry"
+    assert [d.rule for d in seen if isinstance(d, Blocked)] == ["duplicate_symbol_entry"] * 3
+    assert len(seen) == 3
+    [row] = store.decisions(ALICE, blocked_only=True)
+    assert (row.rule, row.symbol, row.figures["dry_run"]) == ("duplicate_symbol_entry",
+                                                             "BTC/USD", True)
+    assert row.figures["repeats_not_journaled"] == 0
+    clock.advance(61.0)
+    assert not guard.check(buy("BTC/USD")).allowed
+    newest, _ = store.decisions(ALICE, blocked_only=True)
+    assert newest.figures["repeats_not_journaled"] == 2
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_the_same_intent_decided_twice_holds_one_reservation(
+    guard: Guard, store: Store
+) -> None:
+    intent = buy("BTC/USD", client_order_id="bot-1")
+    first = guard.decide(intent)
+    again = guard.decide(buy("BTC/USD", client_order_id="bot-1"))
+    assert isinstance(first, Allowed)
+    assert first.reservation is not None
+    assert again == first
+    assert [r.id for r in guard.reservations(ALICE)] == [first.reservation.id]
+    assert [i.client_order_id for i in store.pending_intents(ALICE)] == ["bot-1"]
+    assert len(store.decisions(ALICE)) == 1
+
+
+@pytest.mark.parametrize("ended", ["another request", "released", "confirmed", "expired"])
+def test_a_client_order_id_is_never_reserved_twice(
+    guard: Guard, clock: FakeClock, ended: str
+) -> None:
+    reservation = guard.reserve(buy("BTC/USD", client_order_id="bot-2"))
+    repeat = buy("BTC/USD", client_order_id="bot-2")
+    if ended == "another request":
+        repeat = buy("BTC/USD", size_usd=12.0, client_order_id="bot-2")
+    elif ended == "released":
+        guard.release(reservation.id)
+    elif ended == "confirmed":
+        guard.confirm(reservation.id, "order-2")
+    else:
+        clock.advance(31.0)
+    with pytest.raises(GuardConflict, match="'bot-2'") as raised:
+        guard.decide(repeat)
+    assert (raised.value.field, raised.value.value) == ("client_order_id", "bot-2")
+
+
+def test_a_restored_intent_repeated_after_a_restart_gets_its_reservation_back(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        guard.reserve(buy("BTC/USD", client_order_id="bot-3"))
+        guard.release(guard.reserve(buy("ETH/USD", client_order_id="bot-4")).id)
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        [restored] = guard.restore_pending(ALICE)
+        again = guard.decide(buy("BTC/USD", client_order_id="bot-3"))
+        assert again.reservation == restored  # type: ignore[union-attr]
+        with pytest.raises(GuardConflict):
+            guard.decide(buy("BTC/USD", size_usd=12.0, client_order_id="bot-3"))
+        # Released before the restart: the store still refuses the id for another request.
+        with pytest.raises(GuardConflict, match="'bot-4'"):
+            guard.decide(buy("ETH/USD", size_usd=12.0, client_order_id="bot-4"))
+        assert guard.reservations(ALICE) == [restored]
+
+
+# --------------------------------------------------------------------------- settling
+
+
+def test_a_settling_reservation_can_be_released_and_a_repeated_confirm_changes_nothing(
+    guard: Guard, store: Store
+) -> None:
+    reservation = guard.reserve(buy("BTC/USD"))
+    guard.confirm(reservation.id, "order-5")
+    guard.confirm(reservation.id, "order-5")  # a retry after a lost answer
+    with pytest.raises(GuardConflict) as raised:
+        guard.confirm(reservation.id, "order-6")
+    assert raised.value.field == "order_id"
+    [view] = guard.reservation_views(ALICE)
+    assert (view.state, view.order_id) == ("settling", "order-5")
+    assert view.why.startswith("confirmed, waiting for the order to show")
+    guard.release(reservation.id)
+    assert guard.reservations(ALICE) == []
+    assert guard.decide(buy("BTC/USD")).allowed
+    with pytest.raises(StateError):
+        guard.release(reservation.id)
+
+
+@pytest.mark.parametrize("answered_later", [False, True])
+def test_a_settling_entry_the_exchange_does_not_know_is_dropped_after_the_grace(
+    store: Store, clock: FakeClock, live: dict[str, AccountLive],
+    caplog: pytest.LogCaptureFixture, answered_later: bool
+) -> None:
+    guard = make_guard(store, clock, live, not_found_grace_s=45.0)
+    reservation = guard.reserve(buy("BTC/USD", client_order_id="bot-6"))
+    guard.confirm(reservation.id, "404404")
+    unknown = guard.books.get(ALICE).unknown_orders
+    unknown.note("404404", "bot-6", clock.now())  # what the reconciler does on OrderNotFound
+    clock.advance(44.0)
+    unknown.note("404404", "bot-6", clock.now())  # the first answer's time is kept
+    [view] = guard.reservation_views(ALICE)
+    assert view.unknown_to_exchange_s == pytest.approx(44.0)
+    if answered_later:
+        unknown.clear("404404", "bot-6")  # the exchange answered for it after all
+    clock.advance(1.0)
+    with caplog.at_level("WARNING", logger="nija_broker.guard"):
+        held = guard.reservations(ALICE)
+    if answered_later:
+        assert [r.id for r in held] == [reservation.id]
+        assert caplog.records == []
+    else:
+        assert held == []
+        [record] = caplog.records
+        assert all(s in record.getMessage() for s in (ALICE, "bot-6", "404404"))

@@ -23,6 +23,7 @@ from nija_broker.clock import FakeClock
 from nija_broker.errors import EntryBlocked
 from nija_broker.guard import Guard
 from nija_broker.guarded import guard_submit, market_order_reader
+from nija_broker.intent import Allowed, OrderIntent
 from nija_broker.models import OrderType, Side
 
 from ._guard_support import ALICE, SYMBOLS, T0, account_live, make_guard, open_store, sim
@@ -143,3 +144,60 @@ def test_a_blocked_sync_call_never_runs_the_submit_function(
     assert result["status"] == "filled"
     assert guard.store is not None
     guard.store.close()
+
+
+@pytest.mark.usefixtures("busy_switching")
+def test_16_threads_reserving_one_client_order_id_hold_one_reservation(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(T0)
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        start = threading.Barrier(THREADS)
+
+        def retry(_: int) -> str | None:
+            start.wait()
+            decision = guard.decide(OrderIntent(account_id=ALICE, symbol="BTC/USD", side="buy",
+                                                size_usd=10.0, client_order_id="bot-retry"))
+            return decision.reservation.id if isinstance(decision, Allowed) and (
+                decision.reservation is not None) else None
+
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            ids = list(pool.map(retry, range(THREADS)))
+        assert len(set(ids)) == 1
+        assert ids[0] is not None
+        assert [r.id for r in guard.reservations(ALICE)] == ids[:1]
+        assert [i.client_order_id for i in store.pending_intents(ALICE)] == ["bot-retry"]
+        assert len(store.decisions(ALICE)) == 1
+
+
+def test_a_repeated_reserve_waits_until_the_first_has_journaled_the_intent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(T0)
+    with open_store(tmp_path) as store:
+        guard = make_guard(store, clock, {ALICE: account_live()})
+        writing, finish = threading.Event(), threading.Event()
+        journaled: list[str] = []
+        put_intent = store.put_intent
+
+        def slow_put_intent(*args: Any, **kwargs: Any) -> None:
+            writing.set()
+            assert finish.wait(10)
+            put_intent(*args, **kwargs)
+            journaled.append(args[1])
+
+        monkeypatch.setattr(store, "put_intent", slow_put_intent)
+        intent = OrderIntent(account_id=ALICE, symbol="BTC/USD", side="buy", size_usd=10.0,
+                             client_order_id="bot-slow")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(guard.decide, intent)
+            assert writing.wait(10)
+            second = pool.submit(guard.decide, intent)
+            # The repeat may not answer (and the bot may not send) before the intent is stored.
+            with pytest.raises(TimeoutError):
+                second.result(timeout=0.2)
+            finish.set()
+            answers = first.result(timeout=10), second.result(timeout=10)
+        assert journaled == ["bot-slow"]
+        assert answers[0] is answers[1]

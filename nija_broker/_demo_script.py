@@ -1,7 +1,11 @@
 """The demo's story: a scripted bot trading through the guard, and a market that moves.
 
 Beats are scheduled as fractions of the run, so a 15 s run shows everything a
-40 s one does, only faster. The bot places orders the way a guarded bot does,
+40 s one does, only faster. The story runs on its own clock, the market's
+steps: before each beat it waits, the market standing still, until every
+account's book shows what the exchange did so far (its open orders and its
+holdings), so a slow machine makes the run longer, never a beat miss what the
+one before it did. The bot places orders the way a guarded bot does,
 through :meth:`Broker.guarded_exchange`; one order goes straight onto the
 emulator instead, the way the live NIJA bot places orders without asking, so
 the reconciler has something to adopt. Prices follow the engine's seeded walk
@@ -15,6 +19,7 @@ USER:bob ($750, SMALL_CAP).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,15 +29,21 @@ from ._demo_view import AccountTally, line, order_text
 from ._demo_world import DemoWorld
 from .clock import Clock
 from .errors import EntryBlocked, NijaBrokerError
+from .intent import new_client_order_id
 from .models import Order, OrderRole, OrderStatus, OrderType, Side
 from .runtime import Broker
 
-__all__ = ["ALICE", "BEATS", "BOB", "PLATFORM", "STEP_INTERVAL_S", "Beat", "DemoBot"]
+__all__ = ["ALICE", "BEATS", "BOB", "CATCH_UP_LIMIT_S", "PLATFORM", "STEP_INTERVAL_S", "Beat",
+           "DemoBot"]
 
 PLATFORM, ALICE, BOB = "PLATFORM", "USER:alice", "USER:bob"
 
 STEP_INTERVAL_S = 0.2
 """How often the market moves one step."""
+CATCH_UP_LIMIT_S = 20.0
+"""The longest a beat waits for the books to catch up before the story goes on regardless:
+a loopback poll takes milliseconds, so only a hang gets near it."""
+_CATCH_UP_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,13 @@ def _path(start: float, moves_pct: Sequence[float]) -> list[float]:
     return [start * (1.0 + pct / 100.0) for pct in moves_pct]
 
 
+def _resting(order: Order) -> tuple[str, str, str, str, str]:
+    """What an open order is, for comparing the exchange's with the book's."""
+    price = "market" if order.price is None else f"{order.price:.10g}"
+    return (order.symbol, order.side.value, price, f"{order.amount:.10g}",
+            f"{order.filled:.10g}")
+
+
 class DemoBot:
     """Places the story's orders; reports each answer (or block) through ``log``."""
 
@@ -75,25 +93,73 @@ class DemoBot:
         self.clock = clock
         self.holdings: dict[tuple[str, str], float] = {}
         self.resting_entry: dict[str, Order] = {}
+        self.client_order_ids: set[str] = set()
+        """Every client order id the bot sent (known before the order leaves)."""
 
     # ----------------------------------------------------------------- running
 
-    async def run(self, duration_s: float, started_at: float) -> None:
+    async def run(self, duration_s: float) -> None:
         """Move the market a step every ``STEP_INTERVAL_S`` and play each beat on its step.
 
         One loop drives both, so a seed gives the same prices at every beat however
-        late the event loop wakes: a late step is caught up, never skipped.
+        late the event loop wakes: a late step is caught up, never skipped. Before a
+        beat (and at the end) the loop waits for the books to catch up with the
+        exchange; the steps' schedule moves on by the time that took.
         """
         steps = int(duration_s / STEP_INTERVAL_S)
         on_step = {max(1, round(beat.at * steps)): beat for beat in BEATS}
+        origin = self.clock.monotonic()
         for step in range(steps):
-            wait_s = started_at + step * STEP_INTERVAL_S - self.clock.monotonic()
+            beat = on_step.get(step)
+            if beat is not None:
+                origin += await self.catch_up()
+            wait_s = origin + step * STEP_INTERVAL_S - self.clock.monotonic()
             if wait_s > 0:
                 await self.clock.sleep(wait_s)
-            beat = on_step.get(step)
             if beat is not None:
                 await getattr(self, f"_{beat.name}")()
             self.world.engine.step()
+        await self.catch_up()
+
+    async def catch_up(self) -> float:
+        """Wait until every account's book shows what the exchange did; the seconds waited.
+
+        Gives up after :data:`CATCH_UP_LIMIT_S`, saying so, and lets the story go on.
+        """
+        started = self.clock.monotonic()
+        while not self._books_show_the_exchange():
+            waited_s = self.clock.monotonic() - started
+            if waited_s >= CATCH_UP_LIMIT_S:
+                self.log(line("NOTE", "", f"the books have not caught up with the exchange "
+                              f"after {waited_s:.0f}s; the story goes on"))
+                break
+            await self.clock.sleep(_CATCH_UP_POLL_S)
+        return self.clock.monotonic() - started
+
+    def _books_show_the_exchange(self) -> bool:
+        """Each account's open orders, and its holdings of every coin, as the exchange has them.
+
+        Orders are compared by what they are, not by id: through Kraken's dialect the
+        emulator's ids are not the ones ccxt reports.
+        """
+        books, engine = self.broker.books, self.world.engine
+        if books is None:
+            return True
+        for account_id in self.tallies:
+            book = books.get(account_id)
+            if (sorted(map(_resting, engine.open_orders(account_id)))
+                    != sorted(map(_resting, book.orders.open_orders()))):
+                return False
+            held = {p.symbol: p.quantity for p in book.positions()}
+            balances = engine.balances(account_id)
+            for market in engine.markets.values():
+                balance = balances.get(market.base)
+                exchange_holds = balance.total if balance is not None else 0.0
+                # Equal within the market's amount step (STYLE 14; every demo market has one).
+                if not math.isclose(exchange_holds, held.get(market.symbol, 0.0),
+                                    abs_tol=(market.amount_step or 0.0) / 2):
+                    return False
+        return True
 
     def _price(self, base: str) -> float:
         return self.world.engine.price(self.world.symbol(base))
@@ -101,10 +167,14 @@ class DemoBot:
     async def _place(self, account_id: str, base: str, side: Side, amount: float,
                      price: float, *, post_only: bool = False) -> Order | None:
         """Through the guard, as a guarded bot does. ``None`` when blocked or refused."""
+        # Known before the order leaves: a poll may list it before the guard's answer is in.
+        client_order_id = new_client_order_id()
+        self.client_order_ids.add(client_order_id)
         request = OrderRequest(
             symbol=self.world.symbol(base), side=side, type=OrderType.LIMIT, amount=amount,
             price=round(price, 2), post_only=post_only,
-            role=OrderRole.ENTRY if side is Side.BUY else OrderRole.EXIT)
+            role=OrderRole.ENTRY if side is Side.BUY else OrderRole.EXIT,
+            client_order_id=client_order_id)
         what = (f"{side.value} {amount:g} {request.symbol} @ {request.price:,.2f}"
                 f"{' post-only' if post_only else ''}")
         try:
@@ -126,20 +196,12 @@ class DemoBot:
             self.holdings[key] = self.holdings.get(key, 0.0) + amount
         return order
 
-    async def _position_known(self, account_id: str, base: str, timeout_s: float) -> bool:
-        """Wait until the account's state shows the position (balances or ledger)."""
-        live = self.broker.live[account_id]
+    def _holds(self, account_id: str, base: str) -> bool:
+        """Does the account's book hold a position in ``base`` (caught up before each beat)?"""
         books = self.broker.books
         symbol = self.world.symbol(base)
-        deadline = self.clock.monotonic() + timeout_s
-        while self.clock.monotonic() < deadline:
-            balance = live.balances.get(base)
-            ledger = ({p.symbol for p in books.get(account_id).positions()}
-                      if books is not None else set())
-            if (balance is not None and balance.total > 0) or symbol in ledger:
-                return True
-            await self.clock.sleep(0.1)
-        return False
+        return books is not None and any(
+            p.symbol == symbol and p.quantity > 0 for p in books.get(account_id).positions())
 
     # ----------------------------------------------------------------- beats
 
@@ -161,7 +223,7 @@ class DemoBot:
 
     async def _blocked(self) -> None:
         """Alice is MICRO_CAP: no averaging into BTC, no second ETH entry."""
-        if not await self._position_known(ALICE, "BTC", timeout_s=5.0):
+        if not self._holds(ALICE, "BTC"):
             self.log(line("NOTE", ALICE, "the BTC position is not visible yet"))
         self.log(line("BOT", ALICE, "tries to add to her BTC position (DCA)..."))
         await self._place(ALICE, "BTC", Side.BUY, 0.0003, self._price("BTC") * 0.99,
@@ -203,6 +265,6 @@ class DemoBot:
         for (account_id, base), amount in sorted(self.holdings.items()):
             if account_id == PLATFORM and base == "SOL":
                 continue  # the adopted order's position stays: the live bot owns that trade
-            if not await self._position_known(account_id, base, timeout_s=0.5):
+            if not self._holds(account_id, base):
                 continue  # that entry never filled: nothing to sell
             await self._place(account_id, base, Side.SELL, amount, self._price(base) * 0.998)

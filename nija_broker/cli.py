@@ -28,15 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, config_problems, load_checked_config, load_config
 from .errors import ConfigError, NijaBrokerError
 
 DEFAULT_CONFIG = "config/live.toml"
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, *, to_run: bool = False) -> Config | None:
+    """The configuration, or ``None`` once its problems are printed. ``to_run``: every check
+    ``check-config`` makes (environment, exchanges, binding, store), not only its shape."""
     try:
-        return load_config(path)
+        return load_checked_config(path) if to_run else load_config(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return None
@@ -46,19 +48,25 @@ def _load(path: str) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = _load(args.path)
-    if config is None:
+    """Every problem ``run`` would refuse, in one pass (stderr, exit 2); else a summary."""
+    problems = config_problems(args.path)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        print(f"{args.path}: {count}; nija-broker run would refuse this configuration",
+              file=sys.stderr)
         return 2
+    config = load_config(args.path)
     table = config.tier_table()
-    print(f"{args.path}: OK")
+    print(f"{args.path}: OK, nija-broker run would start with it")
     print(f"  store: {config.store.path}")
     print(f"  api:   {config.api.host}:{config.api.port}")
     print("  tiers: " + ", ".join(f"{t.name} (from ${t.min_equity_usd:,.0f})" for t in table.tiers))
     for account in config.accounts:
-        missing = [name for name in (account.api_key_env, account.secret_env,
-                                     account.password_env)
-                   if name is not None and not os.environ.get(name)]
-        keys = "keys: set" if not missing else "keys: MISSING " + ", ".join(missing)
+        named = [name for name in (account.api_key_env, account.secret_env,
+                                   account.password_env) if name is not None]
+        keys = f"keys: set ({', '.join(named)})" if named else "keys: none named"
         sandbox = " sandbox" if account.sandbox else ""
         print(f"  account {account.id}: {account.exchange}{sandbox}, tier {account.tier}, "
               f"poll every {account.poll_interval_s:g}s, {keys}")
@@ -85,19 +93,27 @@ async def _serve(config: Config) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from .logs import configure_logging
 
-    config = _load(args.config)
+    config = _load(args.config, to_run=True)  # what check-config checks
     if config is None:
         return 2
     configure_logging(args.log_level)
     try:
         asyncio.run(_serve(config))
     except ConfigError as exc:
+        # A store refused at start (in use by another process, read-only, damaged,
+        # not ours) is a ConfigError too: one line, exit 2, nothing created.
         print(str(exc), file=sys.stderr)
         return 2
     except NijaBrokerError as exc:
         print(f"nija-broker: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        # The store failed while running (disk full, I/O error): one line, not a traceback.
+        print(f"nija-broker: the store {config.store.path} failed: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -272,7 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+    except BrokenPipeError:
+        # The reader went away (`nija-broker status | head -1`) and has what it wanted.
+        # Python's docs (signal, "Note on SIGPIPE"): point stdout at devnull, so the flush
+        # at exit finds nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return result
 
 

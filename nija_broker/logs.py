@@ -5,6 +5,10 @@
     ts=2026-11-25T23:50:01.123Z level=WARNING logger=nija_broker.reconciler account=USER:alice
     msg="cycle failed: TransientError: ..."
 
+A record may carry fields of its own, each printed as ``key=value`` after the
+message (quoted as JSON where it holds a space or a quote): pass
+``extra=fields(account=..., event="fill_booked", symbol=...)``.
+
 The account comes from :data:`account_context` when set, else from the name
 of the asyncio task logging it (the reconciler names each poller
 ``reconcile:<account id>``). Every value passed to :func:`register_secret`
@@ -18,10 +22,12 @@ import asyncio
 import contextvars
 import json
 import logging
+import re
 import threading
 from datetime import UTC, datetime
+from enum import Enum
 
-__all__ = ["account_context", "configure_logging", "redact", "register_secret"]
+__all__ = ["account_context", "configure_logging", "fields", "redact", "register_secret"]
 
 account_context: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "nija_broker_account", default=None)
@@ -43,6 +49,34 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def fields(account: str | None = None, **values: object) -> dict[str, object]:
+    """``extra=`` for a log call: the record's ``account`` and its own ``key=value`` fields.
+
+    ``None`` values are left out. Values are redacted like the message.
+    """
+    extra: dict[str, object] = {"fields": values}
+    if account is not None:
+        extra["account"] = account
+    return extra
+
+
+# A value printed bare: no space, quote, '=' or control character.
+_BARE = re.compile(r"^[A-Za-z0-9_.:/+@*-]+$")
+
+
+def _field_text(value: object) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:.10g}"
+    elif isinstance(value, Enum):
+        text = str(value.value)
+    else:
+        text = str(value)
+    text = redact(text)
+    return text if _BARE.match(text) else json.dumps(text)
 
 
 def _task_account() -> str | None:
@@ -69,6 +103,9 @@ class KeyValueFormatter(logging.Formatter):
         if account:
             parts.append(f"account={account}")
         parts.append(f"msg={json.dumps(redact(record.getMessage()))}")
+        own: dict[str, object] = getattr(record, "fields", None) or {}
+        parts.extend(f"{key}={_field_text(value)}" for key, value in own.items()
+                     if value is not None)
         if record.exc_info:
             parts.append(f"exc={json.dumps(redact(self.formatException(record.exc_info)))}")
         return " ".join(parts)

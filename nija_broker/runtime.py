@@ -15,10 +15,13 @@ thread::
     rows = broker.status()                  # thread-safe status rows
     broker.stop()
 
-Lifecycle (STYLE 7): start opens the store, loads every account, restores
-in-flight guard reservations, starts the reconciler and the API. ``aclose``
-stops intake (API first), stops the pollers, flushes the store writer,
-closes the exchanges and the store; it is safe to call twice.
+Lifecycle (STYLE 7): start takes the store's :class:`~nija_broker.store.StoreLock`
+(a second process on the same store is refused at once with a
+:class:`~nija_broker.store.StoreLocked`), builds the exchanges (checking their
+keys), opens the store, loads every account, restores in-flight guard
+reservations, starts the reconciler and the API. ``aclose`` stops intake (API
+first), stops the pollers, flushes the store writer, closes the exchanges and
+the store, and gives the store's lock up; it is safe to call twice.
 """
 
 from __future__ import annotations
@@ -46,20 +49,23 @@ from .errors import (
 from .events import (
     Event,
     FillsBooked,
+    HealthChanged,
     IntentReleased,
     IntentResolved,
+    OrderAdopted,
     OrderCancelled,
     StaleOrderFound,
 )
 from .guard import Guard, GuardSettings
 from .guarded import GuardedExchange
-from .health import AccountLive
+from .health import AccountHealth, AccountLive, SyncState
 from .intent import Blocked, Decision, OrderIntent
-from .logs import register_secret
+from .logs import fields, register_secret
+from .models import Fill, Order, TradeRecord
 from .prom import BrokerMetrics
 from .reconciler import Reconciler, ReconcilerSettings
 from .status import AccountStatus, status_rows
-from .store import Store
+from .store import Store, StoreLock
 
 if TYPE_CHECKING:
     from adapters.base import Exchange
@@ -103,6 +109,7 @@ class Broker:
         self._store_path = store_path if store_path is not None else config.store.path
         self.metrics = BrokerMetrics()
         self.store: Store | None = None
+        self._store_lock: StoreLock | None = None
         self.books: Books | None = None
         self.live: dict[str, AccountLive] = {}
         self.exchanges: dict[str, Exchange] = {}
@@ -112,6 +119,7 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stale_cancelling: set[tuple[str, str]] = set()
+        self._health_seen: dict[str, AccountHealth] = {}  # by the event consumer, for recovery
         self._started = False
         self._closed = False
 
@@ -125,6 +133,14 @@ class Broker:
         config = self.config
         if self.serve_api:
             check_binding(config.api.host, self._api_token())
+        # The one writer of this store for as long as the broker runs: a second process
+        # on it is refused here, at once, before anything is built, read or written.
+        if str(self._store_path) != ":memory:":
+            self._store_lock = StoreLock.acquire(self._store_path)
+        # Whatever can fail without the store is checked before it is opened (the keys,
+        # here), so a run that fails its checks leaves no store file behind.
+        self.exchanges = dict(self._given_exchanges) if self._given_exchanges is not None \
+            else _ccxt_exchanges(config, self.clock, self._environ)
         self.store = Store(self._store_path)
         # Each account holds capital at its own fee rate (accounts[].fee_rate).
         self.books = Books(self.store, clock=self.clock, account_settings={
@@ -134,8 +150,6 @@ class Broker:
             pinned = None if account.tier == "auto" else account.tier
             self.live[account.id] = AccountLive.create(account.id, table, pinned,
                                                        quote_currency=account.quote_currency)
-        self.exchanges = dict(self._given_exchanges) if self._given_exchanges is not None \
-            else _ccxt_exchanges(config, self.clock, self._environ)
         self.guard = Guard(self.books, self.live, store=self.store, clock=self.clock,
                            settings=self._guard_settings)
         for account in config.accounts:
@@ -196,6 +210,8 @@ class Broker:
         self._tasks.clear()
         if self.store is not None:
             self.store.close()
+        if self._store_lock is not None:
+            self._store_lock.release()  # last: the store is closed, another may open it
 
     async def __aenter__(self) -> Self:
         try:
@@ -218,18 +234,36 @@ class Broker:
                 log.exception("handling %s failed", type(event).__name__)
 
     def _on_event(self, event: Event) -> None:
+        """Count it, and log at INFO what a trader would want to read of it."""
         account = event.account_id
         if isinstance(event, FillsBooked):
-            for _ in event.fills:
+            for fill in event.fills:
                 self.metrics.record_fill(account)
-        elif isinstance(event, StaleOrderFound) and event.action == "cancel":
-            # Counted when the exchange confirms the cancel (it may say "filled" instead).
-            self._stale_cancelling.add((account, event.order.id))
+                _log_fill(fill)
+            for trade in event.trades:
+                _log_trade(trade)
+        elif isinstance(event, StaleOrderFound):
+            _log_stale(event)
+            if event.action == "cancel":
+                # Counted when the exchange confirms the cancel (it may say "filled" instead).
+                self._stale_cancelling.add((account, event.order.id))
         elif isinstance(event, OrderCancelled):
             key = (account, event.order.id)
             stale = key in self._stale_cancelling
             self._stale_cancelling.discard(key)
             self.metrics.record_cancellation(account, stale=stale)
+            if stale:
+                log.info("account %s: stale order %s on %s cancelled, the exchange confirms",
+                         account, event.order.id, event.order.symbol,
+                         extra=_order_fields("stale_cancelled", event.order))
+        elif isinstance(event, OrderAdopted):
+            _log_adopted(event.order)
+        elif isinstance(event, HealthChanged):
+            before = self._health_seen.get(account)
+            self._health_seen[account] = event.health
+            if event.health.state is SyncState.OK and before is not None and (
+                    before.state in (SyncState.DEGRADED, SyncState.FAILED)):
+                _log_recovery(account, before)
         elif isinstance(event, IntentResolved | IntentReleased) and self.guard is not None:
             self.guard.settle_client_id(account, event.client_order_id,
                                         resolved=isinstance(event, IntentResolved),
@@ -255,8 +289,17 @@ class Broker:
             self.metrics.record_exchange_error(account_id, _error_kind(error))
 
     def _on_decision(self, decision: Decision) -> None:
+        """Every blocked decision the guard reports, once each: a reserve's (``decide``)
+        and a dry run's (``check``) alike, whichever thread made it."""
         if isinstance(decision, Blocked):
-            self.metrics.record_guard_block(decision.intent.account_id, decision.rule)
+            intent = decision.intent
+            self.metrics.record_guard_block(intent.account_id, decision.rule)
+            log.info("account %s: %s %s entry blocked by %s: %s", intent.account_id,
+                     intent.side.value, intent.symbol, decision.rule, decision.reason,
+                     extra=fields(intent.account_id, event="entry_blocked", rule=decision.rule,
+                                  symbol=intent.symbol, side=intent.side,
+                                  amount=intent.amount, size_usd=intent.size_usd,
+                                  price=intent.price, client_order_id=intent.client_order_id))
 
     # ------------------------------------------------------------------ using it
 
@@ -287,6 +330,64 @@ def _error_kind(error: Exception) -> str:
         if isinstance(error, classes):
             return kind
     return "other"
+
+
+# ---------------------------------------------------------------------- INFO lines
+# One line per thing that happened, its figures as key=value fields (logs.fields);
+# ``event`` names the kind, for grep and log queries.
+
+
+def _order_fields(kind: str, order: Order, **more: object) -> dict[str, object]:
+    return fields(order.account_id, event=kind, order_id=order.id,
+                  client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                  type=order.type, amount=order.amount, price=order.price,
+                  filled=order.filled, role=order.role, **more)
+
+
+def _log_fill(fill: Fill) -> None:
+    fee = (f"{fill.fee_cost:g} {fill.fee_currency}"
+           if fill.fee_currency is not None and fill.fee_cost is not None else f"{fill.fee:g}")
+    log.info("account %s: fill booked: %s %g %s at %g, fee %s (order %s)", fill.account_id,
+             fill.side.value, fill.amount, fill.symbol, fill.price, fee, fill.order_id,
+             extra=fields(fill.account_id, event="fill_booked", order_id=fill.order_id,
+                          trade_id=fill.trade_id, symbol=fill.symbol, side=fill.side,
+                          amount=fill.amount, price=fill.price, fee=fill.fee,
+                          fee_currency=fill.fee_currency, fee_cost=fill.fee_cost))
+
+
+def _log_trade(trade: TradeRecord) -> None:
+    net = trade.net_pnl if trade.net_pnl is not None else trade.pnl - trade.fees
+    log.info("account %s: trade closed: %s %g, %g -> %g, net %+.2f after %.2f fees",
+             trade.account_id, trade.symbol, trade.quantity, trade.entry_price,
+             trade.exit_price, net, trade.fees,
+             extra=fields(trade.account_id, event="trade_closed", trade_id=trade.trade_id,
+                          symbol=trade.symbol, side=trade.side, quantity=trade.quantity,
+                          entry_price=trade.entry_price, exit_price=trade.exit_price,
+                          pnl=trade.pnl, fees=trade.fees, net_pnl=net))
+
+
+def _log_stale(event: StaleOrderFound) -> None:
+    order = event.order
+    age_s = (event.at - order.created_at).total_seconds()
+    doing = "cancelling it" if event.action == "cancel" else "alert only"
+    log.info("account %s: order %s on %s is stale (%.0f s old, limit %g s): %s",
+             order.account_id, order.id, order.symbol, age_s, event.max_age_s, doing,
+             extra=_order_fields("stale_order", order, age_s=round(age_s, 1),
+                                 max_age_s=event.max_age_s, action=event.action))
+
+
+def _log_adopted(order: Order) -> None:
+    log.info("account %s: order %s adopted from the exchange's listing: %s %g %s at %s",
+             order.account_id, order.id, order.side.value, order.amount, order.symbol,
+             "market" if order.price is None else f"{order.price:g}",
+             extra=_order_fields("order_adopted", order))
+
+
+def _log_recovery(account_id: str, before: AccountHealth) -> None:
+    log.info("account %s: sync ok again after %d failed cycles (last error: %s)", account_id,
+             before.consecutive_failures, before.last_error or "none",
+             extra=fields(account_id, event="account_recovered", was=before.state,
+                          failures=before.consecutive_failures, last_error=before.last_error))
 
 
 class BrokerThread:

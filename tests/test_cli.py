@@ -72,23 +72,35 @@ def test_check_config_explains_errors_and_never_prints_a_secret(
     assert FAKE_SECRET not in err
 
 
-def test_check_config_reports_missing_keys_by_name_only(
+def test_check_config_names_a_missing_key_variable_and_never_its_value(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NB_TEST_KEY", FAKE_KEY)
     monkeypatch.delenv("NB_TEST_SECRET", raising=False)
-    good = _write_config(tmp_path, "[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n"
-                                   "api_key_env = 'NB_TEST_KEY'\nsecret_env = 'NB_TEST_SECRET'\n")
-    assert main(["check-config", str(good)]) == 0
-    out = capsys.readouterr().out
-    assert "keys: MISSING NB_TEST_SECRET" in out
-    assert FAKE_KEY not in out
+    config = _write_config(tmp_path, "[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n"
+                                     "api_key_env = 'NB_TEST_KEY'\nsecret_env = 'NB_TEST_SECRET'\n")
+    assert main(["check-config", str(config)]) == 2  # run would refuse it: exit 2 as run does
+    captured = capsys.readouterr()
+    assert (f"{config}: accounts[0](id='PLATFORM').secret_env: environment variable "
+            "NB_TEST_SECRET is not set (value: 'NB_TEST_SECRET')") in captured.err
+    assert FAKE_KEY not in captured.out + captured.err
+
+    monkeypatch.setenv("NB_TEST_SECRET", FAKE_SECRET)
+    assert main(["check-config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "keys: set (NB_TEST_KEY, NB_TEST_SECRET)" in captured.out
+    assert FAKE_KEY not in captured.out + captured.err
+    assert FAKE_SECRET not in captured.out + captured.err
 
 
-def test_example_config_checks_clean() -> None:
+def test_example_config_checks_clean(tmp_path: Path) -> None:
+    env = {**os.environ, **{name: f"set-for-the-test-{n}" for n, name in enumerate((
+        "NIJA_PLATFORM_KRAKEN_KEY", "NIJA_PLATFORM_KRAKEN_SECRET", "NIJA_ALICE_COINBASE_KEY",
+        "NIJA_ALICE_COINBASE_SECRET", "NIJA_ALICE_COINBASE_PASSPHRASE", "NIJA_BOB_BINANCE_KEY",
+        "NIJA_BOB_BINANCE_SECRET"))}}
     result = subprocess.run([sys.executable, "-m", "nija_broker.cli", "check-config",
-                             str(REPO / "config" / "live.example.toml")],
-                            capture_output=True, text=True, check=False)
+                             str(REPO / "config" / "live.example.toml")], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "account USER:bob: binance sandbox, tier MICRO_CAP" in result.stdout
     assert "account USER:alice: coinbaseexchange sandbox" in result.stdout
@@ -134,6 +146,39 @@ def test_report_writes_an_html_page_with_the_chart(tmp_path: Path,
     assert "USER:alice" in html
     assert main(["report", "--account", "USER:nobody", "--out", str(out_dir),
                  "--config", str(config)]) == 2
+
+
+def _closed_early(*args: str) -> tuple[int, str]:
+    """Run the command with its stdout a pipe nobody reads: closed before the first line."""
+    process = subprocess.Popen([sys.executable, "-m", "nija_broker.cli", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # `| head -1` that has its line: every later write fails
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def test_status_and_report_end_quietly_when_the_reader_goes_away(tmp_path: Path) -> None:
+    _seed_store(tmp_path)
+    config = str(_write_config(tmp_path, api_port=9))
+    for args in (("status", "--config", config), ("status", "--config", config, "--json"),
+                 ("report", "--account", "USER:alice", "--out", str(tmp_path / "out"),
+                  "--config", config)):
+        code, err = _closed_early(*args)
+        assert code == 0, err
+        assert err == "", err
+
+
+def test_status_piped_to_head_prints_its_first_line_only(tmp_path: Path) -> None:
+    _seed_store(tmp_path)
+    config = _write_config(tmp_path, api_port=9)
+    result = subprocess.run(
+        f"{sys.executable} -m nija_broker.cli status --config {config} | head -1",
+        shell=True, capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("source: ")
+    assert result.stdout.count("\n") == 1
+    assert "Traceback" not in result.stderr
 
 
 @pytest_asyncio.fixture

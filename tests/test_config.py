@@ -88,7 +88,7 @@ def test_tier_override_changes_only_the_named_fields() -> None:
 
 
 def test_pinning_an_unknown_tier_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="unknown tier 'MEGA'"):
+    with pytest.raises(ConfigError, match=r"tier: unknown tier \(value: 'MEGA'\); known: "):
         parse_config({"accounts": [{"id": "A", "exchange": "kraken", "tier": "MEGA"}]})
 
 
@@ -150,3 +150,41 @@ def test_bad_reconciler_value_names_its_table() -> None:
         parse_config({"reconciler": {"call_timeout_s": -1}})
     with pytest.raises(ConfigError, match="unknown key"):
         parse_config({"guard": {"ttl": 5}})
+
+
+def test_rules_across_fields_do_not_hide_field_errors_nor_each_other() -> None:
+    """Duplicate ids and an unknown tier used to stop validation at the first one, and only
+    after every field was right: now one pass names them all."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({
+            "store": {"pth": "x"},
+            "tiers": {"WHALE": {"max_positions": 9}},
+            "accounts": [
+                {"id": "A", "exchange": "kraken", "poll_interval_s": 0},
+                {"id": "A", "exchange": "kraken", "tier": "WHALES"},
+            ],
+        }, "live.toml")
+    lines = str(info.value).splitlines()
+    assert lines == [  # grouped by table, accounts in order
+        "live.toml: accounts[0](id='A').poll_interval_s: Input should be greater than 0 "
+        "(value: 0)",
+        "live.toml: accounts[1](id='A').id: account ids must be unique: repeated (first at "
+        "accounts[0]) (value: 'A')",
+        "live.toml: accounts[1](id='A').tier: unknown tier (value: 'WHALES'); did you mean "
+        "'WHALE'? (known: BELOW_MIN, MICRO_CAP, SMALL_CAP, STANDARD, WHALE, auto)",
+        "live.toml: store.pth: unknown key (value not shown); did you mean 'path'?",
+        "live.toml: tiers.WHALE: a new tier needs min_equity_usd; known tiers: BELOW_MIN, "
+        "MICRO_CAP, SMALL_CAP, STANDARD",
+    ]
+
+
+def test_a_model_built_directly_still_refuses_what_parse_config_lists() -> None:
+    from nija_broker.config import Config
+
+    with pytest.raises(ValueError, match="account ids must be unique"):
+        Config.model_validate({"accounts": [{"id": "A", "exchange": "kraken"},
+                                            {"id": "A", "exchange": "kraken"}]})
+    with pytest.raises(ValueError, match="the lowest tier must start at 0"):
+        Config.model_validate({"tiers": {"BELOW_MIN": {"min_equity_usd": 5}}})
+    with pytest.raises(ConfigError, match="tiers: the lowest tier must start at 0"):
+        parse_config({"tiers": {"BELOW_MIN": {"min_equity_usd": 5}}})

@@ -35,29 +35,49 @@ class Run:
 
 RUNS = {"binance": ("binance", "11"), "kraken": ("kraken", "11"),
         "binance-again": ("binance", "11")}
+SLOW_POLL_S = 4.0
+"""A reconciler slower than the story's beats (1.2 s apart in a 12 s run)."""
+
+
+def _slow_reconciler_run(home: Path) -> Run:
+    """The demo in this process, its accounts polled every ``SLOW_POLL_S``: each beat must wait
+    for the reconciler to see what the one before did, as on a loaded machine."""
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    slow = text.replace("poll_interval_s = 0.5", f"poll_interval_s = {SLOW_POLL_S}").replace(
+        "balance_interval_s = 1.0", f"balance_interval_s = {SLOW_POLL_S}")
+    assert slow.count(f"= {SLOW_POLL_S}") == 6
+    config_path = home / "slow-demo.toml"
+    config_path.write_text(slow, encoding="utf-8")
+    stream = StringIO()
+    code = run_demo(duration_s=float(DURATION_S), seed=11, exchange="binance",
+                    out_dir=home / "out", stream=stream, config_path=config_path)
+    return Run(code, stream.getvalue(), "", home / "out")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    """Every subprocess run of this file at once: each spends most of its time waiting."""
+    """Every run of this file at once: each spends most of its time waiting."""
     started = {}
-    for name, (exchange, seed) in RUNS.items():
-        home = tmp_path_factory.mktemp(name)
-        # From another directory, as a user would: the demo must find its own configuration.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", DURATION_S,
-             "--exchange", exchange, "--seed", seed, "--out", str(home / "out")],
-            cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started[name] = (process, home / "out")
     done = {}
-    for name, (process, out_dir) in started.items():
-        try:
+    try:
+        for name, (exchange, seed) in RUNS.items():
+            home = tmp_path_factory.mktemp(name)
+            # From another directory, as a user would: the demo must find its configuration.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", DURATION_S,
+                 "--exchange", exchange, "--seed", seed, "--out", str(home / "out")],
+                cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            started[name] = (process, home / "out")
+        # Meanwhile, here: the subprocesses load the machine while it runs.
+        done["slow-reconciler"] = _slow_reconciler_run(tmp_path_factory.mktemp("slow"))
+        for name, (process, out_dir) in started.items():
             stdout, stderr = process.communicate(timeout=60)
-        finally:
+            done[name] = Run(process.returncode, stdout, stderr, out_dir)
+    finally:
+        for process, _ in started.values():
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        done[name] = Run(process.returncode, stdout, stderr, out_dir)
     return done
 
 
@@ -69,7 +89,19 @@ def _lines(output: str, label: str) -> list[str]:
 @pytest.mark.parametrize("exchange", ["binance", "kraken"])
 def test_demo_runs_every_beat_and_writes_a_report_per_account(
         runs: dict[str, Run], exchange: str) -> None:
-    result = runs[exchange]
+    _assert_every_beat(runs[exchange])
+
+
+@pytest.mark.integration
+def test_each_beat_waits_for_a_reconciler_slower_than_the_story(runs: dict[str, Run]) -> None:
+    result = runs["slow-reconciler"]
+    _assert_every_beat(result)
+    assert "NOTE" not in result.stdout  # no beat gave up waiting
+    # The same story as at full speed: the market stands still while a beat waits.
+    assert _story(result.stdout) == _story(runs["binance"].stdout)
+
+
+def _assert_every_beat(result: Run) -> None:
     out = result.stdout
     assert result.returncode == 0, result.stderr + out
 
@@ -85,7 +117,8 @@ def test_demo_runs_every_beat_and_writes_a_report_per_account(
     assert "cancelling" in stale[0]
     stale_id = re.search(r"\(order (\S+)\)", stale[0])
     assert stale_id is not None
-    assert any(stale_id.group(1) in c and "USER:alice" in c for c in _lines(out, "CANCELLED"))
+    assert any(f"(order {stale_id.group(1)})" in c and "USER:alice" in c
+               for c in _lines(out, "CANCELLED"))
 
     adopted = _lines(out, "ADOPTED")
     assert len(adopted) == 1, out
@@ -93,7 +126,7 @@ def test_demo_runs_every_beat_and_writes_a_report_per_account(
     adopted_id = re.search(r"\(order (\S+)\)", adopted[0])
     assert adopted_id is not None
     # The adopted order is then followed to its fill like any other.
-    assert any(adopted_id.group(1) in f for f in _lines(out, "FILLED")), out
+    assert any(f"(order {adopted_id.group(1)})" in f for f in _lines(out, "FILLED")), out
     assert len(_lines(out, "FILLED")) >= 3
     traders = {t.split("TRADE", 1)[1].split()[0] for t in _lines(out, "TRADE")}
     assert traders >= {"PLATFORM", "USER:alice"}, out

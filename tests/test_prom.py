@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.sim import SimEngine, SimExchange
 from nija_broker.book import Books
+from nija_broker.clock import SystemClock
+from nija_broker.config import parse_config
+from nija_broker.errors import EntryBlocked
 from nija_broker.health import AccountLive
-from nija_broker.models import Order
+from nija_broker.intent import Blocked, OrderIntent
+from nija_broker.models import Market, Order
 from nija_broker.prom import BrokerMetrics
+from nija_broker.runtime import Broker
 from nija_broker.tiers import TierTable
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -170,3 +177,36 @@ def test_two_instances_have_separate_registries_and_leave_the_global_one_alone()
 def test_an_empty_account_name_is_refused() -> None:
     with pytest.raises(ValueError, match="account"):
         BrokerMetrics().record_fill(" ")
+
+
+@pytest.mark.asyncio
+async def test_guard_blocks_total_counts_blocked_checks_and_each_blocked_reserve_once(
+        tmp_path: Path) -> None:
+    account = "USER:tiny"
+    engine = SimEngine(seed=1, clock=SystemClock())
+    engine.add_market(Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
+                             price_step=0.01, min_amount=0.00001, min_notional=5.0), 50_000.0)
+    engine.open_account(account, {"USDT": 10.0})  # below $15: no entries at all
+    config = parse_config({"store": {"path": str(tmp_path / "broker.sqlite3")},
+                           "accounts": [{"id": account, "exchange": "binance",
+                                         "quote_currency": "USDT"}]})
+
+    def entry() -> OrderIntent:
+        return OrderIntent(account_id=account, symbol="BTC/USDT", side="buy", size_usd=10.0)
+
+    async with Broker(config, exchanges={account: SimExchange(engine, account)},
+                      serve_api=False) as broker:
+        assert broker.guard is not None
+        for _ in range(2):
+            decision = broker.check(entry())  # a dry run reserves nothing, but was blocked
+            assert isinstance(decision, Blocked)
+            assert decision.rule == "below_min_tier"
+        with pytest.raises(EntryBlocked):
+            broker.guard.reserve(entry())
+        assert not broker.guard.decide(entry()).allowed
+        # Exits always pass and count nothing.
+        assert broker.check(OrderIntent(account_id=account, symbol="BTC/USDT", side="sell",
+                                        amount=0.0001)).allowed
+        samples = _samples(broker.metrics)
+    assert _get(samples, "nija_broker_guard_blocks_total", account=account,
+                rule="below_min_tier") == 4.0

@@ -115,7 +115,8 @@ async def test_broker_syncs_guards_adopts_and_survives_a_restart(
             async with session.get(f"{broker.api.url}/metrics") as r:
                 metrics = await r.text()
         rule = blocked.value.rule
-        assert f'nija_broker_guard_blocks_total{{account="{ALICE}",rule="{rule}"}} 1.0' in metrics
+        # The blocked reserve and the blocked check above: every decision counts, once.
+        assert f'nija_broker_guard_blocks_total{{account="{ALICE}",rule="{rule}"}} 2.0' in metrics
         assert f'nija_broker_sync_cycle_seconds_count{{account="{PLATFORM}"}}' in metrics
         assert f'nija_broker_fills_total{{account="{ALICE}"}} 1.0' in metrics
         metrics_before = broker.books.get(ALICE).metrics()  # type: ignore[union-attr]

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from .errors import NijaBrokerError
 
-__all__ = ["GuardAnswer", "GuardClient", "GuardUnavailable"]
+__all__ = ["Answer", "GuardAnswer", "GuardClient", "GuardUnavailable"]
 
 UNREACHABLE = "guard_unreachable"
 GUARD_ERROR = "guard_error"
@@ -75,6 +75,10 @@ class GuardAnswer:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+Answer = GuardAnswer
+"""The name the guard's answers go by in the README and the issue tracker."""
 
 
 class GuardClient:

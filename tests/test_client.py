@@ -185,3 +185,9 @@ async def test_the_callers_own_mistakes_raise(kwargs: dict[str, Any],
     side = kwargs.pop("side")
     with pytest.raises(error):
         client.check(ALICE, "BTC-USD", side, **kwargs)
+
+
+async def test_answer_is_the_guard_answer_class() -> None:
+    from nija_broker.client import Answer, GuardAnswer
+
+    assert Answer is GuardAnswer

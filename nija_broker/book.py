@@ -20,6 +20,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ._book_fills import (
+    AMOUNT_REL,
+    Followed,
+    ImpossibleFills,
+    OrderFills,
+    UnknownOrders,
+    check_trade_totals,
+    same_amount,
+    split_covered,
+)
 from .clock import Clock, SystemClock
 from .errors import StateError
 from .ledger import BookResult, Ledger, fill_sort_key, replay
@@ -28,7 +38,6 @@ from .models import (
     EquityPoint,
     Fill,
     Order,
-    OrderRole,
     Position,
     TradeRecord,
 )
@@ -37,24 +46,18 @@ from .performance import PerformanceTracker
 from .reconcile import fill_between
 from .store import IntentUpdate, Store, StoreBatch
 
-# An order's filled amount and the sum of its trades agree when they differ by less
-# than this fraction of the order: exchanges print amounts in decimals and the sums of
-# their floats differ in the last bits only. Far below any market's amount step.
-_AMOUNT_REL = 1e-9
+__all__ = [
+    "AccountBook",
+    "BookSettings",
+    "Books",
+    "FillsBooked",
+    "Followed",
+    "ImpossibleFills",
+    "OrderFills",
+    "UnknownOrders",
+]
 
 log = logging.getLogger("nija_broker.book")
-
-
-def _same_amount(a: float, b: float, order: Order) -> bool:
-    return abs(a - b) <= order.amount * _AMOUNT_REL
-
-
-class ImpossibleFills(StateError):
-    """Fills no execution can produce (more than the order's amount): nothing was booked."""
-
-    def __init__(self, message: str, *, order_id: str) -> None:
-        self.order_id = order_id
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,65 +65,6 @@ class BookSettings:
     fee_rate: float = 0.004
     retention_s: float = 86_400.0
     history_size: int = 1_000
-
-
-@dataclass(slots=True)
-class OrderFills:
-    """What the ledger booked for one order, in base amount."""
-
-    booked: float = 0.0
-    """Booked into positions, under any key."""
-    cumulative: float = 0.0
-    """Of ``booked``, under cumulative-amount keys (a venue without trades, or old data)."""
-    covered: float = 0.0
-    """Trades recognised as the executions an old cumulative fill already booked."""
-
-
-@dataclass(frozen=True, slots=True)
-class Followed:
-    """An order we know exists (the guard confirmed it) but the book has not seen yet."""
-
-    symbol: str
-    order_id: str | None
-    client_order_id: str | None
-    role: OrderRole | None = None
-
-
-class UnknownOrders:
-    """Followed orders the exchange answered "no such order" for, and since when; any thread.
-
-    The reconciler notes each not-found answer (the first one's time is kept) and
-    clears an order once the exchange answers for it; the guard reads it to release
-    a confirmed entry whose order has been unknown past ``not_found_grace_s``.
-    Keyed by order id, or ``client:<client order id>`` when no id came back.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._since: dict[str, datetime] = {}
-
-    @staticmethod
-    def key(order_id: str | None, client_order_id: str | None) -> str:
-        return order_id if order_id is not None else f"client:{client_order_id}"
-
-    def note(self, order_id: str | None, client_order_id: str | None, at: datetime) -> None:
-        with self._lock:
-            self._since.setdefault(self.key(order_id, client_order_id), at)
-
-    def clear(self, order_id: str | None, client_order_id: str | None) -> None:
-        with self._lock:
-            self._since.pop(self.key(order_id, client_order_id), None)
-
-    def since(self, order_id: str | None, client_order_id: str | None) -> datetime | None:
-        with self._lock:
-            return self._since.get(self.key(order_id, client_order_id))
-
-    def retain(self, followed: Iterable[Followed]) -> None:
-        """Forget every order no longer followed (the book has it, or it was unfollowed)."""
-        keep = {self.key(f.order_id, f.client_order_id) for f in followed}
-        with self._lock:
-            for key in [k for k in self._since if k not in keep]:
-                del self._since[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +256,9 @@ class AccountBook:
             if not self.fills_from_trades:
                 implied = self._implied_fills(orders, staged)
             given = list(fills)
-            covered, to_book = self._split_covered(given)
-            self._check_trade_totals(orders, to_book)
+            covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
+            check_trade_totals(orders, to_book, self._order_fills, self.orders.get,
+                               self.ledger.is_booked)
             replays = [BookResult(f, True, (), self.ledger.position(f.symbol), 0.0)
                        for f in [*implied, *to_book] if self.ledger.is_booked(f)]
             new = sorted((f for f in [*implied, *to_book] if not self.ledger.is_booked(f)),
@@ -425,7 +370,7 @@ class AccountBook:
             previous = previous_of.get(order.id, self.orders.get(order.id))
             previous_of[order.id] = order
             booked = staged.get(order.id, 0.0)
-            if previous is not None and not _same_amount(previous.filled, booked, order):
+            if previous is not None and not same_amount(previous.filled, booked, order):
                 previous = None  # filled without a booked fill: price from the order alone
             fill = fill_between(previous, order, self.clock.now(), booked=booked)
             if isinstance(fill, str):
@@ -434,55 +379,6 @@ class AccountBook:
                 fills.append(fill)
                 staged[order.id] = order.filled
         return fills
-
-    def _split_covered(self, fills: Sequence[Fill]) -> tuple[list[Fill], list[Fill]]:
-        """Trades an old cumulative fill of the same order already booked, and the rest.
-
-        A store written before fills were keyed by trade id holds fills keyed by the
-        order's cumulative amount; when that order's trades arrive, its earliest
-        trades up to that amount are the same executions (schema migration 3).
-        """
-        covered: list[Fill] = []
-        rest: list[Fill] = []
-        cover_left: dict[str, float] = {}
-        for fill in sorted(fills, key=lambda f: (f.timestamp, f.key)):
-            figures = self._order_fills.get(fill.order_id)
-            if fill.trade_id is None or figures is None or figures.cumulative <= 0:
-                rest.append(fill)
-                continue
-            if self.ledger.is_booked(fill):
-                continue
-            left = cover_left.setdefault(fill.order_id, figures.cumulative - figures.covered)
-            if left >= fill.amount * (1 - _AMOUNT_REL):
-                covered.append(fill)
-                cover_left[fill.order_id] = left - fill.amount
-            elif left > fill.amount * _AMOUNT_REL:
-                raise StateError(
-                    f"trade {fill.trade_id} of order {fill.order_id} straddles the "
-                    f"{figures.cumulative!r} booked for it before trades were used; a human "
-                    "should reconcile this order"
-                )
-            else:
-                rest.append(fill)
-        return covered, rest
-
-    def _check_trade_totals(self, orders: Sequence[Order], fills: Sequence[Fill]) -> None:
-        """Refuse trades adding up to more than their order: no execution can do that."""
-        adding: dict[str, float] = {}
-        for fill in fills:
-            if not self.ledger.is_booked(fill):
-                adding[fill.order_id] = adding.get(fill.order_id, 0.0) + fill.amount
-        updated = {o.id: o for o in orders}
-        for order_id, amount in adding.items():
-            order = updated.get(order_id) or self.orders.get(order_id)
-            figures = self._order_fills.get(order_id) or OrderFills()
-            total = figures.booked + amount
-            if order is not None and total > order.amount * (1 + _AMOUNT_REL):
-                raise ImpossibleFills(
-                    f"trades of order {order_id} ({order.symbol}) add up to {total!r}, more "
-                    f"than its amount {order.amount!r}; nothing of them is booked",
-                    order_id=order_id,
-                )
 
     # ------------------------------------------------------------------ what is owed
 
@@ -504,7 +400,7 @@ class AccountBook:
                 if order.filled <= 0:
                     continue
                 missing = order.filled - self.booked_amount(order.id)
-                if missing > order.amount * _AMOUNT_REL:
+                if missing > order.amount * AMOUNT_REL:
                     owed.append((order, missing))
             owed.sort(key=lambda item: (item[0].created_at, item[0].id))
             return owed

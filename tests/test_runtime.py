@@ -119,7 +119,11 @@ async def test_broker_syncs_guards_adopts_and_survives_a_restart(
         assert f'nija_broker_guard_blocks_total{{account="{ALICE}",rule="{rule}"}} 2.0' in metrics
         assert f'nija_broker_sync_cycle_seconds_count{{account="{PLATFORM}"}}' in metrics
         assert f'nija_broker_fills_total{{account="{ALICE}"}} 1.0' in metrics
-        metrics_before = broker.books.get(ALICE).metrics()  # type: ignore[union-attr]
+        alice_book = broker.books.get(ALICE)  # type: ignore[union-attr]
+        # MICRO_CAP balances are checked every poll, before the full refresh that books the
+        # equity point: compare the metrics once the curve shows the entry (its fee).
+        await _until(lambda: alice_book.metrics().current_balance < 100.0)
+        metrics_before = alice_book.metrics()
 
     async with Broker(config, environ=ENV, reconciler_settings=FAST) as again:
         book = again.books.get(PLATFORM)  # type: ignore[union-attr]

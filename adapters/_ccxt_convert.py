@@ -41,7 +41,7 @@ from nija_broker.models import (
     Side,
     Ticker,
 )
-from nija_broker.symbols import normalize_symbol, split_symbol
+from nija_broker.symbols import normalize_symbol, quote_of, split_symbol
 
 _STATUS = {
     "closed": OrderStatus.FILLED,
@@ -260,7 +260,7 @@ def _trade_fee(raw: Mapping[str, Any], symbol: str,
     reconciler to value at the exchange's prices.
     """
     fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
-    base, quote = split_symbol(symbol)
+    quote = quote_of(normalize_symbol(symbol))
     by_currency: dict[str, float] = {}
     for fee in fees:
         if not isinstance(fee, Mapping):
@@ -275,11 +275,8 @@ def _trade_fee(raw: Mapping[str, Any], symbol: str,
     if len(by_currency) > 1:
         raise ValueError(f"fees in several currencies {sorted(by_currency)}")
     (currency, cost), = by_currency.items()
-    if currency == quote:
-        return cost, currency, cost, True
-    if currency == base and price is not None:
-        return cost * price, currency, cost, True
-    return 0.0, currency, cost, False
+    value = fee_in_quote({"cost": cost, "currency": currency}, symbol, price)
+    return (value or 0.0), currency, cost, value is not None
 
 
 def convert_trade(raw: Mapping[str, Any], *, account_id: str, now: datetime) -> Fill:

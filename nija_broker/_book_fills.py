@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .errors import StateError
+from .ledger import fill_sort_key
 from .models import Fill, Order, OrderRole
 
 __all__ = ["AMOUNT_REL", "Followed", "ImpossibleFills", "OrderFills", "UnknownOrders",
@@ -107,7 +108,7 @@ def split_covered(fills: Sequence[Fill], order_fills: Mapping[str, OrderFills],
     covered: list[Fill] = []
     rest: list[Fill] = []
     cover_left: dict[str, float] = {}
-    for fill in sorted(fills, key=lambda f: (f.timestamp, f.key)):
+    for fill in sorted(fills, key=fill_sort_key):  # the earliest trades are the covered
         figures = order_fills.get(fill.order_id)
         if fill.trade_id is None or figures is None or figures.cumulative <= 0:
             rest.append(fill)

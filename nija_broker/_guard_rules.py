@@ -36,6 +36,7 @@ from typing import Any
 from .health import AccountHealth
 from .intent import OrderIntent, Reason
 from .models import Balance, Market, Position, Side
+from .symbols import base_of, quote_of
 from .tiers import TierPolicy
 from .valuation import held_amount, is_cash, rate
 
@@ -92,14 +93,6 @@ Rule = Callable[[OrderIntent, AccountState], Reason | None]
 
 
 # --------------------------------------------------------------------------- positions
-
-
-def base_of(symbol: str) -> str:
-    return symbol.split("/")[0]
-
-
-def quote_of(symbol: str) -> str:
-    return symbol.split("/")[-1]
 
 
 def holdings_of(balances: Mapping[str, Balance], ledger: Iterable[Position],

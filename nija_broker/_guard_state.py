@@ -32,6 +32,7 @@ from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
 from .models import Balance, Order, OrderRole, OrderType, Position, Side
 from .orders import OrderTracker
 from .store import DecisionRecord, Intent
+from .symbols import base_of, quote_of
 
 log = logging.getLogger("nija_broker.guard")
 
@@ -239,7 +240,7 @@ def visible(settling: Settling, orders: OrderTracker,
     """
     if in_book(settling, orders) is not None:
         return True
-    base = settling.reservation.symbol.split("/")[0]
+    base = base_of(settling.reservation.symbol)
     balance = (balances or {}).get(base)
     return balance is not None and (balance.total or balance.free + balance.used) > 0
 
@@ -295,7 +296,7 @@ def account_state(account_id: str, account: AccountGuard, book: AccountBook,
     reserved: dict[str, float] = {}
 
     def claim(reservation: Reservation) -> None:
-        currency = reservation.symbol.split("/")[1]
+        currency = quote_of(reservation.symbol)
         reserved[currency] = reserved.get(currency, 0.0) + reservation.reserved_usd
 
     for reservation in account.in_flight.values():
@@ -346,7 +347,7 @@ def _stale_ledger(live: AccountLive | None, ledger: Sequence[Position]) -> set[s
     that has not changed since the balance that shows it was fetched."""
     if live is None or not live.position_mismatches or live.balances_at is None:
         return set()
-    changed = {p.symbol.split("/")[0] for p in ledger if p.updated_at > live.balances_at}
+    changed = {base_of(p.symbol) for p in ledger if p.updated_at > live.balances_at}
     return set(live.position_mismatches) - changed
 
 

@@ -1,8 +1,10 @@
-"""Balances, the tickers that value them, equity and tier; held capital cross-checked.
+"""Balances, the tickers that value them, equity and tier; held capital and positions
+cross-checked against them.
 
 Steps of an account's cycle (:class:`~nija_broker._reconciler_cycle.AccountSync`):
 :func:`refresh_balances` on the balance cadence, :func:`refresh_holdings` (the
-balance alone) on the other cycles of accounts whose tier forbids DCA.
+balance alone) on the other cycles of accounts whose tier forbids DCA. Both
+compare the ledger's positions with the balances (:func:`check_positions`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ._reconciler_fills import check_positions
 from .events import AttentionRequired, BalancesUpdated
-from .models import Balance
+from .models import Balance, Ticker
 from .reconcile import hold_mismatches
 from .valuation import prices_of, tickers_to_fetch, value_balances
 
@@ -45,9 +47,7 @@ async def refresh_holdings(sync: AccountSync) -> None:
     if symbols:
         tickers = await sync.ask(partial(sync.exchange.fetch_tickers, symbols),
                                  "fetch_tickers")
-        for symbol, ticker in tickers.items():
-            if ticker.last is not None:
-                sync.book.orders.set_last_price(symbol, ticker.last)
+        _remember_prices(sync, tickers)
     sync.live.balances = dict(balances)
     sync.live.balances_at = asked_at
     check_positions(sync, balances)
@@ -74,6 +74,7 @@ def cross_check_holds(sync: AccountSync, balances: Mapping[str, Balance], now: d
         sync.publish([AttentionRequired(account_id=sync.account_id, at=now,
                                         reason=f"held capital check: {problem}")])
 
+
 async def refresh_balances(sync: AccountSync) -> None:
     """Balances, the tickers that value them, equity and tier (DESIGN: Equity).
 
@@ -96,9 +97,7 @@ async def refresh_balances(sync: AccountSync) -> None:
     now = sync.clock.now()
     if valued.established:
         await sync.run_book(partial(sync.book.update_equity, valued.equity, now))
-    for symbol, ticker in tickers.items():
-        if ticker.last is not None:
-            sync.book.orders.set_last_price(symbol, ticker.last)
+    _remember_prices(sync, tickers)
     before = (sync.live.unvalued_holdings, sync.live.valuation_problem)
     sync.live.balances = dict(balances)
     sync.live.balances_at = asked_at
@@ -118,9 +117,17 @@ async def refresh_balances(sync: AccountSync) -> None:
             log.info("account %s: every holding is valued in %s again",
                      sync.account_id, quote)
     cross_check_holds(sync, balances, now)
+    check_positions(sync, balances)
     sync.balance_due_mono = sync.clock.monotonic() + sync.balance_interval_s
     if valued.established:
         tier = sync.live.tier.update(valued.equity)
         sync.publish([BalancesUpdated(account_id=sync.account_id, at=now,
                                       equity_usd=valued.equity, tier=tier.name,
                                       unpriced=valued.unvalued)])
+
+
+def _remember_prices(sync: AccountSync, tickers: Mapping[str, Ticker]) -> None:
+    """Last prices for the guard and held capital (tickers without one are left out)."""
+    for symbol, ticker in tickers.items():
+        if ticker.last is not None:
+            sync.book.orders.set_last_price(symbol, ticker.last)

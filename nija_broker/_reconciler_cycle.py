@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._reconciler_balances import refresh_balances, refresh_holdings
-from ._reconciler_fills import Owed, book_trades, check_positions, follow_known
+from ._reconciler_fills import Owed, book_trades, follow_known
 from ._reconciler_intents import followed_of, resolve_intents
 from .book import AccountBook, Books
 from .clock import Clock
@@ -69,14 +68,6 @@ RunBook = Callable[[Callable[[], T]], Awaitable[T]]
 log = logging.getLogger("nija_broker.reconciler")
 
 
-@dataclass(slots=True)
-class Unconfirmed:
-    """A tracked open order missing from the listing, waiting for the exchange's word."""
-
-    attempts: int = 0
-    alerted: bool = False
-
-
 class AccountSync:
     """The reconciler's memory of one account, and the steps of its cycle."""
 
@@ -97,7 +88,7 @@ class AccountSync:
         self.started = False
         self.fatal = False
         """The last cycle failed on refused keys: retry slowly."""
-        self.unconfirmed: dict[str, Unconfirmed] = {}
+        self.unconfirmed: dict[str, Owed] = {}
         self.ever_listed: set[str] = set()
         """Live orders seen in a listing: visible on the exchange, so no lag to wait out."""
         self.stale_alerted: set[str] = set()
@@ -230,14 +221,14 @@ class AccountSync:
         market = self.live.markets.get(symbol)
         return market.price_step if market is not None else None
 
-    def price_steps(self) -> dict[str, float]:
-        return {s: m.price_step for s, m in self.live.markets.items() if m.price_step}
+    def price_steps(self, symbols: Iterable[str]) -> dict[str, float]:
+        """The price ticks of ``symbols`` (only those: a venue lists thousands of markets)."""
+        return {s: step for s in set(symbols) if (step := self.price_step(s))}
 
     async def cycle(self, *, startup: bool = False) -> None:
         balances_due = startup or self.clock.monotonic() >= self.balance_due_mono
         if balances_due:
             await refresh_balances(self)
-            check_positions(self, self.live.balances)
         else:
             policy = self.live.policy()
             if policy is not None and not policy.allow_dca:
@@ -252,7 +243,8 @@ class AccountSync:
         if page.complete:
             self.last_complete_listing = asked_at
         tracked = {order.id: order for order in self.book.orders.live_orders()}
-        events = diff(tracked, Snapshot(page.orders, page.complete), now, self.price_steps())
+        events = diff(tracked, Snapshot(page.orders, page.complete), now,
+                      self.price_steps(o.symbol for o in page.orders))
         events.extend(AttentionRequired(account_id=self.account_id, at=now,
                                         order_id=problem.order_id, reason=str(problem))
                       for problem in page.problems)
@@ -263,12 +255,11 @@ class AccountSync:
         await self.commit(events)
         for event in events:
             if isinstance(event, OrderVanished):
-                self.unconfirmed.setdefault(event.order.id, Unconfirmed())
+                self.unconfirmed.setdefault(event.order.id, Owed())
         if balances_due and self.sweep_supported:
             await self.sweep_closed(now)
-        await self.confirm(now, budget=None if startup else self.settings.confirm_budget,
-                           startup=startup)
         budget = None if startup else self.settings.confirm_budget
+        await self.confirm(now, budget=budget, startup=startup)
         await follow_known(self, budget=budget)
         await self.handle_stale()
         if self.intents:
@@ -318,9 +309,7 @@ class AccountSync:
                 continue
             except ExchangeError as exc:
                 # Not found, timed out, rate limited: none of it says the order ended.
-                entry.attempts += 1
-                if entry.attempts >= limit and not entry.alerted:
-                    entry.alerted = True
+                if entry.failed(limit):
                     self.publish([AttentionRequired(
                         account_id=self.account_id, at=self.clock.now(), order_id=order.id,
                         attempts=entry.attempts,
@@ -429,7 +418,7 @@ class AccountSync:
                 raise
             except OrderError:
                 # Already closed or unknown: find out what happened before anything changes.
-                self.unconfirmed.setdefault(order.id, Unconfirmed())
+                self.unconfirmed.setdefault(order.id, Owed())
                 continue
             except ExchangeError:
                 continue  # transient; a lost answer shows up as a vanished order next cycle

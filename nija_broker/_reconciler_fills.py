@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from .book import Followed, ImpossibleFills
+from ._book_fills import AMOUNT_REL
+from .book import Followed, ImpossibleFills, UnknownOrders
 from .errors import AccountFatal, ExchangeError, OrderNotFound, StateError, Unsupported
 from .events import AttentionRequired, FillsBooked
 from .models import Balance, Fill, Order, Position
 from .reconcile import adopt, resolve
+from .symbols import base_of, quote_of
+from .valuation import prices_of, rate, route
 
 if TYPE_CHECKING:
     from ._reconciler_cycle import AccountSync
@@ -45,18 +48,24 @@ __all__ = ["book_trades", "check_positions", "follow_known", "position_mismatche
 
 log = logging.getLogger("nija_broker.reconciler")
 
-# USD-pegged currencies valued at par against each other when no ticker links them.
-_STABLE = frozenset({"USD", "USDT", "USDC", "FDUSD", "DAI", "PYUSD", "TUSD", "USDP", "BUSD"})
-
-
 @dataclass(slots=True)
 class Owed:
-    """An order whose trades could not be fetched yet."""
+    """An order the exchange has not yet said what the reconciler asked: a vanished order
+    awaiting confirmation, a followed order, an order whose trades are owed."""
 
     attempts: int = 0
     alerted: bool = False
     skipped: int = 0
     """Cycles left out since the last look-up, once alerted (see :func:`follow_known`)."""
+
+    def failed(self, attention_after: int) -> bool:
+        """Count a failed look-up; True once, when ``attention_after`` is reached: the
+        caller then raises its attention event."""
+        self.attempts += 1
+        if self.attempts >= attention_after and not self.alerted:
+            self.alerted = True
+            return True
+        return False
 
 
 # Once an attention event said a followed order cannot be found, it is still asked
@@ -78,7 +87,7 @@ async def follow_known(sync: AccountSync, *, budget: int | None) -> None:
     if budget is not None:
         followed = followed[:budget]
     for item in followed:
-        entry = sync.owed.get(item.order_id or f"client:{item.client_order_id}")
+        entry = sync.owed.get(UnknownOrders.key(item.order_id, item.client_order_id))
         if entry is not None and entry.alerted:
             entry.skipped += 1
             if entry.skipped % _ALERTED_EVERY:
@@ -111,15 +120,13 @@ async def follow_known(sync: AccountSync, *, budget: int | None) -> None:
 
 
 def _count_failure(sync: AccountSync, item: Followed, exc: ExchangeError) -> None:
-    key = item.order_id or f"client:{item.client_order_id}"
+    key = UnknownOrders.key(item.order_id, item.client_order_id)
     if isinstance(exc, OrderNotFound):
         # The exchange's own answer about this order: the guard releases the entry it
         # confirmed once the order has been unknown past its not_found_grace_s.
         sync.book.unknown_orders.note(item.order_id, item.client_order_id, sync.clock.now())
     entry = sync.owed.setdefault(key, Owed())
-    entry.attempts += 1
-    if entry.attempts >= sync.settings.attention_after and not entry.alerted:
-        entry.alerted = True
+    if entry.failed(sync.settings.attention_after):
         what = "not found" if isinstance(exc, OrderNotFound) else f"{type(exc).__name__}: {exc}"
         sync.publish([AttentionRequired(
             account_id=sync.account_id, at=sync.clock.now(), order_id=item.order_id,
@@ -167,16 +174,15 @@ async def book_trades(sync: AccountSync, *, budget: int | None) -> None:
         sync.owed.pop(order.id, None)
         fresh = [t.model_copy(update={"role": order.role}) for t in trades
                  if t.order_id == order.id and not book.ledger.is_booked(t)]
-        if sum(t.amount for t in trades) < order.filled - order.amount * 1e-9:
+        if sum(t.amount for t in trades) < order.filled - order.amount * AMOUNT_REL:
             # Trades can trail the order's own figure by a moment: book what is there,
             # the rest is still owed and asked for next cycle; later orders wait.
             waiting.add(order.symbol)
         fills.extend(fresh)
     if not fills:
         return
-    fills = await _value_fees(sync, fills)
-    fills.sort(key=lambda f: (f.timestamp, f.key))
-    await _book(sync, fills)
+    # The book books them in exchange time order (ledger.fill_sort_key).
+    await _book(sync, await _value_fees(sync, fills))
 
 
 async def _book(sync: AccountSync, fills: Sequence[Fill]) -> None:
@@ -210,9 +216,7 @@ def _impossible(sync: AccountSync, order_id: str, reason: str) -> None:
 
 def _trades_failed(sync: AccountSync, order: Order, why: str) -> None:
     entry = sync.owed.setdefault(order.id, Owed())
-    entry.attempts += 1
-    if entry.attempts >= sync.settings.attention_after and not entry.alerted:
-        entry.alerted = True
+    if entry.failed(sync.settings.attention_after):
         sync.publish([AttentionRequired(
             account_id=sync.account_id, at=sync.clock.now(), order_id=order.id,
             attempts=entry.attempts,
@@ -223,26 +227,22 @@ def _trades_failed(sync: AccountSync, order: Order, why: str) -> None:
 
 
 async def _value_fees(sync: AccountSync, fills: list[Fill]) -> list[Fill]:
-    """Value third-currency fees (BNB, KFEE) in the fill's quote at the exchange's price."""
+    """Value third-currency fees (BNB, KFEE) in the fill's quote at the exchange's prices,
+    by the route equity uses (:func:`nija_broker.valuation.route`: a direct ticker, its
+    inverse, or a stablecoin or USD leg)."""
     unvalued = [f for f in fills if not f.fee_valued and f.fee_currency is not None]
     if not unvalued:
         return fills
-    wanted: dict[str, list[str]] = {}
-    markets = sync.live.markets
+    wanted: set[str] = set()
     for fill in unvalued:
         assert fill.fee_currency is not None
-        quote = fill.symbol.split("/")[1]
-        candidates = [f"{fill.fee_currency}/{quote}"]
-        if quote in _STABLE:
-            candidates += [f"{fill.fee_currency}/{s}" for s in sorted(_STABLE - {quote})]
-        wanted[fill.key] = [c for c in candidates if not markets or c in markets]
-    symbols = sorted({c for cs in wanted.values() for c in cs})
-    prices: Mapping[str, float] = {}
-    if symbols:
+        hops = route(fill.fee_currency, quote_of(fill.symbol), sync.live.markets) or ()
+        wanted.update(hop.symbol for hop in hops if hop.symbol is not None)
+    prices: dict[str, float] = {}
+    if wanted:
         try:
-            tickers = await sync.ask(partial(sync.exchange.fetch_tickers, symbols),
-                                     "fetch_tickers")
-            prices = {s: t.last or t.bid or 0.0 for s, t in tickers.items()}
+            prices = prices_of(await sync.ask(
+                partial(sync.exchange.fetch_tickers, sorted(wanted)), "fetch_tickers"))
         except AccountFatal:
             raise
         except ExchangeError as exc:
@@ -250,12 +250,13 @@ async def _value_fees(sync: AccountSync, fills: list[Fill]) -> list[Fill]:
                         "kept unvalued", sync.account_id, exc)
     result = []
     for fill in fills:
-        price = next((prices[c] for c in wanted.get(fill.key, ()) if prices.get(c)), None)
-        if price is not None and fill.fee_cost is not None:
-            fill = fill.model_copy(update={"fee": fill.fee_cost * price, "fee_valued": True})
-        elif fill.key in wanted:
-            log.warning("account %s: fee %s of trade %s has no price; kept unvalued",
-                        sync.account_id, fill.fee_text, fill.trade_id)
+        if not fill.fee_valued and fill.fee_currency is not None and fill.fee_cost:
+            price = rate(fill.fee_currency, quote_of(fill.symbol), prices)
+            if price is not None:
+                fill = fill.model_copy(update={"fee": fill.fee_cost * price, "fee_valued": True})
+            else:
+                log.warning("account %s: fee %s of trade %s has no price; kept unvalued",
+                            sync.account_id, fill.fee_text, fill.trade_id)
         result.append(fill)
     return result
 
@@ -274,7 +275,7 @@ def position_mismatches(positions: Sequence[Position], balances: Mapping[str, Ba
     ledger: dict[str, float] = {}
     step: dict[str, float] = {}
     for position in positions:
-        base = position.symbol.split("/")[0]
+        base = base_of(position.symbol)
         ledger[base] = ledger.get(base, 0.0) + position.quantity
         step[base] = max(step.get(base, 0.0), amount_steps.get(position.symbol, 0.0))
     problems: dict[str, tuple[float, float]] = {}
@@ -289,8 +290,11 @@ def position_mismatches(positions: Sequence[Position], balances: Mapping[str, Ba
 
 def check_positions(sync: AccountSync, balances: Mapping[str, Balance]) -> None:
     """Compare ledger positions with balances; warn once on a disagreement seen twice."""
-    steps = {s: m.amount_step for s, m in sync.live.markets.items() if m.amount_step}
-    found = position_mismatches(sync.book.positions(), balances, steps)
+    positions = sync.book.positions()
+    markets = sync.live.markets
+    steps = {p.symbol: step for p in positions
+             if p.symbol in markets and (step := markets[p.symbol].amount_step)}
+    found = position_mismatches(positions, balances, steps)
     persistent = {b: figures for b, figures in found.items() if b in sync.position_mismatches}
     # Said once per disagreement, again only after ledger and balance agreed in between.
     sync.attention_raised -= {(None, f"position:{b}") for b in set(sync.position_mismatches)

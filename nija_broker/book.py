@@ -259,10 +259,15 @@ class AccountBook:
             covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
             check_trade_totals(orders, to_book, self._order_fills, self.orders.get,
                                self.ledger.is_booked)
-            replays = [BookResult(f, True, (), self.ledger.position(f.symbol), 0.0)
-                       for f in [*implied, *to_book] if self.ledger.is_booked(f)]
-            new = sorted((f for f in [*implied, *to_book] if not self.ledger.is_booked(f)),
-                         key=fill_sort_key)
+            replays: list[BookResult] = []
+            new: list[Fill] = []
+            for fill in [*implied, *to_book]:
+                if self.ledger.is_booked(fill):
+                    replays.append(BookResult(fill, True, (), self.ledger.position(fill.symbol),
+                                              0.0))
+                else:
+                    new.append(fill)
+            new.sort(key=fill_sort_key)
             late = {f.symbol for f in new
                     if f.symbol in self._head and fill_sort_key(f) < self._head[f.symbol]}
             if late and self._store is not None:

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from .clock import utc
-from .symbols import normalize_symbol
+from .symbols import base_of, normalize_symbol, quote_of
 
 
 class Side(StrEnum):
@@ -268,13 +268,12 @@ class Fill(_Model):
         a sell gave ``amount + base_fee``."""
         if self.fee_currency is None or self.fee_cost is None:
             return 0.0
-        base = self.symbol.split("/")[0]
-        return self.fee_cost if self.fee_currency == base else 0.0
+        return self.fee_cost if self.fee_currency == base_of(self.symbol) else 0.0
 
     @property
     def fee_text(self) -> str:
         """The fee as the exchange charged it, e.g. ``0.00012 BNB``."""
-        currency = self.fee_currency or self.symbol.split("/")[1]
+        currency = self.fee_currency or quote_of(self.symbol)
         cost = self.fee_cost if self.fee_cost is not None else self.fee
         return f"{cost:.8g} {currency}"
 

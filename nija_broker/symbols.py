@@ -22,6 +22,16 @@ def split_symbol(symbol: str) -> tuple[str, str]:
     return base, quote
 
 
+def base_of(symbol: str) -> str:
+    """The base of a stored (already normalized) symbol: ``"BTC/USDT"`` -> ``"BTC"``."""
+    return symbol.split("/")[0]
+
+
+def quote_of(symbol: str) -> str:
+    """The quote of a stored (already normalized) symbol: ``"BTC/USDT"`` -> ``"USDT"``."""
+    return symbol.split("/")[-1]
+
+
 def to_dash(symbol: str) -> str:
     """The bot's form: ``"BTC/USD"`` -> ``"BTC-USD"``."""
     return normalize_symbol(symbol).replace("/", "-")

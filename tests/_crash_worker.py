@@ -25,6 +25,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,6 +160,25 @@ class WorkerClock:
 def exchange(world: World, account_id: str, faults: FaultInjector | None = None) -> SimExchange:
     return SimExchange(world.engine, account_id, faults=faults,
                        capabilities=TRADES if world.money else None)
+
+
+@contextlib.asynccontextmanager
+async def restarted(directory: Path, world: World) -> AsyncIterator[tuple[Store, Books]]:
+    """The runtime started once more over the killed runs' store, every account synced."""
+    store = Store(directory / "state.sqlite3")
+    books = Books(store, clock=world.clock)
+    exchanges = {a: exchange(world, a) for a in ACCOUNTS}
+    table = tier_table()
+    live = {a: AccountLive.create(a, table) for a in ACCOUNTS}
+    try:
+        async with Reconciler(books, exchanges, live, clock=world.clock,
+                              settings=settings(world.seed)) as reconciler:
+            for account_id in ACCOUNTS:
+                health = await reconciler.startup(account_id)
+                assert health.state.value == "ok", health
+            yield store, books
+    finally:
+        store.close()
 
 
 def run_and_kill(directory: Path, seed: int, final_step: int, delay_s: float, *,

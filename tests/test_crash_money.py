@@ -20,10 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker.book import Books
-from nija_broker.health import AccountLive
 from nija_broker.ledger import replay
-from nija_broker.reconciler import Reconciler
 
 from . import _crash_worker as worker
 
@@ -49,17 +46,8 @@ def test_sigkills_during_fills_leave_fills_fees_trades_and_positions_as_the_exch
 
 
 async def _final_restart(directory: Path, world: worker.World) -> int:
-    store = worker.Store(directory / "state.sqlite3")
-    books = Books(store, clock=world.clock)
-    exchanges = {a: worker.exchange(world, a) for a in worker.ACCOUNTS}
-    table = worker.tier_table()
-    live = {a: AccountLive.create(a, table) for a in worker.ACCOUNTS}
     total = 0
-    async with Reconciler(books, exchanges, live, clock=world.clock,
-                          settings=worker.settings(world.seed)) as reconciler:
-        for account_id in worker.ACCOUNTS:
-            health = await reconciler.startup(account_id)
-            assert health.state.value == "ok", health
+    async with worker.restarted(directory, world) as (store, books):
         for account_id in worker.ACCOUNTS:
             truth = world.engine.truth(account_id)
             booked = store.fills(account_id)
@@ -84,5 +72,4 @@ async def _final_restart(directory: Path, world: worker.World) -> int:
                 math.fsum(t.net for t in expected), abs=1e-6)
             assert book.metrics().total_trades == len(expected)
             total += len(booked)
-    store.close()
     return total

@@ -17,10 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker.book import Books
-from nija_broker.health import AccountLive
-from nija_broker.reconciler import Reconciler
-
 from . import _crash_worker as worker
 from ._reconciler_rig import sums_by_order
 
@@ -50,17 +46,8 @@ def test_sigkill_at_random_points_loses_nothing_and_books_nothing_twice(tmp_path
 
 
 async def _final_restart(directory: Path, world: worker.World) -> dict[str, int]:
-    store = worker.Store(directory / "state.sqlite3")
-    books = Books(store, clock=world.clock)
-    exchanges = {a: worker.SimExchange(world.engine, a) for a in worker.ACCOUNTS}
-    table = worker.tier_table()
-    live = {a: AccountLive.create(a, table) for a in worker.ACCOUNTS}
     fills = orders = 0
-    async with Reconciler(books, exchanges, live, clock=world.clock,
-                          settings=worker.settings(SEED)) as reconciler:
-        for account_id in worker.ACCOUNTS:
-            health = await reconciler.startup(account_id)
-            assert health.state.value == "ok", health
+    async with worker.restarted(directory, world) as (store, books):
         for account_id in worker.ACCOUNTS:
             truth = world.engine.truth(account_id)
             booked = store.fills(account_id)
@@ -84,5 +71,4 @@ async def _final_restart(directory: Path, world: worker.World) -> dict[str, int]
                         assert tracked.status is order.status
             fills += len(booked)
             orders += len(truth.orders)
-    store.close()
     return {"fills": fills, "orders": orders}

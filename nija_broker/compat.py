@@ -1,23 +1,44 @@
 """The seed's API, kept so the live bot's existing calls work unchanged.
 
-Names, fields and signatures follow the seed (``bot/account_order_tracker.py``
-and ``bot/account_performance_tracker.py``); behind them are the real
-trackers and the SQLite store. What changed, on purpose:
+Names, fields, attributes and signatures follow the seed
+(``bot/account_order_tracker.py`` and ``bot/account_performance_tracker.py``);
+behind them are the real per-account trackers and the SQLite store. Importing
+this module loads no aiohttp, no ccxt and no runtime: it runs inside the bot's
+own process. What changed, on purpose (README "The seed API" lists the same):
 
 - State lives in ``<data_dir>/nija_broker.sqlite3`` (WAL, transactions), not
-  in JSON files rewritten without locks. ``get_order_tracker(data_dir)`` and
-  ``get_performance_tracker(data_dir)`` honour ``data_dir``; both trackers of
-  one directory share one store.
-- Held capital is DESIGN's figure (remaining x price plus fee for buys, the
-  locked base valued at price for sells); ``reserved_capital`` given by the
-  caller is not trusted.
-- Naive datetimes (the bot's ``datetime.now()``) are read as local time.
+  in JSON files rewritten without locks (``nija-broker import-seed-state DIR``
+  takes the seed's files in once). ``get_order_tracker(data_dir)`` and
+  ``get_performance_tracker(data_dir)`` honour ``data_dir`` on every call; both
+  trackers of one directory share one store, and ``AccountOrderTracker(dir)``
+  twice is the same state.
+- An order's held capital is the ``reserved_capital`` its caller declared, as
+  in the seed, released pro rata as it fills; an order declared without one
+  (``None``) holds DESIGN's figure (remaining x price + fee for buys, the
+  locked base for sells). ``check_double_reservation`` is the seed's rule on
+  declared reservations; what the exchange itself locks twice (exits above
+  the position, a resting stop and target) is ``check_exit_reservations``.
+- The seed's attributes (``orders_by_account``, ``reserved_capital_by_account``,
+  ``trade_history_by_account``, ``metrics_by_account``,
+  ``balance_history_by_account``, ``cleanup_stats``) are live views of the
+  trackers, not second copies: setting ``reserved_capital`` on an order read
+  from them changes the tracked order; a total written into
+  ``reserved_capital_by_account`` that disagrees with the orders is logged and
+  not kept.
+- Symbols: ``BTC-USD``, ``BTC/USD`` and exchange pair codes (``XXBTZUSD``,
+  ``XBTUSD``, ``XDGUSD``, ``BTCUSDT``) are accepted, resolved through the
+  account's markets (``use_markets``) or built-in aliases; the caller's form is
+  echoed back.
+- Times read back are timezone-aware UTC; naive datetimes given (the bot's
+  ``datetime.now()``) are read as local time.
 - ``mark_order_filled`` returns ``False`` for an order that is already
   cancelled: a status never moves backwards.
 - ``cleanup_stale_orders(force_cancel=True)`` does NOT mark orders cancelled
   locally (the seed's ``force_cancel`` only changed local state, so the order
   kept resting on the exchange). It reports them; cancelling goes through the
   exchange, and an order is marked cancelled when the exchange confirms it.
+- ``detect_order_fragmentation`` with a balance of 0 or less and capital held
+  is fragmented (the seed said it could not tell).
 - Drawdown comes from the equity curve and survives new trades and restarts;
   profit factor is infinite with no losses.
 - Bad input raises ``ValueError`` naming the seed's field and the value.
@@ -26,22 +47,34 @@ trackers and the SQLite store. What changed, on purpose:
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ._orders_figures import held_capital
+from ._compat_records import (
+    AccountOrderStats,
+    AccountPerformanceMetrics,
+    Binding,
+    OrderInfo,
+    TradeRecord,
+    check_reserve,
+    info_from_order,
+    now,
+    seed_type,
+)
+from ._compat_views import AccountView, ReservedView
+from ._orders_figures import fragmentation, held_capital
 from .book import AccountBook, Books
 from .errors import StateError
-from .models import AccountMetrics, Order, OrderRole, OrderStatus, OrderType, TradeRecord
-from .orders import OrderTracker
+from .models import Order, OrderStatus
 from .store import Store
+from .symbols import market_ids
 
 __all__ = [
     "AccountOrderStats",
@@ -58,41 +91,33 @@ logger = logging.getLogger("nija_broker.compat")
 
 STORE_FILE = "nija_broker.sqlite3"
 
-# Seed field names for the errors the models raise with their own names.
-_SEED_NAMES = {"id": "order_id", "amount": "quantity"}
-
-
-def _aware(value: datetime) -> datetime:
-    """The seed stamps times with naive ``datetime.now()``: local time."""
-    return value.astimezone(UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@contextmanager
-def _seed_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            field = ".".join(_SEED_NAMES.get(str(p), str(p)) for p in err["loc"]) or what
-            problems.append(f"{field}: {err['msg']} (value: {err.get('input')!r})")
-        raise ValueError(f"invalid {what}: " + "; ".join(problems)) from None
-
 
 # ---------------------------------------------------------------------------- workspace
 
 
 class _Workspace:
-    """One data directory: its store and its books, shared by both trackers."""
+    """One data directory: its store, its books and the markets its callers gave."""
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / STORE_FILE)
         self.books = Books(self.store)
+        self.markets: dict[str, dict[str, str]] = {}
+        self.cleanup_stats: dict[str, Any] = {
+            "total_cleaned": 0, "last_cleanup": None,
+            "orders_cleaned_per_account": defaultdict(int),
+        }
+
+    def book(self, account_id: str) -> AccountBook:
+        return self.books.get(account_id)
+
+    def set_markets(self, account_id: str, markets: Mapping[str, Any]) -> None:
+        """``markets``: ccxt's ``exchange.markets`` or ``{native id: unified symbol}``."""
+        if all(isinstance(v, str) for v in markets.values()):
+            table = {str(k).upper(): str(v) for k, v in markets.items()}
+        else:
+            table = market_ids(markets)
+        self.markets[account_id] = table
 
 
 _workspaces: dict[Path, _Workspace] = {}
@@ -110,137 +135,28 @@ def _workspace(data_dir: str | Path) -> _Workspace:
 
 def _close_all() -> None:
     """Close every store and forget the singletons (tests, and a clean shutdown)."""
+    global _global_order_tracker, _global_performance_tracker
     with _workspaces_lock:
         for workspace in _workspaces.values():
             workspace.store.close()
         _workspaces.clear()
         _order_trackers.clear()
         _performance_trackers.clear()
+        _global_order_tracker = None
+        _global_performance_tracker = None
 
 
 # ---------------------------------------------------------------------------- orders
 
-_TYPES = {
-    "market": (OrderType.MARKET, None),
-    "limit": (OrderType.LIMIT, None),
-    "stop": (OrderType.STOP, OrderRole.STOP),
-    "stop_loss": (OrderType.STOP, OrderRole.STOP),
-    "stop_limit": (OrderType.STOP_LIMIT, OrderRole.STOP),
-    # The seed's "target" is a resting limit exit at the take-profit price.
-    "target": (OrderType.LIMIT, OrderRole.TARGET),
-    "take_profit": (OrderType.TAKE_PROFIT, OrderRole.TARGET),
-}
-_STATUSES = {
-    "open": OrderStatus.OPEN, "pending": OrderStatus.PENDING,
-    "partially_filled": OrderStatus.PARTIALLY_FILLED, "filled": OrderStatus.FILLED,
-    "cancelled": OrderStatus.CANCELLED, "canceled": OrderStatus.CANCELLED,
-    "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED,
-}
 
-
-@dataclass
-class OrderInfo:
-    """The seed's order record."""
-
-    order_id: str
-    account_id: str
-    symbol: str
-    side: str
-    price: float
-    quantity: float
-    size_usd: float
-    status: str
-    created_at: datetime
-    filled_at: datetime | None = None
-    cancelled_at: datetime | None = None
-    order_type: str = "market"
-    parent_position_id: str | None = None
-    reserved_capital: float = 0.0
-
-    def age_seconds(self) -> float:
-        return (_now() - _aware(self.created_at)).total_seconds()
-
-    def age_minutes(self) -> float:
-        return self.age_seconds() / 60.0
-
-    def is_stale(self, max_age_minutes: int = 60) -> bool:
-        return self.age_minutes() > max_age_minutes
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("created_at", "filled_at", "cancelled_at"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        return data
-
-    def to_order(self) -> Order:
-        kind = _TYPES.get(str(self.order_type).lower())
-        if kind is None:
-            raise ValueError(
-                f"invalid OrderInfo: order_type: must be one of {sorted(_TYPES)} "
-                f"(value: {self.order_type!r})"
-            )
-        status = _STATUSES.get(str(self.status).lower())
-        if status is None:
-            raise ValueError(
-                f"invalid OrderInfo: status: must be one of {sorted(_STATUSES)} "
-                f"(value: {self.status!r})"
-            )
-        order_type, role = kind
-        if role is None:
-            role = OrderRole.ENTRY if str(self.side).lower() == "buy" else OrderRole.EXIT
-        stop = order_type in (OrderType.STOP, OrderType.TAKE_PROFIT)
-        changed = self.filled_at or self.cancelled_at
-        with _seed_errors("OrderInfo"):
-            amount = self.quantity
-            return Order(
-                id=self.order_id, account_id=self.account_id, symbol=self.symbol,
-                side=str(self.side).lower(), type=order_type, role=role,
-                price=None if stop else self.price, stop_price=self.price if stop else None,
-                amount=amount, filled=amount if status is OrderStatus.FILLED else 0.0,
-                status=status, created_at=_aware(self.created_at),
-                updated_at=_aware(changed) if changed else None,
-                parent_position_id=self.parent_position_id,
-            )
-
-
-def _seed_type(order: Order) -> str:
-    if order.role is OrderRole.TARGET:
-        return "target"
-    if order.role is OrderRole.STOP:
-        return "stop"
-    return "market" if order.type is OrderType.MARKET else "limit"
-
-
-def _to_info(order: Order, orders: OrderTracker) -> OrderInfo:
-    price = order.reference_price or order.average or 0.0
-    status = order.status.value if order.status is not OrderStatus.PARTIALLY_FILLED else "open"
-    return OrderInfo(
-        order_id=order.id, account_id=order.account_id, symbol=order.symbol.replace("/", "-"),
-        side=order.side.value, price=price, quantity=order.amount, size_usd=order.amount * price,
-        status=status, created_at=order.created_at,
-        filled_at=order.updated_at if order.status is OrderStatus.FILLED else None,
-        cancelled_at=order.updated_at if order.status is OrderStatus.CANCELLED else None,
-        order_type=_seed_type(order), parent_position_id=order.parent_position_id,
-        # DESIGN's held capital of this one order, as the tracker computes it.
-        reserved_capital=held_capital([order], fee_rate=orders.fee_rate,
-                                      last_prices=orders.last_prices()).total,
-    )
-
-
-@dataclass
-class AccountOrderStats:
-    account_id: str
-    total_open_orders: int = 0
-    market_orders: int = 0
-    stop_orders: int = 0
-    target_orders: int = 0
-    total_held_capital: float = 0.0
-    oldest_order_age_minutes: float = 0.0
-    stale_orders_count: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _reserved(order: Order, fee_rate: float, last_prices: Mapping[str, float]) -> float:
+    """What one order holds now: its declared reservation, pro rata to what is left to
+    fill, else DESIGN's figure; nothing once it is terminal."""
+    if order.status.is_terminal:
+        return 0.0
+    if order.declared_reserve is not None:
+        return order.declared_reserve * (order.remaining / order.amount)
+    return held_capital([order], fee_rate=fee_rate, last_prices=last_prices).total
 
 
 class AccountOrderTracker:
@@ -250,12 +166,54 @@ class AccountOrderTracker:
         self.data_dir = Path(data_dir)
         self._workspace = _workspace(data_dir)
         self.max_order_age_minutes = 60
+        self.auto_cleanup_stale_orders = True
+        self.state_file = self.data_dir / "account_orders_state.json"
+        """Where the seed kept its state; read once by ``nija-broker import-seed-state``."""
+        self.orders_by_account: AccountView[list[OrderInfo]] = AccountView(
+            self._order_accounts, self._all_infos, list, "orders_by_account")
+        """Every order of each account held in memory (open, and finished ones until
+        ``cleanup_filled_orders``), oldest first."""
+        self.reserved_capital_by_account: ReservedView = ReservedView(
+            self._order_accounts, self.get_held_capital, float, "reserved_capital_by_account")
+        self.cleanup_stats: dict[str, Any] = self._workspace.cleanup_stats
+        """Orders removed by ``cleanup_filled_orders`` since this process opened ``data_dir``."""
 
     def _book(self, account_id: str) -> AccountBook:
-        return self._workspace.books.get(account_id)
+        return self._workspace.book(account_id)
+
+    def use_markets(self, account_id: str, markets: Mapping[str, Any]) -> None:
+        """Resolve this account's exchange pair codes through ``markets`` (ccxt's
+        ``exchange.markets``, or ``{"XXBTZUSD": "BTC/USD"}``) before the built-in aliases."""
+        self._workspace.set_markets(account_id, markets)
+
+    # -- views
+
+    def _order_accounts(self) -> list[str]:
+        return [a for a in self._workspace.books.accounts() if self._book(a).orders.orders()]
+
+    def _info(self, order: Order, book: AccountBook) -> OrderInfo:
+        reserved = _reserved(order, book.orders.fee_rate, book.orders.last_prices())
+        info = info_from_order(order, reserved)
+        account_id = order.account_id
+        return info.bind(Binding(lambda oid, v: self._declare(account_id, oid, v)))
+
+    def _all_infos(self, account_id: str) -> list[OrderInfo]:
+        book = self._book(account_id)
+        return [self._info(o, book) for o in book.orders.orders()]
+
+    def _declare(self, account_id: str, order_id: str, value: float | None) -> None:
+        """An order's declared reservation changed (``info.reserved_capital = x``)."""
+        book = self._book(account_id)
+        current = book.orders.get(order_id)
+        if current is None:
+            raise ValueError(f"order {order_id!r} of {account_id!r} is no longer tracked")
+        book.apply_order(current.replace(declared_reserve=value))
+
+    # -- the seed's methods
 
     def add_order(self, order: OrderInfo) -> None:
-        value = order.to_order()
+        check_reserve(order.order_id, order.reserved_capital)
+        value = order.to_order(self._workspace.markets.get(order.account_id))
         book = self._book(value.account_id)
         if book.orders.get(value.id) is not None:
             logger.warning("order %s already tracked for account %s", value.id, value.account_id)
@@ -270,7 +228,7 @@ class AccountOrderTracker:
             return False
         filled = current.amount if status is OrderStatus.FILLED else current.filled
         try:
-            book.apply_order(current.replace(status=status, filled=filled, updated_at=_now()))
+            book.apply_order(current.replace(status=status, filled=filled, updated_at=now()))
         except StateError as exc:
             logger.warning("order %s of %s not marked %s: %s", order_id, account_id, status, exc)
             return False
@@ -284,60 +242,87 @@ class AccountOrderTracker:
 
     def get_open_orders(self, account_id: str, order_type: str | None = None) -> list[OrderInfo]:
         book = self._book(account_id)
-        infos = [_to_info(o, book.orders) for o in book.orders.open_orders()]
+        infos = [self._info(o, book) for o in book.orders.open_orders()]
         return [i for i in infos if order_type is None or i.order_type == order_type]
 
     def get_order_count(self, account_id: str, order_type: str | None = None) -> int:
         return len(self.get_open_orders(account_id, order_type))
 
     def get_held_capital(self, account_id: str) -> float:
-        return self._book(account_id).orders.held_capital().total
+        """The sum of what the account's open orders hold (declared, else computed)."""
+        orders = self._book(account_id).orders
+        prices = orders.last_prices()
+        return math.fsum(_reserved(o, orders.fee_rate, prices) for o in orders.open_orders())
 
     def get_account_stats(self, account_id: str) -> AccountOrderStats:
         book = self._book(account_id)
-        now = _now()
-        stats = book.orders.stats(now, max_age_s=self.max_order_age_minutes * 60.0)
-        kinds = [i.order_type for i in self.get_open_orders(account_id)]
+        stats = book.orders.stats(now(), max_age_s=self.max_order_age_minutes * 60.0)
+        kinds = [seed_type(o) for o in book.orders.open_orders()]
         return AccountOrderStats(
             account_id=account_id, total_open_orders=stats.open_count,
             market_orders=kinds.count("market"), stop_orders=kinds.count("stop"),
-            target_orders=kinds.count("target"), total_held_capital=stats.held_capital,
+            target_orders=kinds.count("target"),
+            total_held_capital=self.get_held_capital(account_id),
             oldest_order_age_minutes=(stats.oldest_open_age_s or 0.0) / 60.0,
             stale_orders_count=stats.stale_count,
         )
 
     def check_double_reservation(self, position_id: str, account_id: str) -> tuple[bool, str]:
-        book = self._book(account_id)
-        for found in book.orders.double_reservations():
-            if found.kind == "stop_and_target" and all(
-                (o := book.orders.get(i)) is not None and o.parent_position_id == position_id
-                for i in found.order_ids
-            ):
-                return True, f"DOUBLE RESERVATION: {found.message}"
-        orders = [o for o in book.orders.open_orders() if o.parent_position_id == position_id]
-        if not orders:
+        """The seed's rule: a stop and a target of ``position_id`` that both reserve capital."""
+        infos = [i for i in self.get_open_orders(account_id)
+                 if i.parent_position_id == position_id]
+        if not infos:
             return False, "No orders found for position"
-        return False, f"No double reservation detected ({len(orders)} orders for the position)"
+        total = math.fsum(i.reserved_capital or 0.0 for i in infos)
+        stop = math.fsum(i.reserved_capital or 0.0 for i in infos if i.order_type == "stop")
+        target = math.fsum(i.reserved_capital or 0.0 for i in infos if i.order_type == "target")
+        if stop > 0 and target > 0:
+            return True, (f"DOUBLE RESERVATION: Stop reserved ${stop:.2f}, Target reserved "
+                          f"${target:.2f} (total ${total:.2f})")
+        return False, (f"No double reservation detected (${total:.2f} reserved for "
+                       f"{len(infos)} orders)")
+
+    def check_exit_reservations(self, account_id: str,
+                                positions: Mapping[str, float] | None = None) -> tuple[bool, str]:
+        """What the exchange itself locks twice: resting exits of a symbol above the position
+        (``positions``: ``{symbol: quantity}``, default the positions booked from fills), and
+        a stop and a target of one position both resting (each locks the base)."""
+        book = self._book(account_id)
+        held = positions if positions is not None else {
+            p.symbol: p.quantity for p in book.positions()}
+        findings = book.orders.double_reservations(held)
+        if not findings:
+            return False, "No exit locks more than the position"
+        return True, " ".join(f.message for f in findings)
 
     def _accounts(self, account_id: str | None) -> list[str]:
         return [account_id] if account_id else self._workspace.books.accounts()
 
     def cleanup_filled_orders(self, account_id: str | None = None, max_age_hours: int = 24) -> int:
-        now = _now()
-        return sum(
-            len(self._book(a).orders.cleanup_terminal(now, retention_s=max_age_hours * 3600.0))
-            for a in self._accounts(account_id)
-        )
+        at = now()
+        per_account = self.cleanup_stats["orders_cleaned_per_account"]
+        count = 0
+        for account in self._accounts(account_id):
+            removed = len(self._book(account).orders.cleanup_terminal(
+                at, retention_s=max_age_hours * 3600.0))
+            if removed:
+                per_account[account] += removed
+                logger.info("cleaned up %d old orders for %s", removed, account)
+            count += removed
+        if count:
+            self.cleanup_stats["total_cleaned"] += count
+            self.cleanup_stats["last_cleanup"] = at.isoformat()
+        return count
 
     def cleanup_stale_orders(self, account_id: str | None = None,
                              force_cancel: bool = False) -> int:
-        now = _now()
+        at = now()
         count = 0
         for account in self._accounts(account_id):
-            stale = self._book(account).orders.stale_orders(now, self.max_order_age_minutes * 60.0)
+            stale = self._book(account).orders.stale_orders(at, self.max_order_age_minutes * 60.0)
             for order in stale:
                 logger.warning("stale order on %s: %s %s %s, age %.1f min", account, order.id,
-                               order.symbol, order.side, (now - order.created_at).total_seconds()
+                               order.symbol, order.side, (at - order.created_at).total_seconds()
                                / 60)
             if force_cancel and stale:
                 logger.warning(
@@ -349,74 +334,15 @@ class AccountOrderTracker:
 
     def detect_order_fragmentation(self, account_id: str, account_balance: float,
                                    warn_threshold: float = 0.30) -> tuple[bool, str]:
-        result = self._book(account_id).orders.fragmentation(account_balance, warn_threshold)
+        result = fragmentation(self.get_held_capital(account_id), account_balance,
+                               warn_threshold)
         return result.fragmented, result.message
 
     def get_all_accounts_summary(self) -> dict[str, AccountOrderStats]:
-        return {a: self.get_account_stats(a) for a in self._workspace.books.accounts()}
+        return {a: self.get_account_stats(a) for a in self._order_accounts()}
 
 
 # ---------------------------------------------------------------------------- performance
-
-
-@dataclass
-class AccountPerformanceMetrics:
-    """The seed's metrics record, filled from :class:`~nija_broker.models.AccountMetrics`.
-
-    ``expectancy`` and ``expectancy_per_trade`` are both money per trade (DESIGN's
-    expectancy); ``expectancy_per_dollar_risked`` is ``None`` when no trade
-    recorded its risk. ``total_pnl`` is gross, ``net_pnl`` is after fees.
-    """
-
-    account_id: str
-    total_trades: int = 0
-    winning_trades: int = 0
-    losing_trades: int = 0
-    win_rate: float = 0.0
-    total_pnl: float = 0.0
-    total_fees: float = 0.0
-    net_pnl: float = 0.0
-    average_win: float = 0.0
-    average_loss: float = 0.0
-    largest_win: float = 0.0
-    largest_loss: float = 0.0
-    expectancy: float = 0.0
-    expectancy_per_trade: float = 0.0
-    expectancy_per_dollar_risked: float | None = None
-    peak_balance: float = 0.0
-    current_balance: float = 0.0
-    current_drawdown: float = 0.0
-    current_drawdown_pct: float = 0.0
-    max_drawdown: float = 0.0
-    max_drawdown_pct: float = 0.0
-    current_streak: int = 0
-    max_win_streak: int = 0
-    max_loss_streak: int = 0
-    profit_factor: float = 0.0
-    sharpe_ratio: float = 0.0
-    sharpe_annualized: float | None = None
-
-    @classmethod
-    def from_metrics(cls, m: AccountMetrics) -> AccountPerformanceMetrics:
-        return cls(
-            account_id=m.account_id, total_trades=m.total_trades,
-            winning_trades=m.winning_trades, losing_trades=m.losing_trades,
-            win_rate=m.win_rate, total_pnl=m.total_pnl + m.total_fees, total_fees=m.total_fees,
-            net_pnl=m.total_pnl, average_win=m.average_win, average_loss=m.average_loss,
-            largest_win=m.largest_win, largest_loss=m.largest_loss, expectancy=m.expectancy,
-            expectancy_per_trade=m.expectancy,
-            expectancy_per_dollar_risked=m.expectancy_per_dollar_risked,
-            peak_balance=m.peak_balance, current_balance=m.current_balance,
-            current_drawdown=m.current_drawdown, current_drawdown_pct=m.current_drawdown_pct,
-            max_drawdown=m.max_drawdown, max_drawdown_pct=m.max_drawdown_pct,
-            current_streak=m.current_win_streak or -m.current_loss_streak,
-            max_win_streak=m.max_win_streak, max_loss_streak=m.max_loss_streak,
-            profit_factor=m.profit_factor, sharpe_ratio=m.sharpe_ratio or 0.0,
-            sharpe_annualized=m.sharpe_annualized,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class AccountPerformanceTracker:
@@ -426,17 +352,46 @@ class AccountPerformanceTracker:
         self.data_dir = Path(data_dir)
         self._workspace = _workspace(data_dir)
         self.max_trade_history_per_account = self._workspace.books.settings.history_size
+        self.trade_history_by_account: AccountView[list[TradeRecord]] = AccountView(
+            self._trade_accounts, self.get_trade_history, list, "trade_history_by_account")
+        self.metrics_by_account: AccountView[AccountPerformanceMetrics] = AccountView(
+            self._metric_accounts, self.get_metrics, None, "metrics_by_account")
+        self.balance_history_by_account: AccountView[list[tuple[datetime, float]]] = \
+            AccountView(self._balance_accounts, self._balance_history, list,
+                        "balance_history_by_account")
 
     def _book(self, account_id: str) -> AccountBook:
-        return self._workspace.books.get(account_id)
+        return self._workspace.book(account_id)
+
+    def use_markets(self, account_id: str, markets: Mapping[str, Any]) -> None:
+        """As :meth:`AccountOrderTracker.use_markets` (both trackers of a directory share it)."""
+        self._workspace.set_markets(account_id, markets)
+
+    # -- views
+
+    def _trade_accounts(self) -> list[str]:
+        return [a for a in self.get_all_accounts() if self._book(a).performance.trade_count]
+
+    def _balance_accounts(self) -> list[str]:
+        return [a for a in self.get_all_accounts()
+                if self._book(a).performance.equity_points(1)]
+
+    def _metric_accounts(self) -> list[str]:
+        return sorted(set(self._trade_accounts()) | set(self._balance_accounts()))
+
+    def _balance_history(self, account_id: str) -> list[tuple[datetime, float]]:
+        return [(p.timestamp, p.equity) for p in self._book(account_id).performance.equity_points()]
+
+    # -- the seed's methods
 
     def record_trade(self, trade: TradeRecord) -> None:
-        if not self._book(trade.account_id).record_trade(trade):
+        model = trade.to_model(self._workspace.markets.get(trade.account_id))
+        if not self._book(model.account_id).record_trade(model):
             logger.info("trade %s of %s already recorded", trade.trade_id, trade.account_id)
 
     def update_balance(self, account_id: str, balance: float) -> None:
         try:
-            self._book(account_id).update_equity(balance, _now())
+            self._book(account_id).update_equity(balance, now())
         except ValidationError:
             raise ValueError(f"invalid balance for {account_id!r}: {balance!r}") from None
 
@@ -444,7 +399,9 @@ class AccountPerformanceTracker:
         return AccountPerformanceMetrics.from_metrics(self._book(account_id).metrics())
 
     def get_trade_history(self, account_id: str, limit: int | None = None) -> list[TradeRecord]:
-        return self._book(account_id).performance.trade_history(limit)
+        """The most recent trades, oldest first (``limit``: the last ``limit``; 0 or None: all)."""
+        trades = self._book(account_id).performance.trade_history(limit or None)
+        return [TradeRecord.from_model(t) for t in trades]
 
     def get_all_accounts(self) -> list[str]:
         return self._workspace.books.accounts()
@@ -504,26 +461,43 @@ class AccountPerformanceTracker:
 _order_trackers: dict[Path, AccountOrderTracker] = {}
 _performance_trackers: dict[Path, AccountPerformanceTracker] = {}
 
+_global_order_tracker: AccountOrderTracker | None = None
+"""The seed's module global: the tracker the first ``get_order_tracker`` call made.
+Setting it to ``None`` (as the seed's callers do to start afresh) makes the next call
+build new tracker objects over the same stored state."""
+_global_performance_tracker: AccountPerformanceTracker | None = None
+"""As ``_global_order_tracker``, for ``get_performance_tracker``."""
+
 
 def get_order_tracker(data_dir: str = "./data") -> AccountOrderTracker:
     """The order tracker of ``data_dir`` (one per directory, created on first use)."""
+    global _global_order_tracker
     key = Path(data_dir).resolve()
     with _workspaces_lock:
+        if _global_order_tracker is None:
+            _order_trackers.clear()  # never set, or reset by the caller
         tracker = _order_trackers.get(key)
     if tracker is None:
         tracker = AccountOrderTracker(str(data_dir))
         with _workspaces_lock:
             tracker = _order_trackers.setdefault(key, tracker)
+            if _global_order_tracker is None:
+                _global_order_tracker = tracker
     return tracker
 
 
 def get_performance_tracker(data_dir: str = "./data") -> AccountPerformanceTracker:
     """The performance tracker of ``data_dir`` (one per directory, created on first use)."""
+    global _global_performance_tracker
     key = Path(data_dir).resolve()
     with _workspaces_lock:
+        if _global_performance_tracker is None:
+            _performance_trackers.clear()
         tracker = _performance_trackers.get(key)
     if tracker is None:
         tracker = AccountPerformanceTracker(str(data_dir))
         with _workspaces_lock:
             tracker = _performance_trackers.setdefault(key, tracker)
+            if _global_performance_tracker is None:
+                _global_performance_tracker = tracker
     return tracker

@@ -160,6 +160,12 @@ class Order(_Model):
     parent_position_id: str | None = None
     fee: NonNegativeFloat = 0.0
     reduce_only: bool = False
+    declared_reserve: NonNegativeFloat | None = None
+    """Capital the caller said this order holds (the seed's ``reserved_capital``).
+    Only :mod:`nija_broker.compat` reads it; DESIGN's held capital is always computed."""
+    caller_symbol: str | None = None
+    """The symbol as the caller wrote it (``XXBTZUSD``, ``BTC-USD``), echoed back by
+    :mod:`nija_broker.compat`; ``symbol`` is always the unified ``BASE/QUOTE``."""
 
     _normalize_symbol = field_validator("symbol")(classmethod(lambda cls, v: normalize_symbol(v)))
 
@@ -308,6 +314,8 @@ class TradeRecord(_Model):
     unvalued_fees: tuple[str, ...] = ()
     """Fees the exchange charged in a currency no price valued (``"0.05 KFEE"``): not in
     ``fees`` nor ``net_pnl``, listed so nobody reads the net as complete."""
+    caller_symbol: str | None = None
+    """The symbol as the caller wrote it (``BTC-USD``), echoed back by :mod:`nija_broker.compat`."""
 
     _normalize_symbol = field_validator("symbol")(classmethod(lambda cls, v: normalize_symbol(v)))
 

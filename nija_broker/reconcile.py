@@ -73,7 +73,8 @@ def adopt(order: Order, role: OrderRole | None = None) -> Order:
 
 
 def _carry(previous: Order, fresh: Order) -> Order:
-    """``fresh`` keeping what only we know: role, parent position, client order id.
+    """``fresh`` keeping what only we know: role, parent position, client order id, and
+    what the bot declared through compat (its reservation, its way of writing the symbol).
 
     Exchanges do not report our roles, and some drop the client order id from
     later reports; the tracker's knowledge must not be overwritten by silence.
@@ -85,6 +86,9 @@ def _carry(previous: Order, fresh: Order) -> Order:
         update["parent_position_id"] = previous.parent_position_id
     if fresh.client_order_id is None and previous.client_order_id is not None:
         update["client_order_id"] = previous.client_order_id
+    for name in ("declared_reserve", "caller_symbol"):
+        if getattr(fresh, name) is None and getattr(previous, name) is not None:
+            update[name] = getattr(previous, name)
     return fresh.model_copy(update=update) if update else fresh
 
 

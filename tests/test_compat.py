@@ -63,7 +63,7 @@ def test_seed_usage_example_runs_unchanged(data_dir: str) -> None:
         created_at=datetime.now(), reserved_capital=450.0))  # noqa: DTZ005 - the bot's call
     assert tracker.get_order_count("PLATFORM") == 1
     held = tracker.get_held_capital("PLATFORM")
-    assert held == pytest.approx(450.0 * 1.004)
+    assert held == 450.0  # the reserved_capital the bot declared
     fragmented, message = tracker.detect_order_fragmentation(
         "PLATFORM", account_balance=100.0, warn_threshold=0.30)
     assert fragmented
@@ -82,8 +82,10 @@ def test_orders_are_counted_per_account(data_dir: str) -> None:
 
 def test_held_capital_is_tracked_per_account_and_a_fill_releases_it(data_dir: str) -> None:
     tracker = get_order_tracker(data_dir)
-    tracker.add_order(_order("P-1", "PLATFORM", quantity=0.02))
-    tracker.add_order(_order("A-1", "USER:alice", price=100.0, quantity=0.5))
+    # Declared nothing (None): held is computed, remaining x price + 0.4% fee.
+    tracker.add_order(_order("P-1", "PLATFORM", quantity=0.02, reserved_capital=None))
+    tracker.add_order(_order("A-1", "USER:alice", price=100.0, quantity=0.5,
+                             reserved_capital=None))
     assert tracker.get_held_capital("PLATFORM") == pytest.approx(900.0 * 1.004)
     assert tracker.get_held_capital("USER:alice") == pytest.approx(50.0 * 1.004)
     # Each open order reports its own share of the account's held capital.

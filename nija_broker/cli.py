@@ -8,6 +8,7 @@
     nija-broker check-config PATH
     nija-broker emulator --port N [--seed N] [--dialect binance|kraken]
     nija-broker report --account ID --out DIR [--config PATH]
+    nija-broker import-seed-state DIR [--store PATH] [--dry-run]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
 """
@@ -213,6 +214,41 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- import-seed-state
+
+
+def _import_seed_state(args: argparse.Namespace) -> int:
+    """The seed's JSON state in DIR, into the store once; every bad record named (exit 2)."""
+    import sqlite3
+
+    from .seed_state import SeedStateError, import_seed_state
+
+    source = Path(args.dir)
+    store = Path(args.store) if args.store else None
+    try:
+        report = import_seed_state(source, store, dry_run=args.dry_run)
+    except SeedStateError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"nija-broker import-seed-state: nothing imported from {source} "
+              f"({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''})",
+              file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # the store: locked by a running sidecar, damaged, not ours
+        print(str(exc), file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"nija-broker import-seed-state: the store failed: {exc}", file=sys.stderr)
+        return 1
+    verb = "would take" if args.dry_run else "took"
+    print(f"import-seed-state {source} -> {report.store}: {verb} {report.taken} records")
+    for account in report.accounts.values():
+        print(f"  {account.line()}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- emulator, demo
 
 
@@ -283,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="directory to write the report to")
     report.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG))
     report.set_defaults(handler=_report)
+
+    seed = commands.add_parser(
+        "import-seed-state", help="take the seed trackers' JSON state files into the store, "
+                                  "once (running it again takes nothing twice)")
+    seed.add_argument("dir", metavar="DIR", help="the seed's data_dir (account_orders_state.json, "
+                                                 "performance_*.json)")
+    seed.add_argument("--store", help="the store to import into (default: DIR/"
+                                      "nija_broker.sqlite3, where nija_broker.compat keeps "
+                                      "the state of that data_dir)")
+    seed.add_argument("--dry-run", action="store_true", help="report what would be taken, "
+                                                             "write nothing")
+    seed.set_defaults(handler=_import_seed_state)
     return parser
 
 

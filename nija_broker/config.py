@@ -36,6 +36,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from .breakers import BreakerName
 from .errors import ConfigError
 from .logs import register_secret
 from .symbols import normalize_symbol
@@ -88,6 +89,15 @@ class TierOverride(_Strict):
     stale_includes_exits: bool | None = None
     min_trade_usd: float | None = Field(default=None, ge=0)
     fail_closed: bool | None = None
+    breakers: list[BreakerName] | None = None
+    max_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
+    resume_drawdown_pct: float | None = Field(default=None, ge=0, le=100)
+    expectancy_window: int | None = Field(default=None, ge=1)
+    max_daily_loss_pct: float | None = Field(default=None, gt=0, le=100)
+    max_daily_loss_usd: float | None = Field(default=None, gt=0)
+    max_loss_streak: int | None = Field(default=None, ge=1)
+    loss_streak_cooldown_s: float | None = Field(default=None, gt=0)
+    stoploss_cooldown_s: float | None = Field(default=None, gt=0)
 
 
 def _check_env_name(value: str | None) -> str | None:
@@ -238,7 +248,14 @@ class Config(_Strict):
         for name, override in self.tiers.items():
             changes = override.model_dump(exclude_none=True)
             if name in defaults:
-                tiers[name] = defaults[name].model_copy(update=changes)
+                # Validated again: a change may break a rule across fields (resume < max).
+                try:
+                    tiers[name] = TierPolicy.model_validate(
+                        {**defaults[name].model_dump(), **changes})
+                except ValidationError as exc:
+                    raise ValueError("; ".join(
+                        str(e["msg"]).removeprefix("Value error, ")
+                        for e in exc.errors(include_url=False))) from None
             elif "min_equity_usd" not in changes or "max_positions" not in changes:
                 raise ValueError(
                     f"new tier {name!r} needs min_equity_usd and max_positions "

@@ -143,6 +143,7 @@ def _sell(
         exit_time=fill.timestamp,
         risk_usd=risk_usd if risk_usd is not None and risk_usd > 0 else None,
         unvalued_fees=(*position.unvalued_fees, *_unvalued(fill)),
+        exit_role=fill.role,
     )
     if closes:
         return None, (trade,), unmatched

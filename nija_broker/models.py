@@ -316,6 +316,9 @@ class TradeRecord(_Model):
     ``fees`` nor ``net_pnl``, listed so nobody reads the net as complete."""
     caller_symbol: str | None = None
     """The symbol as the caller wrote it (``BTC-USD``), echoed back by :mod:`nija_broker.compat`."""
+    exit_role: OrderRole | None = None
+    """The role of the order that closed it: ``stop`` for a stop-loss exit (the breakers'
+    ``stoploss_cooldown``); ``None`` when not known (a trade the bot recorded itself)."""
 
     _normalize_symbol = field_validator("symbol")(classmethod(lambda cls, v: normalize_symbol(v)))
 

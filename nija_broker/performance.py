@@ -176,6 +176,12 @@ class PerformanceTracker:
             return _tail(self._points, limit)
 
     @property
+    def equity_count(self) -> int:
+        """Equity points ever added (the memory keeps fewer)."""
+        with self._lock:
+            return self._curve.points
+
+    @property
     def trade_count(self) -> int:
         """Trades ever recorded (the history may hold fewer)."""
         with self._lock:

@@ -2,14 +2,19 @@
 
 Defaults (all configurable under ``[tiers.NAME]``):
 
-=============  ===============  =========  ===  ==============  ============
-tier           equity (USD)     positions  DCA  entries/symbol  fragmentation
-=============  ===============  =========  ===  ==============  ============
-BELOW_MIN      below 15         0          no   -               -
-MICRO_CAP      15 to 500        4          no   1               30%, blocks
-SMALL_CAP      500 to 1,000     5          no   1               40%, blocks
-STANDARD       1,000 and up     6          yes  many            50%, alerts
-=============  ===============  =========  ===  ==============  ============
+=============  ===============  =========  ===  ==============  ============  ========
+tier           equity (USD)     positions  DCA  entries/symbol  fragmentation breakers
+=============  ===============  =========  ===  ==============  ============  ========
+BELOW_MIN      below 15         0          no   -               -             -
+MICRO_CAP      15 to 500        4          no   1               30%, blocks   all five
+SMALL_CAP      500 to 1,000     5          no   1               40%, blocks   all five
+STANDARD       1,000 and up     6          yes  many            50%, alerts   none
+=============  ===============  =========  ===  ==============  ============  ========
+
+The breakers (:mod:`nija_broker.breakers`) share one set of default limits:
+drawdown 10% (resume under 7%), expectancy over 10 trades, a daily loss of 5%
+of the day's opening equity, 4 losses in a row (1 h cooldown), 30 minutes after
+a stop-loss exit on a symbol.
 
 SMALL_CAP is the band DESIGN leaves open. An account there has outgrown the
 $500 micro rules by a little, not by enough for fees and idle capital to stop
@@ -24,8 +29,11 @@ floor, so an account sitting on $500 does not flap between tiers.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .breakers import BREAKERS, BreakerName, Limits
 
 
 class StaleAction(StrEnum):
@@ -49,6 +57,38 @@ class TierPolicy(BaseModel):
     stale_includes_exits: bool = False
     min_trade_usd: float = Field(default=5.0, ge=0)
     fail_closed: bool = True
+    # Circuit breakers (nija_broker.breakers): which are armed, and their limits.
+    breakers: tuple[BreakerName, ...] = ()
+    max_drawdown_pct: float = Field(default=10.0, gt=0, le=100)
+    resume_drawdown_pct: float = Field(default=7.0, ge=0, le=100)
+    expectancy_window: int = Field(default=10, ge=1)
+    max_daily_loss_pct: float | None = Field(default=5.0, gt=0, le=100)
+    max_daily_loss_usd: float | None = Field(default=None, gt=0)
+    max_loss_streak: int = Field(default=4, ge=1)
+    loss_streak_cooldown_s: float = Field(default=3600.0, gt=0)
+    stoploss_cooldown_s: float = Field(default=1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_breakers(self) -> Self:
+        if self.resume_drawdown_pct >= self.max_drawdown_pct:
+            raise ValueError(
+                f"resume_drawdown_pct ({self.resume_drawdown_pct:g}) must be below "
+                f"max_drawdown_pct ({self.max_drawdown_pct:g}) in tier {self.name}")
+        if len(set(self.breakers)) != len(self.breakers):
+            raise ValueError(f"breakers of tier {self.name} name one breaker twice: "
+                             f"{list(self.breakers)}")
+        return self
+
+    def limits(self) -> Limits:
+        """This tier's breaker settings, as :func:`nija_broker.breakers.judge` takes them."""
+        return Limits(
+            armed=frozenset(self.breakers), max_drawdown_pct=self.max_drawdown_pct,
+            resume_drawdown_pct=self.resume_drawdown_pct,
+            expectancy_window=self.expectancy_window,
+            max_daily_loss_pct=self.max_daily_loss_pct,
+            max_daily_loss_usd=self.max_daily_loss_usd, max_loss_streak=self.max_loss_streak,
+            loss_streak_cooldown_s=self.loss_streak_cooldown_s,
+            stoploss_cooldown_s=self.stoploss_cooldown_s)
 
 
 BELOW_MIN = "BELOW_MIN"
@@ -64,12 +104,12 @@ DEFAULT_TIERS: tuple[TierPolicy, ...] = (
     TierPolicy(
         name=MICRO_CAP, min_equity_usd=15.0, max_positions=4, allow_dca=False,
         allow_multiple_entries_same_symbol=False, fragmentation_threshold=0.30,
-        fragmentation_blocks_entries=True, min_trade_usd=5.0,
+        fragmentation_blocks_entries=True, min_trade_usd=5.0, breakers=BREAKERS,
     ),
     TierPolicy(
         name=SMALL_CAP, min_equity_usd=500.0, max_positions=5, allow_dca=False,
         allow_multiple_entries_same_symbol=False, fragmentation_threshold=0.40,
-        fragmentation_blocks_entries=True, min_trade_usd=10.0,
+        fragmentation_blocks_entries=True, min_trade_usd=10.0, breakers=BREAKERS,
     ),
     TierPolicy(
         name=STANDARD, min_equity_usd=1000.0, max_positions=6, allow_dca=True,

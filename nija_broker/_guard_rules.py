@@ -33,6 +33,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .breakers import BREAKERS, Breakers
 from .health import AccountHealth
 from .intent import OrderIntent, Reason
 from .models import Balance, Market, Position, Side
@@ -41,6 +42,7 @@ from .tiers import TierPolicy
 from .valuation import held_amount, is_cash, rate
 
 __all__ = [
+    "BREAKER_RULES",
     "ENTRY_RULES",
     "AccountState",
     "Rule",
@@ -87,6 +89,8 @@ class AccountState:
     markets: Mapping[str, Market] = field(default_factory=dict)
     last_prices: Mapping[str, float] = field(default_factory=dict)
     fee_rate: float = 0.004
+    breakers: Breakers | None = None
+    """The circuit breakers' verdicts (``None``: the tier arms none)."""
 
 
 Rule = Callable[[OrderIntent, AccountState], Reason | None]
@@ -387,6 +391,23 @@ def insufficient_free_balance(intent: OrderIntent, state: AccountState) -> Reaso
         "available_usd": available, "fee_rate": state.fee_rate})
 
 
+def _breaker_rule(rule: str) -> Rule:
+    """The entry rule of one circuit breaker: its verdict in the snapshot, as a reason."""
+
+    def breaker(intent: OrderIntent, state: AccountState) -> Reason | None:
+        verdict = state.breakers.blocking(rule, intent.symbol) if state.breakers else None
+        if verdict is None:
+            return None
+        return Reason(rule, verdict.message, {"tier": _tier(state), "symbol": intent.symbol,
+                                              **verdict.figures})
+
+    breaker.__name__ = breaker.__qualname__ = rule
+    return breaker
+
+
+BREAKER_RULES: tuple[Rule, ...] = tuple(_breaker_rule(rule) for rule in BREAKERS)
+"""Judged after every other entry rule: a breaker blocks what the account could otherwise do."""
+
 ENTRY_RULES: tuple[Rule, ...] = (
     sync_unknown,
     below_min_tier,
@@ -400,6 +421,7 @@ ENTRY_RULES: tuple[Rule, ...] = (
     min_notional,
     min_amount,
     insufficient_free_balance,
+    *BREAKER_RULES,
 )
 """Entry rules, in the order they are asked; the first objection blocks the entry."""
 

@@ -26,6 +26,7 @@ from ._guard_rules import (
 )
 from ._orders_figures import held_capital
 from .book import AccountBook
+from .breakers import Breakers
 from .errors import StateError
 from .health import AccountHealth, AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
@@ -283,7 +284,7 @@ def decision_record(decision: Allowed | Blocked, now: datetime) -> DecisionRecor
 
 def account_state(account_id: str, account: AccountGuard, book: AccountBook,
                   live: AccountLive | None, *, fee_rate: float | None,
-                  dust_usd: float) -> AccountState:
+                  dust_usd: float, breakers: Breakers | None = None) -> AccountState:
     """What the rules judge the account's next order on; called under ``account.lock``
     after the expiry pass. ``fee_rate`` ``None`` takes the order book's."""
     orders = book.orders
@@ -339,6 +340,7 @@ def account_state(account_id: str, account: AccountGuard, book: AccountBook,
         markets=live.markets if live is not None else {},
         last_prices=last_prices,
         fee_rate=fee_rate if fee_rate is not None else orders.fee_rate,
+        breakers=breakers,
     )
 
 

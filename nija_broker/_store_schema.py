@@ -164,7 +164,26 @@ _V3_TRADE_FILLS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD, _V3_TRADE_FILLS)
+_V4_BREAKERS = Migration(
+    version=4,
+    description="circuit breaker trips and resumes",
+    statements=(
+        """
+        CREATE TABLE breaker_events (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            account_id TEXT NOT NULL,
+            ts         TEXT NOT NULL,
+            rule       TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('tripped', 'resumed', 'manual_resume')),
+            reason     TEXT NOT NULL,
+            figures    TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX breaker_events_by_account ON breaker_events (account_id, id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD, _V3_TRADE_FILLS, _V4_BREAKERS)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

@@ -29,6 +29,8 @@ from .models import Fill, Order, OrderStatus, TradeRecord
 __all__ = [
     "AttentionRequired",
     "BalancesUpdated",
+    "BreakerResumed",
+    "BreakerTripped",
     "Event",
     "EventBus",
     "FillsBooked",
@@ -195,6 +197,26 @@ class IntentReleased(Event):
     """A journaled submission the exchange does not have, after its visibility window."""
 
     client_order_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerTripped(Event):
+    """A circuit breaker now blocks the account's entries (``rule``), with why."""
+
+    rule: str
+    reason: str
+    figures: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerResumed(Event):
+    """A circuit breaker stopped blocking: its figures recovered, its time ran out, or
+    the trader resumed it (``manual``)."""
+
+    rule: str
+    reason: str
+    figures: dict[str, object]
+    manual: bool = False
 
 
 # ----------------------------------------------------------------------------- bus

@@ -55,6 +55,7 @@ from ._guard_answers import (
     put_intent,
     resolve_pending,
 )
+from ._guard_breakers import BreakerBoard
 from ._guard_rules import ENTRY_RULES, AccountState, Rule
 from ._guard_state import (
     AccountGuard,
@@ -71,6 +72,7 @@ from ._guard_state import (
     visible,
 )
 from .book import Books, Followed
+from .breakers import Breakers
 from .clock import Clock
 from .errors import EntryBlocked, StateError
 from .events import Event
@@ -134,6 +136,7 @@ class Guard:
         self._accounts: dict[str, AccountGuard] = {}
         self._where: dict[str, str] = {}  # reservation id -> account id
         self._lock = threading.Lock()
+        self.breakers = BreakerBoard(self.store)
 
     # ------------------------------------------------------------------ deciding
 
@@ -149,8 +152,10 @@ class Guard:
             state = self._state_locked(intent.account_id, account)
             decision = judge(intent, state, self.rules)
             if not isinstance(decision, Blocked):
+                self._send_breaker_events(intent.account_id)
                 return decision
             journal = account.check_row(decision, self.clock.monotonic())
+        self._send_breaker_events(intent.account_id)
         if journal is not None and self.store is not None:
             try:
                 self.store.journal_decision(decision_record(journal, self.clock.now()))
@@ -193,6 +198,7 @@ class Guard:
             # The first call is still journaling the intent: nothing may be sent before
             # it is stored. If that fails the reservation is gone and this one decides.
             journaling.wait()
+        self._send_breaker_events(intent.account_id)
         try:
             self._journal(decision, now)
         finally:
@@ -216,7 +222,45 @@ class Guard:
         """The snapshot the rules would judge ``account_id``'s next order on."""
         account = self._account(account_id)
         with account.lock:
-            return self._state_locked(account_id, account)
+            state = self._state_locked(account_id, account)
+        self._send_breaker_events(account_id)
+        return state
+
+    # ------------------------------------------------------------------ breakers
+
+    def breaker_report(self, account_id: str) -> Breakers | None:
+        """The account's circuit breakers now (``None``: its tier arms none)."""
+        return self.state(account_id).breakers
+
+    def resume(self, account_id: str) -> tuple[Breakers | None, list[str]]:
+        """The trader resumes every tripped breaker of ``account_id`` (journaled); returns
+        the breakers after it and the rules resumed. They trip again only when their
+        figures get worse than they are now."""
+        account = self._account(account_id)
+        with account.lock:
+            live = self.live.get(account_id)
+            answer = self.breakers.resume(self.books.get(account_id),
+                                          live.policy() if live is not None else None,
+                                          self.clock.now())
+        self._send_breaker_events(account_id)
+        return answer
+
+    def _send_breaker_events(self, account_id: str) -> None:
+        """Journal and publish the trips and resumes found under the lock (outside it)."""
+        found = self.breakers.take_events(account_id)
+        if not found:
+            return
+        events = [event for event, _ in found]
+        for event, record in found:
+            log.warning("account %s: breaker %s %s: %s", account_id, event.rule, record.kind,
+                        record.reason)
+            if self.store is not None:
+                try:
+                    self.store.journal_breaker(record)
+                except StateError as exc:
+                    log.warning("account %s: breaker event not journaled: %s", account_id, exc)
+        for sink in self.event_sinks:
+            sink(events)
 
     # ------------------------------------------------------------------ answers
 
@@ -513,9 +557,11 @@ class Guard:
 
     def _state_locked(self, account_id: str, account: AccountGuard) -> AccountState:
         self._expire_locked(account_id, account)
-        return account_state(account_id, account, self.books.get(account_id),
-                             self.live.get(account_id), fee_rate=self.settings.fee_rate,
-                             dust_usd=self.settings.dust_usd)
+        book, live = self.books.get(account_id), self.live.get(account_id)
+        breakers = self.breakers.evaluate(book, live.policy() if live is not None else None,
+                                          self.clock.now())
+        return account_state(account_id, account, book, live, fee_rate=self.settings.fee_rate,
+                             dust_usd=self.settings.dust_usd, breakers=breakers)
 
     def _journal(self, decision: Decision, now: datetime) -> None:
         if self.store is None:

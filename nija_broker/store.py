@@ -122,6 +122,19 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerRecord:
+    """One circuit breaker event: ``kind`` is ``tripped``, ``resumed`` (its figures
+    recovered or its time ran out) or ``manual_resume`` (``figures`` hold the mark)."""
+
+    account_id: str
+    ts: datetime
+    rule: str
+    kind: str
+    reason: str
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreBatch:
     """Everything one reconcile step of one account changed, written in one transaction.
 
@@ -438,7 +451,28 @@ class Store:
         with self._transaction() as conn:
             conn.execute(_INSERT_DECISION, row)
 
+    def journal_breaker(self, record: BreakerRecord) -> None:
+        """A circuit breaker tripped or resumed (by itself, or by the trader)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO breaker_events (account_id, ts, rule, kind, reason, figures)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (record.account_id, ts_text(record.ts), record.rule, record.kind,
+                 record.reason, json.dumps(record.figures, sort_keys=True, default=str)))
+
     # ----------------------------------------------------------------- reads
+
+    def breaker_events(self, account_id: str, *, limit: int = 100,
+                       kind: str | None = None) -> list[BreakerRecord]:
+        """The most recent ``limit`` breaker trips and resumes (of ``kind``), newest first."""
+        where = "account_id = ?" + (" AND kind = ?" if kind is not None else "")
+        args: tuple[object, ...] = (account_id, kind) if kind is not None else (account_id,)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT account_id, ts, rule, kind, reason, figures FROM breaker_events"
+                f" WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [BreakerRecord(account_id=r[0], ts=ts_parse(r[1]), rule=r[2], kind=r[3],
+                              reason=r[4], figures=json.loads(r[5])) for r in rows]
 
     def accounts(self) -> list[str]:
         """Every account with any stored row, sorted."""

@@ -20,6 +20,7 @@ from nija_broker._guard_rules import (
     positions_of,
 )
 from nija_broker.book import Books
+from nija_broker.breakers import BREAKERS
 from nija_broker.clock import FakeClock
 from nija_broker.config import AccountConfig
 from nija_broker.guard import Guard
@@ -170,7 +171,10 @@ def test_every_entry_rule_appears_in_the_table() -> None:
                      "max_positions", "fragmentation", "price_unknown", "unknown_market",
                      "min_trade_size", "min_notional", "min_amount",
                      "insufficient_free_balance"}
-    assert {rule.__name__ for rule in ENTRY_RULES} == blocked_rules
+    # The circuit breakers come last; their tables are in test_breakers.
+    names = [rule.__name__ for rule in ENTRY_RULES]
+    assert set(names) == blocked_rules | set(BREAKERS)
+    assert names[-len(BREAKERS):] == list(BREAKERS)
 
 
 # --------------------------------------------------------------------------- messages

@@ -41,7 +41,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from ._api_body import MAX_BODY_BYTES, ReservationCall, parse_intent, parse_object
+from ._guard_breakers import verdict_view
 from .book import Books
+from .breakers import Breakers
 from .clock import Clock
 from .errors import ConfigError, StateError
 from .guard import Guard, GuardConflict, ReservationView
@@ -210,7 +212,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     now = ctx.clock.now()
-    rows = status_rows(ctx.books, ctx.live, now)
+    rows = status_rows(ctx.books, ctx.live, now, breakers=ctx.guard.breaker_report)
     return web.json_response(status_document(rows, now))
 
 
@@ -219,8 +221,27 @@ async def get_account(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     ctx = request.app[CONTEXT]
-    row = account_status(ctx.books.get(found), ctx.live.get(found), ctx.clock.now())
-    return web.json_response(row.model_dump(mode="json"))
+    breakers = ctx.guard.breaker_report(found)
+    row = account_status(ctx.books.get(found), ctx.live.get(found), ctx.clock.now(), breakers)
+    view = row.model_dump(mode="json")
+    view["breakers"] = _breaker_views(breakers)
+    return web.json_response(view)
+
+
+def _breaker_views(breakers: Breakers | None) -> dict[str, Any]:
+    return {rule: verdict_view(v) for rule, v in (breakers.verdicts.items() if breakers else ())}
+
+
+async def account_resume(request: web.Request) -> web.Response:
+    """Clear the account's tripped circuit breakers (journaled); they trip again only when
+    their figures get worse than they are now."""
+    found = _account_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    ctx = request.app[CONTEXT]
+    breakers, resumed = ctx.guard.resume(found)
+    return web.json_response({"account_id": found, "at": ctx.clock.now().isoformat(),
+                              "resumed": resumed, "breakers": _breaker_views(breakers)})
 
 
 async def account_orders(request: web.Request) -> web.Response:
@@ -426,6 +447,7 @@ def create_app(ctx: ApiContext) -> web.Application:
     app.router.add_get("/v1/accounts/{account_id}/trades", account_trades)
     app.router.add_get("/v1/accounts/{account_id}/guard-decisions", account_decisions)
     app.router.add_get("/v1/accounts/{account_id}/reservations", account_reservations)
+    app.router.add_post("/v1/accounts/{account_id}/resume", account_resume)
     app.router.add_post("/v1/guard/check", guard_check)
     app.router.add_post("/v1/guard/reserve", guard_reserve)
     app.router.add_post("/v1/guard/confirm", guard_confirm)

@@ -8,6 +8,7 @@
     nija-broker check-config PATH
     nija-broker emulator --port N [--seed N] [--dialect binance|kraken]
     nija-broker report --account ID --out DIR [--config PATH]
+    nija-broker resume --account ID [--config PATH | --url URL]
     nija-broker import-seed-state DIR [--store PATH] [--dry-run]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
@@ -22,6 +23,7 @@ import os
 import signal
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -122,6 +124,18 @@ def _run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- status
 
 
+def _api_target(args: argparse.Namespace) -> tuple[str, str | None, Config | None] | None:
+    """The sidecar's API: ``--url``, else the configuration's binding and token (``None``
+    once the configuration's problems are printed)."""
+    if args.url is not None:
+        return args.url, None, None
+    config = _load(args.config)
+    if config is None:
+        return None
+    token = os.environ.get(config.api.token_env) if config.api.token_env else None
+    return f"http://{config.api.host}:{config.api.port}", token, config
+
+
 def _status_from_api(url: str, token: str | None, timeout_s: float = 3.0) -> dict[str, Any]:
     request = urllib.request.Request(url.rstrip("/") + "/v1/accounts")
     if token:
@@ -149,16 +163,10 @@ def _status_from_store(config: Config) -> dict[str, Any]:
 def _status(args: argparse.Namespace) -> int:
     from .status import AccountStatus, render_table
 
-    config: Config | None = None
-    token: str | None = None
-    url = args.url
-    if url is None:
-        config = _load(args.config)
-        if config is None:
-            return 2
-        url = f"http://{config.api.host}:{config.api.port}"
-        if config.api.token_env:
-            token = os.environ.get(config.api.token_env)
+    target = _api_target(args)
+    if target is None:
+        return 2
+    url, token, config = target
     try:
         document = _status_from_api(url, token)
         source = url
@@ -184,6 +192,43 @@ def _status(args: argparse.Namespace) -> int:
     rows = [AccountStatus.model_validate(a) for a in document["accounts"]]
     print(f"source: {source}")
     print(render_table(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """POST /v1/accounts/{id}/resume on the running sidecar: the breakers live there."""
+    target = _api_target(args)
+    if target is None:
+        return 2
+    url, token, _ = target
+    account = urllib.parse.quote(args.account, safe="")
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/accounts/{account}/resume",
+                                     data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace").strip()
+        print(f"nija-broker resume: {url} answered {exc.code}: {detail}", file=sys.stderr)
+        return 2 if exc.code == 404 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"nija-broker resume: {url} did not answer ({exc}); the breakers live in the "
+              "running sidecar (nija-broker run)", file=sys.stderr)
+        return 1
+    resumed = answer.get("resumed") or []
+    if resumed:
+        print(f"{args.account}: resumed {', '.join(resumed)} at {answer.get('at')}")
+    else:
+        print(f"{args.account}: no breaker was tripped; nothing to resume")
+    for rule, view in sorted((answer.get("breakers") or {}).items()):
+        state = "TRIPPED" if view.get("tripped") else "ok"
+        print(f"  {rule}: {state} ({view.get('reason')})")
     return 0
 
 
@@ -319,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="directory to write the report to")
     report.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG))
     report.set_defaults(handler=_report)
+
+    resume = commands.add_parser(
+        "resume", help="clear an account's tripped circuit breakers on the running sidecar "
+                       "(they trip again only if their figures get worse)")
+    resume.add_argument("--account", required=True)
+    resume.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
+                        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})")
+    resume.add_argument("--url", help="the sidecar's API instead of the configured one")
+    resume.set_defaults(handler=_resume)
 
     seed = commands.add_parser(
         "import-seed-state", help="take the seed trackers' JSON state files into the store, "

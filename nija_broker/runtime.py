@@ -320,7 +320,9 @@ class Broker:
         """A row per account (never a total across accounts). Thread-safe."""
         if self.books is None:
             raise StateError("the broker is not started")
-        return status_rows(self.books, self.live, self.clock.now(), account_id)
+        guard = self.guard
+        return status_rows(self.books, self.live, self.clock.now(), account_id,
+                           breakers=guard.breaker_report if guard is not None else None)
 
 
 def _error_kind(error: Exception) -> str:

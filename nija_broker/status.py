@@ -9,7 +9,7 @@ with scripts and dashboards, so they change only with ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ._orders_figures import fragmentation
 from .book import AccountBook, Books
+from .breakers import Breakers
 from .clock import utc
 from .health import AccountLive
 
@@ -32,8 +33,9 @@ __all__ = [
     "status_rows",
 ]
 
-SCHEMA_VERSION = 2
-"""2: ``unvalued_holdings`` added; ``sync`` is ``degraded`` while equity cannot be established."""
+SCHEMA_VERSION = 3
+"""2: ``unvalued_holdings`` added; ``sync`` is ``degraded`` while equity cannot be established.
+3: ``breakers_armed`` and ``breakers_tripped`` added."""
 
 # Used while an account's tier is unknown; the same defaults as DESIGN and TierPolicy.
 DEFAULT_STALE_MAX_AGE_S = 3600.0
@@ -51,6 +53,9 @@ class AccountStatus(BaseModel):
     from the store), and ``degraded`` while the account holds something no price
     values and nothing that one does. ``unvalued_holdings`` are the currencies
     held that the last balance refresh could not value (left out of equity).
+    ``breakers_armed`` are the circuit breakers the account's tier arms and
+    ``breakers_tripped`` those blocking its entries now (both empty when no
+    guard runs for the account).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,6 +77,12 @@ class AccountStatus(BaseModel):
     last_sync: str | None
     consecutive_failures: int
     unvalued_holdings: tuple[str, ...] = ()
+    breakers_armed: tuple[str, ...] = ()
+    breakers_tripped: tuple[str, ...] = ()
+
+
+BreakersOf = Callable[[str], Breakers | None]
+"""An account's circuit breakers now (:meth:`nija_broker.guard.Guard.breaker_report`)."""
 
 
 def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | None:
@@ -85,8 +96,10 @@ def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | N
     return last[0].equity if last else None
 
 
-def account_status(book: AccountBook, live: AccountLive | None, now: datetime) -> AccountStatus:
-    """The status row of ``book``'s account at ``now``; ``live`` must be the same account's."""
+def account_status(book: AccountBook, live: AccountLive | None, now: datetime,
+                   breakers: Breakers | None = None) -> AccountStatus:
+    """The status row of ``book``'s account at ``now``; ``live`` and ``breakers`` must be the
+    same account's."""
     if live is not None and live.account_id != book.account_id:
         raise ValueError(
             f"live view of account {live.account_id!r} given for account {book.account_id!r}"
@@ -132,6 +145,8 @@ def account_status(book: AccountBook, live: AccountLive | None, now: datetime) -
         last_sync=utc(last_success).isoformat() if last_success is not None else None,
         consecutive_failures=health.consecutive_failures if health is not None else 0,
         unvalued_holdings=live.unvalued_holdings if live is not None else (),
+        breakers_armed=tuple(breakers.verdicts) if breakers is not None else (),
+        breakers_tripped=tuple(breakers.tripped) if breakers is not None else (),
     )
 
 
@@ -140,17 +155,20 @@ def status_rows(
     lives: Mapping[str, AccountLive],
     now: datetime,
     account_id: str | None = None,
+    breakers: BreakersOf | None = None,
 ) -> list[AccountStatus]:
     """One row per account (known to the books or to the reconciler), sorted by account id.
 
     With ``account_id``, only that account; ``KeyError`` if neither side knows it.
+    ``breakers`` gives each account's circuit breakers (from the guard), if one runs.
     """
     known = sorted(set(books.accounts()) | set(lives))
     if account_id is not None:
         if account_id not in known:
             raise KeyError(account_id)
         known = [account_id]
-    return [account_status(books.get(a), lives.get(a), now) for a in known]
+    return [account_status(books.get(a), lives.get(a), now,
+                           breakers(a) if breakers is not None else None) for a in known]
 
 
 def status_document(rows: Sequence[AccountStatus], generated_at: datetime) -> dict[str, Any]:
@@ -169,7 +187,7 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("ACCOUNT", False), ("TIER", False), ("EQUITY", True), ("HELD", True), ("HELD%", True),
     ("OPEN", True), ("STALE", True), ("DOUBLE", True), ("FRAG", False), ("DD%", True),
     ("MAX DD%", True), ("EXPECT", True), ("TRADES", True), ("SYNC", False),
-    ("LAST SYNC (UTC)", False), ("FAILS", True), ("UNVALUED", False),
+    ("LAST SYNC (UTC)", False), ("FAILS", True), ("UNVALUED", False), ("BREAKERS", False),
 )
 
 _UNKNOWN = "-"
@@ -210,7 +228,15 @@ def _cells(row: AccountStatus) -> list[str]:
         _sync_time(row.last_sync),
         str(row.consecutive_failures),
         _clean(",".join(row.unvalued_holdings)) if row.unvalued_holdings else _UNKNOWN,
+        _breakers(row),
     ]
+
+
+def _breakers(row: AccountStatus) -> str:
+    """The tripped breakers by name, ``ok`` when armed and none tripped, ``-`` when none armed."""
+    if row.breakers_tripped:
+        return ",".join(row.breakers_tripped)
+    return "ok" if row.breakers_armed else _UNKNOWN
 
 
 def _money(value: float | None) -> str:

@@ -33,7 +33,7 @@ STATUS_KEYS = {
     "account_id", "tier", "equity_usd", "held_capital_usd", "held_share_pct", "open_orders",
     "stale_orders", "double_reservations", "fragmented", "drawdown_pct", "max_drawdown_pct",
     "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures",
-    "unvalued_holdings",
+    "unvalued_holdings", "breakers_armed", "breakers_tripped",
 }
 
 
@@ -113,7 +113,7 @@ def test_status_json_has_a_stable_schema_when_read_from_the_store(
     assert main(["status", "--config", str(config), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {"schema_version", "generated_at", "accounts"}
-    assert document["schema_version"] == 2
+    assert document["schema_version"] == 3
     (row,) = document["accounts"]
     assert set(row) == STATUS_KEYS
     assert row["account_id"] == "USER:alice"

@@ -28,6 +28,7 @@ STATUS_KEYS = {
     "account_id", "tier", "equity_usd", "held_capital_usd", "held_share_pct", "open_orders",
     "stale_orders", "double_reservations", "fragmented", "drawdown_pct", "max_drawdown_pct",
     "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures", "unvalued_holdings",
+    "breakers_armed", "breakers_tripped",
 }
 
 
@@ -166,8 +167,8 @@ def test_equity_that_cannot_be_established_is_unknown_and_degraded() -> None:
     assert json.loads(json.dumps(status_document([row], NOW)))["accounts"][0][
         "unvalued_holdings"] == ["JUNK", "LDBTC"]
     lines = render_table([row]).splitlines()
-    assert lines[0].split()[-1] == "UNVALUED"
-    assert lines[1].endswith("JUNK,LDBTC")
+    assert lines[0].split()[-2:] == ["UNVALUED", "BREAKERS"]
+    assert lines[1].split()[-2:] == ["JUNK,LDBTC", "-"]  # no guard: no breakers known
     assert "degraded" in lines[1]
 
 
@@ -233,7 +234,7 @@ def test_json_document_schema_is_pinned() -> None:
     doc = json.loads(json.dumps(status_document(rows, NOW)))
 
     assert set(doc) == {"schema_version", "generated_at", "accounts"}
-    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["schema_version"] == SCHEMA_VERSION == 3
     assert doc["generated_at"] == NOW.isoformat()
     assert set(AccountStatus.model_fields) == STATUS_KEYS
     assert [set(a) for a in doc["accounts"]] == [STATUS_KEYS]

@@ -25,29 +25,56 @@ from .breakers import (
     resume_marks,
 )
 from .events import BreakerResumed, BreakerTripped
-from .models import OrderRole
+from .models import OrderRole, TradeRecord
 from .store import BreakerRecord, Store
 from .tiers import TierPolicy
 
 BreakerEvent = BreakerTripped | BreakerResumed
 
 
-def history_of(book: AccountBook) -> History:
-    """What the breakers read of one account: its own trades and equity, nothing else."""
+def _closed(trade: TradeRecord, ordinal: int) -> ClosedTrade:
+    return ClosedTrade(ordinal, trade.trade_id, trade.symbol, trade.net, trade.exit_time,
+                       trade.exit_role is OrderRole.STOP)
+
+
+def history_of(book: AccountBook, previous: History | None = None) -> History:
+    """What the breakers read of one account: its own trades and equity, nothing else.
+
+    With ``previous`` (this account's history as last read), only what was added since
+    is converted, when the trades kept then are still the oldest of those added since.
+    """
     performance = book.performance
     trades = performance.trade_history()
     count = performance.trade_count
     first = count - len(trades)
     points = performance.equity_points()
+    closed: tuple[ClosedTrade, ...] | None = None
+    if previous is not None and previous.trades and count > previous.trade_count:
+        new = count - previous.trade_count
+        last = previous.trades[-1]
+        if new < len(trades) and trades[-new - 1].trade_id == last.trade_id:
+            added = tuple(_closed(t, previous.trade_count + i + 1)
+                          for i, t in enumerate(trades[-new:]))
+            closed = (*previous.trades, *added)[-len(trades):]
+    elif previous is not None and count == previous.trade_count:
+        closed = tuple(previous.trades)
+    if closed is None:
+        closed = tuple(_closed(t, first + i + 1) for i, t in enumerate(trades))
+    equity: tuple[tuple[datetime, float], ...] | None = None
+    added_points = performance.equity_count - (previous.equity_count if previous else 0)
+    if previous is not None and previous.equity and 0 <= added_points < len(points):
+        before = points[-added_points - 1]
+        if (before.timestamp, before.equity) == previous.equity[-1]:
+            tail = tuple((p.timestamp, p.equity) for p in points[len(points) - added_points:])
+            equity = (*previous.equity, *tail)[-len(points):]
+    if equity is None:
+        equity = tuple((p.timestamp, p.equity) for p in points)
     return History(
         account_id=book.account_id,
-        trades=tuple(
-            ClosedTrade(ordinal=first + i + 1, trade_id=t.trade_id, symbol=t.symbol,
-                        net=t.net, exit_time=t.exit_time,
-                        stop_loss=t.exit_role is OrderRole.STOP)
-            for i, t in enumerate(trades)),
+        trades=closed,
         trade_count=count,
-        equity=tuple((p.timestamp, p.equity) for p in points),
+        equity=equity,
+        equity_count=performance.equity_count,
         peak=performance.metrics().peak_balance if points else None,
     )
 
@@ -67,6 +94,10 @@ class _Account:
     shown: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Breakers last known tripped (rule -> the symbols it blocked), as journaled."""
     events: list[tuple[BreakerEvent, BreakerRecord]] = field(default_factory=list)
+    history: History | None = None
+    performance: object = None
+    """The tracker ``history`` was read from: a book reloaded from the store has a new one,
+    whose trades may differ at the same count."""
 
 
 class BreakerBoard:
@@ -113,7 +144,10 @@ class BreakerBoard:
         fresh = (account.cached is not None and account.key == key
                  and account.valid_until is not None and now < account.valid_until)
         if not fresh:
-            breakers = judge(history_of(book), policy.limits(), now, account.marks)
+            previous = account.history if account.performance is performance else None
+            history = history_of(book, previous)
+            account.history, account.performance = history, performance
+            breakers = judge(history, policy.limits(), now, account.marks)
             ends = [v.until for v in breakers.tripped.values() if v.until is not None]
             account.key, account.cached = key, breakers
             account.valid_until = min([_next_midnight(now), *ends])

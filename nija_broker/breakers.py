@@ -39,7 +39,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 BreakerName = Literal[
     "drawdown_limit", "negative_expectancy", "daily_loss_limit", "loss_streak",
@@ -71,9 +71,11 @@ class Limits:
     stoploss_cooldown_s: float = 1800.0
 
 
-@dataclass(frozen=True, slots=True)
-class ClosedTrade:
-    """What the breakers read of a round trip. ``ordinal``: 1 for the account's first trade."""
+class ClosedTrade(NamedTuple):
+    """What the breakers read of a round trip. ``ordinal``: 1 for the account's first trade.
+
+    A tuple: an account's whole history is rebuilt from its trades when a trade is added.
+    """
 
     ordinal: int
     trade_id: str
@@ -128,6 +130,8 @@ class History:
     trades: Sequence[ClosedTrade] = ()
     trade_count: int = 0
     equity: Sequence[tuple[datetime, float]] = ()
+    equity_count: int = 0
+    """Equity points ever added (the last of ``equity`` is the ``equity_count``-th)."""
     peak: float | None = None
 
 

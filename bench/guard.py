@@ -15,7 +15,11 @@
 
    Goal: ``full_path`` p99 <= 50 us.
 
-2. ``create_order``: real ``ccxt.async_support.binance`` through
+2. ``breakers``: STANDARD accounts with 1,000 trades and equity points each, the
+   same entries judged with the circuit breakers off and armed (``armed_over_off_p50``),
+   and right after a new trade (the cached verdicts recomputed from the history).
+
+3. ``create_order``: real ``ccxt.async_support.binance`` through
    :class:`~adapters.ccxt_adapter.CcxtExchange` against the Binance emulator
    on loopback, market buys, alternating guarded (GuardedExchange, SQLite
    store on disk) and unguarded calls. ``guard_share`` = median time inside
@@ -25,7 +29,8 @@
    book and the intent resolved after the answer).
 
     python bench/guard.py [--accounts 1000] [--orders 100] [--decisions 20000]
-                          [--create-orders 300]
+                          [--create-orders 300] [--breaker-accounts 100]
+                          [--breaker-trades 1000]
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +57,13 @@ from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
 from nija_broker.book import Books
+from nija_broker.breakers import BREAKERS
 from nija_broker.clock import SystemClock
 from nija_broker.guard import Guard
 from nija_broker.guarded import GuardedExchange
 from nija_broker.health import AccountHealth, AccountLive, SyncState
 from nija_broker.intent import OrderIntent
-from nija_broker.models import Balance, Market, Order, OrderRole, OrderType, Side
+from nija_broker.models import Balance, Market, Order, OrderRole, OrderType, Side, TradeRecord
 from nija_broker.store import Store
 from nija_broker.tiers import DEFAULT_TIERS, TierTable
 
@@ -177,6 +183,64 @@ def decision_bench(accounts: int, orders: int, decisions: int, tmp: Path) -> dic
     return result
 
 
+def breakers_bench(accounts: int, trades: int, decisions: int) -> dict[str, Any]:
+    """The circuit breakers' cost: the same entries judged with the breakers off and armed.
+
+    Every account has ``trades`` round trips and as many equity points (a full history), so
+    a breaker recomputation reads all of them. ``armed_after_new_trade``: each decision right
+    after a new trade on its account (the cached verdicts are recomputed).
+    """
+    armed = tuple(t.model_copy(update={"breakers": BREAKERS}) if t.name == "STANDARD" else t
+                  for t in DEFAULT_TIERS)
+    rng = random.Random(2)
+    books = Books(None)
+    lives: dict[str, dict[str, AccountLive]] = {"off": {}, "armed": {}}
+    for n in range(accounts):
+        account_id = f"USER:{n:04d}"
+        for name, tiers in (("off", DEFAULT_TIERS), ("armed", armed)):
+            lives[name][account_id] = live_view(account_id, TierTable(tiers), 1e9)
+        book = books.get(account_id)
+        fill_book(books, account_id, 20, rng)
+        for i in range(trades):
+            at = T0 + timedelta(minutes=i)
+            net = rng.uniform(0.1, 1.0)  # winning trades: no breaker trips, all are judged
+            book.record_trade(TradeRecord(
+                trade_id=f"{account_id}-T{i}", account_id=account_id, symbol="C01/USD",
+                side="buy", entry_price=10.0, exit_price=10.0 + net, quantity=1.0, pnl=net,
+                entry_time=at, exit_time=at))
+            book.update_equity(1e9 + i, at)
+    guards = {name: Guard(books, live) for name, live in lives.items()}
+    pool = list(lives["off"])
+    intents = [OrderIntent(account_id=rng.choice(pool), symbol="C00/USD", side="buy",
+                           size_usd=20.0) for _ in range(decisions)]
+    for guard in guards.values():
+        for account_id in pool:  # warm-up
+            guard.check(OrderIntent(account_id=account_id, symbol="C00/USD", side="buy",
+                                    size_usd=20.0))
+        assert all(guard.check(i).allowed for i in intents[:50])
+    result: dict[str, Any] = {"accounts": accounts, "trades_and_equity_points": trades}
+    for name, guard in guards.items():
+        result[name] = percentiles_us(time_calls(lambda i, g=guard: g.check(intents[i]),
+                                                 len(intents)))
+    armed_guard = guards["armed"]
+    after = intents[: max(decisions // 20, 200)]
+
+    def after_trade(i: int) -> float:
+        intent = after[i]
+        at = T0 + timedelta(minutes=trades + i)
+        books.get(intent.account_id).record_trade(TradeRecord(
+            trade_id=f"{intent.account_id}-N{i}", account_id=intent.account_id,
+            symbol="C01/USD", side="buy", entry_price=10.0, exit_price=10.5, quantity=1.0,
+            pnl=0.5, entry_time=at, exit_time=at))
+        start = time.perf_counter()
+        armed_guard.check(intent)
+        return time.perf_counter() - start
+
+    result["armed_after_new_trade"] = percentiles_us([after_trade(i) for i in range(len(after))])
+    result["armed_over_off_p50"] = round(result["armed"]["p50_us"] / result["off"]["p50_us"], 3)
+    return result
+
+
 def _timed(call: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -271,15 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=100)
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--create-orders", type=int, default=300)
+    parser.add_argument("--breaker-accounts", type=int, default=100)
+    parser.add_argument("--breaker-trades", type=int, default=1_000)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         decision = decision_bench(args.accounts, args.orders, args.decisions, tmp)
+        breakers = breakers_bench(args.breaker_accounts, args.breaker_trades,
+                                  max(args.decisions // 4, 1_000))
         create = asyncio.run(create_order_bench(args.create_orders, tmp))
     report = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "decision": decision,
+        "breakers": breakers,
         "create_order": create,
         "goals": {
             "decision_p99_us": GOAL_P99_US,

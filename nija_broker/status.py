@@ -233,10 +233,10 @@ def _cells(row: AccountStatus) -> list[str]:
 
 
 def _breakers(row: AccountStatus) -> str:
-    """The tripped breakers by name, ``ok`` when armed and none tripped, ``-`` when none armed."""
+    """The tripped breakers by name, else how many are armed (``armed 5``), else ``-``."""
     if row.breakers_tripped:
         return ",".join(row.breakers_tripped)
-    return "ok" if row.breakers_armed else _UNKNOWN
+    return f"armed {len(row.breakers_armed)}" if row.breakers_armed else _UNKNOWN
 
 
 def _money(value: float | None) -> str:

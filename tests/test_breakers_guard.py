@@ -23,6 +23,7 @@ from nija_broker.health import AccountLive
 from nija_broker.intent import Allowed, Blocked
 from nija_broker.models import OrderRole, TradeRecord
 from nija_broker.prom import BrokerMetrics
+from nija_broker.status import render_table, status_rows
 from nija_broker.store import Store
 from tests._guard_support import ALICE, T0, account_live, buy, make_guard, sell
 
@@ -200,3 +201,16 @@ async def test_cli_resume_prints_what_it_resumed(guard: Guard, api: ApiServer,
 def test_cli_resume_without_a_sidecar_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["resume", "--account", ALICE, "--url", "http://127.0.0.1:9"]) == 1
     assert "did not answer" in capsys.readouterr().err
+
+
+def test_status_table_names_the_tripped_breakers_and_counts_the_armed(guard: Guard,
+                                                                     live: dict[str, AccountLive]
+                                                                     ) -> None:
+    _record(guard, losing(4))
+    rows = status_rows(guard.books, live, guard.clock.now(), breakers=guard.breaker_report)
+    lines = render_table(rows).splitlines()
+    assert lines[0].split()[-1] == "BREAKERS"
+    alice, bob = lines[1], lines[2]
+    assert alice.startswith(ALICE)
+    assert alice.endswith("loss_streak")
+    assert bob.endswith("armed 5")

@@ -139,8 +139,9 @@ class BreakerBoard:
             return None
         account = self._account(book.account_id)
         performance = book.performance
-        key = (performance.trade_count, performance.equity_count, account.marks_version,
-               policy)
+        # The tracker itself too: a book reloaded from the store has a new one.
+        key = (performance, performance.trade_count, performance.equity_count,
+               account.marks_version, policy)
         fresh = (account.cached is not None and account.key == key
                  and account.valid_until is not None and now < account.valid_until)
         if not fresh:

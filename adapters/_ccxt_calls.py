@@ -230,6 +230,8 @@ class CcxtCalls:
                     f"{client_ids.param} ({client_ids.rule}); nothing was sent",
                     exchange=self.exchange_id, account_id=self._account_id)
             params["clientOrderId"] = sent_as
+            if client_ids.send_native:
+                params[client_ids.param] = sent_as
         if request.post_only:
             params["postOnly"] = True
         # Spot has no reduce-only flag; sending it makes Binance reject the order.

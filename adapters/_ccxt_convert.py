@@ -52,7 +52,17 @@ _STATUS = {
     "rejected": OrderStatus.REJECTED,
 }
 # Still live on the exchange: 'canceling' (Binance PENDING_CANCEL) is not a cancellation yet.
-_LIVE = frozenset({"open", "canceling", "new", "partially_filled"})
+# ccxt passes Coinbase's in-flight words through raw (its parse_order_status knows only OPEN,
+# FILLED, CANCELLED, EXPIRED, FAILED): PENDING and QUEUED (accepted, not yet resting) and
+# CANCEL_QUEUED (a cancel asked, not done) are live, never terminal.
+_LIVE = frozenset({"open", "canceling", "new", "partially_filled",
+                   "pending", "queued", "cancel_queued"})
+# A status the exchange itself says it does not know (Coinbase UNKNOWN_ORDER_STATUS): not
+# evidence of an end, so the order stays live as PENDING until a real status comes.
+_UNKNOWN = frozenset({"unknown_order_status"})
+# ccxt folds some venue statuses into 'canceled' (Coinbase EXPIRED and FAILED); the venue's
+# own word, in the order's info, keeps the difference.
+_FOLDED_INTO_CANCELED = {"EXPIRED": "expired", "FAILED": "rejected"}
 
 # ccxt passes each exchange's own type name through, in several spellings
 # ("stop-loss", "STOP_LOSS_LIMIT", "take_profit_market"); keys are lower-case with '_'.
@@ -129,9 +139,20 @@ def convert_status(status: str | None, filled: float) -> OrderStatus:
     word = status.lower()
     if word in _LIVE:
         return OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.OPEN
+    if word in _UNKNOWN:
+        return OrderStatus.PENDING
     if word in _STATUS:
         return _STATUS[word]
     raise ValueError(f"unknown order status {status!r}")
+
+
+def _status_word(raw: Mapping[str, Any]) -> str | None:
+    """ccxt's status, unfolded where ccxt merged a venue status into 'canceled'."""
+    status = raw.get("status")
+    info = raw.get("info")
+    if str(status).lower() == "canceled" and isinstance(info, Mapping):
+        return _FOLDED_INTO_CANCELED.get(str(info.get("status") or "").upper(), status)
+    return status
 
 
 def convert_type(raw: Mapping[str, Any]) -> OrderType:
@@ -211,7 +232,7 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
         filled = min(filled, amount)
         if raw.get("filled") is None and str(raw.get("status")).lower() == "closed":
             filled = amount
-        status = convert_status(raw.get("status"), filled)
+        status = convert_status(_status_word(raw), filled)
         order_type = convert_type(raw)
         price = _positive(raw.get("price"))
         stop_price = _positive(raw.get("triggerPrice") or raw.get("stopPrice")
@@ -432,6 +453,7 @@ class OrderMemo:
             tuple((f.get("currency"), f.get("cost")) for f in raw.get("fees") or ()),
             (fee.get("currency"), fee.get("cost")) if isinstance(fee, Mapping) else None,
             info.get("origClientOrderId") if isinstance(info, Mapping) else None,
+            info.get("status") if isinstance(info, Mapping) else None,  # see _status_word
         )
 
     def convert(self, raw: Mapping[str, Any], now: datetime) -> Order:

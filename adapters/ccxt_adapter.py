@@ -42,7 +42,13 @@ import ccxt.async_support as ccxt
 
 from nija_broker.clock import Clock, SystemClock, to_ms
 from nija_broker.config import AccountConfig
-from nija_broker.errors import ConfigError, ExchangeError, ImpossibleAnswer, Unsupported
+from nija_broker.errors import (
+    ConfigError,
+    ExchangeError,
+    ImpossibleAnswer,
+    InvalidOrder,
+    Unsupported,
+)
 from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, Ticker
 
 from ._ccxt_calls import CcxtCalls
@@ -102,6 +108,8 @@ class CcxtExchange(CcxtCalls):
         self._markets: dict[str, Market] | None = None
         self._trade_ids: dict[str, tuple[float, list[str]]] = {}
         """Order id -> (filled, trade ids) from the last QueryOrders (Kraken)."""
+        self._fee_in_base: dict[str, str] = {}
+        """Order id -> base currency, for Kraken orders flagged ``fcib`` (fee in base)."""
         self._memo = OrderMemo(account_id, client_id=self._profile.client_ids.from_exchange)
         self._closed = False
         has = getattr(exchange, "has", {}) or {}
@@ -262,6 +270,13 @@ class CcxtExchange(CcxtCalls):
         if len(self._trade_ids) >= 10_000:
             self._trade_ids.pop(next(iter(self._trade_ids)))
         self._trade_ids[order.id] = (order.filled, [str(i) for i in ids if i])
+        info = raw.get("info")
+        if isinstance(info, Mapping) and "fcib" in str(info.get("oflags") or ""):
+            # ccxt labels every Kraken trade fee in the quote; an fcib order paid it in
+            # the base, and the trades themselves do not say so.
+            if len(self._fee_in_base) >= 10_000:
+                self._fee_in_base.pop(next(iter(self._fee_in_base)))
+            self._fee_in_base[order.id] = order.symbol.split("/")[0]
 
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order:
         """Look an order up by our id: directly where ccxt can, else among open and closed."""
@@ -273,14 +288,22 @@ class CcxtExchange(CcxtCalls):
         ccxt's ``fetch_closed_orders`` means *filled* on several exchanges
         (Binance filters on status 'closed'); where ccxt offers
         ``fetch_canceled_and_closed_orders`` that is asked instead, so a
-        cancellation is seen too. Binance needs a symbol here.
+        cancellation is seen too. Binance needs a symbol here, and is read from
+        ``fetch_orders`` page by page (:meth:`_all_orders_pages`).
         """
         wanted = self._symbol(symbol) if symbol is not None else None
         since_ms = self._since_ms(since)
         params = dict(self._profile.closed_orders_params)
-        raw = await self._read("fetch_closed_orders",
-                               partial(self._closed_orders_method(), wanted, since_ms, None,
-                                       params))
+        if self._profile.all_orders_page is not None:
+            raw = await self._all_orders_pages(wanted, since_ms, params,
+                                               self._profile.all_orders_page)
+        elif self._profile.closed_orders_page_size is None:
+            raw = await self._read("fetch_closed_orders",
+                                   partial(self._closed_orders_method(), wanted, since_ms, None,
+                                           params))
+        else:
+            raw = await self._closed_pages(wanted, since_ms, params,
+                                           self._profile.closed_orders_page_size)
         problems: list[ImpossibleAnswer] = []
         orders = [o for o in self._orders(raw, problems) if o.is_terminal]
         by_id = {str(r.get("id")): r for r in raw if isinstance(r, Mapping)}
@@ -292,6 +315,56 @@ class CcxtExchange(CcxtCalls):
             # reconciler raises the attention event.
             _log.warning("%s: %s", self.exchange_id, problem)
         return orders
+
+    async def _closed_pages(self, wanted: str | None, since_ms: int | None,
+                            params: Mapping[str, Any], page_size: int) -> list[Any]:
+        """Every page of a newest-first listing paged with ``ofs`` (Kraken's ClosedOrders).
+
+        Asked for all symbols and filtered here: ccxt filters a page by symbol after the
+        fact, so a short filtered page would not say the history ended. An order closing
+        between two calls shifts the rows down by one, so a row may come twice (kept once),
+        never be skipped.
+        """
+        method = self._closed_orders_method()
+        rows: dict[str, Any] = {}
+        for page in range(self._profile.closed_orders_max_pages):
+            got = await self._read("fetch_closed_orders", partial(
+                method, None, since_ms, None, {**params, "ofs": page * page_size}))
+            for row in got:
+                rows.setdefault(str(row.get("id")), row)
+            if len(got) < page_size:
+                break
+        else:
+            _log.warning("%s account %s: closed orders run past %d pages of %d; older ones "
+                         "are left to the look-ups by id", self.exchange_id, self._account_id,
+                         self._profile.closed_orders_max_pages, page_size)
+        return [r for r in rows.values() if wanted is None or r.get("symbol") == wanted]
+
+    async def _all_orders_pages(self, symbol: str | None, since_ms: int | None,
+                                params: Mapping[str, Any], page_size: int) -> list[Any]:
+        """Every order since ``since_ms``, page after page forward by order id (Binance).
+
+        allOrders answers the first ``page_size`` rows from ``startTime`` (without one,
+        the most recent rows): a full page means more may follow, asked from the highest
+        order id seen + 1. Without ``since_ms``, the most recent page only.
+        """
+        rows: dict[str, Any] = {}
+        cursor: dict[str, Any] = {}
+        for _ in range(self._profile.closed_orders_max_pages):
+            got = await self._read("fetch_closed_orders", partial(
+                self._ex.fetch_orders, symbol, None if cursor else since_ms, page_size,
+                {**params, **cursor}))
+            fresh = [r for r in got if str(r.get("id")) not in rows]
+            rows.update((str(r.get("id")), r) for r in fresh)
+            ids = [int(r["id"]) for r in fresh if str(r.get("id") or "").isdigit()]
+            if since_ms is None or len(got) < page_size or not ids:
+                break
+            cursor = {"orderId": max(ids) + 1}
+        else:
+            _log.warning("%s account %s: orders run past %d pages of %d; later ones are "
+                         "left to the look-ups by id", self.exchange_id, self._account_id,
+                         self._profile.closed_orders_max_pages, page_size)
+        return list(rows.values())
 
     async def fetch_my_trades(self, symbol: str | None, since: datetime | None) -> list[Fill]:
         wanted = self._symbol(symbol) if symbol is not None else None
@@ -332,6 +405,9 @@ class CcxtExchange(CcxtCalls):
             raise Unsupported(f"{self.exchange_id} reports no trades through ccxt",
                               exchange=self.exchange_id, account_id=self._account_id)
         now = self._clock.now()
+        base = self._fee_in_base.get(order.id)
+        if base is not None:
+            raw = [_fee_relabelled(t, base) for t in raw]
         fills = [convert_trade(t, account_id=self._account_id, now=now) for t in raw]
         return [f for f in fills if f.order_id == order.id]
 
@@ -386,6 +462,15 @@ class CcxtExchange(CcxtCalls):
             changes["client_order_id"] = order.client_order_id
         if request.reduce_only:
             changes["reduce_only"] = True
+        if request.post_only and fetched.is_terminal and fetched.filled == 0 \
+                and fetched.status is not OrderStatus.FILLED:
+            # Kraken takes a post-only order that would cross, then cancels it ("reason":
+            # "Post only order"): for the caller that is a refusal, not an order to follow.
+            raise InvalidOrder(
+                f"{self.exchange_id} account {self._account_id}: create_order: post-only "
+                f"order {fetched.id} would have taken liquidity (Post only order); the "
+                f"exchange cancelled it unfilled ({fetched.status.value})",
+                exchange=self.exchange_id, account_id=self._account_id)
         return fetched.replace(**changes)
 
     async def cancel_order(self, order_id: str, symbol: str) -> Order:
@@ -406,3 +491,13 @@ class CcxtExchange(CcxtCalls):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _fee_relabelled(trade: Mapping[str, Any], currency: str) -> dict[str, Any]:
+    """A ccxt trade whose fee is said to be charged in ``currency`` (same cost)."""
+    fees = [dict(f, currency=currency) for f in trade.get("fees") or () if isinstance(f, Mapping)]
+    fee = trade.get("fee")
+    relabelled = dict(trade, fees=fees)
+    if isinstance(fee, Mapping):
+        relabelled["fee"] = dict(fee, currency=currency)
+    return relabelled

@@ -116,6 +116,8 @@ class ClientIds:
     """The exchange's form -> our id (``None``: the order carries no client id)."""
     rule: str = ""
     """The format in words, for error messages."""
+    send_native: bool = False
+    """ccxt does not map its unified ``clientOrderId`` on this exchange: send ``param`` too."""
 
     def to_exchange(self, client_order_id: str) -> str | None:
         """The id as sent, or ``None`` when the exchange cannot carry it."""
@@ -170,6 +172,15 @@ class ExchangeProfile:
     order_trades_need_ids: bool = False
     """ccxt's ``fetch_order_trades`` needs the order's trade ids (Kraken: QueryOrders with
     ``trades=true`` lists them, QueryTrades reads them): one call more per order."""
+    closed_orders_page_size: int | None = None
+    """The closed-orders listing answers this many rows a call, newest first, and is paged
+    with ``ofs`` (Kraken: 50). ``None``: one call answers the whole window."""
+    closed_orders_max_pages: int = 20
+    """Pages asked at most per sweep; a longer history is logged as cut, never read as done."""
+    all_orders_page: int | None = None
+    """Where set, closed orders are read from ccxt's ``fetch_orders`` (every status; the
+    terminal ones kept) in pages of this many rows, oldest first from ``since``, each next
+    page from the last order id + 1 (Binance's ``orderId``), until a short page."""
     nonce_advice: str = NONCE_ADVICE
 
     def unified_currency(self, code: str) -> str:
@@ -205,6 +216,9 @@ KRAKEN = ExchangeProfile(
     name="kraken",
     order_trades_need_ids=True,
     closed_orders_params={"trades": True},
+    # "50 results are returned at a time, the most recent by default" (docs.kraken.com,
+    # Get Closed Orders); ccxt sends no ofs, so without paging older orders are never seen.
+    closed_orders_page_size=50,
     client_ids=ClientIds(
         param="cl_ord_id",
         # OpenOrders and ClosedOrders take cl_ord_id as a filter; QueryOrders does not
@@ -263,15 +277,44 @@ BINANCE = ExchangeProfile(
     # second spelling is the newer one of the same switch.
     ccxt_options={"warnOnFetchOpenOrdersWithoutSymbol": False,
                   "fetchOpenOrders": {"warnWithoutSymbol": False}},
+    # ccxt's fetch_canceled_and_closed_orders asks allOrders with no limit (Binance's
+    # default page, 500 rows) and drops EXPIRED / EXPIRED_IN_MATCH orders, which may have
+    # filled partly (IOC, self-trade prevention). allOrders pages by orderId: "If orderId
+    # is set, it will get orders >= that orderId" (spot API docs, "All orders"; limit <= 1000).
+    all_orders_page=1000,
 )
 
 COINBASE = ExchangeProfile(
     name="coinbase",
-    client_ids=ClientIds(param="client_order_id", lookup=ClientIdLookup.SCAN),
+    # ccxt 4.5's coinbase createOrder drops the unified clientOrderId and sends its own
+    # "ccxt-<uuid>" unless client_order_id itself is given: ours travels natively.
+    client_ids=ClientIds(param="client_order_id", lookup=ClientIdLookup.SCAN, send_native=True),
     open_orders_without_symbol=True,
     stop_funds=StopFunds.AT_PLACEMENT,
     # Advanced Trade answers a create with the new order's id only.
     create_answer_is_ack=True,
+    # ccxt's default balance is the v2 wallets: free = total, no holds, one page of 250.
+    # Advanced Trade's List Accounts (v3) gives available_balance and hold, and ccxt follows
+    # its cursor (docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/accounts/
+    # list-accounts); the held capital check needs the hold.
+    ccxt_options={"fetchBalance": "v3PrivateGetBrokerageAccounts"},
+    error_overrides=(
+        # ccxt's handle_errors raises a plain ExchangeError for any create answer carrying
+        # error_response (it reads only preview_failure_reason), before createOrder's own
+        # table is consulted (Create Order: success false, error_response.error).
+        ErrorOverride("INSUFFICIENT_FUND", errors.InsufficientFunds, "insufficient funds",
+                      actions=frozenset({"create_order"})),
+        ErrorOverride("INVALID_LIMIT_PRICE_POST_ONLY", errors.InvalidOrder,
+                      "post-only order would have taken liquidity",
+                      actions=frozenset({"create_order"})),
+        ErrorOverride("error_response", errors.InvalidOrder, "order rejected",
+                      actions=frozenset({"create_order"})),
+        # Get Order answers 404 {"error": "NOT_FOUND", ...} for an id it does not know;
+        # ccxt's table has only lower-case 'not_found' (a plain ExchangeError).
+        ErrorOverride('"NOT_FOUND"', errors.OrderNotFound, "order not found",
+                      actions=frozenset({"fetch_order", "fetch_order_by_client_id",
+                                         "cancel_order"})),
+    ),
 )
 
 OKX = ExchangeProfile(

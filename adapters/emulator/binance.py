@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.base import OrderRequest
+from adapters.sim._state import STP_MODES, OrderFlags
 from nija_broker.clock import to_ms
 from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
 from nija_broker.models import (
@@ -46,6 +47,11 @@ ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT",
                "TAKE_PROFIT_LIMIT")
 # "MARKET and LIMIT order types default to FULL, all other orders default to ACK."
 _FULL_BY_DEFAULT = frozenset({"MARKET", "LIMIT"})
+DEFAULT_STP_MODE = "EXPIRE_MAKER"
+"""What live spot symbols list as ``defaultSelfTradePreventionMode``: the recorded
+createOrder and openOrders answers (repo ccxt/ccxt, ts/src/test/static/response/binance.json)
+carry ``"selfTradePreventionMode": "EXPIRE_MAKER"``."""
+_DAY_MS = 86_400_000
 
 
 class BinanceError(Exception):
@@ -160,8 +166,8 @@ def symbol_info(market: Market) -> dict[str, Any]:
         "filters": filters,
         "permissions": [],
         "permissionSets": [["SPOT"]],
-        "defaultSelfTradePreventionMode": "NONE",
-        "allowedSelfTradePreventionModes": ["NONE"],
+        "defaultSelfTradePreventionMode": DEFAULT_STP_MODE,
+        "allowedSelfTradePreventionModes": list(STP_MODES),
     }
 
 
@@ -191,9 +197,20 @@ def binance_type(order_type: OrderType, *, has_price: bool, post_only: bool = Fa
     return "TAKE_PROFIT_LIMIT" if has_price else "TAKE_PROFIT"
 
 
+def status_name(order: Order, flags: OrderFlags) -> str:
+    """Binance's status word: ``PENDING_CANCEL`` while a cancel is pending, and
+    ``EXPIRED_IN_MATCH`` for an order self-trade prevention ended."""
+    if flags.cancel_pending and order.is_open:
+        return "PENDING_CANCEL"
+    if flags.expired_in_match and order.status is OrderStatus.EXPIRED:
+        return "EXPIRED_IN_MATCH"
+    return _STATUS[order.status]
+
+
 def order_json(order: Order, *, type_name: str | None = None,
-               is_working: bool = True) -> dict[str, Any]:
+               is_working: bool = True, flags: OrderFlags | None = None) -> dict[str, Any]:
     """An order as ``GET /api/v3/order`` answers it."""
+    flags = flags or OrderFlags(stp_mode=DEFAULT_STP_MODE)
     created_ms = to_ms(order.created_at)
     updated_ms = to_ms(order.last_change)
     kind = type_name or binance_type(order.type, has_price=order.price is not None)
@@ -206,8 +223,8 @@ def order_json(order: Order, *, type_name: str | None = None,
         "origQty": fmt(order.amount),
         "executedQty": fmt(order.filled),
         "cummulativeQuoteQty": fmt(order.filled * (order.average or 0.0)),
-        "status": _STATUS[order.status],
-        "timeInForce": "GTC",
+        "status": status_name(order, flags),
+        "timeInForce": flags.time_in_force,
         "type": kind,
         "side": order.side.value.upper(),
         "stopPrice": fmt(order.stop_price),
@@ -217,12 +234,12 @@ def order_json(order: Order, *, type_name: str | None = None,
         "isWorking": is_working,
         "workingTime": created_ms if is_working else -1,
         "origQuoteOrderQty": "0.00000000",
-        "selfTradePreventionMode": "NONE",
+        "selfTradePreventionMode": flags.stp_mode,
     }
 
 
 def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_name: str,
-                       transact_ms: int) -> dict[str, Any]:
+                       transact_ms: int, flags: OrderFlags | None = None) -> dict[str, Any]:
     """``POST /api/v3/order``'s answer in the ACK, RESULT or FULL shape."""
     ack = {
         "symbol": market_id(order.symbol),
@@ -233,7 +250,7 @@ def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_
     }
     if resp_type == "ACK":
         return ack
-    full = order_json(order, type_name=type_name)
+    full = order_json(order, type_name=type_name, flags=flags)
     result = {**ack, **{k: full[k] for k in (
         "price", "origQty", "executedQty", "cummulativeQuoteQty", "status", "timeInForce",
         "type", "side", "workingTime", "selfTradePreventionMode")}, "origQuoteOrderQty": "0.0"}
@@ -253,9 +270,11 @@ def _full_fill(fill: Fill) -> dict[str, Any]:
 
 
 def cancel_response(order: Order, *, type_name: str, cancel_client_id: str,
-                    transact_ms: int) -> dict[str, Any]:
-    """``DELETE /api/v3/order``: ``clientOrderId`` is the cancel's own id, as on Binance."""
-    full = order_json(order, type_name=type_name)
+                    transact_ms: int, flags: OrderFlags | None = None) -> dict[str, Any]:
+    """``DELETE /api/v3/order``: ``clientOrderId`` is the cancel's own id and
+    ``origClientOrderId`` the order's (spot API docs, Trading endpoints, "Cancel order");
+    ``status`` is ``PENDING_CANCEL`` when the cancel has not taken effect yet."""
+    full = order_json(order, type_name=type_name, flags=flags)
     return {
         "symbol": full["symbol"],
         "origClientOrderId": order.client_order_id or "",
@@ -368,8 +387,9 @@ def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
     if kind in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
         if tif is None:
             raise mandatory("timeInForce")
-        if tif != "GTC":
-            # The engine rests or fills whole; IOC/FOK are not emulated.
+        # IOC and FOK are emulated on plain limit orders only (the engine's trigger
+        # orders rest until triggered, then work as GTC).
+        if tif not in ("GTC", "IOC", "FOK") or (tif != "GTC" and kind != "LIMIT"):
             raise BinanceError(400, -1115, "Invalid timeInForce.")
     elif tif is not None:
         raise BinanceError(400, -1106, "Parameter 'timeInForce' sent when not required.")
@@ -396,6 +416,28 @@ def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
         client_order_id=client_order_id, post_only=kind == "LIMIT_MAKER",
         role=OrderRole.infer(side, order_type),
     )
+
+
+def time_in_force(params: Mapping[str, str]) -> str:
+    """The order's time in force as the engine takes it (``order_request`` checked it)."""
+    return params.get("timeInForce") or "GTC"
+
+
+def stp_mode(params: Mapping[str, str]) -> str:
+    """``selfTradePreventionMode``, the symbol's default when absent."""
+    mode = params.get("selfTradePreventionMode") or DEFAULT_STP_MODE
+    if mode not in STP_MODES:
+        raise BinanceError(400, -1013, "This symbol does not allow the specified "
+                           "self-trade prevention mode.")
+    return mode
+
+
+def history_window(params: Mapping[str, str]) -> None:
+    """``startTime``..``endTime`` may span 24 hours at most (allOrders, myTrades)."""
+    start = number(params, "startTime")
+    end = number(params, "endTime")
+    if start is not None and end is not None and end - start > _DAY_MS:
+        raise BinanceError(400, -1127, "More than 24 hours between startTime and endTime.")
 
 
 def engine_error(exc: ExchangeError, *, cancelling: bool = False) -> BinanceError:

@@ -22,6 +22,13 @@ TRUNCATED_PAGE  ``openOrders`` answers half its list
 LATENCY         the right answer, ``plan.latency_s`` late
 ==============  ===============================================================
 
+Venue situations come from the engine (see :mod:`adapters.sim.engine`): IOC and FOK
+limit orders, ``selfTradePreventionMode`` (``EXPIRED_IN_MATCH``), pending cancels
+(``PENDING_CANCEL``). ``allOrders`` and ``myTrades`` answer as Binance documents: with
+``orderId``/``fromId`` or ``startTime`` the first ``limit`` rows from there, otherwise the
+most recent ``limit``, oldest first within the page; a ``startTime``..``endTime`` span over
+24 hours is refused (-1127).
+
 Orders younger than ``plan.hidden_after_create_s`` are missing from
 ``openOrders``/``allOrders`` and unknown to ``GET /api/v3/order`` (-2013), as
 Binance documents for orders its engine has not yet published.
@@ -288,7 +295,8 @@ class EmulatorServer:
         kind = bn.binance_type(order.type, has_price=order.price is not None, post_only=post_only)
         waiting = order.type in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT) \
             and order.filled == 0 and order.is_open
-        return bn.order_json(order, type_name=kind, is_working=not waiting)
+        return bn.order_json(order, type_name=kind, is_working=not waiting,
+                             flags=self.engine.order_flags(account_id, order.id))
 
     def _engine_call(self, call: Callable[[], Any], *, cancelling: bool = False) -> Any:
         try:
@@ -393,7 +401,9 @@ class EmulatorServer:
         request = bn.order_request(params, symbol, client_id, self.engine.price(symbol),
                                    market.amount_step)
         trades_before = len(self.engine.trades(account_id, symbol))
-        order = self._engine_call(lambda: self.engine.place_order(account_id, request))
+        tif, stp = bn.time_in_force(params), bn.stp_mode(params)
+        order = self._engine_call(lambda: self.engine.place_order(
+            account_id, request, time_in_force=tif, stp_mode=stp))
         if request.post_only:
             self._post_only.add((account_id, order.id))
         fills = [f for f in self.engine.trades(account_id, symbol)[trades_before:]
@@ -402,7 +412,8 @@ class EmulatorServer:
         resp_type = params.get("newOrderRespType") or (
             "FULL" if kind in bn._FULL_BY_DEFAULT else "ACK")
         return bn.new_order_response(order, fills, resp_type, type_name=kind,
-                                     transact_ms=self._now_ms())
+                                     transact_ms=self._now_ms(),
+                                     flags=self.engine.order_flags(account_id, order.id))
 
     def _generated_client_id(self) -> str:
         self._next_client_id += 1
@@ -421,19 +432,26 @@ class EmulatorServer:
         kind = bn.binance_type(cancelled.type, has_price=cancelled.price is not None,
                                post_only=(account_id, cancelled.id) in self._post_only)
         return bn.cancel_response(cancelled, type_name=kind, cancel_client_id=cancel_id,
-                                  transact_ms=self._now_ms())
+                                  transact_ms=self._now_ms(),
+                                  flags=self.engine.order_flags(account_id, cancelled.id))
 
     async def _all_orders(self, account_id: str | None, params: Params,
                           fault: FaultKind | None) -> Any:
+        """``allOrders``: "If orderId is set, it will get orders >= that orderId. Otherwise
+        most recent orders are returned" (spot API docs, Account endpoints, "All orders")."""
         assert account_id is not None
         symbol = self._symbol(params, required=True)
-        orders = self.engine.all_orders(account_id, symbol, self._since(params))
+        bn.history_window(params)
+        start = self._since(params)
+        orders = self.engine.all_orders(account_id, symbol, start)
         end = self._since(params, "endTime")
         from_id = bn.number(params, "orderId")
         orders = [o for o in orders if not self._hidden(o)
                   and (end is None or o.created_at <= end)
                   and (from_id is None or int(o.id) >= from_id)]
-        return [self._order_json(account_id, o) for o in orders[: self._limit(params)]]
+        limit = self._limit(params)
+        page = orders[:limit] if from_id is not None or start is not None else orders[-limit:]
+        return [self._order_json(account_id, o) for o in page]
 
     async def _my_trades(self, account_id: str | None, params: Params,
                          fault: FaultKind | None) -> Any:
@@ -444,6 +462,7 @@ class EmulatorServer:
         """
         assert account_id is not None
         symbol = self._symbol(params, required=True)
+        bn.history_window(params)
         start = self._since(params)
         fills = self.engine.trades(account_id, symbol, start)
         end = self._since(params, "endTime")

@@ -12,6 +12,26 @@ from ._fees import QUOTE, FeeMode, plain_sum
 
 TRIGGER_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT})
 
+TIME_IN_FORCE = ("GTC", "IOC", "FOK")
+"""Good till cancelled; immediate or cancel (fill what crosses, expire the rest); fill or
+kill (all at once or expire with nothing)."""
+STP_MODES = ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH")
+"""Self-trade prevention: what expires when an order would trade with the same account's
+resting order on the other side (Binance's ``selfTradePreventionMode``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFlags:
+    """What an order carries beyond :class:`~nija_broker.models.Order`, for the dialects."""
+
+    time_in_force: str = "GTC"
+    stp_mode: str = "NONE"
+    expired_in_match: bool = False
+    """Ended by self-trade prevention (Binance ``EXPIRED_IN_MATCH``); status EXPIRED."""
+    cancel_pending: bool = False
+    """A cancel was accepted but has not taken effect (Binance ``PENDING_CANCEL``): the
+    order is still open and still holds its funds."""
+
 
 @dataclass(slots=True)
 class SimOrder:
@@ -39,7 +59,17 @@ class SimOrder:
     """Sum of this order's fees valued in quote, whatever asset paid them."""
     status: OrderStatus = OrderStatus.OPEN
     triggered: bool = False
+    time_in_force: str = "GTC"
+    stp_mode: str = "NONE"
+    expired_in_match: bool = False
+    cancel_pending: bool = False
     _snapshot: Order | None = None
+
+    @property
+    def flags(self) -> OrderFlags:
+        return OrderFlags(time_in_force=self.time_in_force, stp_mode=self.stp_mode,
+                          expired_in_match=self.expired_in_match,
+                          cancel_pending=self.cancel_pending)
 
     @property
     def id(self) -> str:

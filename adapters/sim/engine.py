@@ -36,6 +36,22 @@ at their reference price (``price``, else ``stop_price``). A stop-market buy
 that gaps above its stop and can no longer be paid for is rejected (expired if
 it had already filled partly).
 
+Venue situations a test can ask for, all off by default:
+
+- ``time_in_force`` ``"IOC"`` / ``"FOK"`` on a limit order (``place_order``): an IOC fills
+  what crosses and expires the rest (EXPIRED, with what filled); a FOK fills whole at once
+  or expires with nothing;
+- :meth:`SimEngine.set_liquidity`: how much a taker finds at the current price; a market
+  or crossing limit order takes at most that much (the rest expires for market, IOC and
+  FOK orders, and rests for a GTC limit);
+- self-trade prevention (``stp_mode``): a taker that is not filled by the liquidity and
+  whose limit reaches the same account's resting order on the other side expires itself
+  (``EXPIRE_TAKER``), that resting order (``EXPIRE_MAKER``) or both, with what had filled;
+  such an order is EXPIRED and flagged ``expired_in_match`` (Binance ``EXPIRED_IN_MATCH``);
+- :meth:`SimEngine.delay_cancels`: the next cancels are accepted but leave the order open,
+  holding its funds and not filling, flagged ``cancel_pending`` (Binance
+  ``PENDING_CANCEL``) until :meth:`SimEngine.complete_cancels`.
+
 Everything random is drawn from generators seeded by ``seed``, so the same seed
 and the same calls give the same run. Time comes from ``clock`` and is never
 advanced here: time belongs to the caller.
@@ -71,7 +87,7 @@ from nija_broker.symbols import normalize_symbol
 
 from ._fees import FEE_DECIMALS, FeeCharge, FeeMode, fee_charge, plain_sum
 from ._rules import crosses, order_problem, snap, triggers
-from ._state import AccountTruth, SimAccount, SimOrder
+from ._state import STP_MODES, TIME_IN_FORCE, AccountTruth, OrderFlags, SimAccount, SimOrder
 
 __all__ = ["FEE_DECIMALS", "FeeMode", "SimEngine"]
 
@@ -121,6 +137,8 @@ class SimEngine:
         self._fills: list[Fill] = []
         self._next_order = 1
         self._next_trade = 1
+        self._liquidity: dict[str, float] = {}
+        self._cancels_to_delay = 0
 
     # ----------------------------------------------------------------- markets
 
@@ -156,6 +174,16 @@ class SimEngine:
             raise ValueError(f"price must be positive, got {price!r}")
         self._prices[market.symbol] = price
         return self._match(market.symbol)
+
+    def set_liquidity(self, symbol: str, amount: float | None) -> None:
+        """What a taker finds at the current price from now on; ``None``: unlimited."""
+        market = self._market(symbol)
+        if amount is None:
+            self._liquidity.pop(market.symbol, None)
+        elif math.isfinite(amount) and amount >= 0:
+            self._liquidity[market.symbol] = amount
+        else:
+            raise ValueError(f"liquidity must be a non-negative amount, got {amount!r}")
 
     def scripted_path(self, symbol: str, prices: Sequence[float]) -> None:
         """The next ``len(prices)`` steps of ``symbol`` follow ``prices`` (replacing any path)."""
@@ -214,11 +242,20 @@ class SimEngine:
 
     # ------------------------------------------------------------------ orders
 
-    def place_order(self, account_id: str, request: OrderRequest) -> Order:
+    def place_order(self, account_id: str, request: OrderRequest, *,
+                    time_in_force: str = "GTC", stp_mode: str = "NONE") -> Order:
+        """Accept ``request``; ``time_in_force`` (GTC, IOC, FOK: limit orders only) and
+        ``stp_mode`` (NONE, EXPIRE_TAKER, EXPIRE_MAKER, EXPIRE_BOTH) as the module says."""
         account = self._account(account_id)
         market = self._market(request.symbol, account_id)
         now_price = self._prices[market.symbol]
         self._validate(account, market, request, now_price)
+        if time_in_force not in TIME_IN_FORCE or stp_mode not in STP_MODES:
+            raise InvalidOrder(f"{market.symbol}: unknown time in force {time_in_force!r} or "
+                               f"self-trade prevention mode {stp_mode!r}", account_id=account_id)
+        if time_in_force != "GTC" and request.type is not OrderType.LIMIT:
+            raise InvalidOrder(f"{market.symbol}: time in force {time_in_force} applies to "
+                               f"limit orders, not {request.type}", account_id=account_id)
         order = SimOrder(
             seq=self._next_order,
             account_id=account_id,
@@ -235,6 +272,8 @@ class SimEngine:
             reduce_only=request.reduce_only,
             created_at=self._now(),
             updated_at=self._now(),
+            time_in_force=time_in_force,
+            stp_mode=stp_mode,
         )
         self._check_funds(account, order, now_price)
         self._next_order += 1
@@ -242,10 +281,65 @@ class SimEngine:
         if order.type is OrderType.MARKET or (
             order.type is OrderType.LIMIT and crosses(order.side, order.price, now_price)
         ):
-            self._take(order, now_price)
+            self._take_incoming(order, now_price)
+        elif time_in_force != "GTC":
+            self._close(order, OrderStatus.EXPIRED)  # nothing crosses: IOC and FOK end here
         else:
             self._resting[order.symbol][order.seq] = order
         return order.snapshot()
+
+    def _take_incoming(self, order: SimOrder, price: float) -> None:
+        """A new taker against the liquidity at ``price``, then self-trade prevention."""
+        available = self._liquidity.get(order.symbol)
+        if available is None:
+            self._take(order, price)
+            return
+        if order.time_in_force == "FOK" and available < order.remaining * (1 - 1e-9):
+            self._close(order, OrderStatus.EXPIRED)
+            return
+        amount = snap(min(order.remaining, available), self._markets[order.symbol].amount_step)
+        if 0 < amount <= order.remaining * (1 + 1e-9):
+            self._take(order, price, amount)
+        if not order.status.is_open:
+            return
+        limit = math.inf if order.price is None else order.price
+        makers = [o for o in self._accounts[order.account_id].open.values()
+                  if o.symbol == order.symbol and o.side is not order.side and o is not order
+                  and not o.waits_for_trigger and o.rest_price is not None
+                  and crosses(order.side, limit, o.rest_price)]
+        if makers and order.stp_mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
+            for maker in makers:
+                maker.expired_in_match = True
+                self._close(maker, OrderStatus.EXPIRED)
+        if makers and order.stp_mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
+            order.expired_in_match = True
+            self._close(order, OrderStatus.EXPIRED)
+        elif order.type is OrderType.MARKET or order.time_in_force != "GTC":
+            self._close(order, OrderStatus.EXPIRED)  # what the liquidity could not fill
+        else:
+            self._resting[order.symbol][order.seq] = order
+
+    def delay_cancels(self, count: int = 1) -> None:
+        """The next ``count`` cancels leave their order pending (see the module doc)."""
+        if count < 0:
+            raise ValueError(f"count must not be negative, got {count!r}")
+        self._cancels_to_delay = count
+
+    def complete_cancels(self, account_id: str | None = None) -> list[Order]:
+        """Cancel every order whose cancel is pending (of ``account_id``, else of all)."""
+        done = []
+        for account in self._accounts.values():
+            if account_id is not None and account.account_id != account_id:
+                continue
+            for order in [o for o in account.open.values() if o.cancel_pending]:
+                order.cancel_pending = False
+                self._close(order, OrderStatus.CANCELLED)
+                done.append(order.snapshot())
+        return done
+
+    def order_flags(self, account_id: str, order_id: str) -> OrderFlags:
+        """Time in force, self-trade prevention mode and what ended or holds the order."""
+        return self._order(account_id, order_id).flags
 
     def cancel_order(self, account_id: str, order_id: str) -> Order:
         """Cancel; ``OrderNotFound`` for an unknown id, ``InvalidOrder`` if already closed."""
@@ -254,6 +348,13 @@ class SimEngine:
             raise InvalidOrder(
                 f"order {order_id} is already {order.status}", account_id=account_id
             )
+        if order.cancel_pending:
+            return order.snapshot()
+        if self._cancels_to_delay > 0:
+            self._cancels_to_delay -= 1
+            order.cancel_pending = True
+            order.touch(self._now())
+            return order.snapshot()
         self._close(order, OrderStatus.CANCELLED)
         return order.snapshot()
 
@@ -392,7 +493,7 @@ class SimEngine:
         fills: list[Fill] = []
         # Books are filled in id order and never re-sorted, so this is oldest first.
         for order in list(book.values()):
-            if not order.status.is_open:
+            if not order.status.is_open or order.cancel_pending:
                 continue
             if order.waits_for_trigger:
                 if not triggers(order.type, order.side, order.trigger_price, price):
@@ -419,22 +520,23 @@ class SimEngine:
             part = snap(part, step)
         return part if 0 < part < remaining else remaining
 
-    def _take(self, order: SimOrder, price: float) -> list[Fill]:
-        """Fill the whole remaining amount at ``price`` as taker, if the account can pay."""
+    def _take(self, order: SimOrder, price: float, amount: float | None = None) -> list[Fill]:
+        """Fill ``amount`` (default: all that remains) at ``price`` as taker, if the account
+        can pay."""
+        amount = order.remaining if amount is None else amount
         if order.side is Side.BUY:
             account = self._accounts[order.account_id]
             _, held = order.lock(account.hold_fee_rate)
             free = account.free(order.quote)
-            charge = self._fee_charge(account, order, order.remaining, price, maker=False,
+            charge = self._fee_charge(account, order, amount, price, maker=False,
                                       holding=True)
-            cost = order.remaining * price + (charge.cost if charge.currency == order.quote
-                                              else 0.0)
+            cost = amount * price + (charge.cost if charge.currency == order.quote else 0.0)
             if cost > free + held + _FUNDS_SLACK * max(1.0, cost):
                 # A stop-market buy that gapped past what it holds: the exchange drops it.
                 failed = OrderStatus.REJECTED if order.filled == 0 else OrderStatus.EXPIRED
                 self._close(order, failed)
                 return []
-        return [self._execute(order, order.remaining, price, maker=False)]
+        return [self._execute(order, amount, price, maker=False)]
 
     def _execute(self, order: SimOrder, amount: float, price: float, *, maker: bool) -> Fill:
         account = self._accounts[order.account_id]

@@ -303,17 +303,21 @@ def description(order: Order, market: Market) -> dict[str, str]:
 
 def order_info(order: Order, market: Market, *, userref: int | None, post_only: bool,
                trade_ids: list[str] | None = None,
-               fee_decimals: int = FEE_DECIMALS) -> dict[str, Any]:
+               fee_decimals: int = FEE_DECIMALS, pending: bool = False,
+               reason: str | None = None) -> dict[str, Any]:
     """An order as ``OpenOrders``, ``ClosedOrders`` and ``QueryOrders`` give it.
 
     ``fee`` is the sum of its trades' fees in quote (``fciq``), printed with the
     engine's fee decimals so it is exactly what was charged (see :func:`trade_info`).
+    ``pending``: an open order not yet in the book ("pending", one of the five
+    statuses of Kraken's OrderInfo). ``reason`` replaces the closing reason.
     """
     digits = decimals_of(market.price_step, 1)
     info: dict[str, Any] = {
         "refid": None,
         "userref": userref if userref is not None else 0,
-        "status": _STATUS[order.status],
+        "status": "pending" if pending and order.status is OrderStatus.OPEN
+        else _STATUS[order.status],
         "opentm": seconds(to_ms(order.created_at)),
         "starttm": 0,
         "expiretm": 0,
@@ -327,6 +331,7 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
         "limitprice": "0.00000",
         "misc": "",
         "oflags": "fciq,post" if post_only else "fciq",
+        "reason": None,  # QueryOrders carries it on open orders too (ccxt's recorded answer)
     }
     if order.client_order_id is not None:
         info["cl_ord_id"] = order.client_order_id
@@ -336,7 +341,7 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
             OrderStatus.CANCELLED: "User requested",
             OrderStatus.REJECTED: "Insufficient funds",
             OrderStatus.EXPIRED: "Insufficient funds",
-        }.get(order.status)
+        }.get(order.status) if reason is None else reason
     if trade_ids:
         info["trades"] = trade_ids
     return info

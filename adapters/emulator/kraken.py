@@ -31,6 +31,15 @@ LATENCY         the right answer, ``plan.latency_s`` late
 ``fetch_order_by_client_id``. Orders younger than
 ``plan.hidden_after_create_s`` are missing from listings and unknown to
 ``QueryOrders``.
+
+Two venue behaviours ccxt's recorded payloads lack, after Kraken's documentation:
+
+- ``pending`` ("order pending book entry", the first of OrderInfo's five statuses):
+  while ``hold_pending`` is set, an order AddOrder rests reads ``pending`` until
+  :meth:`KrakenEmulatorServer.release_pending` (a knob, so no test races a clock);
+- a post-only order that would take is not refused by AddOrder: Kraken answers its
+  ``txid`` and the order ends ``canceled`` with ``reason`` "Post only order", unfilled,
+  funds never held. The engine refuses such an order, so this layer keeps the record.
 """
 
 from __future__ import annotations
@@ -48,11 +57,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
+from adapters.base import OrderRequest
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
 from nija_broker.clock import Clock, to_ms
-from nija_broker.errors import ExchangeError, OrderNotFound
-from nija_broker.models import Fill, Market, Order
+from nija_broker.errors import ExchangeError, InvalidOrder, OrderNotFound
+from nija_broker.models import Fill, Market, Order, OrderStatus
 
 from . import _kraken_wire as kw
 from .server import EmulatorServer, Handler, Params
@@ -61,6 +71,7 @@ __all__ = ["KrakenEmulatorServer", "kraken_ccxt_config", "kraken_urls"]
 
 _log = logging.getLogger(__name__)
 _QUERY_MAX_IDS = 50
+_REFUSED_IDS = 10**15
 
 
 class KrakenEmulatorServer(EmulatorServer):
@@ -82,6 +93,11 @@ class KrakenEmulatorServer(EmulatorServer):
     ) -> None:
         self._last_nonce: dict[str, int] = {}
         self._userrefs: dict[tuple[str, str], int] = {}
+        self.hold_pending = False
+        """New resting orders read ``pending`` until :meth:`release_pending`."""
+        self._pending: set[tuple[str, str]] = set()
+        self._refused: dict[tuple[str, str], Order] = {}
+        """Post-only orders Kraken took and cancelled at once, by (account, engine-style id)."""
         super().__init__(engine, accounts, host=host, port=port, faults=faults, clock=clock)
 
     def add_account(self, account_id: str, api_key: str, secret: str) -> None:
@@ -96,6 +112,14 @@ class KrakenEmulatorServer(EmulatorServer):
             raise ValueError(f"account {account_id!r} does not pay fees in quote, as Kraken "
                              f"accounts do (fee mode {self.engine.fee_mode(account_id).name})")
         super().add_account(account_id, api_key, secret)
+
+    def release_pending(self) -> None:
+        """Every order held ``pending`` enters the book: it reads ``open`` from now on."""
+        self._pending.clear()
+
+    def mark_pending(self, account_id: str, txid: str) -> None:
+        """Hold an order placed straight on the engine ``pending`` too (until released)."""
+        self._pending.add((account_id, self.engine_order_id(txid)))
 
     @staticmethod
     def engine_order_id(txid: str) -> str:
@@ -215,9 +239,12 @@ class KrakenEmulatorServer(EmulatorServer):
             trade_ids = [kw.trade_txid(f.trade_id or "0")
                          for f in self.engine.trades(account_id, order.symbol)
                          if f.order_id == order.id]
-        return kw.order_info(order, market, userref=self._userrefs.get((account_id, order.id)),
-                             post_only=(account_id, order.id) in self._post_only,
-                             trade_ids=trade_ids, fee_decimals=self.engine.fee_decimals)
+        key = (account_id, order.id)
+        return kw.order_info(order, market, userref=self._userrefs.get(key),
+                             post_only=key in self._post_only or key in self._refused,
+                             trade_ids=trade_ids, fee_decimals=self.engine.fee_decimals,
+                             pending=key in self._pending,
+                             reason="Post only order" if key in self._refused else None)
 
     def _matches(self, account_id: str, order: Order, params: Params) -> bool:
         """The ``userref`` / ``cl_ord_id`` filters of OpenOrders and ClosedOrders."""
@@ -297,12 +324,13 @@ class KrakenEmulatorServer(EmulatorServer):
         start_s = self._bound_s(account_id, params, "start")
         end_s = self._bound_s(account_id, params, "end")
         trades = params.get("trades") in ("true", "True", "1")
-        closed = [o for o in self.engine.all_orders(account_id)
+        refused = [o for (a, _), o in self._refused.items() if a == account_id]
+        closed = [o for o in [*self.engine.all_orders(account_id), *refused]
                   if o.is_terminal and not self._hidden(o)
                   and self._matches(account_id, o, params)
                   and (start_s is None or to_ms(o.created_at) / 1000 > start_s)
                   and (end_s is None or to_ms(o.created_at) / 1000 <= end_s)]
-        closed.reverse()  # newest first, as Kraken pages them
+        closed.sort(key=lambda o: (o.created_at, int(o.id)), reverse=True)  # newest first
         items = [(kw.order_txid(o.id), self._info(account_id, o, trades=trades)) for o in closed]
         return self._page(items, params, "closed")
 
@@ -316,10 +344,11 @@ class KrakenEmulatorServer(EmulatorServer):
         result = {}
         for txid in txids:
             engine_id = kw.engine_order_id(txid)
+            order: Order | None
             try:
                 order = self.engine.get_order(account_id, engine_id or "")
             except OrderNotFound:
-                order = None
+                order = self._refused.get((account_id, engine_id or ""))
             if order is None or self._hidden(order):
                 # Kraken's answer to an id it does not know (for this account).
                 raise kw.KrakenError("EOrder:Invalid order")
@@ -336,12 +365,35 @@ class KrakenEmulatorServer(EmulatorServer):
         if params.get("validate") in ("true", "True", "1"):
             return {"descr": {"order": f"{request.side.value} {kw.fmt(request.amount)} "
                               f"{kw.pair_altname(market)} @ {params.get('ordertype')}"}}
-        order = self._kraken_call(lambda: self.engine.place_order(account_id, request))
+        try:
+            order = self.engine.place_order(account_id, request)
+        except InvalidOrder as exc:
+            if not (request.post_only and "would cross" in str(exc)):
+                raise kw.engine_error(exc) from exc
+            order = self._take_and_cancel(account_id, request)
+        except ExchangeError as exc:
+            raise kw.engine_error(exc) from exc
         if request.post_only:
             self._post_only.add((account_id, order.id))
+        if self.hold_pending and order.status is OrderStatus.OPEN:
+            self._pending.add((account_id, order.id))
         if ref is not None:
             self._userrefs[(account_id, order.id)] = ref
         return kw.add_order_result(order, market)
+
+    def _take_and_cancel(self, account_id: str, request: OrderRequest) -> Order:
+        """What Kraken does with a post-only order that would take: an id, then cancelled."""
+        # Ids far above the engine's sequence numbers: a txid like any other, never the
+        # engine's, so every engine look-up of it finds nothing, as for a closed order.
+        order_id = str(_REFUSED_IDS + len(self._refused))
+        now = self.engine.clock.now()
+        order = Order(
+            id=order_id, client_order_id=request.client_order_id, account_id=account_id,
+            symbol=request.symbol, side=request.side, type=request.type, role=request.role,
+            price=request.price, amount=request.amount, status=OrderStatus.CANCELLED,
+            created_at=now, updated_at=now)
+        self._refused[(account_id, order_id)] = order
+        return order
 
     async def _cancel_order(self, account_id: str | None, params: Params,
                             fault: FaultKind | None) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
@@ -60,6 +61,8 @@ from .ratelimit import RateBudget
 __all__ = ["CcxtCalls"]
 
 T = TypeVar("T")
+
+_log = logging.getLogger("adapters.ccxt_adapter")
 
 
 class _ClockDeadline(stop_base):
@@ -184,6 +187,70 @@ class CcxtCalls:
             except ImpossibleAnswer as exc:
                 problems.append(exc)
         return orders
+
+    async def _closed_order_rows(self, wanted: str | None, since_ms: int | None,
+                                 params: Mapping[str, Any]) -> list[Any]:
+        """ccxt's rows of the orders that ended since ``since_ms``, every page the
+        exchange's profile says to read (one call where none is set)."""
+        if self._profile.all_orders_page is not None:
+            return await self._all_orders_pages(wanted, since_ms, params,
+                                                self._profile.all_orders_page)
+        if self._profile.closed_orders_page_size is not None:
+            return await self._closed_pages(wanted, since_ms, params,
+                                            self._profile.closed_orders_page_size)
+        rows: list[Any] = await self._read("fetch_closed_orders", partial(
+            self._closed_orders_method(), wanted, since_ms, None, params))
+        return rows
+
+    async def _closed_pages(self, wanted: str | None, since_ms: int | None,
+                            params: Mapping[str, Any], page_size: int) -> list[Any]:
+        """Every page of a newest-first listing paged with ``ofs`` (Kraken's ClosedOrders).
+
+        Asked for all symbols and filtered here: ccxt filters a page by symbol after the
+        fact, so a short filtered page would not say the history ended. An order closing
+        between two calls shifts the rows down by one, so a row may come twice (kept once),
+        never be skipped.
+        """
+        method = self._closed_orders_method()
+        rows: dict[str, Any] = {}
+        for page in range(self._profile.closed_orders_max_pages):
+            got = await self._read("fetch_closed_orders", partial(
+                method, None, since_ms, None, {**params, "ofs": page * page_size}))
+            for row in got:
+                rows.setdefault(str(row.get("id")), row)
+            if len(got) < page_size:
+                break
+        else:
+            _log.warning("%s account %s: closed orders run past %d pages of %d; older ones "
+                         "are left to the look-ups by id", self.exchange_id, self._account_id,
+                         self._profile.closed_orders_max_pages, page_size)
+        return [r for r in rows.values() if wanted is None or r.get("symbol") == wanted]
+
+    async def _all_orders_pages(self, symbol: str | None, since_ms: int | None,
+                                params: Mapping[str, Any], page_size: int) -> list[Any]:
+        """Every order since ``since_ms``, page after page forward by order id (Binance).
+
+        allOrders answers the first ``page_size`` rows from ``startTime`` (without one,
+        the most recent rows): a full page means more may follow, asked from the highest
+        order id seen + 1. Without ``since_ms``, the most recent page only.
+        """
+        rows: dict[str, Any] = {}
+        cursor: dict[str, Any] = {}
+        for _ in range(self._profile.closed_orders_max_pages):
+            got = await self._read("fetch_closed_orders", partial(
+                self._ex.fetch_orders, symbol, None if cursor else since_ms, page_size,
+                {**params, **cursor}))
+            fresh = [r for r in got if str(r.get("id")) not in rows]
+            rows.update((str(r.get("id")), r) for r in fresh)
+            ids = [int(r["id"]) for r in fresh if str(r.get("id") or "").isdigit()]
+            if since_ms is None or len(got) < page_size or not ids:
+                break
+            cursor = {"orderId": max(ids) + 1}
+        else:
+            _log.warning("%s account %s: orders run past %d pages of %d; later ones are "
+                         "left to the look-ups by id", self.exchange_id, self._account_id,
+                         self._profile.closed_orders_max_pages, page_size)
+        return list(rows.values())
 
     def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
         has = getattr(self._ex, "has", {}) or {}

@@ -55,6 +55,12 @@ Venue situations a test can ask for, all off by default:
 Everything random is drawn from generators seeded by ``seed``, so the same seed
 and the same calls give the same run. Time comes from ``clock`` and is never
 advanced here: time belongs to the caller.
+
+:class:`SimEngine` is the public face: markets and prices, accounts, order intake and
+queries. Behind it, :mod:`adapters.sim._matching` decides what fills (an incoming order
+with its time in force, the liquidity and self-trade prevention; resting orders as the
+price moves), :mod:`adapters.sim._books` books each fill and close, and
+:mod:`adapters.sim._cancels` is the cancel path with its pending cancels.
 """
 
 from __future__ import annotations
@@ -67,32 +73,18 @@ from datetime import datetime
 
 from adapters.base import OrderRequest
 from nija_broker.clock import Clock, FakeClock
-from nija_broker.errors import (
-    AuthenticationFailed,
-    InsufficientFunds,
-    InvalidOrder,
-    OrderNotFound,
-)
-from nija_broker.models import (
-    Balance,
-    Fill,
-    Market,
-    Order,
-    OrderStatus,
-    OrderType,
-    Side,
-    Ticker,
-)
+from nija_broker.errors import AuthenticationFailed, InvalidOrder, OrderNotFound
+from nija_broker.models import Balance, Fill, Market, Order, OrderType, Ticker
 from nija_broker.symbols import normalize_symbol
 
-from ._fees import FEE_DECIMALS, FeeCharge, FeeMode, fee_charge, plain_sum
-from ._rules import crosses, order_problem, snap, triggers
+from ._books import Books
+from ._cancels import Cancels
+from ._fees import FEE_DECIMALS, FeeMode
+from ._matching import Matcher
+from ._rules import order_problem, snap
 from ._state import STP_MODES, TIME_IN_FORCE, AccountTruth, OrderFlags, SimAccount, SimOrder
 
 __all__ = ["FEE_DECIMALS", "FeeMode", "SimEngine"]
-
-# Funds checks forgive float dust, so "exactly enough" money is enough.
-_FUNDS_SLACK = 1e-12
 
 
 class SimEngine:
@@ -124,21 +116,22 @@ class SimEngine:
         self.fee_decimals = fee_decimals
         # The hold covers the dearer fee: a resting order may still end up a taker.
         self._hold_fee = max(maker_fee, taker_fee)
-        # Separate streams, so enabling partial fills does not change the price path.
+        # Separate streams (the fill stream is the matcher's, below), so enabling partial
+        # fills does not change the price path.
         self._walk_rng = random.Random(f"{seed}:walk")
-        self._fill_rng = random.Random(f"{seed}:fill")
         self._markets: dict[str, Market] = {}
         self._prices: dict[str, float] = {}
         self._volatility: dict[str, float] = {}
         self._paths: dict[str, deque[float]] = {}
-        self._accounts: dict[str, SimAccount] = {}
-        self._resting: dict[str, dict[int, SimOrder]] = {}
-        self._is_maker: dict[str, bool] = {}
-        self._fills: list[Fill] = []
         self._next_order = 1
-        self._next_trade = 1
-        self._liquidity: dict[str, float] = {}
-        self._cancels_to_delay = 0
+        # Books own every account's state; the matcher and the cancel path change it only
+        # through them (the engine is their one caller, on its one loop).
+        self._books = Books(now=self._now, prices=self._prices, maker_fee=maker_fee,
+                            taker_fee=taker_fee, fee_decimals=fee_decimals)
+        self._matcher = Matcher(self._books, now=self._now, markets=self._markets,
+                                prices=self._prices, partial_fill_prob=partial_fill_prob,
+                                fill_rng=random.Random(f"{seed}:fill"))
+        self._cancels = Cancels(self._books, now=self._now)
 
     # ----------------------------------------------------------------- markets
 
@@ -153,7 +146,7 @@ class SimEngine:
         self._markets[market.symbol] = market
         self._prices[market.symbol] = snap(price, market.price_step)
         self._volatility[market.symbol] = volatility
-        self._resting[market.symbol] = {}
+        self._books.resting[market.symbol] = {}
 
     @property
     def markets(self) -> dict[str, Market]:
@@ -173,15 +166,15 @@ class SimEngine:
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price must be positive, got {price!r}")
         self._prices[market.symbol] = price
-        return self._match(market.symbol)
+        return self._matcher.price_moved(market.symbol)
 
     def set_liquidity(self, symbol: str, amount: float | None) -> None:
         """What a taker finds at the current price from now on; ``None``: unlimited."""
         market = self._market(symbol)
         if amount is None:
-            self._liquidity.pop(market.symbol, None)
+            self._matcher.liquidity.pop(market.symbol, None)
         elif math.isfinite(amount) and amount >= 0:
-            self._liquidity[market.symbol] = amount
+            self._matcher.liquidity[market.symbol] = amount
         else:
             raise ValueError(f"liquidity must be a non-negative amount, got {amount!r}")
 
@@ -205,7 +198,7 @@ class SimEngine:
                 else:
                     walked = self._prices[symbol] * math.exp(self._volatility[symbol] * shock)
                     self._prices[symbol] = snap(walked, market.price_step)
-                fills.extend(self._match(symbol))
+                fills.extend(self._matcher.price_moved(symbol))
         return fills
 
     # ---------------------------------------------------------------- accounts
@@ -214,14 +207,14 @@ class SimEngine:
                      fee_mode: FeeMode | str = "quote") -> None:
         """Open ``account_id`` with ``balances``; ``fee_mode`` is ``"quote"`` (the default),
         ``"base_for_buys"``, an asset code such as ``"BNB"``, or a :class:`FeeMode`."""
-        if account_id in self._accounts:
+        if account_id in self._books.accounts:
             raise ValueError(f"account {account_id!r} already exists")
         mode = FeeMode.parse(fee_mode)
         # Buys that pay fees in base (or in base when the third asset runs out) never
         # need quote for them: such a resting buy holds only its cost, as on Binance.
         hold_rate = 0.0 if mode.buys_in_base else self._hold_fee
-        self._accounts[account_id] = SimAccount(account_id, hold_fee_rate=hold_rate,
-                                                fee_mode=mode)
+        self._books.accounts[account_id] = SimAccount(account_id, hold_fee_rate=hold_rate,
+                                                      fee_mode=mode)
         for currency, amount in balances.items():
             self.deposit(account_id, currency, amount)
 
@@ -235,7 +228,7 @@ class SimEngine:
 
     @property
     def accounts(self) -> tuple[str, ...]:
-        return tuple(self._accounts)
+        return tuple(self._books.accounts)
 
     def balances(self, account_id: str) -> dict[str, Balance]:
         return self._account(account_id).balances()
@@ -275,67 +268,19 @@ class SimEngine:
             time_in_force=time_in_force,
             stp_mode=stp_mode,
         )
-        self._check_funds(account, order, now_price)
+        self._books.check_funds(account, order, now_price)
         self._next_order += 1
         account.list_open(order)
-        if order.type is OrderType.MARKET or (
-            order.type is OrderType.LIMIT and crosses(order.side, order.price, now_price)
-        ):
-            self._take_incoming(order, now_price)
-        elif time_in_force != "GTC":
-            self._close(order, OrderStatus.EXPIRED)  # nothing crosses: IOC and FOK end here
-        else:
-            self._resting[order.symbol][order.seq] = order
+        self._matcher.incoming(order, now_price)
         return order.snapshot()
-
-    def _take_incoming(self, order: SimOrder, price: float) -> None:
-        """A new taker against the liquidity at ``price``, then self-trade prevention."""
-        available = self._liquidity.get(order.symbol)
-        if available is None:
-            self._take(order, price)
-            return
-        if order.time_in_force == "FOK" and available < order.remaining * (1 - 1e-9):
-            self._close(order, OrderStatus.EXPIRED)
-            return
-        amount = snap(min(order.remaining, available), self._markets[order.symbol].amount_step)
-        if 0 < amount <= order.remaining * (1 + 1e-9):
-            self._take(order, price, amount)
-        if not order.status.is_open:
-            return
-        limit = math.inf if order.price is None else order.price
-        makers = [o for o in self._accounts[order.account_id].open.values()
-                  if o.symbol == order.symbol and o.side is not order.side and o is not order
-                  and not o.waits_for_trigger and o.rest_price is not None
-                  and crosses(order.side, limit, o.rest_price)]
-        if makers and order.stp_mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
-            for maker in makers:
-                maker.expired_in_match = True
-                self._close(maker, OrderStatus.EXPIRED)
-        if makers and order.stp_mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
-            order.expired_in_match = True
-            self._close(order, OrderStatus.EXPIRED)
-        elif order.type is OrderType.MARKET or order.time_in_force != "GTC":
-            self._close(order, OrderStatus.EXPIRED)  # what the liquidity could not fill
-        else:
-            self._resting[order.symbol][order.seq] = order
 
     def delay_cancels(self, count: int = 1) -> None:
         """The next ``count`` cancels leave their order pending (see the module doc)."""
-        if count < 0:
-            raise ValueError(f"count must not be negative, got {count!r}")
-        self._cancels_to_delay = count
+        self._cancels.delay(count)
 
     def complete_cancels(self, account_id: str | None = None) -> list[Order]:
         """Cancel every order whose cancel is pending (of ``account_id``, else of all)."""
-        done = []
-        for account in self._accounts.values():
-            if account_id is not None and account.account_id != account_id:
-                continue
-            for order in [o for o in account.open.values() if o.cancel_pending]:
-                order.cancel_pending = False
-                self._close(order, OrderStatus.CANCELLED)
-                done.append(order.snapshot())
-        return done
+        return self._cancels.complete(account_id)
 
     def order_flags(self, account_id: str, order_id: str) -> OrderFlags:
         """Time in force, self-trade prevention mode and what ended or holds the order."""
@@ -348,15 +293,7 @@ class SimEngine:
             raise InvalidOrder(
                 f"order {order_id} is already {order.status}", account_id=account_id
             )
-        if order.cancel_pending:
-            return order.snapshot()
-        if self._cancels_to_delay > 0:
-            self._cancels_to_delay -= 1
-            order.cancel_pending = True
-            order.touch(self._now())
-            return order.snapshot()
-        self._close(order, OrderStatus.CANCELLED)
-        return order.snapshot()
+        return self._cancels.cancel(order)
 
     def get_order(self, account_id: str, order_id: str) -> Order:
         return self._order(account_id, order_id).snapshot()
@@ -402,7 +339,7 @@ class SimEngine:
 
     def is_maker(self, trade_id: str) -> bool:
         """Whether the fill with this trade id added liquidity (paid the maker fee)."""
-        return self._is_maker[trade_id]
+        return self._books.is_maker[trade_id]
 
     def fill_partially(self, account_id: str, order_id: str, amount: float) -> Fill:
         """Test hook: fill ``amount`` of a resting order at its own price, as maker."""
@@ -413,7 +350,7 @@ class SimEngine:
             )
         if not (math.isfinite(amount) and 0 < amount <= order.remaining * (1 + 1e-9)):
             raise ValueError(f"amount must be in (0, {order.remaining}], got {amount!r}")
-        return self._execute(order, amount, order.rest_price, maker=True)
+        return self._books.execute(order, amount, order.rest_price, maker=True)
 
     def truth(self, account_id: str) -> AccountTruth:
         account = self._account(account_id)
@@ -429,7 +366,7 @@ class SimEngine:
     @property
     def fills(self) -> tuple[Fill, ...]:
         """Every fill of every account, in the order they happened."""
-        return tuple(self._fills)
+        return tuple(self._books.fills)
 
     # --------------------------------------------------------------- internals
 
@@ -437,7 +374,7 @@ class SimEngine:
         return self.clock.now()
 
     def _account(self, account_id: str) -> SimAccount:
-        account = self._accounts.get(account_id)
+        account = self._books.accounts.get(account_id)
         if account is None:
             # What an exchange answers for keys it does not know.
             raise AuthenticationFailed(f"unknown account {account_id!r}", account_id=account_id)
@@ -466,138 +403,3 @@ class SimEngine:
         reason = order_problem(market, request, now_price, duplicate_client_id=duplicate)
         if reason is not None:
             raise InvalidOrder(f"{market.symbol}: {reason}", account_id=account.account_id)
-
-    def _check_funds(self, account: SimAccount, order: SimOrder, now_price: float) -> None:
-        if order.type is OrderType.MARKET and order.side is Side.BUY:
-            # It fills within this call at now_price, so its fee is known: count it only
-            # when it is taken in quote.
-            currency = order.quote
-            charge = self._fee_charge(account, order, order.amount, now_price, maker=False,
-                                      holding=False)
-            need = order.amount * now_price + (charge.cost if charge.currency == currency else 0)
-        elif order.type is OrderType.MARKET:
-            currency, need = order.base, order.amount
-        else:
-            currency, need = order.lock(account.hold_fee_rate)
-        free = account.free(currency)
-        if need > free + _FUNDS_SLACK * max(1.0, need):
-            raise InsufficientFunds(
-                f"{order.symbol} {order.side} {order.amount}: needs {need!r} {currency}, "
-                f"{max(free, 0.0)!r} free",
-                account_id=account.account_id,
-            )
-
-    def _match(self, symbol: str) -> list[Fill]:
-        price = self._prices[symbol]
-        book = self._resting[symbol]
-        fills: list[Fill] = []
-        # Books are filled in id order and never re-sorted, so this is oldest first.
-        for order in list(book.values()):
-            if not order.status.is_open or order.cancel_pending:
-                continue
-            if order.waits_for_trigger:
-                if not triggers(order.type, order.side, order.trigger_price, price):
-                    continue
-                order.triggered = True
-                order.touch(self._now())
-                limit = order.rest_price
-                if limit is None or crosses(order.side, limit, price):
-                    fills.extend(self._take(order, price))
-            elif order.rest_price is not None and crosses(order.side, order.rest_price, price):
-                fills.append(
-                    self._execute(order, self._maker_amount(order), order.rest_price, maker=True)
-                )
-        return fills
-
-    def _maker_amount(self, order: SimOrder) -> float:
-        """All of the remaining amount, or with ``partial_fill_prob`` a seeded part of it."""
-        remaining = order.remaining
-        if self.partial_fill_prob <= 0 or self._fill_rng.random() >= self.partial_fill_prob:
-            return remaining
-        step = self._markets[order.symbol].amount_step
-        part = remaining * self._fill_rng.uniform(0.1, 0.9)
-        if step is not None:
-            part = snap(part, step)
-        return part if 0 < part < remaining else remaining
-
-    def _take(self, order: SimOrder, price: float, amount: float | None = None) -> list[Fill]:
-        """Fill ``amount`` (default: all that remains) at ``price`` as taker, if the account
-        can pay."""
-        amount = order.remaining if amount is None else amount
-        if order.side is Side.BUY:
-            account = self._accounts[order.account_id]
-            _, held = order.lock(account.hold_fee_rate)
-            free = account.free(order.quote)
-            charge = self._fee_charge(account, order, amount, price, maker=False,
-                                      holding=True)
-            cost = amount * price + (charge.cost if charge.currency == order.quote else 0.0)
-            if cost > free + held + _FUNDS_SLACK * max(1.0, cost):
-                # A stop-market buy that gapped past what it holds: the exchange drops it.
-                failed = OrderStatus.REJECTED if order.filled == 0 else OrderStatus.EXPIRED
-                self._close(order, failed)
-                return []
-        return [self._execute(order, amount, price, maker=False)]
-
-    def _execute(self, order: SimOrder, amount: float, price: float, *, maker: bool) -> Fill:
-        account = self._accounts[order.account_id]
-        notional = order.notional(amount, price)
-        charge = self._fee_charge(account, order, amount, price, maker=maker, holding=True)
-        if order.side is Side.BUY:
-            legs = {order.quote: -notional, order.base: amount}
-        else:
-            legs = {order.base: -amount, order.quote: notional}
-        # One booking per currency: a buy's base fee is credited as amount - fee.
-        legs[charge.currency] = plain_sum(legs.get(charge.currency, 0.0), -charge.cost)
-        for currency, change in legs.items():
-            account.add(currency, change)
-        account.hold(order, sign=-1)
-        final = amount >= order.remaining * (1 - 1e-9)
-        order.filled = order.amount if final else order.filled + amount
-        order.cost = plain_sum(order.cost, notional)
-        order.fee = plain_sum(order.fee, charge.value)
-        order.status = OrderStatus.FILLED if final else OrderStatus.PARTIALLY_FILLED
-        account.hold(order)
-        if final:
-            self._unlist(order)
-        now = self._now()
-        order.touch(now)
-        trade_id = str(self._next_trade)
-        self._next_trade += 1
-        fill = Fill(
-            account_id=order.account_id, order_id=order.id, trade_id=trade_id,
-            symbol=order.symbol, side=order.side, amount=amount, price=price,
-            fee=charge.value, fee_currency=charge.currency, fee_cost=charge.cost,
-            timestamp=now, cumulative_filled=order.filled, role=order.role,
-        )
-        self._is_maker[trade_id] = maker
-        account.fills.append(fill)
-        self._fills.append(fill)
-        return fill
-
-    def _fee_charge(self, account: SimAccount, order: SimOrder, amount: float, price: float, *,
-                    maker: bool, holding: bool) -> FeeCharge:
-        """The fee a fill of ``amount`` at ``price`` of ``order`` would take now (``holding``:
-        the order is listed and holds funds, which its own fill may use)."""
-        asset = account.fee_mode.asset
-        # A third asset is valued at its market against the order's quote; with no such
-        # market it cannot be valued, and the fee falls back (see _fees).
-        asset_price = None if asset is None else (
-            1.0 if asset == order.quote else self._prices.get(f"{asset}/{order.quote}"))
-        asset_free = 0.0 if asset is None or asset_price is None else account.free_after(
-            order, amount, price, asset, holding=holding)
-        return fee_charge(
-            account.fee_mode, side=order.side, base=order.base, quote=order.quote, amount=amount,
-            price=price, rate=self.maker_fee if maker else self.taker_fee,
-            asset_price=asset_price, asset_free=asset_free, fee_decimals=self.fee_decimals,
-            slack=_FUNDS_SLACK * max(1.0, asset_free))
-
-    def _close(self, order: SimOrder, status: OrderStatus) -> None:
-        self._accounts[order.account_id].hold(order, sign=-1)
-        order.status = status
-        self._unlist(order)
-        order.touch(self._now())
-
-    def _unlist(self, order: SimOrder) -> None:
-        self._accounts[order.account_id].unlist(order)
-        self._resting[order.symbol].pop(order.seq, None)
-

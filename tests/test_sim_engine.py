@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import pytest
@@ -418,6 +419,208 @@ def test_partial_fill_probability_splits_crossings_but_every_order_completes() -
                for f in fills[:-1])  # parts are whole lots
 
 
+# ------------------------------------- time in force, self-trade prevention, pending cancels
+
+
+def flags(engine: SimEngine, account: str, order_id: str) -> dict[str, object]:
+    return asdict(engine.order_flags(account, order_id))
+
+
+def test_ioc_fills_what_the_liquidity_offers_and_expires_the_rest(engine: SimEngine) -> None:
+    engine.set_liquidity("BTC/USD", 0.004)
+    order = engine.place_order("A", limit(Side.BUY, 0.01, 50_100.0), time_in_force="IOC")
+    assert (order.status, order.filled, order.average) == (OrderStatus.EXPIRED, 0.004, 50_000.0)
+    [fill] = engine.trades("A")
+    assert (fill.amount, fill.price) == (0.004, 50_000.0)
+    assert not paid_maker(engine, fill)
+    assert engine.open_orders("A") == []
+    spent = 200.0 * (1 + TAKER)
+    assert money(engine, "A", "USD") == pytest.approx((10_000 - spent, 0.0, 10_000 - spent))
+    assert flags(engine, "A", order.id)["expired_in_match"] is False
+
+
+def test_ioc_that_crosses_with_unlimited_liquidity_fills_whole(engine: SimEngine) -> None:
+    order = engine.place_order("A", limit(Side.SELL, 0.01, 49_900.0), time_in_force="IOC")
+    assert (order.status, order.filled, order.average) == (OrderStatus.FILLED, 0.01, 50_000.0)
+
+
+def test_ioc_that_does_not_cross_expires_with_nothing_and_holds_nothing(
+    engine: SimEngine,
+) -> None:
+    order = engine.place_order("A", limit(Side.BUY, 0.01, 49_000.0), time_in_force="IOC")
+    assert (order.status, order.filled) == (OrderStatus.EXPIRED, 0.0)
+    assert engine.trades("A") == []
+    assert money(engine, "A", "USD") == (10_000.0, 0.0, 10_000.0)
+    assert engine.set_price("BTC/USD", 48_000.0) == []  # it is not resting either
+
+
+def test_fok_fills_whole_at_once_when_the_liquidity_covers_it(engine: SimEngine) -> None:
+    engine.set_liquidity("BTC/USD", 0.01)
+    order = engine.place_order("A", limit(Side.BUY, 0.01, 50_100.0), time_in_force="FOK")
+    assert (order.status, order.filled, order.average) == (OrderStatus.FILLED, 0.01, 50_000.0)
+    assert [f.amount for f in engine.trades("A")] == [0.01]
+
+
+@pytest.mark.parametrize(
+    ("liquidity", "price"),
+    [(0.0099, 50_100.0), (0.0, 50_100.0), (None, 49_000.0)],
+    ids=["liquidity-one-lot-short", "no-liquidity", "does-not-cross"],
+)
+def test_fok_that_cannot_fill_whole_expires_with_nothing_filled_or_held(
+    engine: SimEngine, liquidity: float | None, price: float
+) -> None:
+    engine.set_liquidity("BTC/USD", liquidity)
+    order = engine.place_order("A", limit(Side.BUY, 0.01, price), time_in_force="FOK")
+    assert (order.status, order.filled, order.fee) == (OrderStatus.EXPIRED, 0.0, 0.0)
+    assert engine.trades("A") == []
+    assert money(engine, "A", "USD") == (10_000.0, 0.0, 10_000.0)
+    assert engine.open_orders("A") == []
+
+
+@pytest.mark.parametrize(
+    ("time_in_force", "stp_mode", "order_type"),
+    [("IOC", "NONE", OrderType.MARKET), ("DAY", "NONE", OrderType.LIMIT),
+     ("GTC", "EXPIRE_ALL", OrderType.LIMIT)],
+    ids=["ioc-market", "unknown-time-in-force", "unknown-stp-mode"],
+)
+def test_time_in_force_and_stp_mode_outside_the_venues_choices_are_refused_without_trace(
+    engine: SimEngine, time_in_force: str, stp_mode: str, order_type: OrderType
+) -> None:
+    request = OrderRequest(symbol="BTC/USD", side=Side.BUY, type=order_type, amount=0.01,
+                           price=None if order_type is OrderType.MARKET else 50_100.0)
+    with pytest.raises(InvalidOrder):
+        engine.place_order("A", request, time_in_force=time_in_force, stp_mode=stp_mode)
+    assert engine.all_orders("A") == []
+    assert money(engine, "A", "USD") == (10_000.0, 0.0, 10_000.0)
+
+
+@pytest.mark.parametrize(
+    ("stp_mode", "taker_status", "taker_flagged", "maker_status", "maker_flagged"),
+    [
+        ("EXPIRE_TAKER", OrderStatus.EXPIRED, True, OrderStatus.OPEN, False),
+        ("EXPIRE_MAKER", OrderStatus.PARTIALLY_FILLED, False, OrderStatus.EXPIRED, True),
+        ("EXPIRE_BOTH", OrderStatus.EXPIRED, True, OrderStatus.EXPIRED, True),
+        ("NONE", OrderStatus.PARTIALLY_FILLED, False, OrderStatus.OPEN, False),
+    ],
+)
+def test_self_trade_prevention_expires_the_taker_or_the_maker_as_its_mode_says(
+    engine: SimEngine, stp_mode: str, taker_status: OrderStatus, taker_flagged: bool,
+    maker_status: OrderStatus, maker_flagged: bool,
+) -> None:
+    maker = engine.place_order("A", limit(Side.SELL, 0.01, 50_100.0))
+    engine.set_liquidity("BTC/USD", 0.005)
+    # The liquidity fills 0.005; the rest's limit reaches A's own resting sell.
+    taker = engine.place_order("A", limit(Side.BUY, 0.02, 50_200.0), stp_mode=stp_mode)
+    assert (taker.status, taker.filled) == (taker_status, 0.005)
+    assert flags(engine, "A", taker.id)["expired_in_match"] is taker_flagged
+    assert engine.get_order("A", maker.id).status is maker_status
+    assert flags(engine, "A", maker.id)["expired_in_match"] is maker_flagged
+    assert [f.order_id for f in engine.trades("A")] == [taker.id]  # never against itself
+    # An expired order holds nothing; an open one still holds its remaining amount.
+    maker_holds = 0.0 if maker_flagged else 0.01
+    assert money(engine, "A", "BTC")[1] == pytest.approx(maker_holds)
+    taker_holds = 0.0 if taker_flagged else 50_200.0 * 0.015 * (1 + HOLD)
+    assert money(engine, "A", "USD")[1] == pytest.approx(taker_holds)
+
+
+def test_self_trade_prevention_ignores_other_accounts_the_same_side_and_prices_out_of_reach(
+    engine: SimEngine,
+) -> None:
+    engine.deposit("B", "BTC", 1.0)
+    other_account = engine.place_order("B", limit(Side.SELL, 0.01, 50_100.0))
+    same_side = engine.place_order("A", limit(Side.BUY, 0.01, 49_000.0))
+    beyond_limit = engine.place_order("A", limit(Side.SELL, 0.01, 50_300.0))
+    engine.set_liquidity("BTC/USD", 0.005)
+    taker = engine.place_order("A", limit(Side.BUY, 0.02, 50_200.0), stp_mode="EXPIRE_BOTH")
+    assert (taker.status, taker.filled) == (OrderStatus.PARTIALLY_FILLED, 0.005)
+    for account, order in (("B", other_account), ("A", same_side), ("A", beyond_limit)):
+        assert engine.get_order(account, order.id).status is OrderStatus.OPEN
+        assert flags(engine, account, order.id)["expired_in_match"] is False
+    assert flags(engine, "A", taker.id)["expired_in_match"] is False
+
+
+def test_taker_filled_wholly_by_the_liquidity_never_meets_self_trade_prevention(
+    engine: SimEngine,
+) -> None:
+    maker = engine.place_order("A", limit(Side.SELL, 0.01, 50_100.0))
+    taker = engine.place_order("A", limit(Side.BUY, 0.02, 50_200.0), stp_mode="EXPIRE_BOTH")
+    assert taker.status is OrderStatus.FILLED
+    assert engine.get_order("A", maker.id).status is OrderStatus.OPEN
+
+
+def test_delayed_cancel_keeps_the_order_open_and_its_hold_until_completed(
+    engine: SimEngine,
+) -> None:
+    order = engine.place_order("A", limit(Side.BUY, 0.1, 40_000.0))
+    held = 4_000.0 * (1 + HOLD)
+    engine.delay_cancels(1)
+    pending = engine.cancel_order("A", order.id)
+    assert pending.status is OrderStatus.OPEN
+    assert flags(engine, "A", order.id)["cancel_pending"] is True
+    assert [o.id for o in engine.open_orders("A")] == [order.id]
+    assert money(engine, "A", "USD") == pytest.approx((10_000 - held, held, 10_000.0))
+    [done] = engine.complete_cancels("A")
+    assert (done.id, done.status) == (order.id, OrderStatus.CANCELLED)
+    assert flags(engine, "A", order.id)["cancel_pending"] is False
+    assert engine.open_orders("A") == []
+    assert money(engine, "A", "USD") == (10_000.0, 0.0, 10_000.0)
+
+
+def test_order_with_a_pending_cancel_does_not_fill_when_the_price_reaches_it(
+    engine: SimEngine,
+) -> None:
+    order = engine.place_order("A", limit(Side.BUY, 0.1, 40_000.0))
+    engine.delay_cancels(1)
+    engine.cancel_order("A", order.id)
+    assert engine.set_price("BTC/USD", 39_000.0) == []
+    assert engine.get_order("A", order.id).filled == 0.0
+
+
+def test_only_the_delayed_number_of_cancels_is_left_pending_and_a_repeat_changes_nothing(
+    engine: SimEngine,
+) -> None:
+    first = engine.place_order("A", limit(Side.BUY, 0.01, 40_000.0))
+    second = engine.place_order("A", limit(Side.BUY, 0.01, 41_000.0))
+    engine.delay_cancels(1)
+    assert engine.cancel_order("A", first.id).status is OrderStatus.OPEN
+    assert engine.cancel_order("A", first.id).status is OrderStatus.OPEN  # still pending
+    assert engine.cancel_order("A", second.id).status is OrderStatus.CANCELLED
+    assert flags(engine, "A", second.id)["cancel_pending"] is False
+
+
+def test_complete_cancels_of_one_account_leaves_the_others_pending(engine: SimEngine) -> None:
+    mine = engine.place_order("A", limit(Side.BUY, 0.01, 40_000.0))
+    theirs = engine.place_order("B", limit(Side.BUY, 0.01, 40_000.0))
+    engine.delay_cancels(2)
+    engine.cancel_order("A", mine.id)
+    engine.cancel_order("B", theirs.id)
+    assert [o.id for o in engine.complete_cancels("A")] == [mine.id]
+    assert flags(engine, "B", theirs.id)["cancel_pending"] is True
+    assert [o.id for o in engine.complete_cancels()] == [theirs.id]
+    assert engine.complete_cancels() == []
+
+
+def test_delay_cancels_refuses_a_negative_count(engine: SimEngine) -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        engine.delay_cancels(-1)
+
+
+def test_order_flags_report_time_in_force_and_stp_mode_as_placed(engine: SimEngine) -> None:
+    plain = engine.place_order("A", limit(Side.BUY, 0.01, 40_000.0))
+    assert flags(engine, "A", plain.id) == {
+        "time_in_force": "GTC", "stp_mode": "NONE",
+        "expired_in_match": False, "cancel_pending": False,
+    }
+    ioc = engine.place_order("A", limit(Side.BUY, 0.01, 40_000.0), time_in_force="IOC",
+                             stp_mode="EXPIRE_TAKER")
+    assert flags(engine, "A", ioc.id) == {
+        "time_in_force": "IOC", "stp_mode": "EXPIRE_TAKER",
+        "expired_in_match": False, "cancel_pending": False,
+    }
+    with pytest.raises(OrderNotFound):
+        engine.order_flags("B", plain.id)
+
+
 # ------------------------------------------------------------- lookups and isolation
 
 
@@ -574,3 +777,21 @@ def test_public_names_are_exported_sorted() -> None:
     # ruff's RUF022 order: CONSTANTS first, then the rest, each alphabetical.
     assert adapters.sim.__all__ == sorted(adapters.sim.__all__, key=lambda n: (not n.isupper(), n))
     assert all(hasattr(adapters.sim, name) for name in adapters.sim.__all__)
+
+
+def test_no_liquidity_fills_nothing_not_one_amount_step(engine: SimEngine) -> None:
+    engine.set_liquidity("BTC/USD", 0.0)
+    taker = engine.place_order("A", limit(Side.BUY, 0.01, 50_200.0), time_in_force="IOC")
+    assert (taker.status, taker.filled) == (OrderStatus.EXPIRED, 0.0)
+    assert engine.trades("A") == []
+
+
+def test_a_market_sell_meets_self_trade_prevention_like_a_market_buy(engine: SimEngine) -> None:
+    maker = engine.place_order("A", limit(Side.BUY, 0.01, 49_900.0))
+    engine.set_liquidity("BTC/USD", 0.005)
+    taker = engine.place_order("A", OrderRequest(symbol="BTC/USD", side=Side.SELL,
+                                                 type=OrderType.MARKET, amount=0.02),
+                               stp_mode="EXPIRE_TAKER")
+    assert (taker.status, taker.filled) == (OrderStatus.EXPIRED, 0.005)
+    assert flags(engine, "A", taker.id)["expired_in_match"] is True
+    assert engine.get_order("A", maker.id).status is OrderStatus.OPEN

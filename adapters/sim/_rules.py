@@ -33,6 +33,15 @@ def snap(value: float, step: float | None) -> float:
     return float(Decimal(multiples) * Decimal(repr(step)))
 
 
+def snap_down(value: float, step: float | None) -> float:
+    """``value`` rounded down to a multiple of ``step`` (0 when below one step): what a
+    limited liquidity can fill, never more than it offers."""
+    if step is None:
+        return max(value, 0.0)
+    multiples = math.floor(value / step * (1 + _STEP_TOLERANCE))
+    return float(Decimal(max(multiples, 0)) * Decimal(repr(step)))
+
+
 def rule_violation(
     market: Market,
     *,

@@ -650,3 +650,103 @@ async def test_emulator_takes_a_crossing_post_only_order_and_cancels_it(rig: Rig
     assert_same_shape(_recorded_info("query_orders_post_only_cancelled.json"), info)
     assert balance["USDT"].used == 0  # never held anything
     assert rig.engine.all_orders(ALICE) == []  # the engine never saw it
+
+
+def _one_instance(rig: Rig) -> tuple[Any, CcxtExchange]:
+    """A bare ccxt kraken and the adapter over that same instance: one nonce stream."""
+    raw = rig.raw()
+    return raw, CcxtExchange(raw, account_id=ALICE, clock=FakeClock(), call_timeout_s=2.0,
+                             budget=RateBudget(1000.0))
+
+
+@pytest.mark.asyncio
+async def test_emulator_ioc_partly_filled_reads_cancelled_with_what_filled(rig: Rig) -> None:
+    case = fixture(VENUE, "query_orders_ioc_partial_cancelled.json")
+    rig.engine.set_price("LTC/USDT", 71.0)
+    rig.engine.set_liquidity("LTC/USDT", 0.04)
+    raw, ex = _one_instance(rig)
+    try:
+        # The adapter's OrderRequest has no time in force: AddOrder is driven through ccxt.
+        created = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 72.0,
+                                         {"timeInForce": "IOC"})
+        assert "timeinforce=IOC" in (raw.last_request_body or "")
+        order = await ex.fetch_order(created["id"], "LTC/USDT")
+        info = raw.last_json_response["result"][order.id]
+        (fill,) = await ex.fetch_order_trades(order)
+    finally:
+        await ex.aclose()
+    expected = _without_ids_and_times(case["expected"])
+    assert subset(order_figures(order), expected) == pytest.approx(expected)
+    assert (fill.amount, fill.price, fill.fee) == pytest.approx((0.04, 71.0, 0.007384))
+    assert (info["status"], info["reason"]) == ("canceled", None)
+    assert_same_shape(_recorded_info("query_orders_ioc_partial_cancelled.json"), info)
+    assert rig.engine.balances(ALICE)["USDT"].used == 0  # the dropped rest holds nothing
+
+
+@pytest.mark.parametrize("timeinforce", ["GTD", "FOK", "ioc"])
+@pytest.mark.asyncio
+async def test_emulator_refuses_a_time_in_force_it_does_not_keep(rig: Rig,
+                                                                 timeinforce: str) -> None:
+    raw, ex = _one_instance(rig)
+    try:
+        with pytest.raises(ccxt.ExchangeError, match="timeinforce"):
+            await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 50.0,
+                                   {"timeinforce": timeinforce})
+    finally:
+        await ex.aclose()
+    assert rig.engine.all_orders(ALICE) == []
+
+
+@pytest.mark.asyncio
+async def test_emulator_self_trade_cancels_the_newest_order_by_default(rig: Rig) -> None:
+    case = fixture(VENUE, "query_orders_self_trade_cancelled.json")
+    raw, ex = _one_instance(rig)
+    try:
+        resting = await raw.create_order("LTC/USDT", "limit", "sell", 0.1, 72.0)
+        # Others offer 0.04; past that only the account's own sell is there. (Not 0: the
+        # engine fills at least one amount step of a taker even at zero liquidity.)
+        rig.engine.set_liquidity("LTC/USDT", 0.04)
+        created = await raw.create_order("LTC/USDT", "market", "buy", 0.1)
+        order = await ex.fetch_order(created["id"], "LTC/USDT")
+        info = raw.last_json_response["result"][order.id]
+        still = await ex.fetch_order(resting["id"], "LTC/USDT")
+    finally:
+        await ex.aclose()
+    unfilled = ("filled", "remaining", "fee", "id")
+    expected = {k: v for k, v in case["expected"].items() if k not in unfilled}
+    assert subset(order_figures(order), expected) == expected
+    assert (order.filled, order.remaining) == pytest.approx((0.04, 0.06))
+    assert (info["status"], info["reason"]) == ("canceled", "Cannot trade with self")
+    assert_same_shape(_recorded_info("query_orders_self_trade_cancelled.json"), info)
+    assert still.status is OrderStatus.OPEN  # cancel-newest leaves the resting order
+
+
+@pytest.mark.parametrize(("stptype", "taker_ends", "maker_ends"), [
+    ("cancel-newest", True, False), ("cancel-oldest", False, True),
+    ("cancel-both", True, True)])
+@pytest.mark.asyncio
+async def test_emulator_stptype_chooses_which_order_self_trade_prevention_ends(
+        rig: Rig, stptype: str, taker_ends: bool, maker_ends: bool) -> None:
+    raw, ex = _one_instance(rig)
+    try:
+        resting = await raw.create_order("LTC/USDT", "limit", "sell", 0.1, 72.0)
+        rig.engine.set_liquidity("LTC/USDT", 0.04)
+        taker = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 73.0,
+                                       {"stptype": stptype})
+        statuses = [(await ex.fetch_order(o["id"], "LTC/USDT")).status
+                    for o in (taker, resting)]
+    finally:
+        await ex.aclose()
+    ended = OrderStatus.CANCELLED
+    assert [s is ended for s in statuses] == [taker_ends, maker_ends]
+
+
+@pytest.mark.asyncio
+async def test_emulator_refuses_an_unknown_stptype(rig: Rig) -> None:
+    raw, ex = _one_instance(rig)
+    try:
+        with pytest.raises(ccxt.ExchangeError, match="stptype"):
+            await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 50.0,
+                                   {"stptype": "expire-maker"})
+    finally:
+        await ex.aclose()

@@ -1,20 +1,45 @@
 """Kraken venue situations through the real reconciler, real ccxt and the Kraken emulator.
 
-The shapes pinned in ``test_conformance_kraken.py`` (a pending order, a partial fill then a
-cancel, closed-order history newest first in pages of 50) driven end to end: what the books,
-the store and the held capital say after the reconciler has seen them.
+The shapes pinned in ``test_conformance_kraken.py`` driven end to end: what the books, the
+store and the held capital say after the reconciler has seen them. The table Binance has
+(``test_venue_scenarios_binance.py``), on Kraken:
+
+- **IOC expired after a partial fill**: AddOrder ``timeinforce=IOC``. Kraken ends the rest
+  as *canceled*, not expired (``expired`` is a GTD order past its expiry time), keeping
+  what filled: docs.kraken.com, guide "Order lifecycle" (partially_filled -> canceled,
+  "Remaining quantity canceled (IOC residual, ...)"). The adapter reads CANCELLED.
+- **Self-trade prevention**: always on, AddOrder ``stptype`` ``cancel-newest`` (default),
+  ``cancel-oldest``, ``cancel-both``; the order it ends reads ``canceled``, reason "Cannot
+  trade with self", with what filled before (support.kraken.com article 360042529892,
+  "Self-trading prevention").
+- **Pending cancel: not a Kraken situation.** An order's status is one of ``pending``
+  (not yet in the book), ``open``, ``closed``, ``canceled``, ``expired``
+  (docs.kraken.com, QueryOrders / OrderInfo ``status``; the same five in the "Order
+  lifecycle" guide, where a user cancel goes open -> canceled with nothing in between).
+  There is no pending-cancel status to track, so the Binance PENDING_CANCEL scenarios
+  have no counterpart. CancelOrder's answer carries a ``pending`` flag ("if set, order(s)
+  is/are pending cancellation", in Kraken's result schema of ``count`` and ``pending``),
+  but the order itself never reads anything but open or canceled; the emulator always
+  answers ``pending: false`` and the adapter reads the order back with QueryOrders.
+- **History newest first in pages**: ClosedOrders, 50 a page (below).
+
+Orders "someone else" places go through AddOrder on a second API key of the same account
+(Kraken allows several), so their nonces never race the reconciler's.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import ccxt.async_support as ccxt
 import pytest
 import pytest_asyncio
 
 from adapters.base import OrderRequest
-from adapters.emulator import KrakenEmulatorServer
+from adapters.emulator import KrakenEmulatorServer, kraken_ccxt_config
 from adapters.sim import FaultInjector, FaultPlan, SimEngine
 from nija_broker.clock import SystemClock
 from nija_broker.events import OrderAdopted, OrderCancelled, OrderFilled
@@ -27,6 +52,8 @@ from .test_reconciler_emulator import ALICE, KRAKEN, Rig
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 SYMBOL = KRAKEN.symbol
+OTHER_KEY = "alice-kraken-key-2"
+OTHER_SECRET = base64.b64encode(b"alice-second-key-secret").decode()
 
 
 @pytest_asyncio.fixture
@@ -37,6 +64,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     faults = FaultInjector(FaultPlan(), SystemClock())
     keys = {ALICE: (KRAKEN.api_key, KRAKEN.secret)}
     async with KRAKEN.server_class(engine, keys, faults=faults) as server:
+        server.add_account(ALICE, OTHER_KEY, OTHER_SECRET)
         rig = Rig(KRAKEN, engine, server, faults, tmp_path / "state.sqlite3")
         rig.start()
         yield rig
@@ -127,3 +155,79 @@ async def test_closed_history_past_one_page_of_fifty_is_found_whole(rig: Rig) ->
     position = rig.books.get(ALICE).ledger.position(SYMBOL)
     assert position is not None
     assert position.quantity == pytest.approx(0.012)
+
+
+async def _add_order(rig: Rig, side: str, amount: float, price: float,
+                     **params: str) -> str:
+    """Someone else's AddOrder (another program, on the account's second key); its txid."""
+    other: Any = ccxt.kraken(kraken_ccxt_config(rig.server.url, OTHER_KEY, OTHER_SECRET))
+    try:
+        created = await other.create_order(SYMBOL, "limit", side, amount, price, params)
+    finally:
+        await other.close()
+    return str(created["id"])
+
+
+async def _restart_and_sync(rig: Rig) -> None:
+    assert rig.reconciler is not None
+    health = await rig.reconciler.startup(ALICE)
+    assert health.state is SyncState.OK, health
+    for _ in range(2):
+        await rig.sync()
+
+
+async def test_ioc_cancelled_after_a_partial_fill_is_booked_once_and_ended(rig: Rig) -> None:
+    await rig.sync()
+    rig.engine.set_liquidity(SYMBOL, 0.004)
+    order_id = await _add_order(rig, "buy", 0.01, 50_010.0, timeInForce="IOC")
+    # Never open: only the closed-orders sweep can see it.
+    await _restart_and_sync(rig)
+
+    order = rig.order(order_id)
+    assert order is not None
+    assert (order.status, order.filled) == (OrderStatus.CANCELLED, pytest.approx(0.004))
+    assert rig.store is not None
+    assert sums_by_order(rig.store.fills(ALICE)) == {order_id: pytest.approx(0.004)}
+    assert rig.books is not None
+    assert rig.books.get(ALICE).orders.held_capital().total == 0
+
+
+async def test_self_trade_cancels_the_newest_order_with_what_it_filled(rig: Rig) -> None:
+    resting = rig.place(Side.SELL, price=50_100.0, amount=0.01)
+    await rig.sync()
+    # 0.004 offered by others, then only the account's own sell: cancel-newest (the
+    # default) ends the arriving buy and leaves the resting sell.
+    rig.engine.set_liquidity(SYMBOL, 0.004)
+    taker = await _add_order(rig, "buy", 0.01, 50_200.0)
+    await _restart_and_sync(rig)
+
+    order = rig.order(taker)
+    assert order is not None
+    assert (order.status, order.filled) == (OrderStatus.CANCELLED, pytest.approx(0.004))
+    kept = rig.order(resting)
+    assert kept is not None
+    assert (kept.status, kept.filled) == (OrderStatus.OPEN, 0.0)
+    assert rig.store is not None
+    assert sums_by_order(rig.store.fills(ALICE)) == {taker: pytest.approx(0.004)}
+
+
+async def test_self_trade_cancel_oldest_ends_the_resting_order_with_what_filled(
+        rig: Rig) -> None:
+    resting = rig.place(Side.SELL, price=50_100.0, amount=0.01)
+    await rig.sync()
+    rig.fill_partially(resting, 0.003)
+    await rig.sync()
+    rig.engine.set_liquidity(SYMBOL, 0.004)
+    taker = await _add_order(rig, "buy", 0.01, 50_200.0, timeInForce="IOC",
+                             stptype="cancel-oldest")
+    await _restart_and_sync(rig)
+
+    ended = rig.order(resting)
+    assert ended is not None
+    assert (ended.status, ended.filled) == (OrderStatus.CANCELLED, pytest.approx(0.003))
+    order = rig.order(taker)
+    assert order is not None
+    assert (order.status, order.filled) == (OrderStatus.CANCELLED, pytest.approx(0.004))
+    assert rig.store is not None
+    assert sums_by_order(rig.store.fills(ALICE)) == {resting: pytest.approx(0.003),
+                                                     taker: pytest.approx(0.004)}

@@ -263,6 +263,33 @@ _STATUS = {
 }
 
 
+SELF_TRADE_REASON = "Cannot trade with self"
+"""Kraken's ``reason`` for an order self-trade prevention cancelled (support.kraken.com,
+"Self-trading prevention", article 360042529892: status "Canceled", reason "Cannot trade
+with self")."""
+
+
+def closing(order: Order, *, time_in_force: str,
+            expired_in_match: bool) -> tuple[str, str | None] | None:
+    """Kraken's ``(status, reason)`` for an order the engine EXPIRED where Kraken cancels.
+
+    Kraken's ``expired`` is a GTD order past its ``expiretm``, nothing else; the rest of an
+    IOC that could not fill is *cancelled*, as is an order self-trade prevention ends
+    (docs.kraken.com, guide "Order lifecycle": expired = "GTD (Good Till Date) order whose
+    expiry time was reached", partially_filled -> canceled on "Remaining quantity canceled
+    (IOC residual, ...)"). What Kraken puts in ``reason`` for an IOC residual is not in the
+    documentation (it only says ``reason`` is "populated on cancellation"), so the emulator
+    sends ``null`` rather than make a string up. ``None``: the status table applies.
+    """
+    if order.status is not OrderStatus.EXPIRED:
+        return None
+    if expired_in_match:
+        return "canceled", SELF_TRADE_REASON
+    if time_in_force == "IOC":
+        return "canceled", None
+    return None
+
+
 def kraken_order_type(order_type: OrderType, *, has_price: bool) -> str:
     return {
         OrderType.MARKET: "market",
@@ -304,13 +331,16 @@ def description(order: Order, market: Market) -> dict[str, str]:
 def order_info(order: Order, market: Market, *, userref: int | None, post_only: bool,
                trade_ids: list[str] | None = None,
                fee_decimals: int = FEE_DECIMALS, pending: bool = False,
-               reason: str | None = None) -> dict[str, Any]:
+               reason: str | None = None,
+               ended: tuple[str, str | None] | None = None) -> dict[str, Any]:
     """An order as ``OpenOrders``, ``ClosedOrders`` and ``QueryOrders`` give it.
 
     ``fee`` is the sum of its trades' fees in quote (``fciq``), printed with the
     engine's fee decimals so it is exactly what was charged (see :func:`trade_info`).
     ``pending``: an open order not yet in the book ("pending", one of the five
-    statuses of Kraken's OrderInfo). ``reason`` replaces the closing reason.
+    statuses of Kraken's OrderInfo). ``reason`` replaces the closing reason; ``ended``
+    (from :func:`closing`) replaces status and reason of an order Kraken ends otherwise
+    than the engine's status says.
     """
     digits = decimals_of(market.price_step, 1)
     info: dict[str, Any] = {
@@ -342,6 +372,8 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
             OrderStatus.REJECTED: "Insufficient funds",
             OrderStatus.EXPIRED: "Insufficient funds",
         }.get(order.status) if reason is None else reason
+    if ended is not None:
+        info["status"], info["reason"] = ended
     if trade_ids:
         info["trades"] = trade_ids
     return info
@@ -427,6 +459,39 @@ _ORDER_TYPES = {
 }
 
 
+# AddOrder's ``stptype`` -> the engine's self-trade prevention mode. Kraken's three:
+# "cancel-newest" (the default: the arriving order is cancelled), "cancel-oldest" (the
+# resting one is), "cancel-both" (docs.kraken.com, Spot REST AddOrder, ``stptype``).
+_STP_TYPES = {
+    "cancel-newest": "EXPIRE_TAKER",
+    "cancel-oldest": "EXPIRE_MAKER",
+    "cancel-both": "EXPIRE_BOTH",
+}
+
+
+def stp_mode(params: Mapping[str, str]) -> str:
+    """The engine's STP mode for AddOrder's ``stptype``; Kraken always applies one."""
+    mode = _STP_TYPES.get(params.get("stptype") or "cancel-newest")
+    if mode is None:
+        raise invalid_arguments("stptype")
+    return mode
+
+
+def time_in_force(params: Mapping[str, str], order_type: OrderType) -> str:
+    """The engine's time in force for AddOrder's ``timeinforce`` (GTC, IOC or GTD).
+
+    GTD needs an expiry clock the engine does not keep: refused, not ignored. A market
+    order never rests, so IOC changes nothing for it (ccxt reads Kraken market orders as
+    IOC); the engine takes IOC on limit orders only, so triggers with IOC are refused.
+    """
+    raw = params.get("timeinforce") or "GTC"
+    if raw == "GTC" or (raw == "IOC" and order_type is OrderType.MARKET):
+        return "GTC"
+    if raw == "IOC" and order_type is OrderType.LIMIT:
+        return "IOC"
+    raise invalid_arguments("timeinforce")
+
+
 def order_request(params: Mapping[str, str], symbol: str) -> OrderRequest:
     """``AddOrder`` parameters -> the engine's :class:`OrderRequest`.
 
@@ -448,8 +513,6 @@ def order_request(params: Mapping[str, str], symbol: str) -> OrderRequest:
         raise invalid_arguments("oflags")
     if "post" in flags and kind != "limit":
         raise invalid_arguments("oflags")
-    if params.get("timeinforce", "GTC") != "GTC":
-        raise invalid_arguments("timeinforce")  # the engine rests or fills whole
     client_id = cl_ord_id(params)
     if client_id is not None and params.get("userref"):
         raise invalid_arguments("cl_ord_id")

@@ -32,14 +32,22 @@ LATENCY         the right answer, ``plan.latency_s`` late
 ``plan.hidden_after_create_s`` are missing from listings and unknown to
 ``QueryOrders``.
 
-Two venue behaviours ccxt's recorded payloads lack, after Kraken's documentation:
+Venue behaviours ccxt's recorded payloads lack, after Kraken's documentation:
 
 - ``pending`` ("order pending book entry", the first of OrderInfo's five statuses):
   while ``hold_pending`` is set, an order AddOrder rests reads ``pending`` until
   :meth:`KrakenEmulatorServer.release_pending` (a knob, so no test races a clock);
 - a post-only order that would take is not refused by AddOrder: Kraken answers its
   ``txid`` and the order ends ``canceled`` with ``reason`` "Post only order", unfilled,
-  funds never held. The engine refuses such an order, so this layer keeps the record.
+  funds never held. The engine refuses such an order, so this layer keeps the record;
+- ``timeinforce`` IOC (limit orders; GTC the default, GTD refused): what crosses fills and
+  the rest is dropped. Kraken then reads the order ``canceled``, not ``expired`` (which is
+  GTD's end only), with what filled (docs.kraken.com guide "Order lifecycle");
+- self-trade prevention is always on: ``stptype`` ``cancel-newest`` (the default),
+  ``cancel-oldest`` or ``cancel-both`` is the engine's EXPIRE_TAKER, EXPIRE_MAKER or
+  EXPIRE_BOTH, and an order it ends reads ``canceled`` with ``reason`` "Cannot trade
+  with self" (support.kraken.com, "Self-trading prevention"). The engine checks it only
+  while :meth:`SimEngine.set_liquidity` limits what a taker finds, as it does for Binance.
 """
 
 from __future__ import annotations
@@ -240,11 +248,17 @@ class KrakenEmulatorServer(EmulatorServer):
                          for f in self.engine.trades(account_id, order.symbol)
                          if f.order_id == order.id]
         key = (account_id, order.id)
+        ended = None
+        if key not in self._refused:
+            flags = self.engine.order_flags(account_id, order.id)
+            ended = kw.closing(order, time_in_force=flags.time_in_force,
+                               expired_in_match=flags.expired_in_match)
         return kw.order_info(order, market, userref=self._userrefs.get(key),
                              post_only=key in self._post_only or key in self._refused,
                              trade_ids=trade_ids, fee_decimals=self.engine.fee_decimals,
                              pending=key in self._pending,
-                             reason="Post only order" if key in self._refused else None)
+                             reason="Post only order" if key in self._refused else None,
+                             ended=ended)
 
     def _matches(self, account_id: str, order: Order, params: Params) -> bool:
         """The ``userref`` / ``cl_ord_id`` filters of OpenOrders and ClosedOrders."""
@@ -361,12 +375,15 @@ class KrakenEmulatorServer(EmulatorServer):
         assert account_id is not None
         market = self._market(params.get("pair", ""))
         request = kw.order_request(params, market.symbol)
+        time_in_force = kw.time_in_force(params, request.type)
+        stp_mode = kw.stp_mode(params)
         ref = kw.userref(params)
         if params.get("validate") in ("true", "True", "1"):
             return {"descr": {"order": f"{request.side.value} {kw.fmt(request.amount)} "
                               f"{kw.pair_altname(market)} @ {params.get('ordertype')}"}}
         try:
-            order = self.engine.place_order(account_id, request)
+            order = self.engine.place_order(account_id, request, time_in_force=time_in_force,
+                                            stp_mode=stp_mode)
         except InvalidOrder as exc:
             if not (request.post_only and "would cross" in str(exc)):
                 raise kw.engine_error(exc) from exc

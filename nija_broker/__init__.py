@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __getattr__
     from .book import AccountBook, Books, BookSettings
+    from .breakers import Breakers
     from .client import GuardClient
     from .clock import Clock, FakeClock, SystemClock
-    from .config import AccountConfig, Config, load_config
+    from .config import AccountConfig, Config, Problem, config_problems, load_config
     from .errors import (
         AccountFatal,
         AuthenticationFailed,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __geta
         StateError,
         TransientError,
     )
-    from .guard import Guard, GuardSettings
+    from .guard import Guard, GuardConflict, GuardSettings
     from .guarded import GuardedExchange, guard_submit, guarded, market_order_reader
     from .health import AccountHealth, AccountLive, SyncState
     from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __geta
     from .performance import PerformanceRegistry, PerformanceTracker, compute_metrics
     from .reconciler import Reconciler, ReconcilerSettings
     from .runtime import Broker, BrokerThread
-    from .store import AsyncStore, Store
+    from .store import AsyncStore, Store, StoreLock, StoreLocked
     from .symbols import normalize_symbol, resolve_symbol
     from .tiers import TierPolicy, TierTable, TierTracker
 
@@ -81,6 +82,7 @@ _EXPORTS: dict[str, str] = {
     "Blocked": "intent",
     "BookSettings": "book",
     "Books": "book",
+    "Breakers": "breakers",
     "Broker": "runtime",
     "BrokerThread": "runtime",
     "Clock": "clock",
@@ -94,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "Fill": "models",
     "Guard": "guard",
     "GuardClient": "client",
+    "GuardConflict": "guard",
     "GuardSettings": "guard",
     "GuardedExchange": "guarded",
     "IllegalTransition": "errors",
@@ -115,6 +118,7 @@ _EXPORTS: dict[str, str] = {
     "PerformanceTracker": "performance",
     "PermissionDenied": "errors",
     "Position": "models",
+    "Problem": "config",
     "RateLimited": "errors",
     "Reason": "intent",
     "Reconciler": "reconciler",
@@ -123,6 +127,8 @@ _EXPORTS: dict[str, str] = {
     "Side": "models",
     "StateError": "errors",
     "Store": "store",
+    "StoreLock": "store",
+    "StoreLocked": "store",
     "SyncState": "health",
     "SystemClock": "clock",
     "Ticker": "models",
@@ -132,6 +138,7 @@ _EXPORTS: dict[str, str] = {
     "TradeRecord": "models",
     "TransientError": "errors",
     "compute_metrics": "performance",
+    "config_problems": "config",
     "guard_submit": "guarded",
     "guarded": "guarded",
     "load_config": "config",
@@ -154,6 +161,7 @@ __all__ = [
     "Blocked",
     "BookSettings",
     "Books",
+    "Breakers",
     "Broker",
     "BrokerThread",
     "Clock",
@@ -167,6 +175,7 @@ __all__ = [
     "Fill",
     "Guard",
     "GuardClient",
+    "GuardConflict",
     "GuardSettings",
     "GuardedExchange",
     "IllegalTransition",
@@ -188,6 +197,7 @@ __all__ = [
     "PerformanceTracker",
     "PermissionDenied",
     "Position",
+    "Problem",
     "RateLimited",
     "Reason",
     "Reconciler",
@@ -196,6 +206,8 @@ __all__ = [
     "Side",
     "StateError",
     "Store",
+    "StoreLock",
+    "StoreLocked",
     "SyncState",
     "SystemClock",
     "Ticker",
@@ -205,6 +217,7 @@ __all__ = [
     "TradeRecord",
     "TransientError",
     "compute_metrics",
+    "config_problems",
     "guard_submit",
     "guarded",
     "load_config",

@@ -1,0 +1,44 @@
+"""The client side of the Kraken emulator: ccxt settings that point ``ccxt.kraken`` at it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@lru_cache(maxsize=1)
+def _kraken_api_urls() -> dict[str, str]:
+    import ccxt  # the sync build: only its URL table is read, no session is opened
+
+    urls: dict[str, str] = dict(ccxt.kraken().urls["api"])
+    return urls
+
+
+def kraken_urls(server_url: str) -> dict[str, str]:
+    """ccxt's ``kraken.urls['api']`` with every host replaced by ``server_url`` (paths kept)."""
+    base = server_url.rstrip("/")
+    return {key: base + urlsplit(url).path for key, url in _kraken_api_urls().items()}
+
+
+def kraken_ccxt_config(server_url: str, api_key: str | None = None,
+                       secret: str | None = None) -> dict[str, Any]:
+    """Settings for ``ccxt.async_support.kraken(...)`` that talk to the emulator.
+
+    - ``urls.api``: ``public`` and ``private`` (and the help-centre entry ccxt
+      also lists) rewritten to the emulator; ccxt appends ``/0/public/...``;
+    - ccxt's own limiter off: the server is local (nija_broker's shared
+      :class:`~adapters.ratelimit.RateBudget` still applies).
+
+    Without keys the dict can stand in an account's ``[accounts.ccxt]`` table.
+    """
+    config: dict[str, Any] = {
+        "urls": {"api": kraken_urls(server_url)},
+        "enableRateLimit": False,
+        "options": {"adjustForTimeDifference": False},
+    }
+    if api_key is not None:
+        config["apiKey"] = api_key
+    if secret is not None:
+        config["secret"] = secret
+    return config

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import models
+from ._orders_figures import held_capital
 from .models import AccountMetrics, Order, OrderRole, OrderStatus, OrderType
 from .symbols import resolve_symbol, to_dash
 
@@ -188,6 +189,16 @@ class OrderInfo:
                 parent_position_id=self.parent_position_id,
                 declared_reserve=self.reserved_capital, caller_symbol=self.symbol,
             )
+
+
+def reserved_now(order: Order, fee_rate: float, last_prices: Mapping[str, float]) -> float:
+    """What one order holds now: its declared reservation, pro rata to what is left to
+    fill, else DESIGN's figure; nothing once it is terminal."""
+    if order.status.is_terminal:
+        return 0.0
+    if order.declared_reserve is not None:
+        return order.declared_reserve * (order.remaining / order.amount)
+    return held_capital([order], fee_rate=fee_rate, last_prices=last_prices).total
 
 
 def seed_type(order: Order) -> str:

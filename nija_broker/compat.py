@@ -66,10 +66,11 @@ from ._compat_records import (
     check_reserve,
     info_from_order,
     now,
+    reserved_now,
     seed_type,
 )
 from ._compat_views import AccountView, ReservedView
-from ._orders_figures import fragmentation, held_capital
+from ._orders_figures import fragmentation
 from .book import AccountBook, Books
 from .errors import StateError
 from .models import Order, OrderStatus
@@ -149,16 +150,6 @@ def _close_all() -> None:
 # ---------------------------------------------------------------------------- orders
 
 
-def _reserved(order: Order, fee_rate: float, last_prices: Mapping[str, float]) -> float:
-    """What one order holds now: its declared reservation, pro rata to what is left to
-    fill, else DESIGN's figure; nothing once it is terminal."""
-    if order.status.is_terminal:
-        return 0.0
-    if order.declared_reserve is not None:
-        return order.declared_reserve * (order.remaining / order.amount)
-    return held_capital([order], fee_rate=fee_rate, last_prices=last_prices).total
-
-
 class AccountOrderTracker:
     """The seed's order tracker over the real per-account trackers and the store."""
 
@@ -192,7 +183,7 @@ class AccountOrderTracker:
         return [a for a in self._workspace.books.accounts() if self._book(a).orders.orders()]
 
     def _info(self, order: Order, book: AccountBook) -> OrderInfo:
-        reserved = _reserved(order, book.orders.fee_rate, book.orders.last_prices())
+        reserved = reserved_now(order, book.orders.fee_rate, book.orders.last_prices())
         info = info_from_order(order, reserved)
         account_id = order.account_id
         return info.bind(Binding(lambda oid, v: self._declare(account_id, oid, v)))
@@ -252,7 +243,7 @@ class AccountOrderTracker:
         """The sum of what the account's open orders hold (declared, else computed)."""
         orders = self._book(account_id).orders
         prices = orders.last_prices()
-        return math.fsum(_reserved(o, orders.fee_rate, prices) for o in orders.open_orders())
+        return math.fsum(reserved_now(o, orders.fee_rate, prices) for o in orders.open_orders())
 
     def get_account_stats(self, account_id: str) -> AccountOrderStats:
         book = self._book(account_id)

@@ -27,10 +27,9 @@ the store, and gives the store's lock up; it is safe to call twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -161,7 +160,7 @@ class Broker:
         self.guard.observers.append(self._on_decision)
         self.guard.event_sinks.append(self._publish_threadsafe)
         events = self.reconciler.subscribe()
-        self._tasks.append(asyncio.create_task(self._consume(events), name="broker:events"))
+        self._tasks.append(self._supervised(self._consume(events), "broker:events"))
         if self.serve_api:
             self.api = ApiServer(
                 ApiContext(books=self.books, live=self.live, guard=self.guard,
@@ -173,7 +172,36 @@ class Broker:
         # only records its health here (the guard then fails closed for it).
         reconciler = self.reconciler
         await asyncio.gather(*(reconciler.startup(a) for a in reconciler.accounts))
-        self._tasks.append(asyncio.create_task(reconciler.run(), name="broker:reconciler"))
+        self._tasks.append(self._supervised(reconciler.run(), "broker:reconciler"))
+
+    def _supervised(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task that must run as long as the broker: its end is watched (:meth:`_ended`)."""
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A broker task ended while the broker runs (crashed, killed or returned): no account
+        is synced any more, so every account turns ``failed`` at once, with the task's error,
+        and the guard fails closed for the tiers that do (DESIGN invariant 7)."""
+        if self._closed:
+            return
+        error: BaseException | None = None if task.cancelled() else task.exception()
+        what = "was cancelled" if task.cancelled() else (
+            f"crashed: {type(error).__name__}: {error}" if error is not None else "returned")
+        log.error("%s %s; every account is marked failed until the broker restarts",
+                  task.get_name(), what, exc_info=error)
+        now = self.clock.now()
+        changed: list[Event] = []
+        for account_id, live in self.live.items():
+            before = live.health
+            live.health = AccountHealth(
+                state=SyncState.FAILED, last_success=before.last_success,
+                consecutive_failures=before.consecutive_failures + 1,
+                last_error=f"{task.get_name()} {what}")
+            changed.append(HealthChanged(account_id=account_id, at=now, health=live.health))
+        if self.reconciler is not None:
+            self.reconciler.bus.publish(changed)  # never raises; nobody may be listening
 
     def _api_token(self) -> str | None:
         if self._token is not None:
@@ -204,9 +232,9 @@ class Broker:
                                  return_exceptions=True)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Their own ends (cancelled, or a crash :meth:`_ended` already logged) are collected;
+        # a cancellation of this close itself still propagates.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self.store is not None:
             self.store.close()

@@ -80,6 +80,7 @@ from .health import AccountLive
 from .intent import Allowed, Blocked, Decision, OrderIntent, Reservation
 from .models import Order, OrderRole
 from .store import DecisionRecord, IntentUpdate, Store
+from .tiers import TierPolicy
 
 __all__ = ["Guard", "GuardConflict", "GuardSettings", "ReservationView", "ResolveReport"]
 
@@ -229,8 +230,13 @@ class Guard:
     # ------------------------------------------------------------------ breakers
 
     def breaker_report(self, account_id: str) -> Breakers | None:
-        """The account's circuit breakers now (``None``: its tier arms none)."""
-        return self.state(account_id).breakers
+        """The account's circuit breakers now (``None``: its tier arms none): the breakers
+        alone, without the rest of the snapshot a decision needs."""
+        account = self._account(account_id)
+        with account.lock:
+            breakers = self._breakers_locked(account_id)
+        self._send_breaker_events(account_id)
+        return breakers
 
     def resume(self, account_id: str) -> tuple[Breakers | None, list[str]]:
         """The trader resumes every tripped breaker of ``account_id`` (journaled); returns
@@ -238,12 +244,18 @@ class Guard:
         figures get worse than they are now."""
         account = self._account(account_id)
         with account.lock:
-            live = self.live.get(account_id)
-            answer = self.breakers.resume(self.books.get(account_id),
-                                          live.policy() if live is not None else None,
+            answer = self.breakers.resume(self.books.get(account_id), self._policy(account_id),
                                           self.clock.now())
         self._send_breaker_events(account_id)
         return answer
+
+    def _policy(self, account_id: str) -> TierPolicy | None:
+        live = self.live.get(account_id)
+        return live.policy() if live is not None else None
+
+    def _breakers_locked(self, account_id: str) -> Breakers | None:
+        return self.breakers.evaluate(self.books.get(account_id), self._policy(account_id),
+                                      self.clock.now())
 
     def _send_breaker_events(self, account_id: str) -> None:
         """Journal and publish the trips and resumes found under the lock (outside it)."""
@@ -557,11 +569,10 @@ class Guard:
 
     def _state_locked(self, account_id: str, account: AccountGuard) -> AccountState:
         self._expire_locked(account_id, account)
-        book, live = self.books.get(account_id), self.live.get(account_id)
-        breakers = self.breakers.evaluate(book, live.policy() if live is not None else None,
-                                          self.clock.now())
-        return account_state(account_id, account, book, live, fee_rate=self.settings.fee_rate,
-                             dust_usd=self.settings.dust_usd, breakers=breakers)
+        return account_state(account_id, account, self.books.get(account_id),
+                             self.live.get(account_id), fee_rate=self.settings.fee_rate,
+                             dust_usd=self.settings.dust_usd,
+                             breakers=self._breakers_locked(account_id))
 
     def _journal(self, decision: Decision, now: datetime) -> None:
         if self.store is None:

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
 
@@ -50,6 +50,7 @@ from nija_broker.errors import (
     Unsupported,
 )
 from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, Ticker
+from nija_broker.symbols import base_of
 
 from ._ccxt_calls import CcxtCalls
 from ._ccxt_convert import (
@@ -267,16 +268,12 @@ class CcxtExchange(CcxtCalls):
         if not self._profile.order_trades_need_ids:
             return
         ids = [t.get("id") if isinstance(t, Mapping) else t for t in raw.get("trades") or ()]
-        if len(self._trade_ids) >= 10_000:
-            self._trade_ids.pop(next(iter(self._trade_ids)))
-        self._trade_ids[order.id] = (order.filled, [str(i) for i in ids if i])
+        _remember(self._trade_ids, order.id, (order.filled, [str(i) for i in ids if i]))
         info = raw.get("info")
         if isinstance(info, Mapping) and "fcib" in str(info.get("oflags") or ""):
             # ccxt labels every Kraken trade fee in the quote; an fcib order paid it in
             # the base, and the trades themselves do not say so.
-            if len(self._fee_in_base) >= 10_000:
-                self._fee_in_base.pop(next(iter(self._fee_in_base)))
-            self._fee_in_base[order.id] = order.symbol.split("/")[0]
+            _remember(self._fee_in_base, order.id, base_of(order.symbol))
 
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order:
         """Look an order up by our id: directly where ccxt can, else among open and closed."""
@@ -432,6 +429,17 @@ class CcxtExchange(CcxtCalls):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_V = TypeVar("_V")
+_REMEMBERED = 10_000
+"""Orders an adapter remembers per-order facts for (oldest forgotten first)."""
+
+
+def _remember(memory: dict[str, _V], order_id: str, value: _V) -> None:
+    if len(memory) >= _REMEMBERED and order_id not in memory:
+        memory.pop(next(iter(memory)))
+    memory[order_id] = value
 
 
 def _fee_relabelled(trade: Mapping[str, Any], currency: str) -> dict[str, Any]:

@@ -136,8 +136,12 @@ def _api_target(args: argparse.Namespace) -> tuple[str, str | None, Config | Non
     return f"http://{config.api.host}:{config.api.port}", token, config
 
 
-def _status_from_api(url: str, token: str | None, timeout_s: float = 3.0) -> dict[str, Any]:
-    request = urllib.request.Request(url.rstrip("/") + "/v1/accounts")
+def _call_api(url: str, path: str, token: str | None, *, post: bool = False,
+              timeout_s: float = 3.0) -> dict[str, Any]:
+    """The sidecar's JSON answer to ``GET`` (or an empty-bodied ``POST``) of ``path``."""
+    request = urllib.request.Request(
+        url.rstrip("/") + path, data=b"{}" if post else None, method="POST" if post else "GET",
+        headers={"Content-Type": "application/json"} if post else {})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -168,7 +172,7 @@ def _status(args: argparse.Namespace) -> int:
         return 2
     url, token, config = target
     try:
-        document = _status_from_api(url, token)
+        document = _call_api(url, "/v1/accounts", token)
         source = url
     except (urllib.error.URLError, OSError) as exc:
         if config is None:
@@ -205,14 +209,9 @@ def _resume(args: argparse.Namespace) -> int:
         return 2
     url, token, _ = target
     account = urllib.parse.quote(args.account, safe="")
-    request = urllib.request.Request(f"{url.rstrip('/')}/v1/accounts/{account}/resume",
-                                     data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5.0) as response:
-            answer: dict[str, Any] = json.loads(response.read())
+        answer = _call_api(url, f"/v1/accounts/{account}/resume", token, post=True,
+                           timeout_s=5.0)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace").strip()
         print(f"nija-broker resume: {url} answered {exc.code}: {detail}", file=sys.stderr)

@@ -44,6 +44,15 @@ class EmulatorRig(Generic[ServerT]):
         api_key, real_secret = self.keys[account_id]
         return self.make_ccxt(self.server.url, api_key, secret or real_secret)
 
+    @asynccontextmanager
+    async def raw_session(self, account_id: str = "USER:alice") -> AsyncIterator[Any]:
+        """:meth:`raw`, closed when the block ends."""
+        raw = self.raw(account_id)
+        try:
+            yield raw
+        finally:
+            await raw.close()
+
     def exchange(self, account_id: str = "USER:alice", *, secret: str | None = None,
                  **kwargs: object) -> CcxtExchange:
         """A CcxtExchange on a fake clock (retries sleep no real time) and a roomy budget."""

@@ -276,12 +276,9 @@ async def _markets(rig: Rig, ex: CcxtExchange) -> Any:
 async def _ioc_partial(rig: Rig, ex: CcxtExchange) -> Any:
     rig.engine.set_price("LTC/USDT", 69.63)
     rig.engine.set_liquidity("LTC/USDT", 0.05)
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         placed = await raw.create_order("LTC/USDT", "limit", "buy", 0.2, 69.7,
                                         {"timeInForce": "IOC"})
-    finally:
-        await raw.close()
     return order_figures(await ex.fetch_order(placed["id"], "LTC/USDT"))
 
 
@@ -289,13 +286,10 @@ async def _expired_in_match(rig: Rig, ex: CcxtExchange) -> Any:
     rig.engine.set_price("LTC/USDT", 69.63)
     await ex.create_order(_order_request("LTC/USDT", "sell", 0.1, 69.9))  # rests
     rig.engine.set_liquidity("LTC/USDT", 0.1)
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         # ccxt's unified name, as the recorded createOrder request sent it.
         placed = await raw.create_order("LTC/USDT", "limit", "buy", 0.2, 70.0,
                                         {"selfTradePrevention": "expire_taker"})
-    finally:
-        await raw.close()
     return order_figures(await ex.fetch_order(placed["id"], "LTC/USDT"))
 
 
@@ -438,13 +432,10 @@ async def test_emulator_body_has_the_recorded_keys_and_value_types(rig: Rig, nam
 async def test_all_orders_without_a_start_answers_the_most_recent_rows(rig: Rig) -> None:
     ids = [rig.engine.place_order("USER:alice", _order_request("LTC/USDT", "buy", 0.1, 50.0 + i))
            .id for i in range(6)]
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         newest = await raw.fetch_orders("LTC/USDT", None, 4)
         from_start = await raw.fetch_orders("LTC/USDT", 0, 4)
         from_id = await raw.fetch_orders("LTC/USDT", None, 4, {"orderId": ids[1]})
-    finally:
-        await raw.close()
     assert [o["id"] for o in newest] == ids[-4:]
     assert [o["id"] for o in from_start] == ids[:4]
     assert [o["id"] for o in from_id] == ids[1:5]
@@ -453,42 +444,33 @@ async def test_all_orders_without_a_start_answers_the_most_recent_rows(rig: Rig)
 @pytest.mark.integration
 @pytest.mark.parametrize("method", ["fetch_orders", "fetch_my_trades"])
 async def test_history_window_over_24_hours_is_refused(rig: Rig, method: str) -> None:
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         with pytest.raises(ccxt.BadRequest, match="-1127"):
             await getattr(raw, method)("LTC/USDT", 1_000, None,
                                        {"until": 1_000 + 86_400_000 + 1})
         # Exactly 24 hours is allowed.
         await getattr(raw, method)("LTC/USDT", 1_000, None, {"until": 1_000 + 86_400_000})
-    finally:
-        await raw.close()
 
 
 @pytest.mark.integration
 async def test_fok_fills_whole_or_expires_with_nothing(rig: Rig) -> None:
     rig.engine.set_liquidity("LTC/USDT", 0.1)
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         killed = await raw.create_order("LTC/USDT", "limit", "buy", 0.2, 70.5,
                                         {"timeInForce": "FOK"})
         filled = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 70.5,
                                         {"timeInForce": "FOK"})
-    finally:
-        await raw.close()
     assert (killed["info"]["status"], killed["filled"]) == ("EXPIRED", 0.0)
     assert (filled["info"]["status"], filled["filled"]) == ("FILLED", 0.1)
 
 
 @pytest.mark.integration
 async def test_self_trade_prevention_mode_is_echoed_and_defaults_as_the_venue(rig: Rig) -> None:
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         default = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 60.0)
         chosen = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 60.0,
                                         {"selfTradePrevention": "expire_both"})
         markets = await raw.public_get_exchangeinfo()
-    finally:
-        await raw.close()
     assert default["info"]["selfTradePreventionMode"] == "EXPIRE_MAKER"
     assert chosen["info"]["selfTradePreventionMode"] == "EXPIRE_BOTH"
     (ltc,) = [s for s in markets["symbols"] if s["symbol"] == "LTCUSDT"]

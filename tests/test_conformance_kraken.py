@@ -533,12 +533,9 @@ def _recorded_info(name: str) -> dict[str, Any]:
 
 
 async def _emulated_info(rig: Rig, txid: str) -> dict[str, Any]:
-    raw = rig.raw()
-    try:
+    async with rig.raw_session() as raw:
         await raw.fetch_order(txid)
         info: dict[str, Any] = raw.last_json_response["result"][txid]
-    finally:
-        await raw.close()
     return info
 
 

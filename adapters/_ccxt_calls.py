@@ -41,8 +41,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from nija_broker.clock import Clock
-from nija_broker.errors import (
+from nija_broker.core.clock import Clock
+from nija_broker.core.errors import (
     ExchangeError,
     ImpossibleAnswer,
     InvalidOrder,
@@ -50,7 +50,7 @@ from nija_broker.errors import (
     OrderNotFound,
     TransientError,
 )
-from nija_broker.models import Order, OrderStatus, OrderType
+from nija_broker.core.models import Order, OrderStatus, OrderType
 
 from ._ccxt_convert import OrderMemo, convert_order
 from ._ccxt_errors import is_duplicate_order, map_ccxt_error

@@ -3,7 +3,7 @@
 Every function takes plain dicts (as ccxt returns them) and the few facts it
 needs (account id, precision mode, a fallback ``now``); none touches the
 network. A dict that cannot become a valid model raises
-:class:`~nija_broker.errors.ExchangeError` naming the field, never a bare
+:class:`~nija_broker.core.errors.ExchangeError` naming the field, never a bare
 ``KeyError`` or pydantic error.
 
 Fees are reported in the quote currency (``Order.fee``, ``Fill.fee``). ccxt
@@ -28,9 +28,9 @@ from typing import Any
 import ccxt.async_support as ccxt
 from pydantic import ValidationError
 
-from nija_broker.clock import from_ms
-from nija_broker.errors import ExchangeError, ImpossibleAnswer
-from nija_broker.models import (
+from nija_broker.core.clock import from_ms
+from nija_broker.core.errors import ExchangeError, ImpossibleAnswer
+from nija_broker.core.models import (
     Balance,
     Fill,
     Market,
@@ -41,7 +41,7 @@ from nija_broker.models import (
     Side,
     Ticker,
 )
-from nija_broker.symbols import normalize_symbol, quote_of, split_symbol
+from nija_broker.core.symbols import normalize_symbol, quote_of, split_symbol
 
 _STATUS = {
     "closed": OrderStatus.FILLED,

@@ -1,4 +1,4 @@
-"""ccxt exceptions -> :mod:`nija_broker.errors`, once, at the adapter boundary.
+"""ccxt exceptions -> :mod:`nija_broker.core.errors`, once, at the adapter boundary.
 
 The order of the ``isinstance`` checks follows ccxt's hierarchy
 (``ccxt.base.errors``), where several classes sit under an unexpected parent:
@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus
 
 import ccxt.async_support as ccxt
 
-from nija_broker import errors
+from nija_broker.core import errors
 
 _REDACTED = "***"
 _MAX_MESSAGE_CHARS = 600

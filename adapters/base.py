@@ -3,7 +3,7 @@
 Implementations: :mod:`adapters.ccxt_adapter` (any ccxt exchange, live or its
 sandbox) and :mod:`adapters.sim` (in-memory matching engine). Methods return
 nija_broker models, never ccxt dicts, and raise only the errors of
-:mod:`nija_broker.errors`.
+:mod:`nija_broker.core.errors`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from nija_broker.errors import ImpossibleAnswer
-from nija_broker.models import Balance, Fill, Market, Order, OrderRole, OrderType, Side, Ticker
+from nija_broker.core.errors import ImpossibleAnswer
+from nija_broker.core.models import Balance, Fill, Market, Order, OrderRole, OrderType, Side, Ticker
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ timeout, error mapping, retries) and the idempotent create and cancel are in
 
 Each account needs its own API key. NIJA's bot drives the nonce of its
 Kraken keys; a second program on the same key gets "invalid nonce" errors,
-which this adapter reports as :class:`~nija_broker.errors.AuthenticationFailed`
+which this adapter reports as :class:`~nija_broker.core.errors.AuthenticationFailed`
 saying so.
 """
 
@@ -40,17 +40,17 @@ from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
 
-from nija_broker.clock import Clock, SystemClock, to_ms
-from nija_broker.config import AccountConfig
-from nija_broker.errors import (
+from nija_broker.core.clock import Clock, SystemClock, to_ms
+from nija_broker.core.errors import (
     ConfigError,
     ExchangeError,
     ImpossibleAnswer,
     InvalidOrder,
     Unsupported,
 )
-from nija_broker.models import Balance, Fill, Market, Order, OrderStatus, Ticker
-from nija_broker.symbols import base_of
+from nija_broker.core.models import Balance, Fill, Market, Order, OrderStatus, Ticker
+from nija_broker.core.symbols import base_of
+from nija_broker.service.config import AccountConfig
 
 from ._ccxt_calls import CcxtCalls
 from ._ccxt_convert import (

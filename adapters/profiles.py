@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from nija_broker import errors
-from nija_broker.symbols import normalize_symbol, split_symbol
+from nija_broker.core import errors
+from nija_broker.core.symbols import normalize_symbol, split_symbol
 
 from ._ccxt_errors import NONCE_ADVICE, ErrorOverride
 

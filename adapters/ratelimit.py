@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from nija_broker.clock import Clock, SystemClock
+from nija_broker.core.clock import Clock, SystemClock
 
 
 class RateBudget:

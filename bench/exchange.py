@@ -33,8 +33,8 @@ from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
-from nija_broker.clock import SystemClock
-from nija_broker.models import Market, OrderType, Side
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.models import Market, OrderType, Side
 
 GOAL_RATIO = 0.10
 MARKETS = (

@@ -56,16 +56,16 @@ from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
-from nija_broker.book import Books
-from nija_broker.breakers import BREAKERS
-from nija_broker.clock import SystemClock
-from nija_broker.guard import Guard
-from nija_broker.guarded import GuardedExchange
-from nija_broker.health import AccountHealth, AccountLive, SyncState
-from nija_broker.intent import OrderIntent
-from nija_broker.models import Balance, Market, Order, OrderRole, OrderType, Side, TradeRecord
-from nija_broker.store import Store
-from nija_broker.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.core.breakers import BREAKERS
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+from nija_broker.core.intent import OrderIntent
+from nija_broker.core.models import Balance, Market, Order, OrderRole, OrderType, Side, TradeRecord
+from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.guard.guard import Guard
+from nija_broker.guard.guarded import GuardedExchange
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
 
 GOAL_P99_US = 50.0
 GOAL_SHARE = 0.05

@@ -39,12 +39,12 @@ from adapters.emulator import (
 )
 from adapters.ratelimit import RateBudget
 from adapters.sim import SimEngine
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.health import AccountLive
-from nija_broker.models import Market, OrderType, Side
-from nija_broker.reconciler import Reconciler, ReconcilerSettings
-from nija_broker.tiers import TierTable
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.health import AccountLive
+from nija_broker.core.models import Market, OrderType, Side
+from nija_broker.core.tiers import TierTable
+from nija_broker.state.book import Books
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 STANDARD, MICRO = "PLATFORM", "USER:micro"
 

@@ -30,13 +30,13 @@ from typing import Any
 
 from adapters.base import Capabilities, OrderRequest
 from adapters.sim import SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock
-from nija_broker.events import OrderFilled
-from nija_broker.health import AccountLive
-from nija_broker.models import Market, OrderType, Side
-from nija_broker.reconciler import Reconciler, ReconcilerSettings
-from nija_broker.tiers import TierTable
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.events import OrderFilled
+from nija_broker.core.health import AccountLive
+from nija_broker.core.models import Market, OrderType, Side
+from nija_broker.core.tiers import TierTable
+from nija_broker.state.book import Books
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
                       watch_orders=False, order_trades=True)

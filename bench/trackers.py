@@ -20,11 +20,11 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from nija_broker.book import AccountBook
-from nija_broker.models import Order, OrderStatus, TradeRecord
-from nija_broker.orders import OrderTracker
-from nija_broker.performance import compute_metrics
-from nija_broker.store import Store
+from nija_broker.core.models import Order, OrderStatus, TradeRecord
+from nija_broker.core.orders import OrderTracker
+from nija_broker.core.performance import compute_metrics
+from nija_broker.state.book import AccountBook
+from nija_broker.state.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,18 +9,13 @@ loads the trackers and the store, and not the runtime, aiohttp or ccxt.
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __getattr__
-    from .book import AccountBook, Books, BookSettings
-    from .breakers import Breakers
-    from .client import GuardClient
-    from .clock import Clock, FakeClock, SystemClock
-    from .config import AccountConfig, Config, Problem, config_problems, load_config
-    from .errors import (
+    from nija_broker.core.breakers import Breakers
+    from nija_broker.core.clock import Clock, FakeClock, SystemClock
+    from nija_broker.core.errors import (
         AccountFatal,
         AuthenticationFailed,
         ConfigError,
@@ -37,12 +32,10 @@ if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __geta
         StateError,
         TransientError,
     )
-    from .guard import Guard, GuardConflict, GuardSettings
-    from .guarded import GuardedExchange, guard_submit, guarded, market_order_reader
-    from .health import AccountHealth, AccountLive, SyncState
-    from .intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
-    from .ledger import Ledger
-    from .models import (
+    from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+    from nija_broker.core.intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
+    from nija_broker.core.ledger import Ledger
+    from nija_broker.core.models import (
         AccountMetrics,
         Balance,
         EquityPoint,
@@ -57,94 +50,117 @@ if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __geta
         Ticker,
         TradeRecord,
     )
-    from .orders import OrderTracker, OrderTrackerRegistry
-    from .performance import PerformanceRegistry, PerformanceTracker, compute_metrics
-    from .reconciler import Reconciler, ReconcilerSettings
-    from .runtime import Broker, BrokerThread
-    from .store import AsyncStore, Store, StoreLock, StoreLocked
-    from .symbols import normalize_symbol, resolve_symbol
-    from .tiers import TierPolicy, TierTable, TierTracker
+    from nija_broker.core.orders import OrderTracker, OrderTrackerRegistry
+    from nija_broker.core.performance import (
+        PerformanceRegistry,
+        PerformanceTracker,
+        compute_metrics,
+    )
+    from nija_broker.core.settings import GuardSettings, ReconcilerSettings
+    from nija_broker.core.symbols import normalize_symbol, resolve_symbol
+    from nija_broker.core.tiers import TierPolicy, TierTable, TierTracker
+    from nija_broker.guard.guard import Guard, GuardConflict
+    from nija_broker.guard.guarded import (
+        GuardedExchange,
+        guard_submit,
+        guarded,
+        market_order_reader,
+    )
+    from nija_broker.service.config import (
+        AccountConfig,
+        Config,
+        Problem,
+        config_problems,
+        load_config,
+    )
+    from nija_broker.service.runtime import Broker, BrokerThread
+    from nija_broker.state.book import AccountBook, Books, BookSettings
+    from nija_broker.state.store import Store, StoreLock, StoreLocked
+    from nija_broker.state.store_async import AsyncStore
+    from nija_broker.sync.reconciler import Reconciler
+
+    from .client import GuardClient
 
 __version__ = "0.1.0"
 
 # Public name -> the submodule that defines it.
 _EXPORTS: dict[str, str] = {
-    "AccountBook": "book",
-    "AccountConfig": "config",
-    "AccountFatal": "errors",
-    "AccountHealth": "health",
-    "AccountLive": "health",
-    "AccountMetrics": "models",
-    "Allowed": "intent",
-    "AsyncStore": "store",
-    "AuthenticationFailed": "errors",
-    "Balance": "models",
-    "Blocked": "intent",
-    "BookSettings": "book",
-    "Books": "book",
-    "Breakers": "breakers",
-    "Broker": "runtime",
-    "BrokerThread": "runtime",
-    "Clock": "clock",
-    "Config": "config",
-    "ConfigError": "errors",
-    "Decision": "intent",
-    "EntryBlocked": "errors",
-    "EquityPoint": "models",
-    "ExchangeError": "errors",
-    "FakeClock": "clock",
-    "Fill": "models",
-    "Guard": "guard",
+    "AccountBook": "state.book",
+    "AccountConfig": "service.config",
+    "AccountFatal": "core.errors",
+    "AccountHealth": "core.health",
+    "AccountLive": "core.health",
+    "AccountMetrics": "core.models",
+    "Allowed": "core.intent",
+    "AsyncStore": "state.store_async",
+    "AuthenticationFailed": "core.errors",
+    "Balance": "core.models",
+    "Blocked": "core.intent",
+    "BookSettings": "state.book",
+    "Books": "state.book",
+    "Breakers": "core.breakers",
+    "Broker": "service.runtime",
+    "BrokerThread": "service.runtime",
+    "Clock": "core.clock",
+    "Config": "service.config",
+    "ConfigError": "core.errors",
+    "Decision": "core.intent",
+    "EntryBlocked": "core.errors",
+    "EquityPoint": "core.models",
+    "ExchangeError": "core.errors",
+    "FakeClock": "core.clock",
+    "Fill": "core.models",
+    "Guard": "guard.guard",
     "GuardClient": "client",
-    "GuardConflict": "guard",
-    "GuardSettings": "guard",
-    "GuardedExchange": "guarded",
-    "IllegalTransition": "errors",
-    "InsufficientFunds": "errors",
-    "InvalidOrder": "errors",
-    "Ledger": "ledger",
-    "Market": "models",
-    "NijaBrokerError": "errors",
-    "Order": "models",
-    "OrderError": "errors",
-    "OrderIntent": "intent",
-    "OrderNotFound": "errors",
-    "OrderRole": "models",
-    "OrderStatus": "models",
-    "OrderTracker": "orders",
-    "OrderTrackerRegistry": "orders",
-    "OrderType": "models",
-    "PerformanceRegistry": "performance",
-    "PerformanceTracker": "performance",
-    "PermissionDenied": "errors",
-    "Position": "models",
-    "Problem": "config",
-    "RateLimited": "errors",
-    "Reason": "intent",
-    "Reconciler": "reconciler",
-    "ReconcilerSettings": "reconciler",
-    "Reservation": "intent",
-    "Side": "models",
-    "StateError": "errors",
-    "Store": "store",
-    "StoreLock": "store",
-    "StoreLocked": "store",
-    "SyncState": "health",
-    "SystemClock": "clock",
-    "Ticker": "models",
-    "TierPolicy": "tiers",
-    "TierTable": "tiers",
-    "TierTracker": "tiers",
-    "TradeRecord": "models",
-    "TransientError": "errors",
-    "compute_metrics": "performance",
-    "config_problems": "config",
-    "guard_submit": "guarded",
-    "guarded": "guarded",
-    "load_config": "config",
-    "market_order_reader": "guarded",
-    "normalize_symbol": "symbols",
-    "resolve_symbol": "symbols",
+    "GuardConflict": "guard.guard",
+    "GuardSettings": "core.settings",
+    "GuardedExchange": "guard.guarded",
+    "IllegalTransition": "core.errors",
+    "InsufficientFunds": "core.errors",
+    "InvalidOrder": "core.errors",
+    "Ledger": "core.ledger",
+    "Market": "core.models",
+    "NijaBrokerError": "core.errors",
+    "Order": "core.models",
+    "OrderError": "core.errors",
+    "OrderIntent": "core.intent",
+    "OrderNotFound": "core.errors",
+    "OrderRole": "core.models",
+    "OrderStatus": "core.models",
+    "OrderTracker": "core.orders",
+    "OrderTrackerRegistry": "core.orders",
+    "OrderType": "core.models",
+    "PerformanceRegistry": "core.performance",
+    "PerformanceTracker": "core.performance",
+    "PermissionDenied": "core.errors",
+    "Position": "core.models",
+    "Problem": "service.config",
+    "RateLimited": "core.errors",
+    "Reason": "core.intent",
+    "Reconciler": "sync.reconciler",
+    "ReconcilerSettings": "core.settings",
+    "Reservation": "core.intent",
+    "Side": "core.models",
+    "StateError": "core.errors",
+    "Store": "state.store",
+    "StoreLock": "state.store",
+    "StoreLocked": "state.store",
+    "SyncState": "core.health",
+    "SystemClock": "core.clock",
+    "Ticker": "core.models",
+    "TierPolicy": "core.tiers",
+    "TierTable": "core.tiers",
+    "TierTracker": "core.tiers",
+    "TradeRecord": "core.models",
+    "TransientError": "core.errors",
+    "compute_metrics": "core.performance",
+    "config_problems": "service.config",
+    "guard_submit": "guard.guarded",
+    "guarded": "guard.guarded",
+    "load_config": "service.config",
+    "market_order_reader": "guard.guarded",
+    "normalize_symbol": "core.symbols",
+    "resolve_symbol": "core.symbols",
 }
 
 __all__ = [
@@ -225,26 +241,6 @@ __all__ = [
     "normalize_symbol",
     "resolve_symbol",
 ]
-
-
-class _Package(ModuleType):
-    """This package's module type: a public name is never shadowed by a submodule.
-
-    ``guarded`` is both a public function and the submodule defining it.
-    Importing ``nija_broker.guarded`` (runtime.py does) makes the import system
-    set the submodule as the package's ``guarded`` attribute; the eager imports
-    this package used to make overwrote it with the function right away. The
-    submodule stays reachable in ``sys.modules`` and by ``from nija_broker.guarded
-    import ...``.
-    """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _EXPORTS and isinstance(value, ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:

@@ -38,7 +38,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import NijaBrokerError
+from nija_broker.core.errors import NijaBrokerError
 
 __all__ = ["Answer", "GuardAnswer", "GuardClient", "GuardUnavailable"]
 

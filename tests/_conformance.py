@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nija_broker.models import Fill, Order
+from nija_broker.core.models import Fill, Order
 
 FIXTURES = Path(__file__).parent / "fixtures" / "venues"
 

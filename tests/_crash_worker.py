@@ -31,14 +31,14 @@ from pathlib import Path
 
 from adapters.base import Capabilities, OrderRequest
 from adapters.sim import FaultInjector, FaultPlan, SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock
-from nija_broker.errors import InsufficientFunds, InvalidOrder
-from nija_broker.health import AccountLive
-from nija_broker.models import Market, OrderType, Side
-from nija_broker.reconciler import Reconciler, ReconcilerSettings
-from nija_broker.store import Store
-from nija_broker.tiers import DEFAULT_TIERS, StaleAction, TierTable
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import InsufficientFunds, InvalidOrder
+from nija_broker.core.health import AccountLive
+from nija_broker.core.models import Market, OrderType, Side
+from nija_broker.core.tiers import DEFAULT_TIERS, StaleAction, TierTable
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 ACCOUNTS = ("PLATFORM", "USER:alice", "USER:bob")
 BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.001, price_step=0.01,

@@ -20,8 +20,8 @@ from adapters.emulator import EmulatorServer
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.models import OrderRole, OrderType
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.models import OrderRole, OrderType
 
 ServerT = TypeVar("ServerT", bound=EmulatorServer)
 

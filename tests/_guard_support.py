@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from adapters.sim import SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock
-from nija_broker.guard import Guard, GuardSettings
-from nija_broker.health import AccountHealth, AccountLive, SyncState
-from nija_broker.intent import OrderIntent
-from nija_broker.models import Balance, Market
-from nija_broker.store import Store
-from nija_broker.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+from nija_broker.core.intent import OrderIntent
+from nija_broker.core.models import Balance, Market
+from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.guard.guard import Guard, GuardSettings
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 TABLE = TierTable(DEFAULT_TIERS)

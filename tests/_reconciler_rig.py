@@ -13,15 +13,15 @@ from typing import Any
 
 from adapters.base import Capabilities, OrderRequest
 from adapters.sim import DEFAULT_CAPABILITIES, FaultInjector, FaultPlan, SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock
-from nija_broker.errors import AuthenticationFailed
-from nija_broker.events import Event, Subscription
-from nija_broker.health import AccountLive
-from nija_broker.models import Fill, Market, Order, OrderRole, OrderType, Side
-from nija_broker.reconciler import Reconciler, ReconcilerSettings
-from nija_broker.store import Store
-from nija_broker.tiers import TierTable
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import AuthenticationFailed
+from nija_broker.core.events import Event, Subscription
+from nija_broker.core.health import AccountLive
+from nija_broker.core.models import Fill, Market, Order, OrderRole, OrderType, Side
+from nija_broker.core.tiers import TierTable
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.0001, price_step=0.01,
              min_amount=0.0001, min_notional=1.0)

@@ -11,14 +11,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from nija_broker.api import ApiContext, ApiServer, check_binding
 from nija_broker.client import GuardClient, GuardUnavailable
-from nija_broker.clock import FakeClock
-from nija_broker.errors import ConfigError
-from nija_broker.health import SyncState
-from nija_broker.models import Balance, Order
-from nija_broker.prom import BrokerMetrics
-from nija_broker.store import Store
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import ConfigError
+from nija_broker.core.health import SyncState
+from nija_broker.core.models import Balance, Order
+from nija_broker.service.api import ApiContext, ApiServer, check_binding
+from nija_broker.service.prom import BrokerMetrics
+from nija_broker.state.store import Store
 from tests._guard_support import ALICE, T0, account_live, make_guard
 
 BOB = "USER:bob"

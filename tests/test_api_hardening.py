@@ -22,11 +22,11 @@ import pytest
 import pytest_asyncio
 
 from adapters.base import Capabilities
-from nija_broker.api import ApiContext, ApiServer, check_binding
-from nija_broker.errors import ConfigError
-from nija_broker.guard import Guard, GuardSettings
-from nija_broker.prom import BrokerMetrics
-from nija_broker.reconciler import ReconcilerSettings
+from nija_broker.core.errors import ConfigError
+from nija_broker.guard.guard import Guard, GuardSettings
+from nija_broker.service.api import ApiContext, ApiServer, check_binding
+from nija_broker.service.prom import BrokerMetrics
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 from ._reconciler_rig import Rig, make_rig
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from nija_broker.book import AccountBook, Books
-from nija_broker.errors import IllegalTransition, StateError
-from nija_broker.models import Fill, Order, OrderStatus, TradeRecord
-from nija_broker.store import AccountSnapshot, BatchResult, Store, StoreBatch
+from nija_broker.core.errors import IllegalTransition, StateError
+from nija_broker.core.models import Fill, Order, OrderStatus, TradeRecord
+from nija_broker.state.book import AccountBook, Books
+from nija_broker.state.store import AccountSnapshot, BatchResult, Store, StoreBatch
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 

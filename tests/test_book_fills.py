@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker._store_schema import MIGRATIONS, migrate
-from nija_broker.book import AccountBook, Books, ImpossibleFills
-from nija_broker.errors import IllegalTransition
-from nija_broker.models import Fill, Order, OrderStatus, OrderType, Side
-from nija_broker.store import Store
+from nija_broker.core.errors import IllegalTransition
+from nija_broker.core.models import Fill, Order, OrderStatus, OrderType, Side
+from nija_broker.state.book import AccountBook, Books, ImpossibleFills
+from nija_broker.state.schema import MIGRATIONS, migrate
+from nija_broker.state.store import Store
 
 ACCOUNT = "USER:alice"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -19,8 +19,7 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from nija_broker.book import Books
-from nija_broker.breakers import (
+from nija_broker.core.breakers import (
     BREAKERS,
     Breakers,
     ClosedTrade,
@@ -32,11 +31,12 @@ from nija_broker.breakers import (
     judge,
     resume_marks,
 )
-from nija_broker.clock import FakeClock
-from nija_broker.guard import Guard
-from nija_broker.health import AccountHealth, AccountLive, SyncState
-from nija_broker.models import Balance, OrderRole, TradeRecord
-from nija_broker.tiers import DEFAULT_TIERS, MICRO_CAP, SMALL_CAP, STANDARD, TierTable
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+from nija_broker.core.models import Balance, OrderRole, TradeRecord
+from nija_broker.core.tiers import DEFAULT_TIERS, MICRO_CAP, SMALL_CAP, STANDARD, TierTable
+from nija_broker.guard.guard import Guard
+from nija_broker.state.book import Books
 
 ALICE = "USER:alice"
 DAY = datetime(2026, 3, 2, tzinfo=UTC)

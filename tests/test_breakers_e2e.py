@@ -1,6 +1,6 @@
 """Circuit breakers end to end: the whole sidecar, real ccxt, the Binance emulator on loopback.
 
-The runtime (:class:`~nija_broker.runtime.Broker`) runs with the config a new
+The runtime (:class:`~nija_broker.service.runtime.Broker`) runs with the config a new
 user writes (no ``quote_currency``, USDT accounts, the bot's own account ids);
 the account's equity curve comes from the reconciler's balance refreshes and
 its round trips from the fills it books, so every breaker here trips on what
@@ -27,14 +27,14 @@ import pytest_asyncio
 from adapters.base import OrderRequest
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.sim import SimEngine
-from nija_broker.book import AccountBook
-from nija_broker.breakers import BREAKERS
-from nija_broker.cli import main
-from nija_broker.clock import SystemClock
-from nija_broker.config import parse_config
-from nija_broker.intent import Blocked, OrderIntent
-from nija_broker.models import Market, OrderRole, OrderStatus, OrderType, Side, TradeRecord
-from nija_broker.runtime import Broker
+from nija_broker.core.breakers import BREAKERS
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.intent import Blocked, OrderIntent
+from nija_broker.core.models import Market, OrderRole, OrderStatus, OrderType, Side, TradeRecord
+from nija_broker.service.cli import main
+from nija_broker.service.config import parse_config
+from nija_broker.service.runtime import Broker
+from nija_broker.state.book import AccountBook
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 

@@ -14,17 +14,17 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from nija_broker.api import ApiContext, ApiServer
-from nija_broker.cli import main
-from nija_broker.clock import FakeClock
-from nija_broker.events import BreakerResumed, BreakerTripped, Event
-from nija_broker.guard import Guard
-from nija_broker.health import AccountLive
-from nija_broker.intent import Allowed, Blocked
-from nija_broker.models import OrderRole, TradeRecord
-from nija_broker.prom import BrokerMetrics
-from nija_broker.status import render_table, status_rows
-from nija_broker.store import Store
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.events import BreakerResumed, BreakerTripped, Event
+from nija_broker.core.health import AccountLive
+from nija_broker.core.intent import Allowed, Blocked
+from nija_broker.core.models import OrderRole, TradeRecord
+from nija_broker.guard.guard import Guard
+from nija_broker.service.api import ApiContext, ApiServer
+from nija_broker.service.cli import main
+from nija_broker.service.prom import BrokerMetrics
+from nija_broker.service.status import render_table, status_rows
+from nija_broker.state.store import Store
 from tests._guard_support import ALICE, T0, account_live, buy, make_guard, sell
 
 BOB = "USER:bob"

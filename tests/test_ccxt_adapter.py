@@ -26,10 +26,10 @@ from adapters._ccxt_convert import (
 from adapters.base import Exchange
 from adapters.ccxt_adapter import CcxtExchange
 from adapters.ratelimit import RateBudget
-from nija_broker.clock import FakeClock
-from nija_broker.config import AccountConfig
-from nija_broker.errors import ConfigError, ExchangeError
-from nija_broker.models import OrderRole, OrderStatus, OrderType, Side
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import ConfigError, ExchangeError
+from nija_broker.core.models import OrderRole, OrderStatus, OrderType, Side
+from nija_broker.service.config import AccountConfig
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -6,7 +6,7 @@ import ccxt.async_support as ccxt
 import pytest
 
 from adapters._ccxt_errors import is_duplicate_order, map_ccxt_error, scrub
-from nija_broker import errors
+from nija_broker.core import errors
 
 API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
 SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker.cli import main
-from nija_broker.config import config_problems, load_config
+from nija_broker.service.cli import main
+from nija_broker.service.config import config_problems, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_KEY = "qW3rTy7UiOp0AsDfGhJkLzXcVbNm1234qW3rTy7UiOp0AsDfGhJkLzXcVbNm5678"
@@ -237,7 +237,7 @@ def test_no_accounts_is_a_problem_because_run_needs_one(tmp_path: Path) -> None:
 def test_check_config_ends_quietly_when_its_reader_goes_away(tmp_path: Path) -> None:
     path = _write(tmp_path, f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
                             "[[accounts]]\nid = 'A'\nexchange = 'kraken'\n")
-    process = subprocess.Popen([sys.executable, "-m", "nija_broker.cli", "check-config",
+    process = subprocess.Popen([sys.executable, "-m", "nija_broker.service.cli", "check-config",
                                 str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
     process.stdout.close()  # as `| head -0` would: every line written from now on fails

@@ -17,11 +17,11 @@ import pytest_asyncio
 
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.sim import SimEngine
-from nija_broker.book import Books
-from nija_broker.cli import main
-from nija_broker.clock import SystemClock
-from nija_broker.models import Market, Order, TradeRecord
-from nija_broker.store import Store
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.models import Market, Order, TradeRecord
+from nija_broker.service.cli import main
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_KEY = "qW3rTy7UiOp0AsDfGhJkLzXcVbNm1234qW3rTy7UiOp0AsDfGhJkLzXcVbNm5678"
@@ -98,7 +98,7 @@ def test_example_config_checks_clean(tmp_path: Path) -> None:
         "NIJA_PLATFORM_KRAKEN_KEY", "NIJA_PLATFORM_KRAKEN_SECRET", "NIJA_ALICE_COINBASE_KEY",
         "NIJA_ALICE_COINBASE_SECRET", "NIJA_ALICE_COINBASE_PASSPHRASE", "NIJA_BOB_BINANCE_KEY",
         "NIJA_BOB_BINANCE_SECRET"))}}
-    result = subprocess.run([sys.executable, "-m", "nija_broker.cli", "check-config",
+    result = subprocess.run([sys.executable, "-m", "nija_broker.service.cli", "check-config",
                              str(REPO / "config" / "live.example.toml")], cwd=tmp_path,
                             env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -150,7 +150,7 @@ def test_report_writes_an_html_page_with_the_chart(tmp_path: Path,
 
 def _closed_early(*args: str) -> tuple[int, str]:
     """Run the command with its stdout a pipe nobody reads: closed before the first line."""
-    process = subprocess.Popen([sys.executable, "-m", "nija_broker.cli", *args],
+    process = subprocess.Popen([sys.executable, "-m", "nija_broker.service.cli", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     process.stdout.close()  # `| head -1` that has its line: every later write fails
@@ -173,7 +173,7 @@ def test_status_piped_to_head_prints_its_first_line_only(tmp_path: Path) -> None
     _seed_store(tmp_path)
     config = _write_config(tmp_path, api_port=9)
     result = subprocess.run(
-        f"{sys.executable} -m nija_broker.cli status --config {config} | head -1",
+        f"{sys.executable} -m nija_broker.service.cli status --config {config} | head -1",
         shell=True, capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert result.stdout.startswith("source: ")
@@ -203,14 +203,14 @@ async def test_run_serves_the_api_and_stops_gracefully_on_sigterm(
         f"ccxt = {ccxt_table}\n"), api_port=0)
     env = {**os.environ, "NB_KEY": FAKE_KEY, "NB_SECRET": FAKE_SECRET}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nija_broker.cli", "run", "--config", str(config),
+        sys.executable, "-m", "nija_broker.service.cli", "run", "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     assert process.stdout is not None
     line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
     assert "nija-broker running: 1 accounts, API http://127.0.0.1:" in line
     url = line.split("API ")[1].split(";")[0]
     status = await asyncio.to_thread(subprocess.run, [
-        sys.executable, "-m", "nija_broker.cli", "status", "--url", url, "--json"],
+        sys.executable, "-m", "nija_broker.service.cli", "status", "--url", url, "--json"],
         capture_output=True, text=True, check=False)
     assert status.returncode == 0, status.stderr
     (row,) = json.loads(status.stdout)["accounts"]

@@ -17,13 +17,13 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from nija_broker.api import ApiContext, ApiServer
 from nija_broker.client import GuardClient, GuardUnavailable
-from nija_broker.clock import FakeClock
-from nija_broker.guard import Guard
-from nija_broker.intent import OrderIntent
-from nija_broker.prom import BrokerMetrics
-from nija_broker.store import Store
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.intent import OrderIntent
+from nija_broker.guard.guard import Guard
+from nija_broker.service.api import ApiContext, ApiServer
+from nija_broker.service.prom import BrokerMetrics
+from nija_broker.state.store import Store
 from tests._guard_support import ALICE, T0, account_live, make_guard
 
 TOKEN = "t0ken-Secret-123"

@@ -29,7 +29,11 @@ print(json.dumps({"held": held, "modules": sorted(sys.modules)}))
 """
 
 _HEAVY_PACKAGES = {"aiohttp", "ccxt", "adapters", "prometheus_client"}
-_RUNTIME_MODULES = {"nija_broker.runtime", "nija_broker.api", "nija_broker.reconciler"}
+_RUNTIME_MODULES = {
+    "nija_broker.service.runtime",
+    "nija_broker.service.api",
+    "nija_broker.sync.reconciler",
+}
 
 
 def test_bot_process_using_compat_loads_no_exchange_library_and_no_runtime(

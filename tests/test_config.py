@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker.config import load_config, parse_config
-from nija_broker.errors import ConfigError
-from nija_broker.tiers import MICRO_CAP, STANDARD
+from nija_broker.core.errors import ConfigError
+from nija_broker.core.tiers import MICRO_CAP, STANDARD
+from nija_broker.service.config import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_SECRET = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
@@ -179,7 +179,7 @@ def test_rules_across_fields_do_not_hide_field_errors_nor_each_other() -> None:
 
 
 def test_a_model_built_directly_still_refuses_what_parse_config_lists() -> None:
-    from nija_broker.config import Config
+    from nija_broker.service.config import Config
 
     with pytest.raises(ValueError, match="account ids must be unique"):
         Config.model_validate({"accounts": [{"id": "A", "exchange": "kraken"},

@@ -28,8 +28,8 @@ from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.models import Market, Order, OrderType, Side
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.models import Market, Order, OrderType, Side
 
 from ._conformance import fill_figures, fixture, fixtures, order_figures, subset
 from ._emulator_support import EmulatorRig, serving

@@ -25,9 +25,9 @@ from adapters.base import OrderRequest
 from adapters.ccxt_adapter import CcxtExchange
 from adapters.profiles import COINBASE
 from adapters.ratelimit import RateBudget
-from nija_broker import errors
-from nija_broker.clock import FakeClock
-from nija_broker.models import Order, OrderStatus, OrderType, Side
+from nija_broker.core import errors
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.models import Order, OrderStatus, OrderType, Side
 from tests._conformance import fill_figures, fixture, fixtures, order_figures, subset
 
 VENUE = "coinbase"

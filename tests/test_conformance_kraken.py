@@ -29,9 +29,9 @@ from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import KrakenEmulatorServer, kraken_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.errors import ExchangeError, InvalidOrder, OrderNotFound
-from nija_broker.models import Market, OrderStatus, OrderType, Side
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.errors import ExchangeError, InvalidOrder, OrderNotFound
+from nija_broker.core.models import Market, OrderStatus, OrderType, Side
 
 from ._conformance import fill_figures, fixture, fixtures, order_figures, subset
 from ._emulator_support import EmulatorRig, serving

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker.ledger import replay
+from nija_broker.core.ledger import replay
 
 from . import _crash_worker as worker
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker._demo_view import AccountTally, DemoView, describe, summary_lines
-from nija_broker._demo_world import DEFAULT_CONFIG_PATH, demo_config, read_demo_toml
-from nija_broker.config import load_config
-from nija_broker.demo import run_demo
-from nija_broker.events import BalancesUpdated, OrderAdopted, StaleOrderFound
-from nija_broker.models import AccountMetrics, Order, OrderRole, OrderType, Side
-from nija_broker.status import AccountStatus
+from nija_broker.core.events import BalancesUpdated, OrderAdopted, StaleOrderFound
+from nija_broker.core.models import AccountMetrics, Order, OrderRole, OrderType, Side
+from nija_broker.demo.demo import run_demo
+from nija_broker.demo.view import AccountTally, DemoView, describe, summary_lines
+from nija_broker.demo.world import DEFAULT_CONFIG_PATH, demo_config, read_demo_toml
+from nija_broker.service.config import load_config
+from nija_broker.service.status import AccountStatus
 
 DURATION_S = "12"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,7 +64,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
             home = tmp_path_factory.mktemp(name)
             # From another directory, as a user would: the demo must find its configuration.
             process = subprocess.Popen(
-                [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", DURATION_S,
+                [sys.executable, "-m", "nija_broker.service.cli", "demo", "--duration", DURATION_S,
                  "--exchange", exchange, "--seed", seed, "--out", str(home / "out")],
                 cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             started[name] = (process, home / "out")
@@ -170,7 +170,7 @@ def test_the_same_seed_gives_the_same_prices_orders_and_trades(runs: dict[str, R
 @pytest.mark.integration
 def test_ctrl_c_shuts_the_demo_down_cleanly(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "nija_broker.cli", "demo", "--duration", "30", "--out",
+        [sys.executable, "-m", "nija_broker.service.cli", "demo", "--duration", "30", "--out",
          str(tmp_path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -15,9 +15,8 @@ from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultKind
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.config import AccountConfig
-from nija_broker.errors import (
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.errors import (
     AuthenticationFailed,
     InsufficientFunds,
     InvalidOrder,
@@ -25,7 +24,8 @@ from nija_broker.errors import (
     RateLimited,
     TransientError,
 )
-from nija_broker.models import Market, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.core.models import Market, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.service.config import AccountConfig
 
 from . import _emulator_support
 from ._emulator_support import PROTECTIVE_SELLS, EmulatorRig, serving

@@ -29,9 +29,9 @@ from adapters.emulator import (
     kraken_ccxt_config,
 )
 from adapters.sim.engine import FeeMode, SimEngine
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.errors import InsufficientFunds, InvalidOrder, OrderNotFound
-from nija_broker.models import Market, OrderType, Side
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.errors import InsufficientFunds, InvalidOrder, OrderNotFound
+from nija_broker.core.models import Market, OrderType, Side
 
 from ._emulator_support import EmulatorRig, serving
 

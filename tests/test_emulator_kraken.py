@@ -24,9 +24,8 @@ from adapters.profiles import KRAKEN
 from adapters.ratelimit import RateBudget
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultKind, FaultPlan
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.config import AccountConfig
-from nija_broker.errors import (
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.errors import (
     AuthenticationFailed,
     EntryBlocked,
     InsufficientFunds,
@@ -35,9 +34,10 @@ from nija_broker.errors import (
     RateLimited,
     TransientError,
 )
-from nija_broker.intent import new_client_order_id
-from nija_broker.models import Balance, Market, OrderRole, OrderStatus, OrderType, Side
-from nija_broker.store import Store
+from nija_broker.core.intent import new_client_order_id
+from nija_broker.core.models import Balance, Market, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.service.config import AccountConfig
+from nija_broker.state.store import Store
 
 from . import _emulator_support
 from ._emulator_support import PROTECTIVE_SELLS, EmulatorRig, serving
@@ -516,7 +516,7 @@ async def test_truncated_open_orders_page_loses_orders_silently(
 @pytest.mark.asyncio
 async def test_guard_blocks_a_second_post_only_entry_on_a_micro_cap_kraken_account(
         rig: Rig, tmp_path: Path) -> None:
-    from nija_broker.guarded import GuardedExchange
+    from nija_broker.guard.guarded import GuardedExchange
 
     live = account_live("USER:micro", equity=100.0,
                         balances={"USD": Balance(currency="USD", free=100.0, total=100.0)})

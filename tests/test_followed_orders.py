@@ -8,11 +8,11 @@ import pytest
 
 from adapters.base import Capabilities, OrderRequest
 from adapters.sim import DEFAULT_CAPABILITIES
-from nija_broker.events import AttentionRequired
-from nija_broker.guard import Guard
-from nija_broker.intent import OrderIntent
-from nija_broker.models import OrderStatus, OrderType, Side
-from nija_broker.reconciler import ReconcilerSettings
+from nija_broker.core.events import AttentionRequired
+from nija_broker.core.intent import OrderIntent
+from nija_broker.core.models import OrderStatus, OrderType, Side
+from nija_broker.guard.guard import Guard
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 from ._reconciler_rig import Rig, make_rig
 

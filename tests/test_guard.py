@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from adapters.base import OrderRequest
-from nija_broker.clock import FakeClock
-from nija_broker.errors import EntryBlocked, StateError
-from nija_broker.guard import Guard, GuardConflict
-from nija_broker.health import AccountLive, SyncState
-from nija_broker.intent import Allowed, Blocked, Decision
-from nija_broker.models import Order, OrderRole, OrderStatus, OrderType, Side
-from nija_broker.store import Store
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import EntryBlocked, StateError
+from nija_broker.core.health import AccountLive, SyncState
+from nija_broker.core.intent import Allowed, Blocked, Decision
+from nija_broker.core.models import Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.guard.guard import Guard, GuardConflict
+from nija_broker.state.store import Store
 
 from . import _guard_support
 from ._guard_support import (

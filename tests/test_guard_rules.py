@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from nija_broker._guard_rules import (
+from nija_broker.core.breakers import BREAKERS
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+from nija_broker.core.intent import Blocked, OrderIntent
+from nija_broker.core.models import Balance, Market, OrderRole, Position
+from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.core.valuation import value_balances
+from nija_broker.guard.guard import Guard
+from nija_broker.guard.rules import (
     ENTRY_RULES,
     AccountState,
     exit_warnings,
@@ -19,16 +27,8 @@ from nija_broker._guard_rules import (
     holdings_of,
     positions_of,
 )
-from nija_broker.book import Books
-from nija_broker.breakers import BREAKERS
-from nija_broker.clock import FakeClock
-from nija_broker.config import AccountConfig
-from nija_broker.guard import Guard
-from nija_broker.health import AccountHealth, AccountLive, SyncState
-from nija_broker.intent import Blocked, OrderIntent
-from nija_broker.models import Balance, Market, OrderRole, Position
-from nija_broker.tiers import DEFAULT_TIERS, TierTable
-from nija_broker.valuation import value_balances
+from nija_broker.service.config import AccountConfig
+from nija_broker.state.book import Books
 
 TABLE = TierTable(DEFAULT_TIERS)
 BELOW_MIN, MICRO, SMALL, STANDARD = (TABLE.get(n) for n in (

@@ -19,12 +19,12 @@ import pytest
 
 from adapters.base import OrderRequest
 from adapters.sim import SimExchange
-from nija_broker.clock import FakeClock
-from nija_broker.errors import EntryBlocked
-from nija_broker.guard import Guard
-from nija_broker.guarded import guard_submit, market_order_reader
-from nija_broker.intent import Allowed, OrderIntent
-from nija_broker.models import OrderType, Side
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import EntryBlocked
+from nija_broker.core.intent import Allowed, OrderIntent
+from nija_broker.core.models import OrderType, Side
+from nija_broker.guard.guard import Guard
+from nija_broker.guard.guarded import guard_submit, market_order_reader
 
 from ._guard_support import ALICE, SYMBOLS, T0, account_live, make_guard, open_store, sim
 

@@ -16,13 +16,13 @@ from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
 from adapters.sim import FaultInjector, FaultKind, FaultPlan, SimEngine, SimExchange
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.errors import EntryBlocked, InsufficientFunds, TransientError
-from nija_broker.guard import Guard
-from nija_broker.guarded import GuardedExchange, guard_submit, market_order_reader
-from nija_broker.health import AccountLive, SyncState
-from nija_broker.models import Balance, Market, Order, OrderRole, OrderStatus, OrderType, Side
-from nija_broker.store import Store
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.errors import EntryBlocked, InsufficientFunds, TransientError
+from nija_broker.core.health import AccountLive, SyncState
+from nija_broker.core.models import Balance, Market, Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.guard.guard import Guard
+from nija_broker.guard.guarded import GuardedExchange, guard_submit, market_order_reader
+from nija_broker.state.store import Store
 
 from . import _guard_support
 from ._guard_support import ALICE, T0, account_live, make_guard, sim

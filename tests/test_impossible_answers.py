@@ -18,9 +18,9 @@ import pytest_asyncio
 from adapters.base import OrderRequest
 from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer
-from nija_broker.events import AttentionRequired, Event
-from nija_broker.models import OrderStatus, OrderType, Side
-from nija_broker.runtime import Broker
+from nija_broker.core.events import AttentionRequired, Event
+from nija_broker.core.models import OrderStatus, OrderType, Side
+from nija_broker.service.runtime import Broker
 
 from .test_money_truth import ALICE, ENV, KEYS, _config, _engine
 

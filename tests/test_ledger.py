@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nija_broker.errors import StateError
-from nija_broker.ledger import Ledger, apply_fill
-from nija_broker.models import Fill, Side
+from nija_broker.core.errors import StateError
+from nija_broker.core.ledger import Ledger, apply_fill
+from nija_broker.core.models import Fill, Side
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 _counter = iter(range(1, 1_000_000))

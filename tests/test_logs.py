@@ -12,21 +12,21 @@ import pytest
 from adapters.base import OrderRequest
 from adapters.sim import SimEngine, SimExchange
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
-from nija_broker.clock import SystemClock
-from nija_broker.config import parse_config
-from nija_broker.events import OrderCancelled, StaleOrderFound
-from nija_broker.health import SyncState
-from nija_broker.intent import OrderIntent
-from nija_broker.logs import (
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.events import OrderCancelled, StaleOrderFound
+from nija_broker.core.health import SyncState
+from nija_broker.core.intent import OrderIntent
+from nija_broker.core.models import Market, Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.service.config import parse_config
+from nija_broker.service.logs import (
     KeyValueFormatter,
     account_context,
     fields,
     redact,
     register_secret,
 )
-from nija_broker.models import Market, Order, OrderRole, OrderStatus, OrderType, Side
-from nija_broker.reconciler import ReconcilerSettings
-from nija_broker.runtime import Broker
+from nija_broker.service.runtime import Broker
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 KEY = "Kx9LmN2pQr7StUv4WxYz-demo-key"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nija_broker.models import Fill, Order, OrderStatus, TradeRecord
+from nija_broker.core.models import Fill, Order, OrderStatus, TradeRecord
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

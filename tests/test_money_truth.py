@@ -1,6 +1,6 @@
 """Money truth end to end: the sidecar's books match what the exchange really did.
 
-The whole runtime (:class:`~nija_broker.runtime.Broker`: reconciler, guard,
+The whole runtime (:class:`~nija_broker.service.runtime.Broker`: reconciler, guard,
 store) runs through real ccxt against the Binance emulator on loopback, with
 the config a new user writes: no ``quote_currency``, USDT accounts, the bot's
 own account ids and symbols. Ground truth is the emulator's engine: its
@@ -28,11 +28,11 @@ from adapters.emulator import (
 )
 from adapters.ratelimit import RateBudget
 from adapters.sim import SimEngine
-from nija_broker.clock import SystemClock
-from nija_broker.config import parse_config
-from nija_broker.intent import Blocked, OrderIntent
-from nija_broker.models import Market, OrderType, Side
-from nija_broker.runtime import Broker
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.intent import Blocked, OrderIntent
+from nija_broker.core.models import Market, OrderType, Side
+from nija_broker.service.config import parse_config
+from nija_broker.service.runtime import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from nija_broker.errors import IllegalTransition, StateError
-from nija_broker.models import Order, OrderRole, OrderStatus, OrderType, Side
-from nija_broker.orders import OrderTracker, OrderTrackerRegistry
+from nija_broker.core.errors import IllegalTransition, StateError
+from nija_broker.core.models import Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.core.orders import OrderTracker, OrderTrackerRegistry
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 FEE = 0.004

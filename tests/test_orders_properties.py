@@ -10,9 +10,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nija_broker.errors import IllegalTransition, StateError
-from nija_broker.models import LEGAL_TRANSITIONS, Order, OrderRole, OrderStatus, OrderType, Side
-from nija_broker.orders import OrderTracker, OrderTrackerRegistry
+from nija_broker.core.errors import IllegalTransition, StateError
+from nija_broker.core.models import (
+    LEGAL_TRANSITIONS,
+    Order,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Side,
+)
+from nija_broker.core.orders import OrderTracker, OrderTrackerRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ACCOUNTS = ("PLATFORM", "USER:alice", "USER:bob")

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nija_broker.errors import StateError
-from nija_broker.models import EquityPoint, Side, TradeRecord
-from nija_broker.performance import PerformanceRegistry, PerformanceTracker, compute_metrics
+from nija_broker.core.errors import StateError
+from nija_broker.core.models import EquityPoint, Side, TradeRecord
+from nija_broker.core.performance import PerformanceRegistry, PerformanceTracker, compute_metrics
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nija_broker.ledger import Ledger
-from nija_broker.models import EquityPoint, Fill, Side, TradeRecord
-from nija_broker.performance import PerformanceRegistry, PerformanceTracker, compute_metrics
+from nija_broker.core.ledger import Ledger
+from nija_broker.core.models import EquityPoint, Fill, Side, TradeRecord
+from nija_broker.core.performance import PerformanceRegistry, PerformanceTracker, compute_metrics
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ACCOUNTS = ["PLATFORM", "USER:alice", "USER:bob"]

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from adapters.base import Capabilities
-from nija_broker._reconciler_fills import position_mismatches
-from nija_broker.events import AttentionRequired
-from nija_broker.guard import Guard
-from nija_broker.intent import OrderIntent
-from nija_broker.models import Balance, Fill, Position, Side
-from nija_broker.reconciler import ReconcilerSettings
+from nija_broker.core.events import AttentionRequired
+from nija_broker.core.intent import OrderIntent
+from nija_broker.core.models import Balance, Fill, Position, Side
+from nija_broker.guard.guard import Guard
+from nija_broker.sync.fills import position_mismatches
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 from ._reconciler_rig import make_rig
 

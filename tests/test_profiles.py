@@ -19,8 +19,8 @@ from adapters.profiles import (
     profile_for,
 )
 from adapters.ratelimit import RateBudget
-from nija_broker import errors
-from nija_broker.intent import new_client_order_id
+from nija_broker.core import errors
+from nija_broker.core.intent import new_client_order_id
 
 
 @pytest.mark.parametrize(

@@ -11,16 +11,16 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.sim import SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import SystemClock
-from nija_broker.config import parse_config
-from nija_broker.errors import EntryBlocked
-from nija_broker.health import AccountLive
-from nija_broker.intent import Blocked, OrderIntent
-from nija_broker.models import Market, Order
-from nija_broker.prom import BrokerMetrics
-from nija_broker.runtime import Broker
-from nija_broker.tiers import TierTable
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.errors import EntryBlocked
+from nija_broker.core.health import AccountLive
+from nija_broker.core.intent import Blocked, OrderIntent
+from nija_broker.core.models import Market, Order
+from nija_broker.core.tiers import TierTable
+from nija_broker.service.config import parse_config
+from nija_broker.service.prom import BrokerMetrics
+from nija_broker.service.runtime import Broker
+from nija_broker.state.book import Books
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 

@@ -56,26 +56,30 @@ def test_unknown_name_raises_attribute_error_naming_it() -> None:
 
 
 def test_guarded_stays_the_decorator_once_its_submodule_is_imported() -> None:
-    """``guarded`` names a public function and the submodule defining it; runtime
-    imports the submodule, which must not replace the function on the package."""
+    """``nija_broker.guarded`` is the public decorator, whichever of its modules the
+    runtime imported first."""
     lines = _run_fresh(
-        "import nija_broker.runtime\n"
-        "import nija_broker, nija_broker.guarded as by_import\n"
+        "import nija_broker.service.runtime\n"
+        "import nija_broker, nija_broker.guard.guarded as by_import\n"
         "from nija_broker import guarded\n"
         "import sys\n"
-        "print(guarded is nija_broker.guarded is by_import"
-        " is sys.modules['nija_broker.guarded'].guarded)"
+        "print(guarded is by_import.guarded"
+        " is sys.modules['nija_broker.guard.guarded'].guarded)"
     )
     assert lines == ["True"]
 
 
 def test_importing_the_package_or_its_errors_loads_no_runtime() -> None:
-    for code in ("import nija_broker", "import nija_broker.errors",
-                 "from nija_broker import errors", "from nija_broker import ConfigError"):
+    for code in ("import nija_broker", "import nija_broker.core.errors",
+                 "from nija_broker.core import errors", "from nija_broker import ConfigError"):
         loaded = _modules_after(code)
         heavy = {m for m in loaded if m.split(".")[0] in {"aiohttp", "ccxt", "adapters"}}
         assert heavy == set(), code
-        runtime = {"nija_broker.runtime", "nija_broker.guard", "nija_broker.store"}
+        runtime = {
+            "nija_broker.service.runtime",
+            "nija_broker.guard.guard",
+            "nija_broker.state.store",
+        }
         assert loaded & runtime == set(), code
 
 

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nija_broker.book import AccountBook
-from nija_broker.errors import StateError
-from nija_broker.events import (
+from nija_broker.core.errors import StateError
+from nija_broker.core.events import (
     AttentionRequired,
     OrderAdopted,
     OrderCancelled,
@@ -20,8 +19,8 @@ from nija_broker.events import (
     OrderPartiallyFilled,
     OrderVanished,
 )
-from nija_broker.models import Balance, Order, OrderRole, OrderStatus, OrderType, Side, Ticker
-from nija_broker.reconcile import (
+from nija_broker.core.models import Balance, Order, OrderRole, OrderStatus, OrderType, Side, Ticker
+from nija_broker.core.reconcile import (
     Snapshot,
     adopt,
     diff,
@@ -32,6 +31,7 @@ from nija_broker.reconcile import (
     resolve,
     snapshot_of,
 )
+from nija_broker.state.book import AccountBook
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=5)

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.base import Capabilities
 from adapters.sim import FaultKind, FaultPlan
-from nija_broker.events import (
+from nija_broker.core.events import (
     AttentionRequired,
     FillsBooked,
     IntentReleased,
@@ -27,10 +27,10 @@ from nija_broker.events import (
     OrderPartiallyFilled,
     StaleOrderFound,
 )
-from nija_broker.health import SyncState
-from nija_broker.models import OrderRole, OrderStatus, OrderType, Side
-from nija_broker.reconciler import ReconcilerSettings
-from nija_broker.tiers import DEFAULT_TIERS, StaleAction, TierTable
+from nija_broker.core.health import SyncState
+from nija_broker.core.models import OrderRole, OrderStatus, OrderType, Side
+from nija_broker.core.tiers import DEFAULT_TIERS, StaleAction, TierTable
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 from ._reconciler_rig import (
     ENTRY,

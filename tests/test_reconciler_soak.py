@@ -26,15 +26,15 @@ from hypothesis import strategies as st
 
 from adapters.base import OrderRequest
 from adapters.sim import FaultInjector, FaultPlan, SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock
-from nija_broker.errors import InsufficientFunds, InvalidOrder
-from nija_broker.events import OrderEvent
-from nija_broker.health import AccountLive
-from nija_broker.models import OrderType, Side
-from nija_broker.reconciler import Reconciler, ReconcilerSettings
-from nija_broker.store import Store
-from nija_broker.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import InsufficientFunds, InvalidOrder
+from nija_broker.core.events import OrderEvent
+from nija_broker.core.health import AccountLive
+from nija_broker.core.models import OrderType, Side
+from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 from ._reconciler_rig import BTC, ETH, sums_by_order
 

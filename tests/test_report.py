@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nija_broker.book import AccountBook, Books
-from nija_broker.models import EquityPoint, TradeRecord
-from nija_broker.report import (
+from nija_broker.core.models import EquityPoint, TradeRecord
+from nija_broker.service.report import (
     MAX_CHART_POINTS,
     MAX_REPORT_TRADES,
     downsample,
@@ -22,7 +21,8 @@ from nija_broker.report import (
     report_filename,
     write_report,
 )
-from nija_broker.store import Store, StoreBatch
+from nija_broker.state.book import AccountBook, Books
+from nija_broker.state.store import Store, StoreBatch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, 12, 30, tzinfo=UTC)
@@ -236,7 +236,7 @@ def test_axis_labels_show_every_tick_exactly(tmp_path: Path) -> None:
 
 
 def test_time_ticks_of_a_short_run_show_seconds() -> None:
-    from nija_broker.report import _tick_time
+    from nija_broker.service.report import _tick_time
 
     start = datetime(2026, 3, 1, 9, 15, tzinfo=UTC).timestamp()
     labels = {_tick_time(start + s, 40.0) for s in (0, 10, 20, 30, 40)}

@@ -16,15 +16,15 @@ import pytest_asyncio
 from adapters.base import OrderRequest
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.sim import SimEngine
-from nija_broker.clock import SystemClock
-from nija_broker.config import parse_config
-from nija_broker.errors import EntryBlocked
-from nija_broker.guarded import guard_submit, market_order_reader
-from nija_broker.health import SyncState
-from nija_broker.intent import Blocked, OrderIntent
-from nija_broker.models import Market, OrderStatus, OrderType, Side
-from nija_broker.reconciler import ReconcilerSettings
-from nija_broker.runtime import Broker, BrokerThread
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.errors import EntryBlocked
+from nija_broker.core.health import SyncState
+from nija_broker.core.intent import Blocked, OrderIntent
+from nija_broker.core.models import Market, OrderStatus, OrderType, Side
+from nija_broker.guard.guarded import guard_submit, market_order_reader
+from nija_broker.service.config import parse_config
+from nija_broker.service.runtime import Broker, BrokerThread
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -222,8 +222,8 @@ async def test_each_account_holds_capital_at_its_own_fee_rate(
 def test_a_stale_cancellation_counts_once_in_each_counter(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from nija_broker.events import OrderCancelled, StaleOrderFound
-    from nija_broker.models import Order
+    from nija_broker.core.events import OrderCancelled, StaleOrderFound
+    from nija_broker.core.models import Order
 
     broker = Broker(_config("http://127.0.0.1:9", tmp_path), environ=ENV, serve_api=False)
     at = SystemClock().now()

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from adapters.sim import SimEngine, SimExchange
-from nija_broker.clock import SystemClock
-from nija_broker.config import parse_config
-from nija_broker.events import HealthChanged
-from nija_broker.health import SyncState
-from nija_broker.intent import Blocked, OrderIntent
-from nija_broker.models import Market
-from nija_broker.reconciler import ReconcilerSettings
-from nija_broker.runtime import Broker
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.events import HealthChanged
+from nija_broker.core.health import SyncState
+from nija_broker.core.intent import Blocked, OrderIntent
+from nija_broker.core.models import Market
+from nija_broker.service.config import parse_config
+from nija_broker.service.runtime import Broker
+from nija_broker.sync.reconciler import ReconcilerSettings
 
 ALICE, PLATFORM = "USER_alice_binance", "PLATFORM"
 BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,

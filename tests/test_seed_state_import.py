@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from nija_broker import compat
-from nija_broker.cli import main
 from nija_broker.compat import OrderInfo, TradeRecord, get_order_tracker, get_performance_tracker
-from nija_broker.seed_state import SeedStateError, import_seed_state
-from nija_broker.store import Store
+from nija_broker.compat.seed_state import SeedStateError, import_seed_state
+from nija_broker.service.cli import main
+from nija_broker.state.store import Store
 
 SAMPLES = Path(__file__).parent / "data" / "seed_state"
 

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 import adapters.sim
 from adapters.base import OrderRequest
 from adapters.sim import SimEngine
-from nija_broker.clock import FakeClock
-from nija_broker.errors import (
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import (
     AuthenticationFailed,
     InsufficientFunds,
     InvalidOrder,
     OrderNotFound,
 )
-from nija_broker.models import Fill, Market, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.core.models import Fill, Market, OrderRole, OrderStatus, OrderType, Side
 
 MAKER = 0.001
 TAKER = 0.002

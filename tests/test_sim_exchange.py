@@ -9,15 +9,15 @@ import pytest
 
 from adapters.base import Capabilities, Exchange, OrderRequest
 from adapters.sim import FaultInjector, FaultKind, FaultPlan, SimEngine, SimExchange
-from nija_broker.clock import FakeClock
-from nija_broker.errors import (
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.errors import (
     ExchangeError,
     InvalidOrder,
     OrderNotFound,
     RateLimited,
     TransientError,
 )
-from nija_broker.models import Market, OrderStatus, OrderType, Side
+from nija_broker.core.models import Market, OrderStatus, OrderType, Side
 
 BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.0001, price_step=0.01)
 ETH = Market(symbol="ETH/USD", base="ETH", quote="USD", amount_step=0.001, price_step=0.01)

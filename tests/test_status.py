@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from nija_broker.book import Books
-from nija_broker.health import AccountHealth, AccountLive, SyncState
-from nija_broker.models import Fill, Order, OrderRole, OrderStatus, TradeRecord
-from nija_broker.status import (
+from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+from nija_broker.core.models import Fill, Order, OrderRole, OrderStatus, TradeRecord
+from nija_broker.core.tiers import DEFAULT_TIERS, MICRO_CAP, TierTable
+from nija_broker.service.status import (
     SCHEMA_VERSION,
     AccountStatus,
     account_status,
@@ -19,7 +19,7 @@ from nija_broker.status import (
     status_document,
     status_rows,
 )
-from nija_broker.tiers import DEFAULT_TIERS, MICRO_CAP, TierTable
+from nija_broker.state.book import Books
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 NOW = T0 + timedelta(hours=2)

@@ -13,15 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nija_broker._store_schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Migration,
-    check_file,
-    migrate,
-)
-from nija_broker.errors import ConfigError, StateError
-from nija_broker.models import (
+from nija_broker.core.errors import ConfigError, StateError
+from nija_broker.core.models import (
     EquityPoint,
     Fill,
     Order,
@@ -32,14 +25,21 @@ from nija_broker.models import (
     Side,
     TradeRecord,
 )
-from nija_broker.store import (
-    AsyncStore,
+from nija_broker.state.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    check_file,
+    migrate,
+)
+from nija_broker.state.store import (
     BatchResult,
     DecisionRecord,
     IntentUpdate,
     Store,
     StoreBatch,
 )
+from nija_broker.state.store_async import AsyncStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

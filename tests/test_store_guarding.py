@@ -28,14 +28,14 @@ import pytest_asyncio
 
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.sim import SimEngine
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.demo import run_demo
-from nija_broker.errors import ConfigError
-from nija_broker.health import AccountLive
-from nija_broker.intent import Blocked
-from nija_broker.models import Market, Order
-from nija_broker.store import AccountSnapshot, Store, StoreLock, StoreLocked
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.errors import ConfigError
+from nija_broker.core.health import AccountLive
+from nija_broker.core.intent import Blocked
+from nija_broker.core.models import Market, Order
+from nija_broker.demo.demo import run_demo
+from nija_broker.state.book import Books
+from nija_broker.state.store import AccountSnapshot, Store, StoreLock, StoreLocked
 
 from ._guard_support import ALICE, T0, account_live, buy, make_guard, sell
 
@@ -63,7 +63,7 @@ def _config(tmp_path: Path, store: Path, *, exchange_url: str = "http://127.0.0.
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nija_broker.cli", *args],
+    return subprocess.run([sys.executable, "-m", "nija_broker.service.cli", *args],
                           capture_output=True, text=True, env=env or ENV,
                           timeout=HANG_GUARD_S, check=False)
 
@@ -147,7 +147,7 @@ def test_a_second_exclusive_store_is_refused_naming_the_holder_and_readers_still
 
 _HOLDER = """
 import sys, time
-from nija_broker.store import StoreLock
+from nija_broker.state.store import StoreLock
 lock = StoreLock.acquire(sys.argv[1])
 print("locked", flush=True)
 time.sleep(3600)
@@ -181,7 +181,7 @@ def test_a_late_opener_of_a_released_lock_file_does_not_take_a_lock_nobody_sees(
         tmp_path: Path) -> None:
     import fcntl
 
-    from nija_broker._store_lock import _is_at
+    from nija_broker.state.store_lock import _is_at
 
     path = tmp_path / "state.sqlite3"
     first = StoreLock.acquire(path)
@@ -291,7 +291,7 @@ async def test_a_second_run_on_one_store_exits_2_naming_the_holder_while_the_fir
     store = tmp_path / "state.sqlite3"
     config = _config(tmp_path, store, exchange_url=emulator.url)
     first = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nija_broker.cli", "run", "--config", str(config),
+        sys.executable, "-m", "nija_broker.service.cli", "run", "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
     try:
         assert first.stdout is not None

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nija_broker.symbols import market_ids, normalize_symbol, resolve_symbol
+from nija_broker.core.symbols import market_ids, normalize_symbol, resolve_symbol
 
 KRAKEN_CRYPTO = ("XXBT", "XETH", "XLTC", "XXRP", "XXLM", "XXMR", "XZEC", "XETC", "XREP",
                  "XMLN", "XXDG")

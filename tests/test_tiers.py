@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from nija_broker.tiers import (
+from nija_broker.core.tiers import (
     BELOW_MIN,
     MICRO_CAP,
     SMALL_CAP,

@@ -16,18 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.sim import SimEngine, SimExchange
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock
-from nija_broker.config import AccountConfig
-from nija_broker.events import BalancesUpdated
-from nija_broker.health import AccountLive, SyncState
-from nija_broker.models import Balance, Market, Ticker
-from nija_broker.reconcile import equity_of
-from nija_broker.reconciler import Reconciler
-from nija_broker.status import account_status
-from nija_broker.store import Store
-from nija_broker.tiers import TierTable
-from nija_broker.valuation import (
+from nija_broker.core.clock import FakeClock
+from nija_broker.core.events import BalancesUpdated
+from nija_broker.core.health import AccountLive, SyncState
+from nija_broker.core.models import Balance, Market, Ticker
+from nija_broker.core.reconcile import equity_of
+from nija_broker.core.tiers import TierTable
+from nija_broker.core.valuation import (
     LEGS,
     USD_PEGGED,
     Hop,
@@ -40,6 +35,11 @@ from nija_broker.valuation import (
     tickers_to_fetch,
     value_balances,
 )
+from nija_broker.service.config import AccountConfig
+from nija_broker.service.status import account_status
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
+from nija_broker.sync.reconciler import Reconciler
 
 
 def held(**totals: float) -> dict[str, Balance]:

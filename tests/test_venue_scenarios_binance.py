@@ -20,14 +20,14 @@ from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.profiles import BINANCE
 from adapters.ratelimit import RateBudget
 from adapters.sim import FaultInjector, FaultPlan, SimEngine
-from nija_broker.book import Books
-from nija_broker.clock import FakeClock, SystemClock
-from nija_broker.events import Event, OrderCancelled
-from nija_broker.health import AccountLive, SyncState
-from nija_broker.models import Market, Order, OrderStatus, OrderType, Side
-from nija_broker.reconciler import Reconciler, ReconcilerSettings
-from nija_broker.store import Store
-from nija_broker.tiers import TierTable
+from nija_broker.core.clock import FakeClock, SystemClock
+from nija_broker.core.events import Event, OrderCancelled
+from nija_broker.core.health import AccountLive, SyncState
+from nija_broker.core.models import Market, Order, OrderStatus, OrderType, Side
+from nija_broker.core.tiers import TierTable
+from nija_broker.state.book import Books
+from nija_broker.state.store import Store
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 from ._reconciler_rig import sums_by_order
 

@@ -41,10 +41,10 @@ import pytest_asyncio
 from adapters.base import OrderRequest
 from adapters.emulator import KrakenEmulatorServer, kraken_ccxt_config
 from adapters.sim import FaultInjector, FaultPlan, SimEngine
-from nija_broker.clock import SystemClock
-from nija_broker.events import OrderAdopted, OrderCancelled, OrderFilled
-from nija_broker.health import SyncState
-from nija_broker.models import OrderStatus, OrderType, Side
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.events import OrderAdopted, OrderCancelled, OrderFilled
+from nija_broker.core.health import SyncState
+from nija_broker.core.models import OrderStatus, OrderType, Side
 
 from ._reconciler_rig import sums_by_order
 from .test_reconciler_emulator import ALICE, KRAKEN, Rig

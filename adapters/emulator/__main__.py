@@ -18,8 +18,8 @@ import random
 import sys
 
 from adapters.sim.engine import SimEngine
-from nija_broker.clock import SystemClock
-from nija_broker.models import Market
+from nija_broker.core.clock import SystemClock
+from nija_broker.core.models import Market
 
 from . import EmulatorServer, KrakenEmulatorServer, binance_ccxt_config, kraken_ccxt_config
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
+from nija_broker.core.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
 
 
 class KrakenError(Exception):

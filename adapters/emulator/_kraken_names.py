@@ -21,7 +21,7 @@ import math
 import re
 from decimal import Decimal
 
-from nija_broker.models import Market
+from nija_broker.core.models import Market
 
 # Unified code -> (Kraken asset code, Kraken short name), for assets Kraken lists with an
 # X (crypto) or Z (fiat) prefix. Everything else keeps its own name as code and altname.

@@ -1,7 +1,7 @@
 """Kraken's JSON for orders and trades: OrderInfo, AddOrder's answer, TradeInfo.
 
-Pure functions from nija_broker's :class:`~nija_broker.models.Order` and
-:class:`~nija_broker.models.Fill` to what ``OpenOrders``, ``ClosedOrders``,
+Pure functions from nija_broker's :class:`~nija_broker.core.models.Order` and
+:class:`~nija_broker.core.models.Fill` to what ``OpenOrders``, ``ClosedOrders``,
 ``QueryOrders``, ``AddOrder``, ``TradesHistory`` and ``QueryTrades`` answer
 (docs.kraken.com, "Spot REST API": Account Data, Trading; guide "Order
 lifecycle"), including the statuses and reasons Kraken gives where the
@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.sim.engine import FEE_DECIMALS
-from nija_broker.clock import to_ms
-from nija_broker.models import Fill, Market, Order, OrderStatus, OrderType
+from nija_broker.core.clock import to_ms
+from nija_broker.core.models import Fill, Market, Order, OrderStatus, OrderType
 
 from ._kraken_names import fmt, order_txid, pair_altname, pair_id, seconds, trade_txid
 from ._wire import decimals_of

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 
 from adapters.base import OrderRequest
-from nija_broker.models import OrderRole, OrderType, Side
+from nija_broker.core.models import OrderRole, OrderType, Side
 
 from . import _wire as wire
 from ._kraken_errors import invalid_arguments

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from email.utils import format_datetime
 from typing import Any
 
-from nija_broker.clock import from_ms
-from nija_broker.models import Balance, Market
+from nija_broker.core.clock import from_ms
+from nija_broker.core.models import Balance, Market
 
 from ._kraken_errors import KrakenError, engine_error, invalid_arguments
 from ._kraken_names import (

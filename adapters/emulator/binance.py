@@ -16,9 +16,9 @@ from typing import Any
 
 from adapters.base import OrderRequest
 from adapters.sim._state import STP_MODES, OrderFlags
-from nija_broker.clock import to_ms
-from nija_broker.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
-from nija_broker.models import (
+from nija_broker.core.clock import to_ms
+from nija_broker.core.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
+from nija_broker.core.models import (
     Balance,
     Fill,
     Market,

@@ -56,8 +56,8 @@ from aiohttp import web
 
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
-from nija_broker.clock import Clock
-from nija_broker.models import Market
+from nija_broker.core.clock import Clock
+from nija_broker.core.models import Market
 
 from . import _kraken_wire as kw
 from ._kraken_config import kraken_ccxt_config, kraken_urls

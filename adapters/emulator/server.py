@@ -50,9 +50,9 @@ from aiohttp import web
 
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
-from nija_broker.clock import Clock, SystemClock, from_ms, to_ms
-from nija_broker.errors import ExchangeError
-from nija_broker.models import Order, OrderType
+from nija_broker.core.clock import Clock, SystemClock, from_ms, to_ms
+from nija_broker.core.errors import ExchangeError
+from nija_broker.core.models import Order, OrderType
 
 from . import binance as bn
 

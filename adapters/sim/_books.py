@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from nija_broker.errors import InsufficientFunds
-from nija_broker.models import Fill, OrderStatus, OrderType, Side
+from nija_broker.core.errors import InsufficientFunds
+from nija_broker.core.models import Fill, OrderStatus, OrderType, Side
 
 from ._fees import FeeCharge, fee_charge, plain_sum
 from ._state import SimAccount, SimOrder

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from nija_broker.models import Order, OrderStatus
+from nija_broker.core.models import Order, OrderStatus
 
 from ._books import Books
 from ._state import SimOrder

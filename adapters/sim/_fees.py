@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from nija_broker.models import Side
+from nija_broker.core.models import Side
 
 __all__ = ["BASE_FOR_BUYS", "FEE_DECIMALS", "QUOTE", "FeeCharge", "FeeMode", "fee_charge",
            "plain_sum"]

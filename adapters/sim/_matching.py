@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from nija_broker.models import Fill, Market, OrderStatus, OrderType, Side
+from nija_broker.core.models import Fill, Market, OrderStatus, OrderType, Side
 
 from ._books import Books
 from ._rules import crosses, snap, snap_down, triggers

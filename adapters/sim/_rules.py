@@ -9,7 +9,7 @@ import math
 from decimal import Decimal
 
 from adapters.base import OrderRequest
-from nija_broker.models import Market, OrderType, Side
+from nija_broker.core.models import Market, OrderType, Side
 
 # Relative slack for "is a multiple of the step": 0.3 / 0.1 is 2.9999999999999996 in floats.
 _STEP_TOLERANCE = 1e-9

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from nija_broker.models import Balance, Fill, Order, OrderRole, OrderStatus, OrderType, Side
+from nija_broker.core.models import Balance, Fill, Order, OrderRole, OrderStatus, OrderType, Side
 
 from ._fees import QUOTE, FeeMode, plain_sum
 
@@ -22,7 +22,7 @@ resting order on the other side (Binance's ``selfTradePreventionMode``)."""
 
 @dataclass(frozen=True, slots=True)
 class OrderFlags:
-    """What an order carries beyond :class:`~nija_broker.models.Order`, for the dialects."""
+    """What an order carries beyond :class:`~nija_broker.core.models.Order`, for the dialects."""
 
     time_in_force: str = "GTC"
     stp_mode: str = "NONE"

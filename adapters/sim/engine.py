@@ -24,7 +24,7 @@ Fees follow the account's fee mode, chosen when it is opened
 price x fee rate`` in quote), ``"base_for_buys"`` (a buy pays ``amount x fee
 rate`` out of the base it receives) or a third asset such as ``"BNB"``, valued
 at the engine's price of ``BNB/QUOTE``, with a fallback when it cannot pay.
-Fees are rounded to ``fee_decimals``. Each :class:`~nija_broker.models.Fill`
+Fees are rounded to ``fee_decimals``. Each :class:`~nija_broker.core.models.Fill`
 says what was taken (``fee_currency``, ``fee_cost``) and its quote value
 (``fee``); ``Order.fee`` sums the quote values.
 
@@ -72,10 +72,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from adapters.base import OrderRequest
-from nija_broker.clock import Clock, FakeClock
-from nija_broker.errors import AuthenticationFailed, InvalidOrder, OrderNotFound
-from nija_broker.models import Balance, Fill, Market, Order, OrderType, Ticker
-from nija_broker.symbols import normalize_symbol
+from nija_broker.core.clock import Clock, FakeClock
+from nija_broker.core.errors import AuthenticationFailed, InvalidOrder, OrderNotFound
+from nija_broker.core.models import Balance, Fill, Market, Order, OrderType, Ticker
+from nija_broker.core.symbols import normalize_symbol
 
 from ._books import Books
 from ._cancels import Cancels

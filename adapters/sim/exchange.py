@@ -26,16 +26,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from adapters.base import Capabilities, OpenOrdersPage, OrderRequest
-from nija_broker.clock import Clock
-from nija_broker.errors import (
+from nija_broker.core.clock import Clock
+from nija_broker.core.errors import (
     ExchangeError,
     InvalidOrder,
     OrderNotFound,
     RateLimited,
     TransientError,
 )
-from nija_broker.models import Balance, Fill, Market, Order, Ticker
-from nija_broker.symbols import normalize_symbol
+from nija_broker.core.models import Balance, Fill, Market, Order, Ticker
+from nija_broker.core.symbols import normalize_symbol
 
 from .engine import SimEngine
 from .faults import FaultInjector, FaultKind

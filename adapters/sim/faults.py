@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
-from nija_broker.clock import Clock
+from nija_broker.core.clock import Clock
 
 
 class FaultKind(StrEnum):

@@ -1,0 +1,1 @@
+"""The pure core: value types, trackers, the diff, the rules' inputs, time. No I/O."""

@@ -1,0 +1,100 @@
+"""What the reconciler knows about each account's sync, shared with the guard and the API.
+
+The reconciler writes an :class:`AccountLive` per account; the guard and the
+API only read it. Each field is replaced whole (never edited in place), so a
+reader in another thread sees either the old value or the new one.
+
+``health`` records the reconciler's cycles (a cycle that succeeds is ``ok``);
+what others are shown is :meth:`AccountLive.reported_health`, which is also
+``degraded`` while the account's equity cannot be established (it holds
+something no price of its exchange values and nothing that one does), and
+``failed`` while the account's book cannot read its store back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from nija_broker.core.models import Balance, Market
+from nija_broker.core.tiers import TierPolicy, TierTable, TierTracker
+
+
+class SyncState(StrEnum):
+    SYNCING = "syncing"
+    """Never synced yet: state unknown."""
+    OK = "ok"
+    DEGRADED = "degraded"
+    """Recent cycles failed, so the last good state is older than it should be; or the
+    cycles succeed but the account's equity cannot be established."""
+    FAILED = "failed"
+    """Failing past the limit, or the keys were refused: state unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountHealth:
+    state: SyncState = SyncState.SYNCING
+    last_success: datetime | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+
+    @property
+    def known(self) -> bool:
+        """True when the account's state is trustworthy enough to judge entries on."""
+        return self.state in (SyncState.OK, SyncState.DEGRADED)
+
+
+@dataclass
+class AccountLive:
+    """The latest exchange-side view of one account (balances, equity, markets, health).
+
+    ``equity_usd`` is in ``quote_currency`` (``None`` while unknown, including
+    while it cannot be established). ``unvalued_holdings`` are the currencies
+    the last balance refresh found held but could not value; ``valuation_problem``
+    says why equity could not be established at all (``None`` when it was).
+    """
+
+    account_id: str
+    tier: TierTracker
+    health: AccountHealth = field(default_factory=AccountHealth)
+    balances: Mapping[str, Balance] = field(default_factory=dict)
+    equity_usd: float | None = None
+    quote_currency: str = "USD"
+    markets: Mapping[str, Market] = field(default_factory=dict)
+    unvalued_holdings: tuple[str, ...] = ()
+    valuation_problem: str | None = None
+    balances_at: datetime | None = None
+    """When ``balances`` were fetched (exchange time of the request)."""
+    position_mismatches: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Base asset -> (ledger quantity, exchange balance) disagreeing on two balance
+    fetches in a row: the guard then believes the exchange's balance."""
+
+    @classmethod
+    def create(cls, account_id: str, table: TierTable, pinned: str | None = None,
+               quote_currency: str = "USD") -> AccountLive:
+        return cls(account_id=account_id, tier=TierTracker(table, pinned),
+                   quote_currency=quote_currency)
+
+    def policy(self) -> TierPolicy | None:
+        """The account's tier now; ``None`` until its equity is known (unless pinned)."""
+        if self.tier.pinned is not None:
+            return self.tier.table.get(self.tier.pinned)
+        return self.tier.current
+
+    def reported_health(self, book_problem: str | None = None) -> AccountHealth:
+        """The health to show and judge on: the cycles' health, ``degraded`` (with the reason
+        as ``last_error``) while equity cannot be established although the cycles succeed.
+
+        ``book_problem`` is the account book's ``degraded_reason``: while its store
+        cannot be read back, what the book holds may not be what is true, so the
+        account's state is unknown (``failed``) and fail-closed tiers get no entry.
+        """
+        health = self.health
+        if book_problem is not None:
+            return replace(health, state=SyncState.FAILED, last_error=f"book: {book_problem}")
+        problem = self.valuation_problem
+        if problem is None or health.state is not SyncState.OK:
+            return health
+        return replace(health, state=SyncState.DEGRADED, last_error=problem)

@@ -1,0 +1,1 @@
+"""The demo: a scripted session against the built-in emulator."""

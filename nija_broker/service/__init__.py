@@ -1,0 +1,1 @@
+"""The ways people run it: runtime, HTTP API, CLI, status, metrics, report, config."""

@@ -1,0 +1,139 @@
+"""Request bodies of the HTTP API, read with limits and validated with strict types.
+
+Pure: bytes in, a value or a :class:`BodyProblem` out. What a guard request may
+hold is small and flat, so anything far beyond it is refused before it costs
+anything: a body over :data:`MAX_BODY_BYTES` (413), nesting deeper than
+:data:`MAX_JSON_DEPTH` (checked before parsing, without recursion: Python's
+parser would recurse once per level), an integer of more than
+:data:`MAX_INT_DIGITS` digits, ``NaN`` or ``Infinity`` (not JSON numbers).
+
+Fields are then validated strictly, as JSON types: a number must be a JSON
+number (not ``"10"``, not ``true``), a flag a JSON boolean (``reduce_only:
+"yes"`` is refused rather than read as true). :class:`~nija_broker.core.intent.OrderIntent`
+itself stays lax for Python callers; only the API applies ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from nija_broker.core.intent import OrderIntent
+from nija_broker.core.models import NonBlank
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_INT_DIGITS",
+    "MAX_JSON_DEPTH",
+    "BodyProblem",
+    "ReservationCall",
+    "parse_intent",
+    "parse_object",
+]
+
+MAX_BODY_BYTES = 64 * 1024
+"""A guard request is a few hundred bytes; aiohttp's own default is 1 MiB."""
+MAX_JSON_DEPTH = 32
+"""Guard requests are flat objects; 32 leaves room for any client's envelope."""
+MAX_INT_DIGITS = 20
+"""More digits than any amount, price or count (2**64 has 20)."""
+
+# A JSON string, escapes included; possessive so a malformed body cannot backtrack.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyProblem:
+    """Why a body is refused: the HTTP status, a sentence, and the field (or ``body``)."""
+
+    status: int
+    message: str
+    field: str = "body"
+
+
+class ReservationCall(BaseModel):
+    """``POST /v1/guard/confirm`` and ``/v1/guard/release``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    reservation_id: NonBlank
+    order_id: NonBlank | None = None
+
+
+class _Refused:
+    """Put by the parser where a value JSON cannot carry (or we will not) stood."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _parse_int(text: str) -> int | _Refused:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        return _Refused(f"an integer of {digits} digits is out of range "
+                        f"(at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_constant(name: str) -> _Refused:
+    return _Refused(f"{name} is not a JSON number")
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """Does the JSON text nest deeper than ``limit``? Brackets inside strings don't count."""
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub('""', text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _refused_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """The dotted path and reason of the first refused value (depth is already bounded)."""
+    if isinstance(value, _Refused):
+        return ".".join(path) or "body", value.why
+    children: Any = (value.items() if isinstance(value, dict)
+                     else enumerate(value) if isinstance(value, list) else ())
+    for key, child in children:
+        found = _refused_at(child, (*path, str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+def parse_object(raw: bytes) -> dict[str, Any] | BodyProblem:
+    """The body as a JSON object, or why it is refused (400, or 422 naming the field)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return BodyProblem(400, "request body must be UTF-8 JSON")
+    if _depth_exceeds(text, MAX_JSON_DEPTH):
+        return BodyProblem(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        body = json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
+    except (json.JSONDecodeError, RecursionError):
+        return BodyProblem(400, "request body must be a JSON object")
+    if not isinstance(body, dict):
+        return BodyProblem(400, "request body must be a JSON object")
+    refused = _refused_at(body)
+    if refused is not None:
+        field, why = refused
+        return BodyProblem(422, f"{field}: {why}", field)
+    return body
+
+
+def parse_intent(raw: bytes) -> OrderIntent:
+    """Strict validation of a body :func:`parse_object` accepted; pydantic's
+    ``ValidationError`` names each bad field."""
+    return OrderIntent.model_validate_json(raw, strict=True)

@@ -1,0 +1,258 @@
+"""One status row per account: what a trader checks first, as a value, a JSON document and a table.
+
+Every row is computed from ONE account's book and live view; a view of many
+accounts is a list of rows, never a total (DESIGN invariant 1). The JSON
+document is what ``nija-broker status --json`` prints: its keys are a contract
+with scripts and dashboards, so they change only with ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from nija_broker.core.breakers import Breakers
+from nija_broker.core.clock import utc
+from nija_broker.core.health import AccountLive
+from nija_broker.core.order_figures import fragmentation
+from nija_broker.state.book import AccountBook, Books
+
+__all__ = [
+    "DEFAULT_FRAGMENTATION_THRESHOLD",
+    "DEFAULT_STALE_MAX_AGE_S",
+    "SCHEMA_VERSION",
+    "AccountStatus",
+    "account_equity_usd",
+    "account_status",
+    "render_table",
+    "status_document",
+    "status_rows",
+]
+
+SCHEMA_VERSION = 3
+"""2: ``unvalued_holdings`` added; ``sync`` is ``degraded`` while equity cannot be established.
+3: ``breakers_armed`` and ``breakers_tripped`` added."""
+
+# Used while an account's tier is unknown; the same defaults as DESIGN and TierPolicy.
+DEFAULT_STALE_MAX_AGE_S = 3600.0
+DEFAULT_FRAGMENTATION_THRESHOLD = 0.30
+
+
+class AccountStatus(BaseModel):
+    """One account at one moment. ``None`` means "not known", never zero.
+
+    ``equity_usd`` is the reconciler's latest figure (in the account's quote
+    currency), else the last point of the account's own equity curve; ``None``
+    while the reconciler cannot establish it. ``held_share_pct`` and
+    ``fragmented`` are ``None`` while equity is unknown. ``sync`` is ``None``
+    when no reconciler is running for the account (e.g. ``status`` read straight
+    from the store), and ``degraded`` while the account holds something no price
+    values and nothing that one does. ``unvalued_holdings`` are the currencies
+    held that the last balance refresh could not value (left out of equity).
+    ``breakers_armed`` are the circuit breakers the account's tier arms and
+    ``breakers_tripped`` those blocking its entries now (both empty when no
+    guard runs for the account).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account_id: str
+    tier: str | None
+    equity_usd: float | None
+    held_capital_usd: float
+    held_share_pct: float | None
+    open_orders: int
+    stale_orders: int
+    double_reservations: int
+    fragmented: bool | None
+    drawdown_pct: float
+    max_drawdown_pct: float
+    expectancy_usd: float
+    trades: int
+    sync: str | None
+    last_sync: str | None
+    consecutive_failures: int
+    unvalued_holdings: tuple[str, ...] = ()
+    breakers_armed: tuple[str, ...] = ()
+    breakers_tripped: tuple[str, ...] = ()
+
+
+BreakersOf = Callable[[str], Breakers | None]
+"""An account's circuit breakers now (:meth:`nija_broker.guard.guard.Guard.breaker_report`)."""
+
+
+def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | None:
+    """The account's equity: the live figure, else its last recorded equity point; ``None``
+    while the live view says it cannot be established (an old point would hide that)."""
+    if live is not None and live.valuation_problem is not None:
+        return None
+    if live is not None and live.equity_usd is not None:
+        return live.equity_usd
+    last = book.performance.equity_points(limit=1)
+    return last[0].equity if last else None
+
+
+def account_status(book: AccountBook, live: AccountLive | None, now: datetime,
+                   breakers: Breakers | None = None) -> AccountStatus:
+    """The status row of ``book``'s account at ``now``; ``live`` and ``breakers`` must be the
+    same account's."""
+    if live is not None and live.account_id != book.account_id:
+        raise ValueError(
+            f"live view of account {live.account_id!r} given for account {book.account_id!r}"
+        )
+    now = utc(now)
+    policy = live.policy() if live is not None else None
+    stale_max_age_s = policy.stale_max_age_s if policy else DEFAULT_STALE_MAX_AGE_S
+    threshold = policy.fragmentation_threshold if policy else DEFAULT_FRAGMENTATION_THRESHOLD
+    include_exits = policy.stale_includes_exits if policy else False
+
+    stats = book.orders.stats(now, stale_max_age_s)
+    held_usd = stats.held_capital
+    stale = book.orders.stale_orders(now, stale_max_age_s, include_exits=include_exits)
+    positions = {p.symbol: p.quantity for p in book.ledger.positions()}
+    doubles = book.orders.double_reservations(positions)
+    metrics = book.metrics()
+
+    equity_usd = account_equity_usd(book, live)
+    held_share_pct: float | None = None
+    fragmented: bool | None = None
+    if equity_usd is not None:
+        fragmented = fragmentation(held_usd, equity_usd, threshold).fragmented
+        if equity_usd > 0:
+            held_share_pct = held_usd / equity_usd * 100.0
+
+    health = live.reported_health(book.degraded_reason) if live is not None else None
+    last_success = health.last_success if health is not None else None
+    return AccountStatus(
+        account_id=book.account_id,
+        tier=policy.name if policy else None,
+        equity_usd=equity_usd,
+        held_capital_usd=held_usd,
+        held_share_pct=held_share_pct,
+        open_orders=stats.open_count,
+        stale_orders=len(stale),
+        double_reservations=len(doubles),
+        fragmented=fragmented,
+        drawdown_pct=metrics.current_drawdown_pct,
+        max_drawdown_pct=metrics.max_drawdown_pct,
+        expectancy_usd=metrics.expectancy,
+        trades=metrics.total_trades,
+        sync=health.state.value if health is not None else None,
+        last_sync=utc(last_success).isoformat() if last_success is not None else None,
+        consecutive_failures=health.consecutive_failures if health is not None else 0,
+        unvalued_holdings=live.unvalued_holdings if live is not None else (),
+        breakers_armed=tuple(breakers.verdicts) if breakers is not None else (),
+        breakers_tripped=tuple(breakers.tripped) if breakers is not None else (),
+    )
+
+
+def status_rows(
+    books: Books,
+    lives: Mapping[str, AccountLive],
+    now: datetime,
+    account_id: str | None = None,
+    breakers: BreakersOf | None = None,
+) -> list[AccountStatus]:
+    """One row per account (known to the books or to the reconciler), sorted by account id.
+
+    With ``account_id``, only that account; ``KeyError`` if neither side knows it.
+    ``breakers`` gives each account's circuit breakers (from the guard), if one runs.
+    """
+    known = sorted(set(books.accounts()) | set(lives))
+    if account_id is not None:
+        if account_id not in known:
+            raise KeyError(account_id)
+        known = [account_id]
+    return [account_status(books.get(a), lives.get(a), now,
+                           breakers(a) if breakers is not None else None) for a in known]
+
+
+def status_document(rows: Sequence[AccountStatus], generated_at: datetime) -> dict[str, Any]:
+    """The ``status --json`` document: ``schema_version``, ``generated_at`` and the rows."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": utc(generated_at).isoformat(),
+        "accounts": [row.model_dump(mode="json") for row in rows],
+    }
+
+
+# ---------------------------------------------------------------------------- table
+
+_COLUMNS: tuple[tuple[str, bool], ...] = (
+    # (header, right-aligned)
+    ("ACCOUNT", False), ("TIER", False), ("EQUITY", True), ("HELD", True), ("HELD%", True),
+    ("OPEN", True), ("STALE", True), ("DOUBLE", True), ("FRAG", False), ("DD%", True),
+    ("MAX DD%", True), ("EXPECT", True), ("TRADES", True), ("SYNC", False),
+    ("LAST SYNC (UTC)", False), ("FAILS", True), ("UNVALUED", False), ("BREAKERS", False),
+)
+
+_UNKNOWN = "-"
+
+
+def render_table(rows: Sequence[AccountStatus]) -> str:
+    """A fixed-width table, one line per account, for a terminal. Unknown figures show ``-``."""
+    if not rows:
+        return "no accounts\n"
+    cells = [[_clean(h) for h, _ in _COLUMNS], *(_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    lines = []
+    for line in cells:
+        parts = [
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, (_, right) in zip(line, widths, _COLUMNS, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _cells(row: AccountStatus) -> list[str]:
+    return [
+        _clean(row.account_id),
+        _clean(row.tier) if row.tier else _UNKNOWN,
+        _money(row.equity_usd),
+        _money(row.held_capital_usd),
+        _UNKNOWN if row.held_share_pct is None else f"{row.held_share_pct:.1f}%",
+        str(row.open_orders),
+        str(row.stale_orders),
+        str(row.double_reservations),
+        _UNKNOWN if row.fragmented is None else ("YES" if row.fragmented else "no"),
+        f"{row.drawdown_pct:.1f}%",
+        f"{row.max_drawdown_pct:.1f}%",
+        _money(row.expectancy_usd),
+        str(row.trades),
+        row.sync or "offline",
+        _sync_time(row.last_sync),
+        str(row.consecutive_failures),
+        _clean(",".join(row.unvalued_holdings)) if row.unvalued_holdings else _UNKNOWN,
+        _breakers(row),
+    ]
+
+
+def _breakers(row: AccountStatus) -> str:
+    """The tripped breakers by name, else how many are armed (``armed 5``), else ``-``."""
+    if row.breakers_tripped:
+        return ",".join(row.breakers_tripped)
+    return f"armed {len(row.breakers_armed)}" if row.breakers_armed else _UNKNOWN
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return _UNKNOWN
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}"
+
+
+def _sync_time(iso: str | None) -> str:
+    if iso is None:
+        return "never"
+    return utc(datetime.fromisoformat(iso)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clean(text: str) -> str:
+    # Account ids are free strings from configuration: a control character or an
+    # escape sequence in one must not redraw the trader's terminal.
+    return "".join("?" if unicodedata.category(ch).startswith("C") else ch for ch in text)

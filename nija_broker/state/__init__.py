@@ -1,0 +1,1 @@
+"""Account state: the SQLite store and each account's book."""

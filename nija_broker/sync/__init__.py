@@ -1,0 +1,1 @@
+"""The reconciler: keeps every account's books true to its exchange."""

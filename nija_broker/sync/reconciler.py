@@ -1,0 +1,246 @@
+"""The reconciler: keeps every account's books true to its exchange, continuously and on restart.
+
+Usage::
+
+    async with Reconciler(books, exchanges, live, clock=SystemClock()) as reconciler:
+        with reconciler.subscribe() as events:
+            ...                      # read events in another task
+        await reconciler.run()       # until cancelled or aclose()
+
+One poller per account runs under one :class:`asyncio.TaskGroup`, each on its
+own interval with a seeded jitter. A poller starts its account
+(:meth:`Reconciler.startup`: markets, balances, every order the store thinks
+open confirmed, pending intents resolved) and then repeats
+:meth:`Reconciler.sync_once`. The cycle itself lives in
+:mod:`nija_broker.sync.cycle`; the decisions in the pure
+:mod:`nija_broker.core.reconcile`.
+
+Book writes (SQLite) run on ONE dedicated thread, not ``asyncio.to_thread``:
+the store has a single writer anyway, so more threads would only queue on
+its lock, and one thread keeps each account's writes in the order they were
+decided. The event loop never waits on the disk, and shutting the thread
+down waits for queued writes: that is the store flush.
+
+Health: a good cycle sets ``ok``; a failed one counts a consecutive failure
+(``degraded`` once the account had synced, ``syncing`` before) and backs that
+account off exponentially; ``failed`` past ``failed_after`` failures, or at
+once on :class:`AccountFatal` (refused keys). Other accounts are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Self, TypeVar
+
+from nija_broker.core.clock import Clock
+from nija_broker.core.errors import AccountFatal, NijaBrokerError, StateError
+from nija_broker.core.events import EventBus, HealthChanged, Subscription
+from nija_broker.core.health import AccountHealth, AccountLive, SyncState
+from nija_broker.core.settings import ReconcilerSettings
+from nija_broker.state.book import Books
+from nija_broker.sync.cycle import AccountSync
+
+if TYPE_CHECKING:
+    from adapters.base import Exchange
+
+__all__ = ["Reconciler", "ReconcilerSettings"]
+
+T = TypeVar("T")
+log = logging.getLogger("nija_broker.reconciler")
+
+_ERROR_TEXT_MAX = 300
+
+
+class Reconciler:
+    """Pollers for many accounts; each account's failures stay its own."""
+
+    def __init__(self, books: Books, exchanges: Mapping[str, Exchange],
+                 live: Mapping[str, AccountLive], *, clock: Clock,
+                 settings: ReconcilerSettings | None = None, bus: EventBus | None = None) -> None:
+        if set(exchanges) != set(live):
+            raise ValueError(
+                f"exchanges and live views must name the same accounts; exchanges only: "
+                f"{sorted(set(exchanges) - set(live))}, live only: "
+                f"{sorted(set(live) - set(exchanges))}"
+            )
+        for account_id, exchange in exchanges.items():
+            if exchange.account_id != account_id or live[account_id].account_id != account_id:
+                raise ValueError(f"exchange or live view under {account_id!r} is for another "
+                                 f"account ({exchange.account_id!r})")
+        self.settings = settings or ReconcilerSettings()
+        self.clock = clock
+        self.bus = bus or EventBus()
+        self.cycle_observers: list[Callable[[str, float, Exception | None], None]] = []
+        """Called after every cycle with (account id, seconds, the error or None): metrics."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nija-book")
+        self._accounts = {
+            account_id: AccountSync(account_id, exchange, live[account_id], books=books,
+                                    settings=self.settings, clock=clock, bus=self.bus,
+                                    run_book=self._run_book,
+                                    watch_symbols=self.settings.watch_symbols_by_account.get(
+                                        account_id, ()))
+            for account_id, exchange in exchanges.items()
+        }
+        self._pollers: list[asyncio.Task[None]] = []
+        self._running = False
+        self._run_finished = asyncio.Event()
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def accounts(self) -> list[str]:
+        return sorted(self._accounts)
+
+    def subscribe(self, maxsize: int = 10_000) -> Subscription:
+        """A queue of every event from now on; ``async for event in subscription``."""
+        return self.bus.subscribe(maxsize)
+
+    def health(self, account_id: str) -> AccountHealth:
+        return self._sync(account_id).live.health
+
+    async def startup(self, account_id: str) -> AccountHealth:
+        """Load the account, reconcile it fully against the exchange, resolve its intents."""
+        sync = self._sync(account_id)
+        return await self._guarded(sync, sync.start)
+
+    async def sync_once(self, account_id: str) -> AccountHealth:
+        """One full cycle of one account (its startup first, if it has not started)."""
+        sync = self._sync(account_id)
+        if not sync.started:
+            return await self.startup(account_id)
+        return await self._guarded(sync, sync.cycle)
+
+    async def run(self) -> None:
+        """Poll every account until cancelled or closed."""
+        if self._closed:
+            raise StateError("the reconciler is closed")
+        if self._running:
+            raise StateError("the reconciler is already running")
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as group:
+                for account_id in sorted(self._accounts):
+                    self._pollers.append(group.create_task(
+                        self._poll(self._accounts[account_id]), name=f"reconcile:{account_id}"))
+        finally:
+            self._pollers.clear()
+            self._running = False
+            self._run_finished.set()
+
+    async def aclose(self) -> None:
+        """Stop the pollers, flush the book thread, close the exchanges. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        budget_s = self.settings.shutdown_timeout_s
+        for task in self._pollers:
+            task.cancel()
+        if self._running:
+            try:
+                async with asyncio.timeout(budget_s / 2):
+                    await self._run_finished.wait()
+            except TimeoutError:
+                log.error("reconciler pollers did not stop within %.1fs", budget_s / 2)
+        results = await asyncio.gather(
+            *(self._close_exchange(sync, budget_s / 4) for sync in self._accounts.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("closing an exchange failed: %s", result)
+        # Queued book writes finish here; nothing is lost on a clean shutdown.
+        await asyncio.to_thread(self._executor.shutdown, True)
+        self.bus.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    def _sync(self, account_id: str) -> AccountSync:
+        try:
+            return self._accounts[account_id]
+        except KeyError:
+            raise KeyError(f"no account {account_id!r} in this reconciler") from None
+
+    async def _run_book(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    @staticmethod
+    async def _close_exchange(sync: AccountSync, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await sync.exchange.aclose()
+
+    async def _guarded(self, sync: AccountSync,
+                       step: Callable[[], Awaitable[None]]) -> AccountHealth:
+        """Run one step of an account and record its health. Never raises but cancellation."""
+        if self._closed:
+            raise StateError("the reconciler is closed")
+        before = sync.live.health
+        sync.fatal = False
+        started = self.clock.monotonic()
+        error: Exception | None = None
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc
+            after = _failed(before, exc, self.settings.failed_after)
+            sync.fatal = isinstance(exc, AccountFatal)
+            if isinstance(exc, NijaBrokerError):
+                log.warning("account %s: cycle failed: %s", sync.account_id, after.last_error)
+            else:
+                # A bug, not the exchange: this account backs off, the others keep going.
+                log.exception("account %s: unexpected error in a cycle", sync.account_id)
+        else:
+            after = AccountHealth(state=SyncState.OK, last_success=self.clock.now())
+        sync.live.health = after
+        elapsed_s = self.clock.monotonic() - started
+        for observe in self.cycle_observers:
+            observe(sync.account_id, elapsed_s, error)
+        if after.state is not before.state or after.last_error != before.last_error:
+            self.bus.publish([HealthChanged(account_id=sync.account_id, at=self.clock.now(),
+                                            health=after)])
+        return after
+
+    async def _poll(self, sync: AccountSync) -> None:
+        rng = random.Random(f"{self.settings.seed}:{sync.account_id}")
+        interval_s = sync.poll_interval_s
+        # Spread the accounts' first cycles so a thousand accounts do not poll in one burst.
+        await self.clock.sleep(rng.uniform(0.0, interval_s * self.settings.jitter))
+        while True:
+            started = self.clock.monotonic()
+            health = await self._guarded(sync, sync.cycle if sync.started else sync.start)
+            delay_s = self._delay_s(sync, health, rng)
+            await self.clock.sleep(max(0.0, started + delay_s - self.clock.monotonic()))
+
+    def _delay_s(self, sync: AccountSync, health: AccountHealth, rng: random.Random) -> float:
+        settings = self.settings
+        base_s = sync.poll_interval_s
+        if sync.fatal:
+            base_s = settings.fatal_retry_s
+        elif health.consecutive_failures:
+            base_s = min(base_s * 2 ** (health.consecutive_failures - 1), settings.max_backoff_s)
+        return base_s * rng.uniform(1 - settings.jitter, 1 + settings.jitter)
+
+
+def _failed(before: AccountHealth, exc: Exception, failed_after: int) -> AccountHealth:
+    failures = before.consecutive_failures + 1
+    text = f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX]
+    if isinstance(exc, AccountFatal) or failures >= failed_after:
+        state = SyncState.FAILED
+    elif before.last_success is not None:
+        state = SyncState.DEGRADED
+    else:
+        state = SyncState.SYNCING
+    return AccountHealth(state=state, last_success=before.last_success,
+                         consecutive_failures=failures, last_error=text)

@@ -3,13 +3,18 @@
 :class:`CcxtCalls` is the machinery under the adapter's public methods:
 
 - one request (:meth:`~CcxtCalls._once`): the shared request budget, the
-  per-method count, a timeout, one mapping of ccxt's errors, and, where the
-  exchange needs nonces in order (Kraken), one request of the account at a
-  time;
+  per-method count, one mapping of ccxt's errors, and, where the exchange
+  needs nonces in order (Kraken), one request of the account at a time;
+- one deadline per call (:func:`~nija_broker.core.clock.deadline`): the
+  caller's where it set one (the reconciler's ``call_timeout_s``), else
+  ``call_timeout_s`` from the call's start. Everything the call does ends by
+  it: the budget's wait, every attempt and every backoff. That span is the
+  retry budget; there is no per-attempt timeout, and ccxt's own ``timeout``
+  is kept at least as long as what remains, so it never ends an attempt first;
 - retries of transient errors (:meth:`~CcxtCalls._retried`, under the reads,
   the create with a client id and the cancel), with exponential backoff and
-  jitter, bounded in attempts and in total time, sleeping on the injected
-  clock;
+  jitter, bounded in attempts and by the deadline (no backoff that would end
+  past it), sleeping on the injected clock;
 - the look-up of an order by its client id, and the two writes that lean on
   it: a create re-sent only after looking the order up, so an order whose
   answer was lost is found, not placed twice; and a cancel retried, where an
@@ -24,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from functools import partial, wraps
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import ccxt.async_support as ccxt
 from tenacity import (
@@ -41,7 +47,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from nija_broker.core.clock import Clock
+from nija_broker.core.clock import Clock, deadline
 from nija_broker.core.errors import (
     ExchangeError,
     ImpossibleAnswer,
@@ -50,30 +56,56 @@ from nija_broker.core.errors import (
     OrderNotFound,
     TransientError,
 )
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import Order, OrderStatus, OrderType
 
 from ._ccxt_convert import OrderMemo, convert_order
 from ._ccxt_errors import is_duplicate_order, map_ccxt_error
-from .base import OrderRequest
 from .profiles import ClientIdLookup, ExchangeProfile
 from .ratelimit import RateBudget
 
-__all__ = ["CcxtCalls"]
+__all__ = ["CcxtCalls", "one_deadline"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+S = TypeVar("S", bound="CcxtCalls")
 
 _log = logging.getLogger("adapters.ccxt_adapter")
 
 
-class _ClockDeadline(stop_base):
-    """A tenacity stop condition on the injected clock (tenacity's own uses time.monotonic)."""
+class _StopBeforeDeadline(stop_base):
+    """Stop retrying when the next backoff would end at or past the call's deadline.
 
-    def __init__(self, clock: Clock, max_s: float) -> None:
-        self._clock = clock
-        self._deadline_s = clock.monotonic() + max_s
+    Loop time: the deadline's own timeline (the injected clock's, where the
+    clock drives the loop). tenacity computes ``upcoming_sleep`` before it asks.
+    """
+
+    def __init__(self, when: float) -> None:
+        self._when = when
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self._clock.monotonic() >= self._deadline_s
+        now = asyncio.get_running_loop().time()
+        return now + retry_state.upcoming_sleep >= self._when
+
+
+def one_deadline(
+    method: Callable[Concatenate[S, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """Make a public method one exchange call with one deadline, however many requests
+    (pages, symbols, retries) it sends: the caller's, else ``call_timeout_s`` from now."""
+
+    @wraps(method)
+    async def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            async with deadline(self.call_timeout_s):
+                return await method(self, *args, **kwargs)
+        except TimeoutError as exc:
+            raise TransientError(
+                f"{self.exchange_id} account {self._account_id}: {method.__name__}: no answer "
+                f"within the call's deadline of {self.call_timeout_s}s, retries included",
+                exchange=self.exchange_id, account_id=self._account_id) from exc
+
+    return call
 
 
 class CcxtCalls:
@@ -90,7 +122,6 @@ class CcxtCalls:
     _serial: asyncio.Lock | None
     call_timeout_s: float
     max_attempts: int
-    max_retry_s: float
     retry_initial_s: float
     retry_max_wait_s: float
     calls: Counter[str]
@@ -102,10 +133,9 @@ class CcxtCalls:
 
         async def fetch_order(self, order_id: str, symbol: str) -> Order: ...
 
-    def _retrying(self) -> AsyncRetrying:
+    def _retrying(self, when: float) -> AsyncRetrying:
         return AsyncRetrying(
-            stop=stop_any(stop_after_attempt(self.max_attempts),
-                          _ClockDeadline(self._clock, self.max_retry_s)),
+            stop=stop_any(stop_after_attempt(self.max_attempts), _StopBeforeDeadline(when)),
             # Exponential from retry_initial_s, capped, plus up to one initial step of
             # jitter so many accounts retrying together do not hit the exchange in step.
             wait=wait_exponential(multiplier=self.retry_initial_s, max=self.retry_max_wait_s)
@@ -129,46 +159,74 @@ class CcxtCalls:
         return self._serial
 
     async def _once(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One request: budget, count, timeout, error mapping. No retry."""
-        await self._budget.acquire(min(self._profile.rate.cost(action), self._budget.capacity))
-        self.calls[action] += 1
+        """One request under the call's deadline: budget, count, error mapping. No retry."""
         try:
-            async with self._one_at_a_time(), asyncio.timeout(self.call_timeout_s):
-                return await call()
+            # Under _retried (or a caller) this is the enclosing deadline, not a second one.
+            async with deadline(self.call_timeout_s) as when:
+                await self._budget.acquire(min(self._profile.rate.cost(action),
+                                               self._budget.capacity))
+                self.calls[action] += 1
+                self._cover_ccxt_timeout(when)
+                async with self._one_at_a_time():
+                    return await call()
         except (ccxt.BaseError, TimeoutError) as exc:
             if isinstance(exc, ccxt.ArgumentsRequired | ccxt.NotSupported):
                 self.calls[action] -= 1  # ccxt refused locally: nothing was sent
-            raise map_ccxt_error(exc, exchange_id=self.exchange_id, account_id=self._account_id,
-                                 secrets=self._secrets, action=action,
-                                 overrides=self._profile.error_overrides,
-                                 nonce_advice=self._profile.nonce_advice) from exc
+            raise self._mapped(exc, action) from exc
 
-    def _gave_up(self, exc: TransientError, attempts: int) -> TransientError:
+    def _mapped(self, exc: BaseException, action: str) -> ExchangeError:
+        return map_ccxt_error(exc, exchange_id=self.exchange_id, account_id=self._account_id,
+                              secrets=self._secrets, action=action,
+                              overrides=self._profile.error_overrides,
+                              nonce_advice=self._profile.nonce_advice)
+
+    def _cover_ccxt_timeout(self, when: float) -> None:
+        """Keep ccxt's own ``timeout`` (ms, per HTTP request) longer than what remains of
+        the call: the call's deadline is the only one that ends an attempt.
+
+        A second beyond it, because aiohttp rounds its timers up to whole seconds and
+        a tie would let ccxt's fire first. It only ever grows, so calls sharing the
+        ccxt object cannot shorten each other's.
+        """
+        current = getattr(self._ex, "timeout", None)
+        if not isinstance(current, int | float):
+            return
+        needed_ms = math.ceil((when - asyncio.get_running_loop().time() + 1.0) * 1000)
+        if needed_ms > current:
+            self._ex.timeout = needed_ms
+
+    def _gave_up(self, exc: ExchangeError, attempts: int,
+                 cause: BaseException | None) -> ExchangeError:
         again = type(exc)(f"{exc} (gave up after {attempts} attempt(s))",
                           exchange=exc.exchange, account_id=exc.account_id)
-        again.__cause__ = exc.__cause__
+        again.__cause__ = cause
         return again
 
-    async def _retried(self, attempt: Callable[[int], Awaitable[T]]) -> T:
+    async def _retried(self, action: str, attempt: Callable[[int], Awaitable[T]]) -> T:
         """``attempt(1)``, ``attempt(2)``, ... while it raises :class:`TransientError`.
 
-        Bounded by :meth:`_retrying` (attempts, total time on the injected
-        clock); any other error ends it at once. The last transient error is
-        raised again saying how many attempts were made.
+        All under the call's one deadline (the caller's, else ``call_timeout_s``
+        from now), bounded by :meth:`_retrying` (attempts, and no backoff past
+        the deadline); any other error ends it at once. The last transient
+        error, or the missed deadline as a transient error, is raised saying
+        how many attempts were made.
         """
         attempts = 0
         try:
-            async for retry in self._retrying():
-                with retry:
-                    attempts += 1
-                    return await attempt(attempts)
+            async with deadline(self.call_timeout_s) as when:
+                async for retry in self._retrying(when):
+                    with retry:
+                        attempts += 1
+                        return await attempt(attempts)
         except TransientError as exc:
-            raise self._gave_up(exc, attempts) from exc.__cause__
+            raise self._gave_up(exc, attempts, exc.__cause__) from exc.__cause__
+        except TimeoutError as exc:  # this call's own deadline passed mid-attempt
+            raise self._gave_up(self._mapped(exc, action), attempts, exc) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _read(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
         """A read, retried on transient errors."""
-        return await self._retried(lambda _attempt: self._once(action, call))
+        return await self._retried(action, lambda _attempt: self._once(action, call))
 
     def _order(self, raw: Mapping[str, Any]) -> Order:
         return self._memo.convert(raw, self._clock.now())
@@ -254,9 +312,11 @@ class CcxtCalls:
 
     def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
         has = getattr(self._ex, "has", {}) or {}
-        if has.get("fetchCanceledAndClosedOrders"):
-            return self._ex.fetch_canceled_and_closed_orders  # type: ignore[no-any-return]
-        return self._ex.fetch_closed_orders  # type: ignore[no-any-return]
+        # ccxt is untyped: the annotation says what its async methods are.
+        method: Callable[..., Awaitable[Any]] = (
+            self._ex.fetch_canceled_and_closed_orders
+            if has.get("fetchCanceledAndClosedOrders") else self._ex.fetch_closed_orders)
+        return method
 
     async def _by_client_id(self, client_order_id: str, symbol: str,
                             call: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]],
@@ -379,7 +439,7 @@ class CcxtCalls:
                 ) from exc
             return self._created(raw, request)
 
-        return await self._retried(attempt)
+        return await self._retried("create_order", attempt)
 
     async def _cancel(self, order_id: str, symbol: str) -> Order:
         """The retried half of ``cancel_order`` (``symbol`` already unified)."""
@@ -404,7 +464,7 @@ class CcxtCalls:
                 raise
             return await self._after_cancel(raw, order_id, symbol)
 
-        return await self._retried(attempt)
+        return await self._retried("cancel_order", attempt)
 
     async def _after_cancel(self, raw: Mapping[str, Any], order_id: str, symbol: str) -> Order:
         """The cancelled order; fetched when the cancel answer is partial (some exchanges)."""

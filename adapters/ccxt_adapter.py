@@ -1,12 +1,13 @@
-"""Any ccxt exchange, one account, behind the :class:`~adapters.base.Exchange` protocol.
+"""Any ccxt exchange, one account, behind the :class:`~nija_broker.core.exchange.Exchange` protocol.
 
 What this layer adds to ccxt:
 
 - nija_broker models out (:mod:`adapters._ccxt_convert`), nija_broker errors
   out, mapped once (:mod:`adapters._ccxt_errors`), never carrying a key;
-- a timeout around every call (``call_timeout_s``);
+- one deadline per call, its retries included (the caller's, such as the
+  reconciler's, else ``call_timeout_s``): see :mod:`adapters._ccxt_calls`;
 - retries of transient errors with exponential backoff and jitter, bounded
-  in attempts and in total time, sleeping on the injected clock. Reads are
+  in attempts and by that deadline, sleeping on the injected clock. Reads are
   always retried. An order is re-sent only when it carries a client order
   id, and only after looking it up by that id: an order whose answer was
   lost is found, not placed twice. A cancel is retried, and an "order not
@@ -17,9 +18,9 @@ What this layer adds to ccxt:
 - what differs per exchange (symbol aliases, client order ids, rate costs,
   ccxt quirks) read from one :class:`~adapters.profiles.ExchangeProfile`.
 
-The public methods are here; the request machinery under them (budget,
-timeout, error mapping, retries) and the idempotent create and cancel are in
-:mod:`adapters._ccxt_calls`.
+The public methods are here, each one call with one deadline; the request
+machinery under them (budget, deadline, error mapping, retries) and the
+idempotent create and cancel are in :mod:`adapters._ccxt_calls`.
 
 Each account needs its own API key. NIJA's bot drives the nonce of its
 Kraken keys; a second program on the same key gets "invalid nonce" errors,
@@ -36,11 +37,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import ccxt.async_support as ccxt
 
-from nija_broker.core.clock import Clock, SystemClock, to_ms
+from nija_broker.core.clock import DEFAULT_CALL_TIMEOUT_S, Clock, SystemClock, to_ms
 from nija_broker.core.errors import (
     ConfigError,
     ExchangeError,
@@ -48,11 +49,11 @@ from nija_broker.core.errors import (
     InvalidOrder,
     Unsupported,
 )
+from nija_broker.core.exchange import Capabilities, ExchangeSpec, OpenOrdersPage, OrderRequest
 from nija_broker.core.models import Balance, Fill, Market, Order, OrderStatus, Ticker
 from nija_broker.core.symbols import base_of
-from nija_broker.service.config import AccountConfig
 
-from ._ccxt_calls import CcxtCalls
+from ._ccxt_calls import CcxtCalls, one_deadline
 from ._ccxt_convert import (
     OrderMemo,
     convert_balance,
@@ -61,15 +62,21 @@ from ._ccxt_convert import (
     convert_trade,
     is_spot_market,
 )
-from .base import Capabilities, OpenOrdersPage, OrderRequest
 from .profiles import ClientIdLookup, ExchangeProfile, profile_for
 from .ratelimit import RateBudget
 
-__all__ = ["CcxtExchange"]
+__all__ = ["CcxtExchange", "SpecSource"]
 
 _log = logging.getLogger(__name__)
 
 _SECRET_ATTRS = ("apiKey", "secret", "password", "uid", "privateKey", "token")
+
+
+class SpecSource(Protocol):
+    """An account's configuration (``AccountConfig``), as far as this adapter reads it: named
+    by shape so that adapters never import the configuration module."""
+
+    def exchange_spec(self, environ: Mapping[str, str] | None = None) -> ExchangeSpec: ...
 
 
 class CcxtExchange(CcxtCalls):
@@ -82,15 +89,14 @@ class CcxtExchange(CcxtCalls):
         account_id: str,
         clock: Clock | None = None,
         budget: RateBudget | None = None,
-        call_timeout_s: float = 10.0,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         max_attempts: int = 4,
-        max_retry_s: float = 30.0,
         retry_initial_s: float = 0.2,
         retry_max_wait_s: float = 5.0,
         profile: ExchangeProfile | None = None,
     ) -> None:
-        if call_timeout_s <= 0 or max_attempts < 1 or max_retry_s < 0:
-            raise ValueError("call_timeout_s must be > 0, max_attempts >= 1, max_retry_s >= 0")
+        if not call_timeout_s > 0 or max_attempts < 1:
+            raise ValueError("call_timeout_s must be > 0 and max_attempts >= 1")
         self._ex = exchange
         self._account_id = account_id
         self._clock: Clock = clock or SystemClock()
@@ -98,7 +104,6 @@ class CcxtExchange(CcxtCalls):
         self._budget = budget or self._shared_budget()
         self.call_timeout_s = call_timeout_s
         self.max_attempts = max_attempts
-        self.max_retry_s = max_retry_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_wait_s = retry_max_wait_s
         self.calls: Counter[str] = Counter()
@@ -136,44 +141,58 @@ class CcxtExchange(CcxtCalls):
     @classmethod
     def from_config(
         cls,
-        account: AccountConfig,
+        account: SpecSource,
         *,
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         budget: RateBudget | None = None,
-        call_timeout_s: float = 10.0,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
     ) -> CcxtExchange:
-        """Build the ccxt exchange an account names, with its keys from the environment.
+        """Build the ccxt exchange an account's configuration names, with its keys read from
+        ``environ`` (default: the process environment). See :meth:`from_spec`."""
+        spec = account.exchange_spec(dict(environ) if environ is not None else None)
+        return cls.from_spec(spec, clock=clock, budget=budget, call_timeout_s=call_timeout_s)
 
-        ``account.ccxt`` goes to the ccxt constructor unchanged (urls, options,
-        or ``enableRateLimit = false``), under the keys.
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ExchangeSpec,
+        *,
+        clock: Clock | None = None,
+        budget: RateBudget | None = None,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> CcxtExchange:
+        """Build the ccxt exchange ``spec`` names. Nothing is sent.
+
+        ``spec.options`` (the account's ``[accounts.ccxt]`` table) goes to the ccxt
+        constructor unchanged (urls, options, or ``enableRateLimit = false``), under the keys.
         """
-        exchange_cls = getattr(ccxt, account.exchange, None)
-        if exchange_cls is None or account.exchange not in ccxt.exchanges:
+        exchange_cls = getattr(ccxt, spec.exchange_id, None)
+        if exchange_cls is None or spec.exchange_id not in ccxt.exchanges:
             raise ConfigError(
-                f"account {account.id!r}: unknown ccxt exchange id {account.exchange!r}",
-                key=f"accounts.{account.id}.exchange",
+                f"account {spec.account_id!r}: unknown ccxt exchange id {spec.exchange_id!r}",
+                key=f"accounts.{spec.account_id}.exchange",
             )
-        credentials = account.credentials(dict(environ) if environ is not None else None)
+        keys = {"apiKey": spec.api_key, "secret": spec.secret, "password": spec.password}
         settings: dict[str, Any] = {
             "enableRateLimit": True,
             "timeout": int(call_timeout_s * 1000),
-            **account.ccxt,
-            **credentials,
+            **spec.options,
+            **{name: value for name, value in keys.items() if value is not None},
         }
         exchange = exchange_cls(settings)
-        if account.sandbox:
+        if spec.sandbox:
             try:
                 # Some exchanges list urls['test'] = None, on which ccxt fails with a TypeError.
                 if not (getattr(exchange, "urls", {}) or {}).get("test"):
-                    raise ccxt.NotSupported(f"{account.exchange} has no test URLs")
+                    raise ccxt.NotSupported(f"{spec.exchange_id} has no test URLs")
                 exchange.set_sandbox_mode(True)
             except ccxt.NotSupported as exc:
                 raise ConfigError(
-                    f"account {account.id!r}: {account.exchange} has no sandbox in ccxt",
-                    key=f"accounts.{account.id}.sandbox",
+                    f"account {spec.account_id!r}: {spec.exchange_id} has no sandbox in ccxt",
+                    key=f"accounts.{spec.account_id}.sandbox",
                 ) from exc
-        return cls(exchange, account_id=account.id, clock=clock, budget=budget,
+        return cls(exchange, account_id=spec.account_id, clock=clock, budget=budget,
                    call_timeout_s=call_timeout_s)
 
     # -- identity -----------------------------------------------------------------------
@@ -216,6 +235,7 @@ class CcxtExchange(CcxtCalls):
 
     # -- reads --------------------------------------------------------------------------
 
+    @one_deadline
     async def load_markets(self) -> Mapping[str, Market]:
         if self._markets is None:
             raw = await self._read("load_markets", lambda: self._ex.load_markets())
@@ -224,6 +244,7 @@ class CcxtExchange(CcxtCalls):
             self._markets = {m.symbol: m for m in markets}
         return dict(self._markets)
 
+    @one_deadline
     async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> OpenOrdersPage:
         """Every open order in one call where the exchange allows; else one call per symbol.
 
@@ -255,6 +276,7 @@ class CcxtExchange(CcxtCalls):
         return OpenOrdersPage(orders=orders, calls=self.calls["fetch_open_orders"] - before,
                               complete=bool(wanted) and not problems, problems=problems)
 
+    @one_deadline
     async def fetch_order(self, order_id: str, symbol: str) -> Order:
         symbol = self._symbol(symbol)
         raw = await self._read("fetch_order", lambda: self._ex.fetch_order(order_id, symbol))
@@ -275,10 +297,12 @@ class CcxtExchange(CcxtCalls):
             # the base, and the trades themselves do not say so.
             _remember(self._fee_in_base, order.id, base_of(order.symbol))
 
+    @one_deadline
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order:
         """Look an order up by our id: directly where ccxt can, else among open and closed."""
         return await self._by_client_id(client_order_id, self._symbol(symbol), self._read)
 
+    @one_deadline
     async def fetch_closed_orders(self, symbol: str | None, since: datetime | None) -> list[Order]:
         """Orders that ended (filled, cancelled, expired, rejected) since ``since``.
 
@@ -304,6 +328,7 @@ class CcxtExchange(CcxtCalls):
             _log.warning("%s: %s", self.exchange_id, problem)
         return orders
 
+    @one_deadline
     async def fetch_my_trades(self, symbol: str | None, since: datetime | None) -> list[Fill]:
         wanted = self._symbol(symbol) if symbol is not None else None
         since_ms = self._since_ms(since)
@@ -312,6 +337,7 @@ class CcxtExchange(CcxtCalls):
         now = self._clock.now()
         return [convert_trade(t, account_id=self._account_id, now=now) for t in raw]
 
+    @one_deadline
     async def fetch_order_trades(self, order: Order) -> list[Fill]:
         """The trades of one order (fills with their fees, keyed by trade id).
 
@@ -349,12 +375,14 @@ class CcxtExchange(CcxtCalls):
         fills = [convert_trade(t, account_id=self._account_id, now=now) for t in raw]
         return [f for f in fills if f.order_id == order.id]
 
+    @one_deadline
     async def fetch_balance(self) -> Mapping[str, Balance]:
         raw = await self._read("fetch_balance", lambda: self._ex.fetch_balance())
         balances = convert_balance(raw)
         unified = {self._profile.unified_currency(c): b for c, b in balances.items()}
         return {c: b if b.currency == c else b.replace(currency=c) for c, b in unified.items()}
 
+    @one_deadline
     async def fetch_tickers(self, symbols: Sequence[str]) -> Mapping[str, Ticker]:
         wanted = sorted({self._symbol(s) for s in symbols})
         if not wanted:
@@ -372,6 +400,7 @@ class CcxtExchange(CcxtCalls):
 
     # -- orders -------------------------------------------------------------------------
 
+    @one_deadline
     async def create_order(self, request: OrderRequest) -> Order:
         """Send an order. Retried only with a client order id, and never sent twice.
 
@@ -411,6 +440,7 @@ class CcxtExchange(CcxtCalls):
                 exchange=self.exchange_id, account_id=self._account_id)
         return fetched.replace(**changes)
 
+    @one_deadline
     async def cancel_order(self, order_id: str, symbol: str) -> Order:
         """Cancel, retried; "not found" after a lost cancel is settled by fetching the order."""
         return await self._cancel(order_id, self._symbol(symbol))
@@ -450,3 +480,4 @@ def _fee_relabelled(trade: Mapping[str, Any], currency: str) -> dict[str, Any]:
     if isinstance(fee, Mapping):
         relabelled["fee"] = dict(fee, currency=currency)
     return relabelled
+

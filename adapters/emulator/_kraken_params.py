@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from adapters.base import OrderRequest
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import OrderRole, OrderType, Side
 
 from . import _wire as wire

@@ -31,11 +31,11 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from adapters.base import OrderRequest
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
 from nija_broker.core.clock import Clock, to_ms
 from nija_broker.core.errors import ExchangeError, InvalidOrder, OrderNotFound
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import Fill, Market, Order, OrderStatus
 
 from . import _kraken_wire as kw

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from adapters.base import OrderRequest
 from adapters.sim._state import STP_MODES, OrderFlags
 from nija_broker.core.clock import to_ms
 from nija_broker.core.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import (
     Balance,
     Fill,

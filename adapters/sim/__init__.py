@@ -1,7 +1,7 @@
 """The simulated exchange: an in-memory matching engine with ground truth and seeded faults.
 
 :class:`SimEngine` is the exchange itself, shared by every account;
-:class:`SimExchange` is one account's :class:`~adapters.base.Exchange` over it;
+:class:`SimExchange` is one account's :class:`~nija_broker.core.exchange.Exchange` over it;
 :class:`FaultInjector` makes its calls fail the ways real APIs do, reproducibly.
 """
 

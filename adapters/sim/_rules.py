@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from adapters.base import OrderRequest
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import Market, OrderType, Side
 
 # Relative slack for "is a multiple of the step": 0.3 / 0.1 is 2.9999999999999996 in floats.

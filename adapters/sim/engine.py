@@ -71,9 +71,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from adapters.base import OrderRequest
 from nija_broker.core.clock import Clock, FakeClock
 from nija_broker.core.errors import AuthenticationFailed, InvalidOrder, OrderNotFound
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import Balance, Fill, Market, Order, OrderType, Ticker
 from nija_broker.core.symbols import normalize_symbol
 

@@ -1,4 +1,4 @@
-"""One account of the simulated exchange behind the :class:`~adapters.base.Exchange` protocol.
+"""One account of the simulated exchange, behind the one Exchange protocol.
 
 Calls go straight to the engine, no HTTP, so unit tests and benchmarks run
 fast. Every call still yields to the event loop, so concurrent callers really
@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from adapters.base import Capabilities, OpenOrdersPage, OrderRequest
 from nija_broker.core.clock import Clock
 from nija_broker.core.errors import (
     ExchangeError,
@@ -34,6 +33,7 @@ from nija_broker.core.errors import (
     RateLimited,
     TransientError,
 )
+from nija_broker.core.exchange import Capabilities, OpenOrdersPage, OrderRequest
 from nija_broker.core.models import Balance, Fill, Market, Order, Ticker
 from nija_broker.core.symbols import normalize_symbol
 
@@ -48,7 +48,7 @@ DEFAULT_CAPABILITIES = Capabilities(
 
 
 class SimExchange:
-    """The :class:`~adapters.base.Exchange` of one account on a :class:`SimEngine`."""
+    """The :class:`~nija_broker.core.exchange.Exchange` of one account on a :class:`SimEngine`."""
 
     def __init__(
         self,

@@ -246,6 +246,14 @@ def _remove_store(path: str) -> None:
         Path(path + suffix).unlink(missing_ok=True)
 
 
+def run_emulator(argv: Sequence[str]) -> int:
+    """``nija-broker emulator``: the built-in exchange emulator alone. Here, not in the CLI,
+    because the demo is the one composition root that imports ``adapters`` (DESIGN: Layout)."""
+    from adapters.emulator.__main__ import main as emulator_main
+
+    return emulator_main(list(argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nija-broker demo",

@@ -23,9 +23,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from adapters.base import OrderRequest
 from nija_broker.core.clock import Clock
 from nija_broker.core.errors import EntryBlocked, NijaBrokerError
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.intent import new_client_order_id
 from nija_broker.core.models import Order, OrderRole, OrderStatus, OrderType, Side
 from nija_broker.demo.view import AccountTally, line, order_text

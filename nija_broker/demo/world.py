@@ -23,9 +23,9 @@ from nija_broker.core.models import Market
 from nija_broker.service.config import Config, parse_config
 
 if TYPE_CHECKING:
-    from adapters.base import Exchange
     from adapters.emulator import EmulatorServer
     from adapters.sim import SimEngine
+    from nija_broker.core.exchange import Exchange
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

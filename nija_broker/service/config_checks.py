@@ -17,18 +17,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nija_broker.core.clock import SystemClock
 from nija_broker.core.errors import ConfigError
 from nija_broker.service.config import (
-    _ENV_FIELDS,
     _ENV_NAME,
     _EXCHANGE_ID,
     AccountConfig,
     ApiConfig,
-    Problem,
     StoreConfig,
-    _accounts,
-    _did_you_mean,
-    _key_path,
+)
+from nija_broker.service.config_problems import (
+    ENV_FIELDS,
+    Problem,
+    account_tables,
+    did_you_mean,
+    key_path,
 )
 
 __all__ = ["machine_problems"]
@@ -39,23 +42,23 @@ def machine_problems(data: Mapping[str, Any], file: str,
     """What only this machine can say: ccxt's exchange ids and sandboxes, the environment
     variables named, the API binding's token, the store's directory."""
     problems: list[Problem] = []
-    if not _accounts(data) and isinstance(data.get("accounts", []), list):
+    if not account_tables(data) and isinstance(data.get("accounts", []), list):
         problems.append(Problem(file, "accounts", "no [[accounts]]: run needs at least one"))
     built: dict[str, _Refusal | None] = {}  # accounts alike build alike: once each
-    for i, account in _accounts(data):
+    for i, account in account_tables(data):
         problems += _exchange_problems(i, account, data, file, built)
-        for field in _ENV_FIELDS:
-            problems += _env_problems(file, _key_path(("accounts", i, field), data),
+        for field in ENV_FIELDS:
+            problems += _env_problems(file, key_path(("accounts", i, field), data),
                                       account.get(field), env)
     return problems + _api_problems(data, file, env) + _store_problems(data, file)
 
 
 def _ccxt_exchange_ids() -> list[str]:
-    # ccxt's own list, asked through the adapter layer: only adapters/ imports ccxt.
-    from adapters import ccxt_adapter
+    # ccxt's own list, asked through the installed exchange backend: only adapters/ imports
+    # ccxt, and nothing here imports adapters/ (dependencies point inward).
+    from nija_broker.service.runtime import exchange_backend
 
-    ids: list[str] = ccxt_adapter.ccxt.exchanges  # type: ignore[attr-defined]
-    return ids
+    return list(exchange_backend("ccxt").exchange_ids())
 
 
 _Refusal = tuple[str, str]
@@ -69,9 +72,9 @@ def _exchange_problems(i: int, account: Mapping[str, Any], data: Mapping[str, An
         return []  # a field error, listed already
     known = _ccxt_exchange_ids()
     if exchange not in known:
-        return [Problem(file, _key_path(("accounts", i, "exchange"), data),
+        return [Problem(file, key_path(("accounts", i, "exchange"), data),
                         "unknown ccxt exchange id", repr(exchange),
-                        hint=_did_you_mean(exchange, known))]
+                        hint=did_you_mean(exchange, known))]
     try:
         parsed = AccountConfig.model_validate(account)
     except ValidationError:
@@ -86,18 +89,18 @@ def _exchange_problems(i: int, account: Mapping[str, Any], data: Mapping[str, An
         return []
     leaf, message = refusal
     shown = getattr(parsed, leaf, None)
-    return [Problem(file, _key_path(("accounts", i, leaf), data), message,
+    return [Problem(file, key_path(("accounts", i, leaf), data), message,
                     repr(shown) if isinstance(shown, str | bool) else None)]
 
 
 def _build_refusal(account: AccountConfig) -> _Refusal | None:
     """Build the account's exchange as ``run`` does, minus the keys: ccxt itself judges the
     exchange id, the sandbox and the ``[accounts.ccxt]`` table. Nothing is sent."""
-    from adapters.ccxt_adapter import CcxtExchange
+    from nija_broker.service.runtime import exchange_backend
 
     try:
-        CcxtExchange.from_config(account.model_copy(update=dict.fromkeys(_ENV_FIELDS)),
-                                 environ={})
+        spec = account.model_copy(update=dict.fromkeys(ENV_FIELDS)).exchange_spec(environ={})
+        exchange_backend("ccxt").open_exchange(spec, SystemClock())
     except ConfigError as exc:
         leaf = (exc.key or "").rsplit(".", 1)[-1] or "exchange"
         return leaf, str(exc).removeprefix(f"account {account.id!r}: ")

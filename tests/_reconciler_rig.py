@@ -1,10 +1,7 @@
-"""A reconciler over the simulated exchange, with a fake clock and a real SQLite store."""
+"""A reconciler over the simulated exchange, with a fake (or mock) clock and a real SQLite store."""
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,13 +10,13 @@ from typing import Any
 
 from adapters.base import Capabilities, OrderRequest
 from adapters.sim import DEFAULT_CAPABILITIES, FaultInjector, FaultPlan, SimEngine, SimExchange
-from nija_broker.core.clock import FakeClock
+from nija_broker.core.clock import FakeClock, MockClock
 from nija_broker.core.errors import AuthenticationFailed
 from nija_broker.core.events import Event, Subscription
 from nija_broker.core.health import AccountLive
 from nija_broker.core.models import Fill, Market, Order, OrderRole, OrderType, Side
 from nija_broker.core.tiers import TierTable
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
@@ -27,48 +24,6 @@ BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.0001, pric
              min_amount=0.0001, min_notional=1.0)
 ETH = Market(symbol="ETH/USD", base="ETH", quote="USD", amount_step=0.001, price_step=0.01,
              min_amount=0.001, min_notional=1.0)
-
-
-class SteppedClock(FakeClock):
-    """Virtual time for several sleepers: ``sleep`` waits until the test moves time past it.
-
-    ``FakeClock.sleep`` advances time for everyone at once, which is right for one
-    sleeper and wrong for many pollers; here the test jumps from deadline to deadline.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._counter = itertools.count()
-        self._slept = asyncio.Event()
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (self.monotonic() + seconds, next(self._counter), future))
-        self._slept.set()
-        await future
-
-    async def run_for(self, seconds: float, sleepers: int) -> None:
-        """Let ``seconds`` of virtual time pass while ``sleepers`` tasks poll."""
-        end = self.monotonic() + seconds
-        while True:
-            async with asyncio.timeout(5):
-                # Wait (in real time) until every poller is asleep: book writes use a thread.
-                while sum(not f.done() for _, _, f in self._waiters) < sleepers:
-                    self._slept.clear()
-                    await self._slept.wait()
-            self._waiters = [w for w in self._waiters if not w[2].done()]
-            heapq.heapify(self._waiters)
-            due, _, future = self._waiters[0]
-            if due > end:
-                self.advance(end - self.monotonic())
-                return
-            heapq.heappop(self._waiters)
-            self.advance(max(due - self.monotonic(), 0.0))
-            future.set_result(None)
 
 
 class RevocableExchange(SimExchange):
@@ -86,7 +41,7 @@ class RevocableExchange(SimExchange):
 
 @dataclass
 class Rig:
-    clock: FakeClock
+    clock: FakeClock | MockClock
     engine: SimEngine
     store: Store
     path: Path
@@ -161,7 +116,7 @@ class Rig:
 def make_rig(tmp_path: Path, accounts: Sequence[str] = ("USER:alice",), *,
              settings: ReconcilerSettings | None = None, table: TierTable | None = None,
              capabilities: Capabilities = DEFAULT_CAPABILITIES,
-             plan: FaultPlan | None = None, clock: FakeClock | None = None) -> Rig:
+             plan: FaultPlan | None = None, clock: FakeClock | MockClock | None = None) -> Rig:
     clock = clock or FakeClock()
     engine = SimEngine(seed=3, clock=clock)
     engine.add_market(BTC, 100.0)

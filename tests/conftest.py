@@ -1,4 +1,4 @@
-"""Suite-wide guards: no test may reach beyond loopback."""
+"""Suite-wide guards (no test may reach beyond loopback) and the virtual clock's fixture."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import socket
 from typing import Any
 
 import pytest
+
+from nija_broker.core.clock import MockClock
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -40,3 +42,15 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    """Virtual time for a sync test that runs its async body with ``mock_clock.run(main())``.
+
+    pytest-asyncio (strict) gives each ``@pytest.mark.asyncio`` test a loop of
+    its own on real time; a test that needs time to pass on its own (pollers,
+    deadlines, backoff) is a plain function instead and runs on the clock's
+    loop, where time jumps to the next timer once every task is blocked.
+    """
+    return MockClock()

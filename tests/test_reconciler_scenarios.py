@@ -16,6 +16,7 @@ import pytest
 
 from adapters.base import Capabilities
 from adapters.sim import FaultKind, FaultPlan
+from nija_broker.core.clock import MockClock
 from nija_broker.core.events import (
     AttentionRequired,
     FillsBooked,
@@ -32,13 +33,13 @@ from nija_broker.core.models import OrderRole, OrderStatus, OrderType, Side
 from nija_broker.core.tiers import DEFAULT_TIERS, StaleAction, TierTable
 from nija_broker.sync.reconciler import ReconcilerSettings
 
+from ._mock_clock import on_mock_clock
 from ._reconciler_rig import (
     ENTRY,
     EXIT,
     STOP,
     TARGET,
     Rig,
-    SteppedClock,
     make_rig,
     sums_by_order,
 )
@@ -388,32 +389,36 @@ async def test_intent_not_found_inside_the_visibility_window_stays_pending(
 async def test_revoked_keys_fail_that_account_only_and_the_others_keep_syncing(
     tmp_path: Path,
 ) -> None:
-    accounts = ("USER:alice", "USER:bob", "USER:carol")
-    clock = SteppedClock()
-    settings = ReconcilerSettings(poll_interval_s=5.0, fatal_retry_s=300.0)
-    rig = make_rig(tmp_path, accounts, settings=settings, clock=clock)
-    task = asyncio.create_task(rig.rec.run(), name="reconciler-run")
-    await clock.run_for(30, sleepers=3)
-    rig.exchanges["USER:carol"].revoked = True
-    placed = rig.place("USER:bob", amount=1.0, price=99.0)
-    bob, carol = rig.exchanges["USER:bob"], rig.exchanges["USER:carol"]
-    before = bob.calls["fetch_open_orders"]
-    carol_before = sum(carol.calls.values())
-    await clock.run_for(600, sleepers=3)
-    assert rig.rec.health("USER:carol").state is SyncState.FAILED
-    assert "revoked" in (rig.rec.health("USER:carol").last_error or "")
-    for healthy in ("USER:alice", "USER:bob"):
-        assert rig.rec.health(healthy).state is SyncState.OK
-    # Bob kept polling about every 5 s and adopted the new order.
-    assert 100 <= bob.calls["fetch_open_orders"] - before <= 140
-    assert [o.id for o in rig.book("USER:bob").orders.open_orders()] == [placed.id]
-    # Refused keys are retried every ~5 minutes, not hammered.
-    assert 2 <= sum(carol.calls.values()) - carol_before <= 4
-    async with asyncio.timeout(5):
-        await rig.rec.aclose()
-        await rig.rec.aclose()  # safe twice
-        await task
-    assert all(ex._closed for ex in rig.exchanges.values())
+    clock = MockClock()
+
+    async def main() -> None:
+        accounts = ("USER:alice", "USER:bob", "USER:carol")
+        settings = ReconcilerSettings(poll_interval_s=5.0, fatal_retry_s=300.0)
+        rig = make_rig(tmp_path, accounts, settings=settings, clock=clock)
+        task = asyncio.create_task(rig.rec.run(), name="reconciler-run")
+        await clock.sleep(30)  # the pollers poll meanwhile, on virtual time
+        rig.exchanges["USER:carol"].revoked = True
+        placed = rig.place("USER:bob", amount=1.0, price=99.0)
+        bob, carol = rig.exchanges["USER:bob"], rig.exchanges["USER:carol"]
+        before = bob.calls["fetch_open_orders"]
+        carol_before = sum(carol.calls.values())
+        await clock.sleep(600)
+        assert rig.rec.health("USER:carol").state is SyncState.FAILED
+        assert "revoked" in (rig.rec.health("USER:carol").last_error or "")
+        for healthy in ("USER:alice", "USER:bob"):
+            assert rig.rec.health(healthy).state is SyncState.OK
+        # Bob kept polling about every 5 s and adopted the new order.
+        assert 100 <= bob.calls["fetch_open_orders"] - before <= 140
+        assert [o.id for o in rig.book("USER:bob").orders.open_orders()] == [placed.id]
+        # Refused keys are retried every ~5 minutes, not hammered.
+        assert 2 <= sum(carol.calls.values()) - carol_before <= 4
+        async with asyncio.timeout(5):
+            await rig.rec.aclose()
+            await rig.rec.aclose()  # safe twice
+            await task
+        assert all(ex._closed for ex in rig.exchanges.values())
+
+    await on_mock_clock(clock, main())
 
 
 async def test_transient_failures_degrade_then_fail_then_recover(tmp_path: Path) -> None:
@@ -461,19 +466,22 @@ async def test_exchange_that_lists_one_symbol_at_a_time_gets_the_symbols_it_need
 
 
 async def test_shutdown_stops_pollers_quickly_and_is_safe_twice(tmp_path: Path) -> None:
-    clock = SteppedClock()
-    rig = make_rig(tmp_path, ("USER:alice", "USER:bob"), clock=clock)
-    task = asyncio.create_task(rig.rec.run(), name="reconciler-run")
-    await clock.run_for(20, sleepers=2)
-    assert rig.exchanges["USER:bob"].calls["fetch_open_orders"] >= 3
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    async with rig.rec:
-        pass
-    await rig.rec.aclose()
-    await task
-    assert loop.time() - started < 5.0
-    assert task.done()
-    assert not task.cancelled()
-    with pytest.raises(Exception, match="closed"):
-        await rig.rec.sync_once(ALICE)
+    clock = MockClock()
+
+    async def main() -> None:
+        rig = make_rig(tmp_path, ("USER:alice", "USER:bob"), clock=clock)
+        task = asyncio.create_task(rig.rec.run(), name="reconciler-run")
+        await clock.sleep(20)
+        assert rig.exchanges["USER:bob"].calls["fetch_open_orders"] >= 3
+        started = clock.monotonic()
+        async with rig.rec:
+            pass
+        await rig.rec.aclose()
+        await task
+        assert clock.monotonic() - started < 5.0
+        assert task.done()
+        assert not task.cancelled()
+        with pytest.raises(Exception, match="closed"):
+            await rig.rec.sync_once(ALICE)
+
+    await on_mock_clock(clock, main())

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from nija_broker.core.clock import DEFAULT_CALL_TIMEOUT_S
+
 __all__ = ["GuardSettings", "ReconcilerSettings"]
 
 
@@ -50,8 +52,8 @@ class ReconcilerSettings:
     """Each wait is the interval times a factor in [1 - jitter, 1 + jitter]."""
     balance_interval_s: float = 60.0
     """Balances, tickers and the closed-orders sweep, on their own cadence."""
-    call_timeout_s: float = 15.0
-    """Deadline of every exchange call."""
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    """The one deadline of every exchange call, its retries included (the adapter's too)."""
     confirm_budget: int = 20
     """``fetch_order`` calls per cycle to confirm vanished orders (startup: unlimited)."""
     attention_after: int = 5

@@ -34,7 +34,7 @@ from nija_broker.core.health import AccountLive
 from nija_broker.core.intent import Blocked
 from nija_broker.core.models import Market, Order
 from nija_broker.demo.demo import run_demo
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import AccountSnapshot, Store, StoreLock, StoreLocked
 
 from ._guard_support import ALICE, T0, account_live, buy, make_guard, sell
@@ -344,10 +344,10 @@ def test_a_second_demo_on_the_same_store_exits_2_and_leaves_that_store_alone(
 class _UnreadableStore(Store):
     unreadable = False
 
-    def load_account(self, account_id: str, *, since: Any = None) -> AccountSnapshot:
+    def load_account(self, account_id: str, **bounds: Any) -> AccountSnapshot:
         if self.unreadable:
             raise sqlite3.DatabaseError("database disk image is malformed")
-        return super().load_account(account_id, since=since)
+        return super().load_account(account_id, **bounds)
 
 
 @pytest.fixture

@@ -8,6 +8,9 @@ weighted average price, a SELL fill reduces it and yields one
 
 A fill counts once (DESIGN invariant 3): booking is idempotent by
 :attr:`Fill.key`, so replays, restarts and duplicate reports change nothing.
+A ledger backed by the store (:class:`StoredKeys`) holds only the recent keys
+and asks the store about older ones, so its memory does not grow with the age
+of the account (see :class:`Ledger`).
 
 Money state is never guessed. A SELL larger than the held position sells
 coins whose cost the ledger does not know (bought before tracking began, or
@@ -17,19 +20,27 @@ invented for it.
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from nija_broker.core.errors import StateError
 from nija_broker.core.models import Fill, Position, Side, TradeRecord
 from nija_broker.core.symbols import normalize_symbol
 
-__all__ = ["DUST_REL", "BookResult", "Ledger", "apply_fill", "fill_sort_key", "replay"]
+__all__ = ["DUST_REL", "BookResult", "Ledger", "StoredKeys", "apply_fill", "fill_sort_key",
+           "replay"]
 
 # A reduction that leaves less than this fraction of the quantities involved is
 # a full close: 0.3 - 0.1 - 0.2 must not leave a 2.8e-17 phantom position.
 DUST_REL = 1e-12
+
+# A trade re-reported by the exchange carries the time it was first reported with;
+# this much slack covers a venue restating it (rounding, a corrected feed) without
+# the memory's answer being trusted near the edge of what it holds.
+RESTATED_TIME_S = 3_600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,26 +202,62 @@ def replay(fills: Iterable[Fill]) -> tuple[Position | None, list[TradeRecord], f
     return position, trades, unmatched
 
 
+@dataclass(frozen=True, slots=True)
+class StoredKeys:
+    """Where a ledger asks about fill keys it does not hold: the store, whose
+    ``UNIQUE (account_id, fill_key)`` holds every key ever booked.
+
+    ``horizon``: every stored key of a fill stamped at or after it was given to the
+    ledger. ``retention_s``: how long, in exchange time, a key stays in memory after
+    its fill. The reconciler fetches an order's trades again while it follows the
+    order, and a terminal order is followed for the book's ``retention_s`` after its
+    last change: within that window duplicates are common (every fetch returns all
+    of the order's trades) and are answered from memory; beyond it they are rare
+    (the old trades of a long-open order) and cost one indexed read each.
+    """
+
+    booked: Callable[[str], bool]
+    retention_s: float
+    horizon: datetime
+
+
 class Ledger:
     """Average-cost positions of one account, fed by its fills. Thread-safe.
 
-    Restore it from the store with the open ``positions`` and every fill key
+    Restore it from the store with the open ``positions`` and the fill keys
     already booked (``seen_fill_keys``), so a fill replayed after a restart
-    is recognised.
+    is recognised. Without ``stored`` it must be given every key and keeps every
+    key it books. With ``stored`` it is given the keys of fills since
+    ``stored.horizon`` (a mapping key -> fill time), forgets keys as exchange
+    time passes beyond ``stored.retention_s``, and asks ``stored.booked`` about
+    a key it does not hold when that fill is older than what memory covers, or
+    keyed by its order's cumulative amount (such a fill is stamped when it is
+    derived, not when it executed, so its time says nothing about its age).
     """
 
     def __init__(
         self,
         account_id: str,
         positions: Iterable[Position] = (),
-        seen_fill_keys: Iterable[str] = (),
+        seen_fill_keys: Iterable[str] | Mapping[str, datetime] = (),
+        *,
+        stored: StoredKeys | None = None,
     ) -> None:
         if not account_id.strip():
             raise ValueError(f"account_id must not be empty, got {account_id!r}")
         self._account_id = account_id
         self._lock = threading.Lock()
         self._positions: dict[str, Position] = {}
-        self._seen: set[str] = set(seen_fill_keys)
+        self._stored = stored
+        self._seen: dict[str, datetime | None] = {}
+        self._by_time: list[tuple[datetime, str]] = []
+        self._horizon = stored.horizon if stored is not None else None
+        self._latest: datetime | None = None
+        if isinstance(seen_fill_keys, Mapping):
+            for key, timestamp in seen_fill_keys.items():
+                self._remember(key, timestamp)
+        else:
+            self._seen.update(dict.fromkeys(seen_fill_keys))
         for position in positions:
             if position.account_id != account_id:
                 raise StateError(
@@ -228,6 +275,39 @@ class Ledger:
     def account_id(self) -> str:
         return self._account_id
 
+    def _remember(self, key: str, timestamp: datetime) -> None:
+        """Hold ``key``; with a store behind, forget keys beyond the retention (lock held)."""
+        self._seen[key] = timestamp
+        if self._stored is None:
+            return
+        heapq.heappush(self._by_time, (timestamp, key))
+        if self._latest is None or timestamp > self._latest:
+            self._latest = timestamp
+        cut = self._latest - timedelta(seconds=self._stored.retention_s)
+        assert self._horizon is not None
+        if cut <= self._horizon:
+            return
+        self._horizon = cut
+        while self._by_time and self._by_time[0][0] < cut:
+            stamp, old = heapq.heappop(self._by_time)
+            if self._seen.get(old) == stamp:  # not remembered again since, at a later time
+                del self._seen[old]
+
+    def _known(self, fill: Fill) -> bool:
+        """Whether ``fill`` was booked (lock held): memory, then the store where memory
+        cannot say."""
+        if fill.key in self._seen:
+            return True
+        if self._stored is None or self._horizon is None:
+            return False
+        recent = self._horizon + timedelta(seconds=RESTATED_TIME_S)
+        if fill.trade_id is not None and fill.timestamp >= recent:
+            return False  # every stored key of a fill this recent is held
+        if self._stored.booked(fill.key):
+            self._remember(fill.key, fill.timestamp)
+            return True
+        return False
+
     def book(self, fill: Fill) -> BookResult:
         """Book ``fill`` once. A replay returns ``duplicate=True`` and changes nothing."""
         if fill.account_id != self._account_id:
@@ -237,11 +317,11 @@ class Ledger:
             )
         with self._lock:
             current = self._positions.get(fill.symbol)
-            if fill.key in self._seen:
+            if self._known(fill):
                 return BookResult(fill, True, (), current, 0.0)
             # Computed before anything is stored: a failure leaves the ledger as it was.
             after, trades, unmatched = apply_fill(current, fill)
-            self._seen.add(fill.key)
+            self._remember(fill.key, fill.timestamp)
             if after is None:
                 self._positions.pop(fill.symbol, None)
             else:
@@ -260,7 +340,7 @@ class Ledger:
             return [self._positions[s] for s in sorted(self._positions)]
 
     def fill_keys(self) -> frozenset[str]:
-        """Keys of every fill booked, for persisting alongside the positions."""
+        """Keys of the fills held in memory (all of them, for a ledger without a store)."""
         with self._lock:
             return frozenset(self._seen)
 
@@ -268,8 +348,9 @@ class Ledger:
         """Remember fills as booked without booking them (executions already booked under
         another key: see :meth:`nija_broker.state.book.AccountBook.apply_changes`)."""
         with self._lock:
-            self._seen.update(fill.key for fill in fills)
+            for fill in fills:
+                self._remember(fill.key, fill.timestamp)
 
     def is_booked(self, fill: Fill) -> bool:
         with self._lock:
-            return fill.key in self._seen
+            return self._known(fill)

@@ -12,13 +12,14 @@ $1 gross and paid $1.20 in fees is a loss.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
+from typing import Any
 
 from nija_broker.core.clock import utc
 from nija_broker.core.models import AccountMetrics, TradeRecord
 
-__all__ = ["DAYS_PER_YEAR", "EquityCurve", "TradeStats", "Welford", "build_metrics"]
+__all__ = ["DAYS_PER_YEAR", "EquityCurve", "Totals", "TradeStats", "Welford", "build_metrics"]
 
 # Crypto trades every day of the year.
 DAYS_PER_YEAR = 365
@@ -39,6 +40,13 @@ class Welford:
         delta = value - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (value - self.mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Welford:
+        return cls(int(data["count"]), float(data["mean"]), float(data["m2"]))
 
     def with_value(self, value: float) -> Welford:
         """A copy with ``value`` added; ``self`` is unchanged."""
@@ -109,6 +117,16 @@ class TradeStats:
             self.sum_r_multiple += net / risk
         self.net_returns.add(trade.net_return)
 
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["net_returns"] = self.net_returns.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TradeStats:
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "net_returns"}
+        return cls(**values, net_returns=Welford.from_dict(data["net_returns"]))
+
 
 @dataclass(slots=True)
 class EquityCurve:
@@ -170,6 +188,24 @@ class EquityCurve:
         daily_return = self.day_close / self.previous_close - 1.0
         return daily_return if math.isfinite(daily_return) else None
 
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["last_timestamp"] = (self.last_timestamp.isoformat()
+                                  if self.last_timestamp is not None else None)
+        data["day"] = self.day.isoformat() if self.day is not None else None
+        data["daily_returns"] = self.daily_returns.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EquityCurve:
+        special = {"last_timestamp", "day", "daily_returns"}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name not in special}
+        stamp, day = data["last_timestamp"], data["day"]
+        return cls(**values,
+                   last_timestamp=datetime.fromisoformat(stamp) if stamp is not None else None,
+                   day=date.fromisoformat(day) if day is not None else None,
+                   daily_returns=Welford.from_dict(data["daily_returns"]))
+
     @property
     def current_drawdown(self) -> float:
         return self.peak - self.current
@@ -186,6 +222,27 @@ class EquityCurve:
             returns = returns.with_value(today)
         sharpe = returns.sharpe()
         return None if sharpe is None else sharpe * math.sqrt(DAYS_PER_YEAR)
+
+
+@dataclass(slots=True)
+class Totals:
+    """Both accumulators of one account: what its lifetime figures need, and nothing else.
+
+    The store keeps them next to the trades and equity points they fold, updated in
+    the same transaction, so a restart reads these instead of replaying the whole
+    history. Serialised as JSON: a float's ``repr`` round-trips exactly (``inf`` as
+    ``Infinity``), so the figures read back are bit for bit those that were stored.
+    """
+
+    stats: TradeStats = field(default_factory=TradeStats)
+    curve: EquityCurve = field(default_factory=EquityCurve)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stats": self.stats.to_dict(), "curve": self.curve.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Totals:
+        return cls(TradeStats.from_dict(data["stats"]), EquityCurve.from_dict(data["curve"]))
 
 
 def check_equity(equity: float) -> float:

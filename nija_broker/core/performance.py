@@ -5,8 +5,9 @@ accounts (DESIGN invariant 1). The figures are accumulated as trades and
 balance updates arrive (:mod:`._perf_stats`), so :meth:`PerformanceTracker.metrics`
 is O(1) and covers every trade ever recorded, while the in-memory history
 kept for display is bounded. :func:`compute_metrics` is the same fold over a
-list, and :meth:`PerformanceTracker.restore` rebuilds a tracker from the
-stored trades and equity points with identical figures.
+list, and :meth:`PerformanceTracker.restore` rebuilds a tracker with identical
+figures, either from every stored trade and equity point or, bounded, from the
+accumulators the store kept (:class:`Totals`) plus the recent history only.
 
 Drawdown comes from the equity curve only; recording a trade never touches it.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from nija_broker.core.errors import StateError
 from nija_broker.core.models import AccountMetrics, EquityPoint, TradeRecord
 from nija_broker.core.perf_stats import (
     EquityCurve,
+    Totals,
     TradeStats,
     Welford,
     build_metrics,
@@ -34,6 +36,7 @@ __all__ = [
     "EquityCurve",
     "PerformanceRegistry",
     "PerformanceTracker",
+    "Totals",
     "TradeStats",
     "Welford",
     "compute_metrics",
@@ -98,6 +101,7 @@ class PerformanceTracker:
         *,
         history_size: int = DEFAULT_HISTORY_SIZE,
         equity_history_size: int | None = None,
+        known_trade: Callable[[str], bool] | None = None,
     ) -> None:
         if not account_id.strip():
             raise ValueError(f"account_id must not be empty, got {account_id!r}")
@@ -110,8 +114,12 @@ class PerformanceTracker:
         self._lock = threading.Lock()
         self._stats = TradeStats()
         self._curve = EquityCurve()
-        # Every trade id ever recorded, not only those still in the bounded
-        # history: a replay of an old trade must not count twice.
+        # Without ``known_trade``: every trade id ever recorded, not only those still
+        # in the bounded history, so a replay of an old trade cannot count twice. With
+        # it (a tracker backed by the store, which keeps every id under a UNIQUE key):
+        # only the ids of the history kept, and :meth:`has_trade` asks the store about
+        # the others, so memory does not grow with the age of the account.
+        self._known_trade = known_trade
         self._trade_ids: set[str] = set()
         self._history: deque[TradeRecord] = deque(maxlen=history_size)
         self._points: deque[EquityPoint] = deque(maxlen=equity_size)
@@ -124,36 +132,69 @@ class PerformanceTracker:
         trades: Iterable[TradeRecord],
         equity_points: Iterable[EquityInput],
         history_size: int = DEFAULT_HISTORY_SIZE,
+        *,
+        totals: Totals | None = None,
+        known_trade: Callable[[str], bool] | None = None,
     ) -> PerformanceTracker:
-        """A tracker rebuilt from every stored trade and equity point, oldest first."""
-        tracker = cls(account_id, history_size=history_size)
+        """A tracker rebuilt from the store, oldest first.
+
+        Without ``totals``: ``trades`` and ``equity_points`` are the whole history
+        and are folded again. With ``totals`` (the accumulators of that whole
+        history, as the store kept them), they are only the most recent trades and
+        points, which fill the bounded history; the figures come from ``totals``.
+        """
+        tracker = cls(account_id, history_size=history_size, known_trade=known_trade)
+        if totals is None:
+            for trade in trades:
+                tracker.record_trade(trade)
+            for point in equity_points:
+                timestamp, equity = _unpack_point(account_id, point)
+                tracker.update_balance(equity, timestamp)
+            return tracker
+        tracker._stats = TradeStats.from_dict(totals.stats.to_dict())
+        tracker._curve = EquityCurve.from_dict(totals.curve.to_dict())
         for trade in trades:
-            tracker.record_trade(trade)
+            _check_trade_account(account_id, trade)
+            tracker._keep(trade)
         for point in equity_points:
             timestamp, equity = _unpack_point(account_id, point)
-            tracker.update_balance(equity, timestamp)
+            tracker._points.append(EquityPoint(account_id=account_id, timestamp=utc(timestamp),
+                                               equity=equity))
         return tracker
+
+    def _keep(self, trade: TradeRecord) -> None:
+        """Append to the bounded history; its ids follow it when the store knows the rest."""
+        if self._known_trade is not None and len(self._history) == self._history.maxlen:
+            self._trade_ids.discard(self._history[0].trade_id)
+        self._trade_ids.add(trade.trade_id)
+        self._history.append(trade)
 
     @property
     def account_id(self) -> str:
         return self._account_id
 
     def record_trade(self, trade: TradeRecord) -> bool:
-        """Count ``trade``; ``False`` (and nothing changes) if its ``trade_id`` was seen."""
+        """Count ``trade``; ``False`` (and nothing changes) if its ``trade_id`` was seen.
+
+        With ``known_trade``, "seen" means among the trades kept in memory: the caller
+        (the account's book) asks :meth:`has_trade` before it stores a trade, and
+        records only what the store took as new.
+        """
         _check_trade_account(self._account_id, trade)
         with self._lock:
             if trade.trade_id in self._trade_ids:
                 return False
-            self._trade_ids.add(trade.trade_id)
             self._stats.add(trade)
-            self._history.append(trade)
+            self._keep(trade)
             self._cached = None
             return True
 
     def has_trade(self, trade_id: str) -> bool:
         """Whether ``trade_id`` was ever recorded (also beyond the bounded history)."""
         with self._lock:
-            return trade_id in self._trade_ids
+            if trade_id in self._trade_ids:
+                return True
+        return self._known_trade is not None and self._known_trade(trade_id)
 
     def update_balance(self, equity_usd: float, timestamp: datetime) -> None:
         """Add a point to the equity curve. NaN, infinite or negative equity: ``ValueError``."""

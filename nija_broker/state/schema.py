@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,6 +44,8 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    run: Callable[[sqlite3.Connection], None] | None = None
+    """Python run after the statements, in the same transaction (data SQL cannot compute)."""
 
 
 _V1_STATE = Migration(
@@ -183,7 +185,38 @@ _V4_BREAKERS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD, _V3_TRADE_FILLS, _V4_BREAKERS)
+
+
+def _fold_stored_history(conn: sqlite3.Connection) -> None:
+    # Imported here: the fold needs the store's row helpers, which import this module.
+    from nija_broker.state.totals import rebuild_all
+
+    rebuild_all(conn)
+
+
+_V5_BOUNDED_STARTUP = Migration(
+    version=5,
+    description="performance accumulators per account; fills indexed by time and symbol",
+    statements=(
+        # One row per account: the TradeStats and EquityCurve of its whole history, updated
+        # in the transaction of every trade and equity point, so a restart reads one row
+        # instead of replaying every trade (start-up flat in the age of the account).
+        """
+        CREATE TABLE performance_totals (
+            account_id TEXT PRIMARY KEY,
+            json       TEXT NOT NULL
+        )
+        """,
+        # The fill keys a restart loads: those of recent fills.
+        "CREATE INDEX fills_by_time ON fills (account_id, ts)",
+        # Per symbol, the latest fill booked, found without reading every fill.
+        "CREATE INDEX fills_by_symbol_time ON fills (account_id, covered, symbol, ts)",
+    ),
+    run=_fold_stored_history,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD, _V3_TRADE_FILLS, _V4_BREAKERS,
+                                     _V5_BOUNDED_STARTUP)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
@@ -216,6 +249,8 @@ def migrate(
                 continue
             for statement in step.statements:
                 conn.execute(statement)
+            if step.run is not None:
+                step.run(conn)
             # PRAGMA takes no bound parameters; the version is our own int.
             conn.execute(f"PRAGMA user_version = {int(step.version)}")
         conn.execute("COMMIT")

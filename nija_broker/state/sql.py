@@ -8,7 +8,7 @@ here runs inside a transaction opened by :class:`nija_broker.state.store.Store`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,9 +128,16 @@ def select_orders(conn: sqlite3.Connection, account_id: str, *, open_only: bool 
             (account_id, *OPEN_STATUSES),
         )
     elif since is not None:
+        # Two ranges of orders_by_account_state, never a scan of the account's whole
+        # order history: named, because without statistics SQLite prefers the client-id
+        # index, and an OR of the two ranges would be planned as one scan.
         rows = conn.execute(
-            "SELECT json FROM orders WHERE account_id = ? AND (terminal = 0 OR updated_at >= ?)"
-            " ORDER BY created_at, order_id",
+            "SELECT json, created_at, order_id FROM orders INDEXED BY orders_by_account_state"
+            " WHERE account_id = ?1 AND terminal = 0"
+            " UNION ALL SELECT json, created_at, order_id FROM orders"
+            " INDEXED BY orders_by_account_state"
+            " WHERE account_id = ?1 AND terminal = 1 AND updated_at >= ?2"
+            " ORDER BY 2, 3",
             (account_id, ts_text(since)),
         )
     else:
@@ -143,6 +150,7 @@ def select_orders(conn: sqlite3.Connection, account_id: str, *, open_only: bool 
 
 def select_trades(conn: sqlite3.Connection, account_id: str,
                   limit: int | None) -> list[TradeRecord]:
+    """Trades in booking order; with ``limit``, the last ``limit`` (one index range)."""
     if limit is None:
         rows = conn.execute(
             "SELECT json FROM trades WHERE account_id = ? ORDER BY id", (account_id,)
@@ -163,19 +171,53 @@ def select_fills(conn: sqlite3.Connection, account_id: str) -> list[Fill]:
     return [Fill.model_validate_json(r[0]) for r in rows]
 
 
-def select_order_fills(conn: sqlite3.Connection,
-                       account_id: str) -> dict[str, tuple[float, float, float]]:
-    """Per order: (amount booked, of which under cumulative keys, amount of covered trades)."""
-    rows = conn.execute(
-        "SELECT order_id,"
-        " SUM(CASE WHEN covered = 0 THEN amount ELSE 0 END),"
-        " SUM(CASE WHEN covered = 0 AND json_extract(json, '$.trade_id') IS NULL"
-        "     THEN amount ELSE 0 END),"
-        " SUM(CASE WHEN covered = 1 THEN amount ELSE 0 END)"
-        " FROM fills WHERE account_id = ? GROUP BY order_id",
-        (account_id,),
-    )
+_ORDER_FILLS = (
+    "SELECT order_id,"
+    " SUM(CASE WHEN covered = 0 THEN amount ELSE 0 END),"
+    " SUM(CASE WHEN covered = 0 AND json_extract(json, '$.trade_id') IS NULL"
+    "     THEN amount ELSE 0 END),"
+    " SUM(CASE WHEN covered = 1 THEN amount ELSE 0 END)"
+    " FROM fills WHERE account_id = ?"
+)
+
+
+def select_order_fills(conn: sqlite3.Connection, account_id: str,
+                       order_ids: Sequence[str] | None = None
+                       ) -> dict[str, tuple[float, float, float]]:
+    """Per order: (amount booked, of which under cumulative keys, amount of covered trades).
+
+    Every order of the account, or only ``order_ids`` (through ``fills_by_order``).
+    """
+    if order_ids is None:
+        rows: Iterable[Row] = conn.execute(f"{_ORDER_FILLS} GROUP BY order_id", (account_id,))
+    else:
+        rows = [row for chunk in _chunks(order_ids) for row in conn.execute(
+            f"{_ORDER_FILLS} AND order_id IN ({','.join('?' * len(chunk))}) GROUP BY order_id",
+            (account_id, *chunk))]
     return {r[0]: (float(r[1] or 0.0), float(r[2] or 0.0), float(r[3] or 0.0)) for r in rows}
+
+
+def select_recent_fill_keys(conn: sqlite3.Connection, account_id: str, since: datetime,
+                            order_ids: Sequence[str]) -> dict[str, datetime]:
+    """Keys (with their fill's time) of the fills stamped at or after ``since``, and of
+    every fill of ``order_ids``: each through its own index, whatever the account's age."""
+    found: dict[str, datetime] = {}
+    rows = conn.execute("SELECT fill_key, ts FROM fills WHERE account_id = ? AND ts >= ?",
+                        (account_id, ts_text(since)))
+    found.update((key, ts_parse(ts)) for key, ts in rows)
+    for chunk in _chunks(order_ids):
+        rows = conn.execute(
+            "SELECT fill_key, ts FROM fills WHERE account_id = ?"
+            f" AND order_id IN ({','.join('?' * len(chunk))})", (account_id, *chunk))
+        found.update((key, ts_parse(ts)) for key, ts in rows if key not in found)
+    return found
+
+
+def has_key(conn: sqlite3.Connection, table: str, column: str, account_id: str,
+            key: str) -> bool:
+    """Whether ``key`` is stored: one probe of the table's UNIQUE (account_id, key)."""
+    return conn.execute(f"SELECT 1 FROM {table} WHERE account_id = ? AND {column} = ?",
+                        (account_id, key)).fetchone() is not None
 
 
 def select_symbols(conn: sqlite3.Connection, account_id: str) -> set[str]:
@@ -207,10 +249,17 @@ def select_positions(conn: sqlite3.Connection, account_id: str) -> list[Position
     return [Position.model_validate_json(r[0]) for r in rows]
 
 
-def select_equity(conn: sqlite3.Connection, account_id: str) -> list[EquityPoint]:
-    rows = conn.execute(
-        "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id", (account_id,)
-    )
+def select_equity(conn: sqlite3.Connection, account_id: str,
+                  limit: int | None = None) -> list[EquityPoint]:
+    """Equity points in order; with ``limit``, the last ``limit`` (one index range)."""
+    if limit is None:
+        rows = conn.execute(
+            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id",
+            (account_id,)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id DESC"
+            " LIMIT ?", (account_id, max(limit, 0))).fetchall()[::-1]
     return [EquityPoint(account_id=account_id, timestamp=ts_parse(ts), equity=eq)
             for ts, eq in rows]
 
@@ -224,11 +273,22 @@ def select_symbol_fills(conn: sqlite3.Connection, account_id: str, symbol: str) 
 
 
 def select_last_fills(conn: sqlite3.Connection, account_id: str) -> list[Fill]:
-    """Per symbol, the fills of its latest timestamp (the head of its exchange time order)."""
+    """Per symbol, the fills of its latest timestamp (the head of its exchange time order).
+
+    A skip scan of ``fills_by_symbol_time``: the symbols one index probe each, then each
+    symbol's latest time one probe more, so the cost grows with the symbols traded,
+    not with the fills ever booked.
+    """
     rows = conn.execute(
-        "SELECT f.json FROM fills AS f JOIN (SELECT symbol, MAX(ts) AS ts FROM fills"
-        " WHERE account_id = ? AND covered = 0 GROUP BY symbol) AS m"
-        " ON f.symbol = m.symbol AND f.ts = m.ts WHERE f.account_id = ? AND f.covered = 0",
-        (account_id, account_id),
+        "WITH RECURSIVE s(symbol) AS ("
+        " SELECT MIN(symbol) FROM fills WHERE account_id = ?1 AND covered = 0"
+        " UNION ALL SELECT (SELECT MIN(f.symbol) FROM fills AS f WHERE f.account_id = ?1"
+        "  AND f.covered = 0 AND f.symbol > s.symbol) FROM s WHERE s.symbol IS NOT NULL),"
+        " m(symbol, ts) AS (SELECT symbol, (SELECT MAX(f.ts) FROM fills AS f"
+        "  WHERE f.account_id = ?1 AND f.covered = 0 AND f.symbol = s.symbol)"
+        "  FROM s WHERE s.symbol IS NOT NULL)"
+        " SELECT f.json FROM m JOIN fills AS f ON f.account_id = ?1 AND f.covered = 0"
+        " AND f.symbol = m.symbol AND f.ts = m.ts",
+        (account_id,),
     )
     return [Fill.model_validate_json(r[0]) for r in rows]

@@ -34,23 +34,40 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Self, cast, get_args
+from typing import Self, cast
 
 from nija_broker.core.errors import ConfigError, StateError
 from nija_broker.core.models import EquityPoint, Fill, Order, Position, Side, TradeRecord
+from nija_broker.core.perf_stats import Totals
 from nija_broker.core.symbols import normalize_symbol
 from nija_broker.state import sql as sql
+from nija_broker.state import totals as totals_sql
+from nija_broker.state.records import (
+    INSERT_DECISION,
+    AccountSnapshot,
+    BatchResult,
+    BreakerRecord,
+    DecisionRecord,
+    Intent,
+    IntentStatus,
+    IntentUpdate,
+    StoreBatch,
+    decision_row,
+    intent_row,
+    select_pending,
+    update_intent,
+)
 from nija_broker.state.schema import check_file, migrate, ts_parse, ts_text
 from nija_broker.state.store_lock import StoreLock, StoreLocked, check_location
 
 __all__ = [
     "AccountSnapshot",
     "BatchResult",
+    "BreakerRecord",
     "DecisionRecord",
     "Intent",
     "IntentStatus",
@@ -60,183 +77,6 @@ __all__ = [
     "StoreLock",
     "StoreLocked",
 ]
-
-IntentStatus = Literal["pending", "sent", "resolved", "released"]
-INTENT_STATUSES: frozenset[str] = frozenset(get_args(IntentStatus))
-# "sent" is still unresolved: the request left, but the exchange's answer was
-# never recorded, so a restart must look the order up by its clientOrderId.
-_UNRESOLVED: tuple[str, ...] = ("pending", "sent")
-_INTENT_NEXT: dict[str, frozenset[str]] = {
-    "pending": frozenset(INTENT_STATUSES),
-    "sent": frozenset({"sent", "resolved", "released"}),
-    "resolved": frozenset({"resolved"}),
-    "released": frozenset({"released"}),
-}
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Intent:
-    """An order the guard let through, journaled before the request left."""
-
-    account_id: str
-    client_order_id: str
-    status: IntentStatus
-    request_json: str
-    created_at: datetime
-    updated_at: datetime
-    order_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IntentUpdate:
-    """A status change of one intent, applied as part of a :class:`StoreBatch`."""
-
-    client_order_id: str
-    status: IntentStatus
-    at: datetime
-    order_id: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_intent_status(self.status)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DecisionRecord:
-    """One guard decision. ``id`` is assigned by the store (``None`` until read back)."""
-
-    account_id: str
-    ts: datetime
-    allowed: bool
-    client_order_id: str | None = None
-    symbol: str | None = None
-    side: Side | None = None
-    rule: str | None = None
-    reason: str | None = None
-    figures: Mapping[str, Any] = field(default_factory=dict)
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BreakerRecord:
-    """One circuit breaker event: ``kind`` is ``tripped``, ``resumed`` (its figures
-    recovered or its time ran out) or ``manual_resume`` (``figures`` hold the mark)."""
-
-    account_id: str
-    ts: datetime
-    rule: str
-    kind: str
-    reason: str
-    figures: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreBatch:
-    """Everything one reconcile step of one account changed, written in one transaction.
-
-    Every item must belong to ``account_id``; a batch that mixes accounts
-    cannot be built (:class:`StateError`). Positions are upserted, then the
-    positions of ``closed_symbols`` deleted; a symbol may not be in both.
-    """
-
-    account_id: str
-    orders: Sequence[Order] = ()
-    fills: Sequence[Fill] = ()
-    covered_fills: Sequence[Fill] = ()
-    """Trades recognised as already booked under a cumulative key: stored as seen only."""
-    replace_trades_of: Sequence[str] = ()
-    """Symbols whose stored trades are deleted before ``trades`` are inserted (a symbol
-    re-booked in exchange time order after a late fill)."""
-    trades: Sequence[TradeRecord] = ()
-    positions: Sequence[Position] = ()
-    closed_symbols: Sequence[str] = ()
-    equity_points: Sequence[EquityPoint] = ()
-    intents: Sequence[IntentUpdate] = ()
-    decisions: Sequence[DecisionRecord] = ()
-
-    def __post_init__(self) -> None:
-        if not self.account_id.strip():
-            raise StateError("a store batch needs an account_id")
-        for name in ("orders", "fills", "covered_fills", "trades", "positions", "equity_points",
-                     "decisions"):
-            items = tuple(getattr(self, name))
-            object.__setattr__(self, name, items)
-            for item in items:
-                if item.account_id != self.account_id:
-                    raise StateError(
-                        f"batch for account {self.account_id!r} holds {name[:-1]} of account "
-                        f"{item.account_id!r}; accounts are never written together"
-                    )
-        object.__setattr__(self, "intents", tuple(self.intents))
-        closed = tuple(normalize_symbol(s) for s in self.closed_symbols)
-        object.__setattr__(self, "closed_symbols", closed)
-        both = set(closed) & {p.symbol for p in self.positions}
-        if both:
-            raise StateError(
-                f"batch for account {self.account_id!r} both updates and closes {sorted(both)}"
-            )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchResult:
-    """What a batch actually added: replays come back with empty tuples."""
-
-    new_fill_keys: tuple[str, ...] = ()
-    new_trade_ids: tuple[str, ...] = ()
-    orders_saved: int = 0
-    equity_points_added: int = 0
-    decisions_journaled: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AccountSnapshot:
-    """All stored state of one account, enough to rebuild its trackers after a restart."""
-
-    account_id: str
-    orders: tuple[Order, ...]
-    fill_keys: frozenset[str]
-    order_fills: Mapping[str, tuple[float, float, float]]
-    """Per order id: base amount booked, of which under cumulative keys, and covered trades."""
-    trades: tuple[TradeRecord, ...]
-    positions: tuple[Position, ...]
-    equity_points: tuple[EquityPoint, ...]
-    pending_intents: tuple[Intent, ...]
-
-# --------------------------------------------------------------------------- intents, journal
-
-_INSERT_DECISION = """
-INSERT INTO guard_decisions (account_id, ts, client_order_id, symbol, side, allowed, rule,
-                             reason, figures)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_INTENT_COLUMNS = (
-    "account_id, client_order_id, status, request_json, created_at, updated_at, order_id"
-)
-
-
-def _decision_row(d: DecisionRecord) -> tuple[Any, ...]:
-    # Figures may hold inf (a profit factor with no losses); json writes it as
-    # Infinity and reads it back.
-    figures = json.dumps(dict(d.figures), sort_keys=True)
-    side = d.side.value if d.side is not None else None
-    symbol = normalize_symbol(d.symbol) if d.symbol is not None else None
-    return (d.account_id, ts_text(d.ts), d.client_order_id, symbol, side, int(d.allowed),
-            d.rule, d.reason, figures)
-
-
-def _intent(row: tuple[Any, ...]) -> Intent:
-    return Intent(
-        account_id=row[0], client_order_id=row[1], status=row[2], request_json=row[3],
-        created_at=ts_parse(row[4]), updated_at=ts_parse(row[5]), order_id=row[6],
-    )
-
-
-def _check_intent_status(status: str) -> None:
-    if status not in INTENT_STATUSES:
-        raise StateError(f"intent status must be one of {sorted(INTENT_STATUSES)}, not {status!r}")
-
 
 # --------------------------------------------------------------------------- the writer lock
 
@@ -348,7 +188,7 @@ class Store:
         trade_rows = [sql.trade_row(t) for t in batch.trades]
         position_rows = [sql.position_row(p) for p in batch.positions]
         equity_rows = [sql.equity_row(e) for e in batch.equity_points]
-        decision_rows = [_decision_row(d) for d in batch.decisions]
+        decision_rows = [decision_row(d) for d in batch.decisions]
         with self._transaction() as conn:
             conn.executemany(sql.UPSERT_ORDER, order_rows)
             conn.executemany("DELETE FROM trades WHERE account_id = ? AND symbol = ?",
@@ -360,9 +200,12 @@ class Store:
                 sql.DELETE_POSITION, [(batch.account_id, s) for s in batch.closed_symbols]
             )
             conn.executemany(sql.INSERT_EQUITY, equity_rows)
+            totals_sql.fold(conn, batch.account_id, _inserted(batch.trades, new_trades),
+                            batch.equity_points,
+                            trades_replaced=bool(batch.replace_trades_of))
             for update in batch.intents:
-                _update_intent(conn, batch.account_id, update)
-            conn.executemany(_INSERT_DECISION, decision_rows)
+                update_intent(conn, batch.account_id, update)
+            conn.executemany(INSERT_DECISION, decision_rows)
         return BatchResult(
             new_fill_keys=tuple(new_fills), new_trade_ids=tuple(new_trades),
             orders_saved=len(order_rows), equity_points_added=len(equity_rows),
@@ -390,14 +233,23 @@ class Store:
 
     def save_trades(self, trades: Iterable[TradeRecord]) -> list[str]:
         """Insert trades once by (account, trade id); return the ids that were new."""
-        rows = [sql.trade_row(t) for t in trades]
+        given = list(trades)
+        rows = [sql.trade_row(t) for t in given]
         with self._transaction() as conn:
-            return sql.insert_new(conn, "trades", "trade_id", sql.INSERT_TRADE, rows)
+            new = sql.insert_new(conn, "trades", "trade_id", sql.INSERT_TRADE, rows)
+            for account_id in dict.fromkeys(t.account_id for t in given):
+                mine = [t for t in given if t.account_id == account_id]
+                totals_sql.fold(conn, account_id, _inserted(mine, new), ())
+            return new
 
     def add_equity_points(self, points: Iterable[EquityPoint]) -> None:
-        rows = [sql.equity_row(p) for p in points]
+        given = list(points)
+        rows = [sql.equity_row(p) for p in given]
         with self._transaction() as conn:
             conn.executemany(sql.INSERT_EQUITY, rows)
+            for account_id in dict.fromkeys(p.account_id for p in given):
+                totals_sql.fold(conn, account_id, (),
+                                [p for p in given if p.account_id == account_id])
 
     def put_intent(self, account_id: str, client_order_id: str, request_json: str,
                    now: datetime, decision: DecisionRecord | None = None) -> None:
@@ -418,7 +270,7 @@ class Store:
         stamp = ts_text(now)
         with self._transaction() as conn:
             if decision is not None:
-                conn.execute(_INSERT_DECISION, _decision_row(decision))
+                conn.execute(INSERT_DECISION, decision_row(decision))
             inserted = conn.execute(
                 "INSERT INTO intents (account_id, client_order_id, status, request_json,"
                 " created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)"
@@ -442,12 +294,12 @@ class Store:
         update = IntentUpdate(client_order_id=client_order_id,
                               status=cast(IntentStatus, status), at=now, order_id=order_id)
         with self._transaction() as conn:
-            _update_intent(conn, account_id, update)
+            update_intent(conn, account_id, update)
 
     def journal_decision(self, decision: DecisionRecord) -> None:
-        row = _decision_row(decision)
+        row = decision_row(decision)
         with self._transaction() as conn:
-            conn.execute(_INSERT_DECISION, row)
+            conn.execute(INSERT_DECISION, row)
 
     def journal_breaker(self, record: BreakerRecord) -> None:
         """A circuit breaker tripped or resumed (by itself, or by the trader)."""
@@ -480,23 +332,62 @@ class Store:
         with self._read() as conn:
             return sorted(r[0] for r in conn.execute(sql))
 
-    def load_account(self, account_id: str, *, since: datetime | None = None) -> AccountSnapshot:
+    def load_account(self, account_id: str, *, since: datetime | None = None,
+                     recent: int | None = None) -> AccountSnapshot:
         """One account's state, read as one consistent snapshot.
 
         With ``since``, finished orders whose last change is older are left out
-        (live orders are always included): a restart needs recent history only.
+        (live orders are always included), and so are the fill keys and per-order
+        fill figures of anything else: only the fills stamped since then and those
+        of the orders loaded. With ``recent``, only the last ``recent`` trades and
+        equity points. ``totals`` always covers the whole history. A restart reads
+        both bounds (:meth:`nija_broker.state.book.AccountBook.reload`), so its cost
+        does not grow with the age of the account.
         """
         with self._read() as conn:
+            orders = tuple(sql.select_orders(conn, account_id, since=since))
+            if since is None:
+                key_times = {k: ts_parse(t) for k, t in conn.execute(
+                    "SELECT fill_key, ts FROM fills WHERE account_id = ?", (account_id,))}
+                order_fills = sql.select_order_fills(conn, account_id)
+            else:
+                ids = [o.id for o in orders]
+                key_times = sql.select_recent_fill_keys(conn, account_id, since, ids)
+                order_fills = sql.select_order_fills(conn, account_id, ids)
             return AccountSnapshot(
                 account_id=account_id,
-                orders=tuple(sql.select_orders(conn, account_id, since=since)),
-                fill_keys=frozenset(sql.select_fill_keys(conn, account_id)),
-                order_fills=sql.select_order_fills(conn, account_id),
-                trades=tuple(sql.select_trades(conn, account_id, None)),
+                orders=orders,
+                fill_keys=frozenset(key_times),
+                order_fills=order_fills,
+                trades=tuple(sql.select_trades(conn, account_id, recent)),
                 positions=tuple(sql.select_positions(conn, account_id)),
-                equity_points=tuple(sql.select_equity(conn, account_id)),
-                pending_intents=tuple(_select_pending(conn, account_id)),
+                equity_points=tuple(sql.select_equity(conn, account_id, recent)),
+                pending_intents=tuple(select_pending(conn, account_id)),
+                totals=totals_sql.read(conn, account_id),
+                fill_key_times=key_times,
+                since=since,
+                complete=recent is None,
             )
+
+    def totals(self, account_id: str) -> Totals:
+        """The accumulators of every trade and equity point of the account."""
+        with self._read() as conn:
+            return totals_sql.read(conn, account_id)
+
+    def has_fill_key(self, account_id: str, fill_key: str) -> bool:
+        """Whether a fill with this key was ever stored (booked or covered)."""
+        with self._read() as conn:
+            return sql.has_key(conn, "fills", "fill_key", account_id, fill_key)
+
+    def has_trade(self, account_id: str, trade_id: str) -> bool:
+        """Whether a trade with this id was ever stored."""
+        with self._read() as conn:
+            return sql.has_key(conn, "trades", "trade_id", account_id, trade_id)
+
+    def order_fills(self, account_id: str, order_id: str) -> tuple[float, float, float] | None:
+        """One order's fill figures (see :class:`AccountSnapshot`); ``None``: no fill."""
+        with self._read() as conn:
+            return sql.select_order_fills(conn, account_id, [order_id]).get(order_id)
 
     def orders(self, account_id: str, *, open_only: bool = False) -> list[Order]:
         """Orders of one account; ``open_only`` keeps open and partially filled ones."""
@@ -551,12 +442,12 @@ class Store:
                 " o.client_order_id = i.client_order_id)) ORDER BY i.created_at",
                 (account_id,),
             ).fetchall()
-        return [_intent(row) for row in rows]
+        return [intent_row(row) for row in rows]
 
     def pending_intents(self, account_id: str) -> list[Intent]:
         """Intents not yet resolved (``pending`` or ``sent``), oldest first."""
         with self._read() as conn:
-            return _select_pending(conn, account_id)
+            return select_pending(conn, account_id)
 
     def decisions(self, account_id: str, *, limit: int = 100,
                   blocked_only: bool = False) -> list[DecisionRecord]:
@@ -578,32 +469,12 @@ class Store:
         ]
 
 
-def _update_intent(conn: sqlite3.Connection, account_id: str, update: IntentUpdate) -> None:
-    row = conn.execute(
-        "SELECT status FROM intents WHERE account_id = ? AND client_order_id = ?",
-        (account_id, update.client_order_id),
-    ).fetchone()
-    if row is None:
-        raise StateError(
-            f"no intent {update.client_order_id!r} journaled for account {account_id!r}"
-        )
-    if update.status not in _INTENT_NEXT[row[0]]:
-        raise StateError(
-            f"intent {update.client_order_id!r} of account {account_id!r} cannot go from "
-            f"{row[0]!r} to {update.status!r}"
-        )
-    conn.execute(
-        "UPDATE intents SET status = ?, updated_at = ?, order_id = COALESCE(?, order_id)"
-        " WHERE account_id = ? AND client_order_id = ?",
-        (update.status, ts_text(update.at), update.order_id, account_id,
-         update.client_order_id),
-    )
-
-
-def _select_pending(conn: sqlite3.Connection, account_id: str) -> list[Intent]:
-    rows = conn.execute(
-        f"SELECT {_INTENT_COLUMNS} FROM intents WHERE account_id = ? AND status IN (?, ?)"
-        " ORDER BY created_at, client_order_id",
-        (account_id, *_UNRESOLVED),
-    )
-    return [_intent(r) for r in rows]
+def _inserted(trades: Sequence[TradeRecord], new_ids: Sequence[str]) -> list[TradeRecord]:
+    """The trades the insert took, in its order (a trade id repeated in a batch counts once)."""
+    wanted = set(new_ids)
+    taken: list[TradeRecord] = []
+    for trade in trades:
+        if trade.trade_id in wanted:
+            wanted.discard(trade.trade_id)
+            taken.append(trade)
+    return taken

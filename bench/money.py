@@ -43,7 +43,7 @@ from nija_broker.core.clock import FakeClock, SystemClock
 from nija_broker.core.health import AccountLive
 from nija_broker.core.models import Market, OrderType, Side
 from nija_broker.core.tiers import TierTable
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 STANDARD, MICRO = "PLATFORM", "USER:micro"
@@ -116,7 +116,7 @@ async def _dialect(name: str) -> dict[str, Any]:
             result["instant_entry_micro_cap"] = await cycle(MICRO)
             result["idle_micro_cap_after"] = await cycle(MICRO)
             # A full refresh: balances, tickers, the closed-orders sweep and the trades owed.
-            reconciler._sync(MICRO).balance_due_mono = float("-inf")
+            reconciler._sync(MICRO).balances.due_mono = float("-inf")
             result["sweep_micro_cap"] = await cycle(MICRO)
             result["micro_cap_position"] = [
                 (p.symbol, p.quantity) for p in reconciler._sync(MICRO).book.positions()]

@@ -19,7 +19,7 @@ from nija_broker.core.events import AttentionRequired
 from nija_broker.core.intent import OrderIntent
 from nija_broker.core.models import Balance, Fill, Position, Side
 from nija_broker.guard.guard import Guard
-from nija_broker.sync.fills import position_mismatches
+from nija_broker.sync.balances import position_mismatches
 from nija_broker.sync.reconciler import ReconcilerSettings
 
 from ._reconciler_rig import make_rig

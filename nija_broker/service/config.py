@@ -11,19 +11,19 @@ and (unless it may be a secret) the value: every field error of every table
 (pydantic collects them all), the rules across fields (unique account ids,
 tiers that exist), and what only this machine can say (the exchange ids ccxt
 knows, the environment variables named, the API binding's token, the store's
-directory). ``check-config`` prints them; ``run`` refuses to start on any.
+directory). ``check-config`` prints them; ``run`` refuses to start on any. How
+a problem is named (key paths, hints, hidden values) and the rules across
+fields live in :mod:`nija_broker.service.config_problems`; the machine's
+checks in :mod:`nija_broker.service.config_checks`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,22 +34,26 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 
 from nija_broker.core.breakers import BreakerName
 from nija_broker.core.errors import ConfigError
+from nija_broker.core.exchange import ExchangeSpec
 from nija_broker.core.settings import GuardSettings, ReconcilerSettings
 from nija_broker.core.symbols import normalize_symbol
 from nija_broker.core.tiers import DEFAULT_TIERS, TierPolicy, TierTable
+from nija_broker.service.config_problems import (
+    SECRET_KEYS,
+    across_fields,
+    by_table,
+    field_problem,
+    read_toml,
+)
+from nija_broker.service.config_problems import Problem as Problem  # public as nija_broker.Problem
 from nija_broker.service.logs import register_secret
 
 # Upper case only: exchange keys are mixed case or base64, so a pasted key fails here.
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _EXCHANGE_ID = re.compile(r"^[a-z0-9_]+$")
-# Keys that would put a credential in the file; ccxt accepts all of these.
-_SECRET_KEYS = frozenset(
-    {"apikey", "secret", "password", "uid", "privatekey", "walletaddress", "token", "api_key"}
-)
 
 
 class _Strict(BaseModel):
@@ -144,7 +148,7 @@ class AccountConfig(_Strict):
     @field_validator("ccxt")
     @classmethod
     def _no_secrets_in_ccxt(cls, value: dict[str, Any]) -> dict[str, Any]:
-        found = sorted(k for k in value if k.lower() in _SECRET_KEYS)
+        found = sorted(k for k in value if k.lower() in SECRET_KEYS)
         if found:
             raise ValueError(
                 f"credentials may not be set in the file ({', '.join(found)}); "
@@ -169,6 +173,14 @@ class AccountConfig(_Strict):
             found[ccxt_key] = env[name]
             register_secret(env[name])
         return found
+
+    def exchange_spec(self, environ: Mapping[str, str] | None = None) -> ExchangeSpec:
+        """What an adapter needs to open this account's exchange, keys read as
+        :meth:`credentials` reads them (so adapters never import this module)."""
+        keys = self.credentials(dict(environ) if environ is not None else None)
+        return ExchangeSpec(account_id=self.id, exchange_id=self.exchange, sandbox=self.sandbox,
+                            options=self.ccxt, api_key=keys.get("apiKey"),
+                            secret=keys.get("secret"), password=keys.get("password"))
 
 
 class ReconcilerConfig(_Strict):
@@ -235,7 +247,7 @@ class Config(_Strict):
     def _check_across(self, info: ValidationInfo) -> Config:
         # parse_config and config_problems list these next to every field error instead.
         if not (info.context or {}).get(_LISTED_APART):
-            problems = _across_fields(self.model_dump(), "<config>")
+            problems = across_fields(self.model_dump(), "<config>")
             if problems:
                 raise ValueError("; ".join(p.text() for p in problems))
             self.tier_table()
@@ -275,42 +287,9 @@ class Config(_Strict):
 
 # ---------------------------------------------------------------------------- problems
 
+# Validation context key: the caller lists the rules across fields itself, beside the
+# field errors (config_problems, parse_config), so Config does not raise on them first.
 _LISTED_APART = "nija_broker.service.config: across-field rules listed apart"
-_ENV_FIELDS = ("api_key_env", "secret_env", "password_env")
-# Keys people paste a credential under, and the field that names its variable instead.
-_PASTED = {"api_key": "api_key_env", "apikey": "api_key_env", "key": "api_key_env",
-           "secret": "secret_env", "api_secret": "secret_env", "secret_key": "secret_env",
-           "password": "password_env", "passphrase": "password_env",
-           "token": "api.token_env", "api_token": "api.token_env"}
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One reason a configuration would be refused: where (file, key), what, and the value.
-
-    ``value`` is the value as the file has it (a repr), ``None`` when there is none;
-    ``hidden`` says it is not shown because a key may have been pasted there.
-    ``hint`` says how to fix it ("did you mean ...").
-    """
-
-    file: str
-    key: str
-    message: str
-    value: str | None = None
-    hidden: bool = False
-    hint: str | None = None
-
-    def text(self) -> str:
-        """The problem without its file: ``key: message (value: ...); hint``."""
-        text = f"{self.key}: {self.message}" if self.key else self.message
-        if self.hidden:
-            text += " (value not shown)"
-        elif self.value is not None:
-            text += f" (value: {self.value})"
-        return f"{text}; {self.hint}" if self.hint else text
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.text()}"
 
 
 def config_problems(source: str | Path | Mapping[str, Any],
@@ -327,36 +306,14 @@ def config_problems(source: str | Path | Mapping[str, Any],
         name, data = file or "<config>", dict(source)
     else:
         name = file or str(source)
-        read = _read_toml(Path(source), name)
+        read = read_toml(Path(source), name)
         if isinstance(read, Problem):
             return [read]
         data = read
     from nija_broker.service.config_checks import machine_problems  # it imports this module
 
     env = os.environ if environ is None else environ
-    return _by_table([*_shape_problems(data, name), *machine_problems(data, name, env)])
-
-
-def _by_table(problems: list[Problem]) -> list[Problem]:
-    """Grouped by table, accounts in order; each group's problems in the order found."""
-
-    def table(problem: Problem) -> tuple[str, int]:
-        name, _, index = problem.key.partition("[")
-        number = index.split("]", 1)[0]
-        return name.split(".", 1)[0], int(number) if number.isdigit() else -1
-
-    return sorted(problems, key=table)
-
-
-def _read_toml(path: Path, file: str) -> dict[str, Any] | Problem:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return Problem(file, "", f"cannot read: {exc.strerror}")
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        return Problem(file, "", f"not valid TOML: {exc}")
+    return by_table([*_shape_problems(data, name), *machine_problems(data, name, env)])
 
 
 def _shape_problems(data: Mapping[str, Any], file: str) -> list[Problem]:
@@ -364,9 +321,9 @@ def _shape_problems(data: Mapping[str, Any], file: str) -> list[Problem]:
     try:
         config = Config.model_validate(data, context={_LISTED_APART: True})
     except ValidationError as exc:
-        fields = [_field_problem(e, data, file) for e in exc.errors(include_url=False)]
-        return fields + _across_fields(data, file)
-    across = _across_fields(data, file)
+        fields = [field_problem(e, data, file, Config) for e in exc.errors(include_url=False)]
+        return fields + across_fields(data, file)
+    across = across_fields(data, file)
     if across:
         return across
     try:
@@ -374,128 +331,6 @@ def _shape_problems(data: Mapping[str, Any], file: str) -> list[Problem]:
     except ValueError as exc:  # e.g. the lowest tier no longer starts at 0
         return [Problem(file, "tiers", str(exc))]
     return []
-
-
-def _key_path(loc: Sequence[int | str], data: Mapping[str, Any]) -> str:
-    """``('accounts', 1, 'poll_interval_s')`` -> ``accounts[1](id='USER:bob').poll_interval_s``."""
-    parts: list[str] = []
-    node: Any = data
-    for item in loc:
-        if isinstance(item, int):
-            label = f"[{item}]"
-            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
-                ident = node[item].get("id")
-                if isinstance(ident, str):
-                    label += f"(id={ident!r})"
-            parts.append(label)
-            node = node[item] if isinstance(node, list) and item < len(node) else None
-        else:
-            parts.append(("." if parts else "") + str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return "".join(parts)
-
-
-def _field_problem(err: ErrorDetails, data: Mapping[str, Any], file: str) -> Problem:
-    loc = tuple(err["loc"])
-    key = _key_path(loc, data) or "(top level)"
-    leaf = str(loc[-1]) if loc else ""
-    value = err.get("input")
-    if err["type"] == "extra_forbidden":
-        return _unknown_key(loc, key, value, file)
-    message = err["msg"].removeprefix("Value error, ")
-    # A value that may be a key is never echoed: an env-name field (a key pasted in place
-    # of its variable's name), a credential field, anything under [accounts.ccxt].
-    secret = "env" in leaf.lower() or leaf.lower() in _SECRET_KEYS or "ccxt" in loc
-    if err["type"] == "missing" or value is None or isinstance(value, dict | list):
-        return Problem(file, key, message)
-    return Problem(file, key, message, None if secret else repr(value), hidden=secret)
-
-
-def _unknown_key(loc: tuple[int | str, ...], key: str, value: Any, file: str) -> Problem:
-    leaf = str(loc[-1])
-    named = _PASTED.get(leaf.lower())
-    if named is not None:
-        return Problem(file, key, "a credential may not be written in the file", hidden=True,
-                       hint=f"put it in an environment variable and give that variable's "
-                            f"name as {named}")
-    fields = _fields_at(loc[:-1])
-    hint = _did_you_mean(leaf, fields) or (
-        f"known keys here: {', '.join(fields)}" if fields else None)
-    # Numbers and booleans cannot be a pasted key; a string under an unknown name might be.
-    if isinstance(value, bool | int | float):
-        return Problem(file, key, "unknown key", repr(value), hint=hint)
-    return Problem(file, key, "unknown key", hidden=isinstance(value, str), hint=hint)
-
-
-def _fields_at(loc: Sequence[int | str]) -> list[str]:
-    """The field names of the table at ``loc`` (``('accounts', 0)``), for "did you mean"."""
-    node: Any = Config
-    for item in loc:
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            field = node.model_fields.get(str(item))
-            if field is None:
-                return []
-            node = field.annotation
-        elif get_origin(node) is list and isinstance(item, int):
-            node = get_args(node)[0]
-        elif get_origin(node) is dict and isinstance(item, str):
-            node = get_args(node)[1]
-        else:
-            return []
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return list(node.model_fields)
-    return []
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _accounts(data: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-    accounts = data.get("accounts")
-    if not isinstance(accounts, list):
-        return []
-    return [(i, a) for i, a in enumerate(accounts) if isinstance(a, dict)]
-
-
-def _across_fields(data: Mapping[str, Any], file: str) -> list[Problem]:
-    """Rules no single field can judge: unique account ids, tiers that exist and are whole.
-
-    Judged on the raw tables, so they are listed whether or not the fields validate.
-    """
-    problems: list[Problem] = []
-    first: dict[str, int] = {}
-    for i, account in _accounts(data):
-        ident = account.get("id")
-        if isinstance(ident, str) and ident in first:
-            problems.append(Problem(
-                file, _key_path(("accounts", i, "id"), data),
-                f"account ids must be unique: repeated (first at accounts[{first[ident]}])",
-                repr(ident)))
-        elif isinstance(ident, str):
-            first[ident] = i
-    tiers = data.get("tiers")
-    tiers = tiers if isinstance(tiers, dict) else {}
-    defaults = [t.name for t in DEFAULT_TIERS]
-    for name, override in tiers.items():
-        if name in defaults or not isinstance(override, dict):
-            continue
-        missing = [f for f in ("min_equity_usd", "max_positions") if override.get(f) is None]
-        if missing:
-            problems.append(Problem(
-                file, f"tiers.{name}", f"a new tier needs {' and '.join(missing)}",
-                hint=_did_you_mean(name, defaults) or f"known tiers: {', '.join(defaults)}"))
-    known = [*defaults, *(str(n) for n in tiers if n not in defaults)]
-    for i, account in _accounts(data):
-        tier = account.get("tier")
-        if isinstance(tier, str) and tier != "auto" and tier not in known:
-            choices = ", ".join([*known, "auto"])
-            hint = _did_you_mean(tier, [*known, "auto"])
-            problems.append(Problem(
-                file, _key_path(("accounts", i, "tier"), data), "unknown tier", repr(tier),
-                hint=f"{hint} (known: {choices})" if hint else f"known: {choices}"))
-    return problems
 
 
 # ---------------------------------------------------------------------------- loading
@@ -512,14 +347,14 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Config:
     """
     problems = _shape_problems(data, file)
     if problems:
-        raise _refuse(_by_table(problems), file)
+        raise _refuse(by_table(problems), file)
     return Config.model_validate(data, context={_LISTED_APART: True})
 
 
 def load_config(path: str | Path) -> Config:
     """Load and validate a TOML file; every problem is named by file, key and value."""
     file = str(path)
-    read = _read_toml(Path(path), file)
+    read = read_toml(Path(path), file)
     if isinstance(read, Problem):
         raise _refuse([read], file)
     return parse_config(read, file)

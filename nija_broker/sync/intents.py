@@ -9,53 +9,85 @@ up on the exchange:
 - not found once the exchange's visibility window has passed: ``released``;
 - not found inside the window, or any error: left pending, retried next cycle.
 
-Only intents pending at startup are handled here; those the running guard
-journals afterwards are the guard's to settle (no race on a request in flight).
+Only intents pending at startup are handled here (:class:`Intents`, step 7 of
+an account's cycle until none is left); those the running guard journals
+afterwards are the guard's to settle (no race on a request in flight).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from nija_broker.core.errors import AccountFatal, ExchangeError, OrderNotFound
 from nija_broker.core.events import AttentionRequired, IntentReleased, IntentResolved, order_event
-from nija_broker.core.models import OrderRole
+from nija_broker.core.models import Order, OrderRole
 from nija_broker.core.reconcile import adopt, resolve
 from nija_broker.core.symbols import normalize_symbol
-from nija_broker.state.book import Followed
-from nija_broker.state.store import Intent
+from nija_broker.state.book import AccountBook, Followed
+from nija_broker.state.store import Intent, Store
 
 if TYPE_CHECKING:
     from nija_broker.sync.cycle import AccountSync
 
+__all__ = ["Intents"]
+
 log = logging.getLogger("nija_broker.reconciler")
 
 
-async def resolve_intents(sync: AccountSync) -> None:
-    """Settle what can be settled now; keep the rest on ``sync.intents`` for the next cycle."""
-    remaining: list[Intent] = []
-    for intent in sync.intents:
-        try:
-            settled = await _resolve_intent(sync, intent)
-        except AccountFatal:
-            raise
-        except ExchangeError as exc:
-            log.info("account %s: intent %s unresolved for now: %s", sync.account_id,
-                     intent.client_order_id, exc)
-            settled = False
-        if not settled:
-            remaining.append(intent)
-    sync.intents = remaining
+@dataclass(slots=True)
+class Intents:
+    """The intents journaled before this start and not settled yet. Runs on the event
+    loop only."""
+
+    pending: list[Intent] = field(default_factory=list)
+
+    async def load(self, sync: AccountSync, store: Store) -> None:
+        """Read the pending intents; follow the orders of those already resolved that the
+        book has not seen (they are looked up by id, :class:`~nija_broker.sync.fills.Lookups`)."""
+        self.pending = await sync.in_book(_load, store)
+
+    async def resolve(self, sync: AccountSync) -> None:
+        """Settle what can be settled now; keep the rest for the next cycle."""
+        remaining: list[Intent] = []
+        for intent in self.pending:
+            try:
+                settled = await _resolve_intent(sync, intent)
+            except AccountFatal:
+                raise
+            except ExchangeError as exc:
+                log.info("account %s: intent %s unresolved for now: %s", sync.account_id,
+                         intent.client_order_id, exc)
+                settled = False
+            if not settled:
+                remaining.append(intent)
+        self.pending = remaining
+
+
+# Run on the book's owner thread, through AccountSync.in_book.
+def _load(book: AccountBook, store: Store) -> list[Intent]:
+    pending = store.pending_intents(book.account_id)
+    for intent in store.unfollowed_intents(book.account_id):
+        book.follow(_followed_of(intent))
+    return pending
+
+
+def _by_client_id(book: AccountBook, client_order_id: str) -> Order | None:
+    return book.orders.by_client_id(client_order_id)
+
+
+def _by_id(book: AccountBook, order_id: str) -> Order | None:
+    return book.orders.get(order_id)
 
 
 async def _resolve_intent(sync: AccountSync, intent: Intent) -> bool:
     client_id = intent.client_order_id
     request = _request_fields(intent.request_json)
     role = _role(request.get("role"))
-    known = sync.book.orders.by_client_id(client_id)
+    known = await sync.in_book(_by_client_id, client_id)
     if known is None:
         symbol = request.get("symbol")
         if not isinstance(symbol, str):
@@ -75,7 +107,7 @@ async def _resolve_intent(sync: AccountSync, intent: Intent) -> bool:
         event = resolve(None, adopt(answer, role), sync.clock.now())
         if event is not None:
             await sync.commit([event])
-        known = sync.book.orders.get(answer.id)
+        known = await sync.in_book(_by_id, answer.id)
         if known is None:
             return False
     elif role is not None and known.role is not role:
@@ -101,7 +133,7 @@ async def _release(sync: AccountSync, intent: Intent) -> bool:
     return True
 
 
-def followed_of(intent: Intent) -> Followed:
+def _followed_of(intent: Intent) -> Followed:
     """The order a resolved intent names, to be followed until the book has it."""
     request = _request_fields(intent.request_json)
     symbol = request.get("symbol")

@@ -15,11 +15,12 @@ open confirmed, pending intents resolved) and then repeats
 :mod:`nija_broker.sync.cycle`; the decisions in the pure
 :mod:`nija_broker.core.reconcile`.
 
-Book writes (SQLite) run on ONE dedicated thread, not ``asyncio.to_thread``:
-the store has a single writer anyway, so more threads would only queue on
-its lock, and one thread keeps each account's writes in the order they were
-decided. The event loop never waits on the disk, and shutting the thread
-down waits for queued writes: that is the store flush.
+Every read and change of a book (and every SQLite statement) runs on the
+books' :class:`~nija_broker.state.owner.Owner`, awaited through ``run_book``:
+the owner's one thread serialises the reconciler's commits with the guard's
+decisions and the bot's threads, in the order they were asked for, and the
+event loop never waits on the disk. Closing waits for the book writes already
+queued: that is the store flush.
 
 Health: a good cycle sets ``ok``; a failed one counts a consecutive failure
 (``degraded`` once the account had synced, ``syncing`` before) and backs that
@@ -33,7 +34,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self, TypeVar
 
 from nija_broker.core.clock import Clock
@@ -41,11 +41,11 @@ from nija_broker.core.errors import AccountFatal, NijaBrokerError, StateError
 from nija_broker.core.events import EventBus, HealthChanged, Subscription
 from nija_broker.core.health import AccountHealth, AccountLive, SyncState
 from nija_broker.core.settings import ReconcilerSettings
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.sync.cycle import AccountSync
 
 if TYPE_CHECKING:
-    from adapters.base import Exchange
+    from nija_broker.core.exchange import Exchange
 
 __all__ = ["Reconciler", "ReconcilerSettings"]
 
@@ -76,7 +76,7 @@ class Reconciler:
         self.bus = bus or EventBus()
         self.cycle_observers: list[Callable[[str, float, Exception | None], None]] = []
         """Called after every cycle with (account id, seconds, the error or None): metrics."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nija-book")
+        self._owner = books.owner
         self._accounts = {
             account_id: AccountSync(account_id, exchange, live[account_id], books=books,
                                     settings=self.settings, clock=clock, bus=self.bus,
@@ -153,8 +153,9 @@ class Reconciler:
         for result in results:
             if isinstance(result, Exception):
                 log.warning("closing an exchange failed: %s", result)
-        # Queued book writes finish here; nothing is lost on a clean shutdown.
-        await asyncio.to_thread(self._executor.shutdown, True)
+        # Book writes queued on the owner before this point finish here (it runs its jobs
+        # in order); nothing is lost on a clean shutdown. The owner itself is not ours.
+        await self._owner.acall(_barrier)
         self.bus.close()
 
     async def __aenter__(self) -> Self:
@@ -172,7 +173,7 @@ class Reconciler:
             raise KeyError(f"no account {account_id!r} in this reconciler") from None
 
     async def _run_book(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await self._owner.acall(fn)
 
     @staticmethod
     async def _close_exchange(sync: AccountSync, timeout_s: float) -> None:
@@ -244,3 +245,7 @@ def _failed(before: AccountHealth, exc: Exception, failed_after: int) -> Account
         state = SyncState.SYNCING
     return AccountHealth(state=state, last_success=before.last_success,
                          consecutive_failures=failures, last_error=text)
+
+
+def _barrier() -> None:
+    """A job that does nothing: once it ran, every job queued before it has."""

@@ -11,6 +11,15 @@ request (or after its reservation ended), 413 a body over 64 KiB, 422 a bad
 field (named; numbers must be JSON numbers, flags JSON booleans, integers at
 most 20 digits), 503 an intent the store could not journal (not allowed).
 
+Threads: :class:`ApiServer` serves on its own thread (``nija-api``) and event
+loop, so a guard call never queues behind the runtime loop's work (the
+reconciler's parsing, start-up syncs); ``bench/api_load.py`` measures it. Every
+read or change a handler makes of the guard, the books, the store or the status
+goes through one door, :func:`_owned`: one job on the state's owner thread. What
+belongs to the runtime's loop (its event bus) is reached only through
+``call_soon_threadsafe`` (the runtime's event sink does that); the Prometheus
+metrics are thread-safe.
+
 Endpoints::
 
     GET  /healthz                              per-account sync health (503 if any failed)
@@ -33,40 +42,40 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, TypeVarTuple
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from nija_broker.core.breakers import Breakers
-from nija_broker.core.clock import Clock
 from nija_broker.core.errors import ConfigError, StateError
-from nija_broker.core.health import AccountLive, SyncState
-from nija_broker.core.intent import Allowed, Blocked, Decision, OrderIntent, Reason
-from nija_broker.guard.board import verdict_view
-from nija_broker.guard.guard import Guard, GuardConflict, ReservationView
-from nija_broker.service.api_body import MAX_BODY_BYTES, ReservationCall, parse_intent, parse_object
-from nija_broker.service.prom import BrokerMetrics
-from nija_broker.service.status import account_status, status_document, status_rows
-from nija_broker.state.book import Books
+from nija_broker.core.health import SyncState
+from nija_broker.core.intent import Allowed, OrderIntent
+from nija_broker.guard.guard import GuardConflict
+from nija_broker.service import api_calls as calls
+from nija_broker.service.api_body import (
+    MAX_BODY_BYTES,
+    ReservationCall,
+    breaker_views,
+    decision_json,
+    jsonable,
+    parse_intent,
+    parse_object,
+    reservation_json,
+)
+from nija_broker.service.api_calls import ApiContext, UnknownAccount
+from nija_broker.service.api_thread import AppThread
+from nija_broker.service.status import status_document
+
+__all__ = ["CONTEXT", "ApiContext", "ApiServer", "UnknownAccount", "check_binding",
+           "create_app", "is_loopback"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger("nija_broker.api")
-
-
-@dataclass(frozen=True, slots=True)
-class ApiContext:
-    """What the API reads. The runtime builds it; tests can build it by hand."""
-
-    books: Books
-    live: Mapping[str, AccountLive]
-    guard: Guard
-    metrics: BrokerMetrics
-    clock: Clock
-    token: str | None = field(default=None, repr=False)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)
@@ -115,6 +124,9 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return _error(401, "missing or wrong bearer token", field="Authorization")
     try:
         return await handler(request)
+    except UnknownAccount as exc:
+        return _error(404, f"unknown account {exc.account_id!r}", field="account_id",
+                      account_id=exc.account_id)
     except web.HTTPException as exc:
         if exc.status == 404 and request.match_info.route.resource is None:
             return _error(404, f"no such endpoint: {request.method} {request.path}")
@@ -129,17 +141,15 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return _error(500, "internal error; the sidecar's log has the details")
 
 
-def _known(ctx: ApiContext, account_id: str) -> bool:
-    return account_id in ctx.live or account_id in ctx.books.accounts()
+async def _owned(fn: Callable[[ApiContext, *Ts], T], ctx: ApiContext, *args: *Ts) -> T:
+    """The one door from a handler to the guard, the books, the store and the status.
 
-
-def _account_or_404(request: web.Request) -> str | web.Response:
-    ctx = request.app[CONTEXT]
-    account_id = request.match_info["account_id"]
-    if not _known(ctx, account_id):
-        return _error(404, f"unknown account {account_id!r}", field="account_id",
-                      account_id=account_id)
-    return account_id
+    Every handler reaches that state only through here, one call per request: the
+    call runs on the state's owner thread (``ctx.books.owner``) as one job, and the
+    handler awaits its answer, so the API's loop never waits on the owner or on
+    SQLite, and a reply is one consistent view of the account.
+    """
+    return await ctx.books.owner.acall(fn, ctx, *args)
 
 
 def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int | web.Response:
@@ -188,20 +198,7 @@ def _validation_error(exc: ValidationError) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    accounts = {}
-    for account_id, live in sorted(ctx.live.items()):
-        # Degraded while its equity cannot be established; failed while its books cannot
-        # be read back from the store (entries fail closed then).
-        book = ctx.books.get(account_id) if account_id in ctx.books else None
-        health = live.reported_health(book.degraded_reason if book is not None else None)
-        accounts[account_id] = {
-            "state": health.state.value,
-            "last_success": health.last_success.isoformat() if health.last_success else None,
-            "consecutive_failures": health.consecutive_failures,
-            "last_error": health.last_error,
-            "unvalued_holdings": list(live.unvalued_holdings),
-        }
+    accounts = await _owned(calls.health, request.app[CONTEXT])
     states = {a["state"] for a in accounts.values()}
     failed = SyncState.FAILED.value in states
     overall = "failed" if failed else "ok" if states <= {SyncState.OK.value} else "degraded"
@@ -212,107 +209,68 @@ async def healthz(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     now = ctx.clock.now()
-    rows = status_rows(ctx.books, ctx.live, now, breakers=ctx.guard.breaker_report)
+    rows = await _owned(calls.rows, ctx, now)
     return web.json_response(status_document(rows, now))
 
 
 async def get_account(request: web.Request) -> web.Response:
-    found = _account_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     ctx = request.app[CONTEXT]
-    breakers = ctx.guard.breaker_report(found)
-    row = account_status(ctx.books.get(found), ctx.live.get(found), ctx.clock.now(), breakers)
+    row, breakers = await _owned(calls.account_row, ctx, request.match_info["account_id"],
+                                 ctx.clock.now())
     view = row.model_dump(mode="json")
-    view["breakers"] = _breaker_views(breakers)
+    view["breakers"] = breaker_views(breakers)
     return web.json_response(view)
-
-
-def _breaker_views(breakers: Breakers | None) -> dict[str, Any]:
-    return {rule: verdict_view(v) for rule, v in (breakers.verdicts.items() if breakers else ())}
 
 
 async def account_resume(request: web.Request) -> web.Response:
     """Clear the account's tripped circuit breakers (journaled); they trip again only when
     their figures get worse than they are now."""
-    found = _account_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     ctx = request.app[CONTEXT]
-    breakers, resumed = ctx.guard.resume(found)
-    return web.json_response({"account_id": found, "at": ctx.clock.now().isoformat(),
-                              "resumed": resumed, "breakers": _breaker_views(breakers)})
+    account_id = request.match_info["account_id"]
+    breakers, resumed = await _owned(calls.resume, ctx, account_id)
+    return web.json_response({"account_id": account_id, "at": ctx.clock.now().isoformat(),
+                              "resumed": resumed, "breakers": breaker_views(breakers)})
 
 
 async def account_orders(request: web.Request) -> web.Response:
-    found = _account_or_404(request)
-    if isinstance(found, web.Response):
-        return found
+    account_id = request.match_info["account_id"]
     which = request.query.get("status", "open")
     if which not in ("open", "live", "all"):
         return _error(422, f"status must be open, live or all, got {which!r}", field="status")
-    tracker = request.app[CONTEXT].books.get(found).orders
-    orders = {"open": tracker.open_orders, "live": tracker.live_orders,
-              "all": tracker.orders}[which]()
-    return web.json_response({"account_id": found,
+    orders = await _owned(calls.orders, request.app[CONTEXT], account_id, which)
+    return web.json_response({"account_id": account_id,
                               "orders": [o.model_dump(mode="json") for o in orders]})
 
 
-def _account_and_limit(request: web.Request) -> tuple[str, int] | web.Response:
-    """The path's account (404 if unknown) and the ``limit`` query (422 if bad)."""
-    found = _account_or_404(request)
-    if isinstance(found, web.Response):
-        return found
+async def account_trades(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100, 10_000)
     if isinstance(limit, web.Response):
         return limit
-    return found, limit
-
-
-async def account_trades(request: web.Request) -> web.Response:
-    asked = _account_and_limit(request)
-    if isinstance(asked, web.Response):
-        return asked
-    found, limit = asked
-    ctx = request.app[CONTEXT]
-    store = ctx.books.store
-    trades = (store.trades(found, limit=limit) if store is not None
-              else ctx.books.get(found).performance.trade_history(limit))
-    return web.json_response({"account_id": found,
+    account_id = request.match_info["account_id"]
+    trades = await _owned(calls.trades, request.app[CONTEXT], account_id, limit)
+    return web.json_response({"account_id": account_id,
                               "trades": [t.model_dump(mode="json") for t in trades]})
 
 
 async def account_decisions(request: web.Request) -> web.Response:
-    asked = _account_and_limit(request)
-    if isinstance(asked, web.Response):
-        return asked
-    found, limit = asked
+    limit = _int_query(request, "limit", 100, 10_000)
+    if isinstance(limit, web.Response):
+        return limit
+    account_id = request.match_info["account_id"]
     blocked_only = request.query.get("blocked_only", "false").lower() in ("1", "true", "yes")
-    ctx = request.app[CONTEXT]
-    records = ctx.guard.decisions(found, limit=limit, blocked_only=blocked_only)
-    return web.json_response({"account_id": found, "decisions": [
+    records = await _owned(calls.decisions, request.app[CONTEXT], account_id, limit, blocked_only)
+    return web.json_response({"account_id": account_id, "decisions": [
         {"at": r.ts.isoformat(), "allowed": r.allowed, "rule": r.rule, "reason": r.reason,
          "client_order_id": r.client_order_id, "symbol": r.symbol,
-         "side": r.side.value if r.side else None, "figures": _jsonable(r.figures)}
+         "side": r.side.value if r.side else None, "figures": jsonable(r.figures)}
         for r in records
     ]})
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON has no infinity: say it in words rather than emit invalid JSON."""
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.metrics.refresh(ctx.books, ctx.live, ctx.clock.now())
-    body, content_type = ctx.metrics.render()
+    await _owned(calls.refresh_metrics, ctx, ctx.clock.now())
+    body, content_type = ctx.metrics.render()  # prometheus_client's registry is thread-safe
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
@@ -321,36 +279,14 @@ async def metrics(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------- guard
 
 
-def _reason_json(reason: Reason) -> dict[str, Any]:
-    return {"rule": reason.rule, "reason": reason.message, "figures": _jsonable(reason.figures)}
-
-
-def _decision_json(decision: Decision) -> dict[str, Any]:
-    intent = decision.intent
-    answer: dict[str, Any] = {"allowed": decision.allowed, "account_id": intent.account_id,
-                              "client_order_id": intent.client_order_id,
-                              "figures": _jsonable(decision.figures)}
-    if isinstance(decision, Blocked):
-        answer.update(rule=decision.rule, reason=decision.reason)
-    else:
-        answer.update(rule=None, reason=None,
-                      warnings=[_reason_json(w) for w in decision.warnings])
-    return answer
-
-
 async def _intent_from(request: web.Request) -> OrderIntent | web.Response:
     parsed = await _json_body(request)
     if isinstance(parsed, web.Response):
         return parsed
     try:
-        intent = parse_intent(parsed[0])
+        return parse_intent(parsed[0])
     except ValidationError as exc:
         return _validation_error(exc)
-    ctx = request.app[CONTEXT]
-    if not _known(ctx, intent.account_id):
-        return _error(404, f"unknown account {intent.account_id!r}", field="account_id",
-                      account_id=intent.account_id)
-    return intent
 
 
 def _conflict(exc: GuardConflict) -> web.Response:
@@ -361,8 +297,8 @@ async def guard_check(request: web.Request) -> web.Response:
     intent = await _intent_from(request)
     if isinstance(intent, web.Response):
         return intent
-    decision = request.app[CONTEXT].guard.check(intent)
-    return web.json_response(_decision_json(decision))
+    decision = await _owned(calls.check, request.app[CONTEXT], intent)
+    return web.json_response(decision_json(decision))
 
 
 async def guard_reserve(request: web.Request) -> web.Response:
@@ -371,13 +307,13 @@ async def guard_reserve(request: web.Request) -> web.Response:
         return intent
     ctx = request.app[CONTEXT]
     try:
-        decision = ctx.guard.decide(intent)
+        decision = await _owned(calls.decide, ctx, intent)
     except GuardConflict as exc:
         return _conflict(exc)
     except StateError as exc:
         return _error(503, f"the intent could not be journaled, so it is not allowed: {exc}",
                       field="client_order_id", client_order_id=intent.client_order_id)
-    answer = _decision_json(decision)
+    answer = decision_json(decision)
     if isinstance(decision, Allowed) and decision.reservation is not None:
         reservation = decision.reservation
         answer.update(reservation_id=reservation.id,
@@ -394,12 +330,8 @@ async def _reservation_call(request: web.Request, confirm: bool) -> web.Response
     except ValidationError as exc:
         return _validation_error(exc)
     reservation_id = call.reservation_id
-    guard = request.app[CONTEXT].guard
     try:
-        if confirm:
-            guard.confirm(reservation_id, call.order_id)
-        else:
-            guard.release(reservation_id)
+        await _owned(calls.settle, request.app[CONTEXT], call, confirm)
     except GuardConflict as exc:
         return _conflict(exc)
     except (KeyError, StateError) as exc:
@@ -409,24 +341,11 @@ async def _reservation_call(request: web.Request, confirm: bool) -> web.Response
                               "status": "confirmed" if confirm else "released"})
 
 
-def _view_json(view: ReservationView) -> dict[str, Any]:
-    r = view.reservation
-    return {"reservation_id": r.id, "state": view.state, "why": view.why,
-            "symbol": r.symbol, "side": r.side.value, "type": r.type.value,
-            "is_entry": r.is_entry, "reserved_usd": r.reserved_usd,
-            "client_order_id": r.client_order_id, "order_id": view.order_id,
-            "created_at": r.created_at.isoformat(), "age_s": view.age_s,
-            "expires_in_s": view.expires_in_s,
-            "unknown_to_exchange_s": view.unknown_to_exchange_s}
-
-
 async def account_reservations(request: web.Request) -> web.Response:
-    found = _account_or_404(request)
-    if isinstance(found, web.Response):
-        return found
-    views = request.app[CONTEXT].guard.reservation_views(found)
-    return web.json_response({"account_id": found,
-                              "reservations": [_view_json(v) for v in views]})
+    account_id = request.match_info["account_id"]
+    views = await _owned(calls.reservations, request.app[CONTEXT], account_id)
+    return web.json_response({"account_id": account_id,
+                              "reservations": [reservation_json(v) for v in views]})
 
 
 async def guard_confirm(request: web.Request) -> web.Response:
@@ -457,35 +376,39 @@ def create_app(ctx: ApiContext) -> web.Application:
 
 
 class ApiServer:
-    """The API on a TCP port, as an async context manager."""
+    """The API on a TCP port, on its own thread (``nija-api``) and event loop
+    (:class:`~nija_broker.service.api_thread.AppThread`), as an async context manager:
+    :meth:`start` returns once the port listens (or raises why it could not bind);
+    :meth:`aclose` stops intake, lets the requests in flight answer, and returns once
+    the thread has ended. Safe twice."""
 
     def __init__(self, ctx: ApiContext, host: str = "127.0.0.1", port: int = 8765) -> None:
         check_binding(host, ctx.token)
         self.ctx = ctx
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
+        self._served: AppThread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread serving the API while it runs."""
+        return self._served.thread if self._served is not None else None
+
     async def start(self) -> None:
-        runner = web.AppRunner(create_app(self.ctx), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
-        self._runner = runner
+        if self._served is not None:
+            raise StateError("the API server is already started")
+        self._served = AppThread(lambda: create_app(self.ctx), self.host, self.port,
+                                 name="nija-api")
+        self.port = await self._served.start()
 
     async def aclose(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        served = self._served
+        if served is not None:
+            await served.aclose()
 
     async def __aenter__(self) -> ApiServer:
         await self.start()

@@ -1,6 +1,10 @@
-"""Request bodies of the HTTP API, read with limits and validated with strict types.
+"""Bodies of the HTTP API: requests read with limits and strict types, answers as JSON.
 
-Pure: bytes in, a value or a :class:`BodyProblem` out. What a guard request may
+Pure: bytes in, a value or a :class:`BodyProblem` out; guard values in, JSON
+objects out (:func:`decision_json`, :func:`reservation_json`), so a handler
+renders its answer without touching the state the answer came from.
+
+Requests: What a guard request may
 hold is small and flat, so anything far beyond it is refused before it costs
 anything: a body over :data:`MAX_BODY_BYTES` (413), nesting deeper than
 :data:`MAX_JSON_DEPTH` (checked before parsing, without recursion: Python's
@@ -17,13 +21,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from nija_broker.core.intent import OrderIntent
+from nija_broker.core.intent import Blocked, Decision, OrderIntent, Reason
 from nija_broker.core.models import NonBlank
+from nija_broker.guard.board import verdict_view
+
+if TYPE_CHECKING:
+    from nija_broker.core.breakers import Breakers
+    from nija_broker.guard.state import ReservationView
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -31,8 +41,12 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "BodyProblem",
     "ReservationCall",
+    "breaker_views",
+    "decision_json",
+    "jsonable",
     "parse_intent",
     "parse_object",
+    "reservation_json",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
@@ -137,3 +151,50 @@ def parse_intent(raw: bytes) -> OrderIntent:
     """Strict validation of a body :func:`parse_object` accepted; pydantic's
     ``ValidationError`` names each bad field."""
     return OrderIntent.model_validate_json(raw, strict=True)
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def jsonable(value: Any) -> Any:
+    """JSON has no infinity: say it in words rather than emit invalid JSON."""
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _reason_json(reason: Reason) -> dict[str, Any]:
+    return {"rule": reason.rule, "reason": reason.message, "figures": jsonable(reason.figures)}
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """``{allowed, account_id, client_order_id, figures, rule, reason[, warnings]}``."""
+    intent = decision.intent
+    answer: dict[str, Any] = {"allowed": decision.allowed, "account_id": intent.account_id,
+                              "client_order_id": intent.client_order_id,
+                              "figures": jsonable(decision.figures)}
+    if isinstance(decision, Blocked):
+        answer.update(rule=decision.rule, reason=decision.reason)
+    else:
+        answer.update(rule=None, reason=None,
+                      warnings=[_reason_json(w) for w in decision.warnings])
+    return answer
+
+
+def breaker_views(breakers: Breakers | None) -> dict[str, Any]:
+    return {rule: verdict_view(v) for rule, v in (breakers.verdicts.items() if breakers else ())}
+
+
+def reservation_json(view: ReservationView) -> dict[str, Any]:
+    r = view.reservation
+    return {"reservation_id": r.id, "state": view.state, "why": view.why,
+            "symbol": r.symbol, "side": r.side.value, "type": r.type.value,
+            "is_entry": r.is_entry, "reserved_usd": r.reserved_usd,
+            "client_order_id": r.client_order_id, "order_id": view.order_id,
+            "created_at": r.created_at.isoformat(), "age_s": view.age_s,
+            "expires_in_s": view.expires_in_s,
+            "unknown_to_exchange_s": view.unknown_to_exchange_s}

@@ -79,6 +79,16 @@ def _check_config(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- run
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1 s, got {text}")
+    return value
+
+
 async def _serve(config: Config) -> None:
     from nija_broker.service.runtime import Broker
 
@@ -104,6 +114,14 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     configure_logging(args.log_level)
+    # The sidecar's own process only (never a bot embedding the broker): while the
+    # reconciler's thread parses, the API thread waits for the GIL, which CPython hands
+    # over every switch interval (5 ms by default). Measured with bench/api_load.py
+    # (300 accounts x 20 orders, 2 cores), 1 ms and 0.5 ms did not lower the loaded guard
+    # p99 beyond the run-to-run noise, so the interpreter's own stays unless asked.
+    switch_interval_s = sys.getswitchinterval()
+    if args.switch_interval_s is not None:
+        sys.setswitchinterval(args.switch_interval_s)
     try:
         asyncio.run(_serve(config))
     except ConfigError as exc:
@@ -118,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
         # The store failed while running (disk full, I/O error): one line, not a traceback.
         print(f"nija-broker: the store {config.store.path} failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        sys.setswitchinterval(switch_interval_s)  # a caller's own process (tests) as it was
     return 0
 
 
@@ -152,7 +172,7 @@ def _call_api(url: str, path: str, token: str | None, *, post: bool = False,
 def _status_from_store(config: Config) -> dict[str, Any]:
     """No sidecar running: read the store (sync state then shows as offline)."""
     from nija_broker.service.status import status_document, status_rows
-    from nija_broker.state.book import Books
+    from nija_broker.state.books import Books
     from nija_broker.state.store import Store
 
     path = Path(config.store.path)
@@ -236,7 +256,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from nija_broker.service.report import write_report
-    from nija_broker.state.book import Books
+    from nija_broker.state.books import Books
     from nija_broker.state.store import Store
 
     config = _load(args.config)
@@ -297,7 +317,7 @@ def _import_seed_state(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from adapters.emulator.__main__ import main as emulator_main
+    from nija_broker.demo.demo import run_emulator as emulator_main
 
     argv = ["--host", args.host, "--port", str(args.port), "--seed", str(args.seed)]
     if args.dialect != "binance":
@@ -335,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the sidecar: reconciler for every account + HTTP API")
     run.add_argument("--config", required=True, help="path to the TOML configuration")
     run.add_argument("--log-level", default="INFO")
+    run.add_argument("--switch-interval-s", type=_positive_seconds, default=None,
+                     help="how often CPython may hand the GIL to another thread (default: "
+                          "Python's own, 0.005): a bound on how long a guard call waits while "
+                          "the reconciler parses (bench/api_load.py measures it)")
     run.set_defaults(handler=_run)
 
     status = commands.add_parser("status", help="per-account rows: tier, equity, held capital, "

@@ -1,0 +1,164 @@
+"""What the API's handlers read and change: each function is one call through the door.
+
+A handler parses its request, makes one of these calls through
+:func:`nija_broker.service.api._owned` (the one door to the state's owner) and
+renders the value it gets back; nothing here touches aiohttp, and nothing in a
+handler touches the guard, the books, the store or the status but through here.
+An account nobody configured or stored raises :class:`UnknownAccount` (a JSON 404).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nija_broker.core.breakers import Breakers
+from nija_broker.core.clock import Clock
+from nija_broker.core.health import AccountLive
+from nija_broker.core.intent import Decision, OrderIntent
+from nija_broker.core.models import Order, TradeRecord
+from nija_broker.guard.guard import Guard, ReservationView
+from nija_broker.service.api_body import ReservationCall
+from nija_broker.service.prom import BrokerMetrics
+from nija_broker.service.status import AccountStatus, account_status, status_rows
+from nija_broker.state.books import Books
+from nija_broker.state.store import DecisionRecord
+
+__all__ = [
+    "ApiContext",
+    "UnknownAccount",
+    "account_row",
+    "check",
+    "decide",
+    "decisions",
+    "health",
+    "orders",
+    "refresh_metrics",
+    "require",
+    "reservations",
+    "resume",
+    "rows",
+    "settle",
+    "trades",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """What the API reads. The runtime builds it; tests can build it by hand."""
+
+    books: Books
+    live: Mapping[str, AccountLive]
+    guard: Guard
+    metrics: BrokerMetrics
+    clock: Clock
+    token: str | None = field(default=None, repr=False)
+
+
+class UnknownAccount(LookupError):
+    """Raised inside an owned call for an account nobody configured or stored: a JSON 404."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        super().__init__(account_id)
+
+
+def require(ctx: ApiContext, account_id: str) -> None:
+    """The account is configured (has a live view) or has books in the store."""
+    if account_id not in ctx.live and account_id not in ctx.books.accounts():
+        raise UnknownAccount(account_id)
+
+
+def health(ctx: ApiContext) -> dict[str, dict[str, Any]]:
+    """Each account's reported health; ``syncing`` until its first sync."""
+    accounts = {}
+    for account_id, live in sorted(ctx.live.items()):
+        # Degraded while its equity cannot be established; failed while its books cannot
+        # be read back from the store (entries fail closed then).
+        book = ctx.books.get(account_id) if account_id in ctx.books else None
+        shown = live.reported_health(book.degraded_reason if book is not None else None)
+        accounts[account_id] = {
+            "state": shown.state.value,
+            "last_success": shown.last_success.isoformat() if shown.last_success else None,
+            "consecutive_failures": shown.consecutive_failures,
+            "last_error": shown.last_error,
+            "unvalued_holdings": list(live.unvalued_holdings),
+        }
+    return accounts
+
+
+def rows(ctx: ApiContext, now: datetime) -> list[AccountStatus]:
+    """A status row per account."""
+    return status_rows(ctx.books, ctx.live, now, breakers=ctx.guard.breaker_report)
+
+
+def account_row(ctx: ApiContext, account_id: str,
+         now: datetime) -> tuple[AccountStatus, Breakers | None]:
+    """One account's status row and its breakers."""
+    require(ctx, account_id)
+    breakers = ctx.guard.breaker_report(account_id)
+    return account_status(ctx.books.get(account_id), ctx.live.get(account_id), now,
+                          breakers), breakers
+
+
+def resume(ctx: ApiContext, account_id: str) -> tuple[Breakers | None, list[str]]:
+    """The account's tripped breakers cleared (journaled)."""
+    require(ctx, account_id)
+    breakers, resumed = ctx.guard.resume(account_id)
+    return breakers, list(resumed)
+
+
+def orders(ctx: ApiContext, account_id: str, which: str) -> list[Order]:
+    """The account's open, live or all orders."""
+    require(ctx, account_id)
+    tracker = ctx.books.get(account_id).orders
+    return {"open": tracker.open_orders, "live": tracker.live_orders,
+            "all": tracker.orders}[which]()
+
+
+def trades(ctx: ApiContext, account_id: str, limit: int) -> list[TradeRecord]:
+    """The account's latest trades, from the store when there is one."""
+    require(ctx, account_id)
+    store = ctx.books.store
+    return (store.trades(account_id, limit=limit) if store is not None
+            else ctx.books.get(account_id).performance.trade_history(limit))
+
+
+def decisions(ctx: ApiContext, account_id: str, limit: int,
+               blocked_only: bool) -> list[DecisionRecord]:
+    """The guard's latest decisions for the account."""
+    require(ctx, account_id)
+    return list(ctx.guard.decisions(account_id, limit=limit, blocked_only=blocked_only))
+
+
+def refresh_metrics(ctx: ApiContext, now: datetime) -> None:
+    """The per-account gauges read from the books and live views."""
+    ctx.metrics.refresh(ctx.books, ctx.live, now)
+
+
+def check(ctx: ApiContext, intent: OrderIntent) -> Decision:
+    """The guard's dry run."""
+    require(ctx, intent.account_id)
+    return ctx.guard.check(intent)
+
+
+def decide(ctx: ApiContext, intent: OrderIntent) -> Decision:
+    """Judge and reserve (the intent journaled before an allowed answer)."""
+    require(ctx, intent.account_id)
+    return ctx.guard.decide(intent)
+
+
+def settle(ctx: ApiContext, call: ReservationCall, confirm: bool) -> None:
+    """A reservation confirmed (the exchange took the order) or released."""
+    if confirm:
+        ctx.guard.confirm(call.reservation_id, call.order_id)
+    else:
+        ctx.guard.release(call.reservation_id)
+
+
+def reservations(ctx: ApiContext, account_id: str) -> list[ReservationView]:
+    """What the guard holds for the account now, and why."""
+    require(ctx, account_id)
+    return ctx.guard.reservation_views(account_id)

@@ -64,7 +64,7 @@ from nija_broker.core.models import Balance, Market, Order, OrderRole, OrderType
 from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
 from nija_broker.guard.guard import Guard
 from nija_broker.guard.guarded import GuardedExchange
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 
 GOAL_P99_US = 50.0

@@ -35,7 +35,7 @@ from nija_broker.core.events import OrderFilled
 from nija_broker.core.health import AccountLive
 from nija_broker.core.models import Market, OrderType, Side
 from nija_broker.core.tiers import TierTable
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,

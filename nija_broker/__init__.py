@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __geta
         guarded,
         market_order_reader,
     )
+    from nija_broker.service.broker_thread import BrokerThread
     from nija_broker.service.config import (
         AccountConfig,
         Config,
@@ -73,8 +74,9 @@ if TYPE_CHECKING:  # the real imports, for mypy and IDEs; at run time see __geta
         config_problems,
         load_config,
     )
-    from nija_broker.service.runtime import Broker, BrokerThread
-    from nija_broker.state.book import AccountBook, Books, BookSettings
+    from nija_broker.service.runtime import Broker
+    from nija_broker.state.book import AccountBook, BookSettings
+    from nija_broker.state.books import Books
     from nija_broker.state.store import Store, StoreLock, StoreLocked
     from nija_broker.state.store_async import AsyncStore
     from nija_broker.sync.reconciler import Reconciler
@@ -97,10 +99,10 @@ _EXPORTS: dict[str, str] = {
     "Balance": "core.models",
     "Blocked": "core.intent",
     "BookSettings": "state.book",
-    "Books": "state.book",
+    "Books": "state.books",
     "Breakers": "core.breakers",
     "Broker": "service.runtime",
-    "BrokerThread": "service.runtime",
+    "BrokerThread": "service.broker_thread",
     "Clock": "core.clock",
     "Config": "service.config",
     "ConfigError": "core.errors",

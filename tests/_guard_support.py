@@ -15,13 +15,15 @@ import pytest
 
 from adapters.sim import SimEngine, SimExchange
 from nija_broker.core.clock import FakeClock
+from nija_broker.core.events import IntentReleased, IntentResolved
 from nija_broker.core.health import AccountHealth, AccountLive, SyncState
 from nija_broker.core.intent import OrderIntent
 from nija_broker.core.models import Balance, Market
 from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
 from nija_broker.guard.guard import Guard, GuardSettings
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
+from nija_broker.sync.reconciler import Reconciler
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 TABLE = TierTable(DEFAULT_TIERS)
@@ -64,6 +66,28 @@ def make_guard(store: Store | None, clock: FakeClock, live: dict[str, AccountLiv
         for symbol, price in PRICES.items():
             books.get(account_id).orders.set_last_price(symbol, price)
     return guard
+
+
+async def settle_at_startup(guard: Guard, exchange: SimExchange,
+                            clock: FakeClock) -> tuple[set[str], set[str]]:
+    """What a restart does with the intents it found unresolved: the reconciler's start-up
+    looks each up by client order id and the runtime settles the guard's reservation.
+    Returns the client order ids (resolved, released)."""
+    reconciler = Reconciler(guard.books, {exchange.account_id: exchange}, guard.live,
+                            clock=clock)
+    resolved: set[str] = set()
+    released: set[str] = set()
+    with reconciler.subscribe() as events:
+        await reconciler.startup(exchange.account_id)
+        for event in events.drain():
+            if isinstance(event, IntentResolved | IntentReleased):
+                guard.settle_client_id(event.account_id, event.client_order_id,
+                                       resolved=isinstance(event, IntentResolved),
+                                       order_id=getattr(event, "order_id", None))
+                (resolved if isinstance(event, IntentResolved) else released).add(
+                    event.client_order_id)
+    await reconciler.aclose()
+    return resolved, released
 
 
 def open_store(path: Path) -> Store:

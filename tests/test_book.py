@@ -12,7 +12,8 @@ import pytest
 
 from nija_broker.core.errors import IllegalTransition, StateError
 from nija_broker.core.models import Fill, Order, OrderStatus, TradeRecord
-from nija_broker.state.book import AccountBook, Books
+from nija_broker.state.book import AccountBook
+from nija_broker.state.books import Books
 from nija_broker.state.store import AccountSnapshot, BatchResult, Store, StoreBatch
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -191,10 +192,10 @@ def test_a_batch_updating_one_order_twice_is_checked_step_by_step(tmp_path: Path
 class _UnreadableStore(_FailingStore):
     unreadable = False
 
-    def load_account(self, account_id: str, *, since: datetime | None = None) -> AccountSnapshot:
+    def load_account(self, account_id: str, **bounds: Any) -> AccountSnapshot:
         if self.unreadable:
             raise sqlite3.DatabaseError("database disk image is malformed")
-        return super().load_account(account_id, since=since)
+        return super().load_account(account_id, **bounds)
 
 
 def test_a_failed_reload_keeps_the_last_good_state_and_marks_the_book_degraded(

@@ -17,7 +17,8 @@ import pytest
 
 from nija_broker.core.errors import IllegalTransition
 from nija_broker.core.models import Fill, Order, OrderStatus, OrderType, Side
-from nija_broker.state.book import AccountBook, Books, ImpossibleFills
+from nija_broker.state.book import AccountBook, ImpossibleFills
+from nija_broker.state.books import Books
 from nija_broker.state.schema import MIGRATIONS, migrate
 from nija_broker.state.store import Store
 

@@ -36,7 +36,7 @@ from nija_broker.core.health import AccountHealth, AccountLive, SyncState
 from nija_broker.core.models import Balance, OrderRole, TradeRecord
 from nija_broker.core.tiers import DEFAULT_TIERS, MICRO_CAP, SMALL_CAP, STANDARD, TierTable
 from nija_broker.guard.guard import Guard
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 
 ALICE = "USER:alice"
 DAY = datetime(2026, 3, 2, tzinfo=UTC)

@@ -20,7 +20,7 @@ from adapters.sim import SimEngine
 from nija_broker.core.clock import SystemClock
 from nija_broker.core.models import Market, Order, TradeRecord
 from nija_broker.service.cli import main
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

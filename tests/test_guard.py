@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import OrderRequest
+from adapters.sim import SimExchange
 from nija_broker.core.clock import FakeClock
 from nija_broker.core.errors import EntryBlocked, StateError
 from nija_broker.core.health import AccountLive, SyncState
@@ -26,6 +27,7 @@ from ._guard_support import (
     make_guard,
     open_store,
     sell,
+    settle_at_startup,
     sim,
     usd,
 )
@@ -313,8 +315,8 @@ async def test_restart_after_the_order_reached_the_exchange_confirms_it(
         [restored] = guard.restore_pending(ALICE)
         assert restored.client_order_id == reservation.client_order_id
         assert guard.decide(buy()).rule == "duplicate_symbol_entry"  # type: ignore[union-attr]
-        report = await guard.resolve_pending(exchange, ALICE)
-        assert report.confirmed == (reservation.client_order_id,)
+        resolved, _ = await settle_at_startup(guard, exchange, clock)
+        assert resolved == {reservation.client_order_id}
         assert store.pending_intents(ALICE) == []
         order = guard.books.get(ALICE).orders.by_client_id(reservation.client_order_id)
         assert order is not None
@@ -327,20 +329,22 @@ async def test_restart_after_the_order_reached_the_exchange_confirms_it(
 async def test_restart_before_the_order_left_releases_it_once_the_exchange_does_not_know_it(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    _, exchange = sim(clock)
+    engine, exchange = sim(clock)
     with open_store(tmp_path) as store:
         guard = make_guard(store, clock, {ALICE: account_live()})
         reservation = guard.reserve(buy())
         # The process dies before the request is sent.
     with open_store(tmp_path) as store:
         guard = make_guard(store, clock, {ALICE: account_live()})
-        first = await guard.resolve_pending(exchange, ALICE)
+        guard.restore_pending(ALICE)
+        resolved, released = await settle_at_startup(guard, exchange, clock)
         # Too young to trust "not found": a just-placed order may not be visible yet.
-        assert first.unresolved == (reservation.client_order_id,)
+        assert (resolved, released) == (set(), set())
         assert not guard.decide(buy()).allowed
         clock.advance(61.0)
-        report = await guard.resolve_pending(exchange, ALICE)
-        assert report.released == (reservation.client_order_id,)
+        # The next start-up (the first one's reconciler closed its exchange).
+        _, released = await settle_at_startup(guard, SimExchange(engine, ALICE), clock)
+        assert released == {reservation.client_order_id}
         assert store.pending_intents(ALICE) == []
         assert guard.decide(buy()).allowed
     assert exchange.calls["create_order"] == 0

@@ -28,7 +28,7 @@ from nija_broker.guard.rules import (
     positions_of,
 )
 from nija_broker.service.config import AccountConfig
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 
 TABLE = TierTable(DEFAULT_TIERS)
 BELOW_MIN, MICRO, SMALL, STANDARD = (TABLE.get(n) for n in (

@@ -25,7 +25,7 @@ from nija_broker.guard.guarded import GuardedExchange, guard_submit, market_orde
 from nija_broker.state.store import Store
 
 from . import _guard_support
-from ._guard_support import ALICE, T0, account_live, make_guard, sim
+from ._guard_support import ALICE, T0, account_live, make_guard, settle_at_startup, sim
 
 # The guard tests' shared fixtures, bound here by name so pytest finds them.
 clock = _guard_support.clock
@@ -113,8 +113,8 @@ async def test_an_order_whose_answer_was_lost_keeps_its_place_until_resolved(
     with pytest.raises(EntryBlocked):
         await exchange.create_order(market_buy())
     faults.set_plan(FaultPlan())
-    report = await guard.resolve_pending(inner, ALICE)
-    assert report.confirmed == (intent.client_order_id,)
+    resolved, _ = await settle_at_startup(guard, inner, clock)
+    assert resolved == {intent.client_order_id}
     assert inner.calls["create_order"] == 1
     assert len(engine.open_orders(ALICE)) + len(engine.fills) >= 1
 

@@ -20,7 +20,7 @@ from nija_broker.core.tiers import TierTable
 from nija_broker.service.config import parse_config
 from nija_broker.service.prom import BrokerMetrics
 from nija_broker.service.runtime import Broker
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 

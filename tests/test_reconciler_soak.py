@@ -32,7 +32,7 @@ from nija_broker.core.events import OrderEvent
 from nija_broker.core.health import AccountLive
 from nija_broker.core.models import OrderType, Side
 from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 

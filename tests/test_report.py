@@ -21,7 +21,8 @@ from nija_broker.service.report import (
     report_filename,
     write_report,
 )
-from nija_broker.state.book import AccountBook, Books
+from nija_broker.state.book import AccountBook
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store, StoreBatch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -22,8 +22,9 @@ from nija_broker.core.health import SyncState
 from nija_broker.core.intent import Blocked, OrderIntent
 from nija_broker.core.models import Market, OrderStatus, OrderType, Side
 from nija_broker.guard.guarded import guard_submit, market_order_reader
+from nija_broker.service.broker_thread import BrokerThread
 from nija_broker.service.config import parse_config
-from nija_broker.service.runtime import Broker, BrokerThread
+from nija_broker.service.runtime import Broker
 from nija_broker.sync.reconciler import ReconcilerSettings
 
 pytestmark = pytest.mark.integration

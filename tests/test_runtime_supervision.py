@@ -18,7 +18,7 @@ from nija_broker.core.intent import Blocked, OrderIntent
 from nija_broker.core.models import Market
 from nija_broker.service.config import parse_config
 from nija_broker.service.runtime import Broker
-from nija_broker.sync.reconciler import ReconcilerSettings
+from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 ALICE, PLATFORM = "USER_alice_binance", "PLATFORM"
 BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
@@ -42,8 +42,8 @@ def _entry(account_id: str) -> OrderIntent:
     return OrderIntent(account_id=account_id, symbol="BTC/USDT", side="buy", size_usd=10.0)
 
 
-def _task(broker: Broker, name: str) -> asyncio.Task[None]:
-    (task,) = [t for t in broker._tasks if t.get_name() == name]
+def _task(name: str) -> asyncio.Task[object]:
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == name]
     return task
 
 
@@ -55,10 +55,9 @@ async def test_a_killed_reconciler_fails_every_account_and_micro_cap_entries_fai
         assert broker.reconciler is not None
         events = broker.reconciler.subscribe()
         assert broker.check(_entry(ALICE)).allowed
-        reconciler = _task(broker, "broker:reconciler")
+        reconciler = _task("broker:reconciler")
         reconciler.cancel()
         await asyncio.gather(reconciler, return_exceptions=True)
-        await asyncio.sleep(0)  # the done callback runs on the next turn of the loop
         assert {a: live.health.state for a, live in broker.live.items()} == {
             ALICE: SyncState.FAILED, PLATFORM: SyncState.FAILED}
         assert "broker:reconciler was cancelled" in str(broker.live[ALICE].health.last_error)
@@ -73,21 +72,37 @@ async def test_a_killed_reconciler_fails_every_account_and_micro_cap_entries_fai
 
 
 @pytest.mark.asyncio
-async def test_a_crashed_task_is_logged_with_its_traceback(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_crashed_reconciler_is_logged_with_its_traceback_and_fails_every_account(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.ERROR, logger="nija_broker.runtime")
+    crashed = asyncio.Event()
 
-    async def crash() -> None:
+    async def crash(self: Reconciler) -> None:
+        crashed.set()
         raise RuntimeError("poller bug")
 
+    monkeypatch.setattr(Reconciler, "run", crash)
     async with _broker(tmp_path) as broker:
-        task = broker._supervised(crash(), "broker:reconciler-test")
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.sleep(0)
-        (record,) = [r for r in caplog.records if "reconciler-test" in r.getMessage()]
+        await crashed.wait()
+        await asyncio.sleep(0)  # the member's handler runs as the error leaves it
+        (record,) = [r for r in caplog.records if "broker:reconciler" in r.getMessage()]
         assert "crashed: RuntimeError: poller bug" in record.getMessage()
         assert record.exc_info is not None
-        assert broker.live[ALICE].health.state is SyncState.FAILED
+        assert {a: live.health.state for a, live in broker.live.items()} == {
+            ALICE: SyncState.FAILED, PLATFORM: SyncState.FAILED}
+        assert isinstance(broker.check(_entry(ALICE)), Blocked)
+
+
+@pytest.mark.asyncio
+async def test_the_broker_runs_its_tasks_in_one_group_and_leaves_none_behind(
+        tmp_path: Path) -> None:
+    before = asyncio.all_tasks()
+    async with _broker(tmp_path):
+        names = {t.get_name() for t in asyncio.all_tasks() - before}
+        assert {"broker:supervisor", "broker:events", "broker:reconciler"} <= names
+    await asyncio.sleep(0)
+    assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
 
 
 @pytest.mark.asyncio

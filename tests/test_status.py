@@ -19,7 +19,7 @@ from nija_broker.service.status import (
     status_document,
     status_rows,
 )
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 NOW = T0 + timedelta(hours=2)

@@ -37,7 +37,7 @@ from nija_broker.core.valuation import (
 )
 from nija_broker.service.config import AccountConfig
 from nija_broker.service.status import account_status
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 from nija_broker.sync.reconciler import Reconciler
 

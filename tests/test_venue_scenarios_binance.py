@@ -25,7 +25,7 @@ from nija_broker.core.events import Event, OrderCancelled
 from nija_broker.core.health import AccountLive, SyncState
 from nija_broker.core.models import Market, Order, OrderStatus, OrderType, Side
 from nija_broker.core.tiers import TierTable
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 

@@ -74,7 +74,8 @@ from nija_broker.core.errors import StateError
 from nija_broker.core.models import Order, OrderStatus
 from nija_broker.core.order_figures import fragmentation
 from nija_broker.core.symbols import market_ids
-from nija_broker.state.book import AccountBook, Books
+from nija_broker.state.book import AccountBook
+from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 
 __all__ = [

@@ -23,6 +23,7 @@ expires and the intent waits, as ``sent``, to be resolved by client order id.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import inspect
@@ -30,11 +31,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
-# A module import, not a name import: adapters.base imports nija_broker.core.models, so
-# whichever package loads first finds the other half-initialised; the attribute is
-# looked up at call time.
-import adapters.base as exchange_base
 from nija_broker.core.errors import AccountFatal, EntryBlocked, OrderError, RateLimited
+from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.intent import Allowed, OrderIntent, Reservation, new_client_order_id
 from nija_broker.core.models import Order, OrderType
 from nija_broker.guard.guard import Guard
@@ -104,13 +102,15 @@ def _settle_failure(guard: Guard, reservation: Reservation, exc: BaseException) 
 
 async def _run_async(guard: Guard, intent: OrderIntent, send: Callable[[], Awaitable[R]],
                      confirm_with: Callable[[R], Order | str | None]) -> R:
-    reservation = _decide(guard, intent)
+    # The guard's answers come from its owner thread, awaited: the loop never waits on it.
+    reservation = await guard.acall(_decide, guard, intent)
     try:
         result = await send()
     except BaseException as exc:
-        _settle_failure(guard, reservation, exc)
+        # Settled even if this task is being cancelled: the reservation must not dangle.
+        await asyncio.shield(guard.acall(_settle_failure, guard, reservation, exc))
         raise
-    guard.confirm(reservation.id, confirm_with(result))
+    await guard.acall(guard.confirm, reservation.id, confirm_with(result))
     return result
 
 
@@ -167,11 +167,11 @@ class GuardedExchange:
         ``create_order(symbol, type, side, amount, price=None, params={})``.
         """
         request = kwargs.get("request", args[0] if args else None)
-        if isinstance(request, exchange_base.OrderRequest):
+        if isinstance(request, OrderRequest):
             return await self._create_request(request)
         return await self._create_ccxt(*args, **kwargs)
 
-    async def _create_request(self, request: exchange_base.OrderRequest) -> Order:
+    async def _create_request(self, request: OrderRequest) -> Order:
         intent = OrderIntent(
             account_id=self._account_id, symbol=request.symbol, side=request.side,
             type=request.type, amount=request.amount, price=request.price,

@@ -1,7 +1,7 @@
 """The guard's bookkeeping: per-account reservations, cached book figures, journal rows,
 the snapshot the rules judge, and what the reservations endpoint shows.
 
-Private to :mod:`nija_broker.guard.guard`, which holds every lock; nothing here locks
+Private to :mod:`nija_broker.guard`; runs on the owner's thread, so nothing here locks
 except :class:`~nija_broker.state.book.UnknownOrders`, which locks itself.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,9 +78,8 @@ class CheckJournal:
 
 @dataclass(slots=True)
 class AccountGuard:
-    """One account's lock and reservations. Every field is read and written under ``lock``."""
+    """One account's reservations; read and written on the owner's thread only."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: dict[str, Reservation] = field(default_factory=dict)
     settling: dict[str, Settling] = field(default_factory=dict)
     unresolved: dict[str, Reservation] = field(default_factory=dict)
@@ -89,8 +87,6 @@ class AccountGuard:
     by_client_id: dict[str, str] = field(default_factory=dict)
     answers: dict[str, Allowed] = field(default_factory=dict)
     """Per unresolved reservation id, the answer given: a repeated reserve gets it again."""
-    journaling: dict[str, threading.Event] = field(default_factory=dict)
-    """Reservations whose intent is being journaled: a repeat waits until it is stored."""
     finished: OrderedDict[str, str] = field(default_factory=OrderedDict)
     """Client order id -> how its reservation ended, the latest :data:`FINISHED_KEPT`."""
     checks: dict[tuple[str, str], CheckJournal] = field(default_factory=dict)
@@ -102,10 +98,8 @@ class AccountGuard:
         while len(self.finished) > FINISHED_KEPT:
             self.finished.popitem(last=False)
 
-    def repeat(self, intent: OrderIntent,
-               mono: float) -> tuple[Allowed, threading.Event | None] | None:
-        """The answer already given to this intent, with the event its journaling sets
-        (``None`` once stored); ``None`` if its client order id is new here.
+    def repeat(self, intent: OrderIntent, mono: float) -> Allowed | None:
+        """The answer already given to this intent; ``None`` if its client order id is new here.
         :class:`GuardConflict` if the id holds another request or its reservation ended.
         """
         cid = intent.client_order_id
@@ -127,7 +121,7 @@ class AccountGuard:
             raise GuardConflict(f"{used} was already used: its reservation {rid!r} expired "
                                 "unconfirmed; send a new order with a new client order id",
                                 field="client_order_id", value=cid)
-        return answer, self.journaling.get(rid)
+        return answer
 
     def check_row(self, decision: Blocked, mono: float) -> Blocked | None:
         """The journal row of a blocked check, or ``None`` if one of the same symbol and

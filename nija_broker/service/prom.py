@@ -27,7 +27,7 @@ from prometheus_client import (
 
 from nija_broker.core.health import AccountLive
 from nija_broker.service.status import status_rows
-from nija_broker.state.book import Books
+from nija_broker.state.books import Books
 
 __all__ = ["PREFIX", "SYNC_CYCLE_BUCKETS_S", "BrokerMetrics"]
 

@@ -19,7 +19,8 @@ from nija_broker.core.breakers import Breakers
 from nija_broker.core.clock import utc
 from nija_broker.core.health import AccountLive
 from nija_broker.core.order_figures import fragmentation
-from nija_broker.state.book import AccountBook, Books
+from nija_broker.state.book import AccountBook
+from nija_broker.state.books import Books
 
 __all__ = [
     "DEFAULT_FRAGMENTATION_THRESHOLD",

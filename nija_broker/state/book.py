@@ -1,6 +1,7 @@
 """One account's books: order tracker, ledger and performance, kept in step with the store.
 
-Every change goes through :class:`AccountBook`, under the account's lock: it
+Every change goes through :class:`AccountBook`, on the :class:`~nija_broker.state.owner.Owner`'s
+thread (each public method is sent there; on that thread it runs at once): it
 is computed in memory, written to SQLite in one transaction, and only then
 visible to readers (DESIGN invariant 8). If the write fails, the account is
 rebuilt from the store, so memory never holds what the store does not. A
@@ -8,15 +9,14 @@ rebuild is built on the side and swapped in whole; one that cannot read the
 store keeps the last good state and marks the book degraded
 (:attr:`AccountBook.degraded_reason`): the guard then fails closed for it.
 
-:class:`Books` hands out one :class:`AccountBook` per account id and loads it
-from the store on first use. No method of either takes two accounts' data.
+:class:`~nija_broker.state.books.Books` hands out one :class:`AccountBook` per
+account id. No method of either takes two accounts' data.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,12 +44,13 @@ from nija_broker.core.models import (
 from nija_broker.core.orders import OrderTracker, check_update
 from nija_broker.core.performance import PerformanceTracker
 from nija_broker.core.reconcile import fill_between
+from nija_broker.state.owner import Owner, owned
+from nija_broker.state.restart import load_books
 from nija_broker.state.store import IntentUpdate, Store, StoreBatch
 
 __all__ = [
     "AccountBook",
     "BookSettings",
-    "Books",
     "FillsBooked",
     "Followed",
     "ImpossibleFills",
@@ -81,14 +82,16 @@ class AccountBook:
     """Everything nija_broker knows about one account."""
 
     def __init__(self, account_id: str, store: Store | None = None, *,
-                 settings: BookSettings | None = None, clock: Clock | None = None) -> None:
+                 settings: BookSettings | None = None, clock: Clock | None = None,
+                 owner: Owner | None = None) -> None:
         if not account_id.strip():
             raise ValueError(f"account_id must not be empty, got {account_id!r}")
         self.account_id = account_id
         self.settings = settings or BookSettings()
         self.clock: Clock = clock or SystemClock()
+        self.owner = owner if owner is not None else Owner()
+        """The thread that runs every change (and every read) of this book."""
         self._store = store
-        self._lock = threading.RLock()
         self.orders: OrderTracker
         self.ledger: Ledger
         self.performance: PerformanceTracker
@@ -121,45 +124,28 @@ class AccountBook:
         A read that fails raises and leaves the book exactly as it was: never an
         empty tracker that would show the guard no open entries.
         """
-        s = self.settings
-        orders = OrderTracker(self.account_id, fee_rate=s.fee_rate, retention_s=s.retention_s)
-        head: dict[str, tuple[object, ...]] = {}
-        if self._store is None:
-            ledger = Ledger(self.account_id)
-            performance = PerformanceTracker(self.account_id, history_size=s.history_size)
-            order_fills: dict[str, OrderFills] = {}
-        else:
-            snapshot = self._store.load_account(self.account_id)
-            last_fills = self._store.last_fills(self.account_id)
-            for order in snapshot.orders:
-                orders.apply(order)
-            order_fills = {order_id: OrderFills(*figures)
-                           for order_id, figures in snapshot.order_fills.items()}
-            for fill in last_fills:
-                self._advance(head, fill)
-            ledger = Ledger(self.account_id, snapshot.positions, snapshot.fill_keys)
-            performance = PerformanceTracker.restore(
-                self.account_id, snapshot.trades, snapshot.equity_points,
-                history_size=s.history_size)
-        self.orders, self.ledger, self.performance = orders, ledger, performance
-        self._order_fills, self._head = order_fills, head
+        # Bounded by the retention windows, not the account's age (state/restart.py).
+        loaded = load_books(self.account_id, self._store, self.settings, self.clock.now())
+        self.orders, self.ledger = loaded.orders, loaded.ledger
+        self.performance = loaded.performance
+        self._order_fills, self._head = loaded.order_fills, loaded.head
         if self.degraded_reason is not None:
             log.warning("account %s: the book was read back from the store; it is no longer "
                         "degraded", self.account_id)
         self.degraded_reason = None
 
+    @owned
     def reload(self) -> None:
         """Rebuild every tracker from the store (what a restart does).
 
         If the store cannot be read, the last good state stays, the book is
         marked degraded (:attr:`degraded_reason`) and the error is raised.
         """
-        with self._lock:
-            try:
-                self._load()
-            except Exception as exc:
-                self._degrade(exc)
-                raise
+        try:
+            self._load()
+        except Exception as exc:
+            self._degrade(exc)
+            raise
 
     def _restore(self) -> None:
         """After a failed change: read the store back (memory may hold part of the change),
@@ -201,6 +187,7 @@ class AccountBook:
 
     # ------------------------------------------------------------------ writes
 
+    @owned
     def apply_orders(self, orders: Sequence[Order],
                      intents: Sequence[IntentUpdate] = ()) -> list[Order | None]:
         """Validate every update, persist them together, then apply. Returns previous versions.
@@ -209,11 +196,10 @@ class AccountBook:
         ``intents`` (status changes of journaled submissions) commit in the same
         transaction.
         """
-        with self._lock:
-            self._check_orders(orders)
-            self._write(StoreBatch(account_id=self.account_id, orders=tuple(orders),
-                                   intents=tuple(intents)))
-            return [self.orders.apply(order) for order in orders]
+        self._check_orders(orders)
+        self._write(StoreBatch(account_id=self.account_id, orders=tuple(orders),
+                               intents=tuple(intents)))
+        return [self.orders.apply(order) for order in orders]
 
     def _check_orders(self, orders: Sequence[Order]) -> None:
         """Refuse the batch if any update is illegal (a batch may update one order twice)."""
@@ -233,6 +219,7 @@ class AccountBook:
         """Book fills into positions once each; persist fills, trades and positions together."""
         return self.apply_changes((), fills)
 
+    @owned
     def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill] = (),
                       intents: Sequence[IntentUpdate] = ()) -> FillsBooked:
         """Apply order updates with the fills they imply and ``fills`` given, in ONE transaction.
@@ -248,68 +235,67 @@ class AccountBook:
         Order update and fill are written together: a crash between them would lose
         the fill or book it twice.
         """
-        with self._lock:
-            self._check_orders(orders)
-            staged = {o.id: f.booked for o in orders
-                      if (f := self._order_fills.get(o.id)) is not None}
-            implied: list[Fill] = []
-            if not self.fills_from_trades:
-                implied = self._implied_fills(orders, staged)
-            given = list(fills)
-            covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
-            check_trade_totals(orders, to_book, self._order_fills, self.orders.get,
-                               self.ledger.is_booked)
-            replays: list[BookResult] = []
-            new: list[Fill] = []
-            for fill in [*implied, *to_book]:
-                if self.ledger.is_booked(fill):
-                    replays.append(BookResult(fill, True, (), self.ledger.position(fill.symbol),
-                                              0.0))
-                else:
-                    new.append(fill)
-            new.sort(key=fill_sort_key)
-            late = {f.symbol for f in new
-                    if f.symbol in self._head and fill_sort_key(f) < self._head[f.symbol]}
-            if late and self._store is not None:
-                return self._rebook(orders, new, covered, intents, late)
-            try:
-                results = (*replays, *(self.ledger.book(fill) for fill in new))
-            except BaseException:
-                self._restore()  # the ledger may hold part of the batch
-                raise
-            fresh = [r for r in results if not r.duplicate]
-            if not fresh and not orders and not intents and not covered:
-                return FillsBooked(results, (), ())
-            trades = tuple(t for r in fresh for t in r.trades)
-            touched = {r.fill.symbol for r in fresh}
-            positions = [p for p in self.ledger.positions() if p.symbol in touched]
-            closed = sorted(touched - {p.symbol for p in positions})
-            self._write(StoreBatch(
-                account_id=self.account_id, orders=tuple(orders),
-                fills=[r.fill for r in fresh], covered_fills=covered, trades=trades,
-                positions=positions, closed_symbols=closed, intents=tuple(intents),
-            ))
-            for result in fresh:
-                self._advance_head(result.fill)
-            for order in orders:
-                self.orders.apply(order)
-                self._followed.pop((order.id, None), None)
-                if order.client_order_id is not None:
-                    self._followed.pop((None, order.client_order_id), None)
-            for result in fresh:
-                figures = self._order_fills.setdefault(result.fill.order_id, OrderFills())
-                figures.booked += result.fill.amount
-                if result.fill.trade_id is None:
-                    figures.cumulative += result.fill.amount
-            self.ledger.mark_seen(covered)
-            for fill in covered:
-                self._order_fills.setdefault(fill.order_id, OrderFills()).covered += fill.amount
-            for trade in trades:
-                self.performance.record_trade(trade)
-            unmatched = tuple(
-                (r.fill.key, r.unmatched_amount) for r in fresh if r.unmatched_amount > 0
-            )
-            return FillsBooked(results, trades, unmatched)
+        self._check_orders(orders)
+        staged = {o.id: f.booked for o in orders
+                  if (f := self._order_fills.get(o.id)) is not None}
+        implied: list[Fill] = []
+        if not self.fills_from_trades:
+            implied = self._implied_fills(orders, staged)
+        given = list(fills)
+        covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
+        check_trade_totals(orders, to_book, self._order_fills, self.orders.get,
+                           self.ledger.is_booked)
+        replays: list[BookResult] = []
+        new: list[Fill] = []
+        for fill in [*implied, *to_book]:
+            if self.ledger.is_booked(fill):
+                replays.append(BookResult(fill, True, (), self.ledger.position(fill.symbol),
+                                          0.0))
+            else:
+                new.append(fill)
+        new.sort(key=fill_sort_key)
+        late = {f.symbol for f in new
+                if f.symbol in self._head and fill_sort_key(f) < self._head[f.symbol]}
+        if late and self._store is not None:
+            return self._rebook(orders, new, covered, intents, late)
+        try:
+            results = (*replays, *(self.ledger.book(fill) for fill in new))
+        except BaseException:
+            self._restore()  # the ledger may hold part of the batch
+            raise
+        fresh = [r for r in results if not r.duplicate]
+        if not fresh and not orders and not intents and not covered:
+            return FillsBooked(results, (), ())
+        trades = tuple(t for r in fresh for t in r.trades)
+        touched = {r.fill.symbol for r in fresh}
+        positions = [p for p in self.ledger.positions() if p.symbol in touched]
+        closed = sorted(touched - {p.symbol for p in positions})
+        self._write(StoreBatch(
+            account_id=self.account_id, orders=tuple(orders),
+            fills=[r.fill for r in fresh], covered_fills=covered, trades=trades,
+            positions=positions, closed_symbols=closed, intents=tuple(intents),
+        ))
+        for result in fresh:
+            self._advance_head(result.fill)
+        for order in orders:
+            self.orders.apply(order)
+            self._followed.pop((order.id, None), None)
+            if order.client_order_id is not None:
+                self._followed.pop((None, order.client_order_id), None)
+        for result in fresh:
+            figures = self._order_fills.setdefault(result.fill.order_id, OrderFills())
+            figures.booked += result.fill.amount
+            if result.fill.trade_id is None:
+                figures.cumulative += result.fill.amount
+        self.ledger.mark_seen(covered)
+        for fill in covered:
+            self._order_fills.setdefault(fill.order_id, OrderFills()).covered += fill.amount
+        for trade in trades:
+            self.performance.record_trade(trade)
+        unmatched = tuple(
+            (r.fill.key, r.unmatched_amount) for r in fresh if r.unmatched_amount > 0
+        )
+        return FillsBooked(results, trades, unmatched)
 
     def _advance_head(self, fill: Fill) -> None:
         self._advance(self._head, fill)
@@ -387,52 +373,53 @@ class AccountBook:
 
     # ------------------------------------------------------------------ what is owed
 
+    @owned
     def booked_amount(self, order_id: str) -> float:
         """Base amount of ``order_id`` booked into positions (all keys)."""
-        with self._lock:
-            figures = self._order_fills.get(order_id)
-            # Covered trades are the executions a cumulative fill already booked.
-            return figures.booked if figures is not None else 0.0
+        figures = self._order_fills.get(order_id)
+        # Covered trades are the executions a cumulative fill already booked.
+        return figures.booked if figures is not None else 0.0
 
+    @owned
     def unbooked_orders(self) -> list[tuple[Order, float]]:
         """Orders whose filled amount exceeds what was booked for them, oldest first.
 
         Where fills come from trades, these are the orders whose trades are owed.
         """
-        with self._lock:
-            owed = []
-            for order in self.orders.orders():
-                if order.filled <= 0:
-                    continue
-                missing = order.filled - self.booked_amount(order.id)
-                if missing > order.amount * AMOUNT_REL:
-                    owed.append((order, missing))
-            owed.sort(key=lambda item: (item[0].created_at, item[0].id))
-            return owed
+        owed = []
+        for order in self.orders.orders():
+            if order.filled <= 0:
+                continue
+            missing = order.filled - self.booked_amount(order.id)
+            if missing > order.amount * AMOUNT_REL:
+                owed.append((order, missing))
+        owed.sort(key=lambda item: (item[0].created_at, item[0].id))
+        return owed
 
+    @owned
     def follow(self, item: Followed) -> None:
         """Remember an order the exchange accepted that the book has not seen; any thread."""
-        with self._lock:
-            if item.order_id is not None and self.orders.get(item.order_id) is not None:
-                return
-            if item.client_order_id is not None and (
-                    self.orders.by_client_id(item.client_order_id) is not None):
-                return
-            key = (item.order_id, None) if item.order_id is not None else (
-                None, item.client_order_id)
-            self._followed[key] = item
+        if item.order_id is not None and self.orders.get(item.order_id) is not None:
+            return
+        if item.client_order_id is not None and (
+                self.orders.by_client_id(item.client_order_id) is not None):
+            return
+        key = (item.order_id, None) if item.order_id is not None else (
+            None, item.client_order_id)
+        self._followed[key] = item
 
+    @owned
     def followed(self) -> list[Followed]:
         """Orders to look up by id (or client id) until the book has them."""
-        with self._lock:
-            return list(self._followed.values())
+        return list(self._followed.values())
 
+    @owned
     def unfollow(self, item: Followed) -> None:
-        with self._lock:
-            for key, value in list(self._followed.items()):
-                if value == item:
-                    del self._followed[key]
+        for key, value in list(self._followed.items()):
+            if value == item:
+                del self._followed[key]
 
+    @owned
     def record_trade(self, trade: TradeRecord) -> bool:
         """Record a round trip given directly (idempotent by trade id)."""
         if trade.account_id != self.account_id:
@@ -440,66 +427,30 @@ class AccountBook:
                 f"trade {trade.trade_id!r} of account {trade.account_id!r} recorded on "
                 f"account {self.account_id!r}"
             )
-        with self._lock:
-            if self.performance.has_trade(trade.trade_id):
-                return False
-            self._write(StoreBatch(account_id=self.account_id, trades=(trade,)))
-            return self.performance.record_trade(trade)
+        if self.performance.has_trade(trade.trade_id):
+            return False
+        self._write(StoreBatch(account_id=self.account_id, trades=(trade,)))
+        return self.performance.record_trade(trade)
 
+    @owned
     def update_equity(self, equity_usd: float, timestamp: datetime | None = None) -> None:
         """Add a point to the equity curve (drawdown, daily Sharpe)."""
-        with self._lock:
-            point = EquityPoint(account_id=self.account_id,
-                                timestamp=timestamp or self.clock.now(), equity=equity_usd)
-            self._write(StoreBatch(account_id=self.account_id, equity_points=(point,)))
-            self.performance.update_balance(point.equity, point.timestamp)
+        point = EquityPoint(account_id=self.account_id,
+                            timestamp=timestamp or self.clock.now(), equity=equity_usd)
+        self._write(StoreBatch(account_id=self.account_id, equity_points=(point,)))
+        self.performance.update_balance(point.equity, point.timestamp)
 
+    @owned
     def cleanup_terminal(self, now: datetime | None = None) -> list[str]:
         """Drop terminal orders past retention from memory; the store keeps them."""
-        with self._lock:
-            return self.orders.cleanup_terminal(now or self.clock.now())
+        return self.orders.cleanup_terminal(now or self.clock.now())
 
     # ------------------------------------------------------------------ reads
 
+    @owned
     def metrics(self) -> AccountMetrics:
         return self.performance.metrics()
 
+    @owned
     def positions(self) -> list[Position]:
         return self.ledger.positions()
-
-
-class Books:
-    """One :class:`AccountBook` per account id, loaded from the store on first use."""
-
-    def __init__(self, store: Store | None = None, *, settings: BookSettings | None = None,
-                 clock: Clock | None = None,
-                 account_settings: Mapping[str, BookSettings] | None = None) -> None:
-        self.store = store
-        self.settings = settings or BookSettings()
-        """For accounts without an entry in ``account_settings``."""
-        self.account_settings = dict(account_settings or {})
-        self.clock: Clock = clock or SystemClock()
-        self._books: dict[str, AccountBook] = {}
-        self._lock = threading.Lock()
-
-    def get(self, account_id: str) -> AccountBook:
-        book = self._books.get(account_id)
-        if book is not None:
-            return book
-        with self._lock:
-            book = self._books.get(account_id)
-            if book is None:
-                settings = self.account_settings.get(account_id, self.settings)
-                book = AccountBook(account_id, self.store, settings=settings, clock=self.clock)
-                self._books[account_id] = book
-            return book
-
-    def accounts(self) -> list[str]:
-        """Accounts in memory plus every account the store knows, sorted."""
-        known = set(self._books)
-        if self.store is not None:
-            known.update(self.store.accounts())
-        return sorted(known)
-
-    def __contains__(self, account_id: object) -> bool:
-        return account_id in self._books

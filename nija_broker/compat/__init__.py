@@ -48,15 +48,11 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
+from nija_broker.compat.performance import AccountPerformanceTracker
 from nija_broker.compat.records import (
     AccountOrderStats,
     AccountPerformanceMetrics,
@@ -70,15 +66,18 @@ from nija_broker.compat.records import (
     seed_type,
 )
 from nija_broker.compat.views import AccountView, ReservedView
+from nija_broker.compat.workspace import STORE_FILE
+from nija_broker.compat.workspace import workspace as _workspace
+from nija_broker.compat.workspace import workspaces as _workspaces
+from nija_broker.compat.workspace import workspaces_lock as _workspaces_lock
 from nija_broker.core.errors import StateError
 from nija_broker.core.models import Order, OrderStatus
 from nija_broker.core.order_figures import fragmentation
-from nija_broker.core.symbols import market_ids
 from nija_broker.state.book import AccountBook
-from nija_broker.state.books import Books
-from nija_broker.state.store import Store
+from nija_broker.state.owner import Owner, owned
 
 __all__ = [
+    "STORE_FILE",
     "AccountOrderStats",
     "AccountOrderTracker",
     "AccountPerformanceMetrics",
@@ -91,48 +90,6 @@ __all__ = [
 
 logger = logging.getLogger("nija_broker.compat")
 
-STORE_FILE = "nija_broker.sqlite3"
-
-
-# ---------------------------------------------------------------------------- workspace
-
-
-class _Workspace:
-    """One data directory: its store, its books and the markets its callers gave."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(data_dir / STORE_FILE)
-        self.books = Books(self.store)
-        self.markets: dict[str, dict[str, str]] = {}
-        self.cleanup_stats: dict[str, Any] = {
-            "total_cleaned": 0, "last_cleanup": None,
-            "orders_cleaned_per_account": defaultdict(int),
-        }
-
-    def book(self, account_id: str) -> AccountBook:
-        return self.books.get(account_id)
-
-    def set_markets(self, account_id: str, markets: Mapping[str, Any]) -> None:
-        """``markets``: ccxt's ``exchange.markets`` or ``{native id: unified symbol}``."""
-        if all(isinstance(v, str) for v in markets.values()):
-            table = {str(k).upper(): str(v) for k, v in markets.items()}
-        else:
-            table = market_ids(markets)
-        self.markets[account_id] = table
-
-
-_workspaces: dict[Path, _Workspace] = {}
-_workspaces_lock = threading.Lock()
-
-
-def _workspace(data_dir: str | Path) -> _Workspace:
-    key = Path(data_dir).resolve()
-    with _workspaces_lock:
-        found = _workspaces.get(key)
-        if found is None:
-            found = _workspaces[key] = _Workspace(key)
-        return found
 
 
 def _close_all() -> None:
@@ -170,9 +127,15 @@ class AccountOrderTracker:
         self.cleanup_stats: dict[str, Any] = self._workspace.cleanup_stats
         """Orders removed by ``cleanup_filled_orders`` since this process opened ``data_dir``."""
 
+    @property
+    def owner(self) -> Owner:
+        """Every public method runs on this thread (the data directory's one owner)."""
+        return self._workspace.owner
+
     def _book(self, account_id: str) -> AccountBook:
         return self._workspace.book(account_id)
 
+    @owned
     def use_markets(self, account_id: str, markets: Mapping[str, Any]) -> None:
         """Resolve this account's exchange pair codes through ``markets`` (ccxt's
         ``exchange.markets``, or ``{"XXBTZUSD": "BTC/USD"}``) before the built-in aliases."""
@@ -203,6 +166,7 @@ class AccountOrderTracker:
 
     # -- the seed's methods
 
+    @owned
     def add_order(self, order: OrderInfo) -> None:
         check_reserve(order.order_id, order.reserved_capital)
         value = order.to_order(self._workspace.markets.get(order.account_id))
@@ -226,26 +190,32 @@ class AccountOrderTracker:
             return False
         return True
 
+    @owned
     def mark_order_filled(self, order_id: str, account_id: str) -> bool:
         return self._mark(order_id, account_id, OrderStatus.FILLED)
 
+    @owned
     def mark_order_cancelled(self, order_id: str, account_id: str) -> bool:
         return self._mark(order_id, account_id, OrderStatus.CANCELLED)
 
+    @owned
     def get_open_orders(self, account_id: str, order_type: str | None = None) -> list[OrderInfo]:
         book = self._book(account_id)
         infos = [self._info(o, book) for o in book.orders.open_orders()]
         return [i for i in infos if order_type is None or i.order_type == order_type]
 
+    @owned
     def get_order_count(self, account_id: str, order_type: str | None = None) -> int:
         return len(self.get_open_orders(account_id, order_type))
 
+    @owned
     def get_held_capital(self, account_id: str) -> float:
         """The sum of what the account's open orders hold (declared, else computed)."""
         orders = self._book(account_id).orders
         prices = orders.last_prices()
         return math.fsum(reserved_now(o, orders.fee_rate, prices) for o in orders.open_orders())
 
+    @owned
     def get_account_stats(self, account_id: str) -> AccountOrderStats:
         book = self._book(account_id)
         stats = book.orders.stats(now(), max_age_s=self.max_order_age_minutes * 60.0)
@@ -259,6 +229,7 @@ class AccountOrderTracker:
             stale_orders_count=stats.stale_count,
         )
 
+    @owned
     def check_double_reservation(self, position_id: str, account_id: str) -> tuple[bool, str]:
         """The seed's rule: a stop and a target of ``position_id`` that both reserve capital."""
         infos = [i for i in self.get_open_orders(account_id)
@@ -274,6 +245,7 @@ class AccountOrderTracker:
         return False, (f"No double reservation detected (${total:.2f} reserved for "
                        f"{len(infos)} orders)")
 
+    @owned
     def check_exit_reservations(self, account_id: str,
                                 positions: Mapping[str, float] | None = None) -> tuple[bool, str]:
         """What the exchange itself locks twice: resting exits of a symbol above the position
@@ -290,6 +262,7 @@ class AccountOrderTracker:
     def _accounts(self, account_id: str | None) -> list[str]:
         return [account_id] if account_id else self._workspace.books.accounts()
 
+    @owned
     def cleanup_filled_orders(self, account_id: str | None = None, max_age_hours: int = 24) -> int:
         at = now()
         per_account = self.cleanup_stats["orders_cleaned_per_account"]
@@ -306,6 +279,7 @@ class AccountOrderTracker:
             self.cleanup_stats["last_cleanup"] = at.isoformat()
         return count
 
+    @owned
     def cleanup_stale_orders(self, account_id: str | None = None,
                              force_cancel: bool = False) -> int:
         at = now()
@@ -324,128 +298,16 @@ class AccountOrderTracker:
             count += len(stale)
         return count
 
+    @owned
     def detect_order_fragmentation(self, account_id: str, account_balance: float,
                                    warn_threshold: float = 0.30) -> tuple[bool, str]:
         result = fragmentation(self.get_held_capital(account_id), account_balance,
                                warn_threshold)
         return result.fragmented, result.message
 
+    @owned
     def get_all_accounts_summary(self) -> dict[str, AccountOrderStats]:
         return {a: self.get_account_stats(a) for a in self._order_accounts()}
-
-
-# ---------------------------------------------------------------------------- performance
-
-
-class AccountPerformanceTracker:
-    """The seed's performance tracker over the real per-account trackers and the store."""
-
-    def __init__(self, data_dir: str = "./data") -> None:
-        self.data_dir = Path(data_dir)
-        self._workspace = _workspace(data_dir)
-        self.max_trade_history_per_account = self._workspace.books.settings.history_size
-        self.trade_history_by_account: AccountView[list[TradeRecord]] = AccountView(
-            self._trade_accounts, self.get_trade_history, list, "trade_history_by_account")
-        self.metrics_by_account: AccountView[AccountPerformanceMetrics] = AccountView(
-            self._metric_accounts, self.get_metrics, None, "metrics_by_account")
-        self.balance_history_by_account: AccountView[list[tuple[datetime, float]]] = \
-            AccountView(self._balance_accounts, self._balance_history, list,
-                        "balance_history_by_account")
-
-    def _book(self, account_id: str) -> AccountBook:
-        return self._workspace.book(account_id)
-
-    def use_markets(self, account_id: str, markets: Mapping[str, Any]) -> None:
-        """As :meth:`AccountOrderTracker.use_markets` (both trackers of a directory share it)."""
-        self._workspace.set_markets(account_id, markets)
-
-    # -- views
-
-    def _trade_accounts(self) -> list[str]:
-        return [a for a in self.get_all_accounts() if self._book(a).performance.trade_count]
-
-    def _balance_accounts(self) -> list[str]:
-        return [a for a in self.get_all_accounts()
-                if self._book(a).performance.equity_points(1)]
-
-    def _metric_accounts(self) -> list[str]:
-        return sorted(set(self._trade_accounts()) | set(self._balance_accounts()))
-
-    def _balance_history(self, account_id: str) -> list[tuple[datetime, float]]:
-        return [(p.timestamp, p.equity) for p in self._book(account_id).performance.equity_points()]
-
-    # -- the seed's methods
-
-    def record_trade(self, trade: TradeRecord) -> None:
-        model = trade.to_model(self._workspace.markets.get(trade.account_id))
-        if not self._book(model.account_id).record_trade(model):
-            logger.info("trade %s of %s already recorded", trade.trade_id, trade.account_id)
-
-    def update_balance(self, account_id: str, balance: float) -> None:
-        try:
-            self._book(account_id).update_equity(balance, now())
-        except ValidationError:
-            raise ValueError(f"invalid balance for {account_id!r}: {balance!r}") from None
-
-    def get_metrics(self, account_id: str) -> AccountPerformanceMetrics:
-        return AccountPerformanceMetrics.from_metrics(self._book(account_id).metrics())
-
-    def get_trade_history(self, account_id: str, limit: int | None = None) -> list[TradeRecord]:
-        """The most recent trades, oldest first (``limit``: the last ``limit``; 0 or None: all)."""
-        trades = self._book(account_id).performance.trade_history(limit or None)
-        return [TradeRecord.from_model(t) for t in trades]
-
-    def get_all_accounts(self) -> list[str]:
-        return self._workspace.books.accounts()
-
-    def get_all_metrics(self) -> dict[str, AccountPerformanceMetrics]:
-        """One entry per account. Never add these up: each is its own account's."""
-        return {a: self.get_metrics(a) for a in self.get_all_accounts()}
-
-    get_all_accounts_summary = get_all_metrics
-
-    def verify_no_aggregation(self) -> dict[str, str]:
-        """Check every account's stored and in-memory trades belong to it alone."""
-        results = {}
-        for account in self.get_all_accounts():
-            trades = self._workspace.store.trades(account)
-            foreign = [t for t in trades if t.account_id != account]
-            mem = self._book(account).metrics()
-            if foreign or mem.account_id != account:
-                results[account] = (
-                    f"CONTAMINATION: {len(foreign)} trades belong to other accounts"
-                )
-            else:
-                results[account] = f"Clean: all {len(trades)} trades belong to {account}"
-        return results
-
-    def print_account_summary(self, account_id: str) -> None:
-        m = self.get_metrics(account_id)
-        risk = ("n/a (no trade recorded its risk)" if m.expectancy_per_dollar_risked is None
-                else f"{m.expectancy_per_dollar_risked:.3f}")
-        pf = "inf (no losses)" if m.profit_factor == float("inf") else f"{m.profit_factor:.2f}"
-        streak = f"{abs(m.current_streak)} {'wins' if m.current_streak > 0 else 'losses'}"
-        lines = [
-            "=" * 70, f"PERFORMANCE SUMMARY: {account_id}", "=" * 70,
-            f"  Total Trades:      {m.total_trades}",
-            f"  Winning / Losing:  {m.winning_trades} / {m.losing_trades}",
-            f"  Win Rate:          {m.win_rate:.1f}%",
-            f"  Gross P&L:         ${m.total_pnl:.2f}",
-            f"  Fees:              ${m.total_fees:.2f}",
-            f"  Net P&L:           ${m.net_pnl:.2f}",
-            f"  Average Win/Loss:  ${m.average_win:.2f} / ${m.average_loss:.2f}",
-            f"  Largest Win/Loss:  ${m.largest_win:.2f} / ${m.largest_loss:.2f}",
-            f"  Expectancy:        ${m.expectancy:.2f} per trade; per dollar risked: {risk}",
-            f"  Profit Factor:     {pf}",
-            f"  Sharpe (per trade): {m.sharpe_ratio:.2f}",
-            f"  Peak / Current:    ${m.peak_balance:.2f} / ${m.current_balance:.2f}",
-            f"  Current Drawdown:  ${m.current_drawdown:.2f} ({m.current_drawdown_pct:.1f}%)",
-            f"  Max Drawdown:      ${m.max_drawdown:.2f} ({m.max_drawdown_pct:.1f}%)",
-            f"  Current Streak:    {streak}",
-            f"  Max Win / Loss Streak: {m.max_win_streak} / {m.max_loss_streak}",
-            "=" * 70,
-        ]
-        print("\n".join(lines))
 
 
 # ---------------------------------------------------------------------------- singletons

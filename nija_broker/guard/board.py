@@ -2,15 +2,14 @@
 :mod:`nija_broker.core.breakers`, the trader's resumes, and every trip and resume as an
 event and a journal row.
 
-Private to :mod:`nija_broker.guard.guard`. :meth:`BreakerBoard.evaluate` runs under the
-account's lock (it reads the book and writes nothing); the events it finds wait in
-:meth:`BreakerBoard.take_events` until the guard has let the lock go, then go to
-the store and the bus.
+Private to :mod:`nija_broker.guard`. Runs on the owner's thread, like every guard call
+(so nothing here locks): :meth:`BreakerBoard.evaluate` reads the book and writes
+nothing; the events it finds wait in :meth:`BreakerBoard.take_events` until the
+guard's journal writes them to the store and hands them to the bus.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -106,14 +105,12 @@ class BreakerBoard:
     def __init__(self, store: Store | None) -> None:
         self.store = store
         self._accounts: dict[str, _Account] = {}
-        self._lock = threading.Lock()
 
     def _account(self, account_id: str) -> _Account:
-        with self._lock:
-            found = self._accounts.get(account_id)
-            if found is None:
-                found = self._accounts[account_id] = self._load(account_id)
-            return found
+        found = self._accounts.get(account_id)
+        if found is None:
+            found = self._accounts[account_id] = self._load(account_id)
+        return found
 
     def _load(self, account_id: str) -> _Account:
         """Resumes and the last journaled state survive a restart."""
@@ -179,8 +176,7 @@ class BreakerBoard:
     def take_events(self, account_id: str) -> list[tuple[BreakerEvent, BreakerRecord]]:
         """Events found since the last call, oldest first (the guard journals and sends them)."""
         account = self._account(account_id)
-        with self._lock:
-            events, account.events = account.events, []
+        events, account.events = account.events, []
         return events
 
     # -- changes
@@ -208,8 +204,7 @@ class BreakerBoard:
                figures: dict[str, object], kind: str) -> None:
         record = BreakerRecord(account_id=event.account_id, ts=event.at, rule=event.rule,
                                kind=kind, reason=event.reason, figures=figures)
-        with self._lock:
-            account.events.append((event, record))
+        account.events.append((event, record))
 
 
 def verdict_view(verdict: Verdict) -> dict[str, object]:

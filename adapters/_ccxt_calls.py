@@ -103,7 +103,9 @@ def one_deadline(
             raise TransientError(
                 f"{self.exchange_id} account {self._account_id}: {method.__name__}: no answer "
                 f"within the call's deadline of {self.call_timeout_s}s, retries included",
-                exchange=self.exchange_id, account_id=self._account_id) from exc
+                exchange=self.exchange_id,
+                account_id=self._account_id,
+            ) from exc
 
     return call
 
@@ -163,8 +165,9 @@ class CcxtCalls:
         try:
             # Under _retried (or a caller) this is the enclosing deadline, not a second one.
             async with deadline(self.call_timeout_s) as when:
-                await self._budget.acquire(min(self._profile.rate.cost(action),
-                                               self._budget.capacity))
+                await self._budget.acquire(
+                    min(self._profile.rate.cost(action), self._budget.capacity)
+                )
                 self.calls[action] += 1
                 self._cover_ccxt_timeout(when)
                 async with self._one_at_a_time():
@@ -175,10 +178,15 @@ class CcxtCalls:
             raise self._mapped(exc, action) from exc
 
     def _mapped(self, exc: BaseException, action: str) -> ExchangeError:
-        return map_ccxt_error(exc, exchange_id=self.exchange_id, account_id=self._account_id,
-                              secrets=self._secrets, action=action,
-                              overrides=self._profile.error_overrides,
-                              nonce_advice=self._profile.nonce_advice)
+        return map_ccxt_error(
+            exc,
+            exchange_id=self.exchange_id,
+            account_id=self._account_id,
+            secrets=self._secrets,
+            action=action,
+            overrides=self._profile.error_overrides,
+            nonce_advice=self._profile.nonce_advice,
+        )
 
     def _cover_ccxt_timeout(self, when: float) -> None:
         """Keep ccxt's own ``timeout`` (ms, per HTTP request) longer than what remains of
@@ -195,10 +203,14 @@ class CcxtCalls:
         if needed_ms > current:
             self._ex.timeout = needed_ms
 
-    def _gave_up(self, exc: ExchangeError, attempts: int,
-                 cause: BaseException | None) -> ExchangeError:
-        again = type(exc)(f"{exc} (gave up after {attempts} attempt(s))",
-                          exchange=exc.exchange, account_id=exc.account_id)
+    def _gave_up(
+        self, exc: ExchangeError, attempts: int, cause: BaseException | None
+    ) -> ExchangeError:
+        again = type(exc)(
+            f"{exc} (gave up after {attempts} attempt(s))",
+            exchange=exc.exchange,
+            account_id=exc.account_id,
+        )
         again.__cause__ = cause
         return again
 
@@ -231,8 +243,9 @@ class CcxtCalls:
     def _order(self, raw: Mapping[str, Any]) -> Order:
         return self._memo.convert(raw, self._clock.now())
 
-    def _orders(self, raws: Iterable[Mapping[str, Any]],
-                problems: list[ImpossibleAnswer] | None = None) -> list[Order]:
+    def _orders(
+        self, raws: Iterable[Mapping[str, Any]], problems: list[ImpossibleAnswer] | None = None
+    ) -> list[Order]:
         """Convert a listing. With ``problems``, an impossible row is left out and reported
         there (one broken order must not blind the account to every other)."""
         now = self._clock.now()
@@ -246,22 +259,28 @@ class CcxtCalls:
                 problems.append(exc)
         return orders
 
-    async def _closed_order_rows(self, wanted: str | None, since_ms: int | None,
-                                 params: Mapping[str, Any]) -> list[Any]:
+    async def _closed_order_rows(
+        self, wanted: str | None, since_ms: int | None, params: Mapping[str, Any]
+    ) -> list[Any]:
         """ccxt's rows of the orders that ended since ``since_ms``, every page the
         exchange's profile says to read (one call where none is set)."""
         if self._profile.all_orders_page is not None:
-            return await self._all_orders_pages(wanted, since_ms, params,
-                                                self._profile.all_orders_page)
+            return await self._all_orders_pages(
+                wanted, since_ms, params, self._profile.all_orders_page
+            )
         if self._profile.closed_orders_page_size is not None:
-            return await self._closed_pages(wanted, since_ms, params,
-                                            self._profile.closed_orders_page_size)
-        rows: list[Any] = await self._read("fetch_closed_orders", partial(
-            self._closed_orders_method(), wanted, since_ms, None, params))
+            return await self._closed_pages(
+                wanted, since_ms, params, self._profile.closed_orders_page_size
+            )
+        rows: list[Any] = await self._read(
+            "fetch_closed_orders",
+            partial(self._closed_orders_method(), wanted, since_ms, None, params),
+        )
         return rows
 
-    async def _closed_pages(self, wanted: str | None, since_ms: int | None,
-                            params: Mapping[str, Any], page_size: int) -> list[Any]:
+    async def _closed_pages(
+        self, wanted: str | None, since_ms: int | None, params: Mapping[str, Any], page_size: int
+    ) -> list[Any]:
         """Every page of a newest-first listing paged with ``ofs`` (Kraken's ClosedOrders).
 
         Asked for all symbols and filtered here: ccxt filters a page by symbol after the
@@ -272,20 +291,28 @@ class CcxtCalls:
         method = self._closed_orders_method()
         rows: dict[str, Any] = {}
         for page in range(self._profile.closed_orders_max_pages):
-            got = await self._read("fetch_closed_orders", partial(
-                method, None, since_ms, None, {**params, "ofs": page * page_size}))
+            got = await self._read(
+                "fetch_closed_orders",
+                partial(method, None, since_ms, None, {**params, "ofs": page * page_size}),
+            )
             for row in got:
                 rows.setdefault(str(row.get("id")), row)
             if len(got) < page_size:
                 break
         else:
-            _log.warning("%s account %s: closed orders run past %d pages of %d; older ones "
-                         "are left to the look-ups by id", self.exchange_id, self._account_id,
-                         self._profile.closed_orders_max_pages, page_size)
+            _log.warning(
+                "%s account %s: closed orders run past %d pages of %d; older ones "
+                "are left to the look-ups by id",
+                self.exchange_id,
+                self._account_id,
+                self._profile.closed_orders_max_pages,
+                page_size,
+            )
         return [r for r in rows.values() if wanted is None or r.get("symbol") == wanted]
 
-    async def _all_orders_pages(self, symbol: str | None, since_ms: int | None,
-                                params: Mapping[str, Any], page_size: int) -> list[Any]:
+    async def _all_orders_pages(
+        self, symbol: str | None, since_ms: int | None, params: Mapping[str, Any], page_size: int
+    ) -> list[Any]:
         """Every order since ``since_ms``, page after page forward by order id (Binance).
 
         allOrders answers the first ``page_size`` rows from ``startTime`` (without one,
@@ -295,9 +322,16 @@ class CcxtCalls:
         rows: dict[str, Any] = {}
         cursor: dict[str, Any] = {}
         for _ in range(self._profile.closed_orders_max_pages):
-            got = await self._read("fetch_closed_orders", partial(
-                self._ex.fetch_orders, symbol, None if cursor else since_ms, page_size,
-                {**params, **cursor}))
+            got = await self._read(
+                "fetch_closed_orders",
+                partial(
+                    self._ex.fetch_orders,
+                    symbol,
+                    None if cursor else since_ms,
+                    page_size,
+                    {**params, **cursor},
+                ),
+            )
             fresh = [r for r in got if str(r.get("id")) not in rows]
             rows.update((str(r.get("id")), r) for r in fresh)
             ids = [int(r["id"]) for r in fresh if str(r.get("id") or "").isdigit()]
@@ -305,9 +339,14 @@ class CcxtCalls:
                 break
             cursor = {"orderId": max(ids) + 1}
         else:
-            _log.warning("%s account %s: orders run past %d pages of %d; later ones are "
-                         "left to the look-ups by id", self.exchange_id, self._account_id,
-                         self._profile.closed_orders_max_pages, page_size)
+            _log.warning(
+                "%s account %s: orders run past %d pages of %d; later ones are "
+                "left to the look-ups by id",
+                self.exchange_id,
+                self._account_id,
+                self._profile.closed_orders_max_pages,
+                page_size,
+            )
         return list(rows.values())
 
     def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
@@ -315,21 +354,30 @@ class CcxtCalls:
         # ccxt is untyped: the annotation says what its async methods are.
         method: Callable[..., Awaitable[Any]] = (
             self._ex.fetch_canceled_and_closed_orders
-            if has.get("fetchCanceledAndClosedOrders") else self._ex.fetch_closed_orders)
+            if has.get("fetchCanceledAndClosedOrders")
+            else self._ex.fetch_closed_orders
+        )
         return method
 
-    async def _by_client_id(self, client_order_id: str, symbol: str,
-                            call: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]],
-                            ) -> Order:
+    async def _by_client_id(
+        self,
+        client_order_id: str,
+        symbol: str,
+        call: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]],
+    ) -> Order:
         """The look-up behind :meth:`fetch_order_by_client_id`; ``call`` is _read or _once."""
         sent_as = self._profile.client_ids.to_exchange(client_order_id) or client_order_id
         if self._lookup is ClientIdLookup.NATIVE:
-            raw = await call("fetch_order_by_client_id", partial(
-                self._ex.fetch_order, sent_as, symbol, {"clientOrderId": sent_as}))
+            raw = await call(
+                "fetch_order_by_client_id",
+                partial(self._ex.fetch_order, sent_as, symbol, {"clientOrderId": sent_as}),
+            )
             return self._order(raw)
         filtered = self._lookup is ClientIdLookup.FILTER
-        for action, method in (("fetch_open_orders", self._ex.fetch_open_orders),
-                               ("fetch_closed_orders", self._closed_orders_method())):
+        for action, method in (
+            ("fetch_open_orders", self._ex.fetch_open_orders),
+            ("fetch_closed_orders", self._closed_orders_method()),
+        ):
             if filtered:  # the exchange filters by client id: a short answer, not a page
                 listing = partial(method, symbol, None, None, {"clientOrderId": sent_as})
                 action = "fetch_order_by_client_id"
@@ -341,7 +389,8 @@ class CcxtCalls:
         raise OrderNotFound(
             f"{self.exchange_id} account {self._account_id}: no order with client id "
             f"{client_order_id!r} on {symbol}",
-            exchange=self.exchange_id, account_id=self._account_id,
+            exchange=self.exchange_id,
+            account_id=self._account_id,
         )
 
     def _ccxt_order_args(self, request: OrderRequest) -> tuple[str, float | None, dict[str, Any]]:
@@ -355,7 +404,9 @@ class CcxtCalls:
                     f"{self.exchange_id} account {self._account_id}: create_order: client "
                     f"order id {request.client_order_id!r} does not fit {self.exchange_id}'s "
                     f"{client_ids.param} ({client_ids.rule}); nothing was sent",
-                    exchange=self.exchange_id, account_id=self._account_id)
+                    exchange=self.exchange_id,
+                    account_id=self._account_id,
+                )
             params["clientOrderId"] = sent_as
             if client_ids.send_native:
                 params[client_ids.param] = sent_as
@@ -367,26 +418,38 @@ class CcxtCalls:
             params["stopLossPrice"] = request.stop_price
         elif kind is OrderType.TAKE_PROFIT:
             params["takeProfitPrice"] = request.stop_price
-        if kind is OrderType.MARKET or (kind in (OrderType.STOP, OrderType.TAKE_PROFIT)
-                                        and request.price is None):
+        if kind is OrderType.MARKET or (
+            kind in (OrderType.STOP, OrderType.TAKE_PROFIT) and request.price is None
+        ):
             return "market", None, params
         return "limit", request.price, params
 
     def _created(self, raw: Mapping[str, Any], request: OrderRequest) -> Order:
         """The order as the exchange answered; exchanges that answer only an id get PENDING."""
         try:
-            order = convert_order(raw, account_id=self._account_id, now=self._clock.now(),
-                                  role=request.role,
-                                  client_id=self._profile.client_ids.from_exchange)
+            order = convert_order(
+                raw,
+                account_id=self._account_id,
+                now=self._clock.now(),
+                role=request.role,
+                client_id=self._profile.client_ids.from_exchange,
+            )
         except ExchangeError:
             if not raw.get("id"):
                 raise
             return Order(
-                id=str(raw["id"]), client_order_id=request.client_order_id,
-                account_id=self._account_id, symbol=request.symbol, side=request.side,
-                type=request.type, role=request.role, price=request.price,
-                stop_price=request.stop_price, amount=request.amount,
-                status=OrderStatus.PENDING, created_at=self._clock.now(),
+                id=str(raw["id"]),
+                client_order_id=request.client_order_id,
+                account_id=self._account_id,
+                symbol=request.symbol,
+                side=request.side,
+                type=request.type,
+                role=request.role,
+                price=request.price,
+                stop_price=request.stop_price,
+                amount=request.amount,
+                status=OrderStatus.PENDING,
+                created_at=self._clock.now(),
                 reduce_only=request.reduce_only,
             )
         changes: dict[str, Any] = {}
@@ -412,8 +475,9 @@ class CcxtCalls:
 
         async def send() -> Any:
             # A fresh params dict each time: a re-send must not see ccxt's edits of the last.
-            return await self._ex.create_order(request.symbol, ccxt_type, side, request.amount,
-                                               price, dict(params))
+            return await self._ex.create_order(
+                request.symbol, ccxt_type, side, request.amount, price, dict(params)
+            )
 
         if not request.client_order_id:
             return self._created(await self._once("create_order", send), request)
@@ -435,7 +499,8 @@ class CcxtCalls:
                     f"{self.exchange_id} account {self._account_id}: create_order: "
                     f"client order id {request.client_order_id!r} is taken but the "
                     "order cannot be seen yet; its state is unknown",
-                    exchange=self.exchange_id, account_id=self._account_id,
+                    exchange=self.exchange_id,
+                    account_id=self._account_id,
                 ) from exc
             return self._created(raw, request)
 
@@ -448,8 +513,9 @@ class CcxtCalls:
         async def attempt(_attempts: int) -> Order:
             nonlocal saw_transient
             try:
-                raw = await self._once("cancel_order",
-                                       lambda: self._ex.cancel_order(order_id, symbol))
+                raw = await self._once(
+                    "cancel_order", lambda: self._ex.cancel_order(order_id, symbol)
+                )
             except TransientError:
                 saw_transient = True
                 raise
@@ -457,8 +523,9 @@ class CcxtCalls:
                 if not saw_transient:
                     raise
                 # Our earlier cancel may have reached the exchange: ask for the order.
-                order = self._order(await self._once(
-                    "fetch_order", lambda: self._ex.fetch_order(order_id, symbol)))
+                order = self._order(
+                    await self._once("fetch_order", lambda: self._ex.fetch_order(order_id, symbol))
+                )
                 if order.is_terminal:
                     return order
                 raise

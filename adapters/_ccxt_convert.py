@@ -55,8 +55,9 @@ _STATUS = {
 # ccxt passes Coinbase's in-flight words through raw (its parse_order_status knows only OPEN,
 # FILLED, CANCELLED, EXPIRED, FAILED): PENDING and QUEUED (accepted, not yet resting) and
 # CANCEL_QUEUED (a cancel asked, not done) are live, never terminal.
-_LIVE = frozenset({"open", "canceling", "new", "partially_filled",
-                   "pending", "queued", "cancel_queued"})
+_LIVE = frozenset(
+    {"open", "canceling", "new", "partially_filled", "pending", "queued", "cancel_queued"}
+)
 # A status the exchange itself says it does not know (Coinbase UNKNOWN_ORDER_STATUS): not
 # evidence of an end, so the order stays live as PENDING until a real status comes.
 _UNKNOWN = frozenset({"unknown_order_status"})
@@ -115,7 +116,10 @@ def _sound(raw: Mapping[str, Any], name: str, what: str = "order") -> None:
         ident = str(raw.get("id") or "?")
         raise ImpossibleAnswer(
             f"the exchange reports {what} {ident} with {name} = {value!r}; nothing is booked "
-            "from this answer", order_id=ident if what == "order" else None, field=name)
+            "from this answer",
+            order_id=ident if what == "order" else None,
+            field=name,
+        )
 
 
 def _when(ts_ms: Any, fallback: datetime) -> datetime:
@@ -160,8 +164,11 @@ def convert_type(raw: Mapping[str, Any]) -> OrderType:
     name = str(raw.get("type") or "").lower().replace("-", "_").replace(" ", "_")
     kind = _TYPES.get(name)
     has_trigger = _positive(raw.get("triggerPrice") or raw.get("stopPrice")) is not None
-    if _positive(raw.get("takeProfitPrice")) is not None and kind in (None, OrderType.MARKET,
-                                                                      OrderType.LIMIT):
+    if _positive(raw.get("takeProfitPrice")) is not None and kind in (
+        None,
+        OrderType.MARKET,
+        OrderType.LIMIT,
+    ):
         return OrderType.TAKE_PROFIT
     if kind is OrderType.MARKET and has_trigger:
         return OrderType.STOP  # a stop-market reported as 'market' + triggerPrice
@@ -205,9 +212,14 @@ def _plain_client_id(raw: Any) -> str | None:
     return str(raw) if raw else None
 
 
-def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
-                  role: OrderRole | None = None,
-                  client_id: ClientIdDecoder = _plain_client_id) -> Order:
+def convert_order(
+    raw: Mapping[str, Any],
+    *,
+    account_id: str,
+    now: datetime,
+    role: OrderRole | None = None,
+    client_id: ClientIdDecoder = _plain_client_id,
+) -> Order:
     """A ccxt order dict -> :class:`Order`. ``role`` overrides the inferred one.
 
     A cancelled order keeps its filled amount; 'closed' without a filled
@@ -228,15 +240,21 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
             raise ImpossibleAnswer(
                 f"the exchange reports order {ident} filled {filled!r} of an amount of "
                 f"{amount!r} (field: filled); nothing is booked from this answer",
-                order_id=ident, field="filled")
+                order_id=ident,
+                field="filled",
+            )
         filled = min(filled, amount)
         if raw.get("filled") is None and str(raw.get("status")).lower() == "closed":
             filled = amount
         status = convert_status(_status_word(raw), filled)
         order_type = convert_type(raw)
         price = _positive(raw.get("price"))
-        stop_price = _positive(raw.get("triggerPrice") or raw.get("stopPrice")
-                               or raw.get("stopLossPrice") or raw.get("takeProfitPrice"))
+        stop_price = _positive(
+            raw.get("triggerPrice")
+            or raw.get("stopPrice")
+            or raw.get("stopLossPrice")
+            or raw.get("takeProfitPrice")
+        )
         if order_type is OrderType.MARKET:
             price = None  # Binance echoes 0 or the fill price; neither is a limit
         elif order_type is OrderType.LIMIT and price is None:
@@ -272,8 +290,9 @@ def convert_order(raw: Mapping[str, Any], *, account_id: str, now: datetime,
         raise _invalid("order", raw, exc) from exc
 
 
-def _trade_fee(raw: Mapping[str, Any], symbol: str,
-               price: float | None) -> tuple[float, str | None, float | None, bool]:
+def _trade_fee(
+    raw: Mapping[str, Any], symbol: str, price: float | None
+) -> tuple[float, str | None, float | None, bool]:
     """(fee in quote, currency charged, amount charged, valued) of one ccxt trade.
 
     A fee in a third currency (BNB, KFEE) cannot be valued here: it comes back
@@ -295,7 +314,7 @@ def _trade_fee(raw: Mapping[str, Any], symbol: str,
         return 0.0, None, None, True
     if len(by_currency) > 1:
         raise ValueError(f"fees in several currencies {sorted(by_currency)}")
-    (currency, cost), = by_currency.items()
+    ((currency, cost),) = by_currency.items()
     value = fee_in_quote({"cost": cost, "currency": currency}, symbol, price)
     return (value or 0.0), currency, cost, value is not None
 
@@ -346,8 +365,9 @@ def convert_balance(raw: Mapping[str, Any]) -> dict[str, Balance]:
         total_value = total if total is not None else free + used
         if free == used == total_value == 0:
             continue
-        result[currency.upper()] = Balance(currency=currency.upper(), free=free, used=used,
-                                           total=total_value)
+        result[currency.upper()] = Balance(
+            currency=currency.upper(), free=free, used=used, total=total_value
+        )
     return result
 
 
@@ -417,10 +437,26 @@ def convert_market(raw: Mapping[str, Any], precision_mode: int) -> Market:
 
 
 # Every field convert_order reads. Two ccxt dicts equal on these give equal Orders.
-_ORDER_FIELDS = ("id", "clientOrderId", "symbol", "side", "type", "status", "price",
-                 "triggerPrice", "stopPrice", "takeProfitPrice", "stopLossPrice", "amount",
-                 "filled", "average", "timestamp", "lastUpdateTimestamp", "lastTradeTimestamp",
-                 "reduceOnly")
+_ORDER_FIELDS = (
+    "id",
+    "clientOrderId",
+    "symbol",
+    "side",
+    "type",
+    "status",
+    "price",
+    "triggerPrice",
+    "stopPrice",
+    "takeProfitPrice",
+    "stopLossPrice",
+    "amount",
+    "filled",
+    "average",
+    "timestamp",
+    "lastUpdateTimestamp",
+    "lastTradeTimestamp",
+    "reduceOnly",
+)
 
 
 class OrderMemo:
@@ -433,8 +469,13 @@ class OrderMemo:
     oldest entries go first.
     """
 
-    def __init__(self, account_id: str, *, max_entries: int = 20_000,
-                 client_id: ClientIdDecoder = _plain_client_id) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        *,
+        max_entries: int = 20_000,
+        client_id: ClientIdDecoder = _plain_client_id,
+    ) -> None:
         self.account_id = account_id
         self.client_id = client_id
         self.max_entries = max_entries
@@ -461,8 +502,7 @@ class OrderMemo:
             key = self._key(raw)
             known = self._orders.get(key)
         except (TypeError, AttributeError):  # an unhashable or odd field: convert plainly
-            return convert_order(raw, account_id=self.account_id, now=now,
-                                 client_id=self.client_id)
+            return convert_order(raw, account_id=self.account_id, now=now, client_id=self.client_id)
         if known is not None:
             self.hits += 1
             return known

@@ -78,8 +78,10 @@ def _scrub_exception(exc: BaseException, secrets: Iterable[str]) -> str:
     return scrub(str(exc), secrets)
 
 
-def _classify(exc: BaseException, nonce_advice: str = NONCE_ADVICE,
-              ) -> tuple[type[errors.ExchangeError], str]:
+def _classify(
+    exc: BaseException,
+    nonce_advice: str = NONCE_ADVICE,
+) -> tuple[type[errors.ExchangeError], str]:
     """The nija_broker class for ``exc`` and a short human reason."""
     # Most specific first: see the module docstring for why this order.
     if isinstance(exc, ccxt.ChecksumError):
@@ -119,10 +121,16 @@ def _classify(exc: BaseException, nonce_advice: str = NONCE_ADVICE,
     return errors.ExchangeError, "exchange error"
 
 
-def map_ccxt_error(exc: BaseException, *, exchange_id: str, account_id: str,
-                   secrets: Iterable[str], action: str,
-                   overrides: Sequence[ErrorOverride] = (),
-                   nonce_advice: str = NONCE_ADVICE) -> errors.ExchangeError:
+def map_ccxt_error(
+    exc: BaseException,
+    *,
+    exchange_id: str,
+    account_id: str,
+    secrets: Iterable[str],
+    action: str,
+    overrides: Sequence[ErrorOverride] = (),
+    nonce_advice: str = NONCE_ADVICE,
+) -> errors.ExchangeError:
     """The nija_broker error for ``exc`` (a ccxt error or a timeout); raise it ``from exc``.
 
     ``action`` names what we were doing ("fetch_open_orders"); it leads the

@@ -121,8 +121,11 @@ class CcxtExchange(CcxtCalls):
         has = getattr(exchange, "has", {}) or {}
         # Otherwise learned at run time: ccxt raises ArgumentsRequired where a symbol is needed.
         known = self._profile.open_orders_without_symbol
-        self._open_orders_without_symbol = bool(has.get("fetchOpenOrders")) if known is None \
+        self._open_orders_without_symbol = (
+            bool(has.get("fetchOpenOrders"))
+            if known is None
             else known and bool(has.get("fetchOpenOrders"))
+        )
         self._lookup = self._profile.client_ids.lookup
         if self._lookup is ClientIdLookup.SCAN and has.get("fetchOrderWithClientOrderId"):
             self._lookup = ClientIdLookup.NATIVE
@@ -135,8 +138,7 @@ class CcxtExchange(CcxtCalls):
         rate_limit_ms = float(getattr(self._ex, "rateLimit", 0) or 100)
         rate_per_s = rate.rate_per_s or 1000.0 / rate_limit_ms
         key = f"{self._ex.id}:{self._account_id}" if rate.per_account else str(self._ex.id)
-        return RateBudget.for_exchange(key, rate_per_s, clock=self._clock,
-                                       capacity=rate.capacity)
+        return RateBudget.for_exchange(key, rate_per_s, clock=self._clock, capacity=rate.capacity)
 
     @classmethod
     def from_config(
@@ -192,8 +194,13 @@ class CcxtExchange(CcxtCalls):
                     f"account {spec.account_id!r}: {spec.exchange_id} has no sandbox in ccxt",
                     key=f"accounts.{spec.account_id}.sandbox",
                 ) from exc
-        return cls(exchange, account_id=spec.account_id, clock=clock, budget=budget,
-                   call_timeout_s=call_timeout_s)
+        return cls(
+            exchange,
+            account_id=spec.account_id,
+            clock=clock,
+            budget=budget,
+            call_timeout_s=call_timeout_s,
+        )
 
     # -- identity -----------------------------------------------------------------------
 
@@ -258,23 +265,31 @@ class CcxtExchange(CcxtCalls):
             except ExchangeError as exc:
                 if not isinstance(exc.__cause__, ccxt.ArgumentsRequired):
                     raise
-                _log.info("%s needs a symbol to list open orders; asking per symbol",
-                          self.exchange_id)
+                _log.info(
+                    "%s needs a symbol to list open orders; asking per symbol", self.exchange_id
+                )
                 self._open_orders_without_symbol = False
             else:
                 problems: list[ImpossibleAnswer] = []
                 orders = self._orders(raw, problems)
-                return OpenOrdersPage(orders=orders, problems=problems, complete=not problems,
-                                      calls=self.calls["fetch_open_orders"] - before)
+                return OpenOrdersPage(
+                    orders=orders,
+                    problems=problems,
+                    complete=not problems,
+                    calls=self.calls["fetch_open_orders"] - before,
+                )
         wanted = sorted({self._symbol(s) for s in symbols or ()})
         orders = []
         problems = []
         for symbol in wanted:
-            raw = await self._read("fetch_open_orders",
-                                   partial(self._ex.fetch_open_orders, symbol))
+            raw = await self._read("fetch_open_orders", partial(self._ex.fetch_open_orders, symbol))
             orders.extend(self._orders(raw, problems))
-        return OpenOrdersPage(orders=orders, calls=self.calls["fetch_open_orders"] - before,
-                              complete=bool(wanted) and not problems, problems=problems)
+        return OpenOrdersPage(
+            orders=orders,
+            calls=self.calls["fetch_open_orders"] - before,
+            complete=bool(wanted) and not problems,
+            problems=problems,
+        )
 
     @one_deadline
     async def fetch_order(self, order_id: str, symbol: str) -> Order:
@@ -332,8 +347,9 @@ class CcxtExchange(CcxtCalls):
     async def fetch_my_trades(self, symbol: str | None, since: datetime | None) -> list[Fill]:
         wanted = self._symbol(symbol) if symbol is not None else None
         since_ms = self._since_ms(since)
-        raw = await self._read("fetch_my_trades",
-                               lambda: self._ex.fetch_my_trades(wanted, since_ms))
+        raw = await self._read(
+            "fetch_my_trades", lambda: self._ex.fetch_my_trades(wanted, since_ms)
+        )
         now = self._clock.now()
         return [convert_trade(t, account_id=self._account_id, now=now) for t in raw]
 
@@ -356,18 +372,25 @@ class CcxtExchange(CcxtCalls):
                 _, ids = self._trade_ids.pop(order.id, (0.0, []))
             if not ids:
                 return []
-            raw = await self._read("fetch_my_trades", lambda: self._ex.fetch_order_trades(
-                order.id, symbol, None, None, {"trades": ids}))
+            raw = await self._read(
+                "fetch_my_trades",
+                lambda: self._ex.fetch_order_trades(order.id, symbol, None, None, {"trades": ids}),
+            )
         elif has.get("fetchOrderTrades"):
-            raw = await self._read("fetch_my_trades",
-                                   lambda: self._ex.fetch_order_trades(order.id, symbol))
+            raw = await self._read(
+                "fetch_my_trades", lambda: self._ex.fetch_order_trades(order.id, symbol)
+            )
         elif has.get("fetchMyTrades"):
             since_ms = self._since_ms(order.created_at)
-            raw = await self._read("fetch_my_trades",
-                                   lambda: self._ex.fetch_my_trades(symbol, since_ms))
+            raw = await self._read(
+                "fetch_my_trades", lambda: self._ex.fetch_my_trades(symbol, since_ms)
+            )
         else:
-            raise Unsupported(f"{self.exchange_id} reports no trades through ccxt",
-                              exchange=self.exchange_id, account_id=self._account_id)
+            raise Unsupported(
+                f"{self.exchange_id} reports no trades through ccxt",
+                exchange=self.exchange_id,
+                account_id=self._account_id,
+            )
         now = self._clock.now()
         base = self._fee_in_base.get(order.id)
         if base is not None:
@@ -421,23 +444,33 @@ class CcxtExchange(CcxtCalls):
         try:
             fetched = await self.fetch_order(order.id, request.symbol)
         except ExchangeError as exc:
-            _log.info("%s: created order %s not readable yet (%s); reporting it pending",
-                      self.exchange_id, order.id, type(exc).__name__)
+            _log.info(
+                "%s: created order %s not readable yet (%s); reporting it pending",
+                self.exchange_id,
+                order.id,
+                type(exc).__name__,
+            )
             return order
         changes: dict[str, Any] = {"role": request.role}
         if fetched.client_order_id is None and order.client_order_id:
             changes["client_order_id"] = order.client_order_id
         if request.reduce_only:
             changes["reduce_only"] = True
-        if request.post_only and fetched.is_terminal and fetched.filled == 0 \
-                and fetched.status is not OrderStatus.FILLED:
+        if (
+            request.post_only
+            and fetched.is_terminal
+            and fetched.filled == 0
+            and fetched.status is not OrderStatus.FILLED
+        ):
             # Kraken takes a post-only order that would cross, then cancels it ("reason":
             # "Post only order"): for the caller that is a refusal, not an order to follow.
             raise InvalidOrder(
                 f"{self.exchange_id} account {self._account_id}: create_order: post-only "
                 f"order {fetched.id} would have taken liquidity (Post only order); the "
                 f"exchange cancelled it unfilled ({fetched.status.value})",
-                exchange=self.exchange_id, account_id=self._account_id)
+                exchange=self.exchange_id,
+                account_id=self._account_id,
+            )
         return fetched.replace(**changes)
 
     @one_deadline
@@ -480,4 +513,3 @@ def _fee_relabelled(trade: Mapping[str, Any], currency: str) -> dict[str, Any]:
     if isinstance(fee, Mapping):
         relabelled["fee"] = dict(fee, currency=currency)
     return relabelled
-

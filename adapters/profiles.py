@@ -96,7 +96,8 @@ def _kraken_from_exchange(raw: str) -> str | None:
 
 _KRAKEN_CL_ORD_ID = re.compile(
     r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|[0-9a-fA-F]{32}|[\x21-\x7e]{1,18})$")
+    r"|[0-9a-fA-F]{32}|[\x21-\x7e]{1,18})$"
+)
 _OKX_CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _BINANCE_CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 
@@ -232,8 +233,15 @@ KRAKEN = ExchangeProfile(
         decode=_kraken_from_exchange,
         rule="a UUID, 32 hex digits, or up to 18 printable characters",
     ),
-    currency_aliases={"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "XXDG": "DOGE",
-                      "XETH": "ETH", "ZUSD": "USD", "ZEUR": "EUR"},
+    currency_aliases={
+        "XBT": "BTC",
+        "XXBT": "BTC",
+        "XDG": "DOGE",
+        "XXDG": "DOGE",
+        "XETH": "ETH",
+        "ZUSD": "USD",
+        "ZEUR": "EUR",
+    },
     open_orders_without_symbol=True,
     stop_funds=StopFunds.AT_PLACEMENT,
     # Kraken counts private calls per API key: a counter that starts at 0, rises by 1 a
@@ -241,21 +249,38 @@ KRAKEN = ExchangeProfile(
     # second. Orders and cancels do not touch it (they have their own per-pair limit).
     # Public calls are limited per IP and are rare here (markets once, tickers).
     rate=RateProfile(
-        rate_per_s=0.33, capacity=15.0, per_account=True,
-        costs={"fetch_my_trades": 2.0, "create_order": 0.0, "cancel_order": 0.0,
-               "load_markets": 0.0, "fetch_tickers": 0.0},
+        rate_per_s=0.33,
+        capacity=15.0,
+        per_account=True,
+        costs={
+            "fetch_my_trades": 2.0,
+            "create_order": 0.0,
+            "cancel_order": 0.0,
+            "load_markets": 0.0,
+            "fetch_tickers": 0.0,
+        },
     ),
     error_overrides=(
         # Missing from ccxt's table: it would be a plain ExchangeError.
-        ErrorOverride("EAPI:Invalid signature", errors.AuthenticationFailed,
-                      "authentication failed (API key or secret rejected)"),
+        ErrorOverride(
+            "EAPI:Invalid signature",
+            errors.AuthenticationFailed,
+            "authentication failed (API key or secret rejected)",
+        ),
         # ccxt maps this to InvalidOrder except inside cancelOrder.
         ErrorOverride("EOrder:Unknown order", errors.OrderNotFound, "order not found"),
         # What QueryOrders answers for an id it does not know.
-        ErrorOverride("EOrder:Invalid order", errors.OrderNotFound, "order not found",
-                      actions=frozenset({"fetch_order", "fetch_order_by_client_id"})),
-        ErrorOverride("EOrder:Post only order", errors.InvalidOrder,
-                      "post-only order would have taken liquidity"),
+        ErrorOverride(
+            "EOrder:Invalid order",
+            errors.OrderNotFound,
+            "order not found",
+            actions=frozenset({"fetch_order", "fetch_order_by_client_id"}),
+        ),
+        ErrorOverride(
+            "EOrder:Post only order",
+            errors.InvalidOrder,
+            "post-only order would have taken liquidity",
+        ),
         ErrorOverride("EOrder:Cost minimum not met", errors.InvalidOrder, "request refused"),
         ErrorOverride("EOrder:Duplicate", errors.InvalidOrder, "duplicate client order id"),
         ErrorOverride("EQuery:Unknown asset pair", errors.InvalidOrder, "unknown pair"),
@@ -267,16 +292,21 @@ KRAKEN = ExchangeProfile(
 
 BINANCE = ExchangeProfile(
     name="binance",
-    client_ids=ClientIds(param="newClientOrderId", lookup=ClientIdLookup.NATIVE,
-                         pattern=_BINANCE_CLIENT_ID,
-                         rule="1 to 36 of letters, digits and '.:/_-'"),
+    client_ids=ClientIds(
+        param="newClientOrderId",
+        lookup=ClientIdLookup.NATIVE,
+        pattern=_BINANCE_CLIENT_ID,
+        rule="1 to 36 of letters, digits and '.:/_-'",
+    ),
     open_orders_without_symbol=True,
     stop_funds=StopFunds.AT_PLACEMENT,
     # ccxt refuses a symbol-less openOrders on Binance unless told we mean it; one call
     # (weight 80) for all symbols is cheaper than one per symbol (weight 6 each). The
     # second spelling is the newer one of the same switch.
-    ccxt_options={"warnOnFetchOpenOrdersWithoutSymbol": False,
-                  "fetchOpenOrders": {"warnWithoutSymbol": False}},
+    ccxt_options={
+        "warnOnFetchOpenOrdersWithoutSymbol": False,
+        "fetchOpenOrders": {"warnWithoutSymbol": False},
+    },
     # ccxt's fetch_canceled_and_closed_orders asks allOrders with no limit (Binance's
     # default page, 500 rows) and drops EXPIRED / EXPIRED_IN_MATCH orders, which may have
     # filled partly (IOC, self-trade prevention). allOrders pages by orderId: "If orderId
@@ -302,27 +332,46 @@ COINBASE = ExchangeProfile(
         # ccxt's handle_errors raises a plain ExchangeError for any create answer carrying
         # error_response (it reads only preview_failure_reason), before createOrder's own
         # table is consulted (Create Order: success false, error_response.error).
-        ErrorOverride("INSUFFICIENT_FUND", errors.InsufficientFunds, "insufficient funds",
-                      actions=frozenset({"create_order"})),
-        ErrorOverride("INVALID_LIMIT_PRICE_POST_ONLY", errors.InvalidOrder,
-                      "post-only order would have taken liquidity",
-                      actions=frozenset({"create_order"})),
-        ErrorOverride("error_response", errors.InvalidOrder, "order rejected",
-                      actions=frozenset({"create_order"})),
+        ErrorOverride(
+            "INSUFFICIENT_FUND",
+            errors.InsufficientFunds,
+            "insufficient funds",
+            actions=frozenset({"create_order"}),
+        ),
+        ErrorOverride(
+            "INVALID_LIMIT_PRICE_POST_ONLY",
+            errors.InvalidOrder,
+            "post-only order would have taken liquidity",
+            actions=frozenset({"create_order"}),
+        ),
+        ErrorOverride(
+            "error_response",
+            errors.InvalidOrder,
+            "order rejected",
+            actions=frozenset({"create_order"}),
+        ),
         # Get Order answers 404 {"error": "NOT_FOUND", ...} for an id it does not know;
         # ccxt's table has only lower-case 'not_found' (a plain ExchangeError).
-        ErrorOverride('"NOT_FOUND"', errors.OrderNotFound, "order not found",
-                      actions=frozenset({"fetch_order", "fetch_order_by_client_id",
-                                         "cancel_order"})),
+        ErrorOverride(
+            '"NOT_FOUND"',
+            errors.OrderNotFound,
+            "order not found",
+            actions=frozenset({"fetch_order", "fetch_order_by_client_id", "cancel_order"}),
+        ),
     ),
 )
 
 OKX = ExchangeProfile(
     name="okx",
     client_ids=ClientIds(
-        param="clOrdId", lookup=ClientIdLookup.NATIVE, pattern=_OKX_CL_ORD_ID,
+        param="clOrdId",
+        lookup=ClientIdLookup.NATIVE,
+        pattern=_OKX_CL_ORD_ID,
         # clOrdId is up to 32 letters and digits: no '-', so ours travel as their hex.
-        encode=_ours_as_hex, decode=_hex_as_ours, rule="1 to 32 letters and digits"),
+        encode=_ours_as_hex,
+        decode=_hex_as_ours,
+        rule="1 to 32 letters and digits",
+    ),
     open_orders_without_symbol=True,
     # OKX's trigger (algo) orders sit outside the order book and freeze nothing until
     # they trigger.
@@ -333,9 +382,13 @@ DEFAULT = ExchangeProfile(name="default", client_ids=ClientIds(param="clientOrde
 
 _BY_ID: dict[str, ExchangeProfile] = {
     "kraken": KRAKEN,
-    "binance": BINANCE, "binanceus": BINANCE,
-    "coinbase": COINBASE, "coinbaseadvanced": COINBASE,
-    "okx": OKX, "okxus": OKX, "myokx": OKX,
+    "binance": BINANCE,
+    "binanceus": BINANCE,
+    "coinbase": COINBASE,
+    "coinbaseadvanced": COINBASE,
+    "okx": OKX,
+    "okxus": OKX,
+    "myokx": OKX,
 }
 
 

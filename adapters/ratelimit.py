@@ -29,8 +29,9 @@ class RateBudget:
 
     _registry: ClassVar[dict[str, RateBudget]] = {}
 
-    def __init__(self, rate_per_s: float, *, capacity: float | None = None,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, rate_per_s: float, *, capacity: float | None = None, clock: Clock | None = None
+    ) -> None:
         if rate_per_s <= 0:
             raise ValueError(f"rate_per_s must be positive, got {rate_per_s!r}")
         self.rate_per_s = float(rate_per_s)
@@ -52,8 +53,14 @@ class RateBudget:
         return cls(1000.0 / rate_limit_ms, clock=clock)
 
     @classmethod
-    def for_exchange(cls, exchange_id: str, rate_per_s: float, *,
-                     clock: Clock | None = None, capacity: float | None = None) -> RateBudget:
+    def for_exchange(
+        cls,
+        exchange_id: str,
+        rate_per_s: float,
+        *,
+        clock: Clock | None = None,
+        capacity: float | None = None,
+    ) -> RateBudget:
         """The process-wide budget of ``exchange_id``; created on first use.
 
         Later callers get the first caller's budget whatever rate they pass:

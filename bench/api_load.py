@@ -60,8 +60,11 @@ WARMUP = 100
 STARTUP_LIMIT_S = 900.0
 
 # (symbol, base, price, amount of a resting buy at half the price: just over $5 notional).
-MARKETS = (("BTC/USDT", "BTC", 60_000.0, 0.0002), ("ETH/USDT", "ETH", 3_000.0, 0.004),
-           ("SOL/USDT", "SOL", 150.0, 0.08))
+MARKETS = (
+    ("BTC/USDT", "BTC", 60_000.0, 0.0002),
+    ("ETH/USDT", "ETH", 3_000.0, 0.004),
+    ("SOL/USDT", "SOL", 150.0, 0.08),
+)
 
 
 def account_ids(n: int) -> list[str]:
@@ -84,9 +87,18 @@ async def _serve_emulator(accounts: int, orders: int) -> None:
 
     engine = SimEngine(seed=1, clock=SystemClock())
     for symbol, base, price, _ in MARKETS:
-        engine.add_market(Market(symbol=symbol, base=base, quote="USDT", amount_step=0.00001,
-                                 price_step=0.01, min_amount=0.00001, min_notional=5.0),
-                          price)
+        engine.add_market(
+            Market(
+                symbol=symbol,
+                base=base,
+                quote="USDT",
+                amount_step=0.00001,
+                price_step=0.01,
+                min_amount=0.00001,
+                min_notional=5.0,
+            ),
+            price,
+        )
     keys: dict[str, tuple[str, str]] = {}
     for account_id in account_ids(accounts):
         engine.open_account(account_id, {"USDT": 25_000.0})
@@ -95,9 +107,16 @@ async def _serve_emulator(accounts: int, orders: int) -> None:
             # Far below the price (which never moves here: no steps), so nothing fills and
             # every poll lists the same orders: the steady cost of polling, no more.
             symbol, _, price, amount = MARKETS[i % len(MARKETS)]
-            engine.place_order(account_id, OrderRequest(
-                symbol=symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount,
-                price=round(price / 2 + i * 0.01, 2)))
+            engine.place_order(
+                account_id,
+                OrderRequest(
+                    symbol=symbol,
+                    side=Side.BUY,
+                    type=OrderType.LIMIT,
+                    amount=amount,
+                    price=round(price / 2 + i * 0.01, 2),
+                ),
+            )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with EmulatorServer(engine, keys, host="127.0.0.1", port=0) as server:
@@ -110,9 +129,19 @@ class Emulator:
 
     def __init__(self, accounts: int, orders: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.api_load", "--emulator-child",
-             "--accounts", str(accounts), "--orders", str(orders)],
-            stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench.api_load",
+                "--emulator-child",
+                "--accounts",
+                str(accounts),
+                "--orders",
+                str(orders),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -153,8 +182,9 @@ def _toml(value: Any) -> str:
     raise TypeError(f"no TOML for {type(value).__name__}")
 
 
-def write_config(out: Path, emulator: Emulator, ids: list[str], port: int,
-                 poll_interval_s: float) -> tuple[Path, dict[str, str]]:
+def write_config(
+    out: Path, emulator: Emulator, ids: list[str], port: int, poll_interval_s: float
+) -> tuple[Path, dict[str, str]]:
     """The configuration a trader would write for these accounts, and their keys' variables."""
     from adapters.emulator import binance_ccxt_config
 
@@ -162,22 +192,39 @@ def write_config(out: Path, emulator: Emulator, ids: list[str], port: int,
     # budget for the exchange derives from it, and the local emulator enforces no limit, so
     # the 300 accounts poll at their interval instead of queueing on Binance's 20 a second.
     ccxt_table = {**binance_ccxt_config(emulator.url), "rateLimit": 1}
-    lines = ["tier_hysteresis_pct = 2.0", "", "[store]",
-             f"path = {_toml(str(out / 'bench.sqlite3'))}", "", "[api]",
-             'host = "127.0.0.1"', f"port = {port}", f"token_env = {_toml(TOKEN_ENV)}", ""]
+    lines = [
+        "tier_hysteresis_pct = 2.0",
+        "",
+        "[store]",
+        f"path = {_toml(str(out / 'bench.sqlite3'))}",
+        "",
+        "[api]",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f"token_env = {_toml(TOKEN_ENV)}",
+        "",
+    ]
     environ = {TOKEN_ENV: BENCH_TOKEN}
     for n, account_id in enumerate(ids):
         key_env, secret_env = f"NIJA_BENCH_{n:04d}_KEY", f"NIJA_BENCH_{n:04d}_SECRET"
         environ[key_env], environ[secret_env] = emulator.keys[account_id]
-        lines += ["[[accounts]]", f"id = {_toml(account_id)}", 'exchange = "binance"',
-                  f"api_key_env = {_toml(key_env)}", f"secret_env = {_toml(secret_env)}",
-                  'quote_currency = "USDT"', f"poll_interval_s = {poll_interval_s!r}",
-                  f"ccxt = {_toml(ccxt_table)}", ""]
+        lines += [
+            "[[accounts]]",
+            f"id = {_toml(account_id)}",
+            'exchange = "binance"',
+            f"api_key_env = {_toml(key_env)}",
+            f"secret_env = {_toml(secret_env)}",
+            'quote_currency = "USDT"',
+            f"poll_interval_s = {poll_interval_s!r}",
+            f"ccxt = {_toml(ccxt_table)}",
+            "",
+        ]
     config = out / "bench.toml"
     config.write_text("\n".join(lines), encoding="utf-8")
     # The keys as a trader would export them; made up by the emulator for this run only.
-    (out / "keys.env").write_text("".join(f"export {k}={v}\n" for k, v in environ.items()),
-                                  encoding="utf-8")
+    (out / "keys.env").write_text(
+        "".join(f"export {k}={v}\n" for k, v in environ.items()), encoding="utf-8"
+    )
     return config, environ
 
 
@@ -191,16 +238,23 @@ def free_port() -> int:
 class Sidecar:
     """``python -m nija_broker run`` in its own process, its log in ``out/sidecar.log``."""
 
-    def __init__(self, config: Path, environ: Mapping[str, str], port: int, log: IO[str],
-                 switch_interval_s: float | None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        environ: Mapping[str, str],
+        port: int,
+        log: IO[str],
+        switch_interval_s: float | None,
+    ) -> None:
         argv = [sys.executable, "-m", "nija_broker", "run", "--config", str(config)]
         if switch_interval_s is not None:
             argv += ["--switch-interval-s", repr(switch_interval_s)]
         self.url = f"http://127.0.0.1:{port}"
         self._log = Path(log.name)
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(argv, env={**os.environ, **environ}, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            argv, env={**os.environ, **environ}, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def close(self) -> int:
         return _terminate(self.proc)
@@ -218,20 +272,23 @@ def percentiles_ms(samples_s: list[float]) -> dict[str, float]:
     return {"p50_ms": round(q[49], 3), "p99_ms": round(q[98], 3), "max_ms": round(ms[-1], 3)}
 
 
-async def wait_until_synced(session: aiohttp.ClientSession, sidecar: Sidecar,
-                            accounts: int) -> dict[str, Any]:
+async def wait_until_synced(
+    session: aiohttp.ClientSession, sidecar: Sidecar, accounts: int
+) -> dict[str, Any]:
     """Seconds to the first ``/healthz`` answer and to no account ``syncing``; final states."""
     first: float | None = None
     while True:
         if sidecar.proc.poll() is not None:
-            raise RuntimeError(f"the sidecar exited with {sidecar.proc.returncode}:\n"
-                               + sidecar.log_tail())
+            raise RuntimeError(
+                f"the sidecar exited with {sidecar.proc.returncode}:\n" + sidecar.log_tail()
+            )
         elapsed = time.perf_counter() - sidecar.started
         if elapsed > STARTUP_LIMIT_S:
             raise RuntimeError(f"the sidecar did not sync within {STARTUP_LIMIT_S:g}s")
         try:
-            async with session.get(sidecar.url + "/healthz",
-                                   timeout=aiohttp.ClientTimeout(total=5.0)) as r:
+            async with session.get(
+                sidecar.url + "/healthz", timeout=aiohttp.ClientTimeout(total=5.0)
+            ) as r:
                 health = await r.json()
         except (aiohttp.ClientConnectionError, TimeoutError):
             await asyncio.sleep(0.01)
@@ -242,8 +299,11 @@ async def wait_until_synced(session: aiohttp.ClientSession, sidecar: Sidecar,
         states = [a["state"] for a in health["accounts"].values()]
         if len(states) == accounts and "syncing" not in states:
             counted = {s: states.count(s) for s in sorted(set(states))}
-            return {"first_healthz_s": round(first, 3), "all_synced_s": round(now, 3),
-                    "states": counted}
+            return {
+                "first_healthz_s": round(first, 3),
+                "all_synced_s": round(now, 3),
+                "states": counted,
+            }
         await asyncio.sleep(0.05)
 
 
@@ -255,8 +315,9 @@ async def _post(session: aiohttp.ClientSession, url: str, body: Mapping[str, Any
         return answer
 
 
-async def measure(session: aiohttp.ClientSession, url: str, samples: int,
-                  tag: str) -> dict[str, Any]:
+async def measure(
+    session: aiohttp.ClientSession, url: str, samples: int, tag: str
+) -> dict[str, Any]:
     """``check``, ``reserve`` and ``release`` in turn, ``samples`` times, timed one by one."""
     timings: dict[str, list[float]] = {"check": [], "reserve": [], "release": []}
     allowed = 0
@@ -266,8 +327,9 @@ async def measure(session: aiohttp.ClientSession, url: str, samples: int,
         start = clock()
         decision = await _post(session, url + "/v1/guard/check", ENTRY)
         mid = clock()
-        held = await _post(session, url + "/v1/guard/reserve",
-                           {**ENTRY, "client_order_id": f"bench-{tag}-{i}"})
+        held = await _post(
+            session, url + "/v1/guard/reserve", {**ENTRY, "client_order_id": f"bench-{tag}-{i}"}
+        )
         reserved = clock()
         if keep:
             timings["check"].append(mid - start)
@@ -284,9 +346,15 @@ async def measure(session: aiohttp.ClientSession, url: str, samples: int,
     return result
 
 
-async def phase(name: str, emulator: Emulator, accounts: int, samples: int,
-                poll_interval_s: float, switch_interval_s: float | None,
-                root: Path) -> dict[str, Any]:
+async def phase(
+    name: str,
+    emulator: Emulator,
+    accounts: int,
+    samples: int,
+    poll_interval_s: float,
+    switch_interval_s: float | None,
+    root: Path,
+) -> dict[str, Any]:
     out = root / name
     out.mkdir()
     load_before = os.getloadavg()[0]
@@ -308,8 +376,7 @@ async def phase(name: str, emulator: Emulator, accounts: int, samples: int,
     # The machine's 1-minute load average around the phase: on a shared machine, a phase
     # measured while others ran is not comparable to one measured alone.
     load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
-    return {"accounts": accounts, **started, **timed, "load_average_1m": load,
-            "sidecar_exit": code}
+    return {"accounts": accounts, **started, **timed, "load_average_1m": load, "sidecar_exit": code}
 
 
 def _ratio(loaded: dict[str, Any], idle: dict[str, Any], call: str, key: str) -> float:
@@ -322,31 +389,59 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="nija-api-load-") as tmp:
             root = Path(tmp)
-            idle = await phase("idle", emulator, 1, args.samples, args.poll_interval_s,
-                               args.switch_interval_s, root)
-            loaded = await phase("loaded", emulator, args.accounts, args.samples,
-                                 args.poll_interval_s, args.switch_interval_s, root)
+            idle = await phase(
+                "idle",
+                emulator,
+                1,
+                args.samples,
+                args.poll_interval_s,
+                args.switch_interval_s,
+                root,
+            )
+            loaded = await phase(
+                "loaded",
+                emulator,
+                args.accounts,
+                args.samples,
+                args.poll_interval_s,
+                args.switch_interval_s,
+                root,
+            )
     finally:
         emulator.close()
-    ratios = {f"{call}_{key}": _ratio(loaded, idle, call, key)
-              for call in ("check", "reserve", "release") for key in ("p50_ms", "p99_ms")}
+    ratios = {
+        f"{call}_{key}": _ratio(loaded, idle, call, key)
+        for call in ("check", "reserve", "release")
+        for key in ("p50_ms", "p99_ms")
+    }
     return {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
-        "orders_per_account": args.orders, "samples": args.samples,
-        "poll_interval_s": args.poll_interval_s, "switch_interval_s": args.switch_interval_s,
-        "idle": idle, "loaded": loaded, "ratios_loaded_over_idle": ratios,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "orders_per_account": args.orders,
+        "samples": args.samples,
+        "poll_interval_s": args.poll_interval_s,
+        "switch_interval_s": args.switch_interval_s,
+        "idle": idle,
+        "loaded": loaded,
+        "ratios_loaded_over_idle": ratios,
         "goals": {
             "loaded_p99_within_1_5x_idle": all(
-                ratios[f"{call}_p99_ms"] <= GOAL_RATIO for call in ("check", "reserve")),
+                ratios[f"{call}_p99_ms"] <= GOAL_RATIO for call in ("check", "reserve")
+            ),
             "idle_check_p99_within_1ms": idle["check"]["p99_ms"] <= GOAL_IDLE_CHECK_P99_MS,
         },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.api_load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.api_load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--orders", type=int, default=20, help="open orders per account")
     parser.add_argument("--samples", type=int, default=2000, help="calls of each kind")

@@ -38,10 +38,30 @@ from nija_broker.core.models import Market, OrderType, Side
 
 GOAL_RATIO = 0.10
 MARKETS = (
-    (Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-            min_amount=0.00001, min_notional=5.0), 50_000.0),
-    (Market(symbol="ETH/USDT", base="ETH", quote="USDT", amount_step=0.0001, price_step=0.01,
-            min_amount=0.0001, min_notional=5.0), 3_000.0),
+    (
+        Market(
+            symbol="BTC/USDT",
+            base="BTC",
+            quote="USDT",
+            amount_step=0.00001,
+            price_step=0.01,
+            min_amount=0.00001,
+            min_notional=5.0,
+        ),
+        50_000.0,
+    ),
+    (
+        Market(
+            symbol="ETH/USDT",
+            base="ETH",
+            quote="USDT",
+            amount_step=0.0001,
+            price_step=0.01,
+            min_amount=0.0001,
+            min_notional=5.0,
+        ),
+        3_000.0,
+    ),
 )
 
 
@@ -64,15 +84,24 @@ async def run(orders: int, iterations: int, warmup: int) -> dict[str, Any]:
         # Resting buys 20-30% under the market: they never fill during the run.
         limit = round(price * (0.7 + 0.1 * i / orders), 2)
         amount = 0.001 if market.base == "BTC" else 0.01
-        engine.place_order("BENCH", OrderRequest(
-            symbol=market.symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount,
-            price=limit, client_order_id=f"bench-{i}"))
+        engine.place_order(
+            "BENCH",
+            OrderRequest(
+                symbol=market.symbol,
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=amount,
+                price=limit,
+                client_order_id=f"bench-{i}",
+            ),
+        )
     keys = {"BENCH": ("bench-key", "bench-secret")}
     async with EmulatorServer(engine, keys) as server:
         config = binance_ccxt_config(server.url, *keys["BENCH"])
         raw = ccxt.binance(config)
-        adapter = CcxtExchange(ccxt.binance(config), account_id="BENCH",
-                               budget=RateBudget(1_000_000.0))
+        adapter = CcxtExchange(
+            ccxt.binance(config), account_id="BENCH", budget=RateBudget(1_000_000.0)
+        )
         try:
             await raw.load_markets()
             await adapter.load_markets()
@@ -89,14 +118,15 @@ async def run(orders: int, iterations: int, warmup: int) -> dict[str, Any]:
                     count, calls = len(page.orders), page.calls
                 elapsed_s = time.perf_counter() - start
                 if count != orders or calls != 1:
-                    raise SystemExit(f"{name}: expected {orders} orders in one call, "
-                                     f"got {count} in {calls}")
+                    raise SystemExit(
+                        f"{name}: expected {orders} orders in one call, got {count} in {calls}"
+                    )
                 return elapsed_s
 
             for i in range(warmup + iterations):
                 # Rotate who goes first, so neither side always meets a warm or cold server.
                 names = ["raw", "adapter", "cold"]
-                names = names[i % 3:] + names[: i % 3]
+                names = names[i % 3 :] + names[: i % 3]
                 for name in names:
                     elapsed_s = await timed(name)
                     if i >= warmup:

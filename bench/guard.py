@@ -84,10 +84,13 @@ def live_view(account_id: str, table: TierTable, equity: float) -> AccountLive:
     live.tier.update(equity)
     live.health = AccountHealth(state=SyncState.OK, last_success=T0)
     live.equity_usd = equity
-    live.balances = {"USD": Balance(currency="USD", free=equity, total=equity),
-                     "C00": Balance(currency="C00", free=1.0, total=1.0)}
-    live.markets = {s: Market(symbol=s, base=s.split("/")[0], quote="USD", min_notional=1.0)
-                    for s in SYMBOLS}
+    live.balances = {
+        "USD": Balance(currency="USD", free=equity, total=equity),
+        "C00": Balance(currency="C00", free=1.0, total=1.0),
+    }
+    live.markets = {
+        s: Market(symbol=s, base=s.split("/")[0], quote="USD", min_notional=1.0) for s in SYMBOLS
+    }
     return live
 
 
@@ -97,12 +100,20 @@ def fill_book(books: Books, account_id: str, orders: int, rng: random.Random) ->
         tracker.set_last_price(symbol, 10.0)
     for i in range(orders):
         entry = i % 5 < 3
-        tracker.apply(Order(
-            id=f"{account_id}-{i}", client_order_id=f"c-{i}", account_id=account_id,
-            symbol=rng.choice(SYMBOLS), side=Side.BUY if entry else Side.SELL,
-            role=OrderRole.ENTRY if entry else OrderRole.TARGET, type=OrderType.LIMIT,
-            price=9.0 if entry else 11.0, amount=1.0, created_at=T0,
-        ))
+        tracker.apply(
+            Order(
+                id=f"{account_id}-{i}",
+                client_order_id=f"c-{i}",
+                account_id=account_id,
+                symbol=rng.choice(SYMBOLS),
+                side=Side.BUY if entry else Side.SELL,
+                role=OrderRole.ENTRY if entry else OrderRole.TARGET,
+                type=OrderType.LIMIT,
+                price=9.0 if entry else 11.0,
+                amount=1.0,
+                created_at=T0,
+            )
+        )
 
 
 def time_calls(call: Callable[[int], Any], n: int) -> list[float]:
@@ -135,15 +146,16 @@ def decision_bench(accounts: int, orders: int, decisions: int, tmp: Path) -> dic
     def intents(pool: list[str]) -> list[OrderIntent]:
         # C00 is occupied on every account (a position): a STANDARD entry there passes
         # every rule, DCA included.
-        return [OrderIntent(account_id=rng.choice(pool), symbol="C00/USD", side="buy",
-                            size_usd=20.0) for _ in range(decisions)]
+        return [
+            OrderIntent(account_id=rng.choice(pool), symbol="C00/USD", side="buy", size_usd=20.0)
+            for _ in range(decisions)
+        ]
 
     full = intents(standard)
     blocked = intents(micro)
     journaled = intents(standard)[: max(decisions // 10, 200)]
     for account_id in live:  # warm-up: every account judged once
-        guard.check(OrderIntent(account_id=account_id, symbol="C00/USD", side="buy",
-                                size_usd=20.0))
+        guard.check(OrderIntent(account_id=account_id, symbol="C00/USD", side="buy", size_usd=20.0))
     assert all(guard.check(i).allowed for i in full[:50])
     assert not any(guard.check(i).allowed for i in blocked[:50])
 
@@ -155,8 +167,7 @@ def decision_bench(accounts: int, orders: int, decisions: int, tmp: Path) -> dic
     def after_change(i: int) -> float:
         tracker = books.get(changed[i].account_id).orders
         order = tracker.open_orders()[i % orders]
-        tracker.apply(order.replace(filled=order.filled + filled_step,
-                                    status="partially_filled"))
+        tracker.apply(order.replace(filled=order.filled + filled_step, status="partially_filled"))
         start = time.perf_counter()
         guard.check(changed[i])
         return time.perf_counter() - start
@@ -174,9 +185,11 @@ def decision_bench(accounts: int, orders: int, decisions: int, tmp: Path) -> dic
         "build_s": round(build_s, 2),
         "full_path": percentiles_us(time_calls(lambda i: guard.check(full[i]), len(full))),
         "full_path_after_book_change": percentiles_us(
-            [after_change(i) for i in range(len(changed))]),
+            [after_change(i) for i in range(len(changed))]
+        ),
         "micro_cap_blocked": percentiles_us(
-            time_calls(lambda i: guard.check(blocked[i]), len(blocked))),
+            time_calls(lambda i: guard.check(blocked[i]), len(blocked))
+        ),
         "decide_journaled": percentiles_us(time_calls(decide_release, len(journaled))),
     }
     store.close()
@@ -190,8 +203,10 @@ def breakers_bench(accounts: int, trades: int, decisions: int) -> dict[str, Any]
     a breaker recomputation reads all of them. ``armed_after_new_trade``: each decision right
     after a new trade on its account (the cached verdicts are recomputed).
     """
-    armed = tuple(t.model_copy(update={"breakers": BREAKERS}) if t.name == "STANDARD" else t
-                  for t in DEFAULT_TIERS)
+    armed = tuple(
+        t.model_copy(update={"breakers": BREAKERS}) if t.name == "STANDARD" else t
+        for t in DEFAULT_TIERS
+    )
     rng = random.Random(2)
     books = Books(None)
     lives: dict[str, dict[str, AccountLive]] = {"off": {}, "armed": {}}
@@ -204,34 +219,58 @@ def breakers_bench(accounts: int, trades: int, decisions: int) -> dict[str, Any]
         for i in range(trades):
             at = T0 + timedelta(minutes=i)
             net = rng.uniform(0.1, 1.0)  # winning trades: no breaker trips, all are judged
-            book.record_trade(TradeRecord(
-                trade_id=f"{account_id}-T{i}", account_id=account_id, symbol="C01/USD",
-                side="buy", entry_price=10.0, exit_price=10.0 + net, quantity=1.0, pnl=net,
-                entry_time=at, exit_time=at))
+            book.record_trade(
+                TradeRecord(
+                    trade_id=f"{account_id}-T{i}",
+                    account_id=account_id,
+                    symbol="C01/USD",
+                    side="buy",
+                    entry_price=10.0,
+                    exit_price=10.0 + net,
+                    quantity=1.0,
+                    pnl=net,
+                    entry_time=at,
+                    exit_time=at,
+                )
+            )
             book.update_equity(1e9 + i, at)
     guards = {name: Guard(books, live) for name, live in lives.items()}
     pool = list(lives["off"])
-    intents = [OrderIntent(account_id=rng.choice(pool), symbol="C00/USD", side="buy",
-                           size_usd=20.0) for _ in range(decisions)]
+    intents = [
+        OrderIntent(account_id=rng.choice(pool), symbol="C00/USD", side="buy", size_usd=20.0)
+        for _ in range(decisions)
+    ]
     for guard in guards.values():
         for account_id in pool:  # warm-up
-            guard.check(OrderIntent(account_id=account_id, symbol="C00/USD", side="buy",
-                                    size_usd=20.0))
+            guard.check(
+                OrderIntent(account_id=account_id, symbol="C00/USD", side="buy", size_usd=20.0)
+            )
         assert all(guard.check(i).allowed for i in intents[:50])
     result: dict[str, Any] = {"accounts": accounts, "trades_and_equity_points": trades}
     for name, guard in guards.items():
-        result[name] = percentiles_us(time_calls(lambda i, g=guard: g.check(intents[i]),
-                                                 len(intents)))
+        result[name] = percentiles_us(
+            time_calls(lambda i, g=guard: g.check(intents[i]), len(intents))
+        )
     armed_guard = guards["armed"]
     after = intents[: max(decisions // 20, 200)]
 
     def after_trade(i: int) -> float:
         intent = after[i]
         at = T0 + timedelta(minutes=trades + i)
-        books.get(intent.account_id).record_trade(TradeRecord(
-            trade_id=f"{intent.account_id}-N{i}", account_id=intent.account_id,
-            symbol="C01/USD", side="buy", entry_price=10.0, exit_price=10.5, quantity=1.0,
-            pnl=0.5, entry_time=at, exit_time=at))
+        books.get(intent.account_id).record_trade(
+            TradeRecord(
+                trade_id=f"{intent.account_id}-N{i}",
+                account_id=intent.account_id,
+                symbol="C01/USD",
+                side="buy",
+                entry_price=10.0,
+                exit_price=10.5,
+                quantity=1.0,
+                pnl=0.5,
+                entry_time=at,
+                exit_time=at,
+            )
+        )
         start = time.perf_counter()
         armed_guard.check(intent)
         return time.perf_counter() - start
@@ -253,8 +292,15 @@ def _timed(call: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
 
 
 async def create_order_bench(iterations: int, tmp: Path) -> dict[str, Any]:
-    btc = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-                 price_step=0.01, min_amount=0.00001, min_notional=5.0)
+    btc = Market(
+        symbol="BTC/USDT",
+        base="BTC",
+        quote="USDT",
+        amount_step=0.00001,
+        price_step=0.01,
+        min_amount=0.00001,
+        min_notional=5.0,
+    )
     engine = SimEngine(seed=1, clock=SystemClock())
     engine.add_market(btc, 50_000.0)
     engine.open_account("BENCH", {"USDT": 10_000_000.0})
@@ -269,18 +315,22 @@ async def create_order_bench(iterations: int, tmp: Path) -> dict[str, Any]:
     guard = Guard(Books(store), {"BENCH": live})
     in_guard: list[float] = []
     in_store: list[float] = []
-    for target, names, sink in ((guard, ("decide", "confirm"), in_guard),
-                                (store, ("put_intent", "journal_decision",
-                                         "set_intent_status", "apply"), in_store)):
+    for target, names, sink in (
+        (guard, ("decide", "confirm"), in_guard),
+        (store, ("put_intent", "journal_decision", "set_intent_status", "apply"), in_store),
+    ):
         for name in names:
             setattr(target, name, _timed(getattr(target, name), sink))
 
     async with EmulatorServer(engine, keys) as server:
         config = binance_ccxt_config(server.url, *keys["BENCH"])
-        plain = CcxtExchange(ccxt.binance(config), account_id="BENCH",
-                             budget=RateBudget(1_000_000.0))
-        guarded = GuardedExchange(CcxtExchange(ccxt.binance(config), account_id="BENCH",
-                                               budget=RateBudget(1_000_000.0)), guard)
+        plain = CcxtExchange(
+            ccxt.binance(config), account_id="BENCH", budget=RateBudget(1_000_000.0)
+        )
+        guarded = GuardedExchange(
+            CcxtExchange(ccxt.binance(config), account_id="BENCH", budget=RateBudget(1_000_000.0)),
+            guard,
+        )
         try:
             await plain.load_markets()
             await guarded.load_markets()
@@ -289,12 +339,14 @@ async def create_order_bench(iterations: int, tmp: Path) -> dict[str, Any]:
             store_per_call: list[float] = []
             # Market buys, as the live bot places them: each fills at once, so the book's
             # live orders stay few, as on a real account.
-            request = OrderRequest(symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET,
-                                   amount=0.001)
+            request = OrderRequest(
+                symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.001
+            )
             for i in range(iterations + 20):
                 # What the reconciler does between orders: a new balance replaces the old.
-                live.balances = {"USDT": Balance(currency="USDT", free=5_000_000.0,
-                                                 total=5_000_000.0)}
+                live.balances = {
+                    "USDT": Balance(currency="USDT", free=5_000_000.0, total=5_000_000.0)
+                }
                 for name, exchange in (("plain", plain), ("guarded", guarded)):
                     in_guard.clear()
                     in_store.clear()
@@ -314,8 +366,10 @@ async def create_order_bench(iterations: int, tmp: Path) -> dict[str, Any]:
     guarded_ms = statistics.median(samples["guarded"]) * 1e3
     guard_ms = statistics.median(guard_per_call) * 1e3
     store_ms = statistics.median(store_per_call) * 1e3
-    judging_ms = statistics.median(g - st for g, st in zip(guard_per_call, store_per_call,
-                                                           strict=True)) * 1e3
+    judging_ms = (
+        statistics.median(g - st for g, st in zip(guard_per_call, store_per_call, strict=True))
+        * 1e3
+    )
     return {
         "iterations": iterations,
         "plain_median_ms": round(plain_ms, 3),
@@ -341,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         decision = decision_bench(args.accounts, args.orders, args.decisions, tmp)
-        breakers = breakers_bench(args.breaker_accounts, args.breaker_trades,
-                                  max(args.decisions // 4, 1_000))
+        breakers = breakers_bench(
+            args.breaker_accounts, args.breaker_trades, max(args.decisions // 4, 1_000)
+        )
         create = asyncio.run(create_order_bench(args.create_orders, tmp))
     report = {
         "python": platform.python_version(),

@@ -55,18 +55,40 @@ def _b64(text: str) -> str:
 
 DIALECTS: dict[str, dict[str, Any]] = {
     "binance": {
-        "market": Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-                         price_step=0.01, min_amount=0.00001, min_notional=5.0),
-        "server": EmulatorServer, "ccxt": ccxt.binance, "config": binance_ccxt_config,
-        "keys": {STANDARD: ("platform-key-01", "platform-secret-01"),
-                 MICRO: ("micro-key-01", "micro-secret-01")},
+        "market": Market(
+            symbol="BTC/USDT",
+            base="BTC",
+            quote="USDT",
+            amount_step=0.00001,
+            price_step=0.01,
+            min_amount=0.00001,
+            min_notional=5.0,
+        ),
+        "server": EmulatorServer,
+        "ccxt": ccxt.binance,
+        "config": binance_ccxt_config,
+        "keys": {
+            STANDARD: ("platform-key-01", "platform-secret-01"),
+            MICRO: ("micro-key-01", "micro-secret-01"),
+        },
     },
     "kraken": {
-        "market": Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=1e-8,
-                         price_step=0.1, min_amount=0.0001, min_notional=0.5),
-        "server": KrakenEmulatorServer, "ccxt": ccxt.kraken, "config": kraken_ccxt_config,
-        "keys": {STANDARD: ("platform-kraken-key", _b64("platform-secret-bytes-01")),
-                 MICRO: ("micro-kraken-key", _b64("micro-secret-bytes-0001"))},
+        "market": Market(
+            symbol="BTC/USD",
+            base="BTC",
+            quote="USD",
+            amount_step=1e-8,
+            price_step=0.1,
+            min_amount=0.0001,
+            min_notional=0.5,
+        ),
+        "server": KrakenEmulatorServer,
+        "ccxt": ccxt.kraken,
+        "config": kraken_ccxt_config,
+        "keys": {
+            STANDARD: ("platform-kraken-key", _b64("platform-secret-bytes-01")),
+            MICRO: ("micro-kraken-key", _b64("micro-secret-bytes-0001")),
+        },
     },
 }
 
@@ -86,14 +108,19 @@ async def _dialect(name: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     async with d["server"](engine, d["keys"]) as server:
         exchanges = {
-            a: CcxtExchange(d["ccxt"](d["config"](server.url, *d["keys"][a])), account_id=a,
-                            clock=FakeClock(), budget=RateBudget(10_000.0))
+            a: CcxtExchange(
+                d["ccxt"](d["config"](server.url, *d["keys"][a])),
+                account_id=a,
+                clock=FakeClock(),
+                budget=RateBudget(10_000.0),
+            )
             for a in (STANDARD, MICRO)
         }
         live = {a: AccountLive.create(a, TierTable()) for a in exchanges}
         settings = ReconcilerSettings(visibility_window_s=0.0, balance_interval_s=3600.0)
-        async with Reconciler(Books(None), exchanges, live, clock=SystemClock(),
-                              settings=settings) as reconciler:
+        async with Reconciler(
+            Books(None), exchanges, live, clock=SystemClock(), settings=settings
+        ) as reconciler:
             for account in exchanges:
                 await reconciler.startup(account)
 
@@ -104,22 +131,34 @@ async def _dialect(name: str) -> dict[str, Any]:
 
             result["idle_standard"] = await cycle(STANDARD)
             result["idle_micro_cap"] = await cycle(MICRO)
-            engine.place_order(STANDARD, OrderRequest(
-                symbol=market.symbol, side=Side.BUY, type=OrderType.LIMIT, amount=0.01,
-                price=49_000.0))
+            engine.place_order(
+                STANDARD,
+                OrderRequest(
+                    symbol=market.symbol,
+                    side=Side.BUY,
+                    type=OrderType.LIMIT,
+                    amount=0.01,
+                    price=49_000.0,
+                ),
+            )
             await cycle(STANDARD)  # the new order is listed (and adopted)
             engine.set_price(market.symbol, 48_000.0)  # it fills between two polls
             result["resting_fill_standard"] = await cycle(STANDARD)
             result["idle_standard_after"] = await cycle(STANDARD)
-            engine.place_order(MICRO, OrderRequest(
-                symbol=market.symbol, side=Side.BUY, type=OrderType.MARKET, amount=0.001))
+            engine.place_order(
+                MICRO,
+                OrderRequest(
+                    symbol=market.symbol, side=Side.BUY, type=OrderType.MARKET, amount=0.001
+                ),
+            )
             result["instant_entry_micro_cap"] = await cycle(MICRO)
             result["idle_micro_cap_after"] = await cycle(MICRO)
             # A full refresh: balances, tickers, the closed-orders sweep and the trades owed.
             reconciler._sync(MICRO).balances.due_mono = float("-inf")
             result["sweep_micro_cap"] = await cycle(MICRO)
             result["micro_cap_position"] = [
-                (p.symbol, p.quantity) for p in reconciler._sync(MICRO).book.positions()]
+                (p.symbol, p.quantity) for p in reconciler._sync(MICRO).book.positions()
+            ]
     return result
 
 

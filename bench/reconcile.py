@@ -38,10 +38,21 @@ from nija_broker.core.tiers import TierTable
 from nija_broker.state.books import Books
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
-TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
-                      watch_orders=False, order_trades=True)
-BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.0001, price_step=0.01,
-             min_amount=0.0001, min_notional=0.0)
+TRADES = Capabilities(
+    open_orders_without_symbol=True,
+    fetch_order_by_client_id=True,
+    watch_orders=False,
+    order_trades=True,
+)
+BTC = Market(
+    symbol="BTC/USD",
+    base="BTC",
+    quote="USD",
+    amount_step=0.0001,
+    price_step=0.01,
+    min_amount=0.0001,
+    min_notional=0.0,
+)
 
 
 def _engine(accounts: list[str], orders_each: int, clock: FakeClock) -> SimEngine:
@@ -52,19 +63,25 @@ def _engine(accounts: list[str], orders_each: int, clock: FakeClock) -> SimEngin
         for i in range(orders_each):
             side = Side.BUY if i % 2 == 0 else Side.SELL
             price = 50.0 + i * 0.01 if side is Side.BUY else 150.0 + i * 0.01
-            engine.place_order(account_id, OrderRequest(
-                symbol="BTC/USD", side=side, type=OrderType.LIMIT, amount=0.01, price=price))
+            engine.place_order(
+                account_id,
+                OrderRequest(
+                    symbol="BTC/USD", side=side, type=OrderType.LIMIT, amount=0.01, price=price
+                ),
+            )
     return engine
 
 
-def _reconciler(engine: SimEngine, accounts: list[str], clock: FakeClock,
-                settings: ReconcilerSettings) -> tuple[Reconciler, dict[str, SimExchange]]:
+def _reconciler(
+    engine: SimEngine, accounts: list[str], clock: FakeClock, settings: ReconcilerSettings
+) -> tuple[Reconciler, dict[str, SimExchange]]:
     exchanges = {a: SimExchange(engine, a) for a in accounts}
     table = TierTable()
     live = {a: AccountLive.create(a, table) for a in accounts}
     # No store: a cycle in which nothing changed writes nothing anyway.
-    reconciler = Reconciler(Books(None, clock=clock), exchanges, live, clock=clock,
-                            settings=settings)
+    reconciler = Reconciler(
+        Books(None, clock=clock), exchanges, live, clock=clock, settings=settings
+    )
     return reconciler, exchanges
 
 
@@ -97,13 +114,15 @@ async def api_calls(open_orders: int) -> dict[str, Any]:
 async def calls_per_fill() -> dict[str, Any]:
     """Calls of the cycle that finds a fill, fills booked from trades (by trade id)."""
     clock = FakeClock()
-    settings = ReconcilerSettings(poll_interval_s=5.0, balance_interval_s=3600.0,
-                                  visibility_window_s=0.0)
+    settings = ReconcilerSettings(
+        poll_interval_s=5.0, balance_interval_s=3600.0, visibility_window_s=0.0
+    )
     engine = _engine(["A"], 10, clock)
     exchanges = {"A": SimExchange(engine, "A", capabilities=TRADES)}
     live = {"A": AccountLive.create("A", TierTable())}
-    reconciler = Reconciler(Books(None, clock=clock), exchanges, live, clock=clock,
-                            settings=settings)
+    reconciler = Reconciler(
+        Books(None, clock=clock), exchanges, live, clock=clock, settings=settings
+    )
     await reconciler.startup("A")
     calls = exchanges["A"].calls
 
@@ -111,19 +130,26 @@ async def calls_per_fill() -> dict[str, Any]:
         before = dict(calls)
         clock.advance(5.0)
         await reconciler.sync_once("A")
-        return {k: v - before.get(k, 0) for k, v in sorted(calls.items())
-                if v - before.get(k, 0)}
+        return {k: v - before.get(k, 0) for k, v in sorted(calls.items()) if v - before.get(k, 0)}
 
     idle = await cycle()
-    engine.place_order("A", OrderRequest(symbol="BTC/USD", side=Side.BUY,
-                                         type=OrderType.LIMIT, amount=0.01, price=99.0))
+    engine.place_order(
+        "A",
+        OrderRequest(
+            symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.01, price=99.0
+        ),
+    )
     await cycle()
     engine.set_price("BTC/USD", 98.0)  # fills between two polls
     filled = await cycle()
     after = await cycle()
     await reconciler.aclose()
-    return {"idle_cycle": idle, "cycle_that_finds_a_fill": filled, "idle_after": after,
-            "calls_per_fill": sum(filled.values()) - sum(idle.values())}
+    return {
+        "idle_cycle": idle,
+        "cycle_that_finds_a_fill": filled,
+        "idle_after": after,
+        "calls_per_fill": sum(filled.values()) - sum(idle.values()),
+    }
 
 
 async def cpu_full_cycle(accounts_n: int, orders_each: int) -> dict[str, Any]:
@@ -190,8 +216,9 @@ class _VirtualClock(FakeClock):
 
 async def fill_detection(poll_interval_s: float = 5.0, fills: int = 300) -> dict[str, Any]:
     clock = _VirtualClock()
-    settings = ReconcilerSettings(poll_interval_s=poll_interval_s, balance_interval_s=3600.0,
-                                  jitter=0.1, seed=5)
+    settings = ReconcilerSettings(
+        poll_interval_s=poll_interval_s, balance_interval_s=3600.0, jitter=0.1, seed=5
+    )
     engine = _engine(["A"], 0, clock)
     reconciler, _ = _reconciler(engine, ["A"], clock, settings)
     events = reconciler.subscribe()
@@ -200,8 +227,12 @@ async def fill_detection(poll_interval_s: float = 5.0, fills: int = 300) -> dict
     delays: list[float] = []
     while len(delays) < fills:
         engine.set_price("BTC/USD", 100.0)
-        engine.place_order("A", OrderRequest(symbol="BTC/USD", side=Side.BUY,
-                                             type=OrderType.LIMIT, amount=0.01, price=99.0))
+        engine.place_order(
+            "A",
+            OrderRequest(
+                symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.01, price=99.0
+            ),
+        )
         # Rests a random while (young and old orders alike), then fills.
         await clock.tick(rng.uniform(0.0, 4 * poll_interval_s))
         engine.set_price("BTC/USD", 98.0)

@@ -46,30 +46,62 @@ BATCH = 2_000
 RECENT_TRIPS = 1_100
 
 
-def _round_trip(account: str, n: int, at: datetime, ledger: Ledger
-                ) -> tuple[list[Order], list[Fill], list[TradeRecord]]:
+def _round_trip(
+    account: str, n: int, at: datetime, ledger: Ledger
+) -> tuple[list[Order], list[Fill], list[TradeRecord]]:
     """One buy and one sell order, filled, booked through a real ledger: orders, fills, trade."""
     symbol = SYMBOLS[n % len(SYMBOLS)]
     price = 100.0 + n % 37
     exit_price = price * (1.0 + ((n * 7919) % 21 - 9) / 1000.0)
     orders: list[Order] = []
     fills: list[Fill] = []
-    for leg, (side, px, ts) in enumerate(((Side.BUY, price, at),
-                                          (Side.SELL, exit_price, at + timedelta(minutes=3)))):
+    for leg, (side, px, ts) in enumerate(
+        ((Side.BUY, price, at), (Side.SELL, exit_price, at + timedelta(minutes=3)))
+    ):
         order_id = f"{account}-{n}-{leg}"
-        orders.append(Order(id=order_id, client_order_id=f"nb-{order_id}", account_id=account,
-                            symbol=symbol, side=side, price=px, amount=1.0, filled=1.0,
-                            average=px, status=OrderStatus.FILLED, created_at=ts, updated_at=ts,
-                            fee=px * 0.001))
-        fills.append(Fill(account_id=account, order_id=order_id, trade_id=f"{n}{leg}",
-                          symbol=symbol, side=side, amount=1.0, price=px, fee=px * 0.001,
-                          timestamp=ts))
+        orders.append(
+            Order(
+                id=order_id,
+                client_order_id=f"nb-{order_id}",
+                account_id=account,
+                symbol=symbol,
+                side=side,
+                price=px,
+                amount=1.0,
+                filled=1.0,
+                average=px,
+                status=OrderStatus.FILLED,
+                created_at=ts,
+                updated_at=ts,
+                fee=px * 0.001,
+            )
+        )
+        fills.append(
+            Fill(
+                account_id=account,
+                order_id=order_id,
+                trade_id=f"{n}{leg}",
+                symbol=symbol,
+                side=side,
+                amount=1.0,
+                price=px,
+                fee=px * 0.001,
+                timestamp=ts,
+            )
+        )
     trades = [t for f in fills for t in ledger.book(f).trades]
     return orders, fills, trades
 
 
-def _write(store: Store, account: str, start_n: int, count: int, first: datetime,
-           step: timedelta, ledger: Ledger) -> None:
+def _write(
+    store: Store,
+    account: str,
+    start_n: int,
+    count: int,
+    first: datetime,
+    step: timedelta,
+    ledger: Ledger,
+) -> None:
     orders: list[Order] = []
     fills: list[Fill] = []
     trades: list[TradeRecord] = []
@@ -77,8 +109,16 @@ def _write(store: Store, account: str, start_n: int, count: int, first: datetime
     equity = 1_000_000.0
 
     def flush() -> None:
-        store.apply(StoreBatch(account_id=account, orders=orders, fills=fills, trades=trades,
-                               positions=ledger.positions(), equity_points=points))
+        store.apply(
+            StoreBatch(
+                account_id=account,
+                orders=orders,
+                fills=fills,
+                trades=trades,
+                positions=ledger.positions(),
+                equity_points=points,
+            )
+        )
         orders.clear(), fills.clear(), trades.clear(), points.clear()
 
     for i in range(count):
@@ -88,8 +128,9 @@ def _write(store: Store, account: str, start_n: int, count: int, first: datetime
         fills += f
         trades += t
         equity += sum(x.net for x in t)
-        points.append(EquityPoint(account_id=account, timestamp=at + timedelta(minutes=4),
-                                  equity=equity))
+        points.append(
+            EquityPoint(account_id=account, timestamp=at + timedelta(minutes=4), equity=equity)
+        )
         if len(orders) >= BATCH:
             flush()
     flush()
@@ -98,19 +139,39 @@ def _write(store: Store, account: str, start_n: int, count: int, first: datetime
 def _recent_day(store: Store, account: str, ledger: Ledger) -> None:
     """What both accounts share: the last day's trades, an open position, open orders."""
     start = NOW - timedelta(hours=20)
-    _write(store, account, 10_000_000, RECENT_TRIPS, start, timedelta(hours=19) / RECENT_TRIPS,
-           ledger)
-    buy = Fill(account_id=account, order_id=f"{account}-held", trade_id="held",
-               symbol="BTC/USD", side=Side.BUY, amount=0.5, price=101.0, fee=0.05,
-               timestamp=NOW - timedelta(hours=1))
+    _write(
+        store, account, 10_000_000, RECENT_TRIPS, start, timedelta(hours=19) / RECENT_TRIPS, ledger
+    )
+    buy = Fill(
+        account_id=account,
+        order_id=f"{account}-held",
+        trade_id="held",
+        symbol="BTC/USD",
+        side=Side.BUY,
+        amount=0.5,
+        price=101.0,
+        fee=0.05,
+        timestamp=NOW - timedelta(hours=1),
+    )
     ledger.book(buy)
     open_orders = [
-        Order(id=f"{account}-open-{i}", client_order_id=f"nb-{account}-open-{i}",
-              account_id=account, symbol=SYMBOLS[i % len(SYMBOLS)], side=Side.BUY,
-              price=90.0 + i, amount=1.0, created_at=NOW - timedelta(minutes=10 + i))
-        for i in range(5)]
-    store.apply(StoreBatch(account_id=account, orders=open_orders, fills=[buy],
-                           positions=ledger.positions()))
+        Order(
+            id=f"{account}-open-{i}",
+            client_order_id=f"nb-{account}-open-{i}",
+            account_id=account,
+            symbol=SYMBOLS[i % len(SYMBOLS)],
+            side=Side.BUY,
+            price=90.0 + i,
+            amount=1.0,
+            created_at=NOW - timedelta(minutes=10 + i),
+        )
+        for i in range(5)
+    ]
+    store.apply(
+        StoreBatch(
+            account_id=account, orders=open_orders, fills=[buy], positions=ledger.positions()
+        )
+    )
 
 
 def build(path: Path, old_trades: int) -> None:
@@ -163,11 +224,13 @@ def measure(path: Path, runs: int) -> dict[str, object]:
                 times[account].append(_time_once(store, account))
         memory = {a: _memory(store, a) for a in ("FRESH", "OLD")}
         book = _start(store, "OLD")
-        in_memory = {"orders": len(book.orders.orders()),
-                     "fill_keys": len(book.ledger.fill_keys()),
-                     "trades": len(book.performance.trade_history()),
-                     "equity_points": len(book.performance.equity_points()),
-                     "trade_count": book.performance.trade_count}
+        in_memory = {
+            "orders": len(book.orders.orders()),
+            "fill_keys": len(book.ledger.fill_keys()),
+            "trades": len(book.performance.trade_history()),
+            "equity_points": len(book.performance.equity_points()),
+            "trade_count": book.performance.trade_count,
+        }
 
     def med(account: str, pick: Callable[[tuple[float, float]], float]) -> float:
         return round(statistics.median(pick(t) for t in times[account]), 3)
@@ -188,8 +251,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--old-trades", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--store", type=Path, default=None,
-                        help="reuse (or create) this store file instead of a temporary one")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="reuse (or create) this store file instead of a temporary one",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.store or Path(tmp) / "startup.sqlite3"
@@ -198,9 +265,13 @@ def main() -> None:
             start = time.perf_counter()
             build(path, args.old_trades)
             built_s = round(time.perf_counter() - start, 1)
-        result = {"old_trades": args.old_trades, "runs": args.runs, "build_s": built_s,
-                  **measure(path, args.runs),
-                  "goals": {"ratio": "<= 1.10 for cpu, wall, peak and retained"}}
+        result = {
+            "old_trades": args.old_trades,
+            "runs": args.runs,
+            "build_s": built_s,
+            **measure(path, args.runs),
+            "goals": {"ratio": "<= 1.10 for cpu, wall, peak and retained"},
+        }
     print(json.dumps(result, indent=2))
 
 

@@ -32,13 +32,22 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def _orders(account: str, n: int) -> list[Order]:
     """n new orders, then each one partially filled: 2n updates."""
     created = [
-        Order(id=f"{i}", client_order_id=f"nb-{i}", account_id=account, symbol="BTC/USD",
-              side="buy" if i % 2 else "sell", price=40_000.0 + i % 500, amount=0.01,
-              created_at=T0)
+        Order(
+            id=f"{i}",
+            client_order_id=f"nb-{i}",
+            account_id=account,
+            symbol="BTC/USD",
+            side="buy" if i % 2 else "sell",
+            price=40_000.0 + i % 500,
+            amount=0.01,
+            created_at=T0,
+        )
         for i in range(n)
     ]
-    partial = [o.model_copy(update={"filled": 0.004, "status": OrderStatus.PARTIALLY_FILLED})
-               for o in created]
+    partial = [
+        o.model_copy(update={"filled": 0.004, "status": OrderStatus.PARTIALLY_FILLED})
+        for o in created
+    ]
     return created + partial
 
 
@@ -60,14 +69,22 @@ def bench_persisted(n: int, batch: int) -> float:
         book = AccountBook("PLATFORM", store)
         start = time.perf_counter()
         for i in range(0, len(updates), batch):
-            book.apply_orders(updates[i:i + batch])
+            book.apply_orders(updates[i : i + batch])
         return len(updates) / (time.perf_counter() - start)
 
 
 def bench_bytes_per_order(n: int) -> float:
     orders = [
-        Order(id=f"{100_000 + i}", client_order_id=f"nb-{i:08d}", account_id="PLATFORM",
-              symbol="BTC/USD", side="buy", price=40_000.0 + i % 500, amount=0.01, created_at=T0)
+        Order(
+            id=f"{100_000 + i}",
+            client_order_id=f"nb-{i:08d}",
+            account_id="PLATFORM",
+            symbol="BTC/USD",
+            side="buy",
+            price=40_000.0 + i % 500,
+            amount=0.01,
+            created_at=T0,
+        )
         for i in range(n)
     ]
     gc.collect()
@@ -92,9 +109,18 @@ def bench_bytes_per_order_total(n: int) -> float:
     before = tracemalloc.get_traced_memory()[0]
     tracker = OrderTracker("PLATFORM")
     for i in range(n):
-        tracker.apply(Order(
-            id=f"{100_000 + i}", client_order_id=f"nb-{i:08d}", account_id="PLATFORM",
-            symbol="BTC/USD", side="buy", price=40_000.0 + i % 500, amount=0.01, created_at=T0))
+        tracker.apply(
+            Order(
+                id=f"{100_000 + i}",
+                client_order_id=f"nb-{i:08d}",
+                account_id="PLATFORM",
+                symbol="BTC/USD",
+                side="buy",
+                price=40_000.0 + i % 500,
+                amount=0.01,
+                created_at=T0,
+            )
+        )
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -106,11 +132,22 @@ def _trades(n: int) -> list[TradeRecord]:
     for i in range(n):
         pnl = ((i * 7919) % 200 - 90) / 10.0
         entry = T0 + timedelta(minutes=i)
-        trades.append(TradeRecord(
-            trade_id=f"T-{i}", account_id="PLATFORM", symbol="BTC/USD", side="buy",
-            entry_price=100.0, exit_price=100.0 + pnl, quantity=1.0, pnl=pnl, fees=0.1,
-            entry_time=entry, exit_time=entry + timedelta(minutes=5),
-            risk_usd=2.0 if i % 2 else None))
+        trades.append(
+            TradeRecord(
+                trade_id=f"T-{i}",
+                account_id="PLATFORM",
+                symbol="BTC/USD",
+                side="buy",
+                entry_price=100.0,
+                exit_price=100.0 + pnl,
+                quantity=1.0,
+                pnl=pnl,
+                fees=0.1,
+                entry_time=entry,
+                exit_time=entry + timedelta(minutes=5),
+                risk_usd=2.0 if i % 2 else None,
+            )
+        )
     return trades
 
 

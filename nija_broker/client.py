@@ -84,8 +84,14 @@ Answer = GuardAnswer
 class GuardClient:
     """Talks to ``nija-broker run``'s HTTP API. Thread-safe: no shared connection state."""
 
-    def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 2.0,
-                 on_unreachable: Literal["block", "raise"] = "block") -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 2.0,
+        on_unreachable: Literal["block", "raise"] = "block",
+    ) -> None:
         self.url = url.rstrip("/")
         self._token = token
         self.timeout_s = timeout_s
@@ -98,16 +104,18 @@ class GuardClient:
         """The sidecar's status and JSON object answer; :class:`GuardUnavailable` for an
         error status, no answer, or an answer that is not a JSON object."""
         data = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method="POST", headers={"Content-Type": "application/json"}
+        )
         if self._token:
             request.add_header("Authorization", f"Bearer {self._token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
-            raise GuardUnavailable(f"nija_broker answered {exc.code}: {_detail(exc)}",
-                                   status=exc.code) from None
+            raise GuardUnavailable(
+                f"nija_broker answered {exc.code}: {_detail(exc)}", status=exc.code
+            ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             raise GuardUnavailable(f"nija_broker at {self.url} did not answer: {exc}") from None
         try:
@@ -115,8 +123,10 @@ class GuardClient:
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            raise GuardUnavailable(f"nija_broker answered {status} with a body that is not a "
-                                   "JSON object", status=status)
+            raise GuardUnavailable(
+                f"nija_broker answered {status} with a body that is not a JSON object",
+                status=status,
+            )
         return status, answer
 
     def _ask(self, path: str, body: dict[str, Any]) -> GuardAnswer:
@@ -124,17 +134,21 @@ class GuardClient:
             status, answer = self._post(path, body)
             allowed = answer.get("allowed")
             if not isinstance(allowed, bool):
-                raise GuardUnavailable(f"nija_broker answered {status} without an 'allowed' "
-                                       "flag", status=status)
+                raise GuardUnavailable(
+                    f"nija_broker answered {status} without an 'allowed' flag", status=status
+                )
         except GuardUnavailable as exc:
             if self.on_unreachable == "raise":
                 raise
             return _cannot_judge(body, exc)
         return GuardAnswer(
-            allowed=allowed, rule=answer.get("rule"), reason=answer.get("reason"),
+            allowed=allowed,
+            rule=answer.get("rule"),
+            reason=answer.get("reason"),
             client_order_id=answer.get("client_order_id"),
             reservation_id=answer.get("reservation_id"),
-            warnings=tuple(answer.get("warnings") or ()), figures=answer.get("figures") or {},
+            warnings=tuple(answer.get("warnings") or ()),
+            figures=answer.get("figures") or {},
         )
 
     def _tell(self, path: str, body: dict[str, Any]) -> bool:
@@ -143,14 +157,25 @@ class GuardClient:
         except GuardUnavailable as exc:
             if self.on_unreachable == "raise":
                 raise
-            log.warning("%s of reservation %s not recorded: %s", path.rsplit("/", 1)[-1],
-                        body.get("reservation_id"), exc)
+            log.warning(
+                "%s of reservation %s not recorded: %s",
+                path.rsplit("/", 1)[-1],
+                body.get("reservation_id"),
+                exc,
+            )
             return False
         return True
 
     @staticmethod
-    def _intent(account_id: str, symbol: str, side: str, size_usd: float | None,
-                amount: float | None, reduce_only: bool, extra: dict[str, Any]) -> dict[str, Any]:
+    def _intent(
+        account_id: str,
+        symbol: str,
+        side: str,
+        size_usd: float | None,
+        amount: float | None,
+        reduce_only: bool,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
         # The caller's own mistakes raise here: the sidecar would refuse them every time.
         if not isinstance(account_id, str) or not isinstance(symbol, str):
             raise TypeError("account_id and symbol must be strings")
@@ -163,33 +188,61 @@ class GuardClient:
                 raise TypeError(f"{name} must be a number, got {value!r}")
         if not isinstance(reduce_only, bool):
             raise TypeError(f"reduce_only must be True or False, got {reduce_only!r}")
-        return {"account_id": account_id, "symbol": symbol, "side": side, "size_usd": size_usd,
-                "amount": amount, "reduce_only": reduce_only, **extra}
+        return {
+            "account_id": account_id,
+            "symbol": symbol,
+            "side": side,
+            "size_usd": size_usd,
+            "amount": amount,
+            "reduce_only": reduce_only,
+            **extra,
+        }
 
-    def check(self, account_id: str, symbol: str, side: str, *, size_usd: float | None = None,
-              amount: float | None = None, reduce_only: bool = False,
-              **extra: Any) -> GuardAnswer:
+    def check(
+        self,
+        account_id: str,
+        symbol: str,
+        side: str,
+        *,
+        size_usd: float | None = None,
+        amount: float | None = None,
+        reduce_only: bool = False,
+        **extra: Any,
+    ) -> GuardAnswer:
         """Would this order be allowed now? Reserves nothing. Never raises for the sidecar's
         failures (see the module docstring)."""
-        return self._ask("/v1/guard/check", self._intent(account_id, symbol, side, size_usd,
-                                                          amount, reduce_only, extra))
+        return self._ask(
+            "/v1/guard/check",
+            self._intent(account_id, symbol, side, size_usd, amount, reduce_only, extra),
+        )
 
-    def reserve(self, account_id: str, symbol: str, side: str, *,
-                size_usd: float | None = None, amount: float | None = None,
-                reduce_only: bool = False, **extra: Any) -> GuardAnswer:
+    def reserve(
+        self,
+        account_id: str,
+        symbol: str,
+        side: str,
+        *,
+        size_usd: float | None = None,
+        amount: float | None = None,
+        reduce_only: bool = False,
+        **extra: Any,
+    ) -> GuardAnswer:
         """Judge and hold the entry's place; then :meth:`confirm` or :meth:`release`.
 
         Send the order with ``answer.client_order_id`` so a restart can match it.
         Passing ``client_order_id=`` makes a retry safe: the same request again gets
         the same reservation. Never raises for the sidecar's failures.
         """
-        return self._ask("/v1/guard/reserve", self._intent(account_id, symbol, side, size_usd,
-                                                            amount, reduce_only, extra))
+        return self._ask(
+            "/v1/guard/reserve",
+            self._intent(account_id, symbol, side, size_usd, amount, reduce_only, extra),
+        )
 
     def confirm(self, reservation_id: str, order_id: str | None = None) -> bool:
         """The exchange accepted the order. False (logged) if the sidecar did not record it."""
-        return self._tell("/v1/guard/confirm",
-                          {"reservation_id": reservation_id, "order_id": order_id})
+        return self._tell(
+            "/v1/guard/confirm", {"reservation_id": reservation_id, "order_id": order_id}
+        )
 
     def release(self, reservation_id: str) -> bool:
         """The order was refused or never sent. False (logged) if the sidecar did not record it."""
@@ -207,10 +260,17 @@ def _detail(exc: urllib.error.HTTPError) -> str:
 
 def _cannot_judge(body: dict[str, Any], failure: GuardUnavailable) -> GuardAnswer:
     """Entries blocked, exits allowed, when the sidecar could not judge the order."""
-    is_exit = (body.get("side") == "sell" or body.get("reduce_only") is True
-               or body.get("role", "entry") != "entry")
+    is_exit = (
+        body.get("side") == "sell"
+        or body.get("reduce_only") is True
+        or body.get("role", "entry") != "entry"
+    )
     rule = UNREACHABLE if failure.status is None else GUARD_ERROR
-    return GuardAnswer(allowed=is_exit, rule=None if is_exit else rule,
-                       reason=None if is_exit else str(failure),
-                       client_order_id=body.get("client_order_id"),
-                       status=failure.status, error=str(failure))
+    return GuardAnswer(
+        allowed=is_exit,
+        rule=None if is_exit else rule,
+        reason=None if is_exit else str(failure),
+        client_order_id=body.get("client_order_id"),
+        status=failure.status,
+        error=str(failure),
+    )

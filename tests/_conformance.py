@@ -28,18 +28,45 @@ from nija_broker.core.models import Fill, Order
 
 FIXTURES = Path(__file__).parent / "fixtures" / "venues"
 
-ORDER_FIELDS = ("id", "client_order_id", "status", "filled", "remaining", "amount", "price",
-                "average", "fee", "created_at", "updated_at", "stop_price", "reduce_only",
-                "type", "side", "symbol")
-FILL_FIELDS = ("order_id", "trade_id", "symbol", "side", "amount", "price", "fee",
-               "fee_currency", "fee_cost", "timestamp")
+ORDER_FIELDS = (
+    "id",
+    "client_order_id",
+    "status",
+    "filled",
+    "remaining",
+    "amount",
+    "price",
+    "average",
+    "fee",
+    "created_at",
+    "updated_at",
+    "stop_price",
+    "reduce_only",
+    "type",
+    "side",
+    "symbol",
+)
+FILL_FIELDS = (
+    "order_id",
+    "trade_id",
+    "symbol",
+    "side",
+    "amount",
+    "price",
+    "fee",
+    "fee_currency",
+    "fee_cost",
+    "timestamp",
+)
 
 
 def fixtures(venue: str) -> list[tuple[str, dict[str, Any]]]:
     """Every fixture of ``venue``: (file name, content), sorted by name."""
     folder = FIXTURES / venue
-    return [(path.name, json.loads(path.read_text(encoding="utf-8")))
-            for path in sorted(folder.glob("*.json"))]
+    return [
+        (path.name, json.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(folder.glob("*.json"))
+    ]
 
 
 def fixture(venue: str, name: str) -> dict[str, Any]:

@@ -41,13 +41,31 @@ from nija_broker.state.store import Store
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 ACCOUNTS = ("PLATFORM", "USER:alice", "USER:bob")
-BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.001, price_step=0.01,
-             min_amount=0.001, min_notional=1.0)
-BNB = Market(symbol="BNB/USD", base="BNB", quote="USD", amount_step=0.001, price_step=0.01,
-             min_amount=0.001, min_notional=1.0)
+BTC = Market(
+    symbol="BTC/USD",
+    base="BTC",
+    quote="USD",
+    amount_step=0.001,
+    price_step=0.01,
+    min_amount=0.001,
+    min_notional=1.0,
+)
+BNB = Market(
+    symbol="BNB/USD",
+    base="BNB",
+    quote="USD",
+    amount_step=0.001,
+    price_step=0.01,
+    min_amount=0.001,
+    min_notional=1.0,
+)
 FEE_MODES = {"PLATFORM": "quote", "USER:alice": "base_for_buys", "USER:bob": "BNB"}
-TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
-                      watch_orders=False, order_trades=True)
+TRADES = Capabilities(
+    open_orders_without_symbol=True,
+    fetch_order_by_client_id=True,
+    watch_orders=False,
+    order_trades=True,
+)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REAL_S_PER_WORLD_S = 0.002
 """The worker's world runs 500 times faster than real time."""
@@ -55,14 +73,18 @@ REAL_S_PER_WORLD_S = 0.002
 
 def tier_table() -> TierTable:
     # Alerts only: a cancel by the reconciler would change a world that must be replayable.
-    return TierTable(tuple(t.model_copy(update={"stale_action": StaleAction.ALERT,
-                                                "stale_max_age_s": 120.0})
-                           for t in DEFAULT_TIERS))
+    return TierTable(
+        tuple(
+            t.model_copy(update={"stale_action": StaleAction.ALERT, "stale_max_age_s": 120.0})
+            for t in DEFAULT_TIERS
+        )
+    )
 
 
 def settings(seed: int) -> ReconcilerSettings:
-    return ReconcilerSettings(poll_interval_s=5.0, balance_interval_s=20.0,
-                              visibility_window_s=3.0, seed=seed)
+    return ReconcilerSettings(
+        poll_interval_s=5.0, balance_interval_s=20.0, visibility_window_s=3.0, seed=seed
+    )
 
 
 def _step_world(engine: SimEngine, rng: random.Random) -> None:
@@ -71,14 +93,25 @@ def _step_world(engine: SimEngine, rng: random.Random) -> None:
         price = engine.price("BTC/USD")
         amount = round(rng.uniform(0.01, 0.2), 3)
         if roll < 0.25:
-            request = OrderRequest(symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT,
-                                   amount=amount, price=round(price * rng.uniform(0.99, 1.003), 2))
+            request = OrderRequest(
+                symbol="BTC/USD",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=amount,
+                price=round(price * rng.uniform(0.99, 1.003), 2),
+            )
         elif roll < 0.45:
-            request = OrderRequest(symbol="BTC/USD", side=Side.SELL, type=OrderType.LIMIT,
-                                   amount=amount, price=round(price * rng.uniform(0.997, 1.01), 2))
+            request = OrderRequest(
+                symbol="BTC/USD",
+                side=Side.SELL,
+                type=OrderType.LIMIT,
+                amount=amount,
+                price=round(price * rng.uniform(0.997, 1.01), 2),
+            )
         elif roll < 0.5:
-            request = OrderRequest(symbol="BTC/USD", side=rng.choice(list(Side)),
-                                   type=OrderType.MARKET, amount=amount)
+            request = OrderRequest(
+                symbol="BTC/USD", side=rng.choice(list(Side)), type=OrderType.MARKET, amount=amount
+            )
         else:
             request = None
         if request is not None:
@@ -105,8 +138,11 @@ class World:
             self.engine.add_market(BNB, 500.0, volatility=0.0)
         for account_id in ACCOUNTS:
             if money:
-                balances = {"USD": 3_000.0, "BNB": 2.0} if FEE_MODES[account_id] == "BNB" \
+                balances = (
+                    {"USD": 3_000.0, "BNB": 2.0}
+                    if FEE_MODES[account_id] == "BNB"
                     else {"USD": 3_000.0}
+                )
                 self.engine.open_account(account_id, balances, fee_mode=FEE_MODES[account_id])
             else:
                 self.engine.open_account(account_id, {"USD": 2_000.0, "BTC": 5.0})
@@ -158,8 +194,9 @@ class WorkerClock:
 
 
 def exchange(world: World, account_id: str, faults: FaultInjector | None = None) -> SimExchange:
-    return SimExchange(world.engine, account_id, faults=faults,
-                       capabilities=TRADES if world.money else None)
+    return SimExchange(
+        world.engine, account_id, faults=faults, capabilities=TRADES if world.money else None
+    )
 
 
 @contextlib.asynccontextmanager
@@ -171,8 +208,9 @@ async def restarted(directory: Path, world: World) -> AsyncIterator[tuple[Store,
     table = tier_table()
     live = {a: AccountLive.create(a, table) for a in ACCOUNTS}
     try:
-        async with Reconciler(books, exchanges, live, clock=world.clock,
-                              settings=settings(world.seed)) as reconciler:
+        async with Reconciler(
+            books, exchanges, live, clock=world.clock, settings=settings(world.seed)
+        ) as reconciler:
             for account_id in ACCOUNTS:
                 health = await reconciler.startup(account_id)
                 assert health.state.value == "ok", health
@@ -181,14 +219,23 @@ async def restarted(directory: Path, world: World) -> AsyncIterator[tuple[Store,
         store.close()
 
 
-def run_and_kill(directory: Path, seed: int, final_step: int, delay_s: float, *,
-                 money: bool = False) -> int:
+def run_and_kill(
+    directory: Path, seed: int, final_step: int, delay_s: float, *, money: bool = False
+) -> int:
     """Start a worker, wait until it is up, SIGKILL it after ``delay_s``; its return code."""
     root = Path(__file__).resolve().parent.parent
-    argv = [sys.executable, "-m", "tests._crash_worker", str(directory), str(seed),
-            str(final_step), *(["money"] if money else [])]
-    with subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True) as process:
+    argv = [
+        sys.executable,
+        "-m",
+        "tests._crash_worker",
+        str(directory),
+        str(seed),
+        str(final_step),
+        *(["money"] if money else []),
+    ]
+    with subprocess.Popen(
+        argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as process:
         try:
             assert process.stdout is not None
             assert process.stdout.readline().strip() == "ready"
@@ -211,14 +258,21 @@ async def main(directory: Path, seed: int, final_step: int, money: bool = False)
     table = tier_table()
     # Some faults too: a restart must cope with a flaky exchange as well.
     exchanges = {
-        a: exchange(world, a, FaultInjector(
-            FaultPlan(rate=0.1, seed=seed + i, hidden_after_create_s=2.0), world.clock))
+        a: exchange(
+            world,
+            a,
+            FaultInjector(
+                FaultPlan(rate=0.1, seed=seed + i, hidden_after_create_s=2.0), world.clock
+            ),
+        )
         for i, a in enumerate(ACCOUNTS)
     }
     live = {a: AccountLive.create(a, table) for a in ACCOUNTS}
     print("ready", flush=True)
-    async with Reconciler(books, exchanges, live, clock=clock,
-                          settings=settings(seed)) as reconciler, asyncio.TaskGroup() as group:
+    async with (
+        Reconciler(books, exchanges, live, clock=clock, settings=settings(seed)) as reconciler,
+        asyncio.TaskGroup() as group,
+    ):
         group.create_task(reconciler.run(), name="reconciler")
         while True:
             if world.step < final_step:
@@ -230,5 +284,6 @@ async def main(directory: Path, seed: int, final_step: int, money: bool = False)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
-                     money=sys.argv[4:] == ["money"]))
+    asyncio.run(
+        main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), money=sys.argv[4:] == ["money"])
+    )

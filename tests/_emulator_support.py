@@ -53,24 +53,42 @@ class EmulatorRig(Generic[ServerT]):
         finally:
             await raw.close()
 
-    def exchange(self, account_id: str = "USER:alice", *, secret: str | None = None,
-                 **kwargs: object) -> CcxtExchange:
+    def exchange(
+        self, account_id: str = "USER:alice", *, secret: str | None = None, **kwargs: object
+    ) -> CcxtExchange:
         """A CcxtExchange on a fake clock (retries sleep no real time) and a roomy budget."""
-        defaults: dict[str, object] = {"clock": FakeClock(), "call_timeout_s": 2.0,
-                                       "budget": RateBudget(1000.0)}
-        return CcxtExchange(self.raw(account_id, secret=secret), account_id=account_id,
-                            **{**defaults, **kwargs})  # type: ignore[arg-type]
+        defaults: dict[str, object] = {
+            "clock": FakeClock(),
+            "call_timeout_s": 2.0,
+            "budget": RateBudget(1000.0),
+        }
+        return CcxtExchange(
+            self.raw(account_id, secret=secret), account_id=account_id, **{**defaults, **kwargs}
+        )  # type: ignore[arg-type]
 
-    def fault(self, *kinds: FaultKind, methods: set[str], rate: float = 1.0,
-              timeout_s: float = 0.0, hidden_after_create_s: float = 0.0) -> None:
-        self.faults.set_plan(FaultPlan(
-            rate=rate, kinds=frozenset(kinds), methods=frozenset(methods), timeout_s=timeout_s,
-            hidden_after_create_s=hidden_after_create_s))
+    def fault(
+        self,
+        *kinds: FaultKind,
+        methods: set[str],
+        rate: float = 1.0,
+        timeout_s: float = 0.0,
+        hidden_after_create_s: float = 0.0,
+    ) -> None:
+        self.faults.set_plan(
+            FaultPlan(
+                rate=rate,
+                kinds=frozenset(kinds),
+                methods=frozenset(methods),
+                timeout_s=timeout_s,
+                hidden_after_create_s=hidden_after_create_s,
+            )
+        )
 
 
 @asynccontextmanager
-async def serving(server_type: type[ServerT], engine: SimEngine, keys: Keys,
-                  make_ccxt: MakeCcxt) -> AsyncIterator[EmulatorRig[ServerT]]:
+async def serving(
+    server_type: type[ServerT], engine: SimEngine, keys: Keys, make_ccxt: MakeCcxt
+) -> AsyncIterator[EmulatorRig[ServerT]]:
     """``engine`` served on loopback with no faults planned yet, as a rig."""
     faults = FaultInjector(FaultPlan(), SystemClock())
     async with server_type(engine, keys, faults=faults) as server:

@@ -20,10 +20,24 @@ from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
-BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=0.0001, price_step=0.01,
-             min_amount=0.0001, min_notional=1.0)
-ETH = Market(symbol="ETH/USD", base="ETH", quote="USD", amount_step=0.001, price_step=0.01,
-             min_amount=0.001, min_notional=1.0)
+BTC = Market(
+    symbol="BTC/USD",
+    base="BTC",
+    quote="USD",
+    amount_step=0.0001,
+    price_step=0.01,
+    min_amount=0.0001,
+    min_notional=1.0,
+)
+ETH = Market(
+    symbol="ETH/USD",
+    base="ETH",
+    quote="USD",
+    amount_step=0.001,
+    price_step=0.01,
+    min_amount=0.001,
+    min_notional=1.0,
+)
 
 
 class RevocableExchange(SimExchange):
@@ -34,8 +48,7 @@ class RevocableExchange(SimExchange):
     async def _call(self, method: str, args: dict[str, Any], action: Any) -> Any:
         if self.revoked:
             self.calls[method] += 1
-            raise AuthenticationFailed(f"sim {method}: API key revoked",
-                                       account_id=self.account_id)
+            raise AuthenticationFailed(f"sim {method}: API key revoked", account_id=self.account_id)
         return await super()._call(method, args, action)
 
 
@@ -74,11 +87,13 @@ class Rig:
             injector = FaultInjector(plan or FaultPlan(), self.clock)
             self.faults[account_id] = injector
             self.exchanges[account_id] = RevocableExchange(
-                self.engine, account_id, faults=injector, capabilities=self.capabilities)
+                self.engine, account_id, faults=injector, capabilities=self.capabilities
+            )
             if account_id not in self.live:
                 self.live[account_id] = AccountLive.create(account_id, self.table)
-        self.reconciler = Reconciler(self.books, self.exchanges, self.live, clock=self.clock,
-                                     settings=self.settings)
+        self.reconciler = Reconciler(
+            self.books, self.exchanges, self.live, clock=self.clock, settings=self.settings
+        )
         self.events = self.reconciler.subscribe()
         return self.reconciler
 
@@ -100,23 +115,46 @@ class Rig:
         await self.rec.sync_once(account_id)
         return self.drain()
 
-    def place(self, account_id: str = "USER:alice", *, side: Side = Side.BUY,
-              type: OrderType = OrderType.LIMIT, amount: float = 1.0,
-              price: float | None = 99.0, stop_price: float | None = None,
-              client_order_id: str | None = None, symbol: str = "BTC/USD") -> Order:
+    def place(
+        self,
+        account_id: str = "USER:alice",
+        *,
+        side: Side = Side.BUY,
+        type: OrderType = OrderType.LIMIT,
+        amount: float = 1.0,
+        price: float | None = 99.0,
+        stop_price: float | None = None,
+        client_order_id: str | None = None,
+        symbol: str = "BTC/USD",
+    ) -> Order:
         """An order placed by someone else (the bot through its own SDK): straight to the sim."""
-        return self.engine.place_order(account_id, OrderRequest(
-            symbol=symbol, side=side, type=type, amount=amount, price=price,
-            stop_price=stop_price, client_order_id=client_order_id))
+        return self.engine.place_order(
+            account_id,
+            OrderRequest(
+                symbol=symbol,
+                side=side,
+                type=type,
+                amount=amount,
+                price=price,
+                stop_price=stop_price,
+                client_order_id=client_order_id,
+            ),
+        )
 
     def booked_fills(self, account_id: str = "USER:alice") -> list[Fill]:
         return self.store.fills(account_id)
 
 
-def make_rig(tmp_path: Path, accounts: Sequence[str] = ("USER:alice",), *,
-             settings: ReconcilerSettings | None = None, table: TierTable | None = None,
-             capabilities: Capabilities = DEFAULT_CAPABILITIES,
-             plan: FaultPlan | None = None, clock: FakeClock | MockClock | None = None) -> Rig:
+def make_rig(
+    tmp_path: Path,
+    accounts: Sequence[str] = ("USER:alice",),
+    *,
+    settings: ReconcilerSettings | None = None,
+    table: TierTable | None = None,
+    capabilities: Capabilities = DEFAULT_CAPABILITIES,
+    plan: FaultPlan | None = None,
+    clock: FakeClock | MockClock | None = None,
+) -> Rig:
     clock = clock or FakeClock()
     engine = SimEngine(seed=3, clock=clock)
     engine.add_market(BTC, 100.0)
@@ -124,9 +162,15 @@ def make_rig(tmp_path: Path, accounts: Sequence[str] = ("USER:alice",), *,
     for account_id in accounts:
         engine.open_account(account_id, {"USD": 10_000.0, "BTC": 10.0})
     path = tmp_path / "state.sqlite3"
-    rig = Rig(clock=clock, engine=engine, store=Store(path), path=path,
-              settings=settings or ReconcilerSettings(), table=table or TierTable(),
-              capabilities=capabilities)
+    rig = Rig(
+        clock=clock,
+        engine=engine,
+        store=Store(path),
+        path=path,
+        settings=settings or ReconcilerSettings(),
+        table=table or TierTable(),
+        capabilities=capabilities,
+    )
     rig.start(plan)
     return rig
 

@@ -29,14 +29,25 @@ TOKEN = "t0ken-Secret-123"
 async def server(tmp_path: Path) -> AsyncIterator[ApiServer]:
     store = Store(tmp_path / "api.sqlite3")
     clock = FakeClock(T0)
-    live = {ALICE: account_live(ALICE, equity=100.0, free=100.0),
-            BOB: account_live(BOB, equity=5_000.0, free=5_000.0, state=SyncState.FAILED)}
+    live = {
+        ALICE: account_live(ALICE, equity=100.0, free=100.0),
+        BOB: account_live(BOB, equity=5_000.0, free=5_000.0, state=SyncState.FAILED),
+    }
     guard = make_guard(store, clock, live)
-    guard.books.get(ALICE).apply_order(Order(
-        id="O-1", account_id=ALICE, symbol="ETH/USD", side="buy", price=2_000.0, amount=0.005,
-        created_at=T0))
-    ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
-                     clock=clock)
+    guard.books.get(ALICE).apply_order(
+        Order(
+            id="O-1",
+            account_id=ALICE,
+            symbol="ETH/USD",
+            side="buy",
+            price=2_000.0,
+            amount=0.005,
+            created_at=T0,
+        )
+    )
+    ctx = ApiContext(
+        books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(), clock=clock
+    )
     async with ApiServer(ctx, "127.0.0.1", 0) as api:
         yield api
     store.close()
@@ -49,14 +60,17 @@ async def _get(api: ApiServer, path: str, **kw: Any) -> tuple[int, Any]:
 
 
 async def _post(api: ApiServer, path: str, body: Any, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, \
-            session.post(api.url + path, json=body, **kw) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(api.url + path, json=body, **kw) as r,
+    ):
         return r.status, await r.json()
 
 
 @pytest.mark.asyncio
 async def test_healthz_reports_each_account_and_fails_when_one_has_failed(
-        server: ApiServer) -> None:
+    server: ApiServer,
+) -> None:
     status, body = await _get(server, "/healthz")
     assert status == 503
     assert body["status"] == "failed"
@@ -78,8 +92,12 @@ async def test_accounts_list_is_a_row_per_account(server: ApiServer) -> None:
 
 @pytest.mark.asyncio
 async def test_unknown_account_is_a_json_404(server: ApiServer) -> None:
-    for path in ("/v1/accounts/USER:nobody", "/v1/accounts/USER:nobody/orders",
-                 "/v1/accounts/USER:nobody/trades", "/v1/accounts/USER:nobody/guard-decisions"):
+    for path in (
+        "/v1/accounts/USER:nobody",
+        "/v1/accounts/USER:nobody/orders",
+        "/v1/accounts/USER:nobody/trades",
+        "/v1/accounts/USER:nobody/guard-decisions",
+    ):
         status, body = await _get(server, path)
         assert status == 404, path
         assert body["error"] == "unknown account 'USER:nobody'"
@@ -112,17 +130,22 @@ async def test_guard_check_blocks_a_second_entry_on_a_micro_account(server: ApiS
 
 @pytest.mark.asyncio
 async def test_guard_check_names_the_bad_field(server: ApiServer) -> None:
-    status, body = await _post(server, "/v1/guard/check",
-                               {"account_id": ALICE, "symbol": "ETH-USD", "side": "long",
-                                "size_usd": 10.0})
+    status, body = await _post(
+        server,
+        "/v1/guard/check",
+        {"account_id": ALICE, "symbol": "ETH-USD", "side": "long", "size_usd": 10.0},
+    )
     assert status == 422
     assert body["field"] == "side"
-    status, body = await _post(server, "/v1/guard/check",
-                               {"account_id": ALICE, "symbol": "ETH-USD", "side": "buy"})
+    status, body = await _post(
+        server, "/v1/guard/check", {"account_id": ALICE, "symbol": "ETH-USD", "side": "buy"}
+    )
     assert status == 422
     assert "size" in body["error"]
-    async with aiohttp.ClientSession() as session, \
-            session.post(server.url + "/v1/guard/check", data=b"{nope") as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.url + "/v1/guard/check", data=b"{nope") as r,
+    ):
         assert r.status == 400
 
 
@@ -134,13 +157,15 @@ async def test_reserve_then_confirm_or_release(server: ApiServer) -> None:
     # The reservation holds the symbol: a second reserve is a duplicate entry.
     _, second = await _post(server, "/v1/guard/reserve", entry)
     assert second["rule"] == "duplicate_symbol_entry"
-    status, released = await _post(server, "/v1/guard/release",
-                                   {"reservation_id": first["reservation_id"]})
+    status, released = await _post(
+        server, "/v1/guard/release", {"reservation_id": first["reservation_id"]}
+    )
     assert (status, released["status"]) == (200, "released")
     _, third = await _post(server, "/v1/guard/reserve", entry)
     assert third["allowed"] is True
-    status, _ = await _post(server, "/v1/guard/confirm",
-                            {"reservation_id": third["reservation_id"], "order_id": "X-9"})
+    status, _ = await _post(
+        server, "/v1/guard/confirm", {"reservation_id": third["reservation_id"], "order_id": "X-9"}
+    )
     assert status == 200
     status, body = await _post(server, "/v1/guard/release", {"reservation_id": "nope"})
     assert status == 404
@@ -172,23 +197,33 @@ def test_binding_beyond_loopback_needs_a_token() -> None:
 
 
 @pytest.mark.asyncio
-async def test_an_account_whose_equity_cannot_be_valued_shows_its_holdings_and_is_degraded(
-) -> None:
+async def test_an_account_whose_equity_cannot_be_valued_shows_its_holdings_and_is_degraded() -> (
+    None
+):
     clock = FakeClock(T0)
-    live = {ALICE: account_live(ALICE, balances={
-        "JUNK": Balance(currency="JUNK", free=1_000.0, total=1_000.0)})}
+    live = {
+        ALICE: account_live(
+            ALICE, balances={"JUNK": Balance(currency="JUNK", free=1_000.0, total=1_000.0)}
+        )
+    }
     live[ALICE].equity_usd = None
     live[ALICE].unvalued_holdings = ("JUNK",)
-    live[ALICE].valuation_problem = ("equity cannot be established in USD: the account holds "
-                                     "JUNK and no ticker of the exchange values it")
+    live[ALICE].valuation_problem = (
+        "equity cannot be established in USD: the account holds "
+        "JUNK and no ticker of the exchange values it"
+    )
     guard = make_guard(None, clock, live)
-    ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
-                     clock=clock)
+    ctx = ApiContext(
+        books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(), clock=clock
+    )
     async with ApiServer(ctx, "127.0.0.1", 0) as api:
         status, row = await _get(api, f"/v1/accounts/{ALICE}")
         assert status == 200
         assert (row["sync"], row["equity_usd"], row["unvalued_holdings"]) == (
-            "degraded", None, ["JUNK"])
+            "degraded",
+            None,
+            ["JUNK"],
+        )
         status, body = await _get(api, "/healthz")
         assert status == 200
         assert body["status"] == "degraded"
@@ -206,21 +241,20 @@ async def test_token_is_required_when_set(tmp_path: Path) -> None:
     clock = FakeClock(T0)
     live = {ALICE: account_live(ALICE)}
     guard = make_guard(None, clock, live)
-    ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
-                     clock=clock, token=TOKEN)
+    ctx = ApiContext(
+        books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(), clock=clock, token=TOKEN
+    )
     assert TOKEN not in repr(ctx)
     async with ApiServer(ctx, "127.0.0.1", 0) as api:
         status, body = await _get(api, "/v1/accounts")
         assert status == 401
         assert TOKEN not in str(body)
-        status, _ = await _get(api, "/v1/accounts",
-                               headers={"Authorization": f"Bearer {TOKEN}"})
+        status, _ = await _get(api, "/v1/accounts", headers={"Authorization": f"Bearer {TOKEN}"})
         assert status == 200
 
 
 @pytest.mark.asyncio
-async def test_sync_client_checks_reserves_and_fails_closed_for_entries(
-        server: ApiServer) -> None:
+async def test_sync_client_checks_reserves_and_fails_closed_for_entries(server: ApiServer) -> None:
     client = GuardClient(server.url)
     answer = await asyncio.to_thread(client.check, ALICE, "ETH-USD", "buy", size_usd=10.0)
     assert (answer.allowed, answer.rule) == (False, "duplicate_symbol_entry")
@@ -228,8 +262,7 @@ async def test_sync_client_checks_reserves_and_fails_closed_for_entries(
     assert held.allowed
     assert held.reservation_id
     await asyncio.to_thread(client.release, held.reservation_id)
-    unknown = await asyncio.to_thread(client.check, "USER:nobody", "ETH-USD", "buy",
-                                      size_usd=1.0)
+    unknown = await asyncio.to_thread(client.check, "USER:nobody", "ETH-USD", "buy", size_usd=1.0)
     assert (unknown.allowed, unknown.rule, unknown.status) == (False, "guard_error", 404)
     strict = GuardClient(server.url, on_unreachable="raise")
     with pytest.raises(GuardUnavailable, match="404"):

@@ -33,8 +33,12 @@ from ._reconciler_rig import Rig, make_rig
 ALICE = "USER:alice"
 TOKEN = "t0ken-Secret-123"
 ENTRY = {"account_id": ALICE, "symbol": "BTC-USD", "side": "buy", "size_usd": 50.0}
-TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
-                      watch_orders=False, order_trades=True)
+TRADES = Capabilities(
+    open_orders_without_symbol=True,
+    fetch_order_by_client_id=True,
+    watch_orders=False,
+    order_trades=True,
+)
 
 
 @dataclass
@@ -49,16 +53,25 @@ class Stack:
         assert self.rig.store.pending_intents(ALICE) == []
 
 
-async def _stack(tmp_path: Path, *, token: str | None = None,
-                 settings: GuardSettings | None = None) -> AsyncIterator[Stack]:
-    rig = make_rig(tmp_path, capabilities=TRADES,
-                   settings=ReconcilerSettings(visibility_window_s=0.0,
-                                               balance_interval_s=3_600.0))
+async def _stack(
+    tmp_path: Path, *, token: str | None = None, settings: GuardSettings | None = None
+) -> AsyncIterator[Stack]:
+    rig = make_rig(
+        tmp_path,
+        capabilities=TRADES,
+        settings=ReconcilerSettings(visibility_window_s=0.0, balance_interval_s=3_600.0),
+    )
     assert rig.books is not None
     guard = Guard(rig.books, rig.live, store=rig.store, clock=rig.clock, settings=settings)
     await rig.rec.startup(ALICE)
-    ctx = ApiContext(books=rig.books, live=rig.live, guard=guard, metrics=BrokerMetrics(),
-                     clock=rig.clock, token=token)
+    ctx = ApiContext(
+        books=rig.books,
+        live=rig.live,
+        guard=guard,
+        metrics=BrokerMetrics(),
+        clock=rig.clock,
+        token=token,
+    )
     async with ApiServer(ctx, "127.0.0.1", 0) as api:
         yield Stack(rig, guard, api)
     await rig.rec.aclose()
@@ -71,12 +84,23 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield built
 
 
-async def _call(api: ApiServer, method: str, path: str, data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def _call(
+    api: ApiServer,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """(status, JSON body); fails the test if the answer is not JSON."""
-    async with aiohttp.ClientSession() as session, session.request(
-            method, api.url + path, data=io.BytesIO(data) if data is not None else None,
-            headers={"Content-Type": "application/json", **(headers or {})}) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            api.url + path,
+            data=io.BytesIO(data) if data is not None else None,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        ) as r,
+    ):
         assert r.content_type == "application/json", (r.status, await r.text())
         return r.status, await r.json()
 
@@ -93,44 +117,85 @@ DEEP = b'{"account_id": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # within the s
 
 BAD_INPUT = [
     # (case, path, raw body, status, field named)
-    ("body over 1 MiB", "/v1/guard/reserve",
-     b'{"account_id": "' + b"x" * (2 * 1024 * 1024) + b'"}', 413, "body"),
+    (
+        "body over 1 MiB",
+        "/v1/guard/reserve",
+        b'{"account_id": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        413,
+        "body",
+    ),
     ("body just over the limit", "/v1/guard/check", b" " * (64 * 1024 + 1), 413, "body"),
-    ("100,000 levels of nesting", "/v1/guard/reserve", b"[" * 100_000 + b"]" * 100_000,
-     413, "body"),
+    (
+        "100,000 levels of nesting",
+        "/v1/guard/reserve",
+        b"[" * 100_000 + b"]" * 100_000,
+        413,
+        "body",
+    ),
     ("30,000 levels of nesting", "/v1/guard/reserve", DEEP, 400, "body"),
-    ("5,000-digit integer", "/v1/guard/reserve",
-     b'{"account_id": "USER:alice", "symbol": "BTC-USD", "side": "buy", "size_usd": 1'
-     + b"0" * 5_000 + b"}", 422, "size_usd"),
-    ("NaN for a number", "/v1/guard/reserve",
-     b'{"account_id": "USER:alice", "symbol": "BTC-USD", "side": "buy", "size_usd": NaN}',
-     422, "size_usd"),
+    (
+        "5,000-digit integer",
+        "/v1/guard/reserve",
+        b'{"account_id": "USER:alice", "symbol": "BTC-USD", "side": "buy", "size_usd": 1'
+        + b"0" * 5_000
+        + b"}",
+        422,
+        "size_usd",
+    ),
+    (
+        "NaN for a number",
+        "/v1/guard/reserve",
+        b'{"account_id": "USER:alice", "symbol": "BTC-USD", "side": "buy", "size_usd": NaN}',
+        422,
+        "size_usd",
+    ),
     ('"10" for a number', "/v1/guard/reserve", _with(size_usd="10"), 422, "size_usd"),
     ("true for a number", "/v1/guard/reserve", _with(size_usd=True), 422, "size_usd"),
-    ('"yes" for a flag', "/v1/guard/reserve", _with(side="buy", reduce_only="yes"), 422,
-     "reduce_only"),
+    (
+        '"yes" for a flag',
+        "/v1/guard/reserve",
+        _with(side="buy", reduce_only="yes"),
+        422,
+        "reduce_only",
+    ),
     ("1 for a flag", "/v1/guard/check", _with(reduce_only=1), 422, "reduce_only"),
     ("a number for a string", "/v1/guard/reserve", _with(symbol=5), 422, "symbol"),
     ("an unknown field", "/v1/guard/reserve", _with(leverage=10), 422, "leverage"),
     ("not an object", "/v1/guard/reserve", b"[1, 2]", 400, "body"),
     ("not JSON", "/v1/guard/reserve", b"{nope", 400, "body"),
     ("not UTF-8", "/v1/guard/reserve", b'{"account_id": "\xff"}', 400, "body"),
-    ("an unknown account", "/v1/guard/reserve", _with(account_id="USER:nobody"), 404,
-     "account_id"),
-    ("a number for an order id", "/v1/guard/confirm",
-     b'{"reservation_id": "rsv-1", "order_id": 5}', 422, "order_id"),
-    ("true for a reservation id", "/v1/guard/release", b'{"reservation_id": true}', 422,
-     "reservation_id"),
-    ("an unknown reservation", "/v1/guard/release", b'{"reservation_id": "rsv-nope"}', 404,
-     "reservation_id"),
+    ("an unknown account", "/v1/guard/reserve", _with(account_id="USER:nobody"), 404, "account_id"),
+    (
+        "a number for an order id",
+        "/v1/guard/confirm",
+        b'{"reservation_id": "rsv-1", "order_id": 5}',
+        422,
+        "order_id",
+    ),
+    (
+        "true for a reservation id",
+        "/v1/guard/release",
+        b'{"reservation_id": true}',
+        422,
+        "reservation_id",
+    ),
+    (
+        "an unknown reservation",
+        "/v1/guard/release",
+        b'{"reservation_id": "rsv-nope"}',
+        404,
+        "reservation_id",
+    ),
 ]
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("case", "path", "raw", "status", "field"), BAD_INPUT,
-                         ids=[c[0] for c in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("case", "path", "raw", "status", "field"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT]
+)
 async def test_bad_input_is_a_json_4xx_naming_the_field_and_reaches_nothing(
-        stack: Stack, case: str, path: str, raw: bytes, status: int, field: str) -> None:
+    stack: Stack, case: str, path: str, raw: bytes, status: int, field: str
+) -> None:
     got, body = await _call(stack.api, "POST", path, raw)
     assert (got, body["field"]) == (status, field), body
     assert body["error"]
@@ -157,16 +222,31 @@ def test_a_blank_or_padded_token_is_refused_at_start(host: str, token: str) -> N
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("header", "status"), [
-    (f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200), (f"BEARER {TOKEN}", 200),
-    (f"Bearer  {TOKEN}", 200), ("Bearer wrong", 401), (f"Basic {TOKEN}", 401),
-    (TOKEN, 401), ("Bearer", 401), ("", 401),
-])
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (f"Bearer {TOKEN}", 200),
+        (f"bearer {TOKEN}", 200),
+        (f"BEARER {TOKEN}", 200),
+        (f"Bearer  {TOKEN}", 200),
+        ("Bearer wrong", 401),
+        (f"Basic {TOKEN}", 401),
+        (TOKEN, 401),
+        ("Bearer", 401),
+        ("", 401),
+    ],
+)
 async def test_bearer_scheme_is_case_insensitive_and_the_token_exact(
-        tmp_path: Path, header: str, status: int) -> None:
+    tmp_path: Path, header: str, status: int
+) -> None:
     async for built in _stack(tmp_path, token=TOKEN):
-        got, body = await _call(built.api, "POST", "/v1/guard/reserve",
-                                json.dumps(ENTRY).encode(), {"Authorization": header})
+        got, body = await _call(
+            built.api,
+            "POST",
+            "/v1/guard/reserve",
+            json.dumps(ENTRY).encode(),
+            {"Authorization": header},
+        )
         assert got == status, body
         if status == 401:
             assert body["field"] == "Authorization"
@@ -179,7 +259,8 @@ async def test_bearer_scheme_is_case_insensitive_and_the_token_exact(
 
 @pytest.mark.asyncio
 async def test_the_same_reserve_with_the_same_client_order_id_returns_the_same_reservation(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     entry = {**ENTRY, "client_order_id": "bot-1"}
     _, first = await _post(stack.api, "/v1/guard/reserve", entry)
     _, again = await _post(stack.api, "/v1/guard/reserve", entry)
@@ -194,17 +275,20 @@ async def test_the_same_reserve_with_the_same_client_order_id_returns_the_same_r
 
 @pytest.mark.asyncio
 async def test_a_client_order_id_reused_for_another_request_is_a_409_naming_it(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     _, first = await _post(stack.api, "/v1/guard/reserve", {**ENTRY, "client_order_id": "bot-2"})
-    status, body = await _post(stack.api, "/v1/guard/reserve",
-                               {**ENTRY, "size_usd": 60.0, "client_order_id": "bot-2"})
+    status, body = await _post(
+        stack.api, "/v1/guard/reserve", {**ENTRY, "size_usd": 60.0, "client_order_id": "bot-2"}
+    )
     assert status == 409
     assert (body["field"], body["client_order_id"]) == ("client_order_id", "bot-2")
     assert "'bot-2'" in body["error"]
     # Once released, the id stays used: the same request again is refused too.
     await _post(stack.api, "/v1/guard/release", {"reservation_id": first["reservation_id"]})
-    status, body = await _post(stack.api, "/v1/guard/reserve",
-                               {**ENTRY, "client_order_id": "bot-2"})
+    status, body = await _post(
+        stack.api, "/v1/guard/reserve", {**ENTRY, "client_order_id": "bot-2"}
+    )
     assert status == 409
     assert "released" in body["error"]
     stack.nothing_reached_the_exchange_or_the_books()
@@ -218,28 +302,47 @@ async def test_reservations_are_listed_with_why_they_count_then_released(stack: 
     api, path = stack.api, f"/v1/accounts/{ALICE}/reservations"
     _, held = await _post(api, "/v1/guard/reserve", {**ENTRY, "client_order_id": "bot-3"})
     stack.rig.clock.advance(1)
-    _, other = await _post(api, "/v1/guard/reserve", {
-        "account_id": ALICE, "symbol": "ETH/USD", "side": "buy", "type": "limit",
-        "amount": 2.0, "price": 9.0, "client_order_id": "bot-4"})
-    await _post(api, "/v1/guard/confirm",
-                {"reservation_id": other["reservation_id"], "order_id": "X-1"})
+    _, other = await _post(
+        api,
+        "/v1/guard/reserve",
+        {
+            "account_id": ALICE,
+            "symbol": "ETH/USD",
+            "side": "buy",
+            "type": "limit",
+            "amount": 2.0,
+            "price": 9.0,
+            "client_order_id": "bot-4",
+        },
+    )
+    await _post(
+        api, "/v1/guard/confirm", {"reservation_id": other["reservation_id"], "order_id": "X-1"}
+    )
     stack.rig.clock.advance(5)
     status, listed = await _call(api, "GET", path)
     assert status == 200
     in_flight, settling = listed["reservations"]
     assert in_flight["reservation_id"] == held["reservation_id"]
-    assert (in_flight["state"], in_flight["symbol"], in_flight["client_order_id"],
-            in_flight["order_id"]) == ("in_flight", "BTC/USD", "bot-3", None)
+    assert (
+        in_flight["state"],
+        in_flight["symbol"],
+        in_flight["client_order_id"],
+        in_flight["order_id"],
+    ) == ("in_flight", "BTC/USD", "bot-3", None)
     assert in_flight["why"].startswith("in flight")
     assert in_flight["age_s"] == pytest.approx(6.0)
     assert in_flight["reserved_usd"] == pytest.approx(50.0 * 1.004)
     assert in_flight["expires_in_s"] == pytest.approx(24.0)
     assert (settling["state"], settling["symbol"], settling["order_id"]) == (
-        "settling", "ETH/USD", "X-1")
+        "settling",
+        "ETH/USD",
+        "X-1",
+    )
     assert settling["why"].startswith("confirmed, waiting for the order to show")
     for reservation in (held, other):
-        status, body = await _post(api, "/v1/guard/release",
-                                   {"reservation_id": reservation["reservation_id"]})
+        status, body = await _post(
+            api, "/v1/guard/release", {"reservation_id": reservation["reservation_id"]}
+        )
         assert (status, body["status"]) == (200, "released")
     _, listed = await _call(api, "GET", path)
     assert listed["reservations"] == []
@@ -255,14 +358,28 @@ async def test_reservations_are_listed_with_why_they_count_then_released(stack: 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("grace_s", [30.0, 60.0])
 async def test_a_confirmed_order_the_exchange_never_heard_of_is_released_after_the_grace(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, grace_s: float) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, grace_s: float
+) -> None:
     async for built in _stack(tmp_path, settings=GuardSettings(not_found_grace_s=grace_s)):
         api, rig, path = built.api, built.rig, f"/v1/accounts/{ALICE}/reservations"
-        _, held = await _post(api, "/v1/guard/reserve", {
-            "account_id": ALICE, "symbol": "ETH/USD", "side": "buy", "type": "limit",
-            "amount": 2.0, "price": 9.0, "client_order_id": "bot-ghost"})
-        status, _ = await _post(api, "/v1/guard/confirm",
-                                {"reservation_id": held["reservation_id"], "order_id": "999999"})
+        _, held = await _post(
+            api,
+            "/v1/guard/reserve",
+            {
+                "account_id": ALICE,
+                "symbol": "ETH/USD",
+                "side": "buy",
+                "type": "limit",
+                "amount": 2.0,
+                "price": 9.0,
+                "client_order_id": "bot-ghost",
+            },
+        )
+        status, _ = await _post(
+            api,
+            "/v1/guard/confirm",
+            {"reservation_id": held["reservation_id"], "order_id": "999999"},
+        )
         assert status == 200
         await rig.sync(ALICE)  # the reconciler asks for 999999: the exchange does not know it
         _, listed = await _call(api, "GET", path)

@@ -24,11 +24,19 @@ from nija_broker.sync.reconciler import ReconcilerSettings
 T = TypeVar("T")
 
 ALICE, PLATFORM = "USER:alice", "PLATFORM"
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-             price_step=0.01, min_amount=0.00001, min_notional=5.0)
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
 # A call deadline far beyond any test: the start-up hangs until the test lets it go.
-PATIENT = ReconcilerSettings(poll_interval_s=0.5, balance_interval_s=0.5,
-                             visibility_window_s=0.0, call_timeout_s=600.0)
+PATIENT = ReconcilerSettings(
+    poll_interval_s=0.5, balance_interval_s=0.5, visibility_window_s=0.0, call_timeout_s=600.0
+)
 HANG_GUARD_S = 30.0
 """Only a bound on a broken run, never a measure: every wait below ends on an event."""
 
@@ -40,8 +48,7 @@ class HangingExchange(SimExchange):
         super().__init__(engine, account_id)
         self.gate = gate
 
-    async def _call(self, method: str, args: dict[str, Any],
-                    action: Callable[[], T]) -> Any:
+    async def _call(self, method: str, args: dict[str, Any], action: Callable[[], T]) -> Any:
         await self.gate.wait()
         return await super()._call(method, args, action)
 
@@ -51,12 +58,16 @@ def _world(tmp_path: Path) -> tuple[SimEngine, Config]:
     engine.add_market(BTC, 50_000.0, volatility=0.0)
     engine.open_account(ALICE, {"USDT": 100.0})
     engine.open_account(PLATFORM, {"USDT": 10_000.0})
-    config = parse_config({
-        "store": {"path": str(tmp_path / "broker.sqlite3")},
-        "api": {"host": "127.0.0.1", "port": 0},
-        "accounts": [{"id": ALICE, "exchange": "binance", "quote_currency": "USDT",
-                      "tier": "MICRO_CAP"},
-                     {"id": PLATFORM, "exchange": "binance", "quote_currency": "USDT"}]})
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "api": {"host": "127.0.0.1", "port": 0},
+            "accounts": [
+                {"id": ALICE, "exchange": "binance", "quote_currency": "USDT", "tier": "MICRO_CAP"},
+                {"id": PLATFORM, "exchange": "binance", "quote_currency": "USDT"},
+            ],
+        }
+    )
     return engine, config
 
 
@@ -74,7 +85,8 @@ async def _listening(broker: Broker) -> ApiServer:
 
 @pytest.mark.asyncio
 async def test_healthz_says_syncing_and_micro_cap_entries_fail_closed_while_startup_hangs(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     engine, config = _world(tmp_path)
     gate = asyncio.Event()
     broker = Broker(config, exchanges=_exchanges(engine, gate), reconciler_settings=PATIENT)
@@ -84,8 +96,7 @@ async def test_healthz_says_syncing_and_micro_cap_entries_fail_closed_while_star
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{api.url}/healthz") as r:
                 health = await r.json()
-            entry = {"account_id": ALICE, "symbol": "BTC-USDT", "side": "buy",
-                     "size_usd": 10.0}
+            entry = {"account_id": ALICE, "symbol": "BTC-USDT", "side": "buy", "size_usd": 10.0}
             async with session.post(f"{api.url}/v1/guard/check", json=entry) as r:
                 blocked = await r.json()
             exit_ = {**entry, "side": "sell", "reduce_only": True, "amount": 0.0002}
@@ -95,7 +106,9 @@ async def test_healthz_says_syncing_and_micro_cap_entries_fail_closed_while_star
         assert not starting.done(), "the answers came while every start-up sync still hangs"
         assert r.status == 200
         assert {a: v["state"] for a, v in health["accounts"].items()} == {
-            ALICE: "syncing", PLATFORM: "syncing"}
+            ALICE: "syncing",
+            PLATFORM: "syncing",
+        }
         assert health["status"] == "degraded"
         assert (blocked["allowed"], blocked["rule"]) == (False, "sync_unknown")
         assert exit_answer["allowed"] is True  # exits are never blocked
@@ -111,8 +124,9 @@ async def test_a_guard_call_answers_while_the_runtime_loop_is_blocked(tmp_path: 
     engine, config = _world(tmp_path)
     gate = asyncio.Event()
     gate.set()
-    async with Broker(config, exchanges=_exchanges(engine, gate),
-                      reconciler_settings=PATIENT) as broker:
+    async with Broker(
+        config, exchanges=_exchanges(engine, gate), reconciler_settings=PATIENT
+    ) as broker:
         assert broker.api is not None
         api_thread = broker.api.thread
         assert api_thread is not None
@@ -121,7 +135,8 @@ async def test_a_guard_call_answers_while_the_runtime_loop_is_blocked(tmp_path: 
         # The synchronous client called from the runtime's own loop blocks that loop for the
         # whole call: only an API served elsewhere can answer it (else: guard_unreachable).
         answer = GuardClient(broker.api.url, timeout_s=HANG_GUARD_S).check(
-            PLATFORM, "BTC-USDT", "buy", size_usd=20.0)
+            PLATFORM, "BTC-USDT", "buy", size_usd=20.0
+        )
         assert answer.rule != "guard_unreachable", answer
         assert answer.allowed, answer
 
@@ -147,12 +162,14 @@ async def test_closing_the_broker_ends_the_api_thread_and_its_port(tmp_path: Pat
 
 @pytest.mark.asyncio
 async def test_a_port_in_use_fails_start_with_the_bind_error_and_leaves_no_thread(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     engine, config = _world(tmp_path)
     gate = asyncio.Event()
     gate.set()
-    async with Broker(config, exchanges=_exchanges(engine, gate),
-                      reconciler_settings=PATIENT) as broker:
+    async with Broker(
+        config, exchanges=_exchanges(engine, gate), reconciler_settings=PATIENT
+    ) as broker:
         assert broker.api is not None
         taken = ApiServer(broker.api.ctx, "127.0.0.1", broker.api.port)
         with pytest.raises(OSError, match=str(broker.api.port)):
@@ -164,7 +181,8 @@ async def test_a_port_in_use_fails_start_with_the_bind_error_and_leaves_no_threa
 
 @pytest.mark.parametrize("given", ["0", "-0.001", "2", "soon"])
 def test_run_refuses_a_switch_interval_outside_zero_to_one_second(
-        given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from nija_broker.service.cli import main
 
     with pytest.raises(SystemExit) as exited:

@@ -20,16 +20,40 @@ T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 
 
 def _order(account: str, oid: str, side: str = "buy", **changes: Any) -> Order:
-    fields: dict[str, Any] = dict(id=oid, account_id=account, symbol="BTC/USD", side=side,
-                                  price=100.0, amount=1.0, created_at=T0)
+    fields: dict[str, Any] = dict(
+        id=oid,
+        account_id=account,
+        symbol="BTC/USD",
+        side=side,
+        price=100.0,
+        amount=1.0,
+        created_at=T0,
+    )
     fields.update(changes)
     return Order(**fields)
 
 
-def _fill(account: str, oid: str, side: str, amount: float, price: float, tid: str,
-          minutes: int = 0, fee: float = 0.1) -> Fill:
-    return Fill(account_id=account, order_id=oid, trade_id=tid, symbol="BTC/USD", side=side,
-                amount=amount, price=price, fee=fee, timestamp=T0 + timedelta(minutes=minutes))
+def _fill(
+    account: str,
+    oid: str,
+    side: str,
+    amount: float,
+    price: float,
+    tid: str,
+    minutes: int = 0,
+    fee: float = 0.1,
+) -> Fill:
+    return Fill(
+        account_id=account,
+        order_id=oid,
+        trade_id=tid,
+        symbol="BTC/USD",
+        side=side,
+        amount=amount,
+        price=price,
+        fee=fee,
+        timestamp=T0 + timedelta(minutes=minutes),
+    )
 
 
 def _trade_day(book: AccountBook) -> None:
@@ -49,12 +73,20 @@ def test_restart_rebuilds_orders_positions_and_every_metric_exactly(tmp_path: Pa
     with Store(path) as store:
         book = Books(store).get("USER:alice")
         _trade_day(book)
-        before = (book.metrics(), book.positions(), book.orders.held_capital(),
-                  book.orders.open_orders())
+        before = (
+            book.metrics(),
+            book.positions(),
+            book.orders.held_capital(),
+            book.orders.open_orders(),
+        )
     with Store(path) as store:
         again = Books(store).get("USER:alice")
-        after = (again.metrics(), again.positions(), again.orders.held_capital(),
-                 again.orders.open_orders())
+        after = (
+            again.metrics(),
+            again.positions(),
+            again.orders.held_capital(),
+            again.orders.open_orders(),
+        )
     assert after == before
     metrics = after[0]
     assert metrics.total_trades == 2
@@ -69,10 +101,21 @@ def test_drawdown_survives_new_trades_and_a_restart(tmp_path: Path) -> None:
         book.update_equity(10_000.0, T0)
         book.update_equity(8_000.0, T0 + timedelta(hours=1))
         book.update_equity(9_000.0, T0 + timedelta(hours=2))
-        book.record_trade(TradeRecord(
-            trade_id="T-1", account_id="PLATFORM", symbol="ETH/USD", side="buy",
-            entry_price=2_000, exit_price=2_100, quantity=1, pnl=100, fees=2,
-            entry_time=T0, exit_time=T0 + timedelta(hours=3)))
+        book.record_trade(
+            TradeRecord(
+                trade_id="T-1",
+                account_id="PLATFORM",
+                symbol="ETH/USD",
+                side="buy",
+                entry_price=2_000,
+                exit_price=2_100,
+                quantity=1,
+                pnl=100,
+                fees=2,
+                entry_time=T0,
+                exit_time=T0 + timedelta(hours=3),
+            )
+        )
         assert book.metrics().max_drawdown == pytest.approx(2_000.0)
     with Store(path) as store:
         metrics = Books(store).get("PLATFORM").metrics()
@@ -84,8 +127,10 @@ def test_drawdown_survives_new_trades_and_a_restart(tmp_path: Path) -> None:
 
 def test_fills_replayed_after_a_restart_are_booked_once(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    fills = [_fill("A", "B1", "buy", 1.0, 100.0, "t1"),
-             _fill("A", "S1", "sell", 1.0, 120.0, "t2", minutes=5)]
+    fills = [
+        _fill("A", "B1", "buy", 1.0, 100.0, "t1"),
+        _fill("A", "S1", "sell", 1.0, 120.0, "t2", minutes=5),
+    ]
     with Store(path) as store:
         first = Books(store).get("A").book_fills(fills)
     with Store(path) as store:
@@ -199,7 +244,8 @@ class _UnreadableStore(_FailingStore):
 
 
 def test_a_failed_reload_keeps_the_last_good_state_and_marks_the_book_degraded(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with _UnreadableStore(tmp_path / "s.sqlite3") as store:
         book = Books(store).get("A")
         _trade_day(book)
@@ -219,7 +265,8 @@ def test_a_failed_reload_keeps_the_last_good_state_and_marks_the_book_degraded(
 
 
 def test_a_failed_write_whose_reload_fails_too_degrades_the_book_and_raises_the_write_error(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with _UnreadableStore(tmp_path / "s.sqlite3") as store:
         book = Books(store).get("A")
         book.apply_order(_order("A", "O1"))

@@ -26,30 +26,66 @@ ACCOUNT = "USER:alice"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _order(filled: float, *, status: OrderStatus = OrderStatus.PARTIALLY_FILLED,
-           amount: float = 1.0, order_id: str = "O1", side: Side = Side.BUY) -> Order:
-    return Order(id=order_id, account_id=ACCOUNT, symbol="BTC/USDT", side=side,
-                 type=OrderType.LIMIT, price=100.0, amount=amount, filled=filled,
-                 average=100.0 if filled else None, status=status, created_at=T0,
-                 updated_at=T0 + timedelta(seconds=filled * 10))
+def _order(
+    filled: float,
+    *,
+    status: OrderStatus = OrderStatus.PARTIALLY_FILLED,
+    amount: float = 1.0,
+    order_id: str = "O1",
+    side: Side = Side.BUY,
+) -> Order:
+    return Order(
+        id=order_id,
+        account_id=ACCOUNT,
+        symbol="BTC/USDT",
+        side=side,
+        type=OrderType.LIMIT,
+        price=100.0,
+        amount=amount,
+        filled=filled,
+        average=100.0 if filled else None,
+        status=status,
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=filled * 10),
+    )
 
 
-def _trade(trade_id: str, amount: float, *, order_id: str = "O1", seconds: int = 1,
-           side: Side = Side.BUY, price: float = 100.0) -> Fill:
-    return Fill(account_id=ACCOUNT, order_id=order_id, trade_id=trade_id, symbol="BTC/USDT",
-                side=side, amount=amount, price=price, fee=amount * price * 0.001,
-                fee_currency="USDT", fee_cost=amount * price * 0.001,
-                timestamp=T0 + timedelta(seconds=seconds))
+def _trade(
+    trade_id: str,
+    amount: float,
+    *,
+    order_id: str = "O1",
+    seconds: int = 1,
+    side: Side = Side.BUY,
+    price: float = 100.0,
+) -> Fill:
+    return Fill(
+        account_id=ACCOUNT,
+        order_id=order_id,
+        trade_id=trade_id,
+        symbol="BTC/USDT",
+        side=side,
+        amount=amount,
+        price=price,
+        fee=amount * price * 0.001,
+        fee_currency="USDT",
+        fee_cost=amount * price * 0.001,
+        timestamp=T0 + timedelta(seconds=seconds),
+    )
 
 
 def _held(book: AccountBook) -> float:
     return sum(p.quantity for p in book.positions())
 
 
-@pytest.mark.parametrize(("first", "second"), [(0.4, 0.6), (0.6, 0.4)],
-                         ids=["confirm-then-listing", "listing-then-confirm"])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(0.4, 0.6), (0.6, 0.4)],
+    ids=["confirm-then-listing", "listing-then-confirm"],
+)
 def test_guard_confirm_and_reconciler_listing_book_the_exchange_amount_once(
-        first: float, second: float) -> None:
+    first: float, second: float
+) -> None:
     book = AccountBook(ACCOUNT)
     book.apply_order(_order(0.0, status=OrderStatus.OPEN))
     book.apply_changes([_order(first)])
@@ -110,16 +146,24 @@ def test_base_currency_fee_leaves_the_position_at_what_was_received() -> None:
     book = AccountBook(ACCOUNT)
     book.fills_from_trades = True
     book.apply_changes([_order(1.0, status=OrderStatus.FILLED)])
-    fee_base = Fill(account_id=ACCOUNT, order_id="O1", trade_id="t1", symbol="BTC/USDT",
-                    side=Side.BUY, amount=1.0, price=100.0, fee=0.1, fee_currency="BTC",
-                    fee_cost=0.001, timestamp=T0)
+    fee_base = Fill(
+        account_id=ACCOUNT,
+        order_id="O1",
+        trade_id="t1",
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        amount=1.0,
+        price=100.0,
+        fee=0.1,
+        fee_currency="BTC",
+        fee_cost=0.001,
+        timestamp=T0,
+    )
     book.apply_changes([], [fee_base])
     (position,) = book.positions()
     assert position.quantity == pytest.approx(0.999)
-    sell = _order(0.999, status=OrderStatus.FILLED, amount=0.999, order_id="S1",
-                  side=Side.SELL)
-    book.apply_changes([sell], [_trade("t2", 0.999, order_id="S1", side=Side.SELL,
-                                       price=110.0)])
+    sell = _order(0.999, status=OrderStatus.FILLED, amount=0.999, order_id="S1", side=Side.SELL)
+    book.apply_changes([sell], [_trade("t2", 0.999, order_id="S1", side=Side.SELL, price=110.0)])
     (trade,) = book.performance.trade_history()
     # Cash: paid 100.0 for 1 BTC (0.001 of it the fee), got 0.999 x 110 less 0.1% fee.
     cash = -100.0 + 0.999 * 110.0 * (1 - 0.001)
@@ -128,7 +172,8 @@ def test_base_currency_fee_leaves_the_position_at_what_was_received() -> None:
 
 
 def test_store_from_before_trade_ids_does_not_book_the_same_executions_twice(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "old.sqlite3"
     with Store(path) as store:
         book = Books(store).get(ACCOUNT)
@@ -139,8 +184,7 @@ def test_store_from_before_trade_ids_does_not_book_the_same_executions_twice(
         book.fills_from_trades = True
         assert book.booked_amount("O1") == pytest.approx(0.4)
         book.apply_changes([_order(1.0, status=OrderStatus.FILLED)])
-        trades = [_trade("t1", 0.25), _trade("t2", 0.15, seconds=2),
-                  _trade("t3", 0.6, seconds=3)]
+        trades = [_trade("t1", 0.25), _trade("t2", 0.15, seconds=2), _trade("t3", 0.6, seconds=3)]
         book.apply_changes([], trades)
         assert _held(book) == pytest.approx(1.0)
         book.apply_changes([], trades)
@@ -154,15 +198,26 @@ def test_store_from_before_trade_ids_does_not_book_the_same_executions_twice(
 
 
 def test_a_version_2_store_migrates_and_its_cumulative_fills_cover_the_first_trades(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "v2.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     migrate(conn, migrations=MIGRATIONS[:2])
-    old = Fill(account_id=ACCOUNT, order_id="O1", symbol="BTC/USDT", side=Side.BUY,
-               amount=0.4, price=100.0, timestamp=T0, cumulative_filled=0.4)
-    conn.execute("INSERT INTO fills (account_id, fill_key, order_id, symbol, ts, json)"
-                 " VALUES (?, ?, ?, ?, ?, ?)",
-                 (ACCOUNT, old.key, "O1", "BTC/USDT", T0.isoformat(), old.model_dump_json()))
+    old = Fill(
+        account_id=ACCOUNT,
+        order_id="O1",
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        amount=0.4,
+        price=100.0,
+        timestamp=T0,
+        cumulative_filled=0.4,
+    )
+    conn.execute(
+        "INSERT INTO fills (account_id, fill_key, order_id, symbol, ts, json)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (ACCOUNT, old.key, "O1", "BTC/USDT", T0.isoformat(), old.model_dump_json()),
+    )
     conn.close()
     with Store(path) as store:
         assert store.load_account(ACCOUNT).order_fills == {"O1": (0.4, 0.4, 0.0)}
@@ -173,19 +228,19 @@ def test_a_version_2_store_migrates_and_its_cumulative_fills_cover_the_first_tra
         assert [f.trade_id for f in store.fills(ACCOUNT)] == [None, "t2"]
 
 
-def test_a_buy_reported_after_the_sell_it_closes_leaves_no_phantom_position(
-        tmp_path: Path) -> None:
+def test_a_buy_reported_after_the_sell_it_closes_leaves_no_phantom_position(tmp_path: Path) -> None:
     with Store(tmp_path / "state.sqlite3") as store:
         book = Books(store).get(ACCOUNT)
         book.fills_from_trades = True
-        book.apply_changes([_order(1.0, status=OrderStatus.FILLED, order_id="S1",
-                                   side=Side.SELL)],
-                           [_trade("t2", 1.0, order_id="S1", side=Side.SELL, seconds=20,
-                                   price=110.0)])
+        book.apply_changes(
+            [_order(1.0, status=OrderStatus.FILLED, order_id="S1", side=Side.SELL)],
+            [_trade("t2", 1.0, order_id="S1", side=Side.SELL, seconds=20, price=110.0)],
+        )
         assert book.positions() == []
         assert store.trades(ACCOUNT) == []
-        booked = book.apply_changes([_order(1.0, status=OrderStatus.FILLED)],
-                                    [_trade("t1", 1.0, seconds=10)])
+        booked = book.apply_changes(
+            [_order(1.0, status=OrderStatus.FILLED)], [_trade("t1", 1.0, seconds=10)]
+        )
         assert book.positions() == []  # not the phantom 1.0 a buy booked last would leave
         (trade,) = store.trades(ACCOUNT)
         assert (trade.entry_price, trade.exit_price, trade.quantity) == (100.0, 110.0, 1.0)
@@ -201,10 +256,26 @@ def test_a_buy_and_its_sell_in_the_same_millisecond_book_the_buy_first() -> None
     book = AccountBook(ACCOUNT)
     book.fills_from_trades = True
     at = T0 + timedelta(seconds=5)
-    sell = Fill(account_id=ACCOUNT, order_id="S1", trade_id="TEFGSY-9980G-8T4000",
-                symbol="BTC/USDT", side=Side.SELL, amount=0.5, price=101.0, timestamp=at)
-    buy = Fill(account_id=ACCOUNT, order_id="O1", trade_id="TP78EZ-M4408-ME2000",
-               symbol="BTC/USDT", side=Side.BUY, amount=0.5, price=100.0, timestamp=at)
+    sell = Fill(
+        account_id=ACCOUNT,
+        order_id="S1",
+        trade_id="TEFGSY-9980G-8T4000",
+        symbol="BTC/USDT",
+        side=Side.SELL,
+        amount=0.5,
+        price=101.0,
+        timestamp=at,
+    )
+    buy = Fill(
+        account_id=ACCOUNT,
+        order_id="O1",
+        trade_id="TP78EZ-M4408-ME2000",
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        amount=0.5,
+        price=100.0,
+        timestamp=at,
+    )
     book.apply_changes([], [sell, buy])  # Kraken's ids: the sell's sorts first as text
     assert book.positions() == []
     assert book.metrics().total_trades == 1

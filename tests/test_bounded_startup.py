@@ -23,19 +23,48 @@ from nija_broker.state.store import Store, StoreBatch
 ACCOUNT = "USER:alice"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = BookSettings(retention_s=6 * 3600.0, history_size=25)
-LIMITS = Limits(armed=frozenset(BREAKERS), expectancy_window=5, max_loss_streak=3,
-                max_daily_loss_pct=2.0)
+LIMITS = Limits(
+    armed=frozenset(BREAKERS), expectancy_window=5, max_loss_streak=3, max_daily_loss_pct=2.0
+)
 SYMBOLS = ("BTC/USD", "ETH/USD")
 
 
-def _filled(order_id: str, symbol: str, side: Side, amount: float, price: float,
-            at: datetime, role: OrderRole) -> tuple[Order, Fill]:
-    order = Order(id=order_id, account_id=ACCOUNT, symbol=symbol, side=side, price=price,
-                  amount=amount, filled=amount, average=price, status=OrderStatus.FILLED,
-                  created_at=at, updated_at=at, role=role, fee=amount * price * 0.001)
-    fill = Fill(account_id=ACCOUNT, order_id=order_id, trade_id=f"t-{order_id}", symbol=symbol,
-                side=side, amount=amount, price=price, fee=amount * price * 0.001, timestamp=at,
-                role=role)
+def _filled(
+    order_id: str,
+    symbol: str,
+    side: Side,
+    amount: float,
+    price: float,
+    at: datetime,
+    role: OrderRole,
+) -> tuple[Order, Fill]:
+    order = Order(
+        id=order_id,
+        account_id=ACCOUNT,
+        symbol=symbol,
+        side=side,
+        price=price,
+        amount=amount,
+        filled=amount,
+        average=price,
+        status=OrderStatus.FILLED,
+        created_at=at,
+        updated_at=at,
+        role=role,
+        fee=amount * price * 0.001,
+    )
+    fill = Fill(
+        account_id=ACCOUNT,
+        order_id=order_id,
+        trade_id=f"t-{order_id}",
+        symbol=symbol,
+        side=side,
+        amount=amount,
+        price=price,
+        fee=amount * price * 0.001,
+        timestamp=at,
+        role=role,
+    )
     return order, fill
 
 
@@ -54,20 +83,45 @@ def _live_history(book: AccountBook, clock: FakeClock, seed: int, steps: int) ->
         action = rng.random()
         if action < 0.4 or held is None:
             at = now - timedelta(seconds=30) if rng.random() < 0.05 and fills else now
-            order, fill = _filled(f"b{i}", symbol, Side.BUY, rng.uniform(0.1, 1.0),
-                                  rng.uniform(90, 110), at, OrderRole.ENTRY)
+            order, fill = _filled(
+                f"b{i}",
+                symbol,
+                Side.BUY,
+                rng.uniform(0.1, 1.0),
+                rng.uniform(90, 110),
+                at,
+                OrderRole.ENTRY,
+            )
         elif action < 0.75:
             amount = held.quantity if rng.random() < 0.6 else held.quantity * 0.5
             role = OrderRole.STOP if rng.random() < 0.3 else OrderRole.EXIT
-            order, fill = _filled(f"s{i}", symbol, Side.SELL, amount,
-                                  held.avg_price * rng.uniform(0.95, 1.05), now, role)
+            order, fill = _filled(
+                f"s{i}",
+                symbol,
+                Side.SELL,
+                amount,
+                held.avg_price * rng.uniform(0.95, 1.05),
+                now,
+                role,
+            )
         elif action < 0.9:
             equity = max(equity * rng.uniform(0.9, 1.08), 1.0)
             book.update_equity(equity)
             continue
         elif action < 0.95:
-            book.apply_orders([Order(id=f"o{i}", account_id=ACCOUNT, symbol=symbol,
-                                     side=Side.BUY, price=50.0, amount=0.1, created_at=now)])
+            book.apply_orders(
+                [
+                    Order(
+                        id=f"o{i}",
+                        account_id=ACCOUNT,
+                        symbol=symbol,
+                        side=Side.BUY,
+                        price=50.0,
+                        amount=0.1,
+                        created_at=now,
+                    )
+                ]
+            )
             continue
         else:
             book.cleanup_terminal(now)
@@ -105,7 +159,8 @@ def _replays_change_nothing(book: AccountBook, fills: list[Fill]) -> None:
 
 @pytest.mark.parametrize("seed", [3, 11, 2026])
 def test_a_restarted_book_has_every_figure_of_the_book_that_lived_through_its_history(
-        tmp_path: Path, seed: int) -> None:
+    tmp_path: Path, seed: int
+) -> None:
     clock = FakeClock(T0)
     with Store(tmp_path / "state.sqlite3") as store:
         lived = AccountBook(ACCOUNT, store, settings=SETTINGS, clock=clock)
@@ -115,7 +170,8 @@ def test_a_restarted_book_has_every_figure_of_the_book_that_lived_through_its_hi
         assert _figures(restarted) == _figures(lived)
         # The lifetime figures are those of a full replay of the store.
         assert restarted.metrics() == compute_metrics(
-            ACCOUNT, store.trades(ACCOUNT), store.equity_points(ACCOUNT))
+            ACCOUNT, store.trades(ACCOUNT), store.equity_points(ACCOUNT)
+        )
         # Bounded: the restart holds a window, not the history.
         assert len(restarted.performance.trade_history()) <= SETTINGS.history_size
         assert len(restarted.ledger.fill_keys()) < len(fills) / 2
@@ -136,7 +192,8 @@ def _downgrade_to_version_4(path: Path) -> None:
 
 
 def test_a_store_of_the_previous_schema_migrates_its_whole_history_into_the_figures(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "state.sqlite3"
     clock = FakeClock(T0)
     with Store(path) as store:
@@ -163,8 +220,9 @@ def test_a_fill_older_than_the_memory_window_reported_again_is_refused(tmp_path:
         book.apply_changes([first_order], [first])
         for day in range(1, 4):  # exchange time moves on: the first key leaves memory
             clock.advance(86_400)
-            order, fill = _filled(f"b{day}", "ETH/USD", Side.BUY, 0.1, 10.0, clock.now(),
-                                  OrderRole.ENTRY)
+            order, fill = _filled(
+                f"b{day}", "ETH/USD", Side.BUY, 0.1, 10.0, clock.now(), OrderRole.ENTRY
+            )
             book.apply_changes([order], [fill])
         assert first.key not in book.ledger.fill_keys()
         held = book.positions()
@@ -177,29 +235,38 @@ def test_a_fill_older_than_the_memory_window_reported_again_is_refused(tmp_path:
 
 
 def test_fill_keys_are_unique_in_the_store_and_a_duplicate_insert_is_a_duplicate(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with Store(tmp_path / "state.sqlite3") as store:
         _, fill = _filled("b0", "BTC/USD", Side.BUY, 1.0, 100.0, T0, OrderRole.ENTRY)
         assert store.apply(StoreBatch(account_id=ACCOUNT, fills=[fill])).new_fill_keys == (
-            fill.key,)
+            fill.key,
+        )
         again = store.apply(StoreBatch(account_id=ACCOUNT, fills=[fill]))
         assert again.new_fill_keys == ()
         assert store.has_fill_key(ACCOUNT, fill.key)
     conn = sqlite3.connect(tmp_path / "state.sqlite3")
-    unique = [name for _, name, is_unique, *_ in conn.execute("PRAGMA index_list(fills)")
-              if is_unique]
-    columns = {tuple(r[0] for r in conn.execute(
-        "SELECT name FROM pragma_index_info(?) ORDER BY seqno", (name,))) for name in unique}
+    unique = [
+        name for _, name, is_unique, *_ in conn.execute("PRAGMA index_list(fills)") if is_unique
+    ]
+    columns = {
+        tuple(
+            r[0]
+            for r in conn.execute("SELECT name FROM pragma_index_info(?) ORDER BY seqno", (name,))
+        )
+        for name in unique
+    }
     assert ("account_id", "fill_key") in columns
     with pytest.raises(sqlite3.IntegrityError):
-        conn.execute("INSERT INTO fills (account_id, fill_key, order_id, symbol, ts, json,"
-                     " amount) SELECT account_id, fill_key, order_id, symbol, ts, json, amount"
-                     " FROM fills")
+        conn.execute(
+            "INSERT INTO fills (account_id, fill_key, order_id, symbol, ts, json,"
+            " amount) SELECT account_id, fill_key, order_id, symbol, ts, json, amount"
+            " FROM fills"
+        )
     conn.close()
 
 
-def test_the_store_keeps_the_lifetime_figures_of_trades_written_directly(
-        tmp_path: Path) -> None:
+def test_the_store_keeps_the_lifetime_figures_of_trades_written_directly(tmp_path: Path) -> None:
     clock = FakeClock(T0)
     with Store(tmp_path / "state.sqlite3") as store:
         lived = AccountBook(ACCOUNT, store, settings=SETTINGS, clock=clock)
@@ -208,4 +275,5 @@ def test_the_store_keeps_the_lifetime_figures_of_trades_written_directly(
         assert store.save_trades(trades[:3]) == []  # replays change no figure
         assert store.totals(ACCOUNT).stats.total_trades == len(trades)
         assert AccountBook(ACCOUNT, store, settings=SETTINGS, clock=clock).metrics() == (
-            compute_metrics(ACCOUNT, trades, store.equity_points(ACCOUNT)))
+            compute_metrics(ACCOUNT, trades, store.equity_points(ACCOUNT))
+        )

@@ -39,15 +39,41 @@ from nija_broker.state.book import AccountBook
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 PLATFORM, ALICE = "PLATFORM", "USER_alice_binance"
-KEYS = {PLATFORM: ("platform-key-01", "platform-secret-01"),
-        ALICE: ("alice-key-01", "alice-secret-01")}
-ENV = {"PLATFORM_KEY": KEYS[PLATFORM][0], "PLATFORM_SECRET": KEYS[PLATFORM][1],
-       "ALICE_KEY": KEYS[ALICE][0], "ALICE_SECRET": KEYS[ALICE][1]}
+KEYS = {
+    PLATFORM: ("platform-key-01", "platform-secret-01"),
+    ALICE: ("alice-key-01", "alice-secret-01"),
+}
+ENV = {
+    "PLATFORM_KEY": KEYS[PLATFORM][0],
+    "PLATFORM_SECRET": KEYS[PLATFORM][1],
+    "ALICE_KEY": KEYS[ALICE][0],
+    "ALICE_SECRET": KEYS[ALICE][1],
+}
 MARKETS = [
-    (Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-            min_amount=0.00001, min_notional=5.0), 50_000.0),
-    (Market(symbol="ETH/USDT", base="ETH", quote="USDT", amount_step=0.0001, price_step=0.01,
-            min_amount=0.0001, min_notional=5.0), 3_000.0),
+    (
+        Market(
+            symbol="BTC/USDT",
+            base="BTC",
+            quote="USDT",
+            amount_step=0.00001,
+            price_step=0.01,
+            min_amount=0.00001,
+            min_notional=5.0,
+        ),
+        50_000.0,
+    ),
+    (
+        Market(
+            symbol="ETH/USDT",
+            base="ETH",
+            quote="USDT",
+            amount_step=0.0001,
+            price_step=0.01,
+            min_amount=0.0001,
+            min_notional=5.0,
+        ),
+        3_000.0,
+    ),
 ]
 ALICE_USDT = 400.0  # MICRO_CAP ($15 to $500): all five breakers armed by default
 SHORT_COOLDOWN_S = 6.0
@@ -68,18 +94,27 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
 def _config(url: str, tmp_path: Path, *, tiers: dict[str, Any] | None = None) -> Any:
     """What a trader writes: no quote_currency, keys by environment variable name; a
     balance refresh (an equity point) every 0.2 s so the curve follows the price at once."""
-    accounts = [{
-        "id": account_id, "exchange": "binance", "api_key_env": f"{env}_KEY",
-        "secret_env": f"{env}_SECRET", "ccxt": binance_ccxt_config(url),
-        "poll_interval_s": 0.2, "balance_interval_s": 0.2,
-    } for account_id, env in ((PLATFORM, "PLATFORM"), (ALICE, "ALICE"))]
-    return parse_config({
-        "store": {"path": str(tmp_path / "broker.sqlite3")},
-        "api": {"port": 0},
-        "reconciler": {"visibility_window_s": 0.0, "call_timeout_s": 5.0, "jitter": 0.0},
-        "tiers": tiers or {},
-        "accounts": accounts,
-    })
+    accounts = [
+        {
+            "id": account_id,
+            "exchange": "binance",
+            "api_key_env": f"{env}_KEY",
+            "secret_env": f"{env}_SECRET",
+            "ccxt": binance_ccxt_config(url),
+            "poll_interval_s": 0.2,
+            "balance_interval_s": 0.2,
+        }
+        for account_id, env in ((PLATFORM, "PLATFORM"), (ALICE, "ALICE"))
+    ]
+    return parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "api": {"port": 0},
+            "reconciler": {"visibility_window_s": 0.0, "call_timeout_s": 5.0, "jitter": 0.0},
+            "tiers": tiers or {},
+            "accounts": accounts,
+        }
+    )
 
 
 async def _until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -99,8 +134,7 @@ def _held(broker: Broker, asset: str) -> float:
 
 
 def _entry(symbol: str, price: float) -> OrderIntent:
-    return OrderIntent(account_id=ALICE, symbol=symbol, side=Side.BUY, size_usd=20.0,
-                       price=price)
+    return OrderIntent(account_id=ALICE, symbol=symbol, side=Side.BUY, size_usd=20.0, price=price)
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> Any:
@@ -125,12 +159,22 @@ async def _stopped_out(broker: Broker, engine: SimEngine) -> TradeRecord:
     """A BTC entry through the guard, its stop-loss (role stop) on the exchange, the price
     through the stop: the round trip the reconciler books, once the balance shows no BTC."""
     alice = broker.guarded_exchange(ALICE)
-    entry = await alice.create_order(OrderRequest(
-        symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.002, price=51_000.0))
+    entry = await alice.create_order(
+        OrderRequest(
+            symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.002, price=51_000.0
+        )
+    )
     assert entry.status is OrderStatus.FILLED  # marketable: filled at once at 50,000
-    stop = await alice.create_order(OrderRequest(
-        symbol="BTC/USDT", side=Side.SELL, type=OrderType.STOP, amount=0.002,
-        stop_price=48_000.0, role=OrderRole.STOP))
+    stop = await alice.create_order(
+        OrderRequest(
+            symbol="BTC/USDT",
+            side=Side.SELL,
+            type=OrderType.STOP,
+            amount=0.002,
+            stop_price=48_000.0,
+            role=OrderRole.STOP,
+        )
+    )
     assert stop.status is OrderStatus.OPEN
     fills = engine.set_price("BTC/USDT", 47_000.0)
     assert [f.order_id for f in fills] == [stop.id]
@@ -148,7 +192,8 @@ async def _stopped_out(broker: Broker, engine: SimEngine) -> TradeRecord:
 
 
 async def test_micro_cap_account_12_pct_below_its_peak_gets_no_entry_until_the_trader_resumes(
-        emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
     engine = emulator.engine
     async with Broker(_config(emulator.url, tmp_path), environ=ENV) as broker:
         assert broker.api is not None
@@ -158,9 +203,11 @@ async def test_micro_cap_account_12_pct_below_its_peak_gets_no_entry_until_the_t
         assert broker.check(eth_entry).allowed
 
         # $300 of the $400 in BTC, bought through the guard.
-        bought = await broker.guarded_exchange(ALICE).create_order(OrderRequest(
-            symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.006,
-            price=51_000.0))
+        bought = await broker.guarded_exchange(ALICE).create_order(
+            OrderRequest(
+                symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.006, price=51_000.0
+            )
+        )
         assert bought.status is OrderStatus.FILLED
         await _until(lambda: _held(broker, "BTC") > 0)
         # BTC 50,000 -> 42,000: the position loses $48, 12% of the $400 peak.
@@ -179,8 +226,13 @@ async def test_micro_cap_account_12_pct_below_its_peak_gets_no_entry_until_the_t
         assert decision.figures["drawdown_pct"] == pytest.approx(expected_pct, rel=1e-6)
         assert "12.1% below its equity peak" in decision.reason
         # Exits are never blocked: selling the BTC that lost the money is allowed.
-        btc_exit = OrderIntent(account_id=ALICE, symbol="BTC/USDT", side=Side.SELL,
-                               type=OrderType.MARKET, amount=truth["BTC"].total)
+        btc_exit = OrderIntent(
+            account_id=ALICE,
+            symbol="BTC/USDT",
+            side=Side.SELL,
+            type=OrderType.MARKET,
+            amount=truth["BTC"].total,
+        )
         assert broker.check(btc_exit).allowed
         (row,) = broker.status(ALICE)
         assert row.breakers_tripped == ("drawdown_limit",)
@@ -188,17 +240,29 @@ async def test_micro_cap_account_12_pct_below_its_peak_gets_no_entry_until_the_t
 
         api = broker.api.url
         async with aiohttp.ClientSession() as session:
-            answer = await _post(session, f"{api}/v1/guard/check", {
-                "account_id": ALICE, "symbol": "ETH-USDT", "side": "buy", "size_usd": 20.0})
+            answer = await _post(
+                session,
+                f"{api}/v1/guard/check",
+                {"account_id": ALICE, "symbol": "ETH-USDT", "side": "buy", "size_usd": 20.0},
+            )
             assert (answer["allowed"], answer["rule"]) == (False, "drawdown_limit")
-            answer = await _post(session, f"{api}/v1/guard/check", {
-                "account_id": ALICE, "symbol": "BTC-USDT", "side": "sell", "type": "market",
-                "amount": truth["BTC"].total})
+            answer = await _post(
+                session,
+                f"{api}/v1/guard/check",
+                {
+                    "account_id": ALICE,
+                    "symbol": "BTC-USDT",
+                    "side": "sell",
+                    "type": "market",
+                    "amount": truth["BTC"].total,
+                },
+            )
             assert answer["allowed"] is True
             view = await _get(session, f"{api}/v1/accounts/{ALICE}")
             assert view["breakers"]["drawdown_limit"]["tripped"] is True
             assert view["breakers"]["drawdown_limit"]["figures"]["drawdown_pct"] == (
-                pytest.approx(expected_pct, rel=1e-6))
+                pytest.approx(expected_pct, rel=1e-6)
+            )
             assert [r for r, v in view["breakers"].items() if v["tripped"]] == ["drawdown_limit"]
             assert view["breakers_tripped"] == ["drawdown_limit"]
             # A STANDARD account arms no breaker and is not touched by Alice's.
@@ -213,17 +277,21 @@ async def test_micro_cap_account_12_pct_below_its_peak_gets_no_entry_until_the_t
 
         assert broker.check(eth_entry).allowed
         assert broker.status(ALICE)[0].breakers_tripped == ()
-        assert _journal(broker) == [("drawdown_limit", "tripped"),
-                                    ("drawdown_limit", "manual_resume")]
+        assert _journal(broker) == [
+            ("drawdown_limit", "tripped"),
+            ("drawdown_limit", "manual_resume"),
+        ]
 
 
 # --------------------------------------------------------------------------- stop-loss
 
 
 async def test_stop_loss_exit_blocks_entries_on_that_symbol_only_until_its_cooldown_ends(
-        emulator: EmulatorServer, tmp_path: Path) -> None:
-    config = _config(emulator.url, tmp_path,
-                     tiers={"MICRO_CAP": {"stoploss_cooldown_s": SHORT_COOLDOWN_S}})
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    config = _config(
+        emulator.url, tmp_path, tiers={"MICRO_CAP": {"stoploss_cooldown_s": SHORT_COOLDOWN_S}}
+    )
     async with Broker(config, environ=ENV) as broker:
         assert broker.api is not None
         trade = await _stopped_out(broker, emulator.engine)
@@ -247,15 +315,18 @@ async def test_stop_loss_exit_blocks_entries_on_that_symbol_only_until_its_coold
         await _until(lambda: broker.check(btc_entry).allowed)
         assert SystemClock().now() >= until
         assert broker.status(ALICE)[0].breakers_tripped == ()
-        assert _journal(broker) == [("stoploss_cooldown", "tripped"),
-                                    ("stoploss_cooldown", "resumed")]
+        assert _journal(broker) == [
+            ("stoploss_cooldown", "tripped"),
+            ("stoploss_cooldown", "resumed"),
+        ]
 
 
 # --------------------------------------------------------------------------- CLI
 
 
 async def test_cli_resume_clears_a_30_minute_stop_loss_cooldown_on_the_running_sidecar(
-        emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with Broker(_config(emulator.url, tmp_path), environ=ENV) as broker:
         assert broker.api is not None
         trade = await _stopped_out(broker, emulator.engine)
@@ -266,17 +337,19 @@ async def test_cli_resume_clears_a_30_minute_stop_loss_cooldown_on_the_running_s
         report = broker.guard.breaker_report(ALICE)  # type: ignore[union-attr]
         assert report is not None
         # The default cooldown: 30 minutes after the stop-loss exit.
-        assert report.verdicts["stoploss_cooldown"].until == trade.exit_time + timedelta(
-            minutes=30)
+        assert report.verdicts["stoploss_cooldown"].until == trade.exit_time + timedelta(minutes=30)
 
         # The API runs on this loop: the CLI's blocking request goes from a thread.
         code = await asyncio.to_thread(
-            main, ["resume", "--account", ALICE, "--url", broker.api.url])
+            main, ["resume", "--account", ALICE, "--url", broker.api.url]
+        )
         out = capsys.readouterr().out
         assert code == 0, out
         assert f"{ALICE}: resumed stoploss_cooldown at " in out
         assert "  stoploss_cooldown: ok" in out
 
         assert broker.check(btc_entry).allowed
-        assert _journal(broker) == [("stoploss_cooldown", "tripped"),
-                                    ("stoploss_cooldown", "manual_resume")]
+        assert _journal(broker) == [
+            ("stoploss_cooldown", "tripped"),
+            ("stoploss_cooldown", "manual_resume"),
+        ]

@@ -30,21 +30,42 @@ from tests._guard_support import ALICE, T0, account_live, buy, make_guard, sell
 BOB = "USER:bob"
 
 
-def losing(n: int, account_id: str = ALICE, *, symbol: str = "ETH/USD", net: float = -1.0,
-           start: int = 0, exit_role: OrderRole | None = None,
-           at: Any = None) -> list[TradeRecord]:
+def losing(
+    n: int,
+    account_id: str = ALICE,
+    *,
+    symbol: str = "ETH/USD",
+    net: float = -1.0,
+    start: int = 0,
+    exit_role: OrderRole | None = None,
+    at: Any = None,
+) -> list[TradeRecord]:
     when = at or T0
-    return [TradeRecord(
-        trade_id=f"{account_id}-T{start + i}", account_id=account_id, symbol=symbol, side="buy",
-        entry_price=100.0, exit_price=100.0 + net, quantity=1.0, pnl=net, fees=0.0,
-        entry_time=when - timedelta(minutes=5), exit_time=when, exit_role=exit_role)
-        for i in range(n)]
+    return [
+        TradeRecord(
+            trade_id=f"{account_id}-T{start + i}",
+            account_id=account_id,
+            symbol=symbol,
+            side="buy",
+            entry_price=100.0,
+            exit_price=100.0 + net,
+            quantity=1.0,
+            pnl=net,
+            fees=0.0,
+            entry_time=when - timedelta(minutes=5),
+            exit_time=when,
+            exit_role=exit_role,
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
 def live() -> dict[str, AccountLive]:
-    return {ALICE: account_live(ALICE, equity=100.0, free=100.0),
-            BOB: account_live(BOB, equity=100.0, free=100.0)}
+    return {
+        ALICE: account_live(ALICE, equity=100.0, free=100.0),
+        BOB: account_live(BOB, equity=100.0, free=100.0),
+    }
 
 
 @pytest.fixture
@@ -58,7 +79,8 @@ def _record(guard: Guard, trades: Sequence[TradeRecord]) -> None:
 
 
 def test_four_losses_in_a_row_block_entries_never_exits_and_only_on_that_account(
-        guard: Guard) -> None:
+    guard: Guard,
+) -> None:
     _record(guard, losing(4))
     blocked = guard.check(buy("BTC/USD"))
     assert isinstance(blocked, Blocked)
@@ -140,28 +162,36 @@ def test_a_standard_account_arms_no_breaker(guard: Guard, live: dict[str, Accoun
 
 @pytest_asyncio.fixture
 async def api(guard: Guard, live: dict[str, AccountLive]) -> AsyncIterator[ApiServer]:
-    ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
-                     clock=guard.clock)
+    ctx = ApiContext(
+        books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(), clock=guard.clock
+    )
     async with ApiServer(ctx, "127.0.0.1", 0) as server:
         yield server
 
 
 async def _call(api: ApiServer, method: str, path: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, \
-            session.request(method, api.url + path, json={} if method == "POST" else None) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, api.url + path, json={} if method == "POST" else None) as r,
+    ):
         return r.status, await r.json()
 
 
 @pytest.mark.asyncio
 async def test_account_view_shows_tripped_breakers_and_resume_clears_them(
-        guard: Guard, api: ApiServer) -> None:
+    guard: Guard, api: ApiServer
+) -> None:
     _record(guard, losing(4))
     status, view = await _call(api, "GET", f"/v1/accounts/{ALICE}")
     assert status == 200
     assert view["breakers_tripped"] == ["loss_streak"]
-    assert set(view["breakers_armed"]) == {"drawdown_limit", "negative_expectancy",
-                                           "daily_loss_limit", "loss_streak",
-                                           "stoploss_cooldown"}
+    assert set(view["breakers_armed"]) == {
+        "drawdown_limit",
+        "negative_expectancy",
+        "daily_loss_limit",
+        "loss_streak",
+        "stoploss_cooldown",
+    }
     assert view["breakers"]["loss_streak"]["tripped"] is True
     assert "4 trades in a row" in view["breakers"]["loss_streak"]["reason"]
     status, rows = await _call(api, "GET", "/v1/accounts")
@@ -183,8 +213,9 @@ async def test_resume_of_an_unknown_account_is_a_json_404(api: ApiServer) -> Non
 
 
 @pytest.mark.asyncio
-async def test_cli_resume_prints_what_it_resumed(guard: Guard, api: ApiServer,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cli_resume_prints_what_it_resumed(
+    guard: Guard, api: ApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     _record(guard, losing(4))
     code = await asyncio.to_thread(main, ["resume", "--account", ALICE, "--url", api.url])
     assert code == 0
@@ -193,8 +224,7 @@ async def test_cli_resume_prints_what_it_resumed(guard: Guard, api: ApiServer,
     code = await asyncio.to_thread(main, ["resume", "--account", ALICE, "--url", api.url])
     assert code == 0
     assert "no breaker was tripped" in capsys.readouterr().out
-    code = await asyncio.to_thread(main, ["resume", "--account", "USER:nobody",
-                                          "--url", api.url])
+    code = await asyncio.to_thread(main, ["resume", "--account", "USER:nobody", "--url", api.url])
     assert code == 2
 
 
@@ -203,9 +233,9 @@ def test_cli_resume_without_a_sidecar_says_so(capsys: pytest.CaptureFixture[str]
     assert "did not answer" in capsys.readouterr().err
 
 
-def test_status_table_names_the_tripped_breakers_and_counts_the_armed(guard: Guard,
-                                                                     live: dict[str, AccountLive]
-                                                                     ) -> None:
+def test_status_table_names_the_tripped_breakers_and_counts_the_armed(
+    guard: Guard, live: dict[str, AccountLive]
+) -> None:
     _record(guard, losing(4))
     rows = status_rows(guard.books, live, guard.clock.now(), breakers=guard.breaker_report)
     lines = render_table(rows).splitlines()

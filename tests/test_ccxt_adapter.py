@@ -37,10 +37,21 @@ TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 def ccxt_order(**changes: Any) -> dict[str, Any]:
     order: dict[str, Any] = {
-        "id": "101", "clientOrderId": "cid-101", "timestamp": TS_MS, "symbol": "BTC/USDT",
-        "type": "limit", "side": "buy", "price": 40_000.0, "triggerPrice": None,
-        "amount": 0.01, "filled": 0.0, "average": None, "status": "open", "fee": None,
-        "fees": [], "info": {},
+        "id": "101",
+        "clientOrderId": "cid-101",
+        "timestamp": TS_MS,
+        "symbol": "BTC/USDT",
+        "type": "limit",
+        "side": "buy",
+        "price": 40_000.0,
+        "triggerPrice": None,
+        "amount": 0.01,
+        "filled": 0.0,
+        "average": None,
+        "status": "open",
+        "fee": None,
+        "fees": [],
+        "info": {},
     }
     order.update(changes)
     return order
@@ -67,8 +78,7 @@ def convert(**changes: Any) -> Any:
         (None, 0.0, OrderStatus.PENDING),
     ],
 )
-def test_ccxt_status_maps_to_ours(status: str | None, filled: float,
-                                  expected: OrderStatus) -> None:
+def test_ccxt_status_maps_to_ours(status: str | None, filled: float, expected: OrderStatus) -> None:
     assert convert(status=status, filled=filled).status is expected
 
 
@@ -94,8 +104,9 @@ def test_order_without_timestamp_is_dated_now() -> None:
 
 
 def test_binance_cancel_answer_keeps_the_original_client_id() -> None:
-    order = convert(status="canceled", clientOrderId="cancel-req-9",
-                    info={"origClientOrderId": "cid-101"})
+    order = convert(
+        status="canceled", clientOrderId="cancel-req-9", info={"origClientOrderId": "cid-101"}
+    )
     assert order.client_order_id == "cid-101"
 
 
@@ -106,22 +117,48 @@ def test_binance_cancel_answer_keeps_the_original_client_id() -> None:
         ({"type": "limit"}, "sell", OrderType.LIMIT, OrderRole.EXIT),
         ({"type": "market", "price": 0.0}, "sell", OrderType.MARKET, OrderRole.EXIT),
         # Binance spot, as ccxt reports it: STOP_LOSS -> market + triggerPrice
-        ({"type": "market", "price": None, "triggerPrice": 38_000.0}, "sell", OrderType.STOP,
-         OrderRole.STOP),
-        ({"type": "limit", "price": 37_900.0, "triggerPrice": 38_000.0}, "sell",
-         OrderType.STOP_LIMIT, OrderRole.STOP),
-        ({"type": "market", "price": None, "triggerPrice": 45_000.0,
-          "takeProfitPrice": 45_000.0}, "sell", OrderType.TAKE_PROFIT, OrderRole.TARGET),
+        (
+            {"type": "market", "price": None, "triggerPrice": 38_000.0},
+            "sell",
+            OrderType.STOP,
+            OrderRole.STOP,
+        ),
+        (
+            {"type": "limit", "price": 37_900.0, "triggerPrice": 38_000.0},
+            "sell",
+            OrderType.STOP_LIMIT,
+            OrderRole.STOP,
+        ),
+        (
+            {
+                "type": "market",
+                "price": None,
+                "triggerPrice": 45_000.0,
+                "takeProfitPrice": 45_000.0,
+            },
+            "sell",
+            OrderType.TAKE_PROFIT,
+            OrderRole.TARGET,
+        ),
         # Kraken's spelling
         ({"type": "stop-loss", "price": 38_000.0}, "sell", OrderType.STOP, OrderRole.STOP),
-        ({"type": "take-profit-limit", "price": 45_100.0, "triggerPrice": 45_000.0}, "sell",
-         OrderType.TAKE_PROFIT, OrderRole.TARGET),
-        ({"type": "STOP_LOSS_LIMIT", "price": 37_900.0, "stopPrice": 38_000.0}, "sell",
-         OrderType.STOP_LIMIT, OrderRole.STOP),
+        (
+            {"type": "take-profit-limit", "price": 45_100.0, "triggerPrice": 45_000.0},
+            "sell",
+            OrderType.TAKE_PROFIT,
+            OrderRole.TARGET,
+        ),
+        (
+            {"type": "STOP_LOSS_LIMIT", "price": 37_900.0, "stopPrice": 38_000.0},
+            "sell",
+            OrderType.STOP_LIMIT,
+            OrderRole.STOP,
+        ),
     ],
 )
 def test_order_type_and_role_follow_what_the_exchange_reports(
-        raw: dict[str, Any], side: str, order_type: OrderType, role: OrderRole) -> None:
+    raw: dict[str, Any], side: str, order_type: OrderType, role: OrderRole
+) -> None:
     order = convert(side=side, **raw)
     assert order.type is order_type
     assert order.role is role
@@ -138,15 +175,27 @@ def test_market_order_has_no_limit_price_even_when_echoed() -> None:
 
 
 def test_fee_in_base_currency_is_converted_at_the_fill_price() -> None:
-    order = convert(status="closed", filled=0.01, average=50_000.0,
-                    fee={"currency": "BTC", "cost": 0.00001}, fees=[])
+    order = convert(
+        status="closed",
+        filled=0.01,
+        average=50_000.0,
+        fee={"currency": "BTC", "cost": 0.00001},
+        fees=[],
+    )
     assert order.fee == pytest.approx(0.5)  # 0.00001 BTC x 50,000
 
 
 def test_fees_in_quote_add_up_and_a_third_currency_is_left_out() -> None:
-    order = convert(status="closed", filled=0.01, average=50_000.0, fees=[
-        {"currency": "USDT", "cost": 0.2}, {"currency": "USDT", "cost": 0.3},
-        {"currency": "BNB", "cost": 0.001}])
+    order = convert(
+        status="closed",
+        filled=0.01,
+        average=50_000.0,
+        fees=[
+            {"currency": "USDT", "cost": 0.2},
+            {"currency": "USDT", "cost": 0.3},
+            {"currency": "BNB", "cost": 0.001},
+        ],
+    )
     assert order.fee == pytest.approx(0.5)
     assert fee_in_quote({"currency": "BNB", "cost": 0.001}, "BTC/USDT", 50_000.0) is None
 
@@ -157,20 +206,36 @@ def test_order_without_amount_is_an_exchange_error_naming_it() -> None:
 
 
 def test_trade_becomes_a_fill_keyed_by_trade_id_with_fee_in_quote() -> None:
-    fill = convert_trade({"id": "t-9", "order": "101", "symbol": "BTC/USDT", "side": "buy",
-                          "amount": 0.002, "price": 50_000.0, "timestamp": TS_MS,
-                          "fee": {"currency": "BTC", "cost": 0.000002}},
-                         account_id="USER:alice", now=NOW)
+    fill = convert_trade(
+        {
+            "id": "t-9",
+            "order": "101",
+            "symbol": "BTC/USDT",
+            "side": "buy",
+            "amount": 0.002,
+            "price": 50_000.0,
+            "timestamp": TS_MS,
+            "fee": {"currency": "BTC", "cost": 0.000002},
+        },
+        account_id="USER:alice",
+        now=NOW,
+    )
     assert fill.key == "101:t:t-9"
     assert fill.side is Side.BUY
     assert fill.fee == pytest.approx(0.1)
 
 
 def test_balance_drops_empty_currencies_and_keeps_held_funds() -> None:
-    raw = {"info": {}, "free": {}, "used": {}, "total": {}, "timestamp": TS_MS,
-           "USDT": {"free": 600.0, "used": 400.0, "total": 1000.0},
-           "BTC": {"free": 0.0, "used": 0.0, "total": 0.0},
-           "ETH": {"free": 0.5, "used": None, "total": None}}
+    raw = {
+        "info": {},
+        "free": {},
+        "used": {},
+        "total": {},
+        "timestamp": TS_MS,
+        "USDT": {"free": 600.0, "used": 400.0, "total": 1000.0},
+        "BTC": {"free": 0.0, "used": 0.0, "total": 0.0},
+        "ETH": {"free": 0.5, "used": None, "total": None},
+    }
     balances = convert_balance(raw)
     assert set(balances) == {"USDT", "ETH"}
     assert balances["USDT"].used == 400.0
@@ -178,8 +243,9 @@ def test_balance_drops_empty_currencies_and_keeps_held_funds() -> None:
 
 
 def test_ticker_without_prices_keeps_none() -> None:
-    ticker = convert_ticker({"symbol": "BTC/USDT", "last": 50_000.0, "bid": None, "ask": 0,
-                             "timestamp": TS_MS})
+    ticker = convert_ticker(
+        {"symbol": "BTC/USDT", "last": 50_000.0, "bid": None, "ask": 0, "timestamp": TS_MS}
+    )
     assert (ticker.last, ticker.bid, ticker.ask) == (50_000.0, None, None)
 
 
@@ -215,15 +281,21 @@ def test_memo_is_bounded() -> None:
         (ccxt.TICK_SIZE, None, None),
     ],
 )
-def test_precision_becomes_a_step_in_both_ccxt_modes(mode: int, value: float | None,
-                                                     step: float | None) -> None:
+def test_precision_becomes_a_step_in_both_ccxt_modes(
+    mode: int, value: float | None, step: float | None
+) -> None:
     assert precision_step(value, mode) == (pytest.approx(step) if step else None)
 
 
 def test_market_reads_steps_and_minimums() -> None:
-    raw = {"symbol": "BTC/USD", "spot": True, "type": "spot", "active": True,
-           "precision": {"amount": 8, "price": 1},
-           "limits": {"amount": {"min": 0.0001}, "cost": {"min": 0.5}}}
+    raw = {
+        "symbol": "BTC/USD",
+        "spot": True,
+        "type": "spot",
+        "active": True,
+        "precision": {"amount": 8, "price": 1},
+        "limits": {"amount": {"min": 0.0001}, "cost": {"min": 0.5}},
+    }
     market = convert_market(raw, ccxt.DECIMAL_PLACES)
     assert (market.amount_step, market.price_step) == (pytest.approx(1e-8), pytest.approx(0.1))
     assert (market.min_amount, market.min_notional) == (0.0001, 0.5)
@@ -301,8 +373,12 @@ def test_budget_rate_comes_from_ccxt_rate_limit_ms() -> None:
 
 
 def account(**changes: Any) -> AccountConfig:
-    fields: dict[str, Any] = {"id": "USER:alice", "exchange": "binance",
-                              "api_key_env": "ALICE_KEY", "secret_env": "ALICE_SECRET"}
+    fields: dict[str, Any] = {
+        "id": "USER:alice",
+        "exchange": "binance",
+        "api_key_env": "ALICE_KEY",
+        "secret_env": "ALICE_SECRET",
+    }
     fields.update(changes)
     return AccountConfig(**fields)
 

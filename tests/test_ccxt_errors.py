@@ -13,8 +13,13 @@ SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 
 
 def mapped(exc: BaseException, action: str = "fetch_balance") -> errors.ExchangeError:
-    return map_ccxt_error(exc, exchange_id="binance", account_id="USER:alice",
-                          secrets=(API_KEY, SECRET), action=action)
+    return map_ccxt_error(
+        exc,
+        exchange_id="binance",
+        account_id="USER:alice",
+        secrets=(API_KEY, SECRET),
+        action=action,
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,7 +55,8 @@ def mapped(exc: BaseException, action: str = "fetch_balance") -> errors.Exchange
     ],
 )
 def test_each_ccxt_error_lands_on_exactly_its_branch(
-        ccxt_error: type[Exception], expected: type[errors.ExchangeError]) -> None:
+    ccxt_error: type[Exception], expected: type[errors.ExchangeError]
+) -> None:
     result = mapped(ccxt_error("binance says no"))
     assert type(result) is expected
     assert result.exchange == "binance"
@@ -80,15 +86,18 @@ def test_timeout_from_our_own_deadline_is_transient() -> None:
 
 
 def test_message_names_exchange_account_action_and_ccxt_text() -> None:
-    result = mapped(ccxt.InsufficientFunds("binance Account has insufficient balance"),
-                    action="create_order")
+    result = mapped(
+        ccxt.InsufficientFunds("binance Account has insufficient balance"), action="create_order"
+    )
     assert str(result).startswith("binance account USER:alice: create_order: insufficient funds")
     assert "Account has insufficient balance" in str(result)
 
 
 def test_key_and_secret_are_scrubbed_from_our_message_and_from_the_cause() -> None:
-    url = (f"https://api.binance.com/api/v3/account?apiKey={API_KEY}&timestamp=1"
-           f"&secret={SECRET.replace('/', '%2F')} headers={{'X-MBX-APIKEY': '{API_KEY}'}}")
+    url = (
+        f"https://api.binance.com/api/v3/account?apiKey={API_KEY}&timestamp=1"
+        f"&secret={SECRET.replace('/', '%2F')} headers={{'X-MBX-APIKEY': '{API_KEY}'}}"
+    )
     cause = ccxt.AuthenticationError(f"binance GET {url} 401")
 
     result = mapped(cause)
@@ -116,8 +125,10 @@ def test_very_long_exchange_messages_are_cut() -> None:
     ("error", "duplicate"),
     [
         (ccxt.DuplicateOrderId("clientOrderId taken"), True),
-        (errors.InvalidOrder("binance create_order: request refused (Duplicate order sent.)"),
-         True),
+        (
+            errors.InvalidOrder("binance create_order: request refused (Duplicate order sent.)"),
+            True,
+        ),
         (errors.InvalidOrder("binance create_order: Filter failure: LOT_SIZE"), False),
     ],
 )

@@ -55,8 +55,8 @@ def _check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, st
 
 
 def test_ten_different_mistakes_are_all_listed_in_one_pass_with_file_key_and_value(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     not_a_dir = tmp_path / "a-file"
     not_a_dir.write_text("")
     monkeypatch.setenv("NB_CHECK_KEY", FAKE_KEY)
@@ -73,15 +73,20 @@ def test_ten_different_mistakes_are_all_listed_in_one_pass_with_file_key_and_val
         ("store.path", f"{not_a_dir} is not a directory", f"'{not_a_dir}/state.sqlite3'"),
         ("api.host", "not a loopback address: set api.token_env", "(value: '0.0.0.0')"),
         ("reconciler", "call_timeout_s must be", "-1"),
-        (f"{first}.exchange", "unknown ccxt exchange id",
-         "(value: 'krakn'); did you mean 'kraken'?"),
-        (f"{first}.secret_env", "environment variable NB_CHECK_SECRET is not set",
-         "(value: 'NB_CHECK_SECRET')"),
+        (
+            f"{first}.exchange",
+            "unknown ccxt exchange id",
+            "(value: 'krakn'); did you mean 'kraken'?",
+        ),
+        (
+            f"{first}.secret_env",
+            "environment variable NB_CHECK_SECRET is not set",
+            "(value: 'NB_CHECK_SECRET')",
+        ),
         (f"{first}.poll_interval_s", "greater than 0", "(value: -5)"),
         (f"{second}.id", "account ids must be unique", "(value: 'PLATFORM')"),
         (f"{second}.tier", "unknown tier", "(value: 'MIRCO_CAP'); did you mean 'MICRO_CAP'?"),
-        (f"{second}.pol_interval_s", "unknown key",
-         "(value: 5); did you mean 'poll_interval_s'?"),
+        (f"{second}.pol_interval_s", "unknown key", "(value: 5); did you mean 'poll_interval_s'?"),
     ]
     lines = err.splitlines()
     for key, what, value in expected:
@@ -95,14 +100,18 @@ def test_ten_different_mistakes_are_all_listed_in_one_pass_with_file_key_and_val
 
 
 def test_run_refuses_with_the_same_problems_and_exit_code_before_it_starts(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("NB_CHECK_SECRET", raising=False)
     monkeypatch.setenv("NB_CHECK_KEY", "   ")  # blank counts as missing
-    path = _write(tmp_path, (
-        f'[store]\npath = "{tmp_path / "state.sqlite3"}"\n'
-        "[[accounts]]\nid = 'A'\nexchange = 'kraken'\napi_key_env = 'NB_CHECK_KEY'\n"
-        "secret_env = 'NB_CHECK_SECRET'\n"))
+    path = _write(
+        tmp_path,
+        (
+            f'[store]\npath = "{tmp_path / "state.sqlite3"}"\n'
+            "[[accounts]]\nid = 'A'\nexchange = 'kraken'\napi_key_env = 'NB_CHECK_KEY'\n"
+            "secret_env = 'NB_CHECK_SECRET'\n"
+        ),
+    )
     code, _, checked = _check(path, capsys)
     assert code == 2
     assert "environment variable NB_CHECK_KEY is blank" in checked
@@ -115,8 +124,8 @@ def test_run_refuses_with_the_same_problems_and_exit_code_before_it_starts(
 
 
 def test_the_example_configurations_pass_once_their_variables_are_set(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # relative store paths land here, and must not be created
     for name in ("live.example.toml", "demo.toml"):
         path = REPO / "config" / name
@@ -133,25 +142,36 @@ def test_the_example_configurations_pass_once_their_variables_are_set(
 
 
 def test_without_its_variables_the_example_lists_each_one_and_exits_2(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     path = REPO / "config" / "live.example.toml"
     problems = config_problems(path, environ={})
     assert [p.message for p in problems] == [
-        f"environment variable {name} is not set" for name in (
-            "NIJA_PLATFORM_KRAKEN_KEY", "NIJA_PLATFORM_KRAKEN_SECRET",
-            "NIJA_ALICE_COINBASE_KEY", "NIJA_ALICE_COINBASE_SECRET",
-            "NIJA_ALICE_COINBASE_PASSPHRASE", "NIJA_BOB_BINANCE_KEY",
-            "NIJA_BOB_BINANCE_SECRET")]
+        f"environment variable {name} is not set"
+        for name in (
+            "NIJA_PLATFORM_KRAKEN_KEY",
+            "NIJA_PLATFORM_KRAKEN_SECRET",
+            "NIJA_ALICE_COINBASE_KEY",
+            "NIJA_ALICE_COINBASE_SECRET",
+            "NIJA_ALICE_COINBASE_PASSPHRASE",
+            "NIJA_BOB_BINANCE_KEY",
+            "NIJA_BOB_BINANCE_SECRET",
+        )
+    ]
     assert all(p.file == str(path) for p in problems)
 
 
-@pytest.mark.parametrize(("pasted", "hint"), [
-    ("api_key", "api_key_env"), ("secret", "secret_env"), ("password", "password_env")])
+@pytest.mark.parametrize(
+    ("pasted", "hint"),
+    [("api_key", "api_key_env"), ("secret", "secret_env"), ("password", "password_env")],
+)
 def test_a_pasted_secret_gets_the_hint_to_name_a_variable_and_is_never_printed(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], pasted: str, hint: str) -> None:
-    path = _write(tmp_path, f"[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n"
-                            f"{pasted} = '{FAKE_KEY}'\n")
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pasted: str, hint: str
+) -> None:
+    path = _write(
+        tmp_path, f"[[accounts]]\nid = 'PLATFORM'\nexchange = 'kraken'\n{pasted} = '{FAKE_KEY}'\n"
+    )
     code, out, err = _check(path, capsys)
     assert code == 2
     (line, _summary) = err.splitlines()
@@ -162,9 +182,11 @@ def test_a_pasted_secret_gets_the_hint_to_name_a_variable_and_is_never_printed(
 
 
 def test_a_key_pasted_as_a_token_variable_name_is_refused_without_printing_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, f"[api]\ntoken_env = '{FAKE_KEY}'\n"
-                            "[[accounts]]\nid = 'A'\nexchange = 'kraken'\n")
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path, f"[api]\ntoken_env = '{FAKE_KEY}'\n[[accounts]]\nid = 'A'\nexchange = 'kraken'\n"
+    )
     code, _, err = _check(path, capsys)
     assert code == 2
     assert f"{path}: api.token_env: must be the NAME of an environment variable" in err
@@ -172,12 +194,16 @@ def test_a_key_pasted_as_a_token_variable_name_is_refused_without_printing_it(
 
 
 def test_misspelt_keys_and_exchange_ids_get_a_did_you_mean(tmp_path: Path) -> None:
-    problems = config_problems({
-        "api": {"hots": "127.0.0.1"},
-        "guard": {"reservation_ttl": 10},
-        "tiers": {"MICRO_CAP": {"max_position": 3}},
-        "accounts": [{"id": "A", "exchange": "binanse"}, {"id": "B", "exchange": "okex5"}],
-    }, environ={}, file="live.toml")
+    problems = config_problems(
+        {
+            "api": {"hots": "127.0.0.1"},
+            "guard": {"reservation_ttl": 10},
+            "tiers": {"MICRO_CAP": {"max_position": 3}},
+            "accounts": [{"id": "A", "exchange": "binanse"}, {"id": "B", "exchange": "okex5"}],
+        },
+        environ={},
+        file="live.toml",
+    )
     hints = {p.key: p.hint for p in problems}
     assert hints == {
         "api.hots": "did you mean 'host'?",
@@ -188,29 +214,34 @@ def test_misspelt_keys_and_exchange_ids_get_a_did_you_mean(tmp_path: Path) -> No
     }
     assert str(problems[0]) == (
         "live.toml: accounts[0](id='A').exchange: unknown ccxt exchange id (value: 'binanse'); "
-        "did you mean 'binance'?")
+        "did you mean 'binance'?"
+    )
 
 
 def test_a_binding_off_loopback_needs_a_token_variable_that_is_set(tmp_path: Path) -> None:
-    base = {"store": {"path": str(tmp_path / "s.sqlite3")},
-            "accounts": [{"id": "A", "exchange": "kraken"}]}
+    base = {
+        "store": {"path": str(tmp_path / "s.sqlite3")},
+        "accounts": [{"id": "A", "exchange": "kraken"}],
+    }
     bare = config_problems({**base, "api": {"host": "0.0.0.0"}}, environ={})
     assert [(p.key, p.value) for p in bare] == [("api.host", "'0.0.0.0'")]
     named = {**base, "api": {"host": "0.0.0.0", "token_env": "NB_TOKEN"}}
     unset = config_problems(named, environ={})
     assert [(p.key, p.message) for p in unset] == [
-        ("api.token_env", "environment variable NB_TOKEN is not set")]
+        ("api.token_env", "environment variable NB_TOKEN is not set")
+    ]
     assert config_problems(named, environ={"NB_TOKEN": "a-long-bearer-token"}) == []
     # On loopback a named token must be set too: run reads it whatever the host.
     loopback = {**base, "api": {"token_env": "NB_TOKEN"}}
-    assert [p.key for p in config_problems(loopback, environ={"NB_TOKEN": ""})] == [
-        "api.token_env"]
+    assert [p.key for p in config_problems(loopback, environ={"NB_TOKEN": ""})] == ["api.token_env"]
 
 
 def test_the_store_directory_is_judged_without_creating_anything(tmp_path: Path) -> None:
     def problems(store_path: Path) -> list[str]:
-        found = config_problems({"store": {"path": str(store_path)},
-                                 "accounts": [{"id": "A", "exchange": "kraken"}]}, environ={})
+        found = config_problems(
+            {"store": {"path": str(store_path)}, "accounts": [{"id": "A", "exchange": "kraken"}]},
+            environ={},
+        )
         return [p.message for p in found]
 
     assert problems(tmp_path / "new" / "deeper" / "state.sqlite3") == []
@@ -222,11 +253,16 @@ def test_the_store_directory_is_judged_without_creating_anything(tmp_path: Path)
 
 
 def test_a_sandbox_ccxt_does_not_have_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
-    found = config_problems({"store": {"path": str(tmp_path / "s.sqlite3")},
-                             "accounts": [{"id": "A", "exchange": "kraken", "sandbox": True}]},
-                            environ={})
+    found = config_problems(
+        {
+            "store": {"path": str(tmp_path / "s.sqlite3")},
+            "accounts": [{"id": "A", "exchange": "kraken", "sandbox": True}],
+        },
+        environ={},
+    )
     assert [(p.key, p.message, p.value) for p in found] == [
-        ("accounts[0](id='A').sandbox", "kraken has no sandbox in ccxt", "True")]
+        ("accounts[0](id='A').sandbox", "kraken has no sandbox in ccxt", "True")
+    ]
 
 
 def test_no_accounts_is_a_problem_because_run_needs_one(tmp_path: Path) -> None:
@@ -235,10 +271,16 @@ def test_no_accounts_is_a_problem_because_run_needs_one(tmp_path: Path) -> None:
 
 
 def test_check_config_ends_quietly_when_its_reader_goes_away(tmp_path: Path) -> None:
-    path = _write(tmp_path, f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
-                            "[[accounts]]\nid = 'A'\nexchange = 'kraken'\n")
-    process = subprocess.Popen([sys.executable, "-m", "nija_broker.service.cli", "check-config",
-                                str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path = _write(
+        tmp_path,
+        f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
+        "[[accounts]]\nid = 'A'\nexchange = 'kraken'\n",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nija_broker.service.cli", "check-config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert process.stdout is not None
     process.stdout.close()  # as `| head -0` would: every line written from now on fails
     _, err = process.communicate(timeout=60)

@@ -42,8 +42,9 @@ async def _serve(tmp_path: Path, token: str | None = None) -> AsyncIterator[Serv
     clock = FakeClock(T0)
     live = {ALICE: account_live(ALICE, equity=100.0, free=100.0)}
     guard = make_guard(store, clock, live)
-    ctx = ApiContext(books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(),
-                     clock=clock, token=token)
+    ctx = ApiContext(
+        books=guard.books, live=live, guard=guard, metrics=BrokerMetrics(), clock=clock, token=token
+    )
     async with ApiServer(ctx, "127.0.0.1", 0) as api:
         yield Served(guard, api.url)
     store.close()
@@ -60,7 +61,8 @@ async def _in_thread(call: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 async def test_a_401_is_a_guard_error_answer_blocking_entries_and_allowing_exits(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async for s in _serve(tmp_path, token=TOKEN):
         client = GuardClient(s.url)  # no token
         entry = await _in_thread(client.check, ALICE, "BTC-USD", "buy", size_usd=10.0)
@@ -72,12 +74,10 @@ async def test_a_401_is_a_guard_error_answer_blocking_entries_and_allowing_exits
         assert exit_.error is not None
         assert "bearer token" in exit_.error
         authorized = GuardClient(s.url, token=TOKEN)
-        assert (await _in_thread(authorized.check, ALICE, "BTC-USD", "buy",
-                                 size_usd=10.0)).allowed
+        assert (await _in_thread(authorized.check, ALICE, "BTC-USD", "buy", size_usd=10.0)).allowed
 
 
-async def test_a_404_is_a_guard_error_answer_with_the_sidecars_message(
-        served: Served) -> None:
+async def test_a_404_is_a_guard_error_answer_with_the_sidecars_message(served: Served) -> None:
     client = GuardClient(served.url)
     answer = await _in_thread(client.reserve, "USER:nobody", "BTC-USD", "buy", size_usd=10.0)
     assert (answer.allowed, answer.rule, answer.status) == (False, "guard_error", 404)
@@ -86,8 +86,9 @@ async def test_a_404_is_a_guard_error_answer_with_the_sidecars_message(
     assert answer.reservation_id is None
 
 
-async def test_a_500_is_a_guard_error_answer(served: Served,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_500_is_a_guard_error_answer(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(intent: OrderIntent) -> Any:
         raise RuntimeError("bug in the sidecar")
 
@@ -97,32 +98,33 @@ async def test_a_500_is_a_guard_error_answer(served: Served,
     assert (answer.allowed, answer.rule, answer.status) == (False, "guard_error", 500)
     assert answer.reason is not None
     assert "bug in the sidecar" not in answer.reason
-    exit_ = await _in_thread(client.check, ALICE, "BTC-USD", "sell", amount=0.001,
-                             reduce_only=True)
+    exit_ = await _in_thread(client.check, ALICE, "BTC-USD", "sell", amount=0.001, reduce_only=True)
     assert (exit_.allowed, exit_.status) == (True, 500)
 
 
-async def test_a_reused_client_order_id_is_a_guard_error_answer_naming_it(
-        served: Served) -> None:
+async def test_a_reused_client_order_id_is_a_guard_error_answer_naming_it(served: Served) -> None:
     client = GuardClient(served.url)
-    first = await _in_thread(client.reserve, ALICE, "BTC-USD", "buy", size_usd=10.0,
-                             client_order_id="bot-7")
-    again = await _in_thread(client.reserve, ALICE, "BTC-USD", "buy", size_usd=10.0,
-                             client_order_id="bot-7")
+    first = await _in_thread(
+        client.reserve, ALICE, "BTC-USD", "buy", size_usd=10.0, client_order_id="bot-7"
+    )
+    again = await _in_thread(
+        client.reserve, ALICE, "BTC-USD", "buy", size_usd=10.0, client_order_id="bot-7"
+    )
     assert first.allowed
     assert again.reservation_id == first.reservation_id
-    other = await _in_thread(client.reserve, ALICE, "BTC-USD", "buy", size_usd=12.0,
-                             client_order_id="bot-7")
+    other = await _in_thread(
+        client.reserve, ALICE, "BTC-USD", "buy", size_usd=12.0, client_order_id="bot-7"
+    )
     assert (other.allowed, other.rule, other.status) == (False, "guard_error", 409)
     assert other.reason is not None
     assert "bot-7" in other.reason
 
 
-async def test_a_bad_field_the_sidecar_refuses_is_a_guard_error_answer(
-        served: Served) -> None:
+async def test_a_bad_field_the_sidecar_refuses_is_a_guard_error_answer(served: Served) -> None:
     client = GuardClient(served.url)
-    answer = await _in_thread(client.check, ALICE, "BTC-USD", "buy", amount=0.001,
-                              type="limit")  # a limit order without its price
+    answer = await _in_thread(
+        client.check, ALICE, "BTC-USD", "buy", amount=0.001, type="limit"
+    )  # a limit order without its price
     assert (answer.allowed, answer.rule, answer.status) == (False, "guard_error", 422)
     assert answer.reason is not None
     assert "price" in answer.reason
@@ -151,18 +153,20 @@ async def test_nothing_answering_is_guard_unreachable_for_entries_only() -> None
     client = GuardClient("http://127.0.0.1:9", timeout_s=0.5)
     entry = await _in_thread(client.reserve, ALICE, "BTC-USD", "buy", size_usd=10.0)
     assert (entry.allowed, entry.rule, entry.status) == (False, "guard_unreachable", None)
-    exit_ = await _in_thread(client.check, ALICE, "BTC-USD", "buy", amount=0.001,
-                             role="stop")
+    exit_ = await _in_thread(client.check, ALICE, "BTC-USD", "buy", amount=0.001, role="stop")
     assert (exit_.allowed, exit_.rule) == (True, None)
     assert await _in_thread(client.confirm, "rsv-1", "order-1") is False
     with pytest.raises(GuardUnavailable):
-        await _in_thread(GuardClient("http://127.0.0.1:9", timeout_s=0.5,
-                                     on_unreachable="raise").check,
-                         ALICE, "BTC-USD", "buy", size_usd=10.0)
+        await _in_thread(
+            GuardClient("http://127.0.0.1:9", timeout_s=0.5, on_unreachable="raise").check,
+            ALICE,
+            "BTC-USD",
+            "buy",
+            size_usd=10.0,
+        )
 
 
-async def test_confirm_and_release_say_whether_the_sidecar_recorded_them(
-        served: Served) -> None:
+async def test_confirm_and_release_say_whether_the_sidecar_recorded_them(served: Served) -> None:
     client = GuardClient(served.url)
     held = await _in_thread(client.reserve, ALICE, "BTC-USD", "buy", size_usd=10.0)
     assert held.reservation_id is not None
@@ -172,15 +176,19 @@ async def test_confirm_and_release_say_whether_the_sidecar_recorded_them(
     assert await _in_thread(client.release, held.reservation_id) is True
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"side": "long", "size_usd": 10.0}, ValueError),
-    ({"side": "buy"}, ValueError),
-    ({"side": "buy", "size_usd": "10"}, TypeError),
-    ({"side": "buy", "size_usd": True}, TypeError),
-    ({"side": "buy", "size_usd": 10.0, "reduce_only": "yes"}, TypeError),
-])
-async def test_the_callers_own_mistakes_raise(kwargs: dict[str, Any],
-                                              error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"side": "long", "size_usd": 10.0}, ValueError),
+        ({"side": "buy"}, ValueError),
+        ({"side": "buy", "size_usd": "10"}, TypeError),
+        ({"side": "buy", "size_usd": True}, TypeError),
+        ({"side": "buy", "size_usd": 10.0, "reduce_only": "yes"}, TypeError),
+    ],
+)
+async def test_the_callers_own_mistakes_raise(
+    kwargs: dict[str, Any], error: type[Exception]
+) -> None:
     client = GuardClient("http://127.0.0.1:9", timeout_s=0.5)
     side = kwargs.pop("side")
     with pytest.raises(error):

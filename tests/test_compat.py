@@ -33,23 +33,42 @@ def _now() -> datetime:
 
 def _order(order_id: str, account_id: str, **changes: Any) -> OrderInfo:
     fields: dict[str, Any] = dict(
-        order_id=order_id, account_id=account_id, symbol="BTC-USD", side="buy",
-        price=45_000.0, quantity=0.01, size_usd=450.0, status="open", created_at=_now(),
+        order_id=order_id,
+        account_id=account_id,
+        symbol="BTC-USD",
+        side="buy",
+        price=45_000.0,
+        quantity=0.01,
+        size_usd=450.0,
+        status="open",
+        created_at=_now(),
         reserved_capital=450.0,
     )
     fields.update(changes)
     return OrderInfo(**fields)
 
 
-def _trade(trade_id: str, account_id: str, net: float, fees: float = 1.0,
-           **changes: Any) -> TradeRecord:
+def _trade(
+    trade_id: str, account_id: str, net: float, fees: float = 1.0, **changes: Any
+) -> TradeRecord:
     entry = datetime(2026, 2, 17, 10, tzinfo=UTC)
     fields: dict[str, Any] = dict(
-        trade_id=trade_id, account_id=account_id, symbol="BTC-USD", side="buy",
-        entry_price=45_000.0, exit_price=45_000.0 + (net + fees) * 100, quantity=0.01,
-        size_usd=450.0, pnl=net + fees, pnl_pct=(net + fees) / 450 * 100, fees=fees,
-        net_pnl=net, entry_time=entry, exit_time=entry + timedelta(hours=2),
-        hold_time_seconds=7200, is_win=net > 0,
+        trade_id=trade_id,
+        account_id=account_id,
+        symbol="BTC-USD",
+        side="buy",
+        entry_price=45_000.0,
+        exit_price=45_000.0 + (net + fees) * 100,
+        quantity=0.01,
+        size_usd=450.0,
+        pnl=net + fees,
+        pnl_pct=(net + fees) / 450 * 100,
+        fees=fees,
+        net_pnl=net,
+        entry_time=entry,
+        exit_time=entry + timedelta(hours=2),
+        hold_time_seconds=7200,
+        is_win=net > 0,
     )
     fields.update(changes)
     return TradeRecord(**fields)
@@ -57,15 +76,26 @@ def _trade(trade_id: str, account_id: str, net: float, fees: float = 1.0,
 
 def test_seed_usage_example_runs_unchanged(data_dir: str) -> None:
     tracker = get_order_tracker(data_dir)
-    tracker.add_order(OrderInfo(
-        order_id="ORDER-123", account_id="PLATFORM", symbol="BTC-USD", side="buy",
-        price=45000.0, quantity=0.01, size_usd=450.0, status="open",
-        created_at=datetime.now(), reserved_capital=450.0))  # noqa: DTZ005 - the bot's call
+    tracker.add_order(
+        OrderInfo(
+            order_id="ORDER-123",
+            account_id="PLATFORM",
+            symbol="BTC-USD",
+            side="buy",
+            price=45000.0,
+            quantity=0.01,
+            size_usd=450.0,
+            status="open",
+            created_at=datetime.now(),  # noqa: DTZ005 - the bot passes naive local time
+            reserved_capital=450.0,
+        )
+    )
     assert tracker.get_order_count("PLATFORM") == 1
     held = tracker.get_held_capital("PLATFORM")
     assert held == 450.0  # the reserved_capital the bot declared
     fragmented, message = tracker.detect_order_fragmentation(
-        "PLATFORM", account_balance=100.0, warn_threshold=0.30)
+        "PLATFORM", account_balance=100.0, warn_threshold=0.30
+    )
     assert fragmented
     assert "100" in message
 
@@ -84,13 +114,13 @@ def test_held_capital_is_tracked_per_account_and_a_fill_releases_it(data_dir: st
     tracker = get_order_tracker(data_dir)
     # Declared nothing (None): held is computed, remaining x price + 0.4% fee.
     tracker.add_order(_order("P-1", "PLATFORM", quantity=0.02, reserved_capital=None))
-    tracker.add_order(_order("A-1", "USER:alice", price=100.0, quantity=0.5,
-                             reserved_capital=None))
+    tracker.add_order(_order("A-1", "USER:alice", price=100.0, quantity=0.5, reserved_capital=None))
     assert tracker.get_held_capital("PLATFORM") == pytest.approx(900.0 * 1.004)
     assert tracker.get_held_capital("USER:alice") == pytest.approx(50.0 * 1.004)
     # Each open order reports its own share of the account's held capital.
-    assert sum(o.reserved_capital for o in tracker.get_open_orders("PLATFORM")) == \
-        pytest.approx(tracker.get_held_capital("PLATFORM"))
+    assert sum(o.reserved_capital for o in tracker.get_open_orders("PLATFORM")) == pytest.approx(
+        tracker.get_held_capital("PLATFORM")
+    )
     assert tracker.mark_order_filled("P-1", "PLATFORM") is True
     assert tracker.get_held_capital("PLATFORM") == 0.0
     assert tracker.get_held_capital("USER:alice") == pytest.approx(50.0 * 1.004)
@@ -124,8 +154,7 @@ def test_fragmentation_is_flagged_at_100_dollars_and_not_at_5000(data_dir: str) 
     assert tracker.detect_order_fragmentation("USER:micro", 5_000.0)[0] is False
 
 
-def test_two_hour_old_entry_is_stale_and_force_cancel_does_not_fake_a_cancel(
-        data_dir: str) -> None:
+def test_two_hour_old_entry_is_stale_and_force_cancel_does_not_fake_a_cancel(data_dir: str) -> None:
     tracker = get_order_tracker(data_dir)
     tracker.add_order(_order("OLD", "PLATFORM", created_at=_now() - timedelta(hours=2)))
     tracker.add_order(_order("NEW", "PLATFORM"))
@@ -167,8 +196,7 @@ def test_bad_order_input_names_the_seed_field_and_changes_nothing(data_dir: str)
     assert tracker.get_order_count("PLATFORM") == 0
 
 
-def test_trade_histories_expectancy_and_drawdown_are_separate_per_account(
-        data_dir: str) -> None:
+def test_trade_histories_expectancy_and_drawdown_are_separate_per_account(data_dir: str) -> None:
     perf = get_performance_tracker(data_dir)
     for i, net in enumerate([10.0, -5.0, 20.0]):
         perf.record_trade(_trade(f"P-{i}", "PLATFORM", net))
@@ -215,8 +243,9 @@ def test_recording_the_same_trade_twice_counts_it_once(data_dir: str) -> None:
     assert perf.get_metrics("PLATFORM").total_trades == 1
 
 
-def test_print_account_summary_shows_the_figures(data_dir: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_print_account_summary_shows_the_figures(
+    data_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     perf = get_performance_tracker(data_dir)
     perf.record_trade(_trade("W-1", "PLATFORM", 10.0))
     perf.print_account_summary("PLATFORM")

@@ -15,7 +15,7 @@ import pytest
 # What README "Adopting it in the bot" tells the trader to put in each seed file.
 REEXPORT = "import sys, nija_broker.compat\nsys.modules[__name__] = nija_broker.compat\n"
 
-BOT_SCRIPT = textwrap.dedent('''
+BOT_SCRIPT = textwrap.dedent("""
     import json, sys
     from datetime import datetime, timedelta
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bot"]
@@ -76,7 +76,7 @@ BOT_SCRIPT = textwrap.dedent('''
         "metrics": [metrics.total_trades, metrics.win_rate, metrics.current_balance],
         "aiohttp": "aiohttp" in sys.modules, "ccxt": "ccxt" in sys.modules,
     }))
-''')
+""")
 
 
 def _bot_layout(root: Path, reexport: str) -> None:
@@ -90,8 +90,14 @@ def _bot_layout(root: Path, reexport: str) -> None:
 def _run_bot(root: Path) -> dict[str, object]:
     script = root / "bot_session.py"
     script.write_text(BOT_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(root)], cwd=root,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), str(root)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -105,8 +111,7 @@ def test_the_bots_seed_modules_reduced_to_reexports_work_unchanged(tmp_path: Pat
     assert result["global_perf"] is True
     assert result["tracked"] == {
         "PLATFORM": {"open_order_count": 1, "held_capital": 450.0, "market_orders": 1},
-        "USER_alice_kraken": {"open_order_count": 1, "held_capital": 30.0,
-                              "market_orders": 1},
+        "USER_alice_kraken": {"open_order_count": 1, "held_capital": 30.0, "market_orders": 1},
     }
     assert result["fragmented"] is True
     assert "$450.00 of $100.00" in str(result["message"])
@@ -127,13 +132,17 @@ def test_a_second_bot_process_finds_the_first_ones_orders(tmp_path: Path) -> Non
     assert tracked["PLATFORM"]["open_order_count"] == 1
 
 
-@pytest.mark.parametrize("reexport", [
-    "from nija_broker.compat import *  # noqa: F403\n",
-])
+@pytest.mark.parametrize(
+    "reexport",
+    [
+        "from nija_broker.compat import *  # noqa: F403\n",
+    ],
+)
 def test_a_star_reexport_gives_the_seeds_public_names(tmp_path: Path, reexport: str) -> None:
     _bot_layout(tmp_path, reexport)
     probe = tmp_path / "probe.py"
-    probe.write_text(textwrap.dedent('''
+    probe.write_text(
+        textwrap.dedent("""
         import sys
         sys.path[:0] = [sys.argv[1] + "/bot"]
         import account_order_tracker as m
@@ -141,8 +150,15 @@ def test_a_star_reexport_gives_the_seeds_public_names(tmp_path: Path, reexport: 
                  "AccountPerformanceTracker", "TradeRecord", "AccountPerformanceMetrics",
                  "get_performance_tracker"]
         print(",".join(n for n in names if not hasattr(m, n)))
-    '''))
-    done = subprocess.run([sys.executable, str(probe), str(tmp_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""

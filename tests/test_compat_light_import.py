@@ -36,10 +36,13 @@ _RUNTIME_MODULES = {
 }
 
 
-def test_bot_process_using_compat_loads_no_exchange_library_and_no_runtime(
-        tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", _BOT, str(tmp_path / "data")],
-                            capture_output=True, text=True, check=False)
+def test_bot_process_using_compat_loads_no_exchange_library_and_no_runtime(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _BOT, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert isinstance(answer["held"], int | float)  # the figure itself is compat's to test

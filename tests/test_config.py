@@ -68,9 +68,18 @@ def test_secret_in_ccxt_table_is_rejected_without_printing_it(tmp_path: Path) ->
 
 
 def test_credentials_come_from_the_environment_only() -> None:
-    config = parse_config({"accounts": [{
-        "id": "PLATFORM", "exchange": "kraken", "api_key_env": "K", "secret_env": "S",
-    }]})
+    config = parse_config(
+        {
+            "accounts": [
+                {
+                    "id": "PLATFORM",
+                    "exchange": "kraken",
+                    "api_key_env": "K",
+                    "secret_env": "S",
+                }
+            ]
+        }
+    )
     account = config.account("PLATFORM")
     env = {"K": "key-value-1", "S": "secret-value-2"}
     assert account.credentials(env) == {"apiKey": "key-value-1", "secret": "secret-value-2"}
@@ -118,8 +127,12 @@ def test_every_example_account_builds_its_ccxt_exchange_offline() -> None:
     from adapters.ccxt_adapter import CcxtExchange
 
     config = load_config(REPO / "config" / "live.example.toml")
-    names = [n for a in config.accounts for n in (a.api_key_env, a.secret_env, a.password_env)
-             if n is not None]
+    names = [
+        n
+        for a in config.accounts
+        for n in (a.api_key_env, a.secret_env, a.password_env)
+        if n is not None
+    ]
     environ = {name: f"fake-{i:02d}-value" for i, name in enumerate(names)}
 
     async def build_all() -> list[str]:
@@ -133,11 +146,13 @@ def test_every_example_account_builds_its_ccxt_exchange_offline() -> None:
 
 
 def test_reconciler_and_guard_tables_override_the_defaults() -> None:
-    config = parse_config({
-        "reconciler": {"call_timeout_s": 4.0, "failed_after": 3},
-        "guard": {"reservation_ttl_s": 12.0},
-        "accounts": [{"id": "A", "exchange": "kraken", "poll_interval_s": 2.0}],
-    })
+    config = parse_config(
+        {
+            "reconciler": {"call_timeout_s": 4.0, "failed_after": 3},
+            "guard": {"reservation_ttl_s": 12.0},
+            "accounts": [{"id": "A", "exchange": "kraken", "poll_interval_s": 2.0}],
+        }
+    )
     settings = config.reconciler.settings(config.accounts)
     assert (settings.call_timeout_s, settings.failed_after) == (4.0, 3)
     assert settings.poll_interval_for("A") == 2.0
@@ -156,18 +171,20 @@ def test_rules_across_fields_do_not_hide_field_errors_nor_each_other() -> None:
     """Duplicate ids and an unknown tier used to stop validation at the first one, and only
     after every field was right: now one pass names them all."""
     with pytest.raises(ConfigError) as info:
-        parse_config({
-            "store": {"pth": "x"},
-            "tiers": {"WHALE": {"max_positions": 9}},
-            "accounts": [
-                {"id": "A", "exchange": "kraken", "poll_interval_s": 0},
-                {"id": "A", "exchange": "kraken", "tier": "WHALES"},
-            ],
-        }, "live.toml")
+        parse_config(
+            {
+                "store": {"pth": "x"},
+                "tiers": {"WHALE": {"max_positions": 9}},
+                "accounts": [
+                    {"id": "A", "exchange": "kraken", "poll_interval_s": 0},
+                    {"id": "A", "exchange": "kraken", "tier": "WHALES"},
+                ],
+            },
+            "live.toml",
+        )
     lines = str(info.value).splitlines()
     assert lines == [  # grouped by table, accounts in order
-        "live.toml: accounts[0](id='A').poll_interval_s: Input should be greater than 0 "
-        "(value: 0)",
+        "live.toml: accounts[0](id='A').poll_interval_s: Input should be greater than 0 (value: 0)",
         "live.toml: accounts[1](id='A').id: account ids must be unique: repeated (first at "
         "accounts[0]) (value: 'A')",
         "live.toml: accounts[1](id='A').tier: unknown tier (value: 'WHALES'); did you mean "
@@ -182,8 +199,9 @@ def test_a_model_built_directly_still_refuses_what_parse_config_lists() -> None:
     from nija_broker.service.config import Config
 
     with pytest.raises(ValueError, match="account ids must be unique"):
-        Config.model_validate({"accounts": [{"id": "A", "exchange": "kraken"},
-                                            {"id": "A", "exchange": "kraken"}]})
+        Config.model_validate(
+            {"accounts": [{"id": "A", "exchange": "kraken"}, {"id": "A", "exchange": "kraken"}]}
+        )
     with pytest.raises(ValueError, match="the lowest tier must start at 0"):
         Config.model_validate({"tiers": {"BELOW_MIN": {"min_equity_usd": 5}}})
     with pytest.raises(ConfigError, match="tiers: the lowest tier must start at 0"):

@@ -40,8 +40,20 @@ VENUE = "binance"
 FIXTURES = dict(fixtures(VENUE))
 MARKETS_BODY = fixture(VENUE, "load_markets_exchange_info.json")["body"]
 # What describes a situation; ids, client ids and times differ between venue and emulator.
-SITUATION_ORDER = ("status", "filled", "remaining", "amount", "price", "average", "fee",
-                   "stop_price", "reduce_only", "type", "side", "symbol")
+SITUATION_ORDER = (
+    "status",
+    "filled",
+    "remaining",
+    "amount",
+    "price",
+    "average",
+    "fee",
+    "stop_price",
+    "reduce_only",
+    "type",
+    "side",
+    "symbol",
+)
 SITUATION_FILL = ("symbol", "side", "amount", "price", "fee", "fee_currency", "fee_cost")
 # Fields Binance adds only when the order has them ("Conditional fields in Order Responses").
 CONDITIONAL = frozenset({"icebergQty", "stopPrice", "uid"})
@@ -57,39 +69,69 @@ class Recorded:
         self.endpoint = endpoint
         self.body = body
         self.sent: list[tuple[str, str, dict[str, list[str]]]] = []
-        self.raw = ccxt.binance({"apiKey": "recorded-key", "secret": "recorded-secret",
-                                 **{k: v for k, v in binance_ccxt_config("http://x").items()
-                                    if k != "urls"}})
+        self.raw = ccxt.binance(
+            {
+                "apiKey": "recorded-key",
+                "secret": "recorded-secret",
+                **{k: v for k, v in binance_ccxt_config("http://x").items() if k != "urls"},
+            }
+        )
         self.raw.fetch = self._fetch
 
-    async def _fetch(self, url: str, method: str = "GET", headers: Any = None,
-                     body: Any = None) -> Any:
+    async def _fetch(
+        self, url: str, method: str = "GET", headers: Any = None, body: Any = None
+    ) -> Any:
         parts = urlsplit(url)
         query = parse_qs(parts.query or (body or ""))
         self.sent.append((method, parts.path, query))
         if parts.path.endswith("/exchangeInfo"):
             return json.loads(json.dumps(MARKETS_BODY))
         if f"{method} {parts.path}" != self.endpoint:
-            raise AssertionError(f"ccxt asked {method} {parts.path}, the fixture answers "
-                                 f"{self.endpoint}")
+            raise AssertionError(
+                f"ccxt asked {method} {parts.path}, the fixture answers {self.endpoint}"
+            )
         return json.loads(json.dumps(self.body))
 
     def exchange(self) -> CcxtExchange:
-        return CcxtExchange(self.raw, account_id="USER:recorded", clock=FakeClock(),
-                            budget=RateBudget(1000.0), call_timeout_s=5.0)
+        return CcxtExchange(
+            self.raw,
+            account_id="USER:recorded",
+            clock=FakeClock(),
+            budget=RateBudget(1000.0),
+            call_timeout_s=5.0,
+        )
 
 
-def _order_request(symbol: str, side: str, amount: float, price: float | None,
-                   post_only: bool = False, cid: str | None = None) -> OrderRequest:
-    return OrderRequest(symbol=symbol, side=Side(side),
-                        type=OrderType.LIMIT if price is not None else OrderType.MARKET,
-                        amount=amount, price=price, post_only=post_only, client_order_id=cid)
+def _order_request(
+    symbol: str,
+    side: str,
+    amount: float,
+    price: float | None,
+    post_only: bool = False,
+    cid: str | None = None,
+) -> OrderRequest:
+    return OrderRequest(
+        symbol=symbol,
+        side=Side(side),
+        type=OrderType.LIMIT if price is not None else OrderType.MARKET,
+        amount=amount,
+        price=price,
+        post_only=post_only,
+        client_order_id=cid,
+    )
 
 
 def _order_for(order_id: str, symbol: str) -> Order:
-    return Order(id=order_id, account_id="USER:recorded", symbol=symbol, side=Side.SELL,
-                 type=OrderType.MARKET, amount=1.0, filled=1.0,
-                 created_at=datetime(2023, 1, 1, tzinfo=UTC))
+    return Order(
+        id=order_id,
+        account_id="USER:recorded",
+        symbol=symbol,
+        side=Side.SELL,
+        type=OrderType.MARKET,
+        amount=1.0,
+        filled=1.0,
+        created_at=datetime(2023, 1, 1, tzinfo=UTC),
+    )
 
 
 async def _through_adapter(ex: CcxtExchange, fx: dict[str, Any]) -> Any:
@@ -97,13 +139,18 @@ async def _through_adapter(ex: CcxtExchange, fx: dict[str, Any]) -> Any:
     method, args = fx["ccxt_method"], fx["input"]
     if method == "load_markets":
         markets = await ex.load_markets()
-        return {s: {"price_step": m.price_step, "amount_step": m.amount_step,
-                    "min_amount": m.min_amount, "min_notional": m.min_notional}
-                for s, m in markets.items()}
+        return {
+            s: {
+                "price_step": m.price_step,
+                "amount_step": m.amount_step,
+                "min_amount": m.min_amount,
+                "min_notional": m.min_notional,
+            }
+            for s, m in markets.items()
+        }
     if method == "fetch_balance":
         balances = await ex.fetch_balance()
-        return {c: {"free": b.free, "used": b.used, "total": b.total}
-                for c, b in balances.items()}
+        return {c: {"free": b.free, "used": b.used, "total": b.total} for c, b in balances.items()}
     if method == "fetch_my_trades":
         (fill,) = await ex.fetch_my_trades(args[0], None)
         return fill_figures(fill)
@@ -175,12 +222,28 @@ async def test_cancel_answer_client_id_is_not_taken_for_the_orders() -> None:
 
 # ------------------------------------------------------------------ the emulator
 
-LTC = Market(symbol="LTC/USDT", base="LTC", quote="USDT", amount_step=0.001, price_step=0.01,
-             min_amount=0.001, min_notional=5.0)
-SOL = Market(symbol="SOL/USDT", base="SOL", quote="USDT", amount_step=0.001, price_step=0.01,
-             min_amount=0.001, min_notional=5.0)
-KEYS = {"USER:alice": ("alice-key-0001", "alice-secret-0001"),
-        "USER:bal": ("bal-key-0002", "bal-secret-0002")}
+LTC = Market(
+    symbol="LTC/USDT",
+    base="LTC",
+    quote="USDT",
+    amount_step=0.001,
+    price_step=0.01,
+    min_amount=0.001,
+    min_notional=5.0,
+)
+SOL = Market(
+    symbol="SOL/USDT",
+    base="SOL",
+    quote="USDT",
+    amount_step=0.001,
+    price_step=0.01,
+    min_amount=0.001,
+    min_notional=5.0,
+)
+KEYS = {
+    "USER:alice": ("alice-key-0001", "alice-secret-0001"),
+    "USER:bal": ("bal-key-0002", "bal-secret-0002"),
+}
 Rig = EmulatorRig[EmulatorServer]
 
 
@@ -210,8 +273,9 @@ def _answers_kept(ex: CcxtExchange) -> CcxtExchange:
 
 
 async def _create_new(rig: Rig, ex: CcxtExchange) -> Any:
-    return order_figures(await ex.create_order(_order_request("SOL/USDT", "buy", 0.05, 241.0,
-                                                              cid="c-new")))
+    return order_figures(
+        await ex.create_order(_order_request("SOL/USDT", "buy", 0.05, 241.0, cid="c-new"))
+    )
 
 
 async def _market_sell(rig: Rig, ex: CcxtExchange) -> Any:
@@ -268,17 +332,24 @@ async def _balance(rig: Rig, ex: CcxtExchange) -> Any:
 
 async def _markets(rig: Rig, ex: CcxtExchange) -> Any:
     markets = await ex.load_markets()
-    return {s: {"price_step": m.price_step, "amount_step": m.amount_step,
-                "min_amount": m.min_amount, "min_notional": m.min_notional}
-            for s, m in markets.items()}
+    return {
+        s: {
+            "price_step": m.price_step,
+            "amount_step": m.amount_step,
+            "min_amount": m.min_amount,
+            "min_notional": m.min_notional,
+        }
+        for s, m in markets.items()
+    }
 
 
 async def _ioc_partial(rig: Rig, ex: CcxtExchange) -> Any:
     rig.engine.set_price("LTC/USDT", 69.63)
     rig.engine.set_liquidity("LTC/USDT", 0.05)
     async with rig.raw_session() as raw:
-        placed = await raw.create_order("LTC/USDT", "limit", "buy", 0.2, 69.7,
-                                        {"timeInForce": "IOC"})
+        placed = await raw.create_order(
+            "LTC/USDT", "limit", "buy", 0.2, 69.7, {"timeInForce": "IOC"}
+        )
     return order_figures(await ex.fetch_order(placed["id"], "LTC/USDT"))
 
 
@@ -288,8 +359,9 @@ async def _expired_in_match(rig: Rig, ex: CcxtExchange) -> Any:
     rig.engine.set_liquidity("LTC/USDT", 0.1)
     async with rig.raw_session() as raw:
         # ccxt's unified name, as the recorded createOrder request sent it.
-        placed = await raw.create_order("LTC/USDT", "limit", "buy", 0.2, 70.0,
-                                        {"selfTradePrevention": "expire_taker"})
+        placed = await raw.create_order(
+            "LTC/USDT", "limit", "buy", 0.2, 70.0, {"selfTradePrevention": "expire_taker"}
+        )
     return order_figures(await ex.fetch_order(placed["id"], "LTC/USDT"))
 
 
@@ -331,8 +403,10 @@ def _situation(fx: dict[str, Any], figures: dict[str, Any]) -> tuple[Any, Any]:
         return expected, figures
     else:
         keys = SITUATION_ORDER
-    return ({k: expected[k] for k in keys if k in expected},
-            {k: figures.get(k) for k in keys if k in expected})
+    return (
+        {k: expected[k] for k in keys if k in expected},
+        {k: figures.get(k) for k in keys if k in expected},
+    )
 
 
 def _approx(value: Any) -> Any:
@@ -346,7 +420,8 @@ def _approx(value: Any) -> Any:
 @pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(DRIVES))
 async def test_emulator_gives_the_recorded_figures_for_the_same_situation(
-        rig: Rig, name: str) -> None:
+    rig: Rig, name: str
+) -> None:
     fx = FIXTURES[name]
     ex = _answers_kept(rig.exchange())
     try:
@@ -358,7 +433,9 @@ async def test_emulator_gives_the_recorded_figures_for_the_same_situation(
     assert got == _approx(expected)
     if "EXPIRED" in json.dumps(fx["body"]) or "PENDING_CANCEL" in json.dumps(fx["body"]):
         assert (raw_body["status"], raw_body["timeInForce"]) == (
-            fx["body"]["status"], fx["body"]["timeInForce"])
+            fx["body"]["status"],
+            fx["body"]["timeInForce"],
+        )
 
 
 def _shape(value: Any) -> Any:
@@ -403,7 +480,8 @@ SHAPED = {
 async def test_emulator_body_has_the_recorded_keys_and_value_types(rig: Rig, name: str) -> None:
     fx = FIXTURES[name]
     ex = _answers_kept(
-        rig.exchange("USER:bal" if name == "fetch_balance_spot.json" else "USER:alice"))
+        rig.exchange("USER:bal" if name == "fetch_balance_spot.json" else "USER:alice")
+    )
     try:
         if name == "fetch_balance_spot.json":
             await ex.fetch_balance()
@@ -430,8 +508,10 @@ async def test_emulator_body_has_the_recorded_keys_and_value_types(rig: Rig, nam
 
 @pytest.mark.integration
 async def test_all_orders_without_a_start_answers_the_most_recent_rows(rig: Rig) -> None:
-    ids = [rig.engine.place_order("USER:alice", _order_request("LTC/USDT", "buy", 0.1, 50.0 + i))
-           .id for i in range(6)]
+    ids = [
+        rig.engine.place_order("USER:alice", _order_request("LTC/USDT", "buy", 0.1, 50.0 + i)).id
+        for i in range(6)
+    ]
     async with rig.raw_session() as raw:
         newest = await raw.fetch_orders("LTC/USDT", None, 4)
         from_start = await raw.fetch_orders("LTC/USDT", 0, 4)
@@ -446,8 +526,7 @@ async def test_all_orders_without_a_start_answers_the_most_recent_rows(rig: Rig)
 async def test_history_window_over_24_hours_is_refused(rig: Rig, method: str) -> None:
     async with rig.raw_session() as raw:
         with pytest.raises(ccxt.BadRequest, match="-1127"):
-            await getattr(raw, method)("LTC/USDT", 1_000, None,
-                                       {"until": 1_000 + 86_400_000 + 1})
+            await getattr(raw, method)("LTC/USDT", 1_000, None, {"until": 1_000 + 86_400_000 + 1})
         # Exactly 24 hours is allowed.
         await getattr(raw, method)("LTC/USDT", 1_000, None, {"until": 1_000 + 86_400_000})
 
@@ -456,10 +535,12 @@ async def test_history_window_over_24_hours_is_refused(rig: Rig, method: str) ->
 async def test_fok_fills_whole_or_expires_with_nothing(rig: Rig) -> None:
     rig.engine.set_liquidity("LTC/USDT", 0.1)
     async with rig.raw_session() as raw:
-        killed = await raw.create_order("LTC/USDT", "limit", "buy", 0.2, 70.5,
-                                        {"timeInForce": "FOK"})
-        filled = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 70.5,
-                                        {"timeInForce": "FOK"})
+        killed = await raw.create_order(
+            "LTC/USDT", "limit", "buy", 0.2, 70.5, {"timeInForce": "FOK"}
+        )
+        filled = await raw.create_order(
+            "LTC/USDT", "limit", "buy", 0.1, 70.5, {"timeInForce": "FOK"}
+        )
     assert (killed["info"]["status"], killed["filled"]) == ("EXPIRED", 0.0)
     assert (filled["info"]["status"], filled["filled"]) == ("FILLED", 0.1)
 
@@ -468,8 +549,9 @@ async def test_fok_fills_whole_or_expires_with_nothing(rig: Rig) -> None:
 async def test_self_trade_prevention_mode_is_echoed_and_defaults_as_the_venue(rig: Rig) -> None:
     async with rig.raw_session() as raw:
         default = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 60.0)
-        chosen = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 60.0,
-                                        {"selfTradePrevention": "expire_both"})
+        chosen = await raw.create_order(
+            "LTC/USDT", "limit", "buy", 0.1, 60.0, {"selfTradePrevention": "expire_both"}
+        )
         markets = await raw.public_get_exchangeinfo()
     assert default["info"]["selfTradePreventionMode"] == "EXPIRE_MAKER"
     assert chosen["info"]["selfTradePreventionMode"] == "EXPIRE_BOTH"

@@ -49,8 +49,9 @@ class Recorded:
         self.sent: list[tuple[str, dict[str, str]]] = []
 
     def install(self, ex: Any) -> None:
-        async def fetch(url: str, method: str = "GET", headers: Any = None,
-                        body: Any = None) -> Any:
+        async def fetch(
+            url: str, method: str = "GET", headers: Any = None, body: Any = None
+        ) -> Any:
             parts = urlsplit(url)
             name = parts.path.rsplit("/", 1)[-1]
             self.sent.append((name, dict(parse_qsl(body or parts.query))))
@@ -69,8 +70,13 @@ class Recorded:
 
 
 def offline(answers: dict[str, Any]) -> tuple[Any, Recorded]:
-    ex = ccxt.kraken({"apiKey": "conformance-key", "enableRateLimit": False,
-                      "secret": base64.b64encode(b"conformance-secret").decode()})
+    ex = ccxt.kraken(
+        {
+            "apiKey": "conformance-key",
+            "enableRateLimit": False,
+            "secret": base64.b64encode(b"conformance-secret").decode(),
+        }
+    )
     recorded = Recorded(answers)
     recorded.install(ex)
     return ex, recorded
@@ -78,8 +84,13 @@ def offline(answers: dict[str, Any]) -> tuple[Any, Recorded]:
 
 def adapter(answers: dict[str, Any]) -> tuple[CcxtExchange, Recorded]:
     ex, recorded = offline(answers)
-    return CcxtExchange(ex, account_id="USER:conformance", clock=FakeClock(NOW),
-                        budget=RateBudget(1000.0), call_timeout_s=5.0), recorded
+    return CcxtExchange(
+        ex,
+        account_id="USER:conformance",
+        clock=FakeClock(NOW),
+        budget=RateBudget(1000.0),
+        call_timeout_s=5.0,
+    ), recorded
 
 
 def endpoint_name(case: dict[str, Any]) -> str:
@@ -90,17 +101,32 @@ def ccxt_subset(raw: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]
     return {key: raw.get(key) for key in expected}
 
 
-ORDER_READS = [(name, case) for name, case in fixtures(VENUE)
-               if case["ccxt_method"] in ("fetch_order", "fetch_open_orders",
-                                          "fetch_closed_orders")
-               and "error" not in case["expected"]]
+ORDER_READS = [
+    (name, case)
+    for name, case in fixtures(VENUE)
+    if case["ccxt_method"] in ("fetch_order", "fetch_open_orders", "fetch_closed_orders")
+    and "error" not in case["expected"]
+]
 ERRORS = [(name, case) for name, case in fixtures(VENUE) if "error" in case["expected"]]
 
 
-def limit_request(price: float, amount: float = 0.1, *, symbol: str = "LTC/USDT",
-                  post_only: bool = False, cid: str | None = None) -> OrderRequest:
-    return OrderRequest(symbol=symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount,
-                        price=price, post_only=post_only, client_order_id=cid)
+def limit_request(
+    price: float,
+    amount: float = 0.1,
+    *,
+    symbol: str = "LTC/USDT",
+    post_only: bool = False,
+    cid: str | None = None,
+) -> OrderRequest:
+    return OrderRequest(
+        symbol=symbol,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        amount=amount,
+        price=price,
+        post_only=post_only,
+        client_order_id=cid,
+    )
 
 
 # ------------------------------------------------------------------ every fixture
@@ -110,11 +136,13 @@ def test_every_fixture_names_its_source_endpoint_and_situation() -> None:
     cases = fixtures(VENUE)
     assert len(cases) >= 15
     for name, case in cases:
-        for key in ("source", "endpoint", "ccxt_method", "situation", "notes", "body",
-                    "expected"):
+        for key in ("source", "endpoint", "ccxt_method", "situation", "notes", "body", "expected"):
             assert key in case, (name, key)
-        assert "ccxt/ccxt" in case["source"] or "docs.kraken.com" in case["source"] \
-            or "support.kraken.com" in case["source"], name
+        assert (
+            "ccxt/ccxt" in case["source"]
+            or "docs.kraken.com" in case["source"]
+            or "support.kraken.com" in case["source"]
+        ), name
 
 
 @pytest.mark.asyncio
@@ -164,8 +192,7 @@ async def test_recorded_balance_reads_total_used_and_free_in_unified_codes() -> 
     assert set(balances) == set(case["expected"])
     for code, figures in case["expected"].items():
         got = balances[code]
-        assert {"total": got.total, "used": got.used, "free": got.free} == pytest.approx(
-            figures)
+        assert {"total": got.total, "used": got.used, "free": got.free} == pytest.approx(figures)
     assert len(recorded.requests("BalanceEx")) == 1  # ccxt asks BalanceEx, not Balance
 
 
@@ -177,15 +204,19 @@ async def test_recorded_trade_history_reads_fee_in_quote() -> None:
         fills = await ex.fetch_my_trades(case["input"][0], None)
     finally:
         await ex.aclose()
-    assert [subset(fill_figures(f), e) for f, e in zip(fills, case["expected"], strict=True)] \
-        == case["expected"]
+    assert [
+        subset(fill_figures(f), e) for f, e in zip(fills, case["expected"], strict=True)
+    ] == case["expected"]
 
 
-def _closed_for(order_id: str, pair: str, trades: list[str], oflags: str = "fciq",
-                ) -> dict[str, Any]:
+def _closed_for(
+    order_id: str,
+    pair: str,
+    trades: list[str],
+    oflags: str = "fciq",
+) -> dict[str, Any]:
     """The recorded closed market order, re-keyed for another id, pair and trades."""
-    body: dict[str, Any] = copy.deepcopy(
-        fixture(VENUE, "query_orders_closed_market.json")["body"])
+    body: dict[str, Any] = copy.deepcopy(fixture(VENUE, "query_orders_closed_market.json")["body"])
     (info,) = body["result"].values()
     info["descr"]["pair"] = pair
     info["trades"] = trades
@@ -199,15 +230,17 @@ async def test_order_trades_are_asked_by_the_ids_queryorders_gave() -> None:
     case = fixture(VENUE, "query_trades_market_sell.json")
     order_id = case["input"][0]
     trade_ids = case["input"][4]["trades"]
-    ex, recorded = adapter({"QueryOrders": _closed_for(order_id, "USDCUSDT", trade_ids),
-                            "QueryTrades": case["body"]})
+    ex, recorded = adapter(
+        {"QueryOrders": _closed_for(order_id, "USDCUSDT", trade_ids), "QueryTrades": case["body"]}
+    )
     try:
         order = await ex.fetch_order(order_id, "USDC/USDT")
         fills = await ex.fetch_order_trades(order)
     finally:
         await ex.aclose()
-    assert [subset(fill_figures(f), e) for f, e in zip(fills, case["expected"], strict=True)] \
-        == case["expected"]
+    assert [
+        subset(fill_figures(f), e) for f, e in zip(fills, case["expected"], strict=True)
+    ] == case["expected"]
     assert [r["txid"] for r in recorded.requests("QueryTrades")] == [",".join(trade_ids)]
     # ccxt form-encodes Python's True as "True"; Kraken takes it (the recorded closed order
     # came back with its trades to this very request).
@@ -222,10 +255,16 @@ async def test_create_answer_has_no_status_or_client_id_so_the_order_is_fetched(
     case = fixture(VENUE, "add_order_market_buy.json")
     order_id = case["expected"]["id"]
     raw_ccxt, _ = offline({"AddOrder": case["body"]})
-    ex, recorded = adapter({"AddOrder": case["body"],
-                            "QueryOrders": _closed_for(order_id, "LTCUSDT", ["TWA6QJ"])})
-    request = OrderRequest(symbol="LTC/USDT", side=Side.BUY, type=OrderType.MARKET,
-                           amount=0.1, client_order_id="entry-1")
+    ex, recorded = adapter(
+        {"AddOrder": case["body"], "QueryOrders": _closed_for(order_id, "LTCUSDT", ["TWA6QJ"])}
+    )
+    request = OrderRequest(
+        symbol="LTC/USDT",
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount=0.1,
+        client_order_id="entry-1",
+    )
     try:
         raw = await raw_ccxt.create_order(*case["input"])
         order = await ex.create_order(request)
@@ -242,10 +281,13 @@ async def test_create_answer_has_no_status_or_client_id_so_the_order_is_fetched(
 async def test_created_order_not_readable_yet_is_reported_pending() -> None:
     case = fixture(VENUE, "add_order_market_buy.json")
     # QueryOrders answers for another id: ccxt raises OrderNotFound for this one.
-    ex, _ = adapter({"AddOrder": case["body"],
-                     "QueryOrders": fixture(VENUE, "query_orders_closed_market.json")["body"]})
-    request = OrderRequest(symbol="LTC/USDT", side=Side.BUY, type=OrderType.MARKET,
-                           amount=0.1)
+    ex, _ = adapter(
+        {
+            "AddOrder": case["body"],
+            "QueryOrders": fixture(VENUE, "query_orders_closed_market.json")["body"],
+        }
+    )
+    request = OrderRequest(symbol="LTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.1)
     try:
         order = await ex.create_order(request)
     finally:
@@ -273,8 +315,13 @@ async def test_cancel_answer_has_no_id_or_status_so_the_order_is_fetched() -> No
 async def test_post_only_order_kraken_took_and_cancelled_is_an_order_error() -> None:
     case = fixture(VENUE, "query_orders_post_only_cancelled.json")
     (order_id,) = case["body"]["result"]
-    add = {"error": [], "result": {"txid": [order_id],
-                                   "descr": {"order": "buy 0.10000000 LTCUSDT @ limit 80.00000"}}}
+    add = {
+        "error": [],
+        "result": {
+            "txid": [order_id],
+            "descr": {"order": "buy 0.10000000 LTCUSDT @ limit 80.00000"},
+        },
+    }
     ex, recorded = adapter({"AddOrder": add, "QueryOrders": case["body"]})
     try:
         with pytest.raises(InvalidOrder, match="Post only order") as caught:
@@ -288,10 +335,12 @@ async def test_post_only_order_kraken_took_and_cancelled_is_an_order_error() -> 
 
 @pytest.mark.parametrize(("name", "case"), ERRORS, ids=[n for n, _ in ERRORS])
 @pytest.mark.asyncio
-async def test_error_bodies_map_to_the_class_the_bot_acts_on(name: str,
-                                                             case: dict[str, Any]) -> None:
-    expected: type[ExchangeError] = {"InvalidOrder": InvalidOrder,
-                                     "OrderNotFound": OrderNotFound}[case["expected"]["error"]]
+async def test_error_bodies_map_to_the_class_the_bot_acts_on(
+    name: str, case: dict[str, Any]
+) -> None:
+    expected: type[ExchangeError] = {"InvalidOrder": InvalidOrder, "OrderNotFound": OrderNotFound}[
+        case["expected"]["error"]
+    ]
     ex, _ = adapter({endpoint_name(case): case["body"]})
     raw_ccxt, _ = offline({endpoint_name(case): case["body"]})
     calls: dict[str, Callable[[], Any]] = {
@@ -303,22 +352,26 @@ async def test_error_bodies_map_to_the_class_the_bot_acts_on(name: str,
         with pytest.raises(expected) as caught:
             await calls[case["ccxt_method"]]()
         with pytest.raises(ccxt.ExchangeError) as raw_caught:
-            await {"create_order": lambda: raw_ccxt.create_order("LTC/USDT", "limit", "buy",
-                                                                 0.1, 50.0),
-                   "fetch_order": lambda: raw_ccxt.fetch_order("OABCDE-FGHIJ-KLMNOP"),
-                   "cancel_order": lambda: raw_ccxt.cancel_order("OABCDE-FGHIJ-KLMNOP"),
-                   }[case["ccxt_method"]]()
+            await {
+                "create_order": lambda: raw_ccxt.create_order(
+                    "LTC/USDT", "limit", "buy", 0.1, 50.0
+                ),
+                "fetch_order": lambda: raw_ccxt.fetch_order("OABCDE-FGHIJ-KLMNOP"),
+                "cancel_order": lambda: raw_ccxt.cancel_order("OABCDE-FGHIJ-KLMNOP"),
+            }[case["ccxt_method"]]()
     finally:
         await ex.aclose()
         await raw_ccxt.close()
     assert case["body"]["error"][0] in str(caught.value)
     assert ex.calls[case["ccxt_method"]] == 1  # not a transient: one request, no retry
     # What ccxt 4.5 itself raises, pinned so an upgrade that maps these shows up here.
-    ccxt_class = {"EOrder:Post only order": ccxt.ExchangeError,
-                  "EOrder:Cost minimum not met": ccxt.ExchangeError,
-                  "EQuery:Unknown asset pair": ccxt.ExchangeError,
-                  "EOrder:Invalid order": ccxt.InvalidOrder,
-                  "EOrder:Unknown order": ccxt.OrderNotFound}[case["body"]["error"][0]]
+    ccxt_class = {
+        "EOrder:Post only order": ccxt.ExchangeError,
+        "EOrder:Cost minimum not met": ccxt.ExchangeError,
+        "EQuery:Unknown asset pair": ccxt.ExchangeError,
+        "EOrder:Invalid order": ccxt.InvalidOrder,
+        "EOrder:Unknown order": ccxt.OrderNotFound,
+    }[case["body"]["error"][0]]
     assert type(raw_caught.value) is ccxt_class
 
 
@@ -343,11 +396,11 @@ async def test_order_fee_cost_stays_a_string_while_fees_hold_numbers() -> None:
     assert order.fee == 0.018475  # once, not string and number both
 
 
-@pytest.mark.parametrize(("oflags", "currency"), [("fciq", "USDT"), ("fcib", "LTC"),
-                                                  ("", None)])
+@pytest.mark.parametrize(("oflags", "currency"), [("fciq", "USDT"), ("fcib", "LTC"), ("", None)])
 @pytest.mark.asyncio
-async def test_order_fee_currency_is_set_only_by_fciq_or_fcib(oflags: str,
-                                                             currency: str | None) -> None:
+async def test_order_fee_currency_is_set_only_by_fciq_or_fcib(
+    oflags: str, currency: str | None
+) -> None:
     body = _closed_for("OGMZCL-KC6MC-ZRBGM6", "LTCUSDT", ["TWA6QJ-ZO4EM-6QIHQJ"], oflags)
     raw_ccxt, _ = offline({"QueryOrders": body})
     try:
@@ -362,13 +415,16 @@ async def test_trade_fee_of_an_fcib_order_is_booked_in_the_base_it_was_charged_i
     trades = fixture(VENUE, "query_trades_market_sell.json")
     order_id = trades["input"][0]
     trade_ids = trades["input"][4]["trades"]
-    answers = {"QueryOrders": _closed_for(order_id, "USDCUSDT", trade_ids, "fcib"),
-               "QueryTrades": trades["body"]}
+    answers = {
+        "QueryOrders": _closed_for(order_id, "USDCUSDT", trade_ids, "fcib"),
+        "QueryTrades": trades["body"],
+    }
     raw_ccxt, _ = offline(answers)
     ex, _ = adapter(answers)
     try:
-        (raw_trade,) = await raw_ccxt.fetch_order_trades(order_id, None, None, None,
-                                                         {"trades": trade_ids})
+        (raw_trade,) = await raw_ccxt.fetch_order_trades(
+            order_id, None, None, None, {"trades": trade_ids}
+        )
         order = await ex.fetch_order(order_id, "USDC/USDT")
         (fill,) = await ex.fetch_order_trades(order)
     finally:
@@ -397,13 +453,20 @@ async def test_order_trades_need_the_trade_ids_else_ccxt_refuses() -> None:
     assert recorded.requests("QueryTrades") == []
 
 
-@pytest.mark.parametrize(("userref", "cl_ord_id", "expected"), [
-    ("0", None, None), (0, None, None), (None, None, None), (4242, None, "4242"),
-    (0, "c0ffee00c0ffee00c0ffee00c0ffee00", "nb-c0ffee00c0ffee00c0ffee00c0ffee00"),
-])
+@pytest.mark.parametrize(
+    ("userref", "cl_ord_id", "expected"),
+    [
+        ("0", None, None),
+        (0, None, None),
+        (None, None, None),
+        (4242, None, "4242"),
+        (0, "c0ffee00c0ffee00c0ffee00c0ffee00", "nb-c0ffee00c0ffee00c0ffee00c0ffee00"),
+    ],
+)
 @pytest.mark.asyncio
-async def test_userref_zero_is_no_client_id(userref: Any, cl_ord_id: str | None,
-                                           expected: str | None) -> None:
+async def test_userref_zero_is_no_client_id(
+    userref: Any, cl_ord_id: str | None, expected: str | None
+) -> None:
     case = fixture(VENUE, "query_orders_open_post_only_limit.json")
     body = copy.deepcopy(case["body"])
     info = body["result"][case["input"][0]]
@@ -441,7 +504,8 @@ async def test_until_goes_out_in_milliseconds_and_the_adapter_never_sends_it() -
 def _closed_page(first: int, count: int, total: int) -> dict[str, Any]:
     """A ClosedOrders page: orders ``first`` .. ``first + count - 1``, newest first."""
     (info,) = fixture(VENUE, "closed_orders_cancelled_unfilled.json")["body"]["result"][
-        "closed"].values()
+        "closed"
+    ].values()
     rows = {}
     for n in range(first, first + count):
         row = copy.deepcopy(info)
@@ -467,8 +531,15 @@ async def test_closed_orders_are_paged_with_ofs_until_a_short_page() -> None:
 
 # -------------------------------------------------------------------- the emulator
 
-LTC = Market(symbol="LTC/USDT", base="LTC", quote="USDT", amount_step=1e-8,
-             price_step=1e-5, min_amount=0.05, min_notional=0.5)
+LTC = Market(
+    symbol="LTC/USDT",
+    base="LTC",
+    quote="USDT",
+    amount_step=1e-8,
+    price_step=1e-5,
+    min_amount=0.05,
+    min_notional=0.5,
+)
 ALICE = "USER:alice"
 KEYS = {ALICE: ("conformance-alice", base64.b64encode(b"conformance-alice-secret").decode())}
 Rig = EmulatorRig[KrakenEmulatorServer]
@@ -550,8 +621,10 @@ async def test_emulator_resting_post_only_limit_matches_the_recorded_one(rig: Ri
         await ex.aclose()
     expected = _without_ids_and_times(case["expected"])
     assert subset(order_figures(order), expected) == expected
-    assert_same_shape(_recorded_info("query_orders_open_post_only_limit.json"),
-                      await _emulated_info(rig, order.id))
+    assert_same_shape(
+        _recorded_info("query_orders_open_post_only_limit.json"),
+        await _emulated_info(rig, order.id),
+    )
 
 
 @pytest.mark.asyncio
@@ -559,31 +632,44 @@ async def test_emulator_market_buy_matches_the_recorded_fill_and_fee(rig: Rig) -
     case = fixture(VENUE, "query_orders_closed_market.json")
     ex = rig.exchange()
     try:
-        order = await ex.create_order(OrderRequest(
-            symbol="LTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.1))
+        order = await ex.create_order(
+            OrderRequest(symbol="LTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.1)
+        )
     finally:
         await ex.aclose()
     expected = _without_ids_and_times(case["expected"])
     figures = subset(order_figures(order), expected)
     assert figures.pop("fee") == pytest.approx(expected.pop("fee"), abs=1e-6)  # 6 decimals
     assert figures == expected
-    assert_same_shape(_recorded_info("query_orders_closed_market.json"),
-                      await _emulated_info(rig, order.id))
+    assert_same_shape(
+        _recorded_info("query_orders_closed_market.json"), await _emulated_info(rig, order.id)
+    )
 
 
-@pytest.mark.parametrize(("name", "order_type", "price", "trigger"), [
-    ("open_orders_take_profit_market.json", OrderType.TAKE_PROFIT, None, 120.0),
-    ("open_orders_stop_loss_limit.json", OrderType.STOP_LIMIT, 54.0, 55.0),
-])
+@pytest.mark.parametrize(
+    ("name", "order_type", "price", "trigger"),
+    [
+        ("open_orders_take_profit_market.json", OrderType.TAKE_PROFIT, None, 120.0),
+        ("open_orders_stop_loss_limit.json", OrderType.STOP_LIMIT, 54.0, 55.0),
+    ],
+)
 @pytest.mark.asyncio
 async def test_emulator_protective_sells_match_the_recorded_ones(
-        rig: Rig, name: str, order_type: OrderType, price: float | None,
-        trigger: float) -> None:
+    rig: Rig, name: str, order_type: OrderType, price: float | None, trigger: float
+) -> None:
     case = fixture(VENUE, name)
     ex = rig.exchange()
     try:
-        await ex.create_order(OrderRequest(symbol="LTC/USDT", side=Side.SELL, type=order_type,
-                                           amount=0.1, price=price, stop_price=trigger))
+        await ex.create_order(
+            OrderRequest(
+                symbol="LTC/USDT",
+                side=Side.SELL,
+                type=order_type,
+                amount=0.1,
+                price=price,
+                stop_price=trigger,
+            )
+        )
         (order,) = (await ex.fetch_open_orders()).orders
     finally:
         await ex.aclose()
@@ -593,8 +679,7 @@ async def test_emulator_protective_sells_match_the_recorded_ones(
 
 
 @pytest.mark.asyncio
-async def test_emulator_partial_fill_then_cancel_matches_the_documented_order(
-        rig: Rig) -> None:
+async def test_emulator_partial_fill_then_cancel_matches_the_documented_order(rig: Rig) -> None:
     case = fixture(VENUE, "query_orders_partial_then_cancelled.json")
     ex = rig.exchange()
     try:
@@ -607,8 +692,10 @@ async def test_emulator_partial_fill_then_cancel_matches_the_documented_order(
     expected = _without_ids_and_times(case["expected"])
     assert subset(order_figures(order), expected) == pytest.approx(expected)
     assert (fill.amount, fill.price, fill.fee) == pytest.approx((0.04, 50.0, 0.0032))
-    assert_same_shape(_recorded_info("query_orders_partial_then_cancelled.json"),
-                      await _emulated_info(rig, order.id))
+    assert_same_shape(
+        _recorded_info("query_orders_partial_then_cancelled.json"),
+        await _emulated_info(rig, order.id),
+    )
 
 
 @pytest.mark.asyncio
@@ -652,8 +739,9 @@ async def test_emulator_takes_a_crossing_post_only_order_and_cancels_it(rig: Rig
 def _one_instance(rig: Rig) -> tuple[Any, CcxtExchange]:
     """A bare ccxt kraken and the adapter over that same instance: one nonce stream."""
     raw = rig.raw()
-    return raw, CcxtExchange(raw, account_id=ALICE, clock=FakeClock(), call_timeout_s=2.0,
-                             budget=RateBudget(1000.0))
+    return raw, CcxtExchange(
+        raw, account_id=ALICE, clock=FakeClock(), call_timeout_s=2.0, budget=RateBudget(1000.0)
+    )
 
 
 @pytest.mark.asyncio
@@ -664,8 +752,9 @@ async def test_emulator_ioc_partly_filled_reads_cancelled_with_what_filled(rig: 
     raw, ex = _one_instance(rig)
     try:
         # The adapter's OrderRequest has no time in force: AddOrder is driven through ccxt.
-        created = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 72.0,
-                                         {"timeInForce": "IOC"})
+        created = await raw.create_order(
+            "LTC/USDT", "limit", "buy", 0.1, 72.0, {"timeInForce": "IOC"}
+        )
         assert "timeinforce=IOC" in (raw.last_request_body or "")
         order = await ex.fetch_order(created["id"], "LTC/USDT")
         info = raw.last_json_response["result"][order.id]
@@ -682,13 +771,15 @@ async def test_emulator_ioc_partly_filled_reads_cancelled_with_what_filled(rig: 
 
 @pytest.mark.parametrize("timeinforce", ["GTD", "FOK", "ioc"])
 @pytest.mark.asyncio
-async def test_emulator_refuses_a_time_in_force_it_does_not_keep(rig: Rig,
-                                                                 timeinforce: str) -> None:
+async def test_emulator_refuses_a_time_in_force_it_does_not_keep(
+    rig: Rig, timeinforce: str
+) -> None:
     raw, ex = _one_instance(rig)
     try:
         with pytest.raises(ccxt.ExchangeError, match="timeinforce"):
-            await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 50.0,
-                                   {"timeinforce": timeinforce})
+            await raw.create_order(
+                "LTC/USDT", "limit", "buy", 0.1, 50.0, {"timeinforce": timeinforce}
+            )
     finally:
         await ex.aclose()
     assert rig.engine.all_orders(ALICE) == []
@@ -718,20 +809,20 @@ async def test_emulator_self_trade_cancels_the_newest_order_by_default(rig: Rig)
     assert still.status is OrderStatus.OPEN  # cancel-newest leaves the resting order
 
 
-@pytest.mark.parametrize(("stptype", "taker_ends", "maker_ends"), [
-    ("cancel-newest", True, False), ("cancel-oldest", False, True),
-    ("cancel-both", True, True)])
+@pytest.mark.parametrize(
+    ("stptype", "taker_ends", "maker_ends"),
+    [("cancel-newest", True, False), ("cancel-oldest", False, True), ("cancel-both", True, True)],
+)
 @pytest.mark.asyncio
 async def test_emulator_stptype_chooses_which_order_self_trade_prevention_ends(
-        rig: Rig, stptype: str, taker_ends: bool, maker_ends: bool) -> None:
+    rig: Rig, stptype: str, taker_ends: bool, maker_ends: bool
+) -> None:
     raw, ex = _one_instance(rig)
     try:
         resting = await raw.create_order("LTC/USDT", "limit", "sell", 0.1, 72.0)
         rig.engine.set_liquidity("LTC/USDT", 0.04)
-        taker = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 73.0,
-                                       {"stptype": stptype})
-        statuses = [(await ex.fetch_order(o["id"], "LTC/USDT")).status
-                    for o in (taker, resting)]
+        taker = await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 73.0, {"stptype": stptype})
+        statuses = [(await ex.fetch_order(o["id"], "LTC/USDT")).status for o in (taker, resting)]
     finally:
         await ex.aclose()
     ended = OrderStatus.CANCELLED
@@ -743,7 +834,8 @@ async def test_emulator_refuses_an_unknown_stptype(rig: Rig) -> None:
     raw, ex = _one_instance(rig)
     try:
         with pytest.raises(ccxt.ExchangeError, match="stptype"):
-            await raw.create_order("LTC/USDT", "limit", "buy", 0.1, 50.0,
-                                   {"stptype": "expire-maker"})
+            await raw.create_order(
+                "LTC/USDT", "limit", "buy", 0.1, 50.0, {"stptype": "expire-maker"}
+            )
     finally:
         await ex.aclose()

@@ -32,10 +32,13 @@ KILLS = 5
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkills_during_fills_leave_fills_fees_trades_and_positions_as_the_exchange_has_them(
-        tmp_path: Path, seed: int) -> None:
+    tmp_path: Path, seed: int
+) -> None:
     rng = random.Random(seed)
-    codes = [worker.run_and_kill(tmp_path, seed, FINAL_STEP, rng.uniform(0.05, 0.8), money=True)
-             for _ in range(KILLS)]
+    codes = [
+        worker.run_and_kill(tmp_path, seed, FINAL_STEP, rng.uniform(0.05, 0.8), money=True)
+        for _ in range(KILLS)
+    ]
     assert codes == [-signal.SIGKILL] * KILLS  # every run died by the kill, none by a bug
     step = worker.read_step(tmp_path)
     assert step > 20  # the world moved on while the runtime kept dying
@@ -62,14 +65,16 @@ async def _final_restart(directory: Path, world: worker.World) -> int:
             book = books.get(account_id)
             held = {p.symbol: p.quantity for p in book.positions()}
             btc = truth.balances.get("BTC")
-            assert held.get("BTC/USD", 0.0) == pytest.approx(btc.total if btc else 0.0,
-                                                             abs=1e-9), account_id
+            assert held.get("BTC/USD", 0.0) == pytest.approx(btc.total if btc else 0.0, abs=1e-9), (
+                account_id
+            )
             # Round trips: those the exchange's fills make in exchange time order.
             _, expected, _ = replay(truth.fills)
             trades = store.trades(account_id)
             assert sorted(t.trade_id for t in trades) == sorted(t.trade_id for t in expected)
             assert math.fsum(t.net for t in trades) == pytest.approx(
-                math.fsum(t.net for t in expected), abs=1e-6)
+                math.fsum(t.net for t in expected), abs=1e-6
+            )
             assert book.metrics().total_trades == len(expected)
             total += len(booked)
     return total

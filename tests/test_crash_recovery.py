@@ -60,7 +60,8 @@ async def _final_restart(directory: Path, world: worker.World) -> dict[str, int]
             for order_id, amount in expected.items():
                 assert got[order_id] == pytest.approx(amount, rel=1e-9), order_id
             assert math.fsum(f.fee for f in booked) == pytest.approx(
-                math.fsum(f.fee for f in truth.fills), rel=1e-9)
+                math.fsum(f.fee for f in truth.fills), rel=1e-9
+            )
             tracker = books.get(account_id).orders
             assert {o.id for o in tracker.open_orders()} == truth.open_ids
             for order in truth.orders:

@@ -33,8 +33,11 @@ class Run:
     out_dir: Path
 
 
-RUNS = {"binance": ("binance", "11"), "kraken": ("kraken", "11"),
-        "binance-again": ("binance", "11")}
+RUNS = {
+    "binance": ("binance", "11"),
+    "kraken": ("kraken", "11"),
+    "binance-again": ("binance", "11"),
+}
 SLOW_POLL_S = 4.0
 """A reconciler slower than the story's beats (1.2 s apart in a 12 s run)."""
 
@@ -44,13 +47,20 @@ def _slow_reconciler_run(home: Path) -> Run:
     for the reconciler to see what the one before did, as on a loaded machine."""
     text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
     slow = text.replace("poll_interval_s = 0.5", f"poll_interval_s = {SLOW_POLL_S}").replace(
-        "balance_interval_s = 1.0", f"balance_interval_s = {SLOW_POLL_S}")
+        "balance_interval_s = 1.0", f"balance_interval_s = {SLOW_POLL_S}"
+    )
     assert slow.count(f"= {SLOW_POLL_S}") == 6
     config_path = home / "slow-demo.toml"
     config_path.write_text(slow, encoding="utf-8")
     stream = StringIO()
-    code = run_demo(duration_s=float(DURATION_S), seed=11, exchange="binance",
-                    out_dir=home / "out", stream=stream, config_path=config_path)
+    code = run_demo(
+        duration_s=float(DURATION_S),
+        seed=11,
+        exchange="binance",
+        out_dir=home / "out",
+        stream=stream,
+        config_path=config_path,
+    )
     return Run(code, stream.getvalue(), "", home / "out")
 
 
@@ -64,9 +74,25 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
             home = tmp_path_factory.mktemp(name)
             # From another directory, as a user would: the demo must find its configuration.
             process = subprocess.Popen(
-                [sys.executable, "-m", "nija_broker.service.cli", "demo", "--duration", DURATION_S,
-                 "--exchange", exchange, "--seed", seed, "--out", str(home / "out")],
-                cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "nija_broker.service.cli",
+                    "demo",
+                    "--duration",
+                    DURATION_S,
+                    "--exchange",
+                    exchange,
+                    "--seed",
+                    seed,
+                    "--out",
+                    str(home / "out"),
+                ],
+                cwd=home,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             started[name] = (process, home / "out")
         # Meanwhile, here: the subprocesses load the machine while it runs.
         done["slow-reconciler"] = _slow_reconciler_run(tmp_path_factory.mktemp("slow"))
@@ -88,7 +114,8 @@ def _lines(output: str, label: str) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.parametrize("exchange", ["binance", "kraken"])
 def test_demo_runs_every_beat_and_writes_a_report_per_account(
-        runs: dict[str, Run], exchange: str) -> None:
+    runs: dict[str, Run], exchange: str
+) -> None:
     _assert_every_beat(runs[exchange])
 
 
@@ -117,8 +144,9 @@ def _assert_every_beat(result: Run) -> None:
     assert "cancelling" in stale[0]
     stale_id = re.search(r"\(order (\S+)\)", stale[0])
     assert stale_id is not None
-    assert any(f"(order {stale_id.group(1)})" in c and "USER:alice" in c
-               for c in _lines(out, "CANCELLED"))
+    assert any(
+        f"(order {stale_id.group(1)})" in c and "USER:alice" in c for c in _lines(out, "CANCELLED")
+    )
 
     adopted = _lines(out, "ADOPTED")
     assert len(adopted) == 1, out
@@ -132,8 +160,11 @@ def _assert_every_beat(result: Run) -> None:
     assert traders >= {"PLATFORM", "USER:alice"}, out
 
     # A summary per account, and nothing added up across them.
-    for account, tier in (("PLATFORM", "STANDARD"), ("USER:alice", "MICRO_CAP"),
-                          ("USER:bob", "SMALL_CAP")):
+    for account, tier in (
+        ("PLATFORM", "STANDARD"),
+        ("USER:alice", "MICRO_CAP"),
+        ("USER:bob", "SMALL_CAP"),
+    ):
         assert f"{account} ({tier})" in out
     assert "total" not in out.lower()
 
@@ -170,8 +201,21 @@ def test_the_same_seed_gives_the_same_prices_orders_and_trades(runs: dict[str, R
 @pytest.mark.integration
 def test_ctrl_c_shuts_the_demo_down_cleanly(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "nija_broker.service.cli", "demo", "--duration", "30", "--out",
-         str(tmp_path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "nija_broker.service.cli",
+            "demo",
+            "--duration",
+            "30",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -198,10 +242,16 @@ def test_demo_toml_is_a_valid_configuration_with_no_secrets() -> None:
 
 @pytest.mark.parametrize(("exchange", "quote"), [("binance", "USDT"), ("kraken", "USD")])
 def test_run_time_config_points_every_account_at_the_emulator(
-        tmp_path: Path, exchange: str, quote: str) -> None:
+    tmp_path: Path, exchange: str, quote: str
+) -> None:
     raw = read_demo_toml(DEFAULT_CONFIG_PATH)
-    config = demo_config(raw, exchange=exchange, server_url="http://127.0.0.1:45678",
-                         out_dir=tmp_path, duration_s=40.0)
+    config = demo_config(
+        raw,
+        exchange=exchange,
+        server_url="http://127.0.0.1:45678",
+        out_dir=tmp_path,
+        duration_s=40.0,
+    )
     assert Path(config.store.path).parent == tmp_path
     for account in config.accounts:
         assert account.exchange == exchange
@@ -212,21 +262,23 @@ def test_run_time_config_points_every_account_at_the_emulator(
     assert config.tier_table().get("MICRO_CAP").stale_max_age_s == 15.0
 
 
-def test_the_stale_limit_scales_with_the_run_like_the_beats(
-        tmp_path: Path) -> None:
+def test_the_stale_limit_scales_with_the_run_like_the_beats(tmp_path: Path) -> None:
     raw = read_demo_toml(DEFAULT_CONFIG_PATH)
-    short = demo_config(raw, exchange="binance", server_url="http://127.0.0.1:1",
-                        out_dir=tmp_path, duration_s=12.0)
+    short = demo_config(
+        raw, exchange="binance", server_url="http://127.0.0.1:1", out_dir=tmp_path, duration_s=12.0
+    )
     assert short.tier_table().get("MICRO_CAP").stale_max_age_s == pytest.approx(4.5)
-    long = demo_config(raw, exchange="binance", server_url="http://127.0.0.1:1",
-                       out_dir=tmp_path, duration_s=120.0)
+    long = demo_config(
+        raw, exchange="binance", server_url="http://127.0.0.1:1", out_dir=tmp_path, duration_s=120.0
+    )
     assert long.tier_table().get("MICRO_CAP").stale_max_age_s == pytest.approx(45.0)
     # Tiers the file does not shorten keep their live default.
     assert short.tier_table().get("STANDARD").stale_max_age_s == 3600.0
 
 
 def test_a_duration_too_short_for_the_story_is_refused_before_anything_starts(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     stream = StringIO()
     assert run_demo(duration_s=3.0, out_dir=tmp_path, stream=stream) == 2
     assert "--duration" in stream.getvalue()
@@ -235,9 +287,16 @@ def test_a_duration_too_short_for_the_story_is_refused_before_anything_starts(
 
 def _order(**changes: object) -> Order:
     fields: dict[str, object] = {
-        "id": "42", "account_id": "PLATFORM", "symbol": "SOL/USDT", "side": Side.BUY,
-        "type": OrderType.LIMIT, "price": 148.25, "amount": 5.0, "created_at": T0,
-        "role": OrderRole.ENTRY}
+        "id": "42",
+        "account_id": "PLATFORM",
+        "symbol": "SOL/USDT",
+        "side": Side.BUY,
+        "type": OrderType.LIMIT,
+        "price": 148.25,
+        "amount": 5.0,
+        "created_at": T0,
+        "role": OrderRole.ENTRY,
+    }
     return Order.model_validate({**fields, **changes})
 
 
@@ -247,9 +306,16 @@ def test_log_lines_name_the_account_the_order_and_the_reason() -> None:
     assert adopted is not None
     assert adopted.startswith("ADOPTED")
     assert "buy 5 SOL/USDT @ 148.25 limit" in adopted
-    stale = describe(StaleOrderFound(
-        account_id="USER:alice", at=T0.replace(second=20),
-        order=_order(account_id="USER:alice"), max_age_s=15.0, action="cancel"), tiers)
+    stale = describe(
+        StaleOrderFound(
+            account_id="USER:alice",
+            at=T0.replace(second=20),
+            order=_order(account_id="USER:alice"),
+            max_age_s=15.0,
+            action="cancel",
+        ),
+        tiers,
+    )
     assert stale is not None
     assert "rested 20.0s" in stale
     assert "15s limit" in stale
@@ -271,8 +337,9 @@ def test_summary_speaks_of_one_account_only() -> None:
     row = _row("USER:alice")
     tally = AccountTally()
     tally.blocked["dca"] += 1
-    lines = summary_lines(row, AccountMetrics(account_id="USER:alice", total_trades=1),
-                          tally, "USDT", fills_booked=2)
+    lines = summary_lines(
+        row, AccountMetrics(account_id="USER:alice", total_trades=1), tally, "USDT", fills_booked=2
+    )
     text = "\n".join(lines)
     assert lines[0] == "USER:alice (MICRO_CAP)"
     assert "dca x1" in text
@@ -282,10 +349,23 @@ def test_summary_speaks_of_one_account_only() -> None:
 
 def _row(account_id: str) -> AccountStatus:
     return AccountStatus(
-        account_id=account_id, tier="MICRO_CAP", equity_usd=100.5, held_capital_usd=0.0,
-        held_share_pct=0.0, open_orders=0, stale_orders=0, double_reservations=0,
-        fragmented=False, drawdown_pct=0.0, max_drawdown_pct=0.1, expectancy_usd=0.5,
-        trades=1, sync="ok", last_sync=None, consecutive_failures=0)
+        account_id=account_id,
+        tier="MICRO_CAP",
+        equity_usd=100.5,
+        held_capital_usd=0.0,
+        held_share_pct=0.0,
+        open_orders=0,
+        stale_orders=0,
+        double_reservations=0,
+        fragmented=False,
+        drawdown_pct=0.0,
+        max_drawdown_pct=0.1,
+        expectancy_usd=0.5,
+        trades=1,
+        sync="ok",
+        last_sync=None,
+        consecutive_failures=0,
+    )
 
 
 def test_on_a_terminal_the_table_is_redrawn_in_place_and_the_log_replayed_at_the_end() -> None:

@@ -32,12 +32,28 @@ from ._emulator_support import PROTECTIVE_SELLS, EmulatorRig, serving
 
 pytestmark = pytest.mark.integration
 
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-             min_amount=0.00001, min_notional=5.0)
-ETH = Market(symbol="ETH/USDT", base="ETH", quote="USDT", amount_step=0.0001, price_step=0.01,
-             min_amount=0.0001, min_notional=5.0)
-KEYS = {"USER:alice": ("alice-key-0001", "alice-secret-0001"),
-        "USER:bob": ("bob-key-0002", "bob-secret-0002")}
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
+ETH = Market(
+    symbol="ETH/USDT",
+    base="ETH",
+    quote="USDT",
+    amount_step=0.0001,
+    price_step=0.01,
+    min_amount=0.0001,
+    min_notional=5.0,
+)
+KEYS = {
+    "USER:alice": ("alice-key-0001", "alice-secret-0001"),
+    "USER:bob": ("bob-key-0002", "bob-secret-0002"),
+}
 
 
 Rig = EmulatorRig[EmulatorServer]
@@ -60,28 +76,39 @@ async def rig() -> AsyncIterator[Rig]:
         yield rig
 
 
-def limit_buy(price: float, amount: float = 0.001, cid: str | None = None,
-              symbol: str = "BTC/USDT") -> OrderRequest:
-    return OrderRequest(symbol=symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount,
-                        price=price, client_order_id=cid)
+def limit_buy(
+    price: float, amount: float = 0.001, cid: str | None = None, symbol: str = "BTC/USDT"
+) -> OrderRequest:
+    return OrderRequest(
+        symbol=symbol,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        amount=amount,
+        price=price,
+        client_order_id=cid,
+    )
 
 
 # ---------------------------------------------------------------- protocol
 
 
 @pytest.mark.asyncio
-async def test_markets_carry_tick_lot_and_minimums_from_exchange_info(
-        alice: CcxtExchange) -> None:
+async def test_markets_carry_tick_lot_and_minimums_from_exchange_info(alice: CcxtExchange) -> None:
     markets = await alice.load_markets()
     assert set(markets) == {"BTC/USDT", "ETH/USDT"}
     btc = markets["BTC/USDT"]
     assert (btc.price_step, btc.amount_step, btc.min_amount, btc.min_notional) == (
-        0.01, 0.00001, 0.00001, 5.0)
+        0.01,
+        0.00001,
+        0.00001,
+        5.0,
+    )
 
 
 @pytest.mark.asyncio
 async def test_open_orders_of_every_symbol_arrive_in_one_request(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     await alice.create_order(limit_buy(40_000.0, cid="a1"))
     await alice.create_order(limit_buy(2_000.0, amount=0.01, cid="a2", symbol="ETH-USDT"))
     before = rig.server.requests["GET /api/v3/openOrders"]
@@ -92,7 +119,9 @@ async def test_open_orders_of_every_symbol_arrive_in_one_request(
     assert page.complete
     assert rig.server.requests["GET /api/v3/openOrders"] - before == 1
     assert {(o.symbol, o.client_order_id) for o in page.orders} == {
-        ("BTC/USDT", "a1"), ("ETH/USDT", "a2")}
+        ("BTC/USDT", "a1"),
+        ("ETH/USDT", "a2"),
+    }
     assert all(o.account_id == "USER:alice" and o.status is OrderStatus.OPEN for o in page.orders)
 
 
@@ -116,11 +145,18 @@ async def test_limit_order_is_found_by_id_and_by_client_id(alice: CcxtExchange) 
 )
 @pytest.mark.asyncio
 async def test_protective_sell_keeps_its_type_trigger_and_role(
-        alice: CcxtExchange, order_type: OrderType, price: float | None, stop: float,
-        role: OrderRole) -> None:
-    request = OrderRequest(symbol="BTC/USDT", side=Side.SELL, type=order_type, amount=0.01,
-                           price=price, stop_price=stop, client_order_id=f"p-{order_type}-{price}",
-                           role=role)
+    alice: CcxtExchange, order_type: OrderType, price: float | None, stop: float, role: OrderRole
+) -> None:
+    request = OrderRequest(
+        symbol="BTC/USDT",
+        side=Side.SELL,
+        type=order_type,
+        amount=0.01,
+        price=price,
+        stop_price=stop,
+        client_order_id=f"p-{order_type}-{price}",
+        role=role,
+    )
     placed = await alice.create_order(request)
 
     fetched = await alice.fetch_order(placed.id, "BTC/USDT")
@@ -134,10 +170,17 @@ async def test_protective_sell_keeps_its_type_trigger_and_role(
 
 @pytest.mark.asyncio
 async def test_market_buy_fills_and_reports_fee_trades_and_balance(
-        rig: Rig, alice: CcxtExchange) -> None:
-    order = await alice.create_order(OrderRequest(
-        symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.002,
-        client_order_id="m-1"))
+    rig: Rig, alice: CcxtExchange
+) -> None:
+    order = await alice.create_order(
+        OrderRequest(
+            symbol="BTC/USDT",
+            side=Side.BUY,
+            type=OrderType.MARKET,
+            amount=0.002,
+            client_order_id="m-1",
+        )
+    )
 
     trades = await alice.fetch_my_trades("BTC/USDT", None)
     balance = await alice.fetch_balance()
@@ -165,7 +208,8 @@ async def test_balance_shows_funds_held_by_open_orders_as_used(alice: CcxtExchan
 
 @pytest.mark.asyncio
 async def test_cancelled_order_keeps_its_filled_amount_and_client_id(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     placed = await alice.create_order(limit_buy(40_000.0, amount=0.01, cid="partial"))
     rig.engine.fill_partially("USER:alice", placed.id, 0.004)
 
@@ -180,14 +224,17 @@ async def test_cancelled_order_keeps_its_filled_amount_and_client_id(
 async def test_closed_orders_include_filled_and_cancelled(alice: CcxtExchange) -> None:
     resting = await alice.create_order(limit_buy(40_000.0, cid="c-1"))
     await alice.cancel_order(resting.id, "BTC/USDT")
-    filled = await alice.create_order(OrderRequest(
-        symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.001))
+    filled = await alice.create_order(
+        OrderRequest(symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.001)
+    )
     await alice.create_order(limit_buy(41_000.0, cid="still-open"))
 
     closed = await alice.fetch_closed_orders("BTC/USDT", None)
 
     assert {(o.id, o.status) for o in closed} == {
-        (resting.id, OrderStatus.CANCELLED), (filled.id, OrderStatus.FILLED)}
+        (resting.id, OrderStatus.CANCELLED),
+        (filled.id, OrderStatus.FILLED),
+    }
 
 
 @pytest.mark.asyncio
@@ -212,9 +259,13 @@ async def test_calls_are_counted_per_method_and_aclose_is_safe_twice(rig: Rig) -
 
 @pytest.mark.asyncio
 async def test_account_built_from_config_points_at_the_emulator(rig: Rig) -> None:
-    account = AccountConfig(id="USER:bob", exchange="binance", api_key_env="BOB_KEY",
-                            secret_env="BOB_SECRET",
-                            ccxt=binance_ccxt_config(rig.server.url))
+    account = AccountConfig(
+        id="USER:bob",
+        exchange="binance",
+        api_key_env="BOB_KEY",
+        secret_env="BOB_SECRET",
+        ccxt=binance_ccxt_config(rig.server.url),
+    )
     environ = {"BOB_KEY": KEYS["USER:bob"][0], "BOB_SECRET": KEYS["USER:bob"][1]}
     ex = CcxtExchange.from_config(account, environ=environ, budget=RateBudget(1000.0))
     try:
@@ -269,7 +320,8 @@ async def test_filter_failure_is_invalid_order(alice: CcxtExchange) -> None:
 
 @pytest.mark.asyncio
 async def test_unknown_order_is_order_not_found_on_fetch_and_on_cancel(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     with pytest.raises(OrderNotFound, match="-2013"):
         await alice.fetch_order("424242", "BTC/USDT")
     with pytest.raises(OrderNotFound, match="-2011"):
@@ -306,7 +358,8 @@ async def test_http_429_is_rate_limited(rig: Rig) -> None:
 
 @pytest.mark.asyncio
 async def test_persistent_server_errors_end_in_a_transient_error_after_bounded_attempts(
-        rig: Rig) -> None:
+    rig: Rig,
+) -> None:
     rig.fault(FaultKind.SERVER_ERROR, methods={"fetch_open_orders"})
     ex = rig.exchange(max_attempts=4)
     try:
@@ -325,8 +378,13 @@ async def test_persistent_server_errors_end_in_a_transient_error_after_bounded_a
 
 @pytest.mark.asyncio
 async def test_intermittent_faults_are_retried_until_reads_succeed(rig: Rig) -> None:
-    rig.fault(FaultKind.RATE_LIMIT, FaultKind.SERVER_ERROR, FaultKind.LOST_RESPONSE,
-              methods={"fetch_balance", "fetch_open_orders"}, rate=0.4)
+    rig.fault(
+        FaultKind.RATE_LIMIT,
+        FaultKind.SERVER_ERROR,
+        FaultKind.LOST_RESPONSE,
+        methods={"fetch_balance", "fetch_open_orders"},
+        rate=0.4,
+    )
     ex = rig.exchange(max_attempts=8)
     try:
         for _ in range(6):
@@ -354,7 +412,8 @@ async def test_request_held_past_the_call_deadline_is_a_transient_error(rig: Rig
 
 @pytest.mark.asyncio
 async def test_create_whose_answer_is_lost_is_found_by_client_id_not_sent_twice(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     rig.fault(FaultKind.LOST_RESPONSE, methods={"create_order"})
 
     order = await alice.create_order(limit_buy(40_000.0, cid="lost-1"))
@@ -369,7 +428,8 @@ async def test_create_whose_answer_is_lost_is_found_by_client_id_not_sent_twice(
 
 @pytest.mark.asyncio
 async def test_lost_create_of_a_not_yet_visible_order_is_never_duplicated(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     # The order stays invisible to queries longer than the adapter keeps retrying.
     rig.fault(FaultKind.LOST_RESPONSE, methods={"create_order"}, hidden_after_create_s=30.0)
 
@@ -381,7 +441,8 @@ async def test_lost_create_of_a_not_yet_visible_order_is_never_duplicated(
 
 @pytest.mark.asyncio
 async def test_create_without_client_id_is_sent_once_even_on_a_transient_error(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     rig.fault(FaultKind.LOST_RESPONSE, methods={"create_order"})
 
     with pytest.raises(TransientError):
@@ -393,7 +454,8 @@ async def test_create_without_client_id_is_sent_once_even_on_a_transient_error(
 
 @pytest.mark.asyncio
 async def test_cancel_whose_answer_is_lost_returns_the_cancelled_order(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     placed = await alice.create_order(limit_buy(40_000.0, cid="to-cancel"))
     rig.fault(FaultKind.LOST_RESPONSE, methods={"cancel_order"})
 
@@ -408,7 +470,8 @@ async def test_cancel_whose_answer_is_lost_returns_the_cancelled_order(
 
 @pytest.mark.asyncio
 async def test_truncated_open_orders_page_loses_orders_silently(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     for i in range(4):
         await alice.create_order(limit_buy(40_000.0 + i, cid=f"t-{i}"))
     rig.fault(FaultKind.TRUNCATED_PAGE, methods={"fetch_open_orders"})
@@ -428,8 +491,9 @@ class NeedsSymbolExchange(ccxt.binance):  # type: ignore[misc]
     """Binance's dialect, but behaving like exchanges that list open orders per symbol only
     and cannot look orders up by client id (ccxt raises ArgumentsRequired on those)."""
 
-    async def fetch_open_orders(self, symbol: str | None = None, *args: object,
-                                **kwargs: object) -> list[dict[str, object]]:
+    async def fetch_open_orders(
+        self, symbol: str | None = None, *args: object, **kwargs: object
+    ) -> list[dict[str, object]]:
         if symbol is None:
             raise ccxt.ArgumentsRequired(f"{self.id} fetchOpenOrders() requires a symbol")
         return await super().fetch_open_orders(symbol, *args, **kwargs)  # type: ignore[no-any-return]
@@ -439,8 +503,7 @@ def needs_symbol(rig: Rig) -> CcxtExchange:
     api_key, secret = KEYS["USER:alice"]
     raw = NeedsSymbolExchange(binance_ccxt_config(rig.server.url, api_key, secret))
     raw.id = "needsymbol"
-    return CcxtExchange(raw, account_id="USER:alice", clock=FakeClock(),
-                        budget=RateBudget(1000.0))
+    return CcxtExchange(raw, account_id="USER:alice", clock=FakeClock(), budget=RateBudget(1000.0))
 
 
 @pytest.mark.asyncio
@@ -465,14 +528,19 @@ async def test_exchange_that_needs_a_symbol_is_asked_once_per_symbol_given(rig: 
 
 
 @pytest.mark.asyncio
-async def test_client_id_lookup_without_native_support_searches_open_then_closed(
-        rig: Rig) -> None:
+async def test_client_id_lookup_without_native_support_searches_open_then_closed(rig: Rig) -> None:
     ex = needs_symbol(rig)
     try:
         resting = await ex.create_order(limit_buy(40_000.0, cid="scan-open"))
-        filled = await ex.create_order(OrderRequest(
-            symbol="BTC/USDT", side=Side.BUY, type=OrderType.MARKET, amount=0.001,
-            client_order_id="scan-closed"))
+        filled = await ex.create_order(
+            OrderRequest(
+                symbol="BTC/USDT",
+                side=Side.BUY,
+                type=OrderType.MARKET,
+                amount=0.001,
+                client_order_id="scan-closed",
+            )
+        )
 
         found_open = await ex.fetch_order_by_client_id("scan-open", "BTC/USDT")
         found_closed = await ex.fetch_order_by_client_id("scan-closed", "BTC/USDT")
@@ -490,8 +558,7 @@ async def test_client_id_lookup_without_native_support_searches_open_then_closed
 
 
 @pytest.mark.asyncio
-async def test_accounts_on_one_exchange_share_one_budget_and_stay_inside_its_rate(
-        rig: Rig) -> None:
+async def test_accounts_on_one_exchange_share_one_budget_and_stay_inside_its_rate(rig: Rig) -> None:
     RateBudget.forget("binance")
     try:
         exchanges = []

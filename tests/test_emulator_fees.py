@@ -36,15 +36,23 @@ from nija_broker.core.models import Market, OrderType, Side
 from ._emulator_support import EmulatorRig, serving
 
 RATE = 0.001
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-             min_amount=0.00001, min_notional=5.0)
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
 BNB = Market(symbol="BNB/USDT", base="BNB", quote="USDT", amount_step=0.001, price_step=0.01)
 ETH_BTC = Market(symbol="ETH/BTC", base="ETH", quote="BTC", amount_step=0.001, price_step=0.00001)
 
 
 def books(**markets: float) -> SimEngine:
-    engine = SimEngine(clock=FakeClock(datetime(2026, 3, 1, tzinfo=UTC)), maker_fee=RATE,
-                       taker_fee=RATE)
+    engine = SimEngine(
+        clock=FakeClock(datetime(2026, 3, 1, tzinfo=UTC)), maker_fee=RATE, taker_fee=RATE
+    )
     engine.add_market(BTC, 50_000.0)
     engine.add_market(BNB, 600.0)
     if markets.get("eth_btc"):
@@ -57,8 +65,9 @@ def market(side: Side, amount: float, symbol: str = "BTC/USDT") -> OrderRequest:
 
 
 def limit(side: Side, amount: float, price: float) -> OrderRequest:
-    return OrderRequest(symbol="BTC/USDT", side=side, type=OrderType.LIMIT, amount=amount,
-                        price=price)
+    return OrderRequest(
+        symbol="BTC/USDT", side=side, type=OrderType.LIMIT, amount=amount, price=price
+    )
 
 
 def totals(engine: SimEngine, account: str) -> dict[str, float]:
@@ -157,8 +166,12 @@ def test_third_asset_that_is_the_orders_quote_is_worth_one_of_itself() -> None:
 def test_asset_held_by_a_resting_order_never_pays_a_fee() -> None:
     engine = books()
     engine.open_account("A", {"USDT": 1_000.0, "BNB": 1.0}, fee_mode="BNB")
-    engine.place_order("A", OrderRequest(symbol="BNB/USDT", side=Side.SELL, type=OrderType.LIMIT,
-                                         amount=1.0, price=700.0))  # holds all the BNB
+    engine.place_order(
+        "A",
+        OrderRequest(
+            symbol="BNB/USDT", side=Side.SELL, type=OrderType.LIMIT, amount=1.0, price=700.0
+        ),
+    )  # holds all the BNB
     engine.place_order("A", market(Side.BUY, 0.002))
     assert charged(engine, "A") == [(0.1, "USDT", 0.1)]
     assert engine.balances("A")["BNB"].used == 1.0
@@ -201,15 +214,20 @@ def test_unknown_fee_mode_is_refused(fee_mode: str) -> None:
         books().open_account("A", {"USDT": 1.0}, fee_mode=fee_mode)
 
 
-_op = st.tuples(st.sampled_from(["limit", "market", "price", "cancel", "bnb"]),
-                st.sampled_from(list(Side)), st.integers(1, 30), st.integers(-20, 20))
+_op = st.tuples(
+    st.sampled_from(["limit", "market", "price", "cancel", "bnb"]),
+    st.sampled_from(list(Side)),
+    st.integers(1, 30),
+    st.integers(-20, 20),
+)
 MODES = ["quote", "base_for_buys", "BNB", FeeMode(asset="BNB", buys_in_base=True)]
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from(MODES), st.lists(_op, max_size=25))
 def test_balances_move_by_exactly_the_legs_and_fees_the_fills_report(
-        mode: FeeMode | str, ops: list[tuple[str, Side, int, int]]) -> None:
+    mode: FeeMode | str, ops: list[tuple[str, Side, int, int]]
+) -> None:
     engine = books()
     start = {"USDT": 5_000.0, "BTC": 0.05, "BNB": 0.01}
     engine.open_account("A", start, fee_mode=mode)
@@ -242,18 +260,23 @@ def test_balances_move_by_exactly_the_legs_and_fees_the_fills_report(
         assert amount >= -1e-9, f"{currency} went below zero: {amount}"
         assert balances[currency].total == pytest.approx(max(amount, 0.0), abs=1e-9)
     hold_rate = 0.0 if FeeMode.parse(mode).buys_in_base else RATE
-    held_usdt = sum(o.remaining * (o.price or 0.0) * (1 + hold_rate)
-                    for o in engine.open_orders("A") if o.side is Side.BUY)
+    held_usdt = sum(
+        o.remaining * (o.price or 0.0) * (1 + hold_rate)
+        for o in engine.open_orders("A")
+        if o.side is Side.BUY
+    )
     assert balances["USDT"].used == pytest.approx(held_usdt, abs=1e-9)
     assert all(b.free + b.used == pytest.approx(b.total) for b in balances.values())
 
 
 # ----------------------------------------------------------- Binance over loopback
 
-BINANCE_KEYS = {"USER:quote": ("quote-key-1", "quote-secret-1"),
-                "USER:base": ("base-key-2", "base-secret-2"),
-                "USER:bnb": ("bnb-key-3", "bnb-secret-3"),
-                "USER:bnb-low": ("bnb-low-key-4", "bnb-low-secret-4")}
+BINANCE_KEYS = {
+    "USER:quote": ("quote-key-1", "quote-secret-1"),
+    "USER:base": ("base-key-2", "base-secret-2"),
+    "USER:bnb": ("bnb-key-3", "bnb-secret-3"),
+    "USER:bnb-low": ("bnb-low-key-4", "bnb-low-secret-4"),
+}
 BINANCE_ACCOUNTS: dict[str, tuple[str, dict[str, float]]] = {
     "USER:quote": ("quote", {"USDT": 10_000.0, "BTC": 0.5}),
     "USER:base": ("base_for_buys", {"USDT": 10_000.0, "BTC": 0.5}),
@@ -284,21 +307,44 @@ def fees(trades: list[dict[str, Any]]) -> list[Fee]:
     return [(t["fee"]["cost"], t["fee"]["currency"]) for t in trades]
 
 
-@pytest.mark.parametrize(("account", "buy_fee", "sell_fee", "after"), [
-    pytest.param("USER:quote", (0.1, "USDT"), (0.05, "USDT"),
-                 {"USDT": 9_949.85, "BTC": 0.501}, id="quote"),
-    pytest.param("USER:base", (0.000002, "BTC"), (0.05, "USDT"),
-                 {"USDT": 9_949.95, "BTC": 0.500998}, id="base_for_buys"),
-    pytest.param("USER:bnb", (0.00016667, "BNB"), (0.00008333, "BNB"),
-                 {"USDT": 9_950.0, "BTC": 0.501, "BNB": 0.99975}, id="bnb"),
-    pytest.param("USER:bnb-low", (0.1, "USDT"), (0.00008333, "BNB"),
-                 {"USDT": 9_949.9, "BTC": 0.501, "BNB": 0.00001667}, id="bnb-runs-out"),
-])
+@pytest.mark.parametrize(
+    ("account", "buy_fee", "sell_fee", "after"),
+    [
+        pytest.param(
+            "USER:quote",
+            (0.1, "USDT"),
+            (0.05, "USDT"),
+            {"USDT": 9_949.85, "BTC": 0.501},
+            id="quote",
+        ),
+        pytest.param(
+            "USER:base",
+            (0.000002, "BTC"),
+            (0.05, "USDT"),
+            {"USDT": 9_949.95, "BTC": 0.500998},
+            id="base_for_buys",
+        ),
+        pytest.param(
+            "USER:bnb",
+            (0.00016667, "BNB"),
+            (0.00008333, "BNB"),
+            {"USDT": 9_950.0, "BTC": 0.501, "BNB": 0.99975},
+            id="bnb",
+        ),
+        pytest.param(
+            "USER:bnb-low",
+            (0.1, "USDT"),
+            (0.00008333, "BNB"),
+            {"USDT": 9_949.9, "BTC": 0.501, "BNB": 0.00001667},
+            id="bnb-runs-out",
+        ),
+    ],
+)
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_binance_round_trip_reports_each_fee_in_the_asset_and_amount_charged(
-        binance: BinanceRig, account: str, buy_fee: Fee, sell_fee: Fee,
-        after: Mapping[str, float]) -> None:
+    binance: BinanceRig, account: str, buy_fee: Fee, sell_fee: Fee, after: Mapping[str, float]
+) -> None:
     ex = binance.raw(account)
     try:
         buy = await ex.create_order("BTC/USDT", "market", "buy", 0.002)
@@ -329,7 +375,8 @@ FIXED_8 = re.compile(r"^\d+\.\d{8}$")
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_binance_trade_numbers_are_fixed_8_decimal_strings_without_float_dust(
-        binance: BinanceRig) -> None:
+    binance: BinanceRig,
+) -> None:
     binance.engine.set_price("BTC/USDT", 40_000.0)
     assert 0.0013 * 40_000.0 * RATE == 0.052000000000000005
     quote, base = binance.raw("USER:quote"), binance.raw("USER:base")
@@ -342,11 +389,19 @@ async def test_binance_trade_numbers_are_fixed_8_decimal_strings_without_float_d
         await quote.close()
         await base.close()
 
-    assert full["info"]["fills"] == [{"price": "40000.00000000", "qty": "0.00130000",
-                                      "commission": "0.05200000", "commissionAsset": "USDT",
-                                      "tradeId": 1}]
+    assert full["info"]["fills"] == [
+        {
+            "price": "40000.00000000",
+            "qty": "0.00130000",
+            "commission": "0.05200000",
+            "commissionAsset": "USDT",
+            "tradeId": 1,
+        }
+    ]
     assert [(r["commission"], r["commissionAsset"], r["quoteQty"]) for r in rows] == [
-        ("0.05200000", "USDT", "52.00000000"), ("0.00000130", "BTC", "52.00000000")]
+        ("0.05200000", "USDT", "52.00000000"),
+        ("0.00000130", "BTC", "52.00000000"),
+    ]
     for row in rows:
         assert all(FIXED_8.match(row[k]) for k in ("price", "qty", "quoteQty", "commission"))
 
@@ -358,8 +413,11 @@ async def test_binance_orders_carry_no_fee_only_their_trades_do(binance: Binance
     try:
         filled = await ex.create_order("BTC/USDT", "market", "buy", 0.002)
         await ex.create_order("BTC/USDT", "limit", "buy", 0.002, 40_000.0)
-        orders = [await ex.fetch_order(filled["id"], "BTC/USDT"),
-                  *await ex.fetch_open_orders("BTC/USDT"), *await ex.fetch_orders("BTC/USDT")]
+        orders = [
+            await ex.fetch_order(filled["id"], "BTC/USDT"),
+            *await ex.fetch_open_orders("BTC/USDT"),
+            *await ex.fetch_orders("BTC/USDT"),
+        ]
     finally:
         await ex.close()
     assert len(orders) == 4
@@ -372,11 +430,11 @@ async def test_binance_orders_carry_no_fee_only_their_trades_do(binance: Binance
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_binance_my_trades_with_only_a_limit_answers_the_most_recent(
-        binance: BinanceRig) -> None:
+    binance: BinanceRig,
+) -> None:
     ex = binance.raw("USER:quote")
     try:
-        ids = [(await ex.create_order("BTC/USDT", "market", "buy", 0.001))["id"]
-               for _ in range(3)]
+        ids = [(await ex.create_order("BTC/USDT", "market", "buy", 0.001))["id"] for _ in range(3)]
         recent = await ex.fetch_my_trades("BTC/USDT", None, 2)
     finally:
         await ex.close()
@@ -385,8 +443,15 @@ async def test_binance_my_trades_with_only_a_limit_answers_the_most_recent(
 
 # ------------------------------------------------------------ Kraken over loopback
 
-BTC_USD = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=1e-8, price_step=0.1,
-                 min_amount=0.0001, min_notional=0.5)
+BTC_USD = Market(
+    symbol="BTC/USD",
+    base="BTC",
+    quote="USD",
+    amount_step=1e-8,
+    price_step=0.1,
+    min_amount=0.0001,
+    min_notional=0.5,
+)
 KRAKEN_KEYS = {"USER:alice": ("alice-kraken-fees", "YWxpY2Uta3Jha2VuLWZlZXMtc2VjcmV0")}
 KrakenRig = EmulatorRig[KrakenEmulatorServer]
 
@@ -398,8 +463,9 @@ def _kraken(url: str, api_key: str, secret: str) -> ccxt.kraken:
 @pytest_asyncio.fixture
 async def kraken() -> AsyncIterator[KrakenRig]:
     # 5 fee decimals: how Kraken prints the fees of its USD pairs ("0.01873" on XXBTZUSD).
-    engine = SimEngine(seed=3, clock=SystemClock(), maker_fee=0.0016, taker_fee=0.0026,
-                       fee_decimals=5)
+    engine = SimEngine(
+        seed=3, clock=SystemClock(), maker_fee=0.0016, taker_fee=0.0026, fee_decimals=5
+    )
     engine.add_market(BTC_USD, 50_000.0)
     engine.open_account("USER:alice", {"USD": 10_000.0, "BTC": 0.5})
     async with serving(KrakenEmulatorServer, engine, KRAKEN_KEYS, _kraken) as rig:
@@ -410,14 +476,16 @@ async def kraken() -> AsyncIterator[KrakenRig]:
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_kraken_round_trip_reports_fees_in_quote_exactly_as_charged(
-        kraken: KrakenRig) -> None:
+    kraken: KrakenRig,
+) -> None:
     ex = kraken.raw()
     try:
         buy = await ex.create_order("BTC/USD", "market", "buy", 0.002)
         await ex.create_order("BTC/USD", "market", "sell", 0.001)
         queried = await ex.fetch_order(buy["id"], "BTC/USD")
-        buy_trades = await ex.fetch_order_trades(buy["id"], "BTC/USD", None, None,
-                                                 {"trades": queried["trades"]})
+        buy_trades = await ex.fetch_order_trades(
+            buy["id"], "BTC/USD", None, None, {"trades": queried["trades"]}
+        )
         mine = await ex.fetch_my_trades("BTC/USD")
         balance = await ex.fetch_balance()
     finally:
@@ -431,7 +499,9 @@ async def test_kraken_round_trip_reports_fees_in_quote_exactly_as_charged(
     assert {c: balance["total"][c] for c in ("USD", "BTC")} == {"USD": 9_949.61, "BTC": 0.501}
     engine = kraken.engine
     assert [(f.fee_cost, f.fee_currency) for f in engine.trades("USER:alice")] == [
-        (0.26, "USD"), (0.13, "USD")]
+        (0.26, "USD"),
+        (0.13, "USD"),
+    ]
     assert totals(engine, "USER:alice") == {"USD": 9_949.61, "BTC": 0.501}
 
 

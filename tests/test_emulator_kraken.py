@@ -45,21 +45,44 @@ from ._guard_support import T0, account_live, make_guard
 
 pytestmark = pytest.mark.integration
 
-BTC = Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=1e-8, price_step=0.1,
-             min_amount=0.0001, min_notional=0.5)
-ETH = Market(symbol="ETH/USD", base="ETH", quote="USD", amount_step=1e-8, price_step=0.01,
-             min_amount=0.002, min_notional=0.5)
-SOL = Market(symbol="SOL/USD", base="SOL", quote="USD", amount_step=1e-8, price_step=0.01,
-             min_amount=0.02, min_notional=0.5)
+BTC = Market(
+    symbol="BTC/USD",
+    base="BTC",
+    quote="USD",
+    amount_step=1e-8,
+    price_step=0.1,
+    min_amount=0.0001,
+    min_notional=0.5,
+)
+ETH = Market(
+    symbol="ETH/USD",
+    base="ETH",
+    quote="USD",
+    amount_step=1e-8,
+    price_step=0.01,
+    min_amount=0.002,
+    min_notional=0.5,
+)
+SOL = Market(
+    symbol="SOL/USD",
+    base="SOL",
+    quote="USD",
+    amount_step=1e-8,
+    price_step=0.01,
+    min_amount=0.02,
+    min_notional=0.5,
+)
 
 
 def _secret(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-KEYS = {"USER:alice": ("alice-kraken-key", _secret("alice-secret-bytes-0001")),
-        "USER:bob": ("bob-kraken-key", _secret("bob-secret-bytes-0002")),
-        "USER:micro": ("micro-kraken-key", _secret("micro-secret-bytes-0003"))}
+KEYS = {
+    "USER:alice": ("alice-kraken-key", _secret("alice-secret-bytes-0001")),
+    "USER:bob": ("bob-kraken-key", _secret("bob-secret-bytes-0002")),
+    "USER:micro": ("micro-kraken-key", _secret("micro-secret-bytes-0003")),
+}
 
 
 Rig = EmulatorRig[KrakenEmulatorServer]
@@ -86,15 +109,28 @@ async def rig() -> AsyncIterator[Rig]:
         assert not rig.server.not_found, dict(rig.server.not_found)
 
 
-def limit_buy(price: float, amount: float = 0.001, cid: str | None = None,
-              symbol: str = "BTC/USD", post_only: bool = False) -> OrderRequest:
-    return OrderRequest(symbol=symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount,
-                        price=price, client_order_id=cid, post_only=post_only)
+def limit_buy(
+    price: float,
+    amount: float = 0.001,
+    cid: str | None = None,
+    symbol: str = "BTC/USD",
+    post_only: bool = False,
+) -> OrderRequest:
+    return OrderRequest(
+        symbol=symbol,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        amount=amount,
+        price=price,
+        client_order_id=cid,
+        post_only=post_only,
+    )
 
 
 def market(side: Side, amount: float, cid: str | None = None) -> OrderRequest:
-    return OrderRequest(symbol="BTC/USD", side=side, type=OrderType.MARKET, amount=amount,
-                        client_order_id=cid)
+    return OrderRequest(
+        symbol="BTC/USD", side=side, type=OrderType.MARKET, amount=amount, client_order_id=cid
+    )
 
 
 # ---------------------------------------------------------------- protocol
@@ -102,20 +138,26 @@ def market(side: Side, amount: float, cid: str | None = None) -> OrderRequest:
 
 @pytest.mark.asyncio
 async def test_markets_carry_lot_and_price_decimals_and_kraken_minimums(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     markets = await alice.load_markets()
 
     assert set(markets) == {"BTC/USD", "ETH/USD", "SOL/USD"}  # ccxt says BTC, Kraken XBT
     btc, sol = markets["BTC/USD"], markets["SOL/USD"]
     assert (btc.amount_step, btc.price_step, btc.min_amount, btc.min_notional) == (
-        1e-8, 0.1, 0.0001, 0.5)
+        1e-8,
+        0.1,
+        0.0001,
+        0.5,
+    )
     assert (sol.price_step, sol.min_amount) == (0.01, 0.02)
     assert rig.server.requests["GET /0/public/AssetPairs"] == 1
 
 
 @pytest.mark.asyncio
 async def test_open_orders_of_every_pair_arrive_in_one_request(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     await alice.create_order(limit_buy(40_000.0, cid="k1"))
     await alice.create_order(limit_buy(120.0, amount=0.1, cid="k2", symbol="SOL-USD"))
     before = rig.server.requests["POST /0/private/OpenOrders"]
@@ -126,13 +168,16 @@ async def test_open_orders_of_every_pair_arrive_in_one_request(
     assert (page.calls, page.complete) == (1, True)
     assert rig.server.requests["POST /0/private/OpenOrders"] - before == 1
     assert {(o.symbol, o.client_order_id) for o in page.orders} == {
-        ("BTC/USD", "k1"), ("SOL/USD", "k2")}
+        ("BTC/USD", "k1"),
+        ("SOL/USD", "k2"),
+    }
     assert all(o.status is OrderStatus.OPEN for o in page.orders)
 
 
 @pytest.mark.asyncio
 async def test_limit_order_is_found_by_id_and_by_client_id_under_every_symbol_form(
-        alice: CcxtExchange) -> None:
+    alice: CcxtExchange,
+) -> None:
     placed = await alice.create_order(limit_buy(40_000.0, cid="entry-1"))
 
     by_id = await alice.fetch_order(placed.id, "BTC-USD")
@@ -143,14 +188,19 @@ async def test_limit_order_is_found_by_id_and_by_client_id_under_every_symbol_fo
     assert len(placed.id) == 19
     assert by_id.id == by_client.id == placed.id
     assert (by_id.symbol, by_id.price, by_id.amount, by_id.type) == (
-        "BTC/USD", 40_000.0, 0.001, OrderType.LIMIT)
+        "BTC/USD",
+        40_000.0,
+        0.001,
+        OrderType.LIMIT,
+    )
     assert by_client.client_order_id == "entry-1"
     assert alice.capabilities.fetch_order_by_client_id
 
 
 @pytest.mark.asyncio
 async def test_client_id_lookup_filters_on_kraken_instead_of_scanning(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     filled = await alice.create_order(market(Side.BUY, 0.001, cid="mkt-1"))
     for i in range(3):
         await alice.create_order(limit_buy(40_000.0 + i, cid=f"noise-{i}"))
@@ -164,7 +214,8 @@ async def test_client_id_lookup_filters_on_kraken_instead_of_scanning(
 
 @pytest.mark.asyncio
 async def test_guard_client_ids_travel_as_kraken_uuids_and_come_back_whole(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     cid = new_client_order_id()  # nb- and 32 hex digits: too long for Kraken's free text
 
     placed = await alice.create_order(limit_buy(40_000.0, cid=cid))
@@ -178,7 +229,8 @@ async def test_guard_client_ids_travel_as_kraken_uuids_and_come_back_whole(
 
 @pytest.mark.asyncio
 async def test_client_id_kraken_cannot_carry_is_refused_before_sending(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     with pytest.raises(InvalidOrder, match="cl_ord_id"):
         await alice.create_order(limit_buy(40_000.0, cid="a-free-text-id-longer-than-18"))
     assert rig.server.requests["POST /0/private/AddOrder"] == 0
@@ -186,7 +238,8 @@ async def test_client_id_kraken_cannot_carry_is_refused_before_sending(
 
 @pytest.mark.asyncio
 async def test_orders_placed_by_others_keep_their_userref_and_no_id_means_none(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     bot = rig.raw()
     bot.options["lastNonce"] = int(time.time() * 1000) + 5_000  # the bot's nonces run ahead
     try:
@@ -204,7 +257,8 @@ async def test_orders_placed_by_others_keep_their_userref_and_no_id_means_none(
 
 @pytest.mark.asyncio
 async def test_post_only_entry_rests_and_one_that_would_cross_is_refused(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     resting = await alice.create_order(limit_buy(49_000.0, cid="po-1", post_only=True))
 
     with pytest.raises(InvalidOrder, match="Post only"):
@@ -216,7 +270,8 @@ async def test_post_only_entry_rests_and_one_that_would_cross_is_refused(
 
 @pytest.mark.asyncio
 async def test_market_buy_fills_and_reports_fee_trades_and_balance_in_unified_codes(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     order = await alice.create_order(market(Side.BUY, 0.002, cid="m-1"))
 
     trades = await alice.fetch_my_trades("BTC/USD", None)
@@ -249,11 +304,20 @@ async def test_balance_shows_funds_held_by_open_orders_as_used(alice: CcxtExchan
 )
 @pytest.mark.asyncio
 async def test_protective_sell_keeps_its_type_trigger_and_role(
-        alice: CcxtExchange, order_type: OrderType, price: float | None, stop: float,
-        role: OrderRole) -> None:
-    placed = await alice.create_order(OrderRequest(
-        symbol="BTC/USD", side=Side.SELL, type=order_type, amount=0.01, price=price,
-        stop_price=stop, client_order_id="protect", role=role))
+    alice: CcxtExchange, order_type: OrderType, price: float | None, stop: float, role: OrderRole
+) -> None:
+    placed = await alice.create_order(
+        OrderRequest(
+            symbol="BTC/USD",
+            side=Side.SELL,
+            type=order_type,
+            amount=0.01,
+            price=price,
+            stop_price=stop,
+            client_order_id="protect",
+            role=role,
+        )
+    )
 
     fetched = await alice.fetch_order(placed.id, "BTC/USD")
 
@@ -265,7 +329,8 @@ async def test_protective_sell_keeps_its_type_trigger_and_role(
 
 @pytest.mark.asyncio
 async def test_cancelled_order_keeps_its_filled_amount_and_client_id(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     placed = await alice.create_order(limit_buy(40_000.0, amount=0.01, cid="partial"))
     rig.engine.fill_partially("USER:alice", rig.server.engine_order_id(placed.id), 0.004)
 
@@ -279,7 +344,8 @@ async def test_cancelled_order_keeps_its_filled_amount_and_client_id(
 
 @pytest.mark.asyncio
 async def test_closed_orders_include_filled_and_cancelled_of_every_pair(
-        alice: CcxtExchange) -> None:
+    alice: CcxtExchange,
+) -> None:
     resting = await alice.create_order(limit_buy(40_000.0, cid="c-1"))
     await alice.cancel_order(resting.id, "BTC/USD")
     filled = await alice.create_order(market(Side.BUY, 0.001))
@@ -288,7 +354,9 @@ async def test_closed_orders_include_filled_and_cancelled_of_every_pair(
     closed = await alice.fetch_closed_orders(None, None)
 
     assert {(o.id, o.status) for o in closed} == {
-        (resting.id, OrderStatus.CANCELLED), (filled.id, OrderStatus.FILLED)}
+        (resting.id, OrderStatus.CANCELLED),
+        (filled.id, OrderStatus.FILLED),
+    }
 
 
 @pytest.mark.asyncio
@@ -302,8 +370,13 @@ async def test_tickers_come_for_the_symbols_asked(rig: Rig, alice: CcxtExchange)
 
 @pytest.mark.asyncio
 async def test_account_built_from_config_points_at_the_emulator(rig: Rig) -> None:
-    account = AccountConfig(id="USER:bob", exchange="kraken", api_key_env="BOB_KEY",
-                            secret_env="BOB_SECRET", ccxt=kraken_ccxt_config(rig.server.url))
+    account = AccountConfig(
+        id="USER:bob",
+        exchange="kraken",
+        api_key_env="BOB_KEY",
+        secret_env="BOB_SECRET",
+        ccxt=kraken_ccxt_config(rig.server.url),
+    )
     environ = {"BOB_KEY": KEYS["USER:bob"][0], "BOB_SECRET": KEYS["USER:bob"][1]}
     ex = CcxtExchange.from_config(account, environ=environ, budget=RateBudget(1000.0))
     try:
@@ -357,7 +430,8 @@ async def test_order_below_kraken_ordermin_is_invalid_order(alice: CcxtExchange)
 
 @pytest.mark.asyncio
 async def test_unknown_order_is_order_not_found_on_fetch_cancel_and_client_id(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     never = "OABCDE-FGHIJ-KLMNOP"
     with pytest.raises(OrderNotFound):
         await alice.fetch_order(never, "BTC/USD")
@@ -430,24 +504,28 @@ async def test_reused_nonce_gives_the_clear_error(rig: Rig) -> None:
         await second.aclose()
 
 
-async def _signed_post(url: str, path: str, api_key: str, secret: str, nonce: int,
-                       sign_with: str | None = None) -> list[str]:
+async def _signed_post(
+    url: str, path: str, api_key: str, secret: str, nonce: int, sign_with: str | None = None
+) -> list[str]:
     body = urlencode({"nonce": str(nonce)})
     digest = hashlib.sha256((str(nonce) + body).encode()).digest()
-    mac = hmac.new(base64.b64decode(sign_with or secret), path.encode() + digest,
-                   hashlib.sha512)
-    headers = {"API-Key": api_key, "API-Sign": base64.b64encode(mac.digest()).decode(),
-               "Content-Type": "application/x-www-form-urlencoded"}
-    async with aiohttp.ClientSession() as session, session.post(
-            url + path, data=body, headers=headers) as response:
+    mac = hmac.new(base64.b64decode(sign_with or secret), path.encode() + digest, hashlib.sha512)
+    headers = {
+        "API-Key": api_key,
+        "API-Sign": base64.b64encode(mac.digest()).decode(),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + path, data=body, headers=headers) as response,
+    ):
         assert response.status == 200  # Kraken reports errors in the body
         errors: list[str] = (await response.json())["error"]
         return errors
 
 
 @pytest.mark.asyncio
-async def test_emulator_wants_strictly_increasing_nonces_and_forgeries_burn_none(
-        rig: Rig) -> None:
+async def test_emulator_wants_strictly_increasing_nonces_and_forgeries_burn_none(rig: Rig) -> None:
     api_key, secret = KEYS["USER:bob"]
     url, path = rig.server.url, "/0/private/Balance"
 
@@ -462,16 +540,24 @@ async def test_emulator_wants_strictly_increasing_nonces_and_forgeries_burn_none
 @pytest.mark.parametrize("one_at_a_time", [True, False])
 @pytest.mark.asyncio
 async def test_concurrent_calls_of_one_account_trip_the_nonce_check_only_unserialised(
-        rig: Rig, one_at_a_time: bool) -> None:
+    rig: Rig, one_at_a_time: bool
+) -> None:
     # Half the requests are delayed on the way: later-signed ones overtake them.
-    rig.faults.set_plan(FaultPlan(rate=0.5, kinds=frozenset({FaultKind.LATENCY}),
-                                  latency_s=0.02, methods=frozenset({"fetch_balance"})))
+    rig.faults.set_plan(
+        FaultPlan(
+            rate=0.5,
+            kinds=frozenset({FaultKind.LATENCY}),
+            latency_s=0.02,
+            methods=frozenset({"fetch_balance"}),
+        )
+    )
     profile = dataclasses.replace(KRAKEN, serialize_requests=one_at_a_time)
     ex = rig.exchange(profile=profile, max_attempts=1)
     try:
         await ex.load_markets()
-        results = await asyncio.gather(*(ex.fetch_balance() for _ in range(12)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(ex.fetch_balance() for _ in range(12)), return_exceptions=True
+        )
     finally:
         await ex.aclose()
     refused = [r for r in results if isinstance(r, AuthenticationFailed)]
@@ -484,7 +570,8 @@ async def test_concurrent_calls_of_one_account_trip_the_nonce_check_only_unseria
 
 @pytest.mark.asyncio
 async def test_create_whose_answer_is_lost_is_found_by_client_id_not_sent_twice(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     rig.fault(FaultKind.LOST_RESPONSE, methods={"create_order"})
 
     order = await alice.create_order(limit_buy(40_000.0, cid="lost-1"))
@@ -499,7 +586,8 @@ async def test_create_whose_answer_is_lost_is_found_by_client_id_not_sent_twice(
 
 @pytest.mark.asyncio
 async def test_truncated_open_orders_page_loses_orders_silently(
-        rig: Rig, alice: CcxtExchange) -> None:
+    rig: Rig, alice: CcxtExchange
+) -> None:
     for i in range(4):
         await alice.create_order(limit_buy(40_000.0 + i, cid=f"t-{i}"))
     rig.fault(FaultKind.TRUNCATED_PAGE, methods={"fetch_open_orders"})
@@ -515,22 +603,24 @@ async def test_truncated_open_orders_page_loses_orders_silently(
 
 @pytest.mark.asyncio
 async def test_guard_blocks_a_second_post_only_entry_on_a_micro_cap_kraken_account(
-        rig: Rig, tmp_path: Path) -> None:
+    rig: Rig, tmp_path: Path
+) -> None:
     from nija_broker.guard.guarded import GuardedExchange
 
-    live = account_live("USER:micro", equity=100.0,
-                        balances={"USD": Balance(currency="USD", free=100.0, total=100.0)})
+    live = account_live(
+        "USER:micro",
+        equity=100.0,
+        balances={"USD": Balance(currency="USD", free=100.0, total=100.0)},
+    )
     live.markets = {"BTC/USD": BTC}
     with Store(tmp_path / "state.sqlite3") as store:
         guard = make_guard(store, FakeClock(T0), {"USER:micro": live})
         exchange = GuardedExchange(rig.exchange("USER:micro"), guard)
         try:
-            first = await exchange.create_order(limit_buy(49_000.0, amount=0.0002,
-                                                          post_only=True))
+            first = await exchange.create_order(limit_buy(49_000.0, amount=0.0002, post_only=True))
             before = sum(rig.server.requests.values())
             with pytest.raises(EntryBlocked):
-                await exchange.create_order(limit_buy(48_000.0, amount=0.0002,
-                                                      post_only=True))
+                await exchange.create_order(limit_buy(48_000.0, amount=0.0002, post_only=True))
             after = sum(rig.server.requests.values())
         finally:
             await exchange.aclose()
@@ -541,4 +631,5 @@ async def test_guard_blocks_a_second_post_only_entry_on_a_micro_cap_kraken_accou
     assert first.client_order_id.startswith("nb-")
     assert after == before  # blocked before any request left
     assert [o.client_order_id for o in rig.engine.all_orders("USER:micro")] == [
-        first.client_order_id.removeprefix("nb-")]
+        first.client_order_id.removeprefix("nb-")
+    ]

@@ -45,12 +45,25 @@ def live() -> dict[str, AccountLive]:
     return {ALICE: account_live(), BOB: account_live(BOB)}
 
 
-def filled_buy(order_id: str, client_order_id: str, symbol: str = "BTC/USD",
-               amount: float = 0.0012, status: OrderStatus = OrderStatus.FILLED) -> Order:
-    return Order(id=order_id, client_order_id=client_order_id, account_id=ALICE, symbol=symbol,
-                 side=Side.BUY, type=OrderType.MARKET, amount=amount,
-                 filled=amount if status is OrderStatus.FILLED else 0.0, status=status,
-                 created_at=T0)
+def filled_buy(
+    order_id: str,
+    client_order_id: str,
+    symbol: str = "BTC/USD",
+    amount: float = 0.0012,
+    status: OrderStatus = OrderStatus.FILLED,
+) -> Order:
+    return Order(
+        id=order_id,
+        client_order_id=client_order_id,
+        account_id=ALICE,
+        symbol=symbol,
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount=amount,
+        filled=amount if status is OrderStatus.FILLED else 0.0,
+        status=status,
+        created_at=T0,
+    )
 
 
 # --------------------------------------------------------------------------- journal
@@ -72,9 +85,7 @@ def test_allowed_entry_is_journaled_as_pending_intent_before_decide_returns(
     assert record.client_order_id == intent.client_order_id
 
 
-def test_second_entry_on_the_symbol_is_blocked_and_the_reason_can_be_queried(
-    guard: Guard
-) -> None:
+def test_second_entry_on_the_symbol_is_blocked_and_the_reason_can_be_queried(guard: Guard) -> None:
     assert guard.decide(buy()).allowed
     second = buy()
     decision = guard.decide(second)
@@ -96,9 +107,7 @@ def test_reserve_raises_entry_blocked_with_rule_and_reason(guard: Guard) -> None
     assert "one entry per symbol" in info.value.reason
 
 
-def test_check_is_a_dry_run_that_reserves_and_journals_nothing(
-    guard: Guard, store: Store
-) -> None:
+def test_check_is_a_dry_run_that_reserves_and_journals_nothing(guard: Guard, store: Store) -> None:
     assert guard.check(buy()).allowed
     assert guard.check(buy()).allowed
     assert guard.reservations(ALICE) == []
@@ -156,9 +165,7 @@ def test_pending_limit_entries_count_as_held_capital(guard: Guard) -> None:
     assert decision.figures["held_usd"] == pytest.approx(31 * 1.004)
 
 
-def test_pending_entries_are_subtracted_from_free_balance(
-    store: Store, clock: FakeClock
-) -> None:
+def test_pending_entries_are_subtracted_from_free_balance(store: Store, clock: FakeClock) -> None:
     live = {ALICE: account_live(equity=2_000.0, free=100.0)}  # STANDARD: no fragmentation block
     guard = make_guard(store, clock, live)
     guard.reserve(buy("BTC/USD", size_usd=60.0))
@@ -183,10 +190,10 @@ def test_expired_reservation_stops_counting_but_its_intent_stays_unresolved(
 def test_confirmed_order_goes_to_the_book_and_keeps_blocking_the_symbol(
     guard: Guard, store: Store, live: dict[str, AccountLive]
 ) -> None:
-    reservation = guard.reserve(buy(type="limit", price=49_000.0, size_usd=None,
-                                    amount=0.0002))
-    resting = filled_buy("42", reservation.client_order_id, amount=0.0002,
-                         status=OrderStatus.OPEN).replace(type=OrderType.LIMIT, price=49_000.0)
+    reservation = guard.reserve(buy(type="limit", price=49_000.0, size_usd=None, amount=0.0002))
+    resting = filled_buy(
+        "42", reservation.client_order_id, amount=0.0002, status=OrderStatus.OPEN
+    ).replace(type=OrderType.LIMIT, price=49_000.0)
     guard.confirm(reservation.id, resting)
     book = guard.books.get(ALICE)
     assert book.orders.by_client_id(reservation.client_order_id) == resting
@@ -247,7 +254,8 @@ def test_entries_fail_closed_when_sync_failed_and_exits_still_pass(
     exit_decision = guard.decide(sell(amount=0.0001))
     assert exit_decision.allowed
     assert [i.client_order_id for i in store.pending_intents(ALICE)] == [
-        exit_decision.intent.client_order_id]
+        exit_decision.intent.client_order_id
+    ]
 
 
 def test_an_account_the_reconciler_never_saw_gets_no_entry(guard: Guard) -> None:
@@ -287,8 +295,7 @@ def test_dust_left_from_an_old_trade_does_not_block_a_new_entry(
 def test_a_standard_account_may_add_to_a_position_and_enter_twice(
     store: Store, clock: FakeClock
 ) -> None:
-    live = {ALICE: account_live(equity=5_000.0, free=5_000.0,
-                                balances=usd(4_000.0, BTC=0.02))}
+    live = {ALICE: account_live(equity=5_000.0, free=5_000.0, balances=usd(4_000.0, BTC=0.02))}
     guard = make_guard(store, clock, live)
     assert guard.reserve(buy("BTC/USD", size_usd=100.0))
     assert guard.reserve(buy("BTC/USD", size_usd=100.0))
@@ -304,11 +311,17 @@ async def test_restart_after_the_order_reached_the_exchange_confirms_it(
     _, exchange = sim(clock)
     with open_store(tmp_path) as store:
         guard = make_guard(store, clock, {ALICE: account_live()})
-        reservation = guard.reserve(buy(type="limit", price=49_000.0, size_usd=None,
-                                        amount=0.0002))
-        await exchange.create_order(OrderRequest(
-            symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.0002,
-            price=49_000.0, client_order_id=reservation.client_order_id))
+        reservation = guard.reserve(buy(type="limit", price=49_000.0, size_usd=None, amount=0.0002))
+        await exchange.create_order(
+            OrderRequest(
+                symbol="BTC/USD",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=0.0002,
+                price=49_000.0,
+                client_order_id=reservation.client_order_id,
+            )
+        )
         # The process dies here: the exchange's answer is never recorded.
     with open_store(tmp_path) as store:
         guard = make_guard(store, clock, {ALICE: account_live()})
@@ -352,8 +365,16 @@ async def test_restart_before_the_order_left_releases_it_once_the_exchange_does_
 
 def test_an_order_the_reconciler_adopts_counts_at_the_next_decision(guard: Guard) -> None:
     assert guard.check(buy("ETH/USD")).allowed  # the book's figures are computed and kept
-    adopted = Order(id="ext-1", account_id=ALICE, symbol="ETH/USD", side=Side.BUY,
-                    type=OrderType.LIMIT, price=2_000.0, amount=0.016, created_at=T0)
+    adopted = Order(
+        id="ext-1",
+        account_id=ALICE,
+        symbol="ETH/USD",
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        price=2_000.0,
+        amount=0.016,
+        created_at=T0,
+    )
     guard.books.get(ALICE).apply_order(adopted)
     decision = guard.check(buy("ETH/USD"))
     assert isinstance(decision, Blocked)
@@ -378,8 +399,16 @@ def test_intents_the_reconciler_settles_update_the_reservations_in_memory(
 
 def test_a_reloaded_book_is_judged_afresh(guard: Guard, store: Store) -> None:
     book = guard.books.get(ALICE)
-    old = Order(id="ext-2", account_id=ALICE, symbol="ETH/USD", side=Side.BUY,
-                type=OrderType.LIMIT, price=2_000.0, amount=0.001, created_at=T0)
+    old = Order(
+        id="ext-2",
+        account_id=ALICE,
+        symbol="ETH/USD",
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        price=2_000.0,
+        amount=0.001,
+        created_at=T0,
+    )
     book.apply_order(old)
     book.apply_order(old.replace(status=OrderStatus.CANCELLED))
     assert guard.check(buy("ETH/USD")).allowed  # figures kept for the tracker's 2nd update
@@ -403,9 +432,18 @@ def test_a_blocked_check_is_observed_each_time_and_journaled_once_a_minute_per_r
 ) -> None:
     seen: list[Decision] = []
     guard.observers.append(seen.append)
-    guard.books.get(ALICE).apply_order(Order(
-        id="ext-9", account_id=ALICE, symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT,
-        price=49_000.0, amount=0.0002, created_at=T0))
+    guard.books.get(ALICE).apply_order(
+        Order(
+            id="ext-9",
+            account_id=ALICE,
+            symbol="BTC/USD",
+            side=Side.BUY,
+            type=OrderType.LIMIT,
+            price=49_000.0,
+            amount=0.0002,
+            created_at=T0,
+        )
+    )
     assert guard.check(buy("ETH/USD")).allowed  # an allowed dry run leaves no trace
     for _ in range(3):
         blocked = guard.check(buy("BTC/USD"))
@@ -414,8 +452,11 @@ def test_a_blocked_check_is_observed_each_time_and_journaled_once_a_minute_per_r
     assert [d.rule for d in seen if isinstance(d, Blocked)] == ["duplicate_symbol_entry"] * 3
     assert len(seen) == 3
     [row] = store.decisions(ALICE, blocked_only=True)
-    assert (row.rule, row.symbol, row.figures["dry_run"]) == ("duplicate_symbol_entry",
-                                                             "BTC/USD", True)
+    assert (row.rule, row.symbol, row.figures["dry_run"]) == (
+        "duplicate_symbol_entry",
+        "BTC/USD",
+        True,
+    )
     assert row.figures["repeats_not_journaled"] == 0
     clock.advance(61.0)
     assert not guard.check(buy("BTC/USD")).allowed
@@ -426,9 +467,7 @@ def test_a_blocked_check_is_observed_each_time_and_journaled_once_a_minute_per_r
 # --------------------------------------------------------------------------- idempotency
 
 
-def test_the_same_intent_decided_twice_holds_one_reservation(
-    guard: Guard, store: Store
-) -> None:
+def test_the_same_intent_decided_twice_holds_one_reservation(guard: Guard, store: Store) -> None:
     intent = buy("BTC/USD", client_order_id="bot-1")
     first = guard.decide(intent)
     again = guard.decide(buy("BTC/USD", client_order_id="bot-1"))
@@ -503,8 +542,11 @@ def test_a_settling_reservation_can_be_released_and_a_repeated_confirm_changes_n
 
 @pytest.mark.parametrize("answered_later", [False, True])
 def test_a_settling_entry_the_exchange_does_not_know_is_dropped_after_the_grace(
-    store: Store, clock: FakeClock, live: dict[str, AccountLive],
-    caplog: pytest.LogCaptureFixture, answered_later: bool
+    store: Store,
+    clock: FakeClock,
+    live: dict[str, AccountLive],
+    caplog: pytest.LogCaptureFixture,
+    answered_later: bool,
 ) -> None:
     guard = make_guard(store, clock, live, not_found_grace_s=45.0)
     reservation = guard.reserve(buy("BTC/USD", client_order_id="bot-6"))

@@ -51,16 +51,27 @@ def busy_switching() -> Iterator[None]:
     sys.setswitchinterval(before)
 
 
-def bot_submit(exchange: SimExchange, loop: asyncio.AbstractEventLoop
-               ) -> Callable[..., dict[str, Any]]:
+def bot_submit(
+    exchange: SimExchange, loop: asyncio.AbstractEventLoop
+) -> Callable[..., dict[str, Any]]:
     """The live bot's synchronous submit, backed by the sim on the runtime's loop."""
 
-    def place_market_order(symbol: str, side: str, quantity: float, size_type: str = "quote",
-                           client_order_id: str | None = None) -> dict[str, Any]:
+    def place_market_order(
+        symbol: str,
+        side: str,
+        quantity: float,
+        size_type: str = "quote",
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
         price = exchange.engine.price(symbol)
         amount = round(quantity / price, 8) if size_type == "quote" else quantity
-        request = OrderRequest(symbol=symbol, side=Side(side), type=OrderType.MARKET,
-                               amount=amount, client_order_id=client_order_id)
+        request = OrderRequest(
+            symbol=symbol,
+            side=Side(side),
+            type=OrderType.MARKET,
+            amount=amount,
+            client_order_id=client_order_id,
+        )
         future = asyncio.run_coroutine_threadsafe(exchange.create_order(request), loop)
         order = future.result(timeout=10)
         return {"status": order.status.value, "order_id": order.id}
@@ -89,13 +100,18 @@ def hammer(attempt: Callable[[int], Any], attempts: int) -> tuple[int, list[Entr
     return sum(p for p, _ in results), [b for _, bs in results for b in bs]
 
 
-def build(tmp_path: Path, loop: asyncio.AbstractEventLoop
-          ) -> tuple[Guard, SimExchange, Callable[..., dict[str, Any]]]:
+def build(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> tuple[Guard, SimExchange, Callable[..., dict[str, Any]]]:
     clock = FakeClock(T0)
     _, exchange = sim(clock)
     guard = make_guard(open_store(tmp_path), clock, {ALICE: account_live()})
-    place = guard_submit(guard, bot_submit(exchange, loop), market_order_reader(ALICE),
-                         client_id_kwarg="client_order_id")
+    place = guard_submit(
+        guard,
+        bot_submit(exchange, loop),
+        market_order_reader(ALICE),
+        client_id_kwarg="client_order_id",
+    )
     return guard, exchange, place
 
 
@@ -121,8 +137,9 @@ def test_16_threads_racing_for_position_slots_get_exactly_the_tiers_four(
     placed, blocks = hammer(lambda i: place(SYMBOLS[i % len(SYMBOLS)], "buy", 10.0), 320)
     assert placed == 4
     assert exchange.calls["create_order"] == 4
-    symbols = {args["request"].symbol for method, args in exchange.call_log
-               if method == "create_order"}
+    symbols = {
+        args["request"].symbol for method, args in exchange.call_log if method == "create_order"
+    }
     assert len(symbols) == 4
     assert {b.rule for b in blocks} <= {"duplicate_symbol_entry", "max_positions", "dca"}
     assert guard.store is not None
@@ -157,10 +174,20 @@ def test_16_threads_reserving_one_client_order_id_hold_one_reservation(
 
         def retry(_: int) -> str | None:
             start.wait()
-            decision = guard.decide(OrderIntent(account_id=ALICE, symbol="BTC/USD", side="buy",
-                                                size_usd=10.0, client_order_id="bot-retry"))
-            return decision.reservation.id if isinstance(decision, Allowed) and (
-                decision.reservation is not None) else None
+            decision = guard.decide(
+                OrderIntent(
+                    account_id=ALICE,
+                    symbol="BTC/USD",
+                    side="buy",
+                    size_usd=10.0,
+                    client_order_id="bot-retry",
+                )
+            )
+            return (
+                decision.reservation.id
+                if isinstance(decision, Allowed) and (decision.reservation is not None)
+                else None
+            )
 
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
             ids = list(pool.map(retry, range(THREADS)))
@@ -188,8 +215,13 @@ def test_a_repeated_reserve_waits_until_the_first_has_journaled_the_intent(
             journaled.append(args[1])
 
         monkeypatch.setattr(store, "put_intent", slow_put_intent)
-        intent = OrderIntent(account_id=ALICE, symbol="BTC/USD", side="buy", size_usd=10.0,
-                             client_order_id="bot-slow")
+        intent = OrderIntent(
+            account_id=ALICE,
+            symbol="BTC/USD",
+            side="buy",
+            size_usd=10.0,
+            client_order_id="bot-slow",
+        )
         with ThreadPoolExecutor(max_workers=2) as pool:
             first = pool.submit(guard.decide, intent)
             assert writing.wait(10)

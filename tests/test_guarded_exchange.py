@@ -38,10 +38,12 @@ def live() -> dict[str, AccountLive]:
     return {ALICE: account_live()}
 
 
-def market_buy(symbol: str = "BTC/USD", amount: float = 0.0002,
-               cid: str | None = None) -> OrderRequest:
-    return OrderRequest(symbol=symbol, side=Side.BUY, type=OrderType.MARKET, amount=amount,
-                        client_order_id=cid)
+def market_buy(
+    symbol: str = "BTC/USD", amount: float = 0.0002, cid: str | None = None
+) -> OrderRequest:
+    return OrderRequest(
+        symbol=symbol, side=Side.BUY, type=OrderType.MARKET, amount=amount, client_order_id=cid
+    )
 
 
 def created(exchange: SimExchange) -> list[OrderRequest]:
@@ -84,8 +86,9 @@ async def test_allowed_order_carries_its_client_id_and_lands_in_the_book(
 
 
 @pytest.mark.asyncio
-async def test_a_refused_order_releases_its_place(guard: Guard, clock: FakeClock,
-                                                  store: Store) -> None:
+async def test_a_refused_order_releases_its_place(
+    guard: Guard, clock: FakeClock, store: Store
+) -> None:
     _, inner = sim(clock, {"USD": 5.0})  # the exchange knows better than the last balance
     exchange = GuardedExchange(inner, guard)
     with pytest.raises(InsufficientFunds):
@@ -102,8 +105,14 @@ async def test_an_order_whose_answer_was_lost_keeps_its_place_until_resolved(
     guard: Guard, clock: FakeClock, store: Store
 ) -> None:
     engine, _ = sim(clock)
-    faults = FaultInjector(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.LOST_RESPONSE}),
-                                     methods=frozenset({"create_order"})), clock)
+    faults = FaultInjector(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.LOST_RESPONSE}),
+            methods=frozenset({"create_order"}),
+        ),
+        clock,
+    )
     inner = SimExchange(engine, ALICE, faults=faults)
     exchange = GuardedExchange(inner, guard)
     with pytest.raises(TransientError):
@@ -147,8 +156,14 @@ async def test_exits_pass_while_entries_are_blocked(
     with pytest.raises(EntryBlocked) as info:
         await exchange.create_order(market_buy("ETH/USD", amount=0.002))
     assert info.value.rule == "sync_unknown"
-    stop = OrderRequest(symbol="BTC/USD", side=Side.SELL, type=OrderType.STOP,
-                        amount=0.001, stop_price=45_000.0, role=OrderRole.STOP)
+    stop = OrderRequest(
+        symbol="BTC/USD",
+        side=Side.SELL,
+        type=OrderType.STOP,
+        amount=0.001,
+        stop_price=45_000.0,
+        role=OrderRole.STOP,
+    )
     placed = await exchange.create_order(stop)
     assert placed.status is OrderStatus.OPEN
     assert [r.side for r in created(inner)] == [Side.SELL]
@@ -161,7 +176,8 @@ async def test_1000_concurrent_entries_on_one_symbol_reach_the_exchange_once(
     _, inner = sim(clock)
     exchange = GuardedExchange(inner, guard)
     results = await asyncio.gather(
-        *(exchange.create_order(market_buy()) for _ in range(1_000)), return_exceptions=True)
+        *(exchange.create_order(market_buy()) for _ in range(1_000)), return_exceptions=True
+    )
     orders = [r for r in results if isinstance(r, Order)]
     blocked = [r for r in results if isinstance(r, EntryBlocked)]
     assert len(orders) == 1
@@ -181,20 +197,31 @@ async def test_async_submit_function_is_guarded_and_gets_the_client_id(
     engine, inner = sim(clock)
     seen: list[str] = []
 
-    async def place_market_order(symbol: str, side: str, quantity: float,
-                                 size_type: str = "quote",
-                                 client_order_id: str | None = None) -> dict[str, Any]:
+    async def place_market_order(
+        symbol: str,
+        side: str,
+        quantity: float,
+        size_type: str = "quote",
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
         assert client_order_id is not None
         seen.append(client_order_id)
         price = engine.price(symbol)
         amount = round(quantity / price, 8) if size_type == "quote" else quantity
-        order = await inner.create_order(OrderRequest(
-            symbol=symbol, side=Side(side), type=OrderType.MARKET, amount=amount,
-            client_order_id=client_order_id))
+        order = await inner.create_order(
+            OrderRequest(
+                symbol=symbol,
+                side=Side(side),
+                type=OrderType.MARKET,
+                amount=amount,
+                client_order_id=client_order_id,
+            )
+        )
         return {"status": "filled", "order_id": order.id}
 
-    place = guard_submit(guard, place_market_order, market_order_reader(ALICE),
-                         client_id_kwarg="client_order_id")
+    place = guard_submit(
+        guard, place_market_order, market_order_reader(ALICE), client_id_kwarg="client_order_id"
+    )
     result = await place("BTC-USD", "buy", 10.0)
     assert result["status"] == "filled"
     with pytest.raises(EntryBlocked):
@@ -205,8 +232,15 @@ async def test_async_submit_function_is_guarded_and_gets_the_client_id(
 
 # --------------------------------------------------------------------------- real ccxt
 
-BTC_USDT = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-                  price_step=0.01, min_amount=0.00001, min_notional=5.0)
+BTC_USDT = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
 KEYS = {ALICE: ("alice-key-0001", "alice-secret-0001")}
 
 
@@ -238,15 +272,27 @@ async def test_blocked_order_through_ccxt_makes_no_network_call(
     exchange = GuardedExchange(adapter, usdt_guard(store))
     try:
         await exchange.load_markets()
-        placed = await exchange.create_order(OrderRequest(
-            symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.0002,
-            price=49_000.0))
+        placed = await exchange.create_order(
+            OrderRequest(
+                symbol="BTC/USDT",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=0.0002,
+                price=49_000.0,
+            )
+        )
         assert placed.client_order_id is not None
         before = sum(emulator.requests.values())
         with pytest.raises(EntryBlocked):
-            await exchange.create_order(OrderRequest(
-                symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.0002,
-                price=48_000.0))
+            await exchange.create_order(
+                OrderRequest(
+                    symbol="BTC/USDT",
+                    side=Side.BUY,
+                    type=OrderType.LIMIT,
+                    amount=0.0002,
+                    price=48_000.0,
+                )
+            )
         assert sum(emulator.requests.values()) == before
         assert emulator.requests["POST /api/v3/order"] == 1
     finally:
@@ -259,8 +305,9 @@ async def test_raw_ccxt_exchange_is_guarded_with_its_own_call_shape(
     emulator: EmulatorServer, store: Store
 ) -> None:
     guard = usdt_guard(store)
-    exchange = GuardedExchange(ccxt.binance(binance_ccxt_config(emulator.url, *KEYS[ALICE])),
-                               guard, account_id=ALICE)
+    exchange = GuardedExchange(
+        ccxt.binance(binance_ccxt_config(emulator.url, *KEYS[ALICE])), guard, account_id=ALICE
+    )
     try:
         await exchange.load_markets()
         placed = await exchange.create_order("BTC/USDT", "limit", "buy", 0.0002, 49_000.0)

@@ -60,22 +60,29 @@ def _attention(events: list[Event], order_id: str) -> list[AttentionRequired]:
     return [e for e in events if isinstance(e, AttentionRequired) and e.order_id == order_id]
 
 
-@pytest.mark.parametrize(("field", "bent"), [
-    ("filled", lambda o: o.update(filled=o["amount"] * 2, status="closed")),
-    ("average", lambda o: o.update(filled=o["amount"] / 2, average=o["price"] * 10)),
-    ("filled", lambda o: o.update(filled=-0.01)),
-    ("amount", lambda o: o.update(amount=float("nan"))),
-], ids=["filled-above-amount", "buy-filled-above-limit", "negative-filled", "nan-amount"])
+@pytest.mark.parametrize(
+    ("field", "bent"),
+    [
+        ("filled", lambda o: o.update(filled=o["amount"] * 2, status="closed")),
+        ("average", lambda o: o.update(filled=o["amount"] / 2, average=o["price"] * 10)),
+        ("filled", lambda o: o.update(filled=-0.01)),
+        ("amount", lambda o: o.update(amount=float("nan"))),
+    ],
+    ids=["filled-above-amount", "buy-filled-above-limit", "negative-filled", "nan-amount"],
+)
 async def test_an_impossible_report_books_nothing_and_a_later_cancel_still_ends_the_order(
-        server: EmulatorServer, tmp_path: Path, field: str,
-        bent: Callable[[dict[str, Any]], None]) -> None:
+    server: EmulatorServer, tmp_path: Path, field: str, bent: Callable[[dict[str, Any]], None]
+) -> None:
     engine = server.engine
     async with Broker(_config(server.url, tmp_path, poll_interval_s=60.0), environ=ENV) as broker:
         assert broker.reconciler is not None
         assert broker.store is not None
-        resting = engine.place_order(ALICE, OrderRequest(
-            symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.001,
-            price=45_000.0))
+        resting = engine.place_order(
+            ALICE,
+            OrderRequest(
+                symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.001, price=45_000.0
+            ),
+        )
         await _cycles(broker, 1)
         book = broker.books.get(ALICE)  # type: ignore[union-attr]
         good = book.orders.get(resting.id)

@@ -50,9 +50,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 """Which layers a module of each layer may import from (``adapters`` counts as a layer)."""
 
 OUTWARD: dict[tuple[str, str], str] = {
-    ("nija_broker.service.cli", "demo"):
-        "the CLI is the front door of every command, `demo` and `emulator` included; "
-        "it imports the demo inside those commands only",
+    (
+        "nija_broker.service.cli",
+        "demo",
+    ): "the CLI is the front door of every command, `demo` and `emulator` included; "
+    "it imports the demo inside those commands only",
 }
 """The imports that point outward, each with its reason; each must be a lazy import."""
 
@@ -77,9 +79,12 @@ def _imports(root: Path) -> Iterator[Import]:
         module = _module_name(path, root)
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         tree = ast.parse(path.read_text(), filename=str(path))
-        lazy_nodes = {id(n) for f in ast.walk(tree)
-                      if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
-                      for n in ast.walk(f)}
+        lazy_nodes = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            for n in ast.walk(f)
+        }
         for node in ast.walk(tree):
             lazy = id(node) in lazy_nodes
             if isinstance(node, ast.Import):
@@ -111,20 +116,29 @@ def _project_imports(root: Path) -> list[Import]:
 
 
 def test_no_module_of_the_product_but_the_demo_imports_adapters() -> None:
-    offenders = sorted(f"{i.module} imports {i.target}" for i in _project_imports(PACKAGE)
-                       if _layer(i.target) == "adapters" and _layer(i.module) != "demo")
+    offenders = sorted(
+        f"{i.module} imports {i.target}"
+        for i in _project_imports(PACKAGE)
+        if _layer(i.target) == "adapters" and _layer(i.module) != "demo"
+    )
     assert offenders == []
 
 
 def test_adapters_import_only_the_core_of_nija_broker() -> None:
-    offenders = sorted(f"{i.module} imports {i.target}" for i in _project_imports(ADAPTERS)
-                       if _layer(i.target) not in {"adapters", "core"})
+    offenders = sorted(
+        f"{i.module} imports {i.target}"
+        for i in _project_imports(ADAPTERS)
+        if _layer(i.target) not in {"adapters", "core"}
+    )
     assert offenders == []
 
 
 def test_the_core_imports_nothing_outside_itself() -> None:
-    offenders = sorted(f"{i.module} imports {i.target}" for i in _project_imports(PACKAGE)
-                       if _layer(i.module) == "core" and _layer(i.target) != "core")
+    offenders = sorted(
+        f"{i.module} imports {i.target}"
+        for i in _project_imports(PACKAGE)
+        if _layer(i.module) == "core" and _layer(i.target) != "core"
+    )
     assert offenders == []
 
 
@@ -145,8 +159,11 @@ def test_every_import_follows_the_layer_order() -> None:
 def test_no_inner_layer_imports_the_service() -> None:
     inner = {"core", "state", "sync", "guard", "compat"}
     assert all("service" not in ALLOWED[layer] for layer in inner)
-    offenders = sorted(f"{i.module} imports {i.target}" for i in _project_imports(PACKAGE)
-                       if _layer(i.module) in inner and _layer(i.target) == "service")
+    offenders = sorted(
+        f"{i.module} imports {i.target}"
+        for i in _project_imports(PACKAGE)
+        if _layer(i.module) in inner and _layer(i.target) == "service"
+    )
     assert offenders == []
 
 
@@ -160,15 +177,15 @@ def test_every_layer_of_the_tree_has_a_rule() -> None:
 def _modules_after(code: str) -> set[str]:
     """The modules a fresh interpreter has loaded after running ``code``."""
     script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", script],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     return set(json.loads(result.stdout.splitlines()[-1]))
 
 
 def _of(modules: set[str], *packages: str) -> list[str]:
-    return sorted(m for m in modules
-                  if any(m == p or m.startswith(f"{p}.") for p in packages))
+    return sorted(m for m in modules if any(m == p or m.startswith(f"{p}.") for p in packages))
 
 
 def test_importing_adapters_base_loads_no_aiohttp_ccxt_or_service() -> None:
@@ -204,8 +221,12 @@ def test_the_installed_ccxt_backend_builds_an_exchange_from_a_spec() -> None:
 
     backend = runtime.exchange_backend("ccxt")
     assert "binance" in backend.exchange_ids()
-    spec = ExchangeSpec(account_id="USER:alice", exchange_id="binance",
-                        api_key="alice-api-key-123", secret="alice-secret-456")
+    spec = ExchangeSpec(
+        account_id="USER:alice",
+        exchange_id="binance",
+        api_key="alice-api-key-123",
+        secret="alice-secret-456",
+    )
     exchange = backend.open_exchange(spec, FakeClock())
     try:
         assert isinstance(exchange, Exchange)
@@ -215,7 +236,8 @@ def test_the_installed_ccxt_backend_builds_an_exchange_from_a_spec() -> None:
 
 
 def test_runtime_without_an_installed_exchange_backend_says_what_to_install(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from nija_broker.service import runtime
 
     def nothing_installed(**_: object) -> importlib.metadata.EntryPoints:
@@ -227,14 +249,23 @@ def test_runtime_without_an_installed_exchange_backend_says_what_to_install(
 
 
 def test_an_account_config_gives_the_adapter_a_spec_whose_repr_hides_the_keys() -> None:
-    account = AccountConfig(id="USER:alice", exchange="kraken", sandbox=True,
-                            api_key_env="ALICE_KEY", secret_env="ALICE_SECRET",
-                            ccxt={"options": {"recvWindow": 7000}})
-    spec = account.exchange_spec({"ALICE_KEY": "alice-api-key-123",
-                                  "ALICE_SECRET": "alice-secret-456"})
+    account = AccountConfig(
+        id="USER:alice",
+        exchange="kraken",
+        sandbox=True,
+        api_key_env="ALICE_KEY",
+        secret_env="ALICE_SECRET",
+        ccxt={"options": {"recvWindow": 7000}},
+    )
+    spec = account.exchange_spec(
+        {"ALICE_KEY": "alice-api-key-123", "ALICE_SECRET": "alice-secret-456"}
+    )
     assert (spec.account_id, spec.exchange_id, spec.sandbox) == ("USER:alice", "kraken", True)
-    assert (spec.api_key, spec.secret, spec.password) == \
-        ("alice-api-key-123", "alice-secret-456", None)
+    assert (spec.api_key, spec.secret, spec.password) == (
+        "alice-api-key-123",
+        "alice-secret-456",
+        None,
+    )
     assert dict(spec.options) == {"options": {"recvWindow": 7000}}
     assert "alice-api-key-123" not in repr(spec)
     assert "alice-secret-456" not in repr(spec)
@@ -247,13 +278,15 @@ def test_a_missing_key_variable_stops_the_spec_naming_only_the_variable() -> Non
 
 
 def test_two_packages_declaring_the_same_exchange_backend_are_refused_not_guessed(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from nija_broker.service import runtime
 
     def two_installed(**_: object) -> importlib.metadata.EntryPoints:
         return importlib.metadata.EntryPoints(
             importlib.metadata.EntryPoint("ccxt", value, "nija_broker.exchanges")
-            for value in ("adapters.ccxt_backend:backend", "other_pkg:backend"))
+            for value in ("adapters.ccxt_backend:backend", "other_pkg:backend")
+        )
 
     monkeypatch.setattr(importlib.metadata, "entry_points", two_installed)
     with pytest.raises(ConfigError, match=r"declared more than once.*other_pkg:backend"):

@@ -159,8 +159,14 @@ def test_fill_keys_given_back_after_a_restart_keep_replays_out() -> None:
 def test_fill_keyed_by_cumulative_amount_is_also_booked_once() -> None:
     ledger = Ledger("PLATFORM")
     report = Fill(
-        account_id="PLATFORM", order_id="O-cum", symbol="ETH/USD", side=Side.BUY,
-        amount=0.5, price=2000.0, timestamp=T0, cumulative_filled=0.5,
+        account_id="PLATFORM",
+        order_id="O-cum",
+        symbol="ETH/USD",
+        side=Side.BUY,
+        amount=0.5,
+        price=2000.0,
+        timestamp=T0,
+        cumulative_filled=0.5,
     )
     assert ledger.book(report).duplicate is False
     assert ledger.book(report).duplicate is True

@@ -32,16 +32,17 @@ KEY = "Kx9LmN2pQr7StUv4WxYz-demo-key"
 
 
 def _record(message: str, *args: object) -> logging.LogRecord:
-    return logging.LogRecord("nija_broker.test", logging.WARNING, __file__, 1, message, args,
-                             None)
+    return logging.LogRecord("nija_broker.test", logging.WARNING, __file__, 1, message, args, None)
 
 
 def test_keys_read_from_the_environment_are_redacted_in_every_line() -> None:
-    config = parse_config({"accounts": [{"id": "A", "exchange": "kraken",
-                                         "api_key_env": "K", "secret_env": "S"}]})
+    config = parse_config(
+        {"accounts": [{"id": "A", "exchange": "kraken", "api_key_env": "K", "secret_env": "S"}]}
+    )
     config.account("A").credentials({"K": KEY, "S": "another-secret-value"})
-    line = KeyValueFormatter().format(_record("ccxt said: bad key %s / %s", KEY,
-                                              "another-secret-value"))
+    line = KeyValueFormatter().format(
+        _record("ccxt said: bad key %s / %s", KEY, "another-secret-value")
+    )
     assert KEY not in line
     assert "another-secret-value" not in line
     assert "***" in line
@@ -52,8 +53,9 @@ def test_tracebacks_are_redacted_too() -> None:
     try:
         raise RuntimeError("request failed with secret=trace-secret-123456")
     except RuntimeError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (),
-                                   __import__("sys").exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "boom", (), __import__("sys").exc_info()
+        )
     assert "trace-secret-123456" not in KeyValueFormatter().format(record)
 
 
@@ -90,33 +92,59 @@ def test_messages_are_one_line(message: str) -> None:
 def test_a_records_own_fields_follow_the_message_as_key_value_pairs() -> None:
     register_secret("field-secret-987654")
     record = _record("fill booked")
-    for key, value in fields("USER:alice", event="fill_booked", symbol="BTC/USDT",
-                             side=Side.BUY, amount=0.0005, fee=None, note="two words",
-                             leak="field-secret-987654", ok=True).items():
+    for key, value in fields(
+        "USER:alice",
+        event="fill_booked",
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        amount=0.0005,
+        fee=None,
+        note="two words",
+        leak="field-secret-987654",
+        ok=True,
+    ).items():
         setattr(record, key, value)
     line = KeyValueFormatter().format(record)
-    assert line.endswith(' account=USER:alice msg="fill booked" event=fill_booked '
-                         'symbol=BTC/USDT side=buy amount=0.0005 note="two words" leak=*** '
-                         'ok=true')
+    assert line.endswith(
+        ' account=USER:alice msg="fill booked" event=fill_booked '
+        'symbol=BTC/USDT side=buy amount=0.0005 note="two words" leak=*** '
+        "ok=true"
+    )
     assert "fee=" not in line
 
 
 # ----------------------------------------------------------------------------- the runtime
 
 ALICE = "USER:alice"
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-             min_amount=0.00001, min_notional=5.0)
-FAST = ReconcilerSettings(poll_interval_s=0.05, balance_interval_s=0.05,
-                          visibility_window_s=0.0, call_timeout_s=5.0, failed_after=3)
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
+FAST = ReconcilerSettings(
+    poll_interval_s=0.05,
+    balance_interval_s=0.05,
+    visibility_window_s=0.0,
+    call_timeout_s=5.0,
+    failed_after=3,
+)
 
 
 def _info(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records
-            if r.levelno == logging.INFO and getattr(r, "fields", {}).get("event") == event]
+    return [
+        r
+        for r in caplog.records
+        if r.levelno == logging.INFO and getattr(r, "fields", {}).get("event") == event
+    ]
 
 
-async def _logged(caplog: pytest.LogCaptureFixture, event: str,
-                  timeout_s: float = 10.0) -> logging.LogRecord:
+async def _logged(
+    caplog: pytest.LogCaptureFixture, event: str, timeout_s: float = 10.0
+) -> logging.LogRecord:
     async with asyncio.timeout(timeout_s):
         while not _info(caplog, event):  # noqa: ASYNC110 - the broker's tasks log it
             await asyncio.sleep(0.02)
@@ -126,38 +154,63 @@ async def _logged(caplog: pytest.LogCaptureFixture, event: str,
 
 @pytest.mark.asyncio
 async def test_the_runtime_logs_each_fill_trade_block_adoption_and_recovery_at_info(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="nija_broker.runtime")
     engine = SimEngine(seed=3, clock=SystemClock())
     engine.add_market(BTC, 50_000.0, volatility=0.0)
     engine.open_account(ALICE, {"USDT": 100.0})
     faults = FaultInjector(FaultPlan(), SystemClock())
-    config = parse_config({"store": {"path": str(tmp_path / "broker.sqlite3")},
-                           "accounts": [{"id": ALICE, "exchange": "binance",
-                                         "quote_currency": "USDT"}]})
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "accounts": [{"id": ALICE, "exchange": "binance", "quote_currency": "USDT"}],
+        }
+    )
     exchanges = {ALICE: SimExchange(engine, ALICE, faults=faults)}
-    async with Broker(config, exchanges=exchanges, reconciler_settings=FAST,
-                      serve_api=False) as broker:
+    async with Broker(
+        config, exchanges=exchanges, reconciler_settings=FAST, serve_api=False
+    ) as broker:
         # Placed straight on the exchange: adopted, then filled by a price move.
-        resting = engine.place_order(ALICE, OrderRequest(
-            symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.0004,
-            price=49_000.0))
+        resting = engine.place_order(
+            ALICE,
+            OrderRequest(
+                symbol="BTC/USDT",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=0.0004,
+                price=49_000.0,
+            ),
+        )
         adopted = await _logged(caplog, "order_adopted")
         engine.set_price("BTC/USDT", 48_000.0)
         fill = await _logged(caplog, "fill_booked")
         # A second BTC entry on a MICRO_CAP account is DCA.
-        blocked = broker.check(OrderIntent(account_id=ALICE, symbol="BTC/USDT", side="buy",
-                                           size_usd=10.0))
+        blocked = broker.check(
+            OrderIntent(account_id=ALICE, symbol="BTC/USDT", side="buy", size_usd=10.0)
+        )
         assert not blocked.allowed
         block = await _logged(caplog, "entry_blocked")
         # The exit closes the round trip.
-        await broker.guarded_exchange(ALICE).create_order(OrderRequest(
-            symbol="BTC/USDT", side=Side.SELL, type=OrderType.LIMIT, amount=0.0004,
-            price=47_000.0, role=OrderRole.EXIT))
+        await broker.guarded_exchange(ALICE).create_order(
+            OrderRequest(
+                symbol="BTC/USDT",
+                side=Side.SELL,
+                type=OrderType.LIMIT,
+                amount=0.0004,
+                price=47_000.0,
+                role=OrderRole.EXIT,
+            )
+        )
         trade = await _logged(caplog, "trade_closed")
         # Listings fail for a while, then work again.
-        faults.set_plan(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}),
-                                  methods=frozenset({"fetch_open_orders"})))
+        faults.set_plan(
+            FaultPlan(
+                rate=1.0,
+                kinds=frozenset({FaultKind.SERVER_ERROR}),
+                methods=frozenset({"fetch_open_orders"}),
+            )
+        )
         async with asyncio.timeout(10):
             while broker.live[ALICE].health.state is SyncState.OK:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
@@ -181,18 +234,37 @@ async def test_the_runtime_logs_each_fill_trade_block_adoption_and_recovery_at_i
 
 
 def test_a_stale_cancel_is_logged_when_found_and_when_the_exchange_confirms_it(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="nija_broker.runtime")
-    config = parse_config({"store": {"path": str(tmp_path / "broker.sqlite3")},
-                           "accounts": [{"id": ALICE, "exchange": "binance"}]})
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "accounts": [{"id": ALICE, "exchange": "binance"}],
+        }
+    )
     broker = Broker(config, exchanges={}, serve_api=False)
     at = SystemClock().now()
-    resting = Order(id="7", account_id=ALICE, symbol="ETH/USDT", side="buy", price=2_000.0,
-                    amount=0.01, created_at=at - timedelta(minutes=61))
-    broker._on_event(StaleOrderFound(account_id=ALICE, at=at, order=resting,
-                                     max_age_s=3600.0, action="cancel"))
-    broker._on_event(OrderCancelled(account_id=ALICE, at=at, previous=resting,
-                                    order=resting.replace(status=OrderStatus.CANCELLED)))
+    resting = Order(
+        id="7",
+        account_id=ALICE,
+        symbol="ETH/USDT",
+        side="buy",
+        price=2_000.0,
+        amount=0.01,
+        created_at=at - timedelta(minutes=61),
+    )
+    broker._on_event(
+        StaleOrderFound(account_id=ALICE, at=at, order=resting, max_age_s=3600.0, action="cancel")
+    )
+    broker._on_event(
+        OrderCancelled(
+            account_id=ALICE,
+            at=at,
+            previous=resting,
+            order=resting.replace(status=OrderStatus.CANCELLED),
+        )
+    )
     (found,) = _info(caplog, "stale_order")
     assert found.fields["age_s"] == pytest.approx(3660.0)
     assert found.fields["action"] == "cancel"

@@ -31,8 +31,15 @@ from nija_broker.sync.reconciler import ReconcilerSettings
 
 from ._reconciler_rig import make_rig
 
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-             min_amount=0.00001, min_notional=5.0)
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
 KEYS = {"USER:alice": ("alice-key-0001", "alice-secret-0001")}
 
 
@@ -92,7 +99,8 @@ def test_time_stands_still_while_an_executor_job_runs(mock_clock: MockClock) -> 
 
 
 def test_three_hundred_pollers_sleeping_five_seconds_move_time_five_seconds(
-        mock_clock: MockClock) -> None:
+    mock_clock: MockClock,
+) -> None:
     rounds = 3
 
     async def poller(wakes: list[float]) -> None:
@@ -181,14 +189,19 @@ def test_an_inner_deadline_takes_the_callers_and_sets_no_second(mock_clock: Mock
 
 
 def test_reconciler_call_that_hangs_is_cut_at_call_timeout(
-        mock_clock: MockClock, tmp_path: Path) -> None:
+    mock_clock: MockClock, tmp_path: Path
+) -> None:
     async def main() -> None:
-        rig = make_rig(tmp_path, settings=ReconcilerSettings(call_timeout_s=15.0),
-                       clock=mock_clock)
+        rig = make_rig(tmp_path, settings=ReconcilerSettings(call_timeout_s=15.0), clock=mock_clock)
         await rig.sync()
-        rig.faults["USER:alice"].set_plan(FaultPlan(
-            rate=1.0, kinds=frozenset({FaultKind.TIMEOUT}), timeout_s=3_600.0,
-            methods=frozenset({"fetch_open_orders"})))
+        rig.faults["USER:alice"].set_plan(
+            FaultPlan(
+                rate=1.0,
+                kinds=frozenset({FaultKind.TIMEOUT}),
+                timeout_s=3_600.0,
+                methods=frozenset({"fetch_open_orders"}),
+            )
+        )
         started = mock_clock.monotonic()
         health = await rig.rec.sync_once("USER:alice")
         assert mock_clock.monotonic() - started == pytest.approx(15.0)
@@ -203,8 +216,9 @@ def test_reconciler_call_that_hangs_is_cut_at_call_timeout(
 
 
 @asynccontextmanager
-async def binance(clock: MockClock, plan: FaultPlan,
-                  **kwargs: Any) -> AsyncIterator[tuple[EmulatorServer, CcxtExchange]]:
+async def binance(
+    clock: MockClock, plan: FaultPlan, **kwargs: Any
+) -> AsyncIterator[tuple[EmulatorServer, CcxtExchange]]:
     """The Binance emulator on loopback and real ccxt through CcxtExchange, on ``clock``.
 
     The engine and server stamp and check times on real time as ccxt does; their
@@ -217,8 +231,13 @@ async def binance(clock: MockClock, plan: FaultPlan,
     async with EmulatorServer(engine, KEYS, faults=faults) as server:
         api_key, secret = KEYS["USER:alice"]
         raw = ccxt.binance(binance_ccxt_config(server.url, api_key, secret))
-        exchange = CcxtExchange(raw, account_id="USER:alice", clock=clock,
-                                budget=RateBudget(1000.0, clock=clock), **kwargs)
+        exchange = CcxtExchange(
+            raw,
+            account_id="USER:alice",
+            clock=clock,
+            budget=RateBudget(1000.0, clock=clock),
+            **kwargs,
+        )
         try:
             yield server, exchange
         finally:
@@ -226,8 +245,12 @@ async def binance(clock: MockClock, plan: FaultPlan,
 
 
 def test_ccxt_call_to_a_hanging_exchange_ends_at_its_deadline(mock_clock: MockClock) -> None:
-    hang = FaultPlan(rate=1.0, kinds=frozenset({FaultKind.TIMEOUT}), timeout_s=3_600.0,
-                     methods=frozenset({"fetch_balance"}))
+    hang = FaultPlan(
+        rate=1.0,
+        kinds=frozenset({FaultKind.TIMEOUT}),
+        timeout_s=3_600.0,
+        methods=frozenset({"fetch_balance"}),
+    )
 
     async def main() -> None:
         async with binance(mock_clock, hang, call_timeout_s=15.0) as (server, exchange):
@@ -243,12 +266,19 @@ def test_ccxt_call_to_a_hanging_exchange_ends_at_its_deadline(mock_clock: MockCl
 
 
 def test_ccxt_retries_stop_at_the_retry_budget(mock_clock: MockClock) -> None:
-    failing = FaultPlan(rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}),
-                        methods=frozenset({"fetch_balance"}))
+    failing = FaultPlan(
+        rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}), methods=frozenset({"fetch_balance"})
+    )
 
     async def main() -> None:
-        async with binance(mock_clock, failing, call_timeout_s=20.0, max_attempts=100,
-                           retry_initial_s=0.5, retry_max_wait_s=4.0) as (server, exchange):
+        async with binance(
+            mock_clock,
+            failing,
+            call_timeout_s=20.0,
+            max_attempts=100,
+            retry_initial_s=0.5,
+            retry_max_wait_s=4.0,
+        ) as (server, exchange):
             started = mock_clock.monotonic()
             with pytest.raises(TransientError, match=r"503.*gave up after") as caught:
                 await exchange.fetch_balance()
@@ -263,14 +293,20 @@ def test_ccxt_retries_stop_at_the_retry_budget(mock_clock: MockClock) -> None:
     mock_clock.run(main())
 
 
-def test_ccxt_retries_under_a_callers_deadline_stop_at_the_callers(
-        mock_clock: MockClock) -> None:
-    failing = FaultPlan(rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}),
-                        methods=frozenset({"fetch_balance"}))
+def test_ccxt_retries_under_a_callers_deadline_stop_at_the_callers(mock_clock: MockClock) -> None:
+    failing = FaultPlan(
+        rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}), methods=frozenset({"fetch_balance"})
+    )
 
     async def main() -> None:
-        async with binance(mock_clock, failing, call_timeout_s=60.0, max_attempts=100,
-                           retry_initial_s=0.5, retry_max_wait_s=4.0) as (_server, exchange):
+        async with binance(
+            mock_clock,
+            failing,
+            call_timeout_s=60.0,
+            max_attempts=100,
+            retry_initial_s=0.5,
+            retry_max_wait_s=4.0,
+        ) as (_server, exchange):
             async with deadline(6.0):
                 with pytest.raises(TransientError, match="gave up after"):
                     await exchange.fetch_balance()

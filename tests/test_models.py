@@ -14,8 +14,13 @@ T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 def _order(**changes: Any) -> Order:
     fields: dict[str, Any] = dict(
-        id="O-1", account_id="PLATFORM", symbol="BTC-USD", side="buy", price=45_000.0,
-        amount=0.01, created_at=T0,
+        id="O-1",
+        account_id="PLATFORM",
+        symbol="BTC-USD",
+        side="buy",
+        price=45_000.0,
+        amount=0.01,
+        created_at=T0,
     )
     fields.update(changes)
     return Order(**fields)
@@ -47,8 +52,9 @@ def test_naive_datetimes_are_taken_as_utc() -> None:
         ("status", "done", "status"),
     ],
 )
-def test_bad_order_values_raise_naming_field_and_value(field: str, value: object,
-                                                       fragment: str) -> None:
+def test_bad_order_values_raise_naming_field_and_value(
+    field: str, value: object, fragment: str
+) -> None:
     with pytest.raises(ValidationError) as info:
         _order(**{field: value})
     message = str(info.value)
@@ -76,20 +82,47 @@ def test_orders_are_frozen() -> None:
 
 def test_fill_needs_a_trade_id_or_cumulative_amount() -> None:
     with pytest.raises(ValidationError, match="trade_id or a cumulative_filled"):
-        Fill(account_id="A", order_id="O", symbol="BTC/USD", side="buy", amount=1, price=1,
-             timestamp=T0)
-    by_trade = Fill(account_id="A", order_id="O", trade_id="7", symbol="BTC/USD", side="buy",
-                    amount=1, price=1, timestamp=T0)
+        Fill(
+            account_id="A",
+            order_id="O",
+            symbol="BTC/USD",
+            side="buy",
+            amount=1,
+            price=1,
+            timestamp=T0,
+        )
+    by_trade = Fill(
+        account_id="A",
+        order_id="O",
+        trade_id="7",
+        symbol="BTC/USD",
+        side="buy",
+        amount=1,
+        price=1,
+        timestamp=T0,
+    )
     by_cumulative = by_trade.replace(trade_id=None, cumulative_filled=1.0)
     assert by_trade.key != by_cumulative.key
 
 
 def _trade(**changes: Any) -> TradeRecord:
     fields: dict[str, Any] = dict(
-        trade_id="T-1", account_id="PLATFORM", symbol="BTC-USD", side="buy",
-        entry_price=45_000.0, exit_price=46_000.0, quantity=0.01, size_usd=450.0, pnl=10.0,
-        pnl_pct=2.22, fees=2.0, net_pnl=8.0, entry_time=T0, exit_time=T0 + timedelta(hours=2),
-        hold_time_seconds=7200, is_win=True,
+        trade_id="T-1",
+        account_id="PLATFORM",
+        symbol="BTC-USD",
+        side="buy",
+        entry_price=45_000.0,
+        exit_price=46_000.0,
+        quantity=0.01,
+        size_usd=450.0,
+        pnl=10.0,
+        pnl_pct=2.22,
+        fees=2.0,
+        net_pnl=8.0,
+        entry_time=T0,
+        exit_time=T0 + timedelta(hours=2),
+        hold_time_seconds=7200,
+        is_win=True,
     )
     fields.update(changes)
     return TradeRecord(**fields)
@@ -101,9 +134,19 @@ def test_seed_trade_record_is_accepted_unchanged() -> None:
 
 
 def test_trade_record_derives_what_it_is_not_given() -> None:
-    trade = TradeRecord(trade_id="T", account_id="A", symbol="SOL/USD", side="buy",
-                        entry_price=100, exit_price=90, quantity=2, pnl=-20, fees=1,
-                        entry_time=T0, exit_time=T0 + timedelta(minutes=30))
+    trade = TradeRecord(
+        trade_id="T",
+        account_id="A",
+        symbol="SOL/USD",
+        side="buy",
+        entry_price=100,
+        exit_price=90,
+        quantity=2,
+        pnl=-20,
+        fees=1,
+        entry_time=T0,
+        exit_time=T0 + timedelta(minutes=30),
+    )
     assert trade.net_pnl == -21
     assert trade.is_win is False
     assert trade.size_usd == 200

@@ -98,8 +98,9 @@ def test_a_fill_releases_its_capital() -> None:
     tracker.apply(order("o1", price=100.0, amount=2.0))
     assert tracker.held_capital().total == pytest.approx(200.0)
 
-    tracker.apply(order("o1", price=100.0, amount=2.0, filled=0.5,
-                        status=OrderStatus.PARTIALLY_FILLED))
+    tracker.apply(
+        order("o1", price=100.0, amount=2.0, filled=0.5, status=OrderStatus.PARTIALLY_FILLED)
+    )
     assert tracker.held_capital().total == pytest.approx(150.0)
 
     tracker.apply(order("o1", price=100.0, amount=2.0, filled=2.0, status=OrderStatus.FILLED))
@@ -211,8 +212,17 @@ def test_exits_within_the_position_are_fine_and_unknown_symbols_are_not_judged()
 def test_partly_filled_exit_reserves_only_its_remaining() -> None:
     tracker = OrderTracker("PLATFORM")
     tracker.apply(stop("s1", amount=1.0, parent=None))
-    tracker.apply(order("x1", side=Side.SELL, role=OrderRole.EXIT, price=130.0, amount=1.0,
-                        filled=0.9, status=OrderStatus.PARTIALLY_FILLED))
+    tracker.apply(
+        order(
+            "x1",
+            side=Side.SELL,
+            role=OrderRole.EXIT,
+            price=130.0,
+            amount=1.0,
+            filled=0.9,
+            status=OrderStatus.PARTIALLY_FILLED,
+        )
+    )
     # The position shrank to 0.1 + the stop's 1.0 would be 1.1 > 1.0 held.
     assert [d.kind for d in tracker.double_reservations({"BTC/USD": 1.0})] == ["over_reserved"]
     assert tracker.double_reservations({"BTC/USD": 1.1}) == []
@@ -276,8 +286,9 @@ def test_two_hour_old_entry_is_stale_but_a_two_hour_old_stop_is_not() -> None:
 def test_filled_entry_is_not_stale() -> None:
     tracker = OrderTracker("PLATFORM")
     tracker.apply(order("o1", created_at=T0 - timedelta(hours=3)))
-    tracker.apply(order("o1", created_at=T0 - timedelta(hours=3), filled=1.0,
-                        status=OrderStatus.FILLED))
+    tracker.apply(
+        order("o1", created_at=T0 - timedelta(hours=3), filled=1.0, status=OrderStatus.FILLED)
+    )
     assert tracker.stale_orders(T0) == []
 
 
@@ -385,11 +396,24 @@ def test_order_is_found_by_client_id_even_when_a_later_report_omits_it() -> None
 
 def test_terminal_orders_are_dropped_after_retention_and_live_ones_never() -> None:
     tracker = OrderTracker("PLATFORM", retention_s=24 * 3600)
-    tracker.apply(order("old-fill", client_order_id="c-old", status=OrderStatus.FILLED,
-                        filled=1.0, created_at=T0 - timedelta(hours=30),
-                        updated_at=T0 - timedelta(hours=25)))
-    tracker.apply(order("recent-cancel", status=OrderStatus.CANCELLED,
-                        created_at=T0 - timedelta(hours=30), updated_at=T0 - timedelta(hours=1)))
+    tracker.apply(
+        order(
+            "old-fill",
+            client_order_id="c-old",
+            status=OrderStatus.FILLED,
+            filled=1.0,
+            created_at=T0 - timedelta(hours=30),
+            updated_at=T0 - timedelta(hours=25),
+        )
+    )
+    tracker.apply(
+        order(
+            "recent-cancel",
+            status=OrderStatus.CANCELLED,
+            created_at=T0 - timedelta(hours=30),
+            updated_at=T0 - timedelta(hours=1),
+        )
+    )
     tracker.apply(order("ancient-open", created_at=T0 - timedelta(days=9)))
 
     assert tracker.cleanup_terminal(T0) == ["old-fill"]
@@ -406,8 +430,9 @@ def test_terminal_orders_are_dropped_after_retention_and_live_ones_never() -> No
 def test_stats_describe_one_account() -> None:
     tracker = OrderTracker("USER:alice", fee_rate=0.0)
     tracker.apply(order("e-old", account_id="USER:alice", created_at=T0 - timedelta(hours=2)))
-    tracker.apply(stop("s1", amount=1.0, account_id="USER:alice",
-                       created_at=T0 - timedelta(hours=3)))
+    tracker.apply(
+        stop("s1", amount=1.0, account_id="USER:alice", created_at=T0 - timedelta(hours=3))
+    )
     tracker.apply(order("p1", account_id="USER:alice", status=OrderStatus.PENDING))
     tracker.apply(order("f1", account_id="USER:alice", status=OrderStatus.FILLED, filled=1.0))
 
@@ -453,8 +478,13 @@ def test_eight_threads_writing_for_eight_accounts_lose_nothing() -> None:
         t: [
             (
                 order(f"t{t}-{i}", account_id=accounts[(t + i) % 8], price=1.0 + t),
-                order(f"t{t}-{i}", account_id=accounts[(t + i) % 8], price=1.0 + t,
-                      filled=1.0, status=OrderStatus.FILLED),
+                order(
+                    f"t{t}-{i}",
+                    account_id=accounts[(t + i) % 8],
+                    price=1.0 + t,
+                    filled=1.0,
+                    status=OrderStatus.FILLED,
+                ),
             )
             for i in range(per_thread)
         ]

@@ -59,7 +59,8 @@ class GatedOwner(Owner):
     async def acall(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         hook = self.before_commit
         if hook is not None and getattr(getattr(fn, "func", None), "__name__", "") == (
-                "apply_changes"):
+            "apply_changes"
+        ):
             self.before_commit = None
             await hook()
         return await super().acall(fn, *args, **kwargs)
@@ -73,17 +74,18 @@ class World:
         self.engine: SimEngine
         self.engine, _ = sim(self.clock, {"USD": 5_000.0})
         capabilities = DEFAULT_CAPABILITIES.__class__(
-            **{**_fields(DEFAULT_CAPABILITIES), "order_trades": order_trades})
+            **{**_fields(DEFAULT_CAPABILITIES), "order_trades": order_trades}
+        )
         self.exchange = SimExchange(self.engine, ALICE, capabilities=capabilities)
         self.store = Store(tmp_path / "state.sqlite3")
         self.owner = GatedOwner()
         self.books = Books(self.store, clock=self.clock, owner=self.owner)
         # A standard account: it may enter the same symbol again (the race runs 5 rounds).
-        self.live = {ALICE: account_live(equity=5_000.0, free=5_000.0,
-                                         balances=usd(5_000.0))}
+        self.live = {ALICE: account_live(equity=5_000.0, free=5_000.0, balances=usd(5_000.0))}
         self.guard = Guard(self.books, self.live, store=self.store, clock=self.clock)
-        self.reconciler = Reconciler(self.books, {ALICE: self.exchange}, self.live,
-                                     clock=self.clock)
+        self.reconciler = Reconciler(
+            self.books, {ALICE: self.exchange}, self.live, clock=self.clock
+        )
         self.events: list[Event] = []
         self.guard.event_sinks.append(self.events.extend)
 
@@ -127,15 +129,24 @@ async def _join(thread: threading.Thread) -> None:
 
 async def _place(world: World, *, parts: bool) -> tuple[str, Order]:
     """The bot's entry: reserved by the guard, sent to the exchange, answered."""
-    decision = world.guard.decide(buy(BTC, size_usd=None, amount=AMOUNT,
-                                      **({"type": "limit", "price": 49_000.0} if parts
-                                         else {})))
+    decision = world.guard.decide(
+        buy(
+            BTC,
+            size_usd=None,
+            amount=AMOUNT,
+            **({"type": "limit", "price": 49_000.0} if parts else {}),
+        )
+    )
     assert isinstance(decision, Allowed)
     assert decision.reservation is not None
-    request = OrderRequest(symbol=BTC, side=Side.BUY,
-                           type=OrderType.LIMIT if parts else OrderType.MARKET,
-                           amount=AMOUNT, price=49_000.0 if parts else None,
-                           client_order_id=decision.intent.client_order_id)
+    request = OrderRequest(
+        symbol=BTC,
+        side=Side.BUY,
+        type=OrderType.LIMIT if parts else OrderType.MARKET,
+        amount=AMOUNT,
+        price=49_000.0 if parts else None,
+        client_order_id=decision.intent.client_order_id,
+    )
     answer = await world.exchange.create_order(request)
     if parts:
         # Part filled by the time the answer is read; more fills after it.
@@ -159,6 +170,7 @@ async def _run(world: World, interleaving: str, reservation_id: str, order: Orde
         await _join(confirm)
         await sync_once()
     elif interleaving == "confirm_between":
+
         async def let_the_bot_confirm() -> None:
             confirm.start()
             await _join(confirm)
@@ -171,7 +183,8 @@ async def _run(world: World, interleaving: str, reservation_id: str, order: Orde
         await sync_once()
         book = world.books.get(ALICE)
         assert await world.owner.acall(book.orders.get, order.id) is not None, (
-            "the reconciler did not book the order first")
+            "the reconciler did not book the order first"
+        )
         confirm.start()
         await _join(confirm)
     else:
@@ -191,8 +204,13 @@ def _booked_once(world: World, order_id: str) -> None:
     stored = [f for f in world.store.fills(ALICE) if f.order_id == order_id]
     assert sum(f.amount for f in stored) == pytest.approx(truth, rel=1e-9)
     assert len({f.key for f in stored}) == len(stored)
-    reported = [f for e in world.events if isinstance(e, FillsBooked) for f in e.fills
-                if f.order_id == order_id]
+    reported = [
+        f
+        for e in world.events
+        if isinstance(e, FillsBooked)
+        for f in e.fills
+        if f.order_id == order_id
+    ]
     assert sum(f.amount for f in reported) == pytest.approx(truth, rel=1e-9)
 
 
@@ -201,7 +219,10 @@ def _booked_once(world: World, order_id: str) -> None:
 @pytest.mark.parametrize("order_trades", [False, True], ids=["cumulative", "trades"])
 @pytest.mark.parametrize("parts", [False, True], ids=["filled_at_once", "filled_in_parts"])
 async def test_confirm_and_reconciler_commit_of_one_order_book_its_fill_once(
-    tmp_path: Path, interleaving: str, order_trades: bool, parts: bool,
+    tmp_path: Path,
+    interleaving: str,
+    order_trades: bool,
+    parts: bool,
     busy_switching: None,
 ) -> None:
     world = World(tmp_path, order_trades=order_trades)

@@ -174,8 +174,14 @@ def test_drawdown_survives_new_trades() -> None:
     after = tracker.metrics()
 
     assert after.total_trades == 2
-    for name in ("peak_balance", "current_balance", "current_drawdown", "max_drawdown",
-                 "max_drawdown_pct", "current_drawdown_pct"):
+    for name in (
+        "peak_balance",
+        "current_balance",
+        "current_drawdown",
+        "max_drawdown",
+        "max_drawdown_pct",
+        "current_drawdown_pct",
+    ):
         assert getattr(after, name) == getattr(before, name), name
     assert after.max_drawdown == 300.0
 
@@ -344,10 +350,22 @@ def test_equity_points_are_bounded_and_newest_last() -> None:
 
 def test_restore_from_stored_trades_and_points_gives_identical_metrics() -> None:
     original = PerformanceTracker("USER:alice", history_size=4)
-    pnls = [5.0, -3.0, -2.0, 0.25, 7.0,  # 0.25 gross is breakeven after fees
-            7.0, -1.0, 4.0, 4.0, 4.0]
-    stored_trades = [trade(f"t{i}", p, fees=0.25, account="USER:alice", risk_usd=2.0 if i % 3
-                           else None) for i, p in enumerate(pnls)]
+    pnls = [
+        5.0,
+        -3.0,
+        -2.0,
+        0.25,
+        7.0,  # 0.25 gross is breakeven after fees
+        7.0,
+        -1.0,
+        4.0,
+        4.0,
+        4.0,
+    ]
+    stored_trades = [
+        trade(f"t{i}", p, fees=0.25, account="USER:alice", risk_usd=2.0 if i % 3 else None)
+        for i, p in enumerate(pnls)
+    ]
     stored_points: list[EquityPoint] = []
     for t in stored_trades:
         original.record_trade(t)

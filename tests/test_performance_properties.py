@@ -31,8 +31,9 @@ equity_events = st.tuples(
 events = st.lists(st.one_of(trade_events, equity_events), max_size=60)
 
 
-def make_trade(n: int, account: str, pnl: float, fee: float, risk: float | None,
-               trade_no: int) -> TradeRecord:
+def make_trade(
+    n: int, account: str, pnl: float, fee: float, risk: float | None, trade_no: int
+) -> TradeRecord:
     entry = 1_000.0
     return TradeRecord(
         trade_id=f"{account}-{trade_no}",
@@ -90,8 +91,7 @@ def test_incremental_tracker_and_its_restore_equal_compute_metrics(
     specs: list[tuple[float, float, float | None, int]], history_size: int
 ) -> None:
     trades = [make_trade(n, "PLATFORM", *spec) for n, spec in enumerate(specs)]
-    points = [(T0 + timedelta(hours=7 * i), 6_000.0 + 10 * spec[0]) for i, spec in
-              enumerate(specs)]
+    points = [(T0 + timedelta(hours=7 * i), 6_000.0 + 10 * spec[0]) for i, spec in enumerate(specs)]
     tracker = PerformanceTracker("PLATFORM", history_size=history_size)
     for checked, (t, (ts, equity)) in enumerate(zip(trades, points, strict=True), start=1):
         tracker.record_trade(t)
@@ -119,8 +119,9 @@ def test_incremental_tracker_and_its_restore_equal_compute_metrics(
 amounts = st.sampled_from([0.1, 0.2, 0.3, 0.05, 1 / 3, 0.7, 1.0, 2.5, 0.001])
 prices = st.floats(min_value=1.0, max_value=50_000.0)
 fills = st.lists(
-    st.tuples(st.sampled_from([Side.BUY, Side.SELL]), amounts, prices, fees,
-              st.booleans()),  # the last flag replays an earlier fill
+    st.tuples(
+        st.sampled_from([Side.BUY, Side.SELL]), amounts, prices, fees, st.booleans()
+    ),  # the last flag replays an earlier fill
     max_size=40,
 )
 
@@ -142,8 +143,14 @@ def test_booked_fills_conserve_quantity_fees_and_count_once(
             assert again.trades == ()
             continue
         f = Fill(
-            account_id="USER:alice", order_id=f"O{n}", trade_id="1", symbol="SOL/USD",
-            side=side, amount=amount, price=price, fee=fee,
+            account_id="USER:alice",
+            order_id=f"O{n}",
+            trade_id="1",
+            symbol="SOL/USD",
+            side=side,
+            amount=amount,
+            price=price,
+            fee=fee,
             timestamp=T0 + timedelta(seconds=n),
         )
         result = ledger.book(f)
@@ -162,8 +169,9 @@ def test_booked_fills_conserve_quantity_fees_and_count_once(
         for t in result.trades:
             trade_fees += t.fees
             assert t.trade_id == f.key
-            assert math.isclose(t.pnl, (t.exit_price - t.entry_price) * t.quantity,
-                                rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(
+                t.pnl, (t.exit_price - t.entry_price) * t.quantity, rel_tol=1e-9, abs_tol=1e-9
+            )
         position = ledger.position("SOL/USD")
         # No phantom: a held position is never float dust.
         assert position is None or position.quantity > 1e-9
@@ -174,6 +182,7 @@ def test_booked_fills_conserve_quantity_fees_and_count_once(
     tol = 1e-9 * max(1.0, bought, sold)
     assert math.isclose(sold_in_trades + held, bought, rel_tol=1e-9, abs_tol=tol)
     assert math.isclose(sold_in_trades + unmatched, sold, rel_tol=1e-9, abs_tol=tol)
-    assert math.isclose(trade_fees + held_fees + unmatched_fees, all_fees,
-                        rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(
+        trade_fees + held_fees + unmatched_fees, all_fees, rel_tol=1e-9, abs_tol=1e-9
+    )
     assert ledger.fill_keys() == frozenset(f.key for f in booked)

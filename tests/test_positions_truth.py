@@ -25,28 +25,42 @@ from nija_broker.sync.reconciler import ReconcilerSettings
 from ._reconciler_rig import make_rig
 
 ALICE = "USER:alice"
-TRADES = Capabilities(open_orders_without_symbol=True, fetch_order_by_client_id=True,
-                      watch_orders=False, order_trades=True)
+TRADES = Capabilities(
+    open_orders_without_symbol=True,
+    fetch_order_by_client_id=True,
+    watch_orders=False,
+    order_trades=True,
+)
 
 
 def _position(symbol: str, quantity: float) -> Position:
     at = datetime(2026, 1, 1, tzinfo=UTC)
-    return Position(account_id=ALICE, symbol=symbol, quantity=quantity, avg_price=10.0,
-                    opened_at=at, updated_at=at)
+    return Position(
+        account_id=ALICE,
+        symbol=symbol,
+        quantity=quantity,
+        avg_price=10.0,
+        opened_at=at,
+        updated_at=at,
+    )
 
 
-@pytest.mark.parametrize(("positions", "balances", "expected"), [
-    ([_position("ETH/USD", 0.5)], {}, {"ETH": (0.5, 0.0)}),
-    ([_position("ETH/USD", 0.5)], {"ETH": 0.5}, {}),
-    # Dust below the market's amount step is what a sell rounded to the step leaves.
-    ([_position("ETH/USD", 0.5004)], {"ETH": 0.5}, {}),
-    # One asset bought with two quotes is one holding.
-    ([_position("ETH/USD", 0.2), _position("ETH/USDT", 0.3)], {"ETH": 0.5}, {}),
-    ([_position("ETH/USD", 0.2)], {"ETH": 0.5}, {"ETH": (0.2, 0.5)}),
-], ids=["phantom", "agree", "dust", "two-quotes", "ledger-short"])
+@pytest.mark.parametrize(
+    ("positions", "balances", "expected"),
+    [
+        ([_position("ETH/USD", 0.5)], {}, {"ETH": (0.5, 0.0)}),
+        ([_position("ETH/USD", 0.5)], {"ETH": 0.5}, {}),
+        # Dust below the market's amount step is what a sell rounded to the step leaves.
+        ([_position("ETH/USD", 0.5004)], {"ETH": 0.5}, {}),
+        # One asset bought with two quotes is one holding.
+        ([_position("ETH/USD", 0.2), _position("ETH/USDT", 0.3)], {"ETH": 0.5}, {}),
+        ([_position("ETH/USD", 0.2)], {"ETH": 0.5}, {"ETH": (0.2, 0.5)}),
+    ],
+    ids=["phantom", "agree", "dust", "two-quotes", "ledger-short"],
+)
 def test_position_mismatches_compare_in_the_markets_own_step(
-        positions: list[Position], balances: dict[str, float],
-        expected: dict[str, tuple[float, float]]) -> None:
+    positions: list[Position], balances: dict[str, float], expected: dict[str, tuple[float, float]]
+) -> None:
     steps = {"ETH/USD": 0.001, "ETH/USDT": 0.001}
     held = {c: Balance(currency=c, free=q, total=q) for c, q in balances.items()}
     assert position_mismatches(positions, held, steps) == expected
@@ -54,20 +68,37 @@ def test_position_mismatches_compare_in_the_markets_own_step(
 
 @pytest.mark.asyncio
 async def test_a_phantom_position_raises_attention_once_and_stops_blocking_entries(
-        tmp_path: Path) -> None:
-    rig = make_rig(tmp_path, accounts=(), capabilities=TRADES,
-                   settings=ReconcilerSettings(balance_interval_s=1.0))
+    tmp_path: Path,
+) -> None:
+    rig = make_rig(
+        tmp_path,
+        accounts=(),
+        capabilities=TRADES,
+        settings=ReconcilerSettings(balance_interval_s=1.0),
+    )
     rig.engine.open_account(ALICE, {"USD": 300.0})
     rig.start()
     await rig.rec.startup(ALICE)
     book = rig.book(ALICE)
     # A fill the exchange never made: the ledger now believes in 0.5 ETH.
-    book.book_fills([Fill(account_id=ALICE, order_id="ghost", trade_id="g1", symbol="ETH/USD",
-                          side=Side.BUY, amount=0.5, price=10.0,
-                          timestamp=rig.clock.now() - timedelta(minutes=5))])
+    book.book_fills(
+        [
+            Fill(
+                account_id=ALICE,
+                order_id="ghost",
+                trade_id="g1",
+                symbol="ETH/USD",
+                side=Side.BUY,
+                amount=0.5,
+                price=10.0,
+                timestamp=rig.clock.now() - timedelta(minutes=5),
+            )
+        ]
+    )
     guard = Guard(rig.books, rig.live, clock=rig.clock)  # type: ignore[arg-type]
-    entry = OrderIntent(account_id=ALICE, symbol="ETH/USD", side=Side.BUY, size_usd=20.0,
-                        price=10.0)
+    entry = OrderIntent(
+        account_id=ALICE, symbol="ETH/USD", side=Side.BUY, size_usd=20.0, price=10.0
+    )
     assert guard.check(entry).rule == "dca"  # type: ignore[union-attr]
 
     first = await rig.sync(ALICE, after_s=2.0)

@@ -25,8 +25,15 @@ from nija_broker.core.intent import new_client_order_id
 
 @pytest.mark.parametrize(
     ("exchange_id", "profile"),
-    [("kraken", KRAKEN), ("binance", BINANCE), ("binanceus", BINANCE), ("coinbase", COINBASE),
-     ("okx", OKX), ("bitstamp", DEFAULT), ("gate", DEFAULT)],
+    [
+        ("kraken", KRAKEN),
+        ("binance", BINANCE),
+        ("binanceus", BINANCE),
+        ("coinbase", COINBASE),
+        ("okx", OKX),
+        ("bitstamp", DEFAULT),
+        ("gate", DEFAULT),
+    ],
 )
 def test_every_ccxt_id_gets_a_profile(exchange_id: str, profile: ExchangeProfile) -> None:
     assert profile_for(exchange_id) is profile
@@ -46,8 +53,7 @@ def test_other_exchanges_keep_symbols_as_written_apart_from_form() -> None:
 
 
 @pytest.mark.parametrize("profile", [KRAKEN, OKX])
-def test_guard_ids_are_sent_as_32_hex_digits_and_read_back_whole(
-        profile: ExchangeProfile) -> None:
+def test_guard_ids_are_sent_as_32_hex_digits_and_read_back_whole(profile: ExchangeProfile) -> None:
     ours = new_client_order_id()
     sent = profile.client_ids.to_exchange(ours)
     assert sent == ours.removeprefix("nb-")
@@ -56,8 +62,13 @@ def test_guard_ids_are_sent_as_32_hex_digits_and_read_back_whole(
 
 @pytest.mark.parametrize(
     ("client_id", "fits"),
-    [("entry-1", True), ("a" * 18, True), ("a" * 19, False),
-     ("d15708c1-dbb6-465d-b77d-47258319cc90", True), ("has space", False)],
+    [
+        ("entry-1", True),
+        ("a" * 18, True),
+        ("a" * 19, False),
+        ("d15708c1-dbb6-465d-b77d-47258319cc90", True),
+        ("has space", False),
+    ],
 )
 def test_kraken_cl_ord_id_is_a_uuid_or_short_free_text(client_id: str, fits: bool) -> None:
     assert (KRAKEN.client_ids.to_exchange(client_id) is not None) is fits
@@ -80,11 +91,18 @@ def test_kraken_userref_zero_means_no_client_id_but_other_userrefs_count() -> No
 
 def test_profiles_say_how_each_exchange_finds_orders_by_client_id_and_holds_stops() -> None:
     assert {p.name: p.client_ids.lookup for p in (KRAKEN, BINANCE, COINBASE, OKX, DEFAULT)} == {
-        "kraken": ClientIdLookup.FILTER, "binance": ClientIdLookup.NATIVE,
-        "coinbase": ClientIdLookup.SCAN, "okx": ClientIdLookup.NATIVE,
-        "default": ClientIdLookup.SCAN}
+        "kraken": ClientIdLookup.FILTER,
+        "binance": ClientIdLookup.NATIVE,
+        "coinbase": ClientIdLookup.SCAN,
+        "okx": ClientIdLookup.NATIVE,
+        "default": ClientIdLookup.SCAN,
+    }
     assert {p.client_ids.param for p in (KRAKEN, BINANCE, COINBASE, OKX)} == {
-        "cl_ord_id", "newClientOrderId", "client_order_id", "clOrdId"}
+        "cl_ord_id",
+        "newClientOrderId",
+        "client_order_id",
+        "clOrdId",
+    }
     assert KRAKEN.stop_funds is StopFunds.AT_PLACEMENT
     assert OKX.stop_funds is StopFunds.AT_TRIGGER
 
@@ -92,16 +110,22 @@ def test_profiles_say_how_each_exchange_finds_orders_by_client_id_and_holds_stop
 def test_kraken_counts_private_calls_per_key_with_trade_history_double() -> None:
     rate = KRAKEN.rate
     assert rate.per_account
-    assert (rate.cost("fetch_open_orders"), rate.cost("fetch_my_trades"),
-            rate.cost("create_order"), rate.cost("cancel_order")) == (1.0, 2.0, 0.0, 0.0)
+    assert (
+        rate.cost("fetch_open_orders"),
+        rate.cost("fetch_my_trades"),
+        rate.cost("create_order"),
+        rate.cost("cancel_order"),
+    ) == (1.0, 2.0, 0.0, 0.0)
     assert rate.capacity == 15.0
     assert not BINANCE.rate.per_account
     assert BINANCE.rate.cost("fetch_my_trades") == 1.0
 
 
 def test_ccxt_options_merge_into_nested_tables_without_dropping_others() -> None:
-    options = {"fetchOpenOrders": {"method": "x", "warnWithoutSymbol": True},
-               "warnOnFetchOpenOrdersWithoutSymbol": True}
+    options = {
+        "fetchOpenOrders": {"method": "x", "warnWithoutSymbol": True},
+        "warnOnFetchOpenOrdersWithoutSymbol": True,
+    }
 
     class Fake:
         pass
@@ -109,47 +133,86 @@ def test_ccxt_options_merge_into_nested_tables_without_dropping_others() -> None
     fake = Fake()
     fake.options = options  # type: ignore[attr-defined]
     BINANCE.apply_ccxt_options(fake)
-    assert options == {"fetchOpenOrders": {"method": "x", "warnWithoutSymbol": False},
-                       "warnOnFetchOpenOrdersWithoutSymbol": False}
+    assert options == {
+        "fetchOpenOrders": {"method": "x", "warnWithoutSymbol": False},
+        "warnOnFetchOpenOrdersWithoutSymbol": False,
+    }
 
 
 # ----------------------------------------------------------- error overrides
 
 
 def kraken_error(exc: Exception, action: str) -> errors.ExchangeError:
-    return map_ccxt_error(exc, exchange_id="kraken", account_id="USER:alice", secrets=(),
-                          action=action, overrides=KRAKEN.error_overrides,
-                          nonce_advice=KRAKEN.nonce_advice)
+    return map_ccxt_error(
+        exc,
+        exchange_id="kraken",
+        account_id="USER:alice",
+        secrets=(),
+        action=action,
+        overrides=KRAKEN.error_overrides,
+        nonce_advice=KRAKEN.nonce_advice,
+    )
 
 
 @pytest.mark.parametrize(
     ("exc", "action", "expected"),
     [
         # ccxt's classes for Kraken's texts, and what they mean.
-        (ccxt.InvalidOrder('kraken {"error":["EOrder:Unknown order"]}'), "fetch_order",
-         errors.OrderNotFound),
-        (ccxt.InvalidOrder('kraken {"error":["EOrder:Invalid order"]}'), "fetch_order",
-         errors.OrderNotFound),
-        (ccxt.InvalidOrder('kraken {"error":["EOrder:Invalid order"]}'), "create_order",
-         errors.InvalidOrder),
-        (ccxt.ExchangeError('kraken {"error":["EOrder:Post only order"]}'), "create_order",
-         errors.InvalidOrder),
-        (ccxt.ExchangeError('kraken {"error":["EAPI:Invalid signature"]}'), "fetch_balance",
-         errors.AuthenticationFailed),
-        (ccxt.ExchangeError('kraken {"error":["EQuery:Unknown asset pair"]}'), "fetch_tickers",
-         errors.InvalidOrder),
-        (ccxt.DDoSProtection('kraken {"error":["EAPI:Rate limit exceeded"]}'), "fetch_balance",
-         errors.RateLimited),
-        (ccxt.ExchangeNotAvailable('kraken {"error":["EService:Unavailable"]}'), "create_order",
-         errors.TransientError),
-        (ccxt.InsufficientFunds('kraken {"error":["EOrder:Insufficient funds"]}'),
-         "create_order", errors.InsufficientFunds),
-        (ccxt.AuthenticationError('kraken {"error":["EAPI:Invalid key"]}'), "fetch_balance",
-         errors.AuthenticationFailed),
+        (
+            ccxt.InvalidOrder('kraken {"error":["EOrder:Unknown order"]}'),
+            "fetch_order",
+            errors.OrderNotFound,
+        ),
+        (
+            ccxt.InvalidOrder('kraken {"error":["EOrder:Invalid order"]}'),
+            "fetch_order",
+            errors.OrderNotFound,
+        ),
+        (
+            ccxt.InvalidOrder('kraken {"error":["EOrder:Invalid order"]}'),
+            "create_order",
+            errors.InvalidOrder,
+        ),
+        (
+            ccxt.ExchangeError('kraken {"error":["EOrder:Post only order"]}'),
+            "create_order",
+            errors.InvalidOrder,
+        ),
+        (
+            ccxt.ExchangeError('kraken {"error":["EAPI:Invalid signature"]}'),
+            "fetch_balance",
+            errors.AuthenticationFailed,
+        ),
+        (
+            ccxt.ExchangeError('kraken {"error":["EQuery:Unknown asset pair"]}'),
+            "fetch_tickers",
+            errors.InvalidOrder,
+        ),
+        (
+            ccxt.DDoSProtection('kraken {"error":["EAPI:Rate limit exceeded"]}'),
+            "fetch_balance",
+            errors.RateLimited,
+        ),
+        (
+            ccxt.ExchangeNotAvailable('kraken {"error":["EService:Unavailable"]}'),
+            "create_order",
+            errors.TransientError,
+        ),
+        (
+            ccxt.InsufficientFunds('kraken {"error":["EOrder:Insufficient funds"]}'),
+            "create_order",
+            errors.InsufficientFunds,
+        ),
+        (
+            ccxt.AuthenticationError('kraken {"error":["EAPI:Invalid key"]}'),
+            "fetch_balance",
+            errors.AuthenticationFailed,
+        ),
     ],
 )
-def test_kraken_errors_land_on_the_class_they_mean(exc: Exception, action: str,
-                                                   expected: type[Exception]) -> None:
+def test_kraken_errors_land_on_the_class_they_mean(
+    exc: Exception, action: str, expected: type[Exception]
+) -> None:
     assert type(kraken_error(exc, action)) is expected
 
 
@@ -159,8 +222,9 @@ def test_an_override_never_makes_a_network_failure_final() -> None:
 
 
 def test_kraken_nonce_error_tells_the_user_to_give_nija_broker_its_own_key() -> None:
-    result = kraken_error(ccxt.InvalidNonce('kraken {"error":["EAPI:Invalid nonce"]}'),
-                          "fetch_open_orders")
+    result = kraken_error(
+        ccxt.InvalidNonce('kraken {"error":["EAPI:Invalid nonce"]}'), "fetch_open_orders"
+    )
     assert isinstance(result, errors.AuthenticationFailed)
     assert "another program is using this API key" in str(result)
     assert "separate API key for nija_broker" in str(result)

@@ -35,8 +35,9 @@ def _samples(metrics: BrokerMetrics) -> dict[tuple[str, frozenset[tuple[str, str
     }
 
 
-def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-         **labels: str) -> float | None:
+def _get(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
@@ -50,9 +51,17 @@ def _live(account: str, equity_usd: float | None) -> AccountLive:
 
 def _books() -> Books:
     books = Books()
-    books.get("USER:micro").apply_order(Order(
-        id="o1", account_id="USER:micro", symbol="BTC/USD", side="buy", price=100.0,
-        amount=0.5, created_at=T0))
+    books.get("USER:micro").apply_order(
+        Order(
+            id="o1",
+            account_id="USER:micro",
+            symbol="BTC/USD",
+            side="buy",
+            price=100.0,
+            amount=0.5,
+            created_at=T0,
+        )
+    )
     platform = books.get("PLATFORM")
     platform.update_equity(10_000.0, T0)
     platform.update_equity(8_000.0, T0 + timedelta(hours=1))
@@ -72,7 +81,8 @@ def test_gauges_are_set_per_account_from_each_books_own_figures() -> None:
     assert _get(s, "nija_broker_open_orders", account="USER:micro") == 1.0
     assert _get(s, "nija_broker_held_capital_usd", account="USER:micro") == pytest.approx(held)
     assert _get(s, "nija_broker_fragmentation_ratio", account="USER:micro") == pytest.approx(
-        held / 100.0)
+        held / 100.0
+    )
     assert _get(s, "nija_broker_equity_usd", account="PLATFORM") == 9_000.0
     assert _get(s, "nija_broker_open_orders", account="PLATFORM") == 0.0
     assert _get(s, "nija_broker_held_capital_usd", account="PLATFORM") == 0.0
@@ -119,10 +129,13 @@ def test_counters_count_events_per_account_and_label() -> None:
     assert _get(s, "nija_broker_cancellations_total", account="USER:micro") == 2.0
     assert _get(s, "nija_broker_stale_cancellations_total", account="USER:micro") == 1.0
     assert _get(s, "nija_broker_guard_blocks_total", account="USER:micro", rule="no_dca") == 2.0
-    assert _get(s, "nija_broker_guard_blocks_total", account="USER:micro",
-                rule="duplicate_symbol") == 1.0
-    assert _get(s, "nija_broker_exchange_errors_total", account="PLATFORM",
-                kind="rate_limited") == 1.0
+    assert (
+        _get(s, "nija_broker_guard_blocks_total", account="USER:micro", rule="duplicate_symbol")
+        == 1.0
+    )
+    assert (
+        _get(s, "nija_broker_exchange_errors_total", account="PLATFORM", kind="rate_limited") == 1.0
+    )
     assert _get(s, "nija_broker_guard_blocks_total", account="PLATFORM", rule="no_dca") is None
 
 
@@ -181,21 +194,36 @@ def test_an_empty_account_name_is_refused() -> None:
 
 @pytest.mark.asyncio
 async def test_guard_blocks_total_counts_blocked_checks_and_each_blocked_reserve_once(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     account = "USER:tiny"
     engine = SimEngine(seed=1, clock=SystemClock())
-    engine.add_market(Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-                             price_step=0.01, min_amount=0.00001, min_notional=5.0), 50_000.0)
+    engine.add_market(
+        Market(
+            symbol="BTC/USDT",
+            base="BTC",
+            quote="USDT",
+            amount_step=0.00001,
+            price_step=0.01,
+            min_amount=0.00001,
+            min_notional=5.0,
+        ),
+        50_000.0,
+    )
     engine.open_account(account, {"USDT": 10.0})  # below $15: no entries at all
-    config = parse_config({"store": {"path": str(tmp_path / "broker.sqlite3")},
-                           "accounts": [{"id": account, "exchange": "binance",
-                                         "quote_currency": "USDT"}]})
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "accounts": [{"id": account, "exchange": "binance", "quote_currency": "USDT"}],
+        }
+    )
 
     def entry() -> OrderIntent:
         return OrderIntent(account_id=account, symbol="BTC/USDT", side="buy", size_usd=10.0)
 
-    async with Broker(config, exchanges={account: SimExchange(engine, account)},
-                      serve_api=False) as broker:
+    async with Broker(
+        config, exchanges={account: SimExchange(engine, account)}, serve_api=False
+    ) as broker:
         assert broker.guard is not None
         for _ in range(2):
             decision = broker.check(entry())  # a dry run reserves nothing, but was blocked
@@ -205,8 +233,11 @@ async def test_guard_blocks_total_counts_blocked_checks_and_each_blocked_reserve
             broker.guard.reserve(entry())
         assert not broker.guard.decide(entry()).allowed
         # Exits always pass and count nothing.
-        assert broker.check(OrderIntent(account_id=account, symbol="BTC/USDT", side="sell",
-                                        amount=0.0001)).allowed
+        assert broker.check(
+            OrderIntent(account_id=account, symbol="BTC/USDT", side="sell", amount=0.0001)
+        ).allowed
         samples = _samples(broker.metrics)
-    assert _get(samples, "nija_broker_guard_blocks_total", account=account,
-                rule="below_min_tier") == 4.0
+    assert (
+        _get(samples, "nija_broker_guard_blocks_total", account=account, rule="below_min_tier")
+        == 4.0
+    )

@@ -15,8 +15,9 @@ PACKAGE = Path(nija_broker.__file__).resolve().parent
 
 def _run_fresh(code: str) -> list[str]:
     """The lines ``code`` prints in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", code],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -70,8 +71,12 @@ def test_guarded_stays_the_decorator_once_its_submodule_is_imported() -> None:
 
 
 def test_importing_the_package_or_its_errors_loads_no_runtime() -> None:
-    for code in ("import nija_broker", "import nija_broker.core.errors",
-                 "from nija_broker.core import errors", "from nija_broker import ConfigError"):
+    for code in (
+        "import nija_broker",
+        "import nija_broker.core.errors",
+        "from nija_broker.core import errors",
+        "from nija_broker import ConfigError",
+    ):
         loaded = _modules_after(code)
         heavy = {m for m in loaded if m.split(".")[0] in {"aiohttp", "ccxt", "adapters"}}
         assert heavy == set(), code
@@ -102,6 +107,10 @@ def test_nija_broker_never_imports_ccxt() -> None:
 def test_adapters_can_be_imported_before_nija_broker() -> None:
     """Bench scripts and `python -m adapters.emulator` import adapters first."""
     for first in ("adapters.base", "adapters.emulator", "adapters.sim"):
-        result = subprocess.run([sys.executable, "-c", f"import {first}; import nija_broker"],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {first}; import nija_broker"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr

@@ -40,8 +40,14 @@ ACCOUNT = "USER:alice"
 
 def order(order_id: str = "1", **changes: object) -> Order:
     fields: dict[str, object] = {
-        "id": order_id, "account_id": ACCOUNT, "symbol": "BTC/USD", "side": Side.BUY,
-        "type": OrderType.LIMIT, "price": 100.0, "amount": 2.0, "created_at": T0,
+        "id": order_id,
+        "account_id": ACCOUNT,
+        "symbol": "BTC/USD",
+        "side": Side.BUY,
+        "type": OrderType.LIMIT,
+        "price": 100.0,
+        "amount": 2.0,
+        "created_at": T0,
     }
     fields.update(changes)
     return Order.model_validate(fields)
@@ -54,29 +60,31 @@ def tracked_of(*orders: Order) -> dict[str, Order]:
 # ----------------------------------------------------------------------------- diff table
 
 DIFF_CASES = [
-    pytest.param(
-        [order()], Snapshot([order()]), [], id="nothing-changed"),
-    pytest.param(
-        [], Snapshot([order()]), [OrderAdopted], id="unknown-order-is-adopted"),
+    pytest.param([order()], Snapshot([order()]), [], id="nothing-changed"),
+    pytest.param([], Snapshot([order()]), [OrderAdopted], id="unknown-order-is-adopted"),
     pytest.param(
         [order()],
         Snapshot([order(filled=0.5, average=100.0, status=OrderStatus.PARTIALLY_FILLED)]),
-        [OrderPartiallyFilled], id="fill-growth-on-listing"),
+        [OrderPartiallyFilled],
+        id="fill-growth-on-listing",
+    ),
+    pytest.param([order()], Snapshot([order(price=99.0)]), [OrderChanged], id="amended-price"),
     pytest.param(
-        [order()], Snapshot([order(price=99.0)]), [OrderChanged], id="amended-price"),
+        [order()], Snapshot([]), [OrderVanished], id="missing-from-complete-list-vanishes"
+    ),
+    pytest.param([order()], Snapshot([], complete=False), [], id="truncated-list-ends-nothing"),
     pytest.param(
-        [order()], Snapshot([]), [OrderVanished], id="missing-from-complete-list-vanishes"),
-    pytest.param(
-        [order()], Snapshot([], complete=False), [], id="truncated-list-ends-nothing"),
-    pytest.param(
-        [order(status=OrderStatus.PENDING)], Snapshot([]), [],
-        id="pending-order-never-vanishes"),
+        [order(status=OrderStatus.PENDING)], Snapshot([]), [], id="pending-order-never-vanishes"
+    ),
     pytest.param(
         [order(filled=1.0, average=100.0, status=OrderStatus.PARTIALLY_FILLED)],
         Snapshot([order(filled=0.5, average=100.0, status=OrderStatus.PARTIALLY_FILLED)]),
-        [AttentionRequired], id="filled-shrinking-is-refused"),
+        [AttentionRequired],
+        id="filled-shrinking-is-refused",
+    ),
     pytest.param(
-        [order()], Snapshot([order(updated_at=NOW)]), [], id="timestamp-alone-is-not-news"),
+        [order()], Snapshot([order(updated_at=NOW)]), [], id="timestamp-alone-is-not-news"
+    ),
 ]
 
 
@@ -95,11 +103,25 @@ def test_vanished_order_is_not_changed_by_diff() -> None:
 
 
 def test_update_keeps_the_role_and_parent_only_we_know() -> None:
-    stop = order(side=Side.SELL, type=OrderType.STOP_LIMIT, stop_price=90.0, price=89.0,
-                 role=OrderRole.STOP, parent_position_id="pos-1", client_order_id="c-1")
-    listed = stop.model_copy(update={"role": OrderRole.ENTRY, "parent_position_id": None,
-                                     "client_order_id": None, "filled": 1.0, "average": 89.0,
-                                     "status": OrderStatus.PARTIALLY_FILLED})
+    stop = order(
+        side=Side.SELL,
+        type=OrderType.STOP_LIMIT,
+        stop_price=90.0,
+        price=89.0,
+        role=OrderRole.STOP,
+        parent_position_id="pos-1",
+        client_order_id="c-1",
+    )
+    listed = stop.model_copy(
+        update={
+            "role": OrderRole.ENTRY,
+            "parent_position_id": None,
+            "client_order_id": None,
+            "filled": 1.0,
+            "average": 89.0,
+            "status": OrderStatus.PARTIALLY_FILLED,
+        }
+    )
     (event,) = diff(tracked_of(stop), Snapshot([listed]), NOW)
     assert isinstance(event, OrderPartiallyFilled)
     assert event.order.role is OrderRole.STOP
@@ -122,8 +144,12 @@ def test_update_keeps_the_role_and_parent_only_we_know() -> None:
 def test_adopted_role_is_inferred_from_side_and_type(
     side: Side, type_: OrderType, role: OrderRole
 ) -> None:
-    placed = order(side=side, type=type_, stop_price=95.0, price=None if type_ in (
-        OrderType.MARKET, OrderType.STOP) else 100.0)
+    placed = order(
+        side=side,
+        type=type_,
+        stop_price=95.0,
+        price=None if type_ in (OrderType.MARKET, OrderType.STOP) else 100.0,
+    )
     assert infer_role(placed) is role
     (event,) = diff({}, Snapshot([placed]), NOW)
     assert isinstance(event, OrderAdopted)
@@ -164,23 +190,42 @@ def test_fill_within_the_price_tick_of_the_limit_is_not_impossible() -> None:
 # ----------------------------------------------------------------------------- resolve table
 
 RESOLVE_CASES = [
-    pytest.param(order(), order(status=OrderStatus.FILLED, filled=2.0, average=100.0),
-                 OrderFilled, 2.0, id="filled-between-polls"),
-    pytest.param(order(filled=0.5, average=100.0, status=OrderStatus.PARTIALLY_FILLED),
-                 order(status=OrderStatus.CANCELLED, filled=1.2, average=100.0),
-                 OrderCancelled, 0.7, id="partially-filled-then-cancelled"),
-    pytest.param(order(), order(status=OrderStatus.CANCELLED), OrderCancelled, None,
-                 id="cancelled-by-someone-else"),
+    pytest.param(
+        order(),
+        order(status=OrderStatus.FILLED, filled=2.0, average=100.0),
+        OrderFilled,
+        2.0,
+        id="filled-between-polls",
+    ),
+    pytest.param(
+        order(filled=0.5, average=100.0, status=OrderStatus.PARTIALLY_FILLED),
+        order(status=OrderStatus.CANCELLED, filled=1.2, average=100.0),
+        OrderCancelled,
+        0.7,
+        id="partially-filled-then-cancelled",
+    ),
+    pytest.param(
+        order(),
+        order(status=OrderStatus.CANCELLED),
+        OrderCancelled,
+        None,
+        id="cancelled-by-someone-else",
+    ),
     pytest.param(order(), order(), None, None, id="still-open-says-nothing"),
-    pytest.param(order(status=OrderStatus.FILLED, filled=2.0, average=100.0),
-                 order(status=OrderStatus.CANCELLED, filled=2.0, average=100.0),
-                 AttentionRequired, None, id="terminal-never-changes"),
+    pytest.param(
+        order(status=OrderStatus.FILLED, filled=2.0, average=100.0),
+        order(status=OrderStatus.CANCELLED, filled=2.0, average=100.0),
+        AttentionRequired,
+        None,
+        id="terminal-never-changes",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("tracked", "answer", "expected", "fill_amount"), RESOLVE_CASES)
-def test_resolve_table(tracked: Order, answer: Order, expected: type | None,
-                       fill_amount: float | None) -> None:
+def test_resolve_table(
+    tracked: Order, answer: Order, expected: type | None, fill_amount: float | None
+) -> None:
     event = resolve(tracked, answer, NOW)
     if expected is None:
         assert event is None
@@ -216,18 +261,27 @@ def test_fill_without_any_price_is_not_invented_by_the_book() -> None:
 
 
 def test_equity_is_quote_plus_assets_at_last_price_and_names_the_unpriced() -> None:
-    balances = {"USD": Balance(currency="USD", total=100.0, free=100.0),
-                "BTC": Balance(currency="BTC", total=0.5, free=0.5),
-                "DOGE": Balance(currency="DOGE", total=10.0, free=10.0),
-                "ETH": Balance(currency="ETH", total=0.0)}
+    balances = {
+        "USD": Balance(currency="USD", total=100.0, free=100.0),
+        "BTC": Balance(currency="BTC", total=0.5, free=0.5),
+        "DOGE": Balance(currency="DOGE", total=10.0, free=10.0),
+        "ETH": Balance(currency="ETH", total=0.0),
+    }
     tickers = {"BTC/USD": Ticker(symbol="BTC/USD", last=200.0)}
     assert equity_of(balances, tickers, "USD") == (200.0, ("DOGE",))
 
 
 # ----------------------------------------------------------------------------- properties
 
-_statuses = st.sampled_from([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED,
-                             OrderStatus.PENDING, OrderStatus.FILLED, OrderStatus.CANCELLED])
+_statuses = st.sampled_from(
+    [
+        OrderStatus.OPEN,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.PENDING,
+        OrderStatus.FILLED,
+        OrderStatus.CANCELLED,
+    ]
+)
 
 
 @st.composite
@@ -237,15 +291,23 @@ def _orders(draw: st.DrawFn) -> list[Order]:
     for index in range(count):
         status = draw(_statuses)
         amount = draw(st.floats(0.001, 10.0))
-        filled = 0.0 if status in (OrderStatus.OPEN, OrderStatus.PENDING) else (
-            amount if status is OrderStatus.FILLED else amount * draw(st.floats(0.0, 0.99)))
-        found.append(order(
-            str(index + 1), amount=amount, filled=filled, status=status,
-            average=100.0 if filled > 0 else None,
-            side=draw(st.sampled_from(list(Side))),
-            role=draw(st.sampled_from(list(OrderRole))),
-            created_at=T0 + timedelta(seconds=draw(st.integers(0, 10_000))),
-        ))
+        filled = (
+            0.0
+            if status in (OrderStatus.OPEN, OrderStatus.PENDING)
+            else (amount if status is OrderStatus.FILLED else amount * draw(st.floats(0.0, 0.99)))
+        )
+        found.append(
+            order(
+                str(index + 1),
+                amount=amount,
+                filled=filled,
+                status=status,
+                average=100.0 if filled > 0 else None,
+                side=draw(st.sampled_from(list(Side))),
+                role=draw(st.sampled_from(list(OrderRole))),
+                created_at=T0 + timedelta(seconds=draw(st.integers(0, 10_000))),
+            )
+        )
     return found
 
 
@@ -262,8 +324,11 @@ def test_diff_never_ends_an_order_and_truncation_never_vanishes(
     orders: list[Order], data: st.DataObject
 ) -> None:
     tracked = {o.id: o for o in orders if not o.status.is_terminal}
-    shown = data.draw(st.lists(st.sampled_from(list(tracked.values())), unique_by=lambda o: o.id)
-                      if tracked else st.just([]))
+    shown = data.draw(
+        st.lists(st.sampled_from(list(tracked.values())), unique_by=lambda o: o.id)
+        if tracked
+        else st.just([])
+    )
     for complete in (True, False):
         events = diff(tracked, Snapshot(shown, complete=complete), NOW)
         # A listing of open orders ends nothing; only the exchange's word about an order can.
@@ -286,8 +351,9 @@ def test_fills_derived_from_growth_add_up_to_the_filled_amount(steps: list[float
     cumulative = 0.0
     for step in steps:
         cumulative += step
-        nxt = current.model_copy(update={"filled": cumulative, "average": 100.0,
-                                          "status": OrderStatus.PARTIALLY_FILLED})
+        nxt = current.model_copy(
+            update={"filled": cumulative, "average": 100.0, "status": OrderStatus.PARTIALLY_FILLED}
+        )
         event = resolve(current, nxt, NOW)
         fill = getattr(event, "fill", None)
         assert fill is not None
@@ -303,12 +369,22 @@ def test_fills_derived_from_growth_add_up_to_the_filled_amount(steps: list[float
 # ----------------------------------------------------------------------------- holds
 
 
-def _hold_order(oid: str, side: str, amount: float, price: float,
-                type_: str = "limit", filled: float = 0.0) -> Order:
-    return Order(id=oid, account_id="A", symbol="BTC/USD", side=side, type=type_,
-                 price=None if type_ == "stop" else price,
-                 stop_price=price if type_ == "stop" else None, amount=amount, filled=filled,
-                 status="partially_filled" if filled else "open", created_at=T0)
+def _hold_order(
+    oid: str, side: str, amount: float, price: float, type_: str = "limit", filled: float = 0.0
+) -> Order:
+    return Order(
+        id=oid,
+        account_id="A",
+        symbol="BTC/USD",
+        side=side,
+        type=type_,
+        price=None if type_ == "stop" else price,
+        stop_price=price if type_ == "stop" else None,
+        amount=amount,
+        filled=filled,
+        status="partially_filled" if filled else "open",
+        created_at=T0,
+    )
 
 
 def _bal(currency: str, used: float) -> dict[str, Balance]:
@@ -333,7 +409,8 @@ def _bal(currency: str, used: float) -> dict[str, Balance]:
     ],
 )
 def test_held_capital_is_cross_checked_against_the_exchanges_used_balance(
-        orders: list[tuple[Any, ...]], balances: dict[str, Balance], problem: str | None) -> None:
+    orders: list[tuple[Any, ...]], balances: dict[str, Balance], problem: str | None
+) -> None:
     found = hold_mismatches([_hold_order(*o) for o in orders], balances, fee_rate=0.004)
     if problem is None:
         assert found == []

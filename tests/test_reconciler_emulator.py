@@ -84,19 +84,42 @@ class Dialect:
 
 BINANCE = Dialect(
     name="binance",
-    market=Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-                  price_step=0.01, min_amount=0.00001, min_notional=5.0),
-    api_key="alice-key-0001", secret="alice-secret-0001",
-    server_class=EmulatorServer, ccxt_class=ccxt.binance, ccxt_config=binance_ccxt_config,
-    lookup_request="GET /api/v3/order", exchange_id=_same, engine_id=_same,
+    market=Market(
+        symbol="BTC/USDT",
+        base="BTC",
+        quote="USDT",
+        amount_step=0.00001,
+        price_step=0.01,
+        min_amount=0.00001,
+        min_notional=5.0,
+    ),
+    api_key="alice-key-0001",
+    secret="alice-secret-0001",
+    server_class=EmulatorServer,
+    ccxt_class=ccxt.binance,
+    ccxt_config=binance_ccxt_config,
+    lookup_request="GET /api/v3/order",
+    exchange_id=_same,
+    engine_id=_same,
 )
 KRAKEN = Dialect(
     name="kraken",
-    market=Market(symbol="BTC/USD", base="BTC", quote="USD", amount_step=1e-8,
-                  price_step=0.1, min_amount=0.0001, min_notional=0.5),
-    api_key="alice-kraken-key", secret=_b64("alice-secret-bytes-0001"),
-    server_class=KrakenEmulatorServer, ccxt_class=ccxt.kraken, ccxt_config=kraken_ccxt_config,
-    lookup_request="POST /0/private/QueryOrders", exchange_id=order_txid,
+    market=Market(
+        symbol="BTC/USD",
+        base="BTC",
+        quote="USD",
+        amount_step=1e-8,
+        price_step=0.1,
+        min_amount=0.0001,
+        min_notional=0.5,
+    ),
+    api_key="alice-kraken-key",
+    secret=_b64("alice-secret-bytes-0001"),
+    server_class=KrakenEmulatorServer,
+    ccxt_class=ccxt.kraken,
+    ccxt_config=kraken_ccxt_config,
+    lookup_request="POST /0/private/QueryOrders",
+    exchange_id=order_txid,
     engine_id=KrakenEmulatorServer.engine_order_id,
 )
 
@@ -123,13 +146,20 @@ class Rig:
         self.store = Store(self.path)
         self.books = Books(self.store, clock=SystemClock())
         raw = d.ccxt_class(d.ccxt_config(self.server.url, d.api_key, d.secret))
-        exchange = CcxtExchange(raw, account_id=ALICE, clock=FakeClock(), call_timeout_s=2.0,
-                                budget=RateBudget(1000.0), max_attempts=2)
+        exchange = CcxtExchange(
+            raw,
+            account_id=ALICE,
+            clock=FakeClock(),
+            call_timeout_s=2.0,
+            budget=RateBudget(1000.0),
+            max_attempts=2,
+        )
         live = {ALICE: AccountLive.create(ALICE, TierTable(), quote_currency=d.quote)}
         # No visibility lag to wait out in tests: confirmations go out at once.
         settings = ReconcilerSettings(visibility_window_s=0.0, call_timeout_s=5.0)
-        self.reconciler = Reconciler(self.books, {ALICE: exchange}, live, clock=SystemClock(),
-                                     settings=settings)
+        self.reconciler = Reconciler(
+            self.books, {ALICE: exchange}, live, clock=SystemClock(), settings=settings
+        )
         self._events = self.reconciler.subscribe()
         return self.reconciler
 
@@ -155,13 +185,28 @@ class Rig:
         """Single-order look-ups the exchange has answered so far."""
         return self.server.requests[self.dialect.lookup_request]
 
-    def place(self, side: Side = Side.BUY, price: float | None = 40_000.0,
-              amount: float = 0.01, type: OrderType = OrderType.LIMIT,
-              stop_price: float | None = None, cid: str | None = None) -> str:
+    def place(
+        self,
+        side: Side = Side.BUY,
+        price: float | None = 40_000.0,
+        amount: float = 0.01,
+        type: OrderType = OrderType.LIMIT,
+        stop_price: float | None = None,
+        cid: str | None = None,
+    ) -> str:
         """Someone else places an order (straight on the exchange); its exchange id."""
-        placed = self.engine.place_order(ALICE, OrderRequest(
-            symbol=self.symbol, side=side, type=type, amount=amount, price=price,
-            stop_price=stop_price, client_order_id=cid))
+        placed = self.engine.place_order(
+            ALICE,
+            OrderRequest(
+                symbol=self.symbol,
+                side=side,
+                type=type,
+                amount=amount,
+                price=price,
+                stop_price=stop_price,
+                client_order_id=cid,
+            ),
+        )
         return self.dialect.exchange_id(placed.id)
 
     def as_listed(self, order_id: str) -> Order:
@@ -263,8 +308,7 @@ async def test_order_missing_from_listing_but_unknown_to_lookup_stays_open(rig: 
 
 async def test_external_orders_are_adopted_with_their_roles(rig: Rig) -> None:
     entry = rig.place(price=45_000.0)
-    stop = rig.place(side=Side.SELL, type=OrderType.STOP_LIMIT, price=44_900.0,
-                     stop_price=45_000.0)
+    stop = rig.place(side=Side.SELL, type=OrderType.STOP_LIMIT, price=44_900.0, stop_price=45_000.0)
     target = rig.place(side=Side.SELL, price=60_000.0)
     events = await rig.sync()
     assert {e.order.id for e in events if isinstance(e, OrderAdopted)} == {entry, stop, target}
@@ -290,15 +334,22 @@ async def test_fill_while_down_is_booked_once_across_restarts(rig: Rig) -> None:
     assert rig.store is not None
     # The resting buy by confirmation; the market sell, which never rested, by the
     # closed-orders sweep (per symbol where the exchange needs one, as Binance does).
-    assert sums_by_order(rig.store.fills(ALICE)) == {order_id: pytest.approx(0.01),
-                                                     sold: pytest.approx(0.1)}
+    assert sums_by_order(rig.store.fills(ALICE)) == {
+        order_id: pytest.approx(0.01),
+        sold: pytest.approx(0.1),
+    }
 
 
 async def test_silently_truncated_listing_ends_nothing(rig: Rig) -> None:
     ids = [rig.place(price=45_000.0 + i) for i in range(4)]
     await rig.sync()
-    rig.faults.set_plan(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.TRUNCATED_PAGE}),
-                                  methods=frozenset({"fetch_open_orders"})))
+    rig.faults.set_plan(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.TRUNCATED_PAGE}),
+            methods=frozenset({"fetch_open_orders"}),
+        )
+    )
     before = rig.lookups()
     await rig.sync()
     # Over HTTP the cut is invisible (the page looks complete): the missing orders are

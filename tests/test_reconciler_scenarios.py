@@ -56,13 +56,27 @@ def kinds(events: list[Any]) -> list[type]:
 
 ENDINGS: list[Any] = [
     # (id, what happens on the exchange between two polls, final status, booked amount)
-    pytest.param(lambda rig, oid: rig.engine.set_price("BTC/USD", 98.0),
-                 OrderStatus.FILLED, 1.0, id="filled-between-polls"),
-    pytest.param(lambda rig, oid: (rig.engine.fill_partially(ALICE, oid, 0.4),
-                                   rig.engine.cancel_order(ALICE, oid)),
-                 OrderStatus.CANCELLED, 0.4, id="partially-filled-then-cancelled"),
-    pytest.param(lambda rig, oid: rig.engine.cancel_order(ALICE, oid),
-                 OrderStatus.CANCELLED, 0.0, id="cancelled-by-someone-else"),
+    pytest.param(
+        lambda rig, oid: rig.engine.set_price("BTC/USD", 98.0),
+        OrderStatus.FILLED,
+        1.0,
+        id="filled-between-polls",
+    ),
+    pytest.param(
+        lambda rig, oid: (
+            rig.engine.fill_partially(ALICE, oid, 0.4),
+            rig.engine.cancel_order(ALICE, oid),
+        ),
+        OrderStatus.CANCELLED,
+        0.4,
+        id="partially-filled-then-cancelled",
+    ),
+    pytest.param(
+        lambda rig, oid: rig.engine.cancel_order(ALICE, oid),
+        OrderStatus.CANCELLED,
+        0.0,
+        id="cancelled-by-someone-else",
+    ),
 ]
 
 
@@ -136,9 +150,14 @@ async def test_vanished_order_is_not_cancelled_when_fetch_order_times_out(
     await rig.sync()
     rig.engine.set_price("BTC/USD", 98.0)  # filled, but we cannot hear about it
     # Every way of hearing about it times out (the closed-orders sweep would be evidence too).
-    rig.faults[ALICE].set_plan(FaultPlan(
-        rate=1.0, kinds=frozenset({FaultKind.TIMEOUT}), timeout_s=20.0,
-        methods=frozenset({"fetch_order", "fetch_closed_orders"})))
+    rig.faults[ALICE].set_plan(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.TIMEOUT}),
+            timeout_s=20.0,
+            methods=frozenset({"fetch_order", "fetch_closed_orders"}),
+        )
+    )
     for _ in range(4):
         await rig.sync(after_s=30)
         assert rig.book().orders.get(placed.id).status is OrderStatus.OPEN
@@ -177,8 +196,13 @@ async def test_truncated_page_ends_nothing_and_costs_no_confirmations(tmp_path: 
     rig = make_rig(tmp_path)
     placed = [rig.place(amount=0.5, price=95.0 + i) for i in range(4)]
     await rig.sync()
-    rig.faults[ALICE].set_plan(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.TRUNCATED_PAGE}),
-                                         methods=frozenset({"fetch_open_orders"})))
+    rig.faults[ALICE].set_plan(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.TRUNCATED_PAGE}),
+            methods=frozenset({"fetch_open_orders"}),
+        )
+    )
     for _ in range(3):
         await rig.sync(after_s=30)
     assert {o.id for o in rig.book().orders.open_orders()} == {o.id for o in placed}
@@ -206,8 +230,10 @@ async def test_fill_while_the_process_was_down_is_booked_once(tmp_path: Path) ->
         await rig.sync(after_s=5)
     assert rig.book().orders.get(resting.id).status is OrderStatus.FILLED
     assert rig.book().orders.get(partly.id).status is OrderStatus.PARTIALLY_FILLED
-    assert sums_by_order(rig.booked_fills()) == {resting.id: pytest.approx(1.0),
-                                                 partly.id: pytest.approx(0.5)}
+    assert sums_by_order(rig.booked_fills()) == {
+        resting.id: pytest.approx(1.0),
+        partly.id: pytest.approx(0.5),
+    }
     assert rig.book().ledger.position("BTC/USD").quantity == pytest.approx(1.5)
     await rig.rec.aclose()
 
@@ -233,10 +259,16 @@ async def test_market_order_that_never_rested_is_found_by_the_closed_order_sweep
 ADOPTED: list[Any] = [
     pytest.param({"side": Side.BUY, "price": 90.0}, ENTRY, id="buy-is-entry"),
     pytest.param({"side": Side.SELL, "price": 120.0}, EXIT, id="sell-limit-is-exit"),
-    pytest.param({"side": Side.SELL, "type": OrderType.STOP_LIMIT, "stop_price": 80.0,
-                  "price": 79.0}, STOP, id="sell-stop-is-stop"),
-    pytest.param({"side": Side.SELL, "type": OrderType.TAKE_PROFIT, "stop_price": 130.0,
-                  "price": 130.0}, TARGET, id="take-profit-is-target"),
+    pytest.param(
+        {"side": Side.SELL, "type": OrderType.STOP_LIMIT, "stop_price": 80.0, "price": 79.0},
+        STOP,
+        id="sell-stop-is-stop",
+    ),
+    pytest.param(
+        {"side": Side.SELL, "type": OrderType.TAKE_PROFIT, "stop_price": 130.0, "price": 130.0},
+        TARGET,
+        id="take-profit-is-target",
+    ),
 ]
 
 
@@ -276,17 +308,25 @@ async def test_adopted_entry_that_fills_opens_a_position(tmp_path: Path) -> None
 
 
 def _table(action: StaleAction, include_exits: bool = False) -> TierTable:
-    tiers = tuple(t.model_copy(update={"stale_max_age_s": 3600.0, "stale_action": action,
-                                       "stale_includes_exits": include_exits})
-                  for t in DEFAULT_TIERS)
+    tiers = tuple(
+        t.model_copy(
+            update={
+                "stale_max_age_s": 3600.0,
+                "stale_action": action,
+                "stale_includes_exits": include_exits,
+            }
+        )
+        for t in DEFAULT_TIERS
+    )
     return TierTable(tiers)
 
 
 async def test_stale_entry_is_cancelled_while_a_stale_stop_is_left_alone(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, table=_table(StaleAction.CANCEL))
     entry = rig.place(amount=1.0, price=90.0)
-    stop = rig.place(side=Side.SELL, type=OrderType.STOP_LIMIT, amount=1.0, stop_price=80.0,
-                     price=79.0)
+    stop = rig.place(
+        side=Side.SELL, type=OrderType.STOP_LIMIT, amount=1.0, stop_price=80.0, price=79.0
+    )
     await rig.sync()
     assert rig.exchanges[ALICE].calls["cancel_order"] == 0
     events = await rig.sync(after_s=3700)
@@ -306,8 +346,13 @@ async def test_stale_cancel_whose_answer_is_lost_is_marked_only_after_confirmati
     rig = make_rig(tmp_path, table=_table(StaleAction.CANCEL))
     entry = rig.place(amount=1.0, price=90.0)
     await rig.sync()
-    rig.faults[ALICE].set_plan(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.LOST_RESPONSE}),
-                                         methods=frozenset({"cancel_order"})))
+    rig.faults[ALICE].set_plan(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.LOST_RESPONSE}),
+            methods=frozenset({"cancel_order"}),
+        )
+    )
     await rig.sync(after_s=3700)
     # The exchange did cancel, but nobody heard it: the tracker still says open.
     assert rig.engine.get_order(ALICE, entry.id).status is OrderStatus.CANCELLED
@@ -322,8 +367,9 @@ async def test_stale_orders_under_an_alert_policy_raise_one_alert_and_stay(
 ) -> None:
     rig = make_rig(tmp_path, table=_table(StaleAction.ALERT, include_exits=True))
     entry = rig.place(amount=1.0, price=90.0)
-    stop = rig.place(side=Side.SELL, type=OrderType.STOP_LIMIT, amount=1.0, stop_price=80.0,
-                     price=79.0)
+    stop = rig.place(
+        side=Side.SELL, type=OrderType.STOP_LIMIT, amount=1.0, stop_price=80.0, price=79.0
+    )
     await rig.sync()
     await rig.sync(after_s=3700)
     await rig.sync(after_s=5)
@@ -351,11 +397,15 @@ async def test_startup_resolves_pending_intents_by_client_order_id(tmp_path: Pat
     placed = rig.place(side=Side.SELL, amount=1.0, price=150.0, client_order_id="sent-1")
     journal("never-sent")
     journal("unreachable", symbol="ETH/USD")
-    rig.place(symbol="ETH/USD", side=Side.BUY, amount=1.0, price=5.0,
-              client_order_id="unreachable")
+    rig.place(symbol="ETH/USD", side=Side.BUY, amount=1.0, price=5.0, client_order_id="unreachable")
     rig.clock.advance(30)
-    rig.faults[ALICE].set_plan(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}),
-                                         methods=frozenset({"fetch_order_by_client_id"})))
+    rig.faults[ALICE].set_plan(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.SERVER_ERROR}),
+            methods=frozenset({"fetch_order_by_client_id"}),
+        )
+    )
     await rig.rec.startup(ALICE)
     events = rig.drain()
     assert rig.book().orders.get(placed.id).role is TARGET  # the intent knows its role
@@ -425,8 +475,13 @@ async def test_transient_failures_degrade_then_fail_then_recover(tmp_path: Path)
     rig = make_rig(tmp_path, settings=ReconcilerSettings(failed_after=3))
     await rig.sync()
     assert rig.rec.health(ALICE).state is SyncState.OK
-    rig.faults[ALICE].set_plan(FaultPlan(rate=1.0, kinds=frozenset({FaultKind.SERVER_ERROR}),
-                                         methods=frozenset({"fetch_open_orders"})))
+    rig.faults[ALICE].set_plan(
+        FaultPlan(
+            rate=1.0,
+            kinds=frozenset({FaultKind.SERVER_ERROR}),
+            methods=frozenset({"fetch_open_orders"}),
+        )
+    )
     states = []
     for _ in range(3):
         await rig.sync()
@@ -453,8 +508,9 @@ async def test_balances_set_equity_tier_and_the_drawdown_curve(tmp_path: Path) -
 async def test_exchange_that_lists_one_symbol_at_a_time_gets_the_symbols_it_needs(
     tmp_path: Path,
 ) -> None:
-    per_symbol = Capabilities(open_orders_without_symbol=False, fetch_order_by_client_id=True,
-                              watch_orders=False)
+    per_symbol = Capabilities(
+        open_orders_without_symbol=False, fetch_order_by_client_id=True, watch_orders=False
+    )
     rig = make_rig(tmp_path, capabilities=per_symbol)
     placed = rig.place(amount=1.0, price=99.0)
     await rig.sync()  # BTC is held: its symbol is listed, so the order is found

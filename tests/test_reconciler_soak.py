@@ -51,16 +51,28 @@ def _random_request(rng: random.Random, engine: SimEngine) -> OrderRequest:
     roll = rng.random()
     if roll < 0.45:  # resting buy below the market (sometimes crossing: fills at once)
         limit = round(price * rng.uniform(0.985, 1.002), 2)
-        return OrderRequest(symbol=symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount,
-                            price=max(limit, step))
+        return OrderRequest(
+            symbol=symbol,
+            side=Side.BUY,
+            type=OrderType.LIMIT,
+            amount=amount,
+            price=max(limit, step),
+        )
     if roll < 0.8:
         limit = round(price * rng.uniform(0.998, 1.015), 2)
-        return OrderRequest(symbol=symbol, side=Side.SELL, type=OrderType.LIMIT, amount=amount,
-                            price=limit)
+        return OrderRequest(
+            symbol=symbol, side=Side.SELL, type=OrderType.LIMIT, amount=amount, price=limit
+        )
     if roll < 0.9:
         stop = round(price * rng.uniform(0.97, 0.995), 2)
-        return OrderRequest(symbol=symbol, side=Side.SELL, type=OrderType.STOP_LIMIT,
-                            amount=amount, stop_price=stop, price=round(stop * 0.995, 2))
+        return OrderRequest(
+            symbol=symbol,
+            side=Side.SELL,
+            type=OrderType.STOP_LIMIT,
+            amount=amount,
+            stop_price=stop,
+            price=round(stop * 0.995, 2),
+        )
     side = rng.choice(list(Side))
     return OrderRequest(symbol=symbol, side=side, type=OrderType.MARKET, amount=amount)
 
@@ -75,17 +87,23 @@ async def run_soak(tmp_path: Path, seed: int, steps: int = STEPS) -> dict[str, i
         funds = 60.0 if account_id == "USER:micro" else 5_000.0
         engine.open_account(account_id, {"USD": funds, "BTC": 5.0, "ETH": 50.0})
     plan = FaultPlan(rate=0.2, seed=seed, hidden_after_create_s=3.0, timeout_s=0.5)
-    injectors = {a: FaultInjector(FaultPlan(**{**_plan_fields(plan), "seed": seed + i}), clock)
-                 for i, a in enumerate(ACCOUNTS)}
+    injectors = {
+        a: FaultInjector(FaultPlan(**{**_plan_fields(plan), "seed": seed + i}), clock)
+        for i, a in enumerate(ACCOUNTS)
+    }
     exchanges = {a: SimExchange(engine, a, faults=injectors[a]) for a in ACCOUNTS}
     # Stale entries after 10 minutes, cancelled through the (faulty) exchange.
-    table = TierTable(tuple(t.model_copy(update={"stale_max_age_s": 600.0})
-                            for t in DEFAULT_TIERS))
+    table = TierTable(tuple(t.model_copy(update={"stale_max_age_s": 600.0}) for t in DEFAULT_TIERS))
     live = {a: AccountLive.create(a, table) for a in ACCOUNTS}
     store = Store(tmp_path / f"soak-{seed}.sqlite3")
     books = Books(store, clock=clock)
-    config = ReconcilerSettings(poll_interval_s=POLL_S, balance_interval_s=30.0,
-                                visibility_window_s=5.0, attention_after=3, seed=seed)
+    config = ReconcilerSettings(
+        poll_interval_s=POLL_S,
+        balance_interval_s=30.0,
+        visibility_window_s=5.0,
+        attention_after=3,
+        seed=seed,
+    )
     terminal_seen: list[OrderEvent] = []
     async with Reconciler(books, exchanges, live, clock=clock, settings=config) as reconciler:
         events = reconciler.subscribe(maxsize=1_000_000)
@@ -116,8 +134,9 @@ async def run_soak(tmp_path: Path, seed: int, steps: int = STEPS) -> dict[str, i
         for account_id in ACCOUNTS:
             await reconciler.sync_once(account_id)
         figures = _check_against_truth(engine, books, store, sweep_done=True)
-        terminal_seen = [e for e in events.drain()
-                         if isinstance(e, OrderEvent) and e.order.is_terminal]
+        terminal_seen = [
+            e for e in events.drain() if isinstance(e, OrderEvent) and e.order.is_terminal
+        ]
     figures["found_by_sweep"] = before_sweep["never_listed_with_fills"]
     figures["faults_injected"] = faults_injected
     figures["terminal_events"] = len(terminal_seen)
@@ -133,8 +152,9 @@ def _plan_fields(plan: FaultPlan) -> dict[str, object]:
     return {name: getattr(plan, name) for name in plan.__dataclass_fields__}
 
 
-def _check_against_truth(engine: SimEngine, books: Books, store: Store, *,
-                         sweep_done: bool) -> dict[str, int]:
+def _check_against_truth(
+    engine: SimEngine, books: Books, store: Store, *, sweep_done: bool
+) -> dict[str, int]:
     orders_checked = fills_checked = never_listed = 0
     for account_id in ACCOUNTS:
         truth = engine.truth(account_id)
@@ -166,12 +186,17 @@ def _check_against_truth(engine: SimEngine, books: Books, store: Store, *,
         for order_id, amount in expected.items():
             assert got[order_id] == pytest.approx(amount, rel=1e-9), order_id
         assert math.fsum(f.fee for f in booked) == pytest.approx(
-            math.fsum(f.fee for f in truth_fills), rel=1e-9)
+            math.fsum(f.fee for f in truth_fills), rel=1e-9
+        )
         assert math.fsum(f.notional for f in booked) == pytest.approx(
-            math.fsum(f.notional for f in truth_fills), rel=1e-9)
+            math.fsum(f.notional for f in truth_fills), rel=1e-9
+        )
         fills_checked += len(truth_fills)
-    return {"orders_checked": orders_checked, "fills_checked": fills_checked,
-            "never_listed_with_fills": never_listed}
+    return {
+        "orders_checked": orders_checked,
+        "fills_checked": fills_checked,
+        "never_listed_with_fills": never_listed,
+    }
 
 
 @pytest.mark.slow
@@ -186,8 +211,9 @@ async def test_soak_with_faults_converges_to_ground_truth(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@settings(max_examples=3, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 2**16))
 @pytest.mark.asyncio
 async def test_soak_property_any_seed(tmp_path: Path, seed: int) -> None:

@@ -71,23 +71,40 @@ def _check_html(page: str) -> _TagChecker:
 def _trade(account: str, i: int, net: float, risk: float | None = None) -> TradeRecord:
     exit_price = 100.0 + net
     return TradeRecord(
-        trade_id=f"T{i}", account_id=account, symbol="BTC/USD", side="buy", entry_price=100.0,
-        exit_price=exit_price, quantity=1.0, pnl=net, fees=0.0,
-        entry_time=T0 + timedelta(hours=i), exit_time=T0 + timedelta(hours=i, minutes=30),
-        risk_usd=risk)
-
-
-def _stored_book(tmp_path: Path, account: str, trades: int,
-                 points: int) -> tuple[Store, AccountBook]:
-    store = Store(tmp_path / "state.sqlite3")
-    equity = [EquityPoint(account_id=account, timestamp=T0 + timedelta(minutes=10 * i),
-                          equity=10_000 + 500 * math.sin(i / 300) - (800 if i == 2_777 else 0))
-              for i in range(points)]
-    store.apply(StoreBatch(
+        trade_id=f"T{i}",
         account_id=account,
-        trades=[_trade(account, i, 5.0 if i % 3 else -4.0) for i in range(trades)],
-        equity_points=equity,
-    ))
+        symbol="BTC/USD",
+        side="buy",
+        entry_price=100.0,
+        exit_price=exit_price,
+        quantity=1.0,
+        pnl=net,
+        fees=0.0,
+        entry_time=T0 + timedelta(hours=i),
+        exit_time=T0 + timedelta(hours=i, minutes=30),
+        risk_usd=risk,
+    )
+
+
+def _stored_book(
+    tmp_path: Path, account: str, trades: int, points: int
+) -> tuple[Store, AccountBook]:
+    store = Store(tmp_path / "state.sqlite3")
+    equity = [
+        EquityPoint(
+            account_id=account,
+            timestamp=T0 + timedelta(minutes=10 * i),
+            equity=10_000 + 500 * math.sin(i / 300) - (800 if i == 2_777 else 0),
+        )
+        for i in range(points)
+    ]
+    store.apply(
+        StoreBatch(
+            account_id=account,
+            trades=[_trade(account, i, 5.0 if i % 3 else -4.0) for i in range(trades)],
+            equity_points=equity,
+        )
+    )
     return store, Books(store).get(account)
 
 
@@ -215,8 +232,9 @@ def test_drawdown_is_percent_below_the_running_peak() -> None:
     assert drawdown_series(equity) == [(0.0, 0.0), (1.0, 20.0), (2.0, 0.0), (3.0, 25.0)]
 
 
-@pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (9_512.3, 10_498.0), (42.5, 42.5),
-                                           (-37.0, 0.0), (0.013, 0.0171)])
+@pytest.mark.parametrize(
+    ("low", "high"), [(0.0, 1.0), (9_512.3, 10_498.0), (42.5, 42.5), (-37.0, 0.0), (0.013, 0.0171)]
+)
 def test_axis_ticks_are_round_and_cover_the_data(low: float, high: float) -> None:
     ticks = nice_ticks(low, high)
     assert 2 <= len(ticks) <= 8

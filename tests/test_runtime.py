@@ -30,18 +30,45 @@ from nija_broker.sync.reconciler import ReconcilerSettings
 pytestmark = pytest.mark.integration
 
 PLATFORM, ALICE = "PLATFORM", "USER:alice"
-KEYS = {PLATFORM: ("platform-key-01", "platform-secret-01"),
-        ALICE: ("alice-key-01", "alice-secret-01")}
-ENV = {"PLATFORM_KEY": KEYS[PLATFORM][0], "PLATFORM_SECRET": KEYS[PLATFORM][1],
-       "ALICE_KEY": KEYS[ALICE][0], "ALICE_SECRET": KEYS[ALICE][1]}
+KEYS = {
+    PLATFORM: ("platform-key-01", "platform-secret-01"),
+    ALICE: ("alice-key-01", "alice-secret-01"),
+}
+ENV = {
+    "PLATFORM_KEY": KEYS[PLATFORM][0],
+    "PLATFORM_SECRET": KEYS[PLATFORM][1],
+    "ALICE_KEY": KEYS[ALICE][0],
+    "ALICE_SECRET": KEYS[ALICE][1],
+}
 MARKETS = [
-    (Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-            min_amount=0.00001, min_notional=5.0), 50_000.0),
-    (Market(symbol="ETH/USDT", base="ETH", quote="USDT", amount_step=0.0001, price_step=0.01,
-            min_amount=0.0001, min_notional=5.0), 3_000.0),
+    (
+        Market(
+            symbol="BTC/USDT",
+            base="BTC",
+            quote="USDT",
+            amount_step=0.00001,
+            price_step=0.01,
+            min_amount=0.00001,
+            min_notional=5.0,
+        ),
+        50_000.0,
+    ),
+    (
+        Market(
+            symbol="ETH/USDT",
+            base="ETH",
+            quote="USDT",
+            amount_step=0.0001,
+            price_step=0.01,
+            min_amount=0.0001,
+            min_notional=5.0,
+        ),
+        3_000.0,
+    ),
 ]
-FAST = ReconcilerSettings(poll_interval_s=0.2, balance_interval_s=0.2, visibility_window_s=0.0,
-                          call_timeout_s=5.0)
+FAST = ReconcilerSettings(
+    poll_interval_s=0.2, balance_interval_s=0.2, visibility_window_s=0.0, call_timeout_s=5.0
+)
 
 
 @pytest_asyncio.fixture
@@ -58,13 +85,23 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
 def _config(url: str, tmp_path: Path) -> Any:
     accounts = []
     for account_id, env in ((PLATFORM, "PLATFORM"), (ALICE, "ALICE")):
-        accounts.append({
-            "id": account_id, "exchange": "binance", "api_key_env": f"{env}_KEY",
-            "secret_env": f"{env}_SECRET", "quote_currency": "USDT",
-            "ccxt": binance_ccxt_config(url),
-        })
-    return parse_config({"store": {"path": str(tmp_path / "broker.sqlite3")},
-                         "api": {"host": "127.0.0.1", "port": 0}, "accounts": accounts})
+        accounts.append(
+            {
+                "id": account_id,
+                "exchange": "binance",
+                "api_key_env": f"{env}_KEY",
+                "secret_env": f"{env}_SECRET",
+                "quote_currency": "USDT",
+                "ccxt": binance_ccxt_config(url),
+            }
+        )
+    return parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "api": {"host": "127.0.0.1", "port": 0},
+            "accounts": accounts,
+        }
+    )
 
 
 async def _until(predicate: Any, timeout_s: float = 10.0) -> None:
@@ -75,7 +112,8 @@ async def _until(predicate: Any, timeout_s: float = 10.0) -> None:
 
 @pytest.mark.asyncio
 async def test_broker_syncs_guards_adopts_and_survives_a_restart(
-        emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
     config = _config(emulator.url, tmp_path)
     async with Broker(config, environ=ENV, reconciler_settings=FAST) as broker:
         rows = {row.account_id: row for row in broker.status()}
@@ -85,21 +123,37 @@ async def test_broker_syncs_guards_adopts_and_survives_a_restart(
 
         alice = broker.guarded_exchange(ALICE)
         # A marketable limit: it fills at once, and carries the price the guard values it at.
-        first = await alice.create_order(OrderRequest(
-            symbol="BTC-USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.0004,
-            price=51_000.0))
+        first = await alice.create_order(
+            OrderRequest(
+                symbol="BTC-USDT",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=0.0004,
+                price=51_000.0,
+            )
+        )
         assert first.status is OrderStatus.FILLED
         # The position shows once balances refresh; then a second BTC entry is DCA.
         await _until(lambda: broker.live[ALICE].balances.get("BTC") is not None)
         with pytest.raises(EntryBlocked) as blocked:
-            await alice.create_order(OrderRequest(
-                symbol="BTC/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.0002,
-                price=49_000.0))
+            await alice.create_order(
+                OrderRequest(
+                    symbol="BTC/USDT",
+                    side=Side.BUY,
+                    type=OrderType.LIMIT,
+                    amount=0.0002,
+                    price=49_000.0,
+                )
+            )
         assert blocked.value.rule in {"dca", "duplicate_symbol_entry"}
 
         # An order placed straight on the exchange, as the live bot does, is adopted.
-        external = emulator.engine.place_order(PLATFORM, OrderRequest(
-            symbol="ETH/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.01, price=2_000.0))
+        external = emulator.engine.place_order(
+            PLATFORM,
+            OrderRequest(
+                symbol="ETH/USDT", side=Side.BUY, type=OrderType.LIMIT, amount=0.01, price=2_000.0
+            ),
+        )
         book = broker.books.get(PLATFORM)  # type: ignore[union-attr]
         await _until(lambda: book.orders.get(external.id) is not None)
 
@@ -108,9 +162,10 @@ async def test_broker_syncs_guards_adopts_and_survives_a_restart(
             async with session.get(f"{broker.api.url}/v1/accounts/{PLATFORM}/orders") as r:
                 body = await r.json()
             assert [o["id"] for o in body["orders"]] == [external.id]
-            async with session.post(f"{broker.api.url}/v1/guard/check", json={
-                    "account_id": ALICE, "symbol": "BTC-USDT", "side": "buy",
-                    "size_usd": 10.0}) as r:
+            async with session.post(
+                f"{broker.api.url}/v1/guard/check",
+                json={"account_id": ALICE, "symbol": "BTC-USDT", "side": "buy", "size_usd": 10.0},
+            ) as r:
                 answer = await r.json()
             assert answer["allowed"] is False
             async with session.get(f"{broker.api.url}/metrics") as r:
@@ -137,14 +192,17 @@ async def test_broker_syncs_guards_adopts_and_survives_a_restart(
 
 @pytest.mark.asyncio
 async def test_wrong_keys_fail_that_account_only_and_its_entries_fail_closed(
-        emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
     env = {**ENV, "ALICE_SECRET": "not-the-secret"}
-    async with Broker(_config(emulator.url, tmp_path), environ=env,
-                      reconciler_settings=FAST) as broker:
+    async with Broker(
+        _config(emulator.url, tmp_path), environ=env, reconciler_settings=FAST
+    ) as broker:
         assert broker.live[ALICE].health.state is SyncState.FAILED
         assert broker.live[PLATFORM].health.state is SyncState.OK
-        decision = broker.check(OrderIntent(account_id=ALICE, symbol="ETH/USDT", side="buy",
-                                            size_usd=10.0))
+        decision = broker.check(
+            OrderIntent(account_id=ALICE, symbol="ETH/USDT", side="buy", size_usd=10.0)
+        )
         assert isinstance(decision, Blocked)
         assert decision.rule == "sync_unknown"
         assert "not-the-secret" not in (broker.live[ALICE].health.last_error or "")
@@ -169,28 +227,36 @@ def test_background_thread_mode_for_a_synchronous_bot(tmp_path: Path) -> None:
     try:
         while not ready.done():
             threading.Event().wait(0.02)
-        broker = BrokerThread(_config(ready.result(), tmp_path), environ=ENV,
-                              reconciler_settings=FAST, serve_api=False)
+        broker = BrokerThread(
+            _config(ready.result(), tmp_path),
+            environ=ENV,
+            reconciler_settings=FAST,
+            serve_api=False,
+        )
         broker.start()
         try:
             rows = broker.status()
             assert [r.account_id for r in rows] == [PLATFORM, ALICE]
-            decision = broker.check(OrderIntent(account_id=ALICE, symbol="ETH/USDT", side="buy",
-                                                size_usd=10.0))
+            decision = broker.check(
+                OrderIntent(account_id=ALICE, symbol="ETH/USDT", side="buy", size_usd=10.0)
+            )
             assert decision.allowed
 
             # The live bot's own submit function, on its own (sync) SDK, behind the guard.
             bot_sdk = ccxt_sync.binance(binance_ccxt_config(ready.result(), *KEYS[ALICE]))
 
-            def place_market_order(symbol: str, side: str, quantity: float,
-                                   size_type: str = "quote") -> dict[str, Any]:
+            def place_market_order(
+                symbol: str, side: str, quantity: float, size_type: str = "quote"
+            ) -> dict[str, Any]:
                 assert (side, size_type) == ("buy", "quote")
                 order: dict[str, Any] = bot_sdk.create_market_buy_order_with_cost(
-                    symbol.replace("-", "/"), quantity)
+                    symbol.replace("-", "/"), quantity
+                )
                 return order
 
-            guarded_place = guard_submit(broker.guard, place_market_order,
-                                         market_order_reader(ALICE))
+            guarded_place = guard_submit(
+                broker.guard, place_market_order, market_order_reader(ALICE)
+            )
             placed = guarded_place("ETH-USDT", "buy", 20.0)
             assert placed["status"] == "closed"
             with pytest.raises(EntryBlocked) as blocked:
@@ -209,12 +275,12 @@ def test_background_thread_mode_for_a_synchronous_bot(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_each_account_holds_capital_at_its_own_fee_rate(
-        emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
     raw = _config(emulator.url, tmp_path).model_dump()
     raw["accounts"][1]["fee_rate"] = 0.001  # USER:alice; PLATFORM keeps the default
     config = parse_config(raw)
-    async with Broker(config, environ=ENV, reconciler_settings=FAST,
-                      serve_api=False) as broker:
+    async with Broker(config, environ=ENV, reconciler_settings=FAST, serve_api=False) as broker:
         assert broker.books is not None
         assert broker.books.get(ALICE).orders.fee_rate == pytest.approx(0.001)
         assert broker.books.get(PLATFORM).orders.fee_rate == pytest.approx(0.004)
@@ -228,19 +294,29 @@ def test_a_stale_cancellation_counts_once_in_each_counter(tmp_path: Path) -> Non
 
     broker = Broker(_config("http://127.0.0.1:9", tmp_path), environ=ENV, serve_api=False)
     at = SystemClock().now()
-    resting = Order(id="7", account_id=ALICE, symbol="ETH/USDT", side="buy", price=2_000.0,
-                    amount=0.01, created_at=at)
+    resting = Order(
+        id="7",
+        account_id=ALICE,
+        symbol="ETH/USDT",
+        side="buy",
+        price=2_000.0,
+        amount=0.01,
+        created_at=at,
+    )
     cancelled = resting.replace(status=OrderStatus.CANCELLED)
-    broker._on_event(StaleOrderFound(account_id=ALICE, at=at, order=resting, max_age_s=60.0,
-                                     action="cancel"))
-    broker._on_event(OrderCancelled(account_id=ALICE, at=at, order=cancelled, previous=resting,
-                                    fill=None))
+    broker._on_event(
+        StaleOrderFound(account_id=ALICE, at=at, order=resting, max_age_s=60.0, action="cancel")
+    )
+    broker._on_event(
+        OrderCancelled(account_id=ALICE, at=at, order=cancelled, previous=resting, fill=None)
+    )
     other = cancelled.replace(id="8")
-    broker._on_event(OrderCancelled(account_id=ALICE, at=at, order=other, previous=None,
-                                    fill=None))
+    broker._on_event(OrderCancelled(account_id=ALICE, at=at, order=other, previous=None, fill=None))
     body, _ = broker.metrics.render()
-    samples = {(s.name, s.labels.get("account")): s.value
-               for family in text_string_to_metric_families(body.decode())
-               for s in family.samples}
+    samples = {
+        (s.name, s.labels.get("account")): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
     assert samples[("nija_broker_cancellations_total", ALICE)] == 2.0
     assert samples[("nija_broker_stale_cancellations_total", ALICE)] == 1.0

@@ -21,8 +21,15 @@ from nija_broker.service.runtime import Broker
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 ALICE, PLATFORM = "USER_alice_binance", "PLATFORM"
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001, price_step=0.01,
-             min_amount=0.00001, min_notional=5.0)
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
 FAST = ReconcilerSettings(poll_interval_s=0.05, balance_interval_s=0.05, visibility_window_s=0.0)
 
 
@@ -31,9 +38,15 @@ def _broker(tmp_path: Path) -> Broker:
     engine.add_market(BTC, 50_000.0, volatility=0.0)
     engine.open_account(ALICE, {"USDT": 100.0})  # MICRO_CAP: fails closed
     engine.open_account(PLATFORM, {"USDT": 10_000.0})  # STANDARD: does not
-    config = parse_config({"store": {"path": str(tmp_path / "broker.sqlite3")},
-                           "accounts": [{"id": ALICE, "exchange": "binance"},
-                                        {"id": PLATFORM, "exchange": "binance"}]})
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "accounts": [
+                {"id": ALICE, "exchange": "binance"},
+                {"id": PLATFORM, "exchange": "binance"},
+            ],
+        }
+    )
     exchanges = {a: SimExchange(engine, a) for a in (ALICE, PLATFORM)}
     return Broker(config, exchanges=exchanges, reconciler_settings=FAST, serve_api=False)
 
@@ -49,7 +62,8 @@ def _task(name: str) -> asyncio.Task[object]:
 
 @pytest.mark.asyncio
 async def test_a_killed_reconciler_fails_every_account_and_micro_cap_entries_fail_closed(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="nija_broker.runtime")
     async with _broker(tmp_path) as broker:
         assert broker.reconciler is not None
@@ -59,7 +73,9 @@ async def test_a_killed_reconciler_fails_every_account_and_micro_cap_entries_fai
         reconciler.cancel()
         await asyncio.gather(reconciler, return_exceptions=True)
         assert {a: live.health.state for a, live in broker.live.items()} == {
-            ALICE: SyncState.FAILED, PLATFORM: SyncState.FAILED}
+            ALICE: SyncState.FAILED,
+            PLATFORM: SyncState.FAILED,
+        }
         assert "broker:reconciler was cancelled" in str(broker.live[ALICE].health.last_error)
         blocked = broker.check(_entry(ALICE))
         assert isinstance(blocked, Blocked)
@@ -67,14 +83,16 @@ async def test_a_killed_reconciler_fails_every_account_and_micro_cap_entries_fai
         assert broker.check(_entry(PLATFORM)).allowed  # STANDARD does not fail closed
         changed = [e for e in events.drain() if isinstance(e, HealthChanged)]
         assert {e.account_id for e in changed if e.health.state is SyncState.FAILED} == {
-            ALICE, PLATFORM}
+            ALICE,
+            PLATFORM,
+        }
         assert any("every account is marked failed" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.asyncio
 async def test_a_crashed_reconciler_is_logged_with_its_traceback_and_fails_every_account(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.ERROR, logger="nija_broker.runtime")
     crashed = asyncio.Event()
 
@@ -90,13 +108,16 @@ async def test_a_crashed_reconciler_is_logged_with_its_traceback_and_fails_every
         assert "crashed: RuntimeError: poller bug" in record.getMessage()
         assert record.exc_info is not None
         assert {a: live.health.state for a, live in broker.live.items()} == {
-            ALICE: SyncState.FAILED, PLATFORM: SyncState.FAILED}
+            ALICE: SyncState.FAILED,
+            PLATFORM: SyncState.FAILED,
+        }
         assert isinstance(broker.check(_entry(ALICE)), Blocked)
 
 
 @pytest.mark.asyncio
 async def test_the_broker_runs_its_tasks_in_one_group_and_leaves_none_behind(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     before = asyncio.all_tasks()
     async with _broker(tmp_path):
         names = {t.get_name() for t in asyncio.all_tasks() - before}

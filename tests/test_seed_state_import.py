@@ -55,14 +55,19 @@ def test_import_takes_orders_trades_and_balances_and_compat_reads_them(seed_dir:
     held = {o.symbol: o.status for o in tracker.orders_by_account["USER_alice_kraken"]}
     assert held["XXBTZUSD"] == "open"
     with Store(seed_dir / compat.STORE_FILE) as store:
-        assert [(o.caller_symbol, o.status.value) for o in store.orders("USER_alice_kraken")
-                ] == [("XDGUSD", "cancelled"), ("XXBTZUSD", "open")]
+        assert [(o.caller_symbol, o.status.value) for o in store.orders("USER_alice_kraken")] == [
+            ("XDGUSD", "cancelled"),
+            ("XXBTZUSD", "open"),
+        ]
     perf = get_performance_tracker(str(seed_dir))
     assert [t.trade_id for t in perf.get_trade_history("PLATFORM")] == ["TRADE-1", "TRADE-2"]
     assert perf.get_trade_history("USER_alice_kraken")[0].symbol == "XETHZUSD"
     metrics = perf.get_metrics("PLATFORM")
     assert (metrics.peak_balance, metrics.current_balance, metrics.max_drawdown) == (
-        1000.0, 920.0, 100.0)
+        1000.0,
+        920.0,
+        100.0,
+    )
     assert perf.get_metrics("USER_alice_kraken").total_trades == 1
 
 
@@ -85,7 +90,8 @@ def test_importing_twice_takes_nothing_the_second_time(seed_dir: Path) -> None:
 
 
 def test_an_order_the_bot_moved_on_since_is_not_overwritten_by_a_second_import(
-        seed_dir: Path) -> None:
+    seed_dir: Path,
+) -> None:
     import_seed_state(seed_dir)
     tracker = get_order_tracker(str(seed_dir))
     assert tracker.mark_order_filled("ORDER-2", "PLATFORM")
@@ -122,19 +128,23 @@ def test_a_bad_record_is_named_and_nothing_is_imported(seed_dir: Path) -> None:
     problems = caught.value.problems
     assert any("orders_by_account['PLATFORM'][1]" in p and "quantity" in p for p in problems)
     assert any("orders_by_account['PLATFORM'][2]: missing created_at" in p for p in problems)
-    assert any("orders_by_account['USER_alice_kraken'][0]" in p and "filed under" in p
-               for p in problems)
+    assert any(
+        "orders_by_account['USER_alice_kraken'][0]" in p and "filed under" in p for p in problems
+    )
     assert any("performance_PLATFORM.json: balance_history[0]" in p for p in problems)
     assert not (seed_dir / compat.STORE_FILE).exists()
 
 
-def test_cli_imports_reports_per_account_and_exits_0(seed_dir: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_imports_reports_per_account_and_exits_0(
+    seed_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["import-seed-state", str(seed_dir)]) == 0
     out = capsys.readouterr().out
     assert "took 16 records" in out
-    assert ("PLATFORM: orders 4 taken (3 open, 1 finished), 0 already stored; trades 2 taken, "
-            "0 already stored; balance points 4 taken, 0 already stored") in out
+    assert (
+        "PLATFORM: orders 4 taken (3 open, 1 finished), 0 already stored; trades 2 taken, "
+        "0 already stored; balance points 4 taken, 0 already stored"
+    ) in out
     assert main(["import-seed-state", str(seed_dir)]) == 0
     assert "took 0 records" in capsys.readouterr().out
 
@@ -146,7 +156,8 @@ def test_cli_dry_run_writes_nothing(seed_dir: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_into_another_store_and_refused_while_a_sidecar_holds_it(
-        seed_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = tmp_path / "sidecar.sqlite3"
     with Store(other, exclusive=True):
         assert main(["import-seed-state", str(seed_dir), "--store", str(other)]) == 2
@@ -156,8 +167,9 @@ def test_cli_into_another_store_and_refused_while_a_sidecar_holds_it(
         assert len(store.orders("USER_alice_kraken")) == 2
 
 
-def test_cli_bad_files_exit_2_with_every_problem(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_files_exit_2_with_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["import-seed-state", str(empty)]) == 2
@@ -169,8 +181,12 @@ def test_cli_bad_files_exit_2_with_every_problem(tmp_path: Path,
     assert "nothing imported" in err
 
 
-def _seed_save_state(data_dir: Path, orders: list[OrderInfo], trades: list[TradeRecord],
-                     balances: dict[str, list[tuple[datetime, float]]]) -> None:
+def _seed_save_state(
+    data_dir: Path,
+    orders: list[OrderInfo],
+    trades: list[TradeRecord],
+    balances: dict[str, list[tuple[datetime, float]]],
+) -> None:
     """The files as the seed's own _save_state writes them, from the seed's to_dict()s."""
     by_account: dict[str, list[dict[str, Any]]] = {}
     reserved: dict[str, float] = {}
@@ -178,45 +194,96 @@ def _seed_save_state(data_dir: Path, orders: list[OrderInfo], trades: list[Trade
         by_account.setdefault(order.account_id, []).append(order.to_dict())
         if order.status == "open":
             reserved[order.account_id] = reserved.get(order.account_id, 0.0) + float(
-                order.reserved_capital or 0.0)
-    (data_dir / "account_orders_state.json").write_text(json.dumps({
-        "orders_by_account": by_account, "reserved_capital_by_account": reserved,
-        "cleanup_stats": {"total_cleaned": 0, "last_cleanup": None,
-                          "orders_cleaned_per_account": {}},
-        "timestamp": datetime.now().isoformat()},  # noqa: DTZ005 - the seed's own stamp
-        indent=2, default=str))
+                order.reserved_capital or 0.0
+            )
+    (data_dir / "account_orders_state.json").write_text(
+        json.dumps(
+            {
+                "orders_by_account": by_account,
+                "reserved_capital_by_account": reserved,
+                "cleanup_stats": {
+                    "total_cleaned": 0,
+                    "last_cleanup": None,
+                    "orders_cleaned_per_account": {},
+                },
+                "timestamp": datetime.now().isoformat(),  # noqa: DTZ005 - as the seed wrote it
+            },
+            indent=2,
+            default=str,
+        )
+    )
     for account in sorted({t.account_id for t in trades} | set(balances)):
-        (data_dir / f"performance_{account}.json").write_text(json.dumps({
-            "account_id": account,
-            "trade_history": [t.to_dict() for t in trades if t.account_id == account],
-            "metrics": {"account_id": account},
-            "balance_history": [{"timestamp": ts.isoformat(), "balance": b}
-                                for ts, b in balances.get(account, [])],
-            "timestamp": datetime.now().isoformat()}, indent=2, default=str))  # noqa: DTZ005
+        (data_dir / f"performance_{account}.json").write_text(
+            json.dumps(
+                {
+                    "account_id": account,
+                    "trade_history": [t.to_dict() for t in trades if t.account_id == account],
+                    "metrics": {"account_id": account},
+                    "balance_history": [
+                        {"timestamp": ts.isoformat(), "balance": b}
+                        for ts, b in balances.get(account, [])
+                    ],
+                    "timestamp": datetime.now().isoformat(),  # noqa: DTZ005 - as the seed wrote it
+                },
+                indent=2,
+                default=str,
+            )
+        )
 
 
 def test_state_written_by_the_seeds_own_records_round_trips(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     now = datetime.now()  # noqa: DTZ005 - the bot's naive local time
-    orders = [OrderInfo(order_id=f"O-{i}", account_id="USER_bob_coinbase", symbol="SOL-USD",
-                        side="buy", price=100.0, quantity=0.2, size_usd=20.0, status="open",
-                        created_at=now - timedelta(minutes=i), reserved_capital=20.0)
-              for i in range(3)]
-    trades = [TradeRecord(trade_id="T-1", account_id="USER_bob_coinbase", symbol="SOL-USD",
-                          side="buy", entry_price=100.0, exit_price=99.0, quantity=0.2,
-                          size_usd=20.0, pnl=-0.2, pnl_pct=-1.0, fees=0.16, net_pnl=-0.36,
-                          entry_time=now - timedelta(hours=1), exit_time=now,
-                          hold_time_seconds=3600.0, is_win=False)]
-    _seed_save_state(data_dir, orders, trades,
-                     {"USER_bob_coinbase": [(now - timedelta(hours=1), 60.0), (now, 59.64)]})
+    orders = [
+        OrderInfo(
+            order_id=f"O-{i}",
+            account_id="USER_bob_coinbase",
+            symbol="SOL-USD",
+            side="buy",
+            price=100.0,
+            quantity=0.2,
+            size_usd=20.0,
+            status="open",
+            created_at=now - timedelta(minutes=i),
+            reserved_capital=20.0,
+        )
+        for i in range(3)
+    ]
+    trades = [
+        TradeRecord(
+            trade_id="T-1",
+            account_id="USER_bob_coinbase",
+            symbol="SOL-USD",
+            side="buy",
+            entry_price=100.0,
+            exit_price=99.0,
+            quantity=0.2,
+            size_usd=20.0,
+            pnl=-0.2,
+            pnl_pct=-1.0,
+            fees=0.16,
+            net_pnl=-0.36,
+            entry_time=now - timedelta(hours=1),
+            exit_time=now,
+            hold_time_seconds=3600.0,
+            is_win=False,
+        )
+    ]
+    _seed_save_state(
+        data_dir,
+        orders,
+        trades,
+        {"USER_bob_coinbase": [(now - timedelta(hours=1), 60.0), (now, 59.64)]},
+    )
     try:
         report = import_seed_state(data_dir)
         assert report.taken == 3 + 1 + 2
         tracker = get_order_tracker(str(data_dir))
         assert tracker.get_held_capital("USER_bob_coinbase") == 60.0
         assert {o.created_at for o in tracker.get_open_orders("USER_bob_coinbase")} == {
-            o.created_at.astimezone() for o in orders}
+            o.created_at.astimezone() for o in orders
+        }
         history = get_performance_tracker(str(data_dir)).get_trade_history("USER_bob_coinbase")
         assert history[0].to_dict()["net_pnl"] == -0.36
         assert history[0].exit_time == now.astimezone()

@@ -209,12 +209,18 @@ def test_stop_orders_hold_like_the_order_they_become(engine: SimEngine) -> None:
         (limit(Side.BUY, 0.00015, 40_000.0), "lot step"),
         (limit(Side.BUY, 0.001, 40_000.005), "tick size"),
         (limit(Side.BUY, 0.0002, 40_000.0), "minimum notional"),
-        (OrderRequest(symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.01),
-         "needs a price"),
-        (OrderRequest(symbol="DOGE/USD", side=Side.BUY, type=OrderType.MARKET, amount=10),
-         "unknown symbol"),
-        (OrderRequest(symbol="BTC/USD", side=Side.SELL, type=OrderType.STOP, amount=0.01),
-         "needs a stop_price"),
+        (
+            OrderRequest(symbol="BTC/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.01),
+            "needs a price",
+        ),
+        (
+            OrderRequest(symbol="DOGE/USD", side=Side.BUY, type=OrderType.MARKET, amount=10),
+            "unknown symbol",
+        ),
+        (
+            OrderRequest(symbol="BTC/USD", side=Side.SELL, type=OrderType.STOP, amount=0.01),
+            "needs a stop_price",
+        ),
         (limit(Side.BUY, -0.01, 40_000.0), "positive"),
     ],
 )
@@ -291,8 +297,12 @@ def test_stop_loss_sell_triggers_only_when_the_price_falls_to_it_then_fills_as_t
     stop = engine.place_order(
         "A",
         OrderRequest(
-            symbol="BTC/USD", side=Side.SELL, type=OrderType.STOP, amount=0.5,
-            stop_price=48_000.0, role=OrderRole.STOP,
+            symbol="BTC/USD",
+            side=Side.SELL,
+            type=OrderType.STOP,
+            amount=0.5,
+            stop_price=48_000.0,
+            role=OrderRole.STOP,
         ),
     )
     assert engine.set_price("BTC/USD", 60_000.0) == []
@@ -310,8 +320,12 @@ def test_stop_limit_that_triggers_out_of_reach_rests_and_later_fills_as_maker(
     order = engine.place_order(
         "A",
         OrderRequest(
-            symbol="BTC/USD", side=Side.SELL, type=OrderType.STOP_LIMIT, amount=0.2,
-            stop_price=48_000.0, price=47_900.0,
+            symbol="BTC/USD",
+            side=Side.SELL,
+            type=OrderType.STOP_LIMIT,
+            amount=0.2,
+            stop_price=48_000.0,
+            price=47_900.0,
         ),
     )
     assert engine.set_price("BTC/USD", 47_000.0) == []  # triggered, limit above the market
@@ -326,8 +340,12 @@ def test_take_profit_sell_triggers_when_the_price_rises_to_it(engine: SimEngine)
     engine.place_order(
         "A",
         OrderRequest(
-            symbol="BTC/USD", side=Side.SELL, type=OrderType.TAKE_PROFIT, amount=0.3,
-            stop_price=55_000.0, role=OrderRole.TARGET,
+            symbol="BTC/USD",
+            side=Side.SELL,
+            type=OrderType.TAKE_PROFIT,
+            amount=0.3,
+            stop_price=55_000.0,
+            role=OrderRole.TARGET,
         ),
     )
     assert engine.set_price("BTC/USD", 45_000.0) == []
@@ -339,7 +357,10 @@ def test_take_profit_buy_triggers_when_the_price_falls_to_its_price(engine: SimE
     engine.place_order(
         "A",
         OrderRequest(
-            symbol="BTC/USD", side=Side.BUY, type=OrderType.TAKE_PROFIT, amount=0.01,
+            symbol="BTC/USD",
+            side=Side.BUY,
+            type=OrderType.TAKE_PROFIT,
+            amount=0.01,
             price=45_000.0,
         ),
     )
@@ -360,9 +381,7 @@ def test_take_profit_buy_triggers_when_the_price_falls_to_its_price(engine: SimE
 def test_trigger_order_that_would_trigger_immediately_is_refused(
     engine: SimEngine, kind: OrderType, side: Side, trigger: float
 ) -> None:
-    request = OrderRequest(
-        symbol="BTC/USD", side=side, type=kind, amount=0.01, stop_price=trigger
-    )
+    request = OrderRequest(symbol="BTC/USD", side=side, type=kind, amount=0.01, stop_price=trigger)
     with pytest.raises(InvalidOrder, match="immediately"):
         engine.place_order("A", request)
 
@@ -373,7 +392,10 @@ def test_stop_market_buy_that_gaps_beyond_what_it_holds_is_rejected_not_overdraw
     stop = engine.place_order(
         "C",
         OrderRequest(
-            symbol="BTC/USD", side=Side.BUY, type=OrderType.STOP, amount=0.019,
+            symbol="BTC/USD",
+            side=Side.BUY,
+            type=OrderType.STOP,
+            amount=0.019,
             stop_price=52_000.0,
         ),
     )
@@ -415,8 +437,10 @@ def test_partial_fill_probability_splits_crossings_but_every_order_completes() -
     assert len(fills) > 1
     assert sum(f.amount for f in fills) == pytest.approx(0.5)
     assert engine.get_order("A", "1").status is OrderStatus.FILLED
-    assert all(f.amount > 0 and f.amount * 10_000 == pytest.approx(round(f.amount * 10_000))
-               for f in fills[:-1])  # parts are whole lots
+    assert all(
+        f.amount > 0 and f.amount * 10_000 == pytest.approx(round(f.amount * 10_000))
+        for f in fills[:-1]
+    )  # parts are whole lots
 
 
 # ------------------------------------- time in force, self-trade prevention, pending cancels
@@ -479,15 +503,23 @@ def test_fok_that_cannot_fill_whole_expires_with_nothing_filled_or_held(
 
 @pytest.mark.parametrize(
     ("time_in_force", "stp_mode", "order_type"),
-    [("IOC", "NONE", OrderType.MARKET), ("DAY", "NONE", OrderType.LIMIT),
-     ("GTC", "EXPIRE_ALL", OrderType.LIMIT)],
+    [
+        ("IOC", "NONE", OrderType.MARKET),
+        ("DAY", "NONE", OrderType.LIMIT),
+        ("GTC", "EXPIRE_ALL", OrderType.LIMIT),
+    ],
     ids=["ioc-market", "unknown-time-in-force", "unknown-stp-mode"],
 )
 def test_time_in_force_and_stp_mode_outside_the_venues_choices_are_refused_without_trace(
     engine: SimEngine, time_in_force: str, stp_mode: str, order_type: OrderType
 ) -> None:
-    request = OrderRequest(symbol="BTC/USD", side=Side.BUY, type=order_type, amount=0.01,
-                           price=None if order_type is OrderType.MARKET else 50_100.0)
+    request = OrderRequest(
+        symbol="BTC/USD",
+        side=Side.BUY,
+        type=order_type,
+        amount=0.01,
+        price=None if order_type is OrderType.MARKET else 50_100.0,
+    )
     with pytest.raises(InvalidOrder):
         engine.place_order("A", request, time_in_force=time_in_force, stp_mode=stp_mode)
     assert engine.all_orders("A") == []
@@ -504,8 +536,12 @@ def test_time_in_force_and_stp_mode_outside_the_venues_choices_are_refused_witho
     ],
 )
 def test_self_trade_prevention_expires_the_taker_or_the_maker_as_its_mode_says(
-    engine: SimEngine, stp_mode: str, taker_status: OrderStatus, taker_flagged: bool,
-    maker_status: OrderStatus, maker_flagged: bool,
+    engine: SimEngine,
+    stp_mode: str,
+    taker_status: OrderStatus,
+    taker_flagged: bool,
+    maker_status: OrderStatus,
+    maker_flagged: bool,
 ) -> None:
     maker = engine.place_order("A", limit(Side.SELL, 0.01, 50_100.0))
     engine.set_liquidity("BTC/USD", 0.005)
@@ -608,14 +644,19 @@ def test_delay_cancels_refuses_a_negative_count(engine: SimEngine) -> None:
 def test_order_flags_report_time_in_force_and_stp_mode_as_placed(engine: SimEngine) -> None:
     plain = engine.place_order("A", limit(Side.BUY, 0.01, 40_000.0))
     assert flags(engine, "A", plain.id) == {
-        "time_in_force": "GTC", "stp_mode": "NONE",
-        "expired_in_match": False, "cancel_pending": False,
+        "time_in_force": "GTC",
+        "stp_mode": "NONE",
+        "expired_in_match": False,
+        "cancel_pending": False,
     }
-    ioc = engine.place_order("A", limit(Side.BUY, 0.01, 40_000.0), time_in_force="IOC",
-                             stp_mode="EXPIRE_TAKER")
+    ioc = engine.place_order(
+        "A", limit(Side.BUY, 0.01, 40_000.0), time_in_force="IOC", stp_mode="EXPIRE_TAKER"
+    )
     assert flags(engine, "A", ioc.id) == {
-        "time_in_force": "IOC", "stp_mode": "EXPIRE_TAKER",
-        "expired_in_match": False, "cancel_pending": False,
+        "time_in_force": "IOC",
+        "stp_mode": "EXPIRE_TAKER",
+        "expired_in_match": False,
+        "cancel_pending": False,
     }
     with pytest.raises(OrderNotFound):
         engine.order_flags("B", plain.id)
@@ -684,8 +725,9 @@ def run_session(seed: int) -> tuple[list[Fill], list[object], dict[str, object]]
         engine.place_order("A", limit(side, 0.01 * (i + 1), price))
     engine.place_order(
         "A",
-        OrderRequest(symbol="ETH/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.5,
-                     price=2_990.0),
+        OrderRequest(
+            symbol="ETH/USD", side=Side.BUY, type=OrderType.LIMIT, amount=0.5, price=2_990.0
+        ),
     )
     fills = engine.step(300)
     return fills, list(engine.all_orders("A")), dict(engine.balances("A"))
@@ -719,10 +761,10 @@ def test_truth_agrees_with_the_order_list_and_the_fills() -> None:
 # -------------------------------------------------------------------------- property
 
 _operation = st.one_of(
-    st.tuples(st.just("limit"), st.sampled_from(list(Side)), st.integers(1, 300),
-              st.integers(-40, 40)),
-    st.tuples(st.just("market"), st.sampled_from(list(Side)), st.integers(1, 300),
-              st.just(0)),
+    st.tuples(
+        st.just("limit"), st.sampled_from(list(Side)), st.integers(1, 300), st.integers(-40, 40)
+    ),
+    st.tuples(st.just("market"), st.sampled_from(list(Side)), st.integers(1, 300), st.just(0)),
     st.tuples(st.just("price"), st.just(Side.BUY), st.just(0), st.integers(-60, 60)),
     st.tuples(st.just("cancel"), st.just(Side.BUY), st.integers(1, 12), st.just(0)),
 )
@@ -741,8 +783,8 @@ def test_money_is_conserved_and_holds_match_open_orders(
                 engine.place_order("A", limit(side, amount, 50_000.0 + offset * 100))
             elif op == "market":
                 engine.place_order(
-                    "A", OrderRequest(symbol="BTC/USD", side=side, type=OrderType.MARKET,
-                                      amount=amount)
+                    "A",
+                    OrderRequest(symbol="BTC/USD", side=side, type=OrderType.MARKET, amount=amount),
                 )
             elif op == "price":
                 engine.set_price("BTC/USD", 50_000.0 + offset * 100)
@@ -754,16 +796,18 @@ def test_money_is_conserved_and_holds_match_open_orders(
     bought = [f for f in fills if f.side is Side.BUY]
     sold = [f for f in fills if f.side is Side.SELL]
     usd = engine.balances("A")["USD"]
-    expected_usd = (10_000.0 - sum(f.notional + f.fee for f in bought)
-                    + sum(f.notional - f.fee for f in sold))
+    expected_usd = (
+        10_000.0 - sum(f.notional + f.fee for f in bought) + sum(f.notional - f.fee for f in sold)
+    )
     assert usd.total == pytest.approx(expected_usd)
     btc = engine.balances("A").get("BTC")
     assert btc is not None
     expected_btc = 1.0 + sum(f.amount for f in bought) - sum(f.amount for f in sold)
     assert btc.total == pytest.approx(expected_btc, abs=1e-12)
     open_orders = engine.open_orders("A")
-    held_usd = sum(o.remaining * (o.price or 0) * (1 + HOLD) for o in open_orders
-                   if o.side is Side.BUY)
+    held_usd = sum(
+        o.remaining * (o.price or 0) * (1 + HOLD) for o in open_orders if o.side is Side.BUY
+    )
     held_btc = sum(o.remaining for o in open_orders if o.side is Side.SELL)
     assert usd.used == pytest.approx(held_usd, abs=1e-9)
     assert btc.used == pytest.approx(held_btc, abs=1e-12)
@@ -789,9 +833,11 @@ def test_no_liquidity_fills_nothing_not_one_amount_step(engine: SimEngine) -> No
 def test_a_market_sell_meets_self_trade_prevention_like_a_market_buy(engine: SimEngine) -> None:
     maker = engine.place_order("A", limit(Side.BUY, 0.01, 49_900.0))
     engine.set_liquidity("BTC/USD", 0.005)
-    taker = engine.place_order("A", OrderRequest(symbol="BTC/USD", side=Side.SELL,
-                                                 type=OrderType.MARKET, amount=0.02),
-                               stp_mode="EXPIRE_TAKER")
+    taker = engine.place_order(
+        "A",
+        OrderRequest(symbol="BTC/USD", side=Side.SELL, type=OrderType.MARKET, amount=0.02),
+        stp_mode="EXPIRE_TAKER",
+    )
     assert (taker.status, taker.filled) == (OrderStatus.EXPIRED, 0.005)
     assert flags(engine, "A", taker.id)["expired_in_match"] is True
     assert engine.get_order("A", maker.id).status is OrderStatus.OPEN

@@ -41,7 +41,11 @@ def engine(clock: FakeClock) -> SimEngine:
 
 def buy(symbol: str, price: float, amount: float = 0.01, cid: str | None = None) -> OrderRequest:
     return OrderRequest(
-        symbol=symbol, side=Side.BUY, type=OrderType.LIMIT, amount=amount, price=price,
+        symbol=symbol,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        amount=amount,
+        price=price,
         client_order_id=cid,
     )
 
@@ -176,8 +180,9 @@ async def test_fresh_order_is_hidden_from_queries_for_the_planned_window(
 async def test_latency_delays_the_answer_on_the_injected_clock(
     engine: SimEngine, clock: FakeClock
 ) -> None:
-    plan = FaultPlan(rate=1.0, kinds=frozenset({FaultKind.LATENCY}), latency_s=3.0,
-                     base_latency_s=0.5)
+    plan = FaultPlan(
+        rate=1.0, kinds=frozenset({FaultKind.LATENCY}), latency_s=3.0, base_latency_s=0.5
+    )
     exchange = SimExchange(engine, "A", faults=FaultInjector(plan, clock))
     balances = await exchange.fetch_balance()
     assert balances["USD"].total == 10_000.0
@@ -297,7 +302,9 @@ async def test_exchange_without_client_ids_drops_ours_and_refuses_lookups(
     engine: SimEngine,
 ) -> None:
     caps = Capabilities(
-        open_orders_without_symbol=True, fetch_order_by_client_id=False, watch_orders=False,
+        open_orders_without_symbol=True,
+        fetch_order_by_client_id=False,
+        watch_orders=False,
         client_order_id=False,
     )
     exchange = SimExchange(engine, "A", capabilities=caps)

@@ -25,22 +25,45 @@ T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 NOW = T0 + timedelta(hours=2)
 
 STATUS_KEYS = {
-    "account_id", "tier", "equity_usd", "held_capital_usd", "held_share_pct", "open_orders",
-    "stale_orders", "double_reservations", "fragmented", "drawdown_pct", "max_drawdown_pct",
-    "expectancy_usd", "trades", "sync", "last_sync", "consecutive_failures", "unvalued_holdings",
-    "breakers_armed", "breakers_tripped",
+    "account_id",
+    "tier",
+    "equity_usd",
+    "held_capital_usd",
+    "held_share_pct",
+    "open_orders",
+    "stale_orders",
+    "double_reservations",
+    "fragmented",
+    "drawdown_pct",
+    "max_drawdown_pct",
+    "expectancy_usd",
+    "trades",
+    "sync",
+    "last_sync",
+    "consecutive_failures",
+    "unvalued_holdings",
+    "breakers_armed",
+    "breakers_tripped",
 }
 
 
 def _order(account: str, oid: str, **changes: Any) -> Order:
-    fields: dict[str, Any] = dict(id=oid, account_id=account, symbol="BTC/USD", side="buy",
-                                  price=100.0, amount=0.1, created_at=T0)
+    fields: dict[str, Any] = dict(
+        id=oid,
+        account_id=account,
+        symbol="BTC/USD",
+        side="buy",
+        price=100.0,
+        amount=0.1,
+        created_at=T0,
+    )
     fields.update(changes)
     return Order(**fields)
 
 
-def _live(account: str, equity_usd: float | None, table: TierTable | None = None,
-          **health: Any) -> AccountLive:
+def _live(
+    account: str, equity_usd: float | None, table: TierTable | None = None, **health: Any
+) -> AccountLive:
     live = AccountLive.create(account, table or TierTable())
     if equity_usd is not None:
         live.tier.update(equity_usd)
@@ -52,25 +75,58 @@ def _live(account: str, equity_usd: float | None, table: TierTable | None = None
 def _micro_books(books: Books, account: str = "USER:micro") -> None:
     """$100 account: one stale entry, one fresh entry, a position with stop + target."""
     book = books.get(account)
-    book.apply_orders([
-        _order(account, "old", created_at=T0),
-        _order(account, "fresh", symbol="ETH/USD", created_at=NOW - timedelta(minutes=5)),
-    ])
-    book.book_fills([Fill(account_id=account, order_id="B0", trade_id="f1", symbol="SOL/USD",
-                          side="buy", amount=1.0, price=10.0, timestamp=T0)])
-    book.apply_orders([
-        _order(account, "stop", symbol="SOL/USD", side="sell", type="stop", price=None,
-               stop_price=9.0, amount=1.0, role=OrderRole.STOP, parent_position_id="p1"),
-        _order(account, "target", symbol="SOL/USD", side="sell", price=12.0, amount=1.0,
-               role=OrderRole.TARGET, parent_position_id="p1"),
-    ])
+    book.apply_orders(
+        [
+            _order(account, "old", created_at=T0),
+            _order(account, "fresh", symbol="ETH/USD", created_at=NOW - timedelta(minutes=5)),
+        ]
+    )
+    book.book_fills(
+        [
+            Fill(
+                account_id=account,
+                order_id="B0",
+                trade_id="f1",
+                symbol="SOL/USD",
+                side="buy",
+                amount=1.0,
+                price=10.0,
+                timestamp=T0,
+            )
+        ]
+    )
+    book.apply_orders(
+        [
+            _order(
+                account,
+                "stop",
+                symbol="SOL/USD",
+                side="sell",
+                type="stop",
+                price=None,
+                stop_price=9.0,
+                amount=1.0,
+                role=OrderRole.STOP,
+                parent_position_id="p1",
+            ),
+            _order(
+                account,
+                "target",
+                symbol="SOL/USD",
+                side="sell",
+                price=12.0,
+                amount=1.0,
+                role=OrderRole.TARGET,
+                parent_position_id="p1",
+            ),
+        ]
+    )
 
 
 def test_micro_account_row_carries_exact_figures() -> None:
     books = Books()
     _micro_books(books)
-    live = _live("USER:micro", 100.0, state=SyncState.OK, last_success=T0,
-                 consecutive_failures=0)
+    live = _live("USER:micro", 100.0, state=SyncState.OK, last_success=T0, consecutive_failures=0)
 
     row = account_status(books.get("USER:micro"), live, NOW)
 
@@ -90,8 +146,10 @@ def test_micro_account_row_carries_exact_figures() -> None:
 
 
 def test_stale_count_follows_the_tiers_max_age() -> None:
-    tiers = tuple(t.model_copy(update={"stale_max_age_s": 600.0}) if t.name == MICRO_CAP else t
-                  for t in DEFAULT_TIERS)
+    tiers = tuple(
+        t.model_copy(update={"stale_max_age_s": 600.0}) if t.name == MICRO_CAP else t
+        for t in DEFAULT_TIERS
+    )
     books = Books()
     _micro_books(books)
     live = _live("USER:micro", 100.0, table=TierTable(tiers))
@@ -106,9 +164,21 @@ def test_offline_row_takes_equity_from_the_curve_and_leaves_sync_unknown() -> No
     book = books.get("PLATFORM")
     book.update_equity(10_000.0, T0)
     book.update_equity(9_000.0, T0 + timedelta(hours=1))
-    book.record_trade(TradeRecord(
-        trade_id="T1", account_id="PLATFORM", symbol="ETH/USD", side="buy", entry_price=2_000,
-        exit_price=2_100, quantity=1, pnl=100, fees=2, entry_time=T0, exit_time=NOW))
+    book.record_trade(
+        TradeRecord(
+            trade_id="T1",
+            account_id="PLATFORM",
+            symbol="ETH/USD",
+            side="buy",
+            entry_price=2_000,
+            exit_price=2_100,
+            quantity=1,
+            pnl=100,
+            fees=2,
+            entry_time=T0,
+            exit_time=NOW,
+        )
+    )
 
     row = account_status(book, None, NOW)
 
@@ -165,7 +235,8 @@ def test_equity_that_cannot_be_established_is_unknown_and_degraded() -> None:
     assert row.unvalued_holdings == ("JUNK", "LDBTC")
     assert live.health.state is SyncState.OK  # the reconciler's own record is untouched
     assert json.loads(json.dumps(status_document([row], NOW)))["accounts"][0][
-        "unvalued_holdings"] == ["JUNK", "LDBTC"]
+        "unvalued_holdings"
+    ] == ["JUNK", "LDBTC"]
     lines = render_table([row]).splitlines()
     assert lines[0].split()[-2:] == ["UNVALUED", "BREAKERS"]
     assert lines[1].split()[-2:] == ["JUNK,LDBTC", "-"]  # no guard: no breakers known
@@ -173,8 +244,9 @@ def test_equity_that_cannot_be_established_is_unknown_and_degraded() -> None:
 
 
 def test_a_failing_sync_is_not_hidden_by_the_valuation() -> None:
-    live = _live("USER:a", None, state=SyncState.FAILED, consecutive_failures=5,
-                 last_error="timeout")
+    live = _live(
+        "USER:a", None, state=SyncState.FAILED, consecutive_failures=5, last_error="timeout"
+    )
     live.valuation_problem = "equity cannot be established"
     row = account_status(Books().get("USER:a"), live, NOW)
     assert row.sync == "failed"
@@ -195,9 +267,11 @@ def test_rows_are_per_account_and_never_mix_accounts() -> None:
     books = Books()
     _micro_books(books, "USER:micro")
     books.get("PLATFORM").apply_order(_order("PLATFORM", "big", amount=5.0))
-    lives = {"USER:micro": _live("USER:micro", 100.0),
-             "PLATFORM": _live("PLATFORM", 10_000.0),
-             "USER:configured": _live("USER:configured", None)}
+    lives = {
+        "USER:micro": _live("USER:micro", 100.0),
+        "PLATFORM": _live("PLATFORM", 10_000.0),
+        "USER:configured": _live("USER:configured", None),
+    }
 
     rows = status_rows(books, lives, NOW)
 
@@ -245,8 +319,9 @@ def test_table_has_a_header_and_one_line_per_account_and_no_total() -> None:
     books = Books()
     _micro_books(books)
     books.get("PLATFORM").update_equity(10_000.0, T0)
-    rows = status_rows(books, {"USER:micro": _live("USER:micro", 100.0, state=SyncState.OK,
-                                                    last_success=T0)}, NOW)
+    rows = status_rows(
+        books, {"USER:micro": _live("USER:micro", 100.0, state=SyncState.OK, last_success=T0)}, NOW
+    )
 
     lines = render_table(rows).splitlines()
 
@@ -261,8 +336,9 @@ def test_table_has_a_header_and_one_line_per_account_and_no_total() -> None:
     for cell in ("MICRO_CAP", "YES", "2026-03-01 09:00:00"):
         assert cell in micro
     # Fixed width: the TIER column starts at the same offset on every line.
-    assert {line.index(tier) for line, tier in zip(lines, ["TIER", "-", "MICRO_CAP"],
-                                                    strict=True)} == {lines[0].index("TIER")}
+    assert {
+        line.index(tier) for line, tier in zip(lines, ["TIER", "-", "MICRO_CAP"], strict=True)
+    } == {lines[0].index("TIER")}
     assert not any("total" in line.lower() for line in lines)
 
 

@@ -50,8 +50,13 @@ def at(seconds: float) -> datetime:
 
 def order(oid: str, account: str = "USER:alice", **changes: object) -> Order:
     fields: dict[str, object] = {
-        "id": oid, "account_id": account, "symbol": "BTC/USD", "side": Side.BUY,
-        "price": 50_000.0, "amount": 0.01, "created_at": T0,
+        "id": oid,
+        "account_id": account,
+        "symbol": "BTC/USD",
+        "side": Side.BUY,
+        "price": 50_000.0,
+        "amount": 0.01,
+        "created_at": T0,
     }
     fields.update(changes)
     return Order.model_validate(fields)
@@ -59,8 +64,15 @@ def order(oid: str, account: str = "USER:alice", **changes: object) -> Order:
 
 def fill(oid: str, trade_id: str | None, account: str = "USER:alice", **changes: object) -> Fill:
     fields: dict[str, object] = {
-        "account_id": account, "order_id": oid, "trade_id": trade_id, "symbol": "BTC/USD",
-        "side": Side.BUY, "amount": 0.01, "price": 50_000.0, "fee": 0.5, "timestamp": at(5),
+        "account_id": account,
+        "order_id": oid,
+        "trade_id": trade_id,
+        "symbol": "BTC/USD",
+        "side": Side.BUY,
+        "amount": 0.01,
+        "price": 50_000.0,
+        "fee": 0.5,
+        "timestamp": at(5),
     }
     fields.update(changes)
     return Fill.model_validate(fields)
@@ -68,15 +80,31 @@ def fill(oid: str, trade_id: str | None, account: str = "USER:alice", **changes:
 
 def trade(tid: str, account: str = "USER:alice", pnl: float = 10.0) -> TradeRecord:
     return TradeRecord(
-        trade_id=tid, account_id=account, symbol="BTC/USD", side=Side.BUY,
-        entry_price=50_000.0, exit_price=51_000.0, quantity=0.01, pnl=pnl, fees=1.0,
-        entry_time=at(0), exit_time=at(3600), risk_usd=5.0,
+        trade_id=tid,
+        account_id=account,
+        symbol="BTC/USD",
+        side=Side.BUY,
+        entry_price=50_000.0,
+        exit_price=51_000.0,
+        quantity=0.01,
+        pnl=pnl,
+        fees=1.0,
+        entry_time=at(0),
+        exit_time=at(3600),
+        risk_usd=5.0,
     )
 
 
 def position(symbol: str, account: str = "USER:alice", qty: float = 0.01) -> Position:
-    return Position(account_id=account, symbol=symbol, quantity=qty, avg_price=50_000.0,
-                    entry_fees=0.5, opened_at=at(0), updated_at=at(10))
+    return Position(
+        account_id=account,
+        symbol=symbol,
+        quantity=qty,
+        avg_price=50_000.0,
+        entry_fees=0.5,
+        opened_at=at(0),
+        updated_at=at(10),
+    )
 
 
 def equity(value: float, ts: datetime, account: str = "USER:alice") -> EquityPoint:
@@ -92,36 +120,50 @@ def store(tmp_path: Path) -> Store:
 
 
 def test_order_round_trip_keeps_every_field_and_upsert_replaces(store: Store) -> None:
-    stop = order("o2", type=OrderType.STOP, price=None, stop_price=48_000.0, side=Side.SELL,
-                 role=OrderRole.STOP, client_order_id="nija-2", reduce_only=True,
-                 parent_position_id="pos-1", created_at=at(1))
+    stop = order(
+        "o2",
+        type=OrderType.STOP,
+        price=None,
+        stop_price=48_000.0,
+        side=Side.SELL,
+        role=OrderRole.STOP,
+        client_order_id="nija-2",
+        reduce_only=True,
+        parent_position_id="pos-1",
+        created_at=at(1),
+    )
     entry = order("o1", client_order_id="nija-1")
     store.save_orders([entry, stop])
     assert store.orders("USER:alice") == [entry, stop]
 
-    filled = entry.replace(status=OrderStatus.FILLED, filled=0.01, average=49_990.0,
-                           fee=0.2, updated_at=at(60))
+    filled = entry.replace(
+        status=OrderStatus.FILLED, filled=0.01, average=49_990.0, fee=0.2, updated_at=at(60)
+    )
     store.save_orders([filled])
     assert store.orders("USER:alice") == [filled, stop]
 
 
 def test_open_only_lists_open_and_partially_filled_orders(store: Store) -> None:
-    store.save_orders([
-        order("open"),
-        order("part", status=OrderStatus.PARTIALLY_FILLED, filled=0.005),
-        order("done", status=OrderStatus.FILLED, filled=0.01),
-        order("gone", status=OrderStatus.CANCELLED),
-    ])
+    store.save_orders(
+        [
+            order("open"),
+            order("part", status=OrderStatus.PARTIALLY_FILLED, filled=0.005),
+            order("done", status=OrderStatus.FILLED, filled=0.01),
+            order("gone", status=OrderStatus.CANCELLED),
+        ]
+    )
     assert [o.id for o in store.orders("USER:alice", open_only=True)] == ["open", "part"]
 
 
 def test_load_account_since_keeps_live_and_recently_finished_orders(store: Store) -> None:
-    store.save_orders([
-        order("old-filled", status=OrderStatus.FILLED, filled=0.01, updated_at=at(10)),
-        order("new-cancel", status=OrderStatus.CANCELLED, updated_at=at(7200)),
-        order("old-open", created_at=at(-86_400)),
-        order("pending", status=OrderStatus.PENDING),
-    ])
+    store.save_orders(
+        [
+            order("old-filled", status=OrderStatus.FILLED, filled=0.01, updated_at=at(10)),
+            order("new-cancel", status=OrderStatus.CANCELLED, updated_at=at(7200)),
+            order("old-open", created_at=at(-86_400)),
+            order("pending", status=OrderStatus.PENDING),
+        ]
+    )
     snap = store.load_account("USER:alice", since=at(3600))
     assert {o.id for o in snap.orders} == {"new-cancel", "old-open", "pending"}
     assert len(store.load_account("USER:alice").orders) == 4
@@ -153,8 +195,13 @@ def test_record_fills_books_trades_and_positions_and_deletes_closed_ones(store: 
 
     sell = fill("o2", "t9", side=Side.SELL)
     # Closed symbols arrive in the bot's dash form too.
-    new = store.record_fills("USER:alice", [sell], [trade("r1")], [position("ETH/USD", qty=2.0)],
-                             closed_symbols=["BTC-USD"])
+    new = store.record_fills(
+        "USER:alice",
+        [sell],
+        [trade("r1")],
+        [position("ETH/USD", qty=2.0)],
+        closed_symbols=["BTC-USD"],
+    )
     assert new == [sell.key]
     assert store.positions("USER:alice") == [position("ETH/USD", qty=2.0)]
     assert store.trades("USER:alice") == [trade("r1")]
@@ -162,8 +209,12 @@ def test_record_fills_books_trades_and_positions_and_deletes_closed_ones(store: 
 
 def test_equity_points_replay_in_insertion_order_as_aware_utc(store: Store) -> None:
     plus_two = timezone(timedelta(hours=2))
-    points = [equity(100.0, at(20)), equity(90.0, at(10)), equity(95.5, at(10)),
-              equity(0.1 + 0.2, at(30).astimezone(plus_two))]
+    points = [
+        equity(100.0, at(20)),
+        equity(90.0, at(10)),
+        equity(95.5, at(10)),
+        equity(0.1 + 0.2, at(30).astimezone(plus_two)),
+    ]
     store.add_equity_points(points)
     back = store.equity_points("USER:alice")
     assert back == points
@@ -172,12 +223,25 @@ def test_equity_points_replay_in_insertion_order_as_aware_utc(store: Store) -> N
 
 
 def test_guard_decisions_read_back_newest_first_with_figures(store: Store) -> None:
-    allowed = DecisionRecord(account_id="USER:alice", ts=at(1), allowed=True,
-                             client_order_id="c1", symbol="BTC-USD", side=Side.BUY,
-                             figures={"open_positions": 1, "profit_factor": math.inf})
-    blocked = DecisionRecord(account_id="USER:alice", ts=at(2), allowed=False,
-                             client_order_id="c2", symbol="ETH/USD", side=Side.BUY,
-                             rule="no_dca", reason="already holds ETH/USD")
+    allowed = DecisionRecord(
+        account_id="USER:alice",
+        ts=at(1),
+        allowed=True,
+        client_order_id="c1",
+        symbol="BTC-USD",
+        side=Side.BUY,
+        figures={"open_positions": 1, "profit_factor": math.inf},
+    )
+    blocked = DecisionRecord(
+        account_id="USER:alice",
+        ts=at(2),
+        allowed=False,
+        client_order_id="c2",
+        symbol="ETH/USD",
+        side=Side.BUY,
+        rule="no_dca",
+        reason="already holds ETH/USD",
+    )
     store.journal_decision(allowed)
     store.journal_decision(blocked)
 
@@ -206,7 +270,11 @@ def test_intent_moves_forward_only_and_keeps_its_order_id(store: Store) -> None:
         store.set_intent_status("USER:alice", "nija-1", "pending", at(4))
     [intent] = store.pending_intents("USER:alice")
     assert (intent.status, intent.order_id, intent.created_at, intent.updated_at) == (
-        "sent", "OX1", at(0), at(3))
+        "sent",
+        "OX1",
+        at(0),
+        at(3),
+    )
 
     store.set_intent_status("USER:alice", "nija-1", "resolved", at(5))
     assert store.pending_intents("USER:alice") == []
@@ -236,7 +304,9 @@ def test_pending_intents_survive_a_reopen(tmp_path: Path) -> None:
     with Store(path) as second:
         pending = second.pending_intents("USER:alice")
         assert [(i.client_order_id, i.status, i.request_json) for i in pending] == [
-            ("nija-1", "pending", '{"n": 1}'), ("nija-2", "sent", '{"n": 2}')]
+            ("nija-1", "pending", '{"n": 1}'),
+            ("nija-2", "sent", '{"n": 2}'),
+        ]
         assert second.load_account("USER:alice").pending_intents == tuple(pending)
 
 
@@ -247,60 +317,88 @@ def test_batch_failing_midway_leaves_nothing_written(store: Store) -> None:
     store.put_intent("USER:alice", "nija-1", "{}", at(0))
     batch = StoreBatch(
         account_id="USER:alice",
-        orders=[order("o1")], fills=[fill("o1", "t1")], trades=[trade("r1")],
-        positions=[position("BTC/USD")], equity_points=[equity(100.0, at(1))],
+        orders=[order("o1")],
+        fills=[fill("o1", "t1")],
+        trades=[trade("r1")],
+        positions=[position("BTC/USD")],
+        equity_points=[equity(100.0, at(1))],
         decisions=[DecisionRecord(account_id="USER:alice", ts=at(1), allowed=True)],
-        intents=[IntentUpdate(client_order_id="nija-1", status="sent", at=at(1)),
-                 IntentUpdate(client_order_id="missing", status="sent", at=at(1))],
+        intents=[
+            IntentUpdate(client_order_id="nija-1", status="sent", at=at(1)),
+            IntentUpdate(client_order_id="missing", status="sent", at=at(1)),
+        ],
     )
     with pytest.raises(StateError, match="no intent 'missing'"):
         store.apply(batch)
     snap = store.load_account("USER:alice")
     assert (snap.orders, snap.fill_keys, snap.trades, snap.positions, snap.equity_points) == (
-        (), frozenset(), (), (), ())
+        (),
+        frozenset(),
+        (),
+        (),
+        (),
+    )
     assert [i.status for i in snap.pending_intents] == ["pending"]
     assert store.decisions("USER:alice") == []
 
 
 def test_apply_reports_what_was_new(store: Store) -> None:
-    batch = StoreBatch(account_id="USER:alice", orders=[order("o1")],
-                       fills=[fill("o1", "t1")], trades=[trade("r1")],
-                       equity_points=[equity(100.0, at(1))])
+    batch = StoreBatch(
+        account_id="USER:alice",
+        orders=[order("o1")],
+        fills=[fill("o1", "t1")],
+        trades=[trade("r1")],
+        equity_points=[equity(100.0, at(1))],
+    )
     first = store.apply(batch)
     assert (first.new_fill_keys, first.new_trade_ids, first.orders_saved) == (
-        (fill("o1", "t1").key,), ("r1",), 1)
-    replay = store.apply(StoreBatch(account_id="USER:alice", fills=[fill("o1", "t1")],
-                                    trades=[trade("r1")]))
+        (fill("o1", "t1").key,),
+        ("r1",),
+        1,
+    )
+    replay = store.apply(
+        StoreBatch(account_id="USER:alice", fills=[fill("o1", "t1")], trades=[trade("r1")])
+    )
     assert (replay.new_fill_keys, replay.new_trade_ids) == ((), ())
 
 
 def test_item_of_another_account_is_refused_and_nothing_written(store: Store) -> None:
     with pytest.raises(StateError, match="holds trade of account 'USER:bob'"):
-        store.record_fills("USER:alice", [fill("o1", "t1")], [trade("r1", account="USER:bob")],
-                           [])
+        store.record_fills("USER:alice", [fill("o1", "t1")], [trade("r1", account="USER:bob")], [])
     with pytest.raises(StateError, match="holds order of account 'USER:bob'"):
         StoreBatch(account_id="USER:alice", orders=[order("o1", account="USER:bob")])
     with pytest.raises(StateError, match="both updates and closes"):
-        StoreBatch(account_id="USER:alice", positions=[position("BTC/USD")],
-                   closed_symbols=["BTC-USD"])
+        StoreBatch(
+            account_id="USER:alice", positions=[position("BTC/USD")], closed_symbols=["BTC-USD"]
+        )
     assert store.accounts() == []
 
 
 def test_load_account_never_returns_another_accounts_rows(store: Store) -> None:
     for account in ("USER:alice", "USER:bob"):
-        store.apply(StoreBatch(
-            account_id=account, orders=[order("o1", account=account)],
-            fills=[fill("o1", "t1", account=account)], trades=[trade("r1", account=account)],
-            positions=[position("BTC/USD", account=account)],
-            equity_points=[equity(100.0, at(1), account=account)],
-            decisions=[DecisionRecord(account_id=account, ts=at(1), allowed=False)],
-        ))
+        store.apply(
+            StoreBatch(
+                account_id=account,
+                orders=[order("o1", account=account)],
+                fills=[fill("o1", "t1", account=account)],
+                trades=[trade("r1", account=account)],
+                positions=[position("BTC/USD", account=account)],
+                equity_points=[equity(100.0, at(1), account=account)],
+                decisions=[DecisionRecord(account_id=account, ts=at(1), allowed=False)],
+            )
+        )
         store.put_intent(account, "nija-1", "{}", at(0))
     # Same order id, trade id and fill key on both accounts: two distinct rows each.
     store.save_orders([order("o1", account="USER:bob", status=OrderStatus.CANCELLED)])
     alice = store.load_account("USER:alice")
-    rows = [*alice.orders, *alice.trades, *alice.positions, *alice.equity_points,
-            *alice.pending_intents, *store.decisions("USER:alice")]
+    rows = [
+        *alice.orders,
+        *alice.trades,
+        *alice.positions,
+        *alice.equity_points,
+        *alice.pending_intents,
+        *store.decisions("USER:alice"),
+    ]
     assert len(rows) == 6
     assert {r.account_id for r in rows} == {"USER:alice"}
     assert alice.orders[0].status is OrderStatus.OPEN
@@ -313,13 +411,16 @@ def test_load_account_never_returns_another_accounts_rows(store: Store) -> None:
 def test_reopening_the_file_gives_the_same_data(tmp_path: Path) -> None:
     path = tmp_path / "nija.db"
     with Store(path) as first:
-        first.apply(StoreBatch(
-            account_id="PLATFORM", orders=[order("o1", account="PLATFORM")],
-            fills=[fill("o1", "t1", account="PLATFORM")],
-            trades=[trade("r1", account="PLATFORM"), trade("r0", account="PLATFORM")],
-            positions=[position("SOL/USD", account="PLATFORM")],
-            equity_points=[equity(15.0, at(1), account="PLATFORM")],
-        ))
+        first.apply(
+            StoreBatch(
+                account_id="PLATFORM",
+                orders=[order("o1", account="PLATFORM")],
+                fills=[fill("o1", "t1", account="PLATFORM")],
+                trades=[trade("r1", account="PLATFORM"), trade("r0", account="PLATFORM")],
+                positions=[position("SOL/USD", account="PLATFORM")],
+                equity_points=[equity(15.0, at(1), account="PLATFORM")],
+            )
+        )
         first.put_intent("PLATFORM", "nija-9", "{}", at(2))
         before = first.load_account("PLATFORM")
     with Store(path) as second:
@@ -360,8 +461,11 @@ def test_older_schema_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
 
 def test_failing_migration_leaves_the_file_at_its_old_version(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "nija.db", isolation_level=None)
-    broken = Migration(version=2, description="broken", statements=(
-        "CREATE TABLE extra (x INTEGER)", "CREATE TABLE orders (x INTEGER)"))
+    broken = Migration(
+        version=2,
+        description="broken",
+        statements=("CREATE TABLE extra (x INTEGER)", "CREATE TABLE orders (x INTEGER)"),
+    )
     migrate(conn, migrations=MIGRATIONS[:1])
     with pytest.raises(sqlite3.OperationalError, match="already exists"):
         migrate(conn, migrations=(MIGRATIONS[0], broken))
@@ -388,8 +492,9 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", range(SCHEMA_VERSION + 1))
-def test_a_file_at_any_of_our_versions_passes_the_layout_check(tmp_path: Path,
-                                                                version: int) -> None:
+def test_a_file_at_any_of_our_versions_passes_the_layout_check(
+    tmp_path: Path, version: int
+) -> None:
     path = tmp_path / "nija.db"
     conn = sqlite3.connect(path, isolation_level=None)
     migrate(conn, migrations=MIGRATIONS[:version])
@@ -433,8 +538,9 @@ def test_eight_threads_writing_eight_accounts_lose_nothing(store: Store) -> None
                 store.save_orders(orders)
                 # Every other batch also updates the previous batch's orders.
                 if b % 2:
-                    store.save_orders(o.replace(status=OrderStatus.CANCELLED, updated_at=at(b))
-                                      for o in orders)
+                    store.save_orders(
+                        o.replace(status=OrderStatus.CANCELLED, updated_at=at(b)) for o in orders
+                    )
                 store.record_fills(account, [fill(f"{b}-0", f"t{b}", account=account)], [], [])
         except BaseException as exc:  # surfaced below in the main thread
             errors.append(exc)
@@ -462,8 +568,10 @@ async def test_async_store_runs_every_call_on_its_own_thread(tmp_path: Path) -> 
             return super().apply(batch)
 
     astore = AsyncStore(Spy(tmp_path / "nija.db"))
-    batches = [StoreBatch(account_id="USER:alice", orders=[order(f"o{i}")],
-                          fills=[fill(f"o{i}", "t1")]) for i in range(20)]
+    batches = [
+        StoreBatch(account_id="USER:alice", orders=[order(f"o{i}")], fills=[fill(f"o{i}", "t1")])
+        for i in range(20)
+    ]
     results = await asyncio.gather(*(astore.apply(b) for b in batches))
     assert sum(len(r.new_fill_keys) for r in results) == 20
     assert len(seen_threads) == 1
@@ -510,8 +618,9 @@ def test_each_fill_key_is_new_exactly_once_over_any_replay(batches: list[list[in
 
 
 def test_decision_figures_must_be_json(store: Store) -> None:
-    bad = DecisionRecord(account_id="USER:alice", ts=at(0), allowed=True,
-                         figures={"when": object()})
+    bad = DecisionRecord(
+        account_id="USER:alice", ts=at(0), allowed=True, figures={"when": object()}
+    )
     with pytest.raises(TypeError):
         store.journal_decision(bad)
     assert store.decisions("USER:alice") == []

@@ -49,8 +49,14 @@ HANG_GUARD_S = 60.0
 # --------------------------------------------------------------------------- helpers
 
 
-def _config(tmp_path: Path, store: Path, *, exchange_url: str = "http://127.0.0.1:9",
-            api_port: int = 0, name: str = "broker.toml") -> Path:
+def _config(
+    tmp_path: Path,
+    store: Path,
+    *,
+    exchange_url: str = "http://127.0.0.1:9",
+    api_port: int = 0,
+    name: str = "broker.toml",
+) -> Path:
     ccxt_table = json.dumps(binance_ccxt_config(exchange_url)).replace('":', '" =')
     # TOML inline tables are close enough to JSON objects once ':' becomes '='.
     path = tmp_path / name
@@ -58,22 +64,37 @@ def _config(tmp_path: Path, store: Path, *, exchange_url: str = "http://127.0.0.
         f'[store]\npath = "{store}"\n[api]\nhost = "127.0.0.1"\nport = {api_port}\n'
         "[[accounts]]\nid = 'USER:alice'\nexchange = 'binance'\napi_key_env = 'NB_KEY'\n"
         "secret_env = 'NB_SECRET'\nquote_currency = 'USDT'\npoll_interval_s = 0.5\n"
-        f"ccxt = {ccxt_table}\n")
+        f"ccxt = {ccxt_table}\n"
+    )
     return path
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nija_broker.service.cli", *args],
-                          capture_output=True, text=True, env=env or ENV,
-                          timeout=HANG_GUARD_S, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "nija_broker.service.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        timeout=HANG_GUARD_S,
+        check=False,
+    )
 
 
 def _seeded_store(path: Path, orders: int = 1) -> None:
     with Store(path) as store:
         book = Books(store).get(ALICE)
         for n in range(orders):
-            book.apply_order(Order(id=f"O-{n}", account_id=ALICE, symbol="BTC/USD",
-                                   side="buy", price=100.0 + n, amount=0.1, created_at=T0))
+            book.apply_order(
+                Order(
+                    id=f"O-{n}",
+                    account_id=ALICE,
+                    symbol="BTC/USD",
+                    side="buy",
+                    price=100.0 + n,
+                    amount=0.1,
+                    created_at=T0,
+                )
+            )
 
 
 def _damaged(path: Path) -> None:
@@ -111,8 +132,11 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
 
 def _side_files(store: Path) -> list[str]:
     """SQLite's -wal/-shm/-journal and the lock file: none may be left by a refusal."""
-    return sorted(p.name for p in store.parent.iterdir() if p.name != store.name
-                  and p.name.startswith(store.name))
+    return sorted(
+        p.name
+        for p in store.parent.iterdir()
+        if p.name != store.name and p.name.startswith(store.name)
+    )
 
 
 @pytest.fixture
@@ -127,7 +151,8 @@ def writable_again(tmp_path: Path) -> Iterator[None]:
 
 
 def test_a_second_exclusive_store_is_refused_naming_the_holder_and_readers_still_open(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "state.sqlite3"
     with Store(path, exclusive=True) as writer:
         assert writer.exclusive
@@ -136,8 +161,19 @@ def test_a_second_exclusive_store_is_refused_naming_the_holder_and_readers_still
             Store(path, exclusive=True)
         assert held.value.holder_pid == os.getpid()
         assert isinstance(held.value, ConfigError)
-        writer.save_orders([Order(id="O-1", account_id=ALICE, symbol="BTC/USD", side="buy",
-                                  price=100.0, amount=0.1, created_at=T0)])
+        writer.save_orders(
+            [
+                Order(
+                    id="O-1",
+                    account_id=ALICE,
+                    symbol="BTC/USD",
+                    side="buy",
+                    price=100.0,
+                    amount=0.1,
+                    created_at=T0,
+                )
+            ]
+        )
         with Store(path) as reader:  # status / report: no writer lock
             assert [o.id for o in reader.orders(ALICE)] == ["O-1"]
     assert not writer.exclusive
@@ -154,11 +190,11 @@ time.sleep(3600)
 """
 
 
-def test_a_lock_held_by_another_process_names_its_pid_and_dies_with_it(
-        tmp_path: Path) -> None:
+def test_a_lock_held_by_another_process_names_its_pid_and_dies_with_it(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
@@ -178,7 +214,8 @@ def test_a_lock_held_by_another_process_names_its_pid_and_dies_with_it(
 
 
 def test_a_late_opener_of_a_released_lock_file_does_not_take_a_lock_nobody_sees(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import fcntl
 
     from nija_broker.state.store_lock import _is_at
@@ -203,7 +240,8 @@ def test_a_late_opener_of_a_released_lock_file_does_not_take_a_lock_nobody_sees(
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
 @pytest.mark.usefixtures("writable_again")
 def test_a_bad_store_file_is_refused_with_one_line_and_left_untouched(
-        tmp_path: Path, kind: str) -> None:
+    tmp_path: Path, kind: str
+) -> None:
     make, words = BAD_FILES[kind]
     path = tmp_path / "state.sqlite3"
     make(path)
@@ -219,8 +257,7 @@ def test_a_bad_store_file_is_refused_with_one_line_and_left_untouched(
 
 
 @pytest.mark.usefixtures("writable_again")
-def test_a_store_in_a_read_only_directory_is_refused_and_nothing_is_created(
-        tmp_path: Path) -> None:
+def test_a_store_in_a_read_only_directory_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
     directory = tmp_path / "ro"
     directory.mkdir()
     directory.chmod(0o555)
@@ -272,8 +309,18 @@ def test_a_run_that_fails_its_checks_creates_no_store_file(tmp_path: Path) -> No
 @pytest_asyncio.fixture
 async def emulator() -> AsyncIterator[EmulatorServer]:
     engine = SimEngine(seed=3, clock=SystemClock())
-    engine.add_market(Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-                             price_step=0.01, min_amount=0.00001, min_notional=5.0), 50_000.0)
+    engine.add_market(
+        Market(
+            symbol="BTC/USDT",
+            base="BTC",
+            quote="USDT",
+            amount_step=0.00001,
+            price_step=0.01,
+            min_amount=0.00001,
+            min_notional=5.0,
+        ),
+        50_000.0,
+    )
     engine.open_account(ALICE, {"USDT": 100.0})
     async with EmulatorServer(engine, {ALICE: (KEY, SECRET)}) as server:
         yield server
@@ -287,12 +334,21 @@ def _get_json(url: str) -> tuple[int, Any]:
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_second_run_on_one_store_exits_2_naming_the_holder_while_the_first_serves(
-        tmp_path: Path, emulator: EmulatorServer) -> None:
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
     store = tmp_path / "state.sqlite3"
     config = _config(tmp_path, store, exchange_url=emulator.url)
     first = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nija_broker.service.cli", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
+        sys.executable,
+        "-m",
+        "nija_broker.service.cli",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
+    )
     try:
         assert first.stdout is not None
         line = (await asyncio.wait_for(first.stdout.readline(), HANG_GUARD_S)).decode()
@@ -324,7 +380,8 @@ async def test_a_second_run_on_one_store_exits_2_naming_the_holder_while_the_fir
 
 
 def test_a_second_demo_on_the_same_store_exits_2_and_leaves_that_store_alone(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import io
 
     store = tmp_path / "demo.sqlite3"
@@ -357,12 +414,22 @@ def unreadable(tmp_path: Path) -> Iterator[_UnreadableStore]:
 
 
 def test_a_book_reload_failure_keeps_the_last_good_state_and_blocks_micro_cap_entries(
-        unreadable: _UnreadableStore) -> None:
+    unreadable: _UnreadableStore,
+) -> None:
     live: dict[str, AccountLive] = {ALICE: account_live()}  # $100: MICRO_CAP, synced
     guard = make_guard(unreadable, FakeClock(T0), live)
     book = guard.books.get(ALICE)
-    book.apply_order(Order(id="O-1", account_id=ALICE, symbol="ETH/USD", side="buy",
-                           price=2_000.0, amount=0.002, created_at=T0))
+    book.apply_order(
+        Order(
+            id="O-1",
+            account_id=ALICE,
+            symbol="ETH/USD",
+            side="buy",
+            price=2_000.0,
+            amount=0.002,
+            created_at=T0,
+        )
+    )
     assert guard.check(buy("BTC/USD")).allowed
 
     unreadable.unreadable = True

@@ -11,44 +11,82 @@ from hypothesis import strategies as st
 
 from nija_broker.core.symbols import market_ids, normalize_symbol, resolve_symbol
 
-KRAKEN_CRYPTO = ("XXBT", "XETH", "XLTC", "XXRP", "XXLM", "XXMR", "XZEC", "XETC", "XREP",
-                 "XMLN", "XXDG")
+KRAKEN_CRYPTO = (
+    "XXBT",
+    "XETH",
+    "XLTC",
+    "XXRP",
+    "XXLM",
+    "XXMR",
+    "XZEC",
+    "XETC",
+    "XREP",
+    "XMLN",
+    "XXDG",
+)
 KRAKEN_FIAT = ("ZUSD", "ZEUR", "ZGBP", "ZCAD", "ZJPY", "ZAUD")
 QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "BTC", "ETH")
 # Unified base codes as Kraken and Binance list them (no X/Z-prefixed legacy codes).
-BASES = ("BTC", "ETH", "SOL", "DOGE", "XRP", "XLM", "XTZ", "ADA", "DOT", "LINK", "AVAX",
-         "1INCH", "SHIB", "PEPE", "USDC", "USDT", "EUR", "LUNA2", "ZEC", "ZRX")
+BASES = (
+    "BTC",
+    "ETH",
+    "SOL",
+    "DOGE",
+    "XRP",
+    "XLM",
+    "XTZ",
+    "ADA",
+    "DOT",
+    "LINK",
+    "AVAX",
+    "1INCH",
+    "SHIB",
+    "PEPE",
+    "USDC",
+    "USDT",
+    "EUR",
+    "LUNA2",
+    "ZEC",
+    "ZRX",
+)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("BTC-USD", "BTC/USD"),
-    ("btc/usd", "BTC/USD"),
-    ("  eth-usdt ", "ETH/USDT"),
-    ("XXBTZUSD", "BTC/USD"),
-    ("XETHZUSD", "ETH/USD"),
-    ("XETHXXBT", "ETH/BTC"),
-    ("XBTUSD", "BTC/USD"),
-    ("XDGUSD", "DOGE/USD"),
-    ("SOLUSD", "SOL/USD"),
-    ("BTCUSDT", "BTC/USDT"),
-    ("ETHUSDC", "ETH/USDC"),
-    ("XBTUSDT", "BTC/USDT"),
-    ("xxbtzusd", "BTC/USD"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("BTC-USD", "BTC/USD"),
+        ("btc/usd", "BTC/USD"),
+        ("  eth-usdt ", "ETH/USDT"),
+        ("XXBTZUSD", "BTC/USD"),
+        ("XETHZUSD", "ETH/USD"),
+        ("XETHXXBT", "ETH/BTC"),
+        ("XBTUSD", "BTC/USD"),
+        ("XDGUSD", "DOGE/USD"),
+        ("SOLUSD", "SOL/USD"),
+        ("BTCUSDT", "BTC/USDT"),
+        ("ETHUSDC", "ETH/USDC"),
+        ("XBTUSDT", "BTC/USDT"),
+        ("xxbtzusd", "BTC/USD"),
+    ],
+)
 def test_unified_and_native_forms_resolve_to_base_slash_quote(value: str, expected: str) -> None:
     assert resolve_symbol(value) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("ETHXBT", "ETH/BTC"),  # Kraken's altname of XETHXXBT quotes in XBT
-    ("DOTGBP", "DOT/GBP"),
-    ("USDTZUSD", "USDT/USD"),  # Kraken's USDT/USD pair id
-    ("ZEURZUSD", "EUR/USD"),
-    ("XTZUSD", "XTZ/USD"),  # Tezos: a base ending in Z is not read as ZUSD
-    ("USDCUSDT", "USDC/USDT"),
-])
-def test_other_kraken_and_binance_codes_split_where_the_venue_does(value: str,
-                                                                   expected: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ETHXBT", "ETH/BTC"),  # Kraken's altname of XETHXXBT quotes in XBT
+        ("DOTGBP", "DOT/GBP"),
+        ("USDTZUSD", "USDT/USD"),  # Kraken's USDT/USD pair id
+        ("ZEURZUSD", "EUR/USD"),
+        ("XTZUSD", "XTZ/USD"),  # Tezos: a base ending in Z is not read as ZUSD
+        ("USDCUSDT", "USDC/USDT"),
+    ],
+)
+def test_other_kraken_and_binance_codes_split_where_the_venue_does(
+    value: str, expected: str
+) -> None:
     assert resolve_symbol(value) == expected
 
 
@@ -102,8 +140,13 @@ def test_markets_do_not_override_a_unified_form() -> None:
 
 def _market(market_id: Any, symbol: str, **info: Any) -> dict[str, Any]:
     base, _, quote = symbol.partition("/")
-    return {"id": market_id, "symbol": symbol, "base": base, "quote": quote.split(":")[0],
-            "info": info}
+    return {
+        "id": market_id,
+        "symbol": symbol,
+        "base": base,
+        "quote": quote.split(":")[0],
+        "info": info,
+    }
 
 
 def test_market_ids_maps_ids_and_kraken_altnames_to_unified_symbols() -> None:
@@ -112,9 +155,13 @@ def test_market_ids_maps_ids_and_kraken_altnames_to_unified_symbols() -> None:
         "DOGE/USD": _market("XDGUSD", "DOGE/USD", altname="XDGUSD"),
         "ETH/BTC": _market("XETHXXBT", "ETH/BTC", altname="ETHXBT"),
     }
-    assert market_ids(kraken) == {"XXBTZUSD": "BTC/USD", "XBTUSD": "BTC/USD",
-                                  "XDGUSD": "DOGE/USD", "XETHXXBT": "ETH/BTC",
-                                  "ETHXBT": "ETH/BTC"}
+    assert market_ids(kraken) == {
+        "XXBTZUSD": "BTC/USD",
+        "XBTUSD": "BTC/USD",
+        "XDGUSD": "DOGE/USD",
+        "XETHXXBT": "ETH/BTC",
+        "ETHXBT": "ETH/BTC",
+    }
 
 
 def test_market_ids_upper_cases_ids() -> None:
@@ -122,15 +169,20 @@ def test_market_ids_upper_cases_ids() -> None:
 
 
 def test_market_ids_skips_markets_without_a_string_id() -> None:
-    markets = {"BTC/USD": _market(None, "BTC/USD"), "ETH/USD": _market(7, "ETH/USD"),
-               "SOL/USD": {"symbol": "SOL/USD"}}
+    markets = {
+        "BTC/USD": _market(None, "BTC/USD"),
+        "ETH/USD": _market(7, "ETH/USD"),
+        "SOL/USD": {"symbol": "SOL/USD"},
+    }
     assert market_ids(markets) == {}
 
 
 def test_market_ids_keeps_spot_when_a_derivative_shares_its_id() -> None:
     # Binance lists spot BTC/USDT and the linear swap BTC/USDT:USDT under one id, BTCUSDT.
-    binance = {"BTC/USDT": _market("BTCUSDT", "BTC/USDT"),
-               "BTC/USDT:USDT": _market("BTCUSDT", "BTC/USDT:USDT")}
+    binance = {
+        "BTC/USDT": _market("BTCUSDT", "BTC/USDT"),
+        "BTC/USDT:USDT": _market("BTCUSDT", "BTC/USDT:USDT"),
+    }
     assert market_ids(binance) == {"BTCUSDT": "BTC/USDT"}
 
 
@@ -139,21 +191,25 @@ def test_market_ids_output_feeds_resolve_symbol() -> None:
     assert resolve_symbol("lunausd", ids) == "LUNC/USD"
 
 
-@pytest.mark.parametrize("value", [
-    "",
-    "   ",
-    "USD",  # a quote suffix alone: empty base
-    "XBT",  # a lone asset code is not a pair
-    "XETH",
-    "ZUSD",
-    "BTC_USD",
-    "FOOBAR",
-    "BTC/USD:USD",
-    "X" * 21 + "USD",  # base longer than normalize_symbol allows
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "   ",
+        "USD",  # a quote suffix alone: empty base
+        "XBT",  # a lone asset code is not a pair
+        "XETH",
+        "ZUSD",
+        "BTC_USD",
+        "FOOBAR",
+        "BTC/USD:USD",
+        "X" * 21 + "USD",  # base longer than normalize_symbol allows
+    ],
+)
 def test_unreadable_symbols_are_errors_naming_the_value_and_the_forms(value: str) -> None:
-    with pytest.raises(ValueError, match="is not 'BTC-USD', 'BTC/USD' or an exchange pair code") \
-            as caught:
+    with pytest.raises(
+        ValueError, match="is not 'BTC-USD', 'BTC/USD' or an exchange pair code"
+    ) as caught:
         resolve_symbol(value)
     assert repr(value) in str(caught.value)
 
@@ -169,5 +225,4 @@ def test_non_strings_are_errors(value: Any) -> None:
 def test_concatenated_and_dashed_forms_agree_for_unified_codes(base: str, quote: str) -> None:
     """For unified base codes (no Kraken X/Z legacy code, no alias) the concatenation is
     unambiguous: no quote suffix ends another, so the suffix found is ``quote``."""
-    assert resolve_symbol(base + quote) == resolve_symbol(f"{base}-{quote}") \
-        == f"{base}/{quote}"
+    assert resolve_symbol(base + quote) == resolve_symbol(f"{base}-{quote}") == f"{base}/{quote}"

@@ -15,8 +15,17 @@ from nija_broker.core.tiers import (
 
 @pytest.mark.parametrize(
     ("equity_usd", "tier"),
-    [(0, BELOW_MIN), (14.99, BELOW_MIN), (15, MICRO_CAP), (100, MICRO_CAP), (499.99, MICRO_CAP),
-     (500, SMALL_CAP), (999, SMALL_CAP), (1000, STANDARD), (10_000, STANDARD)],
+    [
+        (0, BELOW_MIN),
+        (14.99, BELOW_MIN),
+        (15, MICRO_CAP),
+        (100, MICRO_CAP),
+        (499.99, MICRO_CAP),
+        (500, SMALL_CAP),
+        (999, SMALL_CAP),
+        (1000, STANDARD),
+        (10_000, STANDARD),
+    ],
 )
 def test_default_bands(equity_usd: float, tier: str) -> None:
     assert TierTable().band(equity_usd).name == tier
@@ -74,7 +83,12 @@ def test_pin_to_unknown_tier_is_refused() -> None:
 
 
 def test_tier_table_must_start_at_zero() -> None:
-    tier = TierPolicy(name="X", min_equity_usd=10, max_positions=1, allow_dca=False,
-                      allow_multiple_entries_same_symbol=False)
+    tier = TierPolicy(
+        name="X",
+        min_equity_usd=10,
+        max_positions=1,
+        allow_dca=False,
+        allow_multiple_entries_same_symbol=False,
+    )
     with pytest.raises(ValueError, match="must start at 0"):
         TierTable((tier,))

@@ -58,32 +58,47 @@ def markets(*symbols: str) -> dict[str, Market]:
 # ----------------------------------------------------------------------------- routes
 
 
-@pytest.mark.parametrize(("currency", "quote", "prices", "expected"), [
-    pytest.param("USD", "USD", {}, 1.0, id="the-quote-itself"),
-    pytest.param("BTC", "USD", {"BTC/USD": 50_000.0}, 50_000.0, id="direct"),
-    pytest.param("EUR", "USD", {"USD/EUR": 0.8}, 1.25, id="inverse"),
-    pytest.param("USDT", "USD", {}, 1.0, id="stablecoin-at-par-for-usd"),
-    pytest.param("USD", "USDT", {}, 1.0, id="usd-at-par-for-a-stablecoin-quote"),
-    pytest.param("USDC", "USDT", {}, 1.0, id="stablecoins-at-par"),
-    pytest.param("PYUSD", "FDUSD", {}, 1.0, id="any-two-pegged"),
-    pytest.param("USDT", "USD", {"USDT/USD": 0.998}, 0.998, id="a-listed-ticker-beats-par"),
-    pytest.param("USDC", "USDT", {"USDT/USDC": 1.25}, 0.8, id="listed-inverse-beats-par"),
-    pytest.param("BTC", "USD", {"BTC/USDT": 60_000.0}, 60_000.0, id="usdt-leg-at-par"),
-    pytest.param("BTC", "USD", {"BTC/USDT": 60_000.0, "USDT/USD": 0.5}, 30_000.0,
-                 id="usdt-leg-at-its-listed-price"),
-    pytest.param("BTC", "USDC", {"BTC/USDT": 60_000.0}, 60_000.0, id="stablecoin-quote"),
-    pytest.param("BTC", "EUR", {"BTC/USD": 50_000.0, "EUR/USD": 1.25}, 40_000.0,
-                 id="usd-leg-to-a-fiat-quote"),
-    pytest.param("USDC", "EUR", {"EUR/USD": 1.25}, 0.8, id="par-then-a-ticker"),
-    pytest.param("BTC", "USD", {"BTC/USD": 50_000.0, "BTC/USDT": 1.0}, 50_000.0,
-                 id="direct-beats-a-leg"),
-    pytest.param("EUR", "USD", {}, None, id="fiat-is-not-at-par"),
-    pytest.param("BTC", "USD", {"BTC/EUR": 40_000.0}, None, id="no-fiat-legs"),
-    pytest.param("BTC", "USD", {"BTC/USDT": 0.0}, None, id="a-zero-price-is-no-price"),
-    pytest.param("JUNK", "USD", {"BTC/USDT": 60_000.0}, None, id="nothing-reaches-it"),
-])
-def test_rate_table(currency: str, quote: str, prices: dict[str, float],
-                    expected: float | None) -> None:
+@pytest.mark.parametrize(
+    ("currency", "quote", "prices", "expected"),
+    [
+        pytest.param("USD", "USD", {}, 1.0, id="the-quote-itself"),
+        pytest.param("BTC", "USD", {"BTC/USD": 50_000.0}, 50_000.0, id="direct"),
+        pytest.param("EUR", "USD", {"USD/EUR": 0.8}, 1.25, id="inverse"),
+        pytest.param("USDT", "USD", {}, 1.0, id="stablecoin-at-par-for-usd"),
+        pytest.param("USD", "USDT", {}, 1.0, id="usd-at-par-for-a-stablecoin-quote"),
+        pytest.param("USDC", "USDT", {}, 1.0, id="stablecoins-at-par"),
+        pytest.param("PYUSD", "FDUSD", {}, 1.0, id="any-two-pegged"),
+        pytest.param("USDT", "USD", {"USDT/USD": 0.998}, 0.998, id="a-listed-ticker-beats-par"),
+        pytest.param("USDC", "USDT", {"USDT/USDC": 1.25}, 0.8, id="listed-inverse-beats-par"),
+        pytest.param("BTC", "USD", {"BTC/USDT": 60_000.0}, 60_000.0, id="usdt-leg-at-par"),
+        pytest.param(
+            "BTC",
+            "USD",
+            {"BTC/USDT": 60_000.0, "USDT/USD": 0.5},
+            30_000.0,
+            id="usdt-leg-at-its-listed-price",
+        ),
+        pytest.param("BTC", "USDC", {"BTC/USDT": 60_000.0}, 60_000.0, id="stablecoin-quote"),
+        pytest.param(
+            "BTC",
+            "EUR",
+            {"BTC/USD": 50_000.0, "EUR/USD": 1.25},
+            40_000.0,
+            id="usd-leg-to-a-fiat-quote",
+        ),
+        pytest.param("USDC", "EUR", {"EUR/USD": 1.25}, 0.8, id="par-then-a-ticker"),
+        pytest.param(
+            "BTC", "USD", {"BTC/USD": 50_000.0, "BTC/USDT": 1.0}, 50_000.0, id="direct-beats-a-leg"
+        ),
+        pytest.param("EUR", "USD", {}, None, id="fiat-is-not-at-par"),
+        pytest.param("BTC", "USD", {"BTC/EUR": 40_000.0}, None, id="no-fiat-legs"),
+        pytest.param("BTC", "USD", {"BTC/USDT": 0.0}, None, id="a-zero-price-is-no-price"),
+        pytest.param("JUNK", "USD", {"BTC/USDT": 60_000.0}, None, id="nothing-reaches-it"),
+    ],
+)
+def test_rate_table(
+    currency: str, quote: str, prices: dict[str, float], expected: float | None
+) -> None:
     got = rate(currency, quote, prices)
     if expected is None:
         assert got is None
@@ -108,18 +123,21 @@ def test_legs_are_usd_first_and_all_pegged() -> None:
     assert not at_par("EUR", "USD")
 
 
-@pytest.mark.parametrize(("ticker", "price"), [
-    (Ticker(symbol="BTC/USDT", last=100.0, bid=99.0, ask=101.0), 100.0),
-    (Ticker(symbol="BTC/USDT", bid=99.0, ask=101.0), 100.0),
-    (Ticker(symbol="BTC/USDT", bid=99.0), 99.0),
-    (Ticker(symbol="BTC/USDT", ask=101.0), 101.0),
-    (Ticker(symbol="BTC/USDT"), None),
-])
-def test_ticker_price_is_last_else_mid_else_either_side(ticker: Ticker,
-                                                        price: float | None) -> None:
+@pytest.mark.parametrize(
+    ("ticker", "price"),
+    [
+        (Ticker(symbol="BTC/USDT", last=100.0, bid=99.0, ask=101.0), 100.0),
+        (Ticker(symbol="BTC/USDT", bid=99.0, ask=101.0), 100.0),
+        (Ticker(symbol="BTC/USDT", bid=99.0), 99.0),
+        (Ticker(symbol="BTC/USDT", ask=101.0), 101.0),
+        (Ticker(symbol="BTC/USDT"), None),
+    ],
+)
+def test_ticker_price_is_last_else_mid_else_either_side(
+    ticker: Ticker, price: float | None
+) -> None:
     assert ticker_price(ticker) == price
-    assert prices_of({ticker.symbol: ticker}) == ({} if price is None
-                                                 else {"BTC/USDT": price})
+    assert prices_of({ticker.symbol: ticker}) == ({} if price is None else {"BTC/USDT": price})
 
 
 # ----------------------------------------------------------------------------- balances
@@ -135,18 +153,25 @@ def test_usdt_account_with_the_default_usd_quote_is_valued_in_full() -> None:
     assert valued.problem is None
 
 
-@pytest.mark.parametrize(("balances", "prices", "quote", "equity", "unvalued"), [
-    (held(USD=100.0, BTC=0.5, DOGE=10.0, ETH=0.0), {"BTC/USD": 200.0}, "USD", 200.0,
-     ("DOGE",)),
-    (held(USDC=50.0, USDT=50.0, FDUSD=1.0), {}, "USD", 101.0, ()),
-    (held(USDC=100.0), {}, "USDC", 100.0, ()),
-    (held(USDT=100.0, ETH=1.0), {"ETH/USDC": 3_000.0}, "USDT", 3_100.0, ()),
-    (held(EUR=100.0, BTC=0.01), {"BTC/EUR": 40_000.0}, "EUR", 500.0, ()),
-    (held(), {}, "USD", 0.0, ()),
-    (held(JUNK=1_000.0, LDBTC=0.1), {"BTC/USDT": 60_000.0}, "USD", 0.0, ("JUNK", "LDBTC")),
-])
-def test_value_balances_table(balances: dict[str, Balance], prices: dict[str, float],
-                              quote: str, equity: float, unvalued: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("balances", "prices", "quote", "equity", "unvalued"),
+    [
+        (held(USD=100.0, BTC=0.5, DOGE=10.0, ETH=0.0), {"BTC/USD": 200.0}, "USD", 200.0, ("DOGE",)),
+        (held(USDC=50.0, USDT=50.0, FDUSD=1.0), {}, "USD", 101.0, ()),
+        (held(USDC=100.0), {}, "USDC", 100.0, ()),
+        (held(USDT=100.0, ETH=1.0), {"ETH/USDC": 3_000.0}, "USDT", 3_100.0, ()),
+        (held(EUR=100.0, BTC=0.01), {"BTC/EUR": 40_000.0}, "EUR", 500.0, ()),
+        (held(), {}, "USD", 0.0, ()),
+        (held(JUNK=1_000.0, LDBTC=0.1), {"BTC/USDT": 60_000.0}, "USD", 0.0, ("JUNK", "LDBTC")),
+    ],
+)
+def test_value_balances_table(
+    balances: dict[str, Balance],
+    prices: dict[str, float],
+    quote: str,
+    equity: float,
+    unvalued: tuple[str, ...],
+) -> None:
     valued = value_balances(balances, prices, quote)
     assert valued.equity == pytest.approx(equity)
     assert valued.unvalued == unvalued
@@ -174,7 +199,9 @@ def test_equity_is_not_established_when_only_unvalued_holdings_are_held() -> Non
 def test_equity_of_delegates_to_the_valuation() -> None:
     tickers = {"BTC/USDT": Ticker(symbol="BTC/USDT", last=60_000.0)}
     assert equity_of(held(USDT=10_000.0, BTC=0.1, JUNK=1.0), tickers, "USD") == (
-        pytest.approx(16_000.0), ("JUNK",))
+        pytest.approx(16_000.0),
+        ("JUNK",),
+    )
 
 
 # ----------------------------------------------------------------------------- what to fetch
@@ -184,46 +211,77 @@ BINANCE = markets("BTC/USDT", "BTC/USDC", "ETH/USDT", "ETH/BTC", "USDC/USDT", "S
 KRAKEN = markets("BTC/USD", "ETH/USD", "USDT/USD", "USDC/USD", "EUR/USD", "BTC/EUR")
 
 
-@pytest.mark.parametrize(("balances", "quote", "listed", "expected"), [
-    pytest.param(held(USDT=10_000.0, BTC=0.1), "USD", BINANCE, ["BTC/USDT"],
-                 id="binance-default-quote"),
-    pytest.param(held(USDC=5.0, SOL=1.0), "USD", BINANCE, ["SOL/USDC"],
-                 id="binance-usdc-leg"),
-    pytest.param(held(USDC=5.0), "USDT", BINANCE, ["USDC/USDT"],
-                 id="a-listed-stablecoin-pair-is-fetched"),
-    pytest.param(held(USDT=5.0, USDC=5.0, BTC=1.0), "USD", KRAKEN,
-                 ["BTC/USD", "USDC/USD", "USDT/USD"], id="kraken-direct"),
-    pytest.param(held(EUR=5.0, BTC=1.0), "USD", KRAKEN, ["BTC/USD", "EUR/USD"],
-                 id="kraken-fiat"),
-    pytest.param(held(USD=5.0), "USD", KRAKEN, [], id="only-the-quote"),
-    pytest.param(held(JUNK=5.0, BTC=0.0), "USD", BINANCE, [], id="unroutable-and-empty"),
-    pytest.param(held(USDT=5.0, BTC=1.0), "USD", {}, ["BTC/USD"],
-                 id="no-markets-known-direct-guess"),
-])
-def test_tickers_to_fetch_table(balances: dict[str, Balance], quote: str,
-                                listed: dict[str, Market], expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("balances", "quote", "listed", "expected"),
+    [
+        pytest.param(
+            held(USDT=10_000.0, BTC=0.1), "USD", BINANCE, ["BTC/USDT"], id="binance-default-quote"
+        ),
+        pytest.param(held(USDC=5.0, SOL=1.0), "USD", BINANCE, ["SOL/USDC"], id="binance-usdc-leg"),
+        pytest.param(
+            held(USDC=5.0), "USDT", BINANCE, ["USDC/USDT"], id="a-listed-stablecoin-pair-is-fetched"
+        ),
+        pytest.param(
+            held(USDT=5.0, USDC=5.0, BTC=1.0),
+            "USD",
+            KRAKEN,
+            ["BTC/USD", "USDC/USD", "USDT/USD"],
+            id="kraken-direct",
+        ),
+        pytest.param(
+            held(EUR=5.0, BTC=1.0), "USD", KRAKEN, ["BTC/USD", "EUR/USD"], id="kraken-fiat"
+        ),
+        pytest.param(held(USD=5.0), "USD", KRAKEN, [], id="only-the-quote"),
+        pytest.param(held(JUNK=5.0, BTC=0.0), "USD", BINANCE, [], id="unroutable-and-empty"),
+        pytest.param(
+            held(USDT=5.0, BTC=1.0), "USD", {}, ["BTC/USD"], id="no-markets-known-direct-guess"
+        ),
+    ],
+)
+def test_tickers_to_fetch_table(
+    balances: dict[str, Balance], quote: str, listed: dict[str, Market], expected: list[str]
+) -> None:
     assert tickers_to_fetch(balances, quote, listed) == expected
 
 
-@pytest.mark.parametrize(("balances", "quote", "listed", "expected"), [
-    pytest.param(held(USDT=1.0, BTC=0.1), "USD", BINANCE, {"BTC/USDT"}, id="usdt-held"),
-    pytest.param(held(USDT=1.0, USDC=1.0, BTC=0.1), "USD", BINANCE,
-                 {"BTC/USDT", "BTC/USDC"}, id="every-money-currency-held"),
-    pytest.param(held(BTC=0.1), "USD", BINANCE, {"BTC/USDT"}, id="the-market-it-is-valued-on"),
-    pytest.param(held(USD=1.0, BTC=0.1), "USD", KRAKEN, {"BTC/USD"}, id="kraken"),
-    pytest.param(held(USDT=1.0), "USD", BINANCE, set(), id="money-has-no-order-market"),
-    pytest.param(held(BTC=0.1), "USD", {}, {"BTC/USD"}, id="no-markets-known"),
-])
-def test_order_symbols_table(balances: dict[str, Balance], quote: str,
-                             listed: dict[str, Market], expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("balances", "quote", "listed", "expected"),
+    [
+        pytest.param(held(USDT=1.0, BTC=0.1), "USD", BINANCE, {"BTC/USDT"}, id="usdt-held"),
+        pytest.param(
+            held(USDT=1.0, USDC=1.0, BTC=0.1),
+            "USD",
+            BINANCE,
+            {"BTC/USDT", "BTC/USDC"},
+            id="every-money-currency-held",
+        ),
+        pytest.param(held(BTC=0.1), "USD", BINANCE, {"BTC/USDT"}, id="the-market-it-is-valued-on"),
+        pytest.param(held(USD=1.0, BTC=0.1), "USD", KRAKEN, {"BTC/USD"}, id="kraken"),
+        pytest.param(held(USDT=1.0), "USD", BINANCE, set(), id="money-has-no-order-market"),
+        pytest.param(held(BTC=0.1), "USD", {}, {"BTC/USD"}, id="no-markets-known"),
+    ],
+)
+def test_order_symbols_table(
+    balances: dict[str, Balance], quote: str, listed: dict[str, Market], expected: set[str]
+) -> None:
     assert order_symbols(balances, quote, listed) == expected
 
 
 # ----------------------------------------------------------------------------- properties
 
 _CURRENCIES = ["USD", "USDT", "USDC", "DAI", "EUR", "BTC", "ETH", "SOL", "JUNK"]
-_SYMBOLS = ["BTC/USD", "BTC/USDT", "BTC/USDC", "ETH/USDT", "ETH/BTC", "SOL/USDC",
-            "USDT/USD", "USDC/USDT", "EUR/USD", "BTC/EUR"]
+_SYMBOLS = [
+    "BTC/USD",
+    "BTC/USDT",
+    "BTC/USDC",
+    "ETH/USDT",
+    "ETH/BTC",
+    "SOL/USDC",
+    "USDT/USD",
+    "USDC/USDT",
+    "EUR/USD",
+    "BTC/EUR",
+]
 _balances = st.dictionaries(
     st.sampled_from(_CURRENCIES),
     st.floats(0.0, 1e6, allow_nan=False),
@@ -250,8 +308,12 @@ def test_every_holding_is_valued_or_listed_and_equity_is_their_sum(
 
 
 @settings(max_examples=200, deadline=None)
-@given(balances=_balances, listed=st.sets(st.sampled_from(_SYMBOLS)), quote=_quotes,
-       price=st.floats(1e-3, 1e5))
+@given(
+    balances=_balances,
+    listed=st.sets(st.sampled_from(_SYMBOLS)),
+    quote=_quotes,
+    price=st.floats(1e-3, 1e5),
+)
 def test_fetching_what_is_asked_for_values_everything_the_markets_can_value(
     balances: dict[str, Balance], listed: set[str], quote: str, price: float
 ) -> None:
@@ -266,20 +328,30 @@ def test_fetching_what_is_asked_for_values_everything_the_markets_can_value(
 
 @settings(max_examples=100, deadline=None)
 @given(balances=_balances, prices=_prices, quote=_quotes, factor=st.floats(0.5, 4.0))
-def test_equity_scales_with_the_holdings(balances: dict[str, Balance],
-                                         prices: dict[str, float], quote: str,
-                                         factor: float) -> None:
-    scaled = {c: Balance(currency=c, free=b.free * factor, total=b.total * factor)
-              for c, b in balances.items()}
+def test_equity_scales_with_the_holdings(
+    balances: dict[str, Balance], prices: dict[str, float], quote: str, factor: float
+) -> None:
+    scaled = {
+        c: Balance(currency=c, free=b.free * factor, total=b.total * factor)
+        for c, b in balances.items()
+    }
     assert value_balances(scaled, prices, quote).equity == pytest.approx(
-        value_balances(balances, prices, quote).equity * factor, rel=1e-9, abs=1e-9)
+        value_balances(balances, prices, quote).equity * factor, rel=1e-9, abs=1e-9
+    )
 
 
 # ----------------------------------------------------------------------------- the reconciler
 
 ALICE = "USER:alice"
-BTC_USDT = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=1e-5,
-                  price_step=0.01, min_amount=1e-5, min_notional=5.0)
+BTC_USDT = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=1e-5,
+    price_step=0.01,
+    min_amount=1e-5,
+    min_notional=5.0,
+)
 
 
 @dataclass
@@ -331,7 +403,8 @@ async def test_usdt_venue_with_the_default_usd_quote_gets_its_full_equity_and_ti
 
 @pytest.mark.asyncio
 async def test_an_account_holding_only_what_nothing_values_is_degraded_not_zero(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     venue = _venue(tmp_path, {"JUNK": 1_000.0})
     live = venue.live

@@ -35,8 +35,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 ALICE = "USER:alice"
 KEY, SECRET = "alice-key-0001", "alice-secret-0001"
-BTC = Market(symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=0.00001,
-             price_step=0.01, min_amount=0.00001, min_notional=5.0)
+BTC = Market(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=0.00001,
+    price_step=0.01,
+    min_amount=0.00001,
+    min_notional=5.0,
+)
 PAGE = 5
 """allOrders rows a page in these tests (the profile's 1,000 would need a thousand orders)."""
 
@@ -54,13 +61,20 @@ class Rig:
         self.store = Store(self.path)
         self.books = Books(self.store, clock=SystemClock())
         raw = ccxt.binance(binance_ccxt_config(self.server.url, KEY, SECRET))
-        exchange = CcxtExchange(raw, account_id=ALICE, clock=FakeClock(), call_timeout_s=5.0,
-                                budget=RateBudget(1000.0), max_attempts=2,
-                                profile=dataclasses.replace(BINANCE, all_orders_page=PAGE))
+        exchange = CcxtExchange(
+            raw,
+            account_id=ALICE,
+            clock=FakeClock(),
+            call_timeout_s=5.0,
+            budget=RateBudget(1000.0),
+            max_attempts=2,
+            profile=dataclasses.replace(BINANCE, all_orders_page=PAGE),
+        )
         live = {ALICE: AccountLive.create(ALICE, TierTable(), quote_currency="USDT")}
         settings = ReconcilerSettings(visibility_window_s=0.0, call_timeout_s=10.0)
-        self.reconciler = Reconciler(self.books, {ALICE: exchange}, live, clock=SystemClock(),
-                                     settings=settings)
+        self.reconciler = Reconciler(
+            self.books, {ALICE: exchange}, live, clock=SystemClock(), settings=settings
+        )
         self._events = self.reconciler.subscribe()
 
     async def stop(self) -> None:
@@ -88,13 +102,23 @@ class Rig:
         assert self.store is not None
         return sums_by_order(self.store.fills(ALICE))
 
-    def place(self, side: Side, amount: float, price: float | None, *,
-              time_in_force: str = "GTC", stp_mode: str = "NONE") -> str:
+    def place(
+        self,
+        side: Side,
+        amount: float,
+        price: float | None,
+        *,
+        time_in_force: str = "GTC",
+        stp_mode: str = "NONE",
+    ) -> str:
         """Someone else places an order, straight on the exchange; its id."""
         kind = OrderType.MARKET if price is None else OrderType.LIMIT
-        return self.engine.place_order(ALICE, OrderRequest(
-            symbol=BTC.symbol, side=side, type=kind, amount=amount, price=price),
-            time_in_force=time_in_force, stp_mode=stp_mode).id
+        return self.engine.place_order(
+            ALICE,
+            OrderRequest(symbol=BTC.symbol, side=side, type=kind, amount=amount, price=price),
+            time_in_force=time_in_force,
+            stp_mode=stp_mode,
+        ).id
 
 
 @pytest_asyncio.fixture
@@ -172,8 +196,7 @@ async def test_pending_cancel_answer_to_our_cancel_is_not_an_end(rig: Rig) -> No
         answered = await exchange.cancel_order(order_id, BTC.symbol)
         assert answered.status is OrderStatus.OPEN
         rig.engine.complete_cancels()
-        assert (await exchange.fetch_order(order_id, BTC.symbol)).status is \
-            OrderStatus.CANCELLED
+        assert (await exchange.fetch_order(order_id, BTC.symbol)).status is OrderStatus.CANCELLED
     finally:
         await exchange.aclose()
 

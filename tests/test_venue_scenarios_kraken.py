@@ -105,8 +105,7 @@ async def test_order_seen_pending_is_tracked_holding_capital_then_filled(rig: Ri
     assert rig.books.get(ALICE).orders.held_capital().buys == 0
 
 
-async def test_partial_fill_then_our_cancel_books_the_partial_once_and_ends_it(
-        rig: Rig) -> None:
+async def test_partial_fill_then_our_cancel_books_the_partial_once_and_ends_it(rig: Rig) -> None:
     order_id = rig.place(price=49_000.0, amount=0.02)
     await rig.sync()
     rig.fill_partially(order_id, 0.005)
@@ -139,9 +138,15 @@ async def test_partial_fill_then_our_cancel_books_the_partial_once_and_ends_it(
 async def test_closed_history_past_one_page_of_fifty_is_found_whole(rig: Rig) -> None:
     await rig.stop()
     # 60 market buys nobody saw open, newest first across two ClosedOrders pages.
-    bought = [rig.dialect.exchange_id(rig.engine.place_order(ALICE, OrderRequest(
-        symbol=SYMBOL, side=Side.BUY, type=OrderType.MARKET, amount=0.0002)).id)
-        for _ in range(60)]
+    bought = [
+        rig.dialect.exchange_id(
+            rig.engine.place_order(
+                ALICE,
+                OrderRequest(symbol=SYMBOL, side=Side.BUY, type=OrderType.MARKET, amount=0.0002),
+            ).id
+        )
+        for _ in range(60)
+    ]
     rig.start()
     assert rig.reconciler is not None
     health = await rig.reconciler.startup(ALICE)
@@ -157,8 +162,7 @@ async def test_closed_history_past_one_page_of_fifty_is_found_whole(rig: Rig) ->
     assert position.quantity == pytest.approx(0.012)
 
 
-async def _add_order(rig: Rig, side: str, amount: float, price: float,
-                     **params: str) -> str:
+async def _add_order(rig: Rig, side: str, amount: float, price: float, **params: str) -> str:
     """Someone else's AddOrder (another program, on the account's second key); its txid."""
     other: Any = ccxt.kraken(kraken_ccxt_config(rig.server.url, OTHER_KEY, OTHER_SECRET))
     try:
@@ -211,15 +215,13 @@ async def test_self_trade_cancels_the_newest_order_with_what_it_filled(rig: Rig)
     assert sums_by_order(rig.store.fills(ALICE)) == {taker: pytest.approx(0.004)}
 
 
-async def test_self_trade_cancel_oldest_ends_the_resting_order_with_what_filled(
-        rig: Rig) -> None:
+async def test_self_trade_cancel_oldest_ends_the_resting_order_with_what_filled(rig: Rig) -> None:
     resting = rig.place(Side.SELL, price=50_100.0, amount=0.01)
     await rig.sync()
     rig.fill_partially(resting, 0.003)
     await rig.sync()
     rig.engine.set_liquidity(SYMBOL, 0.004)
-    taker = await _add_order(rig, "buy", 0.01, 50_200.0, timeInForce="IOC",
-                             stptype="cancel-oldest")
+    taker = await _add_order(rig, "buy", 0.01, 50_200.0, timeInForce="IOC", stptype="cancel-oldest")
     await _restart_and_sync(rig)
 
     ended = rig.order(resting)
@@ -229,5 +231,7 @@ async def test_self_trade_cancel_oldest_ends_the_resting_order_with_what_filled(
     assert order is not None
     assert (order.status, order.filled) == (OrderStatus.CANCELLED, pytest.approx(0.004))
     assert rig.store is not None
-    assert sums_by_order(rig.store.fills(ALICE)) == {resting: pytest.approx(0.003),
-                                                     taker: pytest.approx(0.004)}
+    assert sums_by_order(rig.store.fills(ALICE)) == {
+        resting: pytest.approx(0.003),
+        taker: pytest.approx(0.004),
+    }

@@ -29,8 +29,14 @@ from urllib.parse import urlsplit
 from .kraken import KrakenEmulatorServer, kraken_ccxt_config, kraken_urls
 from .server import EmulatorServer
 
-__all__ = ["EmulatorServer", "KrakenEmulatorServer", "binance_ccxt_config", "binance_urls",
-           "kraken_ccxt_config", "kraken_urls"]
+__all__ = [
+    "EmulatorServer",
+    "KrakenEmulatorServer",
+    "binance_ccxt_config",
+    "binance_urls",
+    "kraken_ccxt_config",
+    "kraken_urls",
+]
 
 
 @lru_cache(maxsize=1)
@@ -51,8 +57,9 @@ def binance_urls(server_url: str) -> dict[str, str]:
     return {key: base + urlsplit(url).path for key, url in _binance_api_urls().items()}
 
 
-def binance_ccxt_config(server_url: str, api_key: str | None = None,
-                        secret: str | None = None) -> dict[str, Any]:
+def binance_ccxt_config(
+    server_url: str, api_key: str | None = None, secret: str | None = None
+) -> dict[str, Any]:
     """Settings for ``ccxt.async_support.binance(...)`` that talk to the emulator.
 
     - ``urls.api``: every API entry rewritten to the emulator;

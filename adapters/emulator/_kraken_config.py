@@ -21,8 +21,9 @@ def kraken_urls(server_url: str) -> dict[str, str]:
     return {key: base + urlsplit(url).path for key, url in _kraken_api_urls().items()}
 
 
-def kraken_ccxt_config(server_url: str, api_key: str | None = None,
-                       secret: str | None = None) -> dict[str, Any]:
+def kraken_ccxt_config(
+    server_url: str, api_key: str | None = None, secret: str | None = None
+) -> dict[str, Any]:
     """Settings for ``ccxt.async_support.kraken(...)`` that talk to the emulator.
 
     - ``urls.api``: ``public`` and ``private`` (and the help-centre entry ccxt

@@ -26,11 +26,21 @@ from nija_broker.core.models import Market
 # Unified code -> (Kraken asset code, Kraken short name), for assets Kraken lists with an
 # X (crypto) or Z (fiat) prefix. Everything else keeps its own name as code and altname.
 _LEGACY_ASSETS: dict[str, tuple[str, str]] = {
-    "BTC": ("XXBT", "XBT"), "ETH": ("XETH", "ETH"), "LTC": ("XLTC", "LTC"),
-    "XRP": ("XXRP", "XRP"), "XLM": ("XXLM", "XLM"), "XMR": ("XXMR", "XMR"),
-    "ZEC": ("XZEC", "ZEC"), "ETC": ("XETC", "ETC"), "DOGE": ("XXDG", "XDG"),
-    "USD": ("ZUSD", "USD"), "EUR": ("ZEUR", "EUR"), "GBP": ("ZGBP", "GBP"),
-    "CAD": ("ZCAD", "CAD"), "JPY": ("ZJPY", "JPY"), "AUD": ("ZAUD", "AUD"),
+    "BTC": ("XXBT", "XBT"),
+    "ETH": ("XETH", "ETH"),
+    "LTC": ("XLTC", "LTC"),
+    "XRP": ("XXRP", "XRP"),
+    "XLM": ("XXLM", "XLM"),
+    "XMR": ("XXMR", "XMR"),
+    "ZEC": ("XZEC", "ZEC"),
+    "ETC": ("XETC", "ETC"),
+    "DOGE": ("XXDG", "XDG"),
+    "USD": ("ZUSD", "USD"),
+    "EUR": ("ZEUR", "EUR"),
+    "GBP": ("ZGBP", "GBP"),
+    "CAD": ("ZCAD", "CAD"),
+    "JPY": ("ZJPY", "JPY"),
+    "AUD": ("ZAUD", "AUD"),
 }
 
 

@@ -37,8 +37,9 @@ SELF_TRADE_REASON = "Cannot trade with self"
 with self")."""
 
 
-def closing(order: Order, *, time_in_force: str,
-            expired_in_match: bool) -> tuple[str, str | None] | None:
+def closing(
+    order: Order, *, time_in_force: str, expired_in_match: bool
+) -> tuple[str, str | None] | None:
     """Kraken's ``(status, reason)`` for an order the engine EXPIRED where Kraken cancels.
 
     Kraken's ``expired`` is a GTD order past its ``expiretm``, nothing else; the rest of an
@@ -96,11 +97,18 @@ def description(order: Order, market: Market) -> dict[str, str]:
     }
 
 
-def order_info(order: Order, market: Market, *, userref: int | None, post_only: bool,
-               trade_ids: list[str] | None = None,
-               fee_decimals: int = FEE_DECIMALS, pending: bool = False,
-               reason: str | None = None,
-               ended: tuple[str, str | None] | None = None) -> dict[str, Any]:
+def order_info(
+    order: Order,
+    market: Market,
+    *,
+    userref: int | None,
+    post_only: bool,
+    trade_ids: list[str] | None = None,
+    fee_decimals: int = FEE_DECIMALS,
+    pending: bool = False,
+    reason: str | None = None,
+    ended: tuple[str, str | None] | None = None,
+) -> dict[str, Any]:
     """An order as ``OpenOrders``, ``ClosedOrders`` and ``QueryOrders`` give it.
 
     ``fee`` is the sum of its trades' fees in quote (``fciq``), printed with the
@@ -114,7 +122,8 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
     info: dict[str, Any] = {
         "refid": None,
         "userref": userref if userref is not None else 0,
-        "status": "pending" if pending and order.status is OrderStatus.OPEN
+        "status": "pending"
+        if pending and order.status is OrderStatus.OPEN
         else _STATUS[order.status],
         "opentm": seconds(to_ms(order.created_at)),
         "starttm": 0,
@@ -135,11 +144,15 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
         info["cl_ord_id"] = order.client_order_id
     if order.is_terminal:
         info["closetm"] = seconds(to_ms(order.last_change))
-        info["reason"] = {
-            OrderStatus.CANCELLED: "User requested",
-            OrderStatus.REJECTED: "Insufficient funds",
-            OrderStatus.EXPIRED: "Insufficient funds",
-        }.get(order.status) if reason is None else reason
+        info["reason"] = (
+            {
+                OrderStatus.CANCELLED: "User requested",
+                OrderStatus.REJECTED: "Insufficient funds",
+                OrderStatus.EXPIRED: "Insufficient funds",
+            }.get(order.status)
+            if reason is None
+            else reason
+        )
     if ended is not None:
         info["status"], info["reason"] = ended
     if trade_ids:
@@ -149,12 +162,12 @@ def order_info(order: Order, market: Market, *, userref: int | None, post_only: 
 
 def add_order_result(order: Order, market: Market) -> dict[str, Any]:
     """``AddOrder``'s answer: only the description and the new id (Kraken sends no status)."""
-    return {"descr": {"order": description(order, market)["order"]},
-            "txid": [order_txid(order.id)]}
+    return {"descr": {"order": description(order, market)["order"]}, "txid": [order_txid(order.id)]}
 
 
-def trade_info(fill: Fill, market: Market, *, order_type: str, is_maker: bool,
-               fee_decimals: int = FEE_DECIMALS) -> dict[str, Any]:
+def trade_info(
+    fill: Fill, market: Market, *, order_type: str, is_maker: bool, fee_decimals: int = FEE_DECIMALS
+) -> dict[str, Any]:
     """One entry of ``TradesHistory`` / ``QueryTrades``; fees in quote (Kraken's default).
 
     Kraken sends ``fee`` as a fixed-point string in the quote, with as many

@@ -19,8 +19,10 @@ from . import _wire as wire
 from ._kraken_errors import invalid_arguments
 
 CL_ORD_ID_FREE_TEXT_MAX = 18
-_UUID_LONG = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                        r"[0-9a-fA-F]{12}$")
+_UUID_LONG = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{12}$"
+)
 _UUID_SHORT = re.compile(r"^[0-9a-fA-F]{32}$")
 _FREE_TEXT = re.compile(rf"^[\x21-\x7e]{{1,{CL_ORD_ID_FREE_TEXT_MAX}}}$")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -28,8 +30,9 @@ _INT32 = (-(2**31), 2**31 - 1)
 
 def number(params: Mapping[str, str], name: str, *, required: bool = False) -> float | None:
     """A numeric parameter; absent-but-required, malformed or negative: invalid arguments."""
-    return wire.number(params, name, required=required, missing=invalid_arguments,
-                       malformed=invalid_arguments)
+    return wire.number(
+        params, name, required=required, missing=invalid_arguments, malformed=invalid_arguments
+    )
 
 
 def userref(params: Mapping[str, str]) -> int | None:
@@ -131,7 +134,13 @@ def order_request(params: Mapping[str, str], symbol: str) -> OrderRequest:
     else:
         limit, trigger = price2, price
     return OrderRequest(
-        symbol=symbol, side=side, type=order_type, amount=amount, price=limit,
-        stop_price=trigger, client_order_id=client_id, post_only="post" in flags,
+        symbol=symbol,
+        side=side,
+        type=order_type,
+        amount=amount,
+        price=limit,
+        stop_price=trigger,
+        client_order_id=client_id,
+        post_only="post" in flags,
         role=OrderRole.infer(side, order_type),
     )

@@ -106,21 +106,29 @@ class KrakenTradingServer(EmulatorServer):
         market = self.engine.markets[order.symbol]
         trade_ids = None
         if trades:
-            trade_ids = [kw.trade_txid(f.trade_id or "0")
-                         for f in self.engine.trades(account_id, order.symbol)
-                         if f.order_id == order.id]
+            trade_ids = [
+                kw.trade_txid(f.trade_id or "0")
+                for f in self.engine.trades(account_id, order.symbol)
+                if f.order_id == order.id
+            ]
         key = (account_id, order.id)
         ended = None
         if key not in self._refused:
             flags = self.engine.order_flags(account_id, order.id)
-            ended = kw.closing(order, time_in_force=flags.time_in_force,
-                               expired_in_match=flags.expired_in_match)
-        return kw.order_info(order, market, userref=self._userrefs.get(key),
-                             post_only=key in self._post_only or key in self._refused,
-                             trade_ids=trade_ids, fee_decimals=self.engine.fee_decimals,
-                             pending=key in self._pending,
-                             reason="Post only order" if key in self._refused else None,
-                             ended=ended)
+            ended = kw.closing(
+                order, time_in_force=flags.time_in_force, expired_in_match=flags.expired_in_match
+            )
+        return kw.order_info(
+            order,
+            market,
+            userref=self._userrefs.get(key),
+            post_only=key in self._post_only or key in self._refused,
+            trade_ids=trade_ids,
+            fee_decimals=self.engine.fee_decimals,
+            pending=key in self._pending,
+            reason="Post only order" if key in self._refused else None,
+            ended=ended,
+        )
 
     def _matches(self, account_id: str, order: Order, params: Params) -> bool:
         """The ``userref`` / ``cl_ord_id`` filters of OpenOrders and ClosedOrders."""
@@ -141,43 +149,58 @@ class KrakenTradingServer(EmulatorServer):
             return to_ms(order.created_at) / 1000
         return kw.number(params, name)
 
-    def _page(self, items: list[tuple[str, dict[str, Any]]], params: Params, key: str,
-              ) -> dict[str, Any]:
+    def _page(
+        self,
+        items: list[tuple[str, dict[str, Any]]],
+        params: Params,
+        key: str,
+    ) -> dict[str, Any]:
         offset = int(kw.number(params, "ofs") or 0)
-        page = items[offset: offset + kw.PAGE_SIZE]
+        page = items[offset : offset + kw.PAGE_SIZE]
         return {key: dict(page), "count": len(items)}
 
     # ------------------------------------------------------------ orders
 
-    async def _open_orders(self, account_id: str | None, params: Params,
-                           fault: FaultKind | None) -> Any:
+    async def _open_orders(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         trades = params.get("trades") in ("true", "True", "1")
-        orders = [o for o in self.engine.open_orders(account_id)
-                  if not self._hidden(o) and self._matches(account_id, o, params)]
+        orders = [
+            o
+            for o in self.engine.open_orders(account_id)
+            if not self._hidden(o) and self._matches(account_id, o, params)
+        ]
         if fault is FaultKind.TRUNCATED_PAGE:
             orders = orders[: len(orders) // 2]
-        return {"open": {kw.order_txid(o.id): self._info(account_id, o, trades=trades)
-                         for o in orders}}
+        return {
+            "open": {kw.order_txid(o.id): self._info(account_id, o, trades=trades) for o in orders}
+        }
 
-    async def _closed_orders(self, account_id: str | None, params: Params,
-                             fault: FaultKind | None) -> Any:
+    async def _closed_orders(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         start_s = self._bound_s(account_id, params, "start")
         end_s = self._bound_s(account_id, params, "end")
         trades = params.get("trades") in ("true", "True", "1")
         refused = [o for (a, _), o in self._refused.items() if a == account_id]
-        closed = [o for o in [*self.engine.all_orders(account_id), *refused]
-                  if o.is_terminal and not self._hidden(o)
-                  and self._matches(account_id, o, params)
-                  and (start_s is None or to_ms(o.created_at) / 1000 > start_s)
-                  and (end_s is None or to_ms(o.created_at) / 1000 <= end_s)]
+        closed = [
+            o
+            for o in [*self.engine.all_orders(account_id), *refused]
+            if o.is_terminal
+            and not self._hidden(o)
+            and self._matches(account_id, o, params)
+            and (start_s is None or to_ms(o.created_at) / 1000 > start_s)
+            and (end_s is None or to_ms(o.created_at) / 1000 <= end_s)
+        ]
         closed.sort(key=lambda o: (o.created_at, int(o.id)), reverse=True)  # newest first
         items = [(kw.order_txid(o.id), self._info(account_id, o, trades=trades)) for o in closed]
         return self._page(items, params, "closed")
 
-    async def _query_orders(self, account_id: str | None, params: Params,
-                            fault: FaultKind | None) -> Any:
+    async def _query_orders(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         txids = [t for t in params.get("txid", "").split(",") if t]
         if not txids or len(txids) > _QUERY_MAX_IDS:
@@ -198,8 +221,9 @@ class KrakenTradingServer(EmulatorServer):
                 result[txid] = self._info(account_id, order, trades=trades)
         return result
 
-    async def _add_order(self, account_id: str | None, params: Params,
-                         fault: FaultKind | None) -> Any:
+    async def _add_order(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         market = self._market(params.get("pair", ""))
         request = kw.order_request(params, market.symbol)
@@ -207,11 +231,16 @@ class KrakenTradingServer(EmulatorServer):
         stp_mode = kw.stp_mode(params)
         ref = kw.userref(params)
         if params.get("validate") in ("true", "True", "1"):
-            return {"descr": {"order": f"{request.side.value} {kw.fmt(request.amount)} "
-                              f"{kw.pair_altname(market)} @ {params.get('ordertype')}"}}
+            return {
+                "descr": {
+                    "order": f"{request.side.value} {kw.fmt(request.amount)} "
+                    f"{kw.pair_altname(market)} @ {params.get('ordertype')}"
+                }
+            }
         try:
-            order = self.engine.place_order(account_id, request, time_in_force=time_in_force,
-                                            stp_mode=stp_mode)
+            order = self.engine.place_order(
+                account_id, request, time_in_force=time_in_force, stp_mode=stp_mode
+            )
         except InvalidOrder as exc:
             if not (request.post_only and "would cross" in str(exc)):
                 raise kw.engine_error(exc) from exc
@@ -233,26 +262,40 @@ class KrakenTradingServer(EmulatorServer):
         order_id = str(_REFUSED_IDS + len(self._refused))
         now = self.engine.clock.now()
         order = Order(
-            id=order_id, client_order_id=request.client_order_id, account_id=account_id,
-            symbol=request.symbol, side=request.side, type=request.type, role=request.role,
-            price=request.price, amount=request.amount, status=OrderStatus.CANCELLED,
-            created_at=now, updated_at=now)
+            id=order_id,
+            client_order_id=request.client_order_id,
+            account_id=account_id,
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            role=request.role,
+            price=request.price,
+            amount=request.amount,
+            status=OrderStatus.CANCELLED,
+            created_at=now,
+            updated_at=now,
+        )
         self._refused[(account_id, order_id)] = order
         return order
 
-    async def _cancel_order(self, account_id: str | None, params: Params,
-                            fault: FaultKind | None) -> Any:
+    async def _cancel_order(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         """By ``txid``, by ``cl_ord_id``, or by a ``userref`` given as ``txid`` (all its orders)."""
         assert account_id is not None
         raw = params.get("txid", "")
         client_id = params.get("cl_ord_id")
         if client_id:
-            targets = [o for o in self.engine.open_orders(account_id)
-                       if o.client_order_id == client_id]
+            targets = [
+                o for o in self.engine.open_orders(account_id) if o.client_order_id == client_id
+            ]
         elif raw.lstrip("-").isdigit():
             ref = int(raw)
-            targets = [o for o in self.engine.open_orders(account_id)
-                       if self._userrefs.get((account_id, o.id)) == ref]
+            targets = [
+                o
+                for o in self.engine.open_orders(account_id)
+                if self._userrefs.get((account_id, o.id)) == ref
+            ]
         elif raw:
             engine_id = kw.engine_order_id(raw)
             if engine_id is None:
@@ -271,23 +314,32 @@ class KrakenTradingServer(EmulatorServer):
     def _trade(self, account_id: str, fill: Fill) -> dict[str, Any]:
         order = self.engine.get_order(account_id, fill.order_id)
         kind = kw.kraken_order_type(order.type, has_price=order.price is not None)
-        return kw.trade_info(fill, self.engine.markets[fill.symbol], order_type=kind,
-                             is_maker=self.engine.is_maker(fill.trade_id or ""),
-                             fee_decimals=self.engine.fee_decimals)
+        return kw.trade_info(
+            fill,
+            self.engine.markets[fill.symbol],
+            order_type=kind,
+            is_maker=self.engine.is_maker(fill.trade_id or ""),
+            fee_decimals=self.engine.fee_decimals,
+        )
 
-    async def _trades_history(self, account_id: str | None, params: Params,
-                              fault: FaultKind | None) -> Any:
+    async def _trades_history(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         start_s, end_s = kw.number(params, "start"), kw.number(params, "end")
-        fills = [f for f in self.engine.trades(account_id)
-                 if (start_s is None or to_ms(f.timestamp) / 1000 > start_s)
-                 and (end_s is None or to_ms(f.timestamp) / 1000 <= end_s)]
+        fills = [
+            f
+            for f in self.engine.trades(account_id)
+            if (start_s is None or to_ms(f.timestamp) / 1000 > start_s)
+            and (end_s is None or to_ms(f.timestamp) / 1000 <= end_s)
+        ]
         fills.reverse()
         items = [(kw.trade_txid(f.trade_id or "0"), self._trade(account_id, f)) for f in fills]
         return self._page(items, params, "trades")
 
-    async def _query_trades(self, account_id: str | None, params: Params,
-                            fault: FaultKind | None) -> Any:
+    async def _query_trades(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         txids = [t for t in params.get("txid", "").split(",") if t]
         if not txids or len(txids) > 20:

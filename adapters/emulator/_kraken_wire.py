@@ -150,10 +150,11 @@ def asset_pair(market: Market, *, maker_fee: float, taker_fee: float) -> dict[st
         "fee_volume_currency": "ZUSD",
         "margin_call": 80,
         "margin_stop": 40,
-        "ordermin": fmt(market.min_amount or market.amount_step or 1e-8,
-                        decimals_of(market.amount_step)),
+        "ordermin": fmt(
+            market.min_amount or market.amount_step or 1e-8, decimals_of(market.amount_step)
+        ),
         "costmin": fmt(market.min_notional or 0.0, 5),
-        "tick_size": fmt(market.price_step or 10.0 ** -price_decimals, price_decimals),
+        "tick_size": fmt(market.price_step or 10.0**-price_decimals, price_decimals),
         "status": "online",
     }
 
@@ -162,9 +163,15 @@ def ticker(market: Market, last: float, bid: float | None, ask: float | None) ->
     digits = decimals_of(market.price_step, 1)
     close, bid_s, ask_s = fmt(last, digits), fmt(bid or last, digits), fmt(ask or last, digits)
     return {
-        "a": [ask_s, "1", "1.000"], "b": [bid_s, "1", "1.000"], "c": [close, "0.00000000"],
-        "v": ["0.00000000", "0.00000000"], "p": [close, close], "t": [0, 0],
-        "l": [close, close], "h": [close, close], "o": close,
+        "a": [ask_s, "1", "1.000"],
+        "b": [bid_s, "1", "1.000"],
+        "c": [close, "0.00000000"],
+        "v": ["0.00000000", "0.00000000"],
+        "p": [close, close],
+        "t": [0, 0],
+        "l": [close, close],
+        "h": [close, close],
+        "o": close,
     }
 
 
@@ -176,5 +183,7 @@ def balance(balances: Mapping[str, Balance]) -> dict[str, str]:
 
 
 def balance_ex(balances: Mapping[str, Balance]) -> dict[str, dict[str, str]]:
-    return {asset_code(b.currency): {"balance": fmt(b.total, 10), "hold_trade": fmt(b.used, 10)}
-            for b in balances.values()}
+    return {
+        asset_code(b.currency): {"balance": fmt(b.total, 10), "hold_trade": fmt(b.used, 10)}
+        for b in balances.values()
+    }

@@ -15,9 +15,14 @@ from decimal import Decimal
 __all__ = ["decimals_of", "number"]
 
 
-def number(params: Mapping[str, str], name: str, *, required: bool,
-           missing: Callable[[str], Exception],
-           malformed: Callable[[str], Exception]) -> float | None:
+def number(
+    params: Mapping[str, str],
+    name: str,
+    *,
+    required: bool,
+    missing: Callable[[str], Exception],
+    malformed: Callable[[str], Exception],
+) -> float | None:
     """Parameter ``name`` as a finite, non-negative float; ``None`` when absent and optional.
 
     ``missing(name)`` is raised when a required parameter is absent or empty,
@@ -43,5 +48,3 @@ def decimals_of(step: float | None, default: int = 8) -> int:
         return default
     exponent = Decimal(repr(step)).normalize().as_tuple().exponent
     return max(-int(exponent), 0)
-
-

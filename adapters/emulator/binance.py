@@ -43,8 +43,15 @@ _STATUS = {
     OrderStatus.EXPIRED: "EXPIRED",
     OrderStatus.REJECTED: "REJECTED",
 }
-ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
-               "TAKE_PROFIT_LIMIT")
+ORDER_TYPES = (
+    "LIMIT",
+    "LIMIT_MAKER",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+)
 # "MARKET and LIMIT order types default to FULL, all other orders default to ACK."
 _FULL_BY_DEFAULT = frozenset({"MARKET", "LIMIT"})
 DEFAULT_STP_MODE = "EXPIRE_MAKER"
@@ -136,15 +143,30 @@ def market_id(symbol: str) -> str:
 def symbol_info(market: Market) -> dict[str, Any]:
     """One entry of ``GET /api/v3/exchangeInfo``'s ``symbols``."""
     filters: list[dict[str, Any]] = [
-        {"filterType": "PRICE_FILTER", "minPrice": fmt(market.price_step or 1e-8),
-         "maxPrice": "10000000.00000000", "tickSize": fmt(market.price_step or 1e-8)},
-        {"filterType": "LOT_SIZE", "minQty": fmt(market.min_amount or market.amount_step or 1e-8),
-         "maxQty": "9000000.00000000", "stepSize": fmt(market.amount_step or 1e-8)},
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": fmt(market.price_step or 1e-8),
+            "maxPrice": "10000000.00000000",
+            "tickSize": fmt(market.price_step or 1e-8),
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": fmt(market.min_amount or market.amount_step or 1e-8),
+            "maxQty": "9000000.00000000",
+            "stepSize": fmt(market.amount_step or 1e-8),
+        },
     ]
     if market.min_notional is not None:
-        filters.append({"filterType": "NOTIONAL", "minNotional": fmt(market.min_notional),
-                        "applyMinToMarket": True, "maxNotional": "9000000.00000000",
-                        "applyMaxToMarket": False, "avgPriceMins": 5})
+        filters.append(
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": fmt(market.min_notional),
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            }
+        )
     return {
         "symbol": market_id(market.symbol),
         "status": "TRADING",
@@ -176,8 +198,12 @@ def exchange_info(markets: Mapping[str, Market], server_time_ms: int) -> dict[st
         "timezone": "UTC",
         "serverTime": server_time_ms,
         "rateLimits": [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-             "limit": 6000},
+            {
+                "rateLimitType": "REQUEST_WEIGHT",
+                "interval": "MINUTE",
+                "intervalNum": 1,
+                "limit": 6000,
+            },
             {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
         ],
         "exchangeFilters": [],
@@ -207,8 +233,13 @@ def status_name(order: Order, flags: OrderFlags) -> str:
     return _STATUS[order.status]
 
 
-def order_json(order: Order, *, type_name: str | None = None,
-               is_working: bool = True, flags: OrderFlags | None = None) -> dict[str, Any]:
+def order_json(
+    order: Order,
+    *,
+    type_name: str | None = None,
+    is_working: bool = True,
+    flags: OrderFlags | None = None,
+) -> dict[str, Any]:
     """An order as ``GET /api/v3/order`` answers it."""
     flags = flags or OrderFlags(stp_mode=DEFAULT_STP_MODE)
     created_ms = to_ms(order.created_at)
@@ -238,8 +269,15 @@ def order_json(order: Order, *, type_name: str | None = None,
     }
 
 
-def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_name: str,
-                       transact_ms: int, flags: OrderFlags | None = None) -> dict[str, Any]:
+def new_order_response(
+    order: Order,
+    fills: list[Fill],
+    resp_type: str,
+    *,
+    type_name: str,
+    transact_ms: int,
+    flags: OrderFlags | None = None,
+) -> dict[str, Any]:
     """``POST /api/v3/order``'s answer in the ACK, RESULT or FULL shape."""
     ack = {
         "symbol": market_id(order.symbol),
@@ -251,9 +289,25 @@ def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_
     if resp_type == "ACK":
         return ack
     full = order_json(order, type_name=type_name, flags=flags)
-    result = {**ack, **{k: full[k] for k in (
-        "price", "origQty", "executedQty", "cummulativeQuoteQty", "status", "timeInForce",
-        "type", "side", "workingTime", "selfTradePreventionMode")}, "origQuoteOrderQty": "0.0"}
+    result = {
+        **ack,
+        **{
+            k: full[k]
+            for k in (
+                "price",
+                "origQty",
+                "executedQty",
+                "cummulativeQuoteQty",
+                "status",
+                "timeInForce",
+                "type",
+                "side",
+                "workingTime",
+                "selfTradePreventionMode",
+            )
+        },
+        "origQuoteOrderQty": "0.0",
+    }
     if order.stop_price is not None:  # a conditional field: only trigger orders carry it
         result["stopPrice"] = full["stopPrice"]
     if resp_type == "RESULT":
@@ -265,12 +319,23 @@ def new_order_response(order: Order, fills: list[Fill], resp_type: str, *, type_
 def _full_fill(fill: Fill) -> dict[str, Any]:
     """One of a FULL answer's ``fills``: the commission in the asset it was taken in."""
     fee, fee_asset = commission(fill)
-    return {"price": fixed8(fill.price), "qty": fixed8(fill.amount), "commission": fee,
-            "commissionAsset": fee_asset, "tradeId": int(fill.trade_id or 0)}
+    return {
+        "price": fixed8(fill.price),
+        "qty": fixed8(fill.amount),
+        "commission": fee,
+        "commissionAsset": fee_asset,
+        "tradeId": int(fill.trade_id or 0),
+    }
 
 
-def cancel_response(order: Order, *, type_name: str, cancel_client_id: str,
-                    transact_ms: int, flags: OrderFlags | None = None) -> dict[str, Any]:
+def cancel_response(
+    order: Order,
+    *,
+    type_name: str,
+    cancel_client_id: str,
+    transact_ms: int,
+    flags: OrderFlags | None = None,
+) -> dict[str, Any]:
     """``DELETE /api/v3/order``: ``clientOrderId`` is the cancel's own id and
     ``origClientOrderId`` the order's (spot API docs, Trading endpoints, "Cancel order");
     ``status`` is ``PENDING_CANCEL`` when the cancel has not taken effect yet."""
@@ -282,9 +347,20 @@ def cancel_response(order: Order, *, type_name: str, cancel_client_id: str,
         "orderListId": -1,
         "clientOrderId": cancel_client_id,
         "transactTime": transact_ms,
-        **{k: full[k] for k in ("price", "origQty", "executedQty", "cummulativeQuoteQty",
-                                "status", "timeInForce", "type", "side",
-                                "selfTradePreventionMode")},
+        **{
+            k: full[k]
+            for k in (
+                "price",
+                "origQty",
+                "executedQty",
+                "cummulativeQuoteQty",
+                "status",
+                "timeInForce",
+                "type",
+                "side",
+                "selfTradePreventionMode",
+            )
+        },
         "origQuoteOrderQty": "0.00000000",
         **({"stopPrice": full["stopPrice"]} if order.stop_price is not None else {}),
     }
@@ -314,15 +390,20 @@ def trade_json(fill: Fill, *, is_maker: bool) -> dict[str, Any]:
     }
 
 
-def account_json(balances: Mapping[str, Balance], *, update_ms: int, maker_fee: float,
-                 taker_fee: float) -> dict[str, Any]:
+def account_json(
+    balances: Mapping[str, Balance], *, update_ms: int, maker_fee: float, taker_fee: float
+) -> dict[str, Any]:
     return {
         "makerCommission": round(maker_fee * 10_000),
         "takerCommission": round(taker_fee * 10_000),
         "buyerCommission": 0,
         "sellerCommission": 0,
-        "commissionRates": {"maker": fmt(maker_fee), "taker": fmt(taker_fee),
-                            "buyer": "0.00000000", "seller": "0.00000000"},
+        "commissionRates": {
+            "maker": fmt(maker_fee),
+            "taker": fmt(taker_fee),
+            "buyer": "0.00000000",
+            "seller": "0.00000000",
+        },
         "canTrade": True,
         "canWithdraw": False,
         "canDeposit": False,
@@ -331,8 +412,10 @@ def account_json(balances: Mapping[str, Balance], *, update_ms: int, maker_fee: 
         "preventSor": False,
         "updateTime": update_ms,
         "accountType": "SPOT",
-        "balances": [{"asset": b.currency, "free": fmt(b.free), "locked": fmt(b.used)}
-                     for b in balances.values()],
+        "balances": [
+            {"asset": b.currency, "free": fmt(b.free), "locked": fmt(b.used)}
+            for b in balances.values()
+        ],
         "permissions": ["SPOT"],
     }
 
@@ -340,13 +423,27 @@ def account_json(balances: Mapping[str, Balance], *, update_ms: int, maker_fee: 
 def ticker_24hr(ticker: Ticker, *, now_ms: int) -> dict[str, Any]:
     last = fmt(ticker.last)
     return {
-        "symbol": market_id(ticker.symbol), "priceChange": "0.00000000",
-        "priceChangePercent": "0.000", "weightedAvgPrice": last, "prevClosePrice": last,
-        "lastPrice": last, "lastQty": "0.00000000", "bidPrice": fmt(ticker.bid),
-        "bidQty": "1.00000000", "askPrice": fmt(ticker.ask), "askQty": "1.00000000",
-        "openPrice": last, "highPrice": last, "lowPrice": last, "volume": "0.00000000",
-        "quoteVolume": "0.00000000", "openTime": now_ms - 86_400_000, "closeTime": now_ms,
-        "firstId": -1, "lastId": -1, "count": 0,
+        "symbol": market_id(ticker.symbol),
+        "priceChange": "0.00000000",
+        "priceChangePercent": "0.000",
+        "weightedAvgPrice": last,
+        "prevClosePrice": last,
+        "lastPrice": last,
+        "lastQty": "0.00000000",
+        "bidPrice": fmt(ticker.bid),
+        "bidQty": "1.00000000",
+        "askPrice": fmt(ticker.ask),
+        "askQty": "1.00000000",
+        "openPrice": last,
+        "highPrice": last,
+        "lowPrice": last,
+        "volume": "0.00000000",
+        "quoteVolume": "0.00000000",
+        "openTime": now_ms - 86_400_000,
+        "closeTime": now_ms,
+        "firstId": -1,
+        "lastId": -1,
+        "count": 0,
     }
 
 
@@ -355,8 +452,13 @@ def ticker_price(ticker: Ticker) -> dict[str, Any]:
 
 
 def book_ticker(ticker: Ticker) -> dict[str, Any]:
-    return {"symbol": market_id(ticker.symbol), "bidPrice": fmt(ticker.bid), "bidQty": "1.0",
-            "askPrice": fmt(ticker.ask), "askQty": "1.0"}
+    return {
+        "symbol": market_id(ticker.symbol),
+        "bidPrice": fmt(ticker.bid),
+        "bidQty": "1.0",
+        "askPrice": fmt(ticker.ask),
+        "askQty": "1.0",
+    }
 
 
 # ----------------------------------------------------------------- requests
@@ -367,8 +469,13 @@ def number(params: Mapping[str, str], name: str, *, required: bool = False) -> f
     return wire.number(params, name, required=required, missing=mandatory, malformed=illegal)
 
 
-def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
-                  last_price: float, amount_step: float | None) -> OrderRequest:
+def order_request(
+    params: Mapping[str, str],
+    symbol: str,
+    client_order_id: str,
+    last_price: float,
+    amount_step: float | None,
+) -> OrderRequest:
     """``POST /api/v3/order`` parameters -> the engine's :class:`OrderRequest`.
 
     ``quoteOrderQty`` (a market order sized in quote) is turned into a base
@@ -398,22 +505,35 @@ def order_request(params: Mapping[str, str], symbol: str, client_order_id: str,
     if amount is None and kind == "MARKET" and quote_qty is not None:
         amount = quote_qty / last_price
         if amount_step is not None:
-            amount = float(Decimal(repr(amount)) // Decimal(repr(amount_step))
-                           * Decimal(repr(amount_step)))
+            amount = float(
+                Decimal(repr(amount)) // Decimal(repr(amount_step)) * Decimal(repr(amount_step))
+            )
     if amount is None:
         raise mandatory("quantity")
-    price = number(params, "price", required=kind in ("LIMIT", "LIMIT_MAKER",
-                                                       "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"))
+    price = number(
+        params,
+        "price",
+        required=kind in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"),
+    )
     stop = number(params, "stopPrice", required=kind.startswith(("STOP", "TAKE")))
     order_type = {
-        "MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "LIMIT_MAKER": OrderType.LIMIT,
-        "STOP_LOSS": OrderType.STOP, "STOP_LOSS_LIMIT": OrderType.STOP_LIMIT,
-        "TAKE_PROFIT": OrderType.TAKE_PROFIT, "TAKE_PROFIT_LIMIT": OrderType.TAKE_PROFIT,
+        "MARKET": OrderType.MARKET,
+        "LIMIT": OrderType.LIMIT,
+        "LIMIT_MAKER": OrderType.LIMIT,
+        "STOP_LOSS": OrderType.STOP,
+        "STOP_LOSS_LIMIT": OrderType.STOP_LIMIT,
+        "TAKE_PROFIT": OrderType.TAKE_PROFIT,
+        "TAKE_PROFIT_LIMIT": OrderType.TAKE_PROFIT,
     }[kind]
     return OrderRequest(
-        symbol=symbol, side=side, type=order_type, amount=amount,
-        price=None if kind == "MARKET" else price, stop_price=stop,
-        client_order_id=client_order_id, post_only=kind == "LIMIT_MAKER",
+        symbol=symbol,
+        side=side,
+        type=order_type,
+        amount=amount,
+        price=None if kind == "MARKET" else price,
+        stop_price=stop,
+        client_order_id=client_order_id,
+        post_only=kind == "LIMIT_MAKER",
         role=OrderRole.infer(side, order_type),
     )
 
@@ -427,8 +547,9 @@ def stp_mode(params: Mapping[str, str]) -> str:
     """``selfTradePreventionMode``, the symbol's default when absent."""
     mode = params.get("selfTradePreventionMode") or DEFAULT_STP_MODE
     if mode not in STP_MODES:
-        raise BinanceError(400, -1013, "This symbol does not allow the specified "
-                           "self-trade prevention mode.")
+        raise BinanceError(
+            400, -1013, "This symbol does not allow the specified self-trade prevention mode."
+        )
     return mode
 
 
@@ -460,8 +581,12 @@ def engine_error(exc: ExchangeError, *, cancelling: bool = False) -> BinanceErro
             return BinanceError(400, -2010, "Stop price would trigger immediately.")
         if "post_only" in text:
             return BinanceError(400, -2010, "Order would immediately match and take.")
-        for needle, name in (("lot step", "LOT_SIZE"), ("minimum amount", "LOT_SIZE"),
-                             ("tick size", "PRICE_FILTER"), ("minimum notional", "NOTIONAL")):
+        for needle, name in (
+            ("lot step", "LOT_SIZE"),
+            ("minimum amount", "LOT_SIZE"),
+            ("tick size", "PRICE_FILTER"),
+            ("minimum notional", "NOTIONAL"),
+        ):
             if needle in text:
                 return BinanceError(400, -1013, f"Filter failure: {name}")
         return BinanceError(400, -1013, f"Invalid order: {text}")

@@ -101,8 +101,10 @@ class KrakenEmulatorServer(KrakenTradingServer):
         if account_id in self.engine.accounts and not self.engine.fee_mode(account_id).is_quote:
             # Kraken charges spot fees in quote unless an order asks otherwise (fcib, not
             # emulated); its trades carry no fee currency to say anything else.
-            raise ValueError(f"account {account_id!r} does not pay fees in quote, as Kraken "
-                             f"accounts do (fee mode {self.engine.fee_mode(account_id).name})")
+            raise ValueError(
+                f"account {account_id!r} does not pay fees in quote, as Kraken "
+                f"accounts do (fee mode {self.engine.fee_mode(account_id).name})"
+            )
         super().add_account(account_id, api_key, secret)
 
     def _app(self) -> web.Application:
@@ -126,32 +128,38 @@ class KrakenEmulatorServer(KrakenTradingServer):
         ]
         for name, handler, fault_name in public:
             for method in ("GET", "POST"):
-                app.router.add_route(method, f"/0/public/{name}",
-                                     self._kraken_endpoint(handler, False, fault_name))
+                app.router.add_route(
+                    method, f"/0/public/{name}", self._kraken_endpoint(handler, False, fault_name)
+                )
         for name, handler, fault_name in private:
-            app.router.add_route("POST", f"/0/private/{name}",
-                                 self._kraken_endpoint(handler, True, fault_name))
+            app.router.add_route(
+                "POST", f"/0/private/{name}", self._kraken_endpoint(handler, True, fault_name)
+            )
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
     # ------------------------------------------------------------ plumbing
 
-    def _kraken_endpoint(self, handler: Handler, private: bool, fault_name: str | None,
-                         ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _kraken_endpoint(
+        self,
+        handler: Handler,
+        private: bool,
+        fault_name: str | None,
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
             self.requests[f"{request.method} {request.path}"] += 1
             try:
                 body_raw = (await request.text()) if request.can_read_body else ""
                 params = _params(request, body_raw)
                 name = fault_name
-                if name in ("fetch_open_orders", "fetch_closed_orders") and params.get(
-                        "cl_ord_id"):
+                if name in ("fetch_open_orders", "fetch_closed_orders") and params.get("cl_ord_id"):
                     name = "fetch_order_by_client_id"
                 # Delays come before the nonce check, as network delays do: a slow request
                 # that arrives after a later-signed one is refused, as on Kraken.
                 fault = await self._fault_before(name)
-                account_id = self._authenticate_kraken(request, body_raw, params) \
-                    if private else None
+                account_id = (
+                    self._authenticate_kraken(request, body_raw, params) if private else None
+                )
                 if fault is FaultKind.TIMEOUT:
                     return web.Response(status=504, text="Gateway Time-out")
                 if fault is FaultKind.RATE_LIMIT:
@@ -198,22 +206,23 @@ class KrakenEmulatorServer(KrakenTradingServer):
 
     # ----------------------------------------------------------- public
 
-    async def _time(self, account_id: str | None, params: Params,
-                    fault: FaultKind | None) -> Any:
+    async def _time(self, account_id: str | None, params: Params, fault: FaultKind | None) -> Any:
         return kw.server_time(self._now_ms())
 
-    async def _assets(self, account_id: str | None, params: Params,
-                      fault: FaultKind | None) -> Any:
+    async def _assets(self, account_id: str | None, params: Params, fault: FaultKind | None) -> Any:
         return kw.assets(self.engine.markets)
 
-    async def _asset_pairs(self, account_id: str | None, params: Params,
-                           fault: FaultKind | None) -> Any:
-        return {kw.pair_id(m): kw.asset_pair(m, maker_fee=self.engine.maker_fee,
-                                             taker_fee=self.engine.taker_fee)
-                for m in self._markets(params)}
+    async def _asset_pairs(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
+        return {
+            kw.pair_id(m): kw.asset_pair(
+                m, maker_fee=self.engine.maker_fee, taker_fee=self.engine.taker_fee
+            )
+            for m in self._markets(params)
+        }
 
-    async def _ticker(self, account_id: str | None, params: Params,
-                      fault: FaultKind | None) -> Any:
+    async def _ticker(self, account_id: str | None, params: Params, fault: FaultKind | None) -> Any:
         result = {}
         for market in self._markets(params):
             tick = self.engine.ticker(market.symbol)
@@ -222,13 +231,15 @@ class KrakenEmulatorServer(KrakenTradingServer):
 
     # ------------------------------------------------ private: balances
 
-    async def _balance(self, account_id: str | None, params: Params,
-                       fault: FaultKind | None) -> Any:
+    async def _balance(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         return kw.balance(self.engine.balances(account_id))
 
-    async def _balance_ex(self, account_id: str | None, params: Params,
-                          fault: FaultKind | None) -> Any:
+    async def _balance_ex(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         return kw.balance_ex(self.engine.balances(account_id))
 
@@ -243,8 +254,7 @@ def _params(request: web.Request, body_raw: str) -> Params:
             raise kw.invalid_arguments() from None
         if not isinstance(decoded, dict):
             raise kw.invalid_arguments()
-        params.update({k: v if isinstance(v, str) else json.dumps(v)
-                       for k, v in decoded.items()})
+        params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()})
     else:
         params.update(parse_qsl(body_raw, keep_blank_values=True))
     return params

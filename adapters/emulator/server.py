@@ -175,8 +175,9 @@ class EmulatorServer:
 
     # ------------------------------------------------------------ plumbing
 
-    def _endpoint(self, handler: Handler, signed: bool,
-                  fault_name: str | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _endpoint(
+        self, handler: Handler, signed: bool, fault_name: str | None
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
             self.requests[f"{request.method} {request.path}"] += 1
             try:
@@ -184,8 +185,9 @@ class EmulatorServer:
                 body_raw = (await request.text()) if request.can_read_body else ""
                 params: Params = dict(parse_qsl(query_raw, keep_blank_values=True))
                 params.update(parse_qsl(body_raw, keep_blank_values=True))
-                account_id = self._authenticate(request, query_raw, body_raw, params) \
-                    if signed else None
+                account_id = (
+                    self._authenticate(request, query_raw, body_raw, params) if signed else None
+                )
                 name = fault_name
                 if name == "fetch_order" and "orderId" not in params:
                     name = "fetch_order_by_client_id"
@@ -194,9 +196,14 @@ class EmulatorServer:
                     return web.Response(status=504, text="Gateway Time-out")
                 if fault is FaultKind.RATE_LIMIT:
                     return web.json_response(
-                        {"code": -1003, "msg": "Too many requests; current limit of IP is "
-                         "exceeded. Please use WebSocket Streams for live updates."},
-                        status=429, headers={"Retry-After": "1"})
+                        {
+                            "code": -1003,
+                            "msg": "Too many requests; current limit of IP is "
+                            "exceeded. Please use WebSocket Streams for live updates.",
+                        },
+                        status=429,
+                        headers={"Retry-After": "1"},
+                    )
                 if fault is FaultKind.SERVER_ERROR:
                     return web.Response(status=503, text="Service Unavailable")
                 result = await handler(account_id, params, fault)
@@ -214,8 +221,11 @@ class EmulatorServer:
         self.requests[key] += 1
         self.not_found[key] += 1
         _log.warning("emulator: no such endpoint %s", key)
-        return web.Response(status=404, text="<html><body><h2>404 Not found</h2></body></html>",
-                            content_type="text/html")
+        return web.Response(
+            status=404,
+            text="<html><body><h2>404 Not found</h2></body></html>",
+            content_type="text/html",
+        )
 
     async def _fault_before(self, name: str | None) -> FaultKind | None:
         """Draw this call's fault; wait out the delays that come before the answer."""
@@ -231,8 +241,9 @@ class EmulatorServer:
             await self.clock.sleep(plan.timeout_s)
         return fault
 
-    def _authenticate(self, request: web.Request, query_raw: str, body_raw: str,
-                      params: Params) -> str:
+    def _authenticate(
+        self, request: web.Request, query_raw: str, body_raw: str, params: Params
+    ) -> str:
         api_key = request.headers.get("X-MBX-APIKEY", "")
         if not api_key:
             raise bn.bad_api_key_format()
@@ -293,10 +304,17 @@ class EmulatorServer:
     def _order_json(self, account_id: str, order: Order) -> dict[str, Any]:
         post_only = (account_id, order.id) in self._post_only
         kind = bn.binance_type(order.type, has_price=order.price is not None, post_only=post_only)
-        waiting = order.type in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT) \
-            and order.filled == 0 and order.is_open
-        return bn.order_json(order, type_name=kind, is_working=not waiting,
-                             flags=self.engine.order_flags(account_id, order.id))
+        waiting = (
+            order.type in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT)
+            and order.filled == 0
+            and order.is_open
+        )
+        return bn.order_json(
+            order,
+            type_name=kind,
+            is_working=not waiting,
+            flags=self.engine.order_flags(account_id, order.id),
+        )
 
     def _engine_call(self, call: Callable[[], Any], *, cancelling: bool = False) -> Any:
         try:
@@ -304,25 +322,34 @@ class EmulatorServer:
         except ExchangeError as exc:
             raise bn.engine_error(exc, cancelling=cancelling) from exc
 
-    def _find_order(self, account_id: str, params: Params, symbol: str, *,
-                    cancelling: bool) -> Order:
+    def _find_order(
+        self, account_id: str, params: Params, symbol: str, *, cancelling: bool
+    ) -> Order:
         order_id = params.get("orderId")
         client_id = params.get("origClientOrderId")
         if not order_id and not client_id:
-            raise bn.BinanceError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be "
-                                  "sent, but both were empty/null!")
+            raise bn.BinanceError(
+                400,
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            )
         order: Order
         if order_id:
-            order = self._engine_call(lambda: self.engine.get_order(account_id, order_id),
-                                      cancelling=cancelling)
+            order = self._engine_call(
+                lambda: self.engine.get_order(account_id, order_id), cancelling=cancelling
+            )
         else:
             assert client_id is not None
             order = self._engine_call(
                 lambda: self.engine.get_order_by_client_id(account_id, client_id),
-                cancelling=cancelling)
+                cancelling=cancelling,
+            )
         if order.symbol != symbol or (not cancelling and self._hidden(order)):
-            raise (bn.BinanceError(400, -2011, "Unknown order sent.") if cancelling
-                   else bn.BinanceError(400, -2013, "Order does not exist."))
+            raise (
+                bn.BinanceError(400, -2011, "Unknown order sent.")
+                if cancelling
+                else bn.BinanceError(400, -2013, "Order does not exist.")
+            )
         return order
 
     @staticmethod
@@ -337,16 +364,15 @@ class EmulatorServer:
 
     # ----------------------------------------------------------- endpoints
 
-    async def _ping(self, account_id: str | None, params: Params,
-                    fault: FaultKind | None) -> Any:
+    async def _ping(self, account_id: str | None, params: Params, fault: FaultKind | None) -> Any:
         return {}
 
-    async def _time(self, account_id: str | None, params: Params,
-                    fault: FaultKind | None) -> Any:
+    async def _time(self, account_id: str | None, params: Params, fault: FaultKind | None) -> Any:
         return {"serverTime": self._now_ms()}
 
-    async def _exchange_info(self, account_id: str | None, params: Params,
-                             fault: FaultKind | None) -> Any:
+    async def _exchange_info(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         wanted = set(self._symbols(params))
         markets = {s: m for s, m in self.engine.markets.items() if s in wanted}
         return bn.exchange_info(markets, self._now_ms())
@@ -355,27 +381,36 @@ class EmulatorServer:
         rendered = [render(self.engine.ticker(s)) for s in self._symbols(params)]
         return rendered[0] if "symbol" in params else rendered
 
-    async def _ticker_price(self, account_id: str | None, params: Params,
-                            fault: FaultKind | None) -> Any:
+    async def _ticker_price(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         return self._tickers(params, bn.ticker_price)
 
-    async def _ticker_24hr(self, account_id: str | None, params: Params,
-                           fault: FaultKind | None) -> Any:
+    async def _ticker_24hr(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         now_ms = self._now_ms()
         return self._tickers(params, lambda t: bn.ticker_24hr(t, now_ms=now_ms))
 
-    async def _book_ticker(self, account_id: str | None, params: Params,
-                           fault: FaultKind | None) -> Any:
+    async def _book_ticker(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         return self._tickers(params, bn.book_ticker)
 
-    async def _account(self, account_id: str | None, params: Params,
-                       fault: FaultKind | None) -> Any:
+    async def _account(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
-        return bn.account_json(self.engine.balances(account_id), update_ms=self._now_ms(),
-                               maker_fee=self.engine.maker_fee, taker_fee=self.engine.taker_fee)
+        return bn.account_json(
+            self.engine.balances(account_id),
+            update_ms=self._now_ms(),
+            maker_fee=self.engine.maker_fee,
+            taker_fee=self.engine.taker_fee,
+        )
 
-    async def _open_orders(self, account_id: str | None, params: Params,
-                           fault: FaultKind | None) -> Any:
+    async def _open_orders(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         symbol = self._symbol(params, required=False)
         orders = [o for o in self.engine.open_orders(account_id, symbol) if not self._hidden(o)]
@@ -383,60 +418,83 @@ class EmulatorServer:
             orders = orders[: len(orders) // 2]
         return [self._order_json(account_id, o) for o in orders]
 
-    async def _get_order(self, account_id: str | None, params: Params,
-                         fault: FaultKind | None) -> Any:
+    async def _get_order(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         symbol = self._symbol(params, required=True)
         assert symbol is not None
         order = self._find_order(account_id, params, symbol, cancelling=False)
         return self._order_json(account_id, order)
 
-    async def _new_order(self, account_id: str | None, params: Params,
-                         fault: FaultKind | None) -> Any:
+    async def _new_order(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         symbol = self._symbol(params, required=True)
         assert symbol is not None
         client_id = params.get("newClientOrderId") or self._generated_client_id()
         market = self.engine.markets[symbol]
-        request = bn.order_request(params, symbol, client_id, self.engine.price(symbol),
-                                   market.amount_step)
+        request = bn.order_request(
+            params, symbol, client_id, self.engine.price(symbol), market.amount_step
+        )
         trades_before = len(self.engine.trades(account_id, symbol))
         tif, stp = bn.time_in_force(params), bn.stp_mode(params)
-        order = self._engine_call(lambda: self.engine.place_order(
-            account_id, request, time_in_force=tif, stp_mode=stp))
+        order = self._engine_call(
+            lambda: self.engine.place_order(account_id, request, time_in_force=tif, stp_mode=stp)
+        )
         if request.post_only:
             self._post_only.add((account_id, order.id))
-        fills = [f for f in self.engine.trades(account_id, symbol)[trades_before:]
-                 if f.order_id == order.id]
+        fills = [
+            f
+            for f in self.engine.trades(account_id, symbol)[trades_before:]
+            if f.order_id == order.id
+        ]
         kind = params["type"]
         resp_type = params.get("newOrderRespType") or (
-            "FULL" if kind in bn._FULL_BY_DEFAULT else "ACK")
-        return bn.new_order_response(order, fills, resp_type, type_name=kind,
-                                     transact_ms=self._now_ms(),
-                                     flags=self.engine.order_flags(account_id, order.id))
+            "FULL" if kind in bn._FULL_BY_DEFAULT else "ACK"
+        )
+        return bn.new_order_response(
+            order,
+            fills,
+            resp_type,
+            type_name=kind,
+            transact_ms=self._now_ms(),
+            flags=self.engine.order_flags(account_id, order.id),
+        )
 
     def _generated_client_id(self) -> str:
         self._next_client_id += 1
         return f"emu{self._next_client_id - 1:016d}"
 
-    async def _cancel_order(self, account_id: str | None, params: Params,
-                            fault: FaultKind | None) -> Any:
+    async def _cancel_order(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         assert account_id is not None
         symbol = self._symbol(params, required=True)
         assert symbol is not None
         order = self._find_order(account_id, params, symbol, cancelling=True)
-        cancelled = self._engine_call(lambda: self.engine.cancel_order(account_id, order.id),
-                                      cancelling=True)
+        cancelled = self._engine_call(
+            lambda: self.engine.cancel_order(account_id, order.id), cancelling=True
+        )
         self._next_cancel_id += 1
         cancel_id = params.get("newClientOrderId") or f"emucancel{self._next_cancel_id:012d}"
-        kind = bn.binance_type(cancelled.type, has_price=cancelled.price is not None,
-                               post_only=(account_id, cancelled.id) in self._post_only)
-        return bn.cancel_response(cancelled, type_name=kind, cancel_client_id=cancel_id,
-                                  transact_ms=self._now_ms(),
-                                  flags=self.engine.order_flags(account_id, cancelled.id))
+        kind = bn.binance_type(
+            cancelled.type,
+            has_price=cancelled.price is not None,
+            post_only=(account_id, cancelled.id) in self._post_only,
+        )
+        return bn.cancel_response(
+            cancelled,
+            type_name=kind,
+            cancel_client_id=cancel_id,
+            transact_ms=self._now_ms(),
+            flags=self.engine.order_flags(account_id, cancelled.id),
+        )
 
-    async def _all_orders(self, account_id: str | None, params: Params,
-                          fault: FaultKind | None) -> Any:
+    async def _all_orders(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         """``allOrders``: "If orderId is set, it will get orders >= that orderId. Otherwise
         most recent orders are returned" (spot API docs, Account endpoints, "All orders")."""
         assert account_id is not None
@@ -446,15 +504,20 @@ class EmulatorServer:
         orders = self.engine.all_orders(account_id, symbol, start)
         end = self._since(params, "endTime")
         from_id = bn.number(params, "orderId")
-        orders = [o for o in orders if not self._hidden(o)
-                  and (end is None or o.created_at <= end)
-                  and (from_id is None or int(o.id) >= from_id)]
+        orders = [
+            o
+            for o in orders
+            if not self._hidden(o)
+            and (end is None or o.created_at <= end)
+            and (from_id is None or int(o.id) >= from_id)
+        ]
         limit = self._limit(params)
         page = orders[:limit] if from_id is not None or start is not None else orders[-limit:]
         return [self._order_json(account_id, o) for o in page]
 
-    async def _my_trades(self, account_id: str | None, params: Params,
-                         fault: FaultKind | None) -> Any:
+    async def _my_trades(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
         """``myTrades``: the symbol's trades, oldest first; ``orderId`` keeps one order's.
 
         As Binance documents: with ``fromId`` (trades from that id on) or a
@@ -468,10 +531,13 @@ class EmulatorServer:
         end = self._since(params, "endTime")
         from_id = bn.number(params, "fromId")
         order_id = params.get("orderId")
-        fills = [f for f in fills
-                 if (from_id is None or int(f.trade_id or 0) >= from_id)
-                 and (end is None or f.timestamp <= end)
-                 and (not order_id or f.order_id == order_id)]
+        fills = [
+            f
+            for f in fills
+            if (from_id is None or int(f.trade_id or 0) >= from_id)
+            and (end is None or f.timestamp <= end)
+            and (not order_id or f.order_id == order_id)
+        ]
         limit = self._limit(params)
         page = fills[:limit] if from_id is not None or start is not None else fills[-limit:]
         return [bn.trade_json(f, is_maker=self.engine.is_maker(f.trade_id or "")) for f in page]

@@ -56,8 +56,9 @@ class Books:
             # It fills within this call at now_price, so its fee is known: count it only
             # when it is taken in quote.
             currency = order.quote
-            charge = self.fee_charge(account, order, order.amount, now_price, maker=False,
-                                     holding=False)
+            charge = self.fee_charge(
+                account, order, order.amount, now_price, maker=False, holding=False
+            )
             need = order.amount * now_price + (charge.cost if charge.currency == currency else 0)
         elif order.type is OrderType.MARKET:
             currency, need = order.base, order.amount
@@ -119,32 +120,63 @@ class Books:
         trade_id = str(self._next_trade)
         self._next_trade += 1
         fill = Fill(
-            account_id=order.account_id, order_id=order.id, trade_id=trade_id,
-            symbol=order.symbol, side=order.side, amount=amount, price=price,
-            fee=charge.value, fee_currency=charge.currency, fee_cost=charge.cost,
-            timestamp=now, cumulative_filled=order.filled, role=order.role,
+            account_id=order.account_id,
+            order_id=order.id,
+            trade_id=trade_id,
+            symbol=order.symbol,
+            side=order.side,
+            amount=amount,
+            price=price,
+            fee=charge.value,
+            fee_currency=charge.currency,
+            fee_cost=charge.cost,
+            timestamp=now,
+            cumulative_filled=order.filled,
+            role=order.role,
         )
         self.is_maker[trade_id] = maker
         account.fills.append(fill)
         self.fills.append(fill)
         return fill
 
-    def fee_charge(self, account: SimAccount, order: SimOrder, amount: float, price: float, *,
-                   maker: bool, holding: bool) -> FeeCharge:
+    def fee_charge(
+        self,
+        account: SimAccount,
+        order: SimOrder,
+        amount: float,
+        price: float,
+        *,
+        maker: bool,
+        holding: bool,
+    ) -> FeeCharge:
         """The fee a fill of ``amount`` at ``price`` of ``order`` would take now (``holding``:
         the order is listed and holds funds, which its own fill may use)."""
         asset = account.fee_mode.asset
         # A third asset is valued at its market against the order's quote; with no such
         # market it cannot be valued, and the fee falls back (see _fees).
-        asset_price = None if asset is None else (
-            1.0 if asset == order.quote else self._prices.get(f"{asset}/{order.quote}"))
-        asset_free = 0.0 if asset is None or asset_price is None else account.free_after(
-            order, amount, price, asset, holding=holding)
+        asset_price = (
+            None
+            if asset is None
+            else (1.0 if asset == order.quote else self._prices.get(f"{asset}/{order.quote}"))
+        )
+        asset_free = (
+            0.0
+            if asset is None or asset_price is None
+            else account.free_after(order, amount, price, asset, holding=holding)
+        )
         return fee_charge(
-            account.fee_mode, side=order.side, base=order.base, quote=order.quote, amount=amount,
-            price=price, rate=self._maker_fee if maker else self._taker_fee,
-            asset_price=asset_price, asset_free=asset_free, fee_decimals=self._fee_decimals,
-            slack=FUNDS_SLACK * max(1.0, asset_free))
+            account.fee_mode,
+            side=order.side,
+            base=order.base,
+            quote=order.quote,
+            amount=amount,
+            price=price,
+            rate=self._maker_fee if maker else self._taker_fee,
+            asset_price=asset_price,
+            asset_free=asset_free,
+            fee_decimals=self._fee_decimals,
+            slack=FUNDS_SLACK * max(1.0, asset_free),
+        )
 
     def close(self, order: SimOrder, status: OrderStatus) -> None:
         """End ``order`` with ``status``: its hold is released and it leaves every book."""

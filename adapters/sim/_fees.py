@@ -37,8 +37,15 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from nija_broker.core.models import Side
 
-__all__ = ["BASE_FOR_BUYS", "FEE_DECIMALS", "QUOTE", "FeeCharge", "FeeMode", "fee_charge",
-           "plain_sum"]
+__all__ = [
+    "BASE_FOR_BUYS",
+    "FEE_DECIMALS",
+    "QUOTE",
+    "FeeCharge",
+    "FeeMode",
+    "fee_charge",
+    "plain_sum",
+]
 
 FEE_DECIMALS = 8
 """Decimals fees are rounded to unless the engine says otherwise (Binance's commissions)."""
@@ -71,7 +78,8 @@ class FeeMode:
             return cls(asset=value)
         raise ValueError(
             f"fee_mode is 'quote', 'base_for_buys' or an upper-case asset code such as 'BNB', "
-            f"got {value!r}")
+            f"got {value!r}"
+        )
 
     @property
     def name(self) -> str:
@@ -110,9 +118,20 @@ def plain_sum(a: float, b: float) -> float:
     return float(_dec(a) + _dec(b))
 
 
-def fee_charge(mode: FeeMode, *, side: Side, base: str, quote: str, amount: float, price: float,
-               rate: float, asset_price: float | None, asset_free: float,
-               fee_decimals: int = FEE_DECIMALS, slack: float = 0.0) -> FeeCharge:
+def fee_charge(
+    mode: FeeMode,
+    *,
+    side: Side,
+    base: str,
+    quote: str,
+    amount: float,
+    price: float,
+    rate: float,
+    asset_price: float | None,
+    asset_free: float,
+    fee_decimals: int = FEE_DECIMALS,
+    slack: float = 0.0,
+) -> FeeCharge:
     """The fee of a fill of ``amount`` at ``price`` charged at ``rate`` under ``mode``.
 
     ``asset_price`` is the price of ``mode.asset`` in ``quote`` (1 when it is the

@@ -72,8 +72,11 @@ class Matcher:
                 if limit is None or crosses(order.side, limit, price):
                     fills.extend(self._books.take(order, price))
             elif order.rest_price is not None and crosses(order.side, order.rest_price, price):
-                fills.append(self._books.execute(order, self._maker_amount(order),
-                                                 order.rest_price, maker=True))
+                fills.append(
+                    self._books.execute(
+                        order, self._maker_amount(order), order.rest_price, maker=True
+                    )
+                )
         return fills
 
     def _take_incoming(self, order: SimOrder, price: float) -> None:
@@ -85,8 +88,7 @@ class Matcher:
         if order.time_in_force == "FOK" and available < order.remaining * (1 - 1e-9):
             self._books.close(order, OrderStatus.EXPIRED)
             return
-        amount = snap_down(min(order.remaining, available),
-                           self._markets[order.symbol].amount_step)
+        amount = snap_down(min(order.remaining, available), self._markets[order.symbol].amount_step)
         if 0 < amount <= order.remaining * (1 + 1e-9):
             self._books.take(order, price, amount)
         if not order.status.is_open:
@@ -111,10 +113,16 @@ class Matcher:
             limit = order.price
         else:  # a market order takes any price: up to infinity to buy, down to 0 to sell
             limit = math.inf if order.side is Side.BUY else 0.0
-        return [o for o in self._books.accounts[order.account_id].open.values()
-                if o.symbol == order.symbol and o.side is not order.side and o is not order
-                and not o.waits_for_trigger and o.rest_price is not None
-                and crosses(order.side, limit, o.rest_price)]
+        return [
+            o
+            for o in self._books.accounts[order.account_id].open.values()
+            if o.symbol == order.symbol
+            and o.side is not order.side
+            and o is not order
+            and not o.waits_for_trigger
+            and o.rest_price is not None
+            and crosses(order.side, limit, o.rest_price)
+        ]
 
     def _maker_amount(self, order: SimOrder) -> float:
         """All of the remaining amount, or with ``partial_fill_prob`` a seeded part of it."""

@@ -102,8 +102,10 @@ def request_problem(request: OrderRequest, now_price: float) -> str | None:
         return "a take_profit order needs a stop_price or a price"
     if request.post_only and kind is not OrderType.LIMIT:
         return f"post_only applies to limit orders, not {kind}"
-    if request.post_only and request.price is not None and (
-        crosses(request.side, request.price, now_price)
+    if (
+        request.post_only
+        and request.price is not None
+        and (crosses(request.side, request.price, now_price))
     ):
         return f"post_only {request.side} at {request.price} would cross the price {now_price}"
     if kind in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT):
@@ -114,9 +116,9 @@ def request_problem(request: OrderRequest, now_price: float) -> str | None:
     return None
 
 
-
-def order_problem(market: Market, request: OrderRequest, now_price: float, *,
-                  duplicate_client_id: bool) -> str | None:
+def order_problem(
+    market: Market, request: OrderRequest, now_price: float, *, duplicate_client_id: bool
+) -> str | None:
     """Why the engine refuses ``request`` on ``market`` at ``now_price``, or ``None``.
 
     The request's shape first, then a reused client order id, then the market's rules,
@@ -129,8 +131,10 @@ def order_problem(market: Market, request: OrderRequest, now_price: float, *,
         return reason
     reference = now_price
     if request.type is not OrderType.MARKET:
-        reference = request.price if request.price is not None else (
-            request.stop_price if request.stop_price is not None else now_price
+        reference = (
+            request.price
+            if request.price is not None
+            else (request.stop_price if request.stop_price is not None else now_price)
         )
     return rule_violation(
         market,

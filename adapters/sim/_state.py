@@ -67,9 +67,12 @@ class SimOrder:
 
     @property
     def flags(self) -> OrderFlags:
-        return OrderFlags(time_in_force=self.time_in_force, stp_mode=self.stp_mode,
-                          expired_in_match=self.expired_in_match,
-                          cancel_pending=self.cancel_pending)
+        return OrderFlags(
+            time_in_force=self.time_in_force,
+            stp_mode=self.stp_mode,
+            expired_in_match=self.expired_in_match,
+            cancel_pending=self.cancel_pending,
+        )
 
     @property
     def id(self) -> str:
@@ -189,8 +192,9 @@ class SimAccount:
         if not self.open:
             self.held.clear()
 
-    def free_after(self, order: SimOrder, amount: float, price: float, currency: str, *,
-                   holding: bool) -> float:
+    def free_after(
+        self, order: SimOrder, amount: float, price: float, currency: str, *, holding: bool
+    ) -> float:
         """Free ``currency`` once a fill of ``amount`` at ``price`` of ``order`` is booked
         (fee aside) and the order's own hold let go; ``holding``: the order holds now."""
         free = self.free(currency)

@@ -126,11 +126,21 @@ class SimEngine:
         self._next_order = 1
         # Books own every account's state; the matcher and the cancel path change it only
         # through them (the engine is their one caller, on its one loop).
-        self._books = Books(now=self._now, prices=self._prices, maker_fee=maker_fee,
-                            taker_fee=taker_fee, fee_decimals=fee_decimals)
-        self._matcher = Matcher(self._books, now=self._now, markets=self._markets,
-                                prices=self._prices, partial_fill_prob=partial_fill_prob,
-                                fill_rng=random.Random(f"{seed}:fill"))
+        self._books = Books(
+            now=self._now,
+            prices=self._prices,
+            maker_fee=maker_fee,
+            taker_fee=taker_fee,
+            fee_decimals=fee_decimals,
+        )
+        self._matcher = Matcher(
+            self._books,
+            now=self._now,
+            markets=self._markets,
+            prices=self._prices,
+            partial_fill_prob=partial_fill_prob,
+            fill_rng=random.Random(f"{seed}:fill"),
+        )
         self._cancels = Cancels(self._books, now=self._now)
 
     # ----------------------------------------------------------------- markets
@@ -203,8 +213,9 @@ class SimEngine:
 
     # ---------------------------------------------------------------- accounts
 
-    def open_account(self, account_id: str, balances: Mapping[str, float], *,
-                     fee_mode: FeeMode | str = "quote") -> None:
+    def open_account(
+        self, account_id: str, balances: Mapping[str, float], *, fee_mode: FeeMode | str = "quote"
+    ) -> None:
         """Open ``account_id`` with ``balances``; ``fee_mode`` is ``"quote"`` (the default),
         ``"base_for_buys"``, an asset code such as ``"BNB"``, or a :class:`FeeMode`."""
         if account_id in self._books.accounts:
@@ -213,8 +224,9 @@ class SimEngine:
         # Buys that pay fees in base (or in base when the third asset runs out) never
         # need quote for them: such a resting buy holds only its cost, as on Binance.
         hold_rate = 0.0 if mode.buys_in_base else self._hold_fee
-        self._books.accounts[account_id] = SimAccount(account_id, hold_fee_rate=hold_rate,
-                                                      fee_mode=mode)
+        self._books.accounts[account_id] = SimAccount(
+            account_id, hold_fee_rate=hold_rate, fee_mode=mode
+        )
         for currency, amount in balances.items():
             self.deposit(account_id, currency, amount)
 
@@ -235,8 +247,14 @@ class SimEngine:
 
     # ------------------------------------------------------------------ orders
 
-    def place_order(self, account_id: str, request: OrderRequest, *,
-                    time_in_force: str = "GTC", stp_mode: str = "NONE") -> Order:
+    def place_order(
+        self,
+        account_id: str,
+        request: OrderRequest,
+        *,
+        time_in_force: str = "GTC",
+        stp_mode: str = "NONE",
+    ) -> Order:
         """Accept ``request``; ``time_in_force`` (GTC, IOC, FOK: limit orders only) and
         ``stp_mode`` (NONE, EXPIRE_TAKER, EXPIRE_MAKER, EXPIRE_BOTH) as the module says."""
         account = self._account(account_id)
@@ -244,11 +262,17 @@ class SimEngine:
         now_price = self._prices[market.symbol]
         self._validate(account, market, request, now_price)
         if time_in_force not in TIME_IN_FORCE or stp_mode not in STP_MODES:
-            raise InvalidOrder(f"{market.symbol}: unknown time in force {time_in_force!r} or "
-                               f"self-trade prevention mode {stp_mode!r}", account_id=account_id)
+            raise InvalidOrder(
+                f"{market.symbol}: unknown time in force {time_in_force!r} or "
+                f"self-trade prevention mode {stp_mode!r}",
+                account_id=account_id,
+            )
         if time_in_force != "GTC" and request.type is not OrderType.LIMIT:
-            raise InvalidOrder(f"{market.symbol}: time in force {time_in_force} applies to "
-                               f"limit orders, not {request.type}", account_id=account_id)
+            raise InvalidOrder(
+                f"{market.symbol}: time in force {time_in_force} applies to "
+                f"limit orders, not {request.type}",
+                account_id=account_id,
+            )
         order = SimOrder(
             seq=self._next_order,
             account_id=account_id,
@@ -290,9 +314,7 @@ class SimEngine:
         """Cancel; ``OrderNotFound`` for an unknown id, ``InvalidOrder`` if already closed."""
         order = self._order(account_id, order_id)
         if order.status.is_terminal:
-            raise InvalidOrder(
-                f"order {order_id} is already {order.status}", account_id=account_id
-            )
+            raise InvalidOrder(f"order {order_id} is already {order.status}", account_id=account_id)
         return self._cancels.cancel(order)
 
     def get_order(self, account_id: str, order_id: str) -> Order:

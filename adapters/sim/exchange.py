@@ -154,6 +154,7 @@ class SimExchange:
         Answered whatever ``capabilities.order_trades`` says: the flag tells the
         reconciler whether to book fills from trades, the engine always has them.
         """
+
         def action() -> list[Fill]:
             fills = self.engine.trades(self._account_id, order.symbol)
             return [fill for fill in fills if fill.order_id == order.id]

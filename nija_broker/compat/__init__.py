@@ -91,7 +91,6 @@ __all__ = [
 logger = logging.getLogger("nija_broker.compat")
 
 
-
 def _close_all() -> None:
     """Close every store and forget the singletons (tests, and a clean shutdown)."""
     global _global_order_tracker, _global_performance_tracker
@@ -119,11 +118,13 @@ class AccountOrderTracker:
         self.state_file = self.data_dir / "account_orders_state.json"
         """Where the seed kept its state; read once by ``nija-broker import-seed-state``."""
         self.orders_by_account: AccountView[list[OrderInfo]] = AccountView(
-            self._order_accounts, self._all_infos, list, "orders_by_account")
+            self._order_accounts, self._all_infos, list, "orders_by_account"
+        )
         """Every order of each account held in memory (open, and finished ones until
         ``cleanup_filled_orders``), oldest first."""
         self.reserved_capital_by_account: ReservedView = ReservedView(
-            self._order_accounts, self.get_held_capital, float, "reserved_capital_by_account")
+            self._order_accounts, self.get_held_capital, float, "reserved_capital_by_account"
+        )
         self.cleanup_stats: dict[str, Any] = self._workspace.cleanup_stats
         """Orders removed by ``cleanup_filled_orders`` since this process opened ``data_dir``."""
 
@@ -221,8 +222,10 @@ class AccountOrderTracker:
         stats = book.orders.stats(now(), max_age_s=self.max_order_age_minutes * 60.0)
         kinds = [seed_type(o) for o in book.orders.open_orders()]
         return AccountOrderStats(
-            account_id=account_id, total_open_orders=stats.open_count,
-            market_orders=kinds.count("market"), stop_orders=kinds.count("stop"),
+            account_id=account_id,
+            total_open_orders=stats.open_count,
+            market_orders=kinds.count("market"),
+            stop_orders=kinds.count("stop"),
             target_orders=kinds.count("target"),
             total_held_capital=self.get_held_capital(account_id),
             oldest_order_age_minutes=(stats.oldest_open_age_s or 0.0) / 60.0,
@@ -232,28 +235,32 @@ class AccountOrderTracker:
     @owned
     def check_double_reservation(self, position_id: str, account_id: str) -> tuple[bool, str]:
         """The seed's rule: a stop and a target of ``position_id`` that both reserve capital."""
-        infos = [i for i in self.get_open_orders(account_id)
-                 if i.parent_position_id == position_id]
+        infos = [i for i in self.get_open_orders(account_id) if i.parent_position_id == position_id]
         if not infos:
             return False, "No orders found for position"
         total = math.fsum(i.reserved_capital or 0.0 for i in infos)
         stop = math.fsum(i.reserved_capital or 0.0 for i in infos if i.order_type == "stop")
         target = math.fsum(i.reserved_capital or 0.0 for i in infos if i.order_type == "target")
         if stop > 0 and target > 0:
-            return True, (f"DOUBLE RESERVATION: Stop reserved ${stop:.2f}, Target reserved "
-                          f"${target:.2f} (total ${total:.2f})")
-        return False, (f"No double reservation detected (${total:.2f} reserved for "
-                       f"{len(infos)} orders)")
+            return True, (
+                f"DOUBLE RESERVATION: Stop reserved ${stop:.2f}, Target reserved "
+                f"${target:.2f} (total ${total:.2f})"
+            )
+        return False, (
+            f"No double reservation detected (${total:.2f} reserved for {len(infos)} orders)"
+        )
 
     @owned
-    def check_exit_reservations(self, account_id: str,
-                                positions: Mapping[str, float] | None = None) -> tuple[bool, str]:
+    def check_exit_reservations(
+        self, account_id: str, positions: Mapping[str, float] | None = None
+    ) -> tuple[bool, str]:
         """What the exchange itself locks twice: resting exits of a symbol above the position
         (``positions``: ``{symbol: quantity}``, default the positions booked from fills), and
         a stop and a target of one position both resting (each locks the base)."""
         book = self._book(account_id)
-        held = positions if positions is not None else {
-            p.symbol: p.quantity for p in book.positions()}
+        held = (
+            positions if positions is not None else {p.symbol: p.quantity for p in book.positions()}
+        )
         findings = book.orders.double_reservations(held)
         if not findings:
             return False, "No exit locks more than the position"
@@ -268,8 +275,9 @@ class AccountOrderTracker:
         per_account = self.cleanup_stats["orders_cleaned_per_account"]
         count = 0
         for account in self._accounts(account_id):
-            removed = len(self._book(account).orders.cleanup_terminal(
-                at, retention_s=max_age_hours * 3600.0))
+            removed = len(
+                self._book(account).orders.cleanup_terminal(at, retention_s=max_age_hours * 3600.0)
+            )
             if removed:
                 per_account[account] += removed
                 logger.info("cleaned up %d old orders for %s", removed, account)
@@ -280,29 +288,38 @@ class AccountOrderTracker:
         return count
 
     @owned
-    def cleanup_stale_orders(self, account_id: str | None = None,
-                             force_cancel: bool = False) -> int:
+    def cleanup_stale_orders(
+        self, account_id: str | None = None, force_cancel: bool = False
+    ) -> int:
         at = now()
         count = 0
         for account in self._accounts(account_id):
             stale = self._book(account).orders.stale_orders(at, self.max_order_age_minutes * 60.0)
             for order in stale:
-                logger.warning("stale order on %s: %s %s %s, age %.1f min", account, order.id,
-                               order.symbol, order.side, (at - order.created_at).total_seconds()
-                               / 60)
+                logger.warning(
+                    "stale order on %s: %s %s %s, age %.1f min",
+                    account,
+                    order.id,
+                    order.symbol,
+                    order.side,
+                    (at - order.created_at).total_seconds() / 60,
+                )
             if force_cancel and stale:
                 logger.warning(
                     "%d stale orders on %s NOT marked cancelled: they rest on the exchange until "
                     "cancelled there; nija_broker's reconciler cancels stale entries through the "
-                    "exchange and marks them when the exchange confirms", len(stale), account)
+                    "exchange and marks them when the exchange confirms",
+                    len(stale),
+                    account,
+                )
             count += len(stale)
         return count
 
     @owned
-    def detect_order_fragmentation(self, account_id: str, account_balance: float,
-                                   warn_threshold: float = 0.30) -> tuple[bool, str]:
-        result = fragmentation(self.get_held_capital(account_id), account_balance,
-                               warn_threshold)
+    def detect_order_fragmentation(
+        self, account_id: str, account_balance: float, warn_threshold: float = 0.30
+    ) -> tuple[bool, str]:
+        result = fragmentation(self.get_held_capital(account_id), account_balance, warn_threshold)
         return result.fragmented, result.message
 
     @owned

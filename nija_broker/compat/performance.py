@@ -30,12 +30,14 @@ class AccountPerformanceTracker:
         self._workspace = workspace(data_dir)
         self.max_trade_history_per_account = self._workspace.books.settings.history_size
         self.trade_history_by_account: AccountView[list[TradeRecord]] = AccountView(
-            self._trade_accounts, self.get_trade_history, list, "trade_history_by_account")
+            self._trade_accounts, self.get_trade_history, list, "trade_history_by_account"
+        )
         self.metrics_by_account: AccountView[AccountPerformanceMetrics] = AccountView(
-            self._metric_accounts, self.get_metrics, None, "metrics_by_account")
-        self.balance_history_by_account: AccountView[list[tuple[datetime, float]]] = \
-            AccountView(self._balance_accounts, self._balance_history, list,
-                        "balance_history_by_account")
+            self._metric_accounts, self.get_metrics, None, "metrics_by_account"
+        )
+        self.balance_history_by_account: AccountView[list[tuple[datetime, float]]] = AccountView(
+            self._balance_accounts, self._balance_history, list, "balance_history_by_account"
+        )
 
     @property
     def owner(self) -> Owner:
@@ -56,8 +58,7 @@ class AccountPerformanceTracker:
         return [a for a in self.get_all_accounts() if self._book(a).performance.trade_count]
 
     def _balance_accounts(self) -> list[str]:
-        return [a for a in self.get_all_accounts()
-                if self._book(a).performance.equity_points(1)]
+        return [a for a in self.get_all_accounts() if self._book(a).performance.equity_points(1)]
 
     def _metric_accounts(self) -> list[str]:
         return sorted(set(self._trade_accounts()) | set(self._balance_accounts()))
@@ -110,9 +111,7 @@ class AccountPerformanceTracker:
             foreign = [t for t in trades if t.account_id != account]
             mem = self._book(account).metrics()
             if foreign or mem.account_id != account:
-                results[account] = (
-                    f"CONTAMINATION: {len(foreign)} trades belong to other accounts"
-                )
+                results[account] = f"CONTAMINATION: {len(foreign)} trades belong to other accounts"
             else:
                 results[account] = f"Clean: all {len(trades)} trades belong to {account}"
         return results
@@ -120,12 +119,17 @@ class AccountPerformanceTracker:
     @owned
     def print_account_summary(self, account_id: str) -> None:
         m = self.get_metrics(account_id)
-        risk = ("n/a (no trade recorded its risk)" if m.expectancy_per_dollar_risked is None
-                else f"{m.expectancy_per_dollar_risked:.3f}")
+        risk = (
+            "n/a (no trade recorded its risk)"
+            if m.expectancy_per_dollar_risked is None
+            else f"{m.expectancy_per_dollar_risked:.3f}"
+        )
         pf = "inf (no losses)" if m.profit_factor == float("inf") else f"{m.profit_factor:.2f}"
         streak = f"{abs(m.current_streak)} {'wins' if m.current_streak > 0 else 'losses'}"
         lines = [
-            "=" * 70, f"PERFORMANCE SUMMARY: {account_id}", "=" * 70,
+            "=" * 70,
+            f"PERFORMANCE SUMMARY: {account_id}",
+            "=" * 70,
             f"  Total Trades:      {m.total_trades}",
             f"  Winning / Losing:  {m.winning_trades} / {m.losing_trades}",
             f"  Win Rate:          {m.win_rate:.1f}%",
@@ -145,5 +149,3 @@ class AccountPerformanceTracker:
             "=" * 70,
         ]
         print("\n".join(lines))
-
-

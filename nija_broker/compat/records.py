@@ -37,10 +37,14 @@ _TYPES = {
     "take_profit": (OrderType.TAKE_PROFIT, OrderRole.TARGET),
 }
 _STATUSES = {
-    "open": OrderStatus.OPEN, "pending": OrderStatus.PENDING,
-    "partially_filled": OrderStatus.PARTIALLY_FILLED, "filled": OrderStatus.FILLED,
-    "cancelled": OrderStatus.CANCELLED, "canceled": OrderStatus.CANCELLED,
-    "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED,
+    "open": OrderStatus.OPEN,
+    "pending": OrderStatus.PENDING,
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "cancelled": OrderStatus.CANCELLED,
+    "canceled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
 }
 
 
@@ -70,11 +74,15 @@ def check_reserve(order_id: str, value: object) -> float | None:
     """A declared reservation: ``None`` (computed) or finite money >= 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value >= 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value >= 0)
+    ):
         raise ValueError(
             f"invalid OrderInfo: reserved_capital: must be money >= 0 or None "
-            f"(order {order_id!r}, value: {value!r})")
+            f"(order {order_id!r}, value: {value!r})"
+        )
     return float(value)
 
 
@@ -128,7 +136,8 @@ class OrderInfo:
                 raise AttributeError(
                     f"order {self.order_id!r} of {self.account_id!r} was read from the tracker: "
                     f"its {name} changes through mark_order_filled / mark_order_cancelled or "
-                    "the exchange, not by assignment")
+                    "the exchange, not by assignment"
+                )
             value = check_reserve(self.order_id, value)
             binding.declare(self.order_id, value)
         object.__setattr__(self, name, value)
@@ -180,14 +189,22 @@ class OrderInfo:
         with seed_errors("OrderInfo"):
             amount = self.quantity
             return Order(
-                id=self.order_id, account_id=self.account_id, symbol=symbol,
-                side=str(self.side).lower(), type=order_type, role=role,
-                price=None if stop else self.price, stop_price=self.price if stop else None,
-                amount=amount, filled=amount if status is OrderStatus.FILLED else 0.0,
-                status=status, created_at=aware(self.created_at),
+                id=self.order_id,
+                account_id=self.account_id,
+                symbol=symbol,
+                side=str(self.side).lower(),
+                type=order_type,
+                role=role,
+                price=None if stop else self.price,
+                stop_price=self.price if stop else None,
+                amount=amount,
+                filled=amount if status is OrderStatus.FILLED else 0.0,
+                status=status,
+                created_at=aware(self.created_at),
                 updated_at=aware(changed) if changed else None,
                 parent_position_id=self.parent_position_id,
-                declared_reserve=self.reserved_capital, caller_symbol=self.symbol,
+                declared_reserve=self.reserved_capital,
+                caller_symbol=self.symbol,
             )
 
 
@@ -214,13 +231,19 @@ def info_from_order(order: Order, reserved: float) -> OrderInfo:
     price = order.reference_price or order.average or 0.0
     status = order.status.value if order.status is not OrderStatus.PARTIALLY_FILLED else "open"
     return OrderInfo(
-        order_id=order.id, account_id=order.account_id,
+        order_id=order.id,
+        account_id=order.account_id,
         symbol=order.caller_symbol or to_dash(order.symbol),
-        side=order.side.value, price=price, quantity=order.amount, size_usd=order.amount * price,
-        status=status, created_at=order.created_at,
+        side=order.side.value,
+        price=price,
+        quantity=order.amount,
+        size_usd=order.amount * price,
+        status=status,
+        created_at=order.created_at,
         filled_at=order.updated_at if order.status is OrderStatus.FILLED else None,
         cancelled_at=order.updated_at if order.status is OrderStatus.CANCELLED else None,
-        order_type=seed_type(order), parent_position_id=order.parent_position_id,
+        order_type=seed_type(order),
+        parent_position_id=order.parent_position_id,
         reserved_capital=reserved,
     )
 
@@ -278,25 +301,46 @@ class TradeRecord:
         symbol = resolve(self.symbol, markets, "TradeRecord")
         with seed_errors("TradeRecord"):
             return models.TradeRecord(
-                trade_id=self.trade_id, account_id=self.account_id, symbol=symbol,
-                side=str(self.side).lower(), entry_price=self.entry_price,
-                exit_price=self.exit_price, quantity=self.quantity, size_usd=self.size_usd,
-                pnl=self.pnl, pnl_pct=self.pnl_pct, fees=self.fees, net_pnl=self.net_pnl,
-                entry_time=aware(self.entry_time), exit_time=aware(self.exit_time),
-                hold_time_seconds=self.hold_time_seconds, is_win=self.is_win,
-                risk_usd=self.risk_usd, caller_symbol=self.symbol,
+                trade_id=self.trade_id,
+                account_id=self.account_id,
+                symbol=symbol,
+                side=str(self.side).lower(),
+                entry_price=self.entry_price,
+                exit_price=self.exit_price,
+                quantity=self.quantity,
+                size_usd=self.size_usd,
+                pnl=self.pnl,
+                pnl_pct=self.pnl_pct,
+                fees=self.fees,
+                net_pnl=self.net_pnl,
+                entry_time=aware(self.entry_time),
+                exit_time=aware(self.exit_time),
+                hold_time_seconds=self.hold_time_seconds,
+                is_win=self.is_win,
+                risk_usd=self.risk_usd,
+                caller_symbol=self.symbol,
             )
 
     @classmethod
     def from_model(cls, trade: models.TradeRecord) -> TradeRecord:
         return cls(
-            trade_id=trade.trade_id, account_id=trade.account_id,
-            symbol=trade.caller_symbol or to_dash(trade.symbol), side=trade.side.value,
-            entry_price=trade.entry_price, exit_price=trade.exit_price, quantity=trade.quantity,
-            size_usd=trade.size_usd or 0.0, pnl=trade.pnl, pnl_pct=trade.pnl_pct or 0.0,
-            fees=trade.fees, net_pnl=trade.net, entry_time=trade.entry_time,
-            exit_time=trade.exit_time, hold_time_seconds=trade.hold_time_seconds or 0.0,
-            is_win=bool(trade.is_win), risk_usd=trade.risk_usd,
+            trade_id=trade.trade_id,
+            account_id=trade.account_id,
+            symbol=trade.caller_symbol or to_dash(trade.symbol),
+            side=trade.side.value,
+            entry_price=trade.entry_price,
+            exit_price=trade.exit_price,
+            quantity=trade.quantity,
+            size_usd=trade.size_usd or 0.0,
+            pnl=trade.pnl,
+            pnl_pct=trade.pnl_pct or 0.0,
+            fees=trade.fees,
+            net_pnl=trade.net,
+            entry_time=trade.entry_time,
+            exit_time=trade.exit_time,
+            hold_time_seconds=trade.hold_time_seconds or 0.0,
+            is_win=bool(trade.is_win),
+            risk_usd=trade.risk_usd,
         )
 
 
@@ -340,19 +384,32 @@ class AccountPerformanceMetrics:
     @classmethod
     def from_metrics(cls, m: AccountMetrics) -> AccountPerformanceMetrics:
         return cls(
-            account_id=m.account_id, total_trades=m.total_trades,
-            winning_trades=m.winning_trades, losing_trades=m.losing_trades,
-            win_rate=m.win_rate, total_pnl=m.total_pnl + m.total_fees, total_fees=m.total_fees,
-            net_pnl=m.total_pnl, average_win=m.average_win, average_loss=m.average_loss,
-            largest_win=m.largest_win, largest_loss=m.largest_loss, expectancy=m.expectancy,
+            account_id=m.account_id,
+            total_trades=m.total_trades,
+            winning_trades=m.winning_trades,
+            losing_trades=m.losing_trades,
+            win_rate=m.win_rate,
+            total_pnl=m.total_pnl + m.total_fees,
+            total_fees=m.total_fees,
+            net_pnl=m.total_pnl,
+            average_win=m.average_win,
+            average_loss=m.average_loss,
+            largest_win=m.largest_win,
+            largest_loss=m.largest_loss,
+            expectancy=m.expectancy,
             expectancy_per_trade=m.expectancy,
             expectancy_per_dollar_risked=m.expectancy_per_dollar_risked,
-            peak_balance=m.peak_balance, current_balance=m.current_balance,
-            current_drawdown=m.current_drawdown, current_drawdown_pct=m.current_drawdown_pct,
-            max_drawdown=m.max_drawdown, max_drawdown_pct=m.max_drawdown_pct,
+            peak_balance=m.peak_balance,
+            current_balance=m.current_balance,
+            current_drawdown=m.current_drawdown,
+            current_drawdown_pct=m.current_drawdown_pct,
+            max_drawdown=m.max_drawdown,
+            max_drawdown_pct=m.max_drawdown_pct,
             current_streak=m.current_win_streak or -m.current_loss_streak,
-            max_win_streak=m.max_win_streak, max_loss_streak=m.max_loss_streak,
-            profit_factor=m.profit_factor, sharpe_ratio=m.sharpe_ratio or 0.0,
+            max_win_streak=m.max_win_streak,
+            max_loss_streak=m.max_loss_streak,
+            profit_factor=m.profit_factor,
+            sharpe_ratio=m.sharpe_ratio or 0.0,
             sharpe_annualized=m.sharpe_annualized,
         )
 

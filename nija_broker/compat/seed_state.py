@@ -61,11 +61,13 @@ class AccountImport:
     balances_kept: int = 0
 
     def line(self) -> str:
-        return (f"{self.account_id}: orders {self.open_orders_new + self.finished_orders_new} "
-                f"taken ({self.open_orders_new} open, {self.finished_orders_new} finished), "
-                f"{self.orders_kept} already stored; trades {self.trades_new} taken, "
-                f"{self.trades_kept} already stored; balance points {self.balances_new} taken, "
-                f"{self.balances_kept} already stored")
+        return (
+            f"{self.account_id}: orders {self.open_orders_new + self.finished_orders_new} "
+            f"taken ({self.open_orders_new} open, {self.finished_orders_new} finished), "
+            f"{self.orders_kept} already stored; trades {self.trades_new} taken, "
+            f"{self.trades_kept} already stored; balance points {self.balances_new} taken, "
+            f"{self.balances_kept} already stored"
+        )
 
 
 @dataclass
@@ -82,8 +84,10 @@ class SeedImport:
 
     @property
     def taken(self) -> int:
-        return sum(a.open_orders_new + a.finished_orders_new + a.trades_new + a.balances_new
-                   for a in self.accounts.values())
+        return sum(
+            a.open_orders_new + a.finished_orders_new + a.trades_new + a.balances_new
+            for a in self.accounts.values()
+        )
 
 
 @dataclass
@@ -118,8 +122,17 @@ def _load(path: Path, problems: list[str]) -> dict[str, Any] | None:
 
 
 # The seed's OrderInfo fields without a default, in its order.
-_ORDER_FIELDS = ("order_id", "account_id", "symbol", "side", "price", "quantity", "size_usd",
-                 "status", "created_at")
+_ORDER_FIELDS = (
+    "order_id",
+    "account_id",
+    "symbol",
+    "side",
+    "price",
+    "quantity",
+    "size_usd",
+    "status",
+    "created_at",
+)
 
 
 def _record(raw: Any, account_id: str) -> dict[str, Any]:
@@ -127,8 +140,10 @@ def _record(raw: Any, account_id: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"must be an object, not {type(raw).__name__}")
     if raw.get("account_id") != account_id:
-        raise ValueError(f"account_id {raw.get('account_id')!r} is not the account it is "
-                         f"filed under ({account_id!r})")
+        raise ValueError(
+            f"account_id {raw.get('account_id')!r} is not the account it is "
+            f"filed under ({account_id!r})"
+        )
     return raw
 
 
@@ -138,7 +153,8 @@ def _order(raw: Any, account_id: str) -> Order:
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
     info = OrderInfo(
-        **{f: raw[f] for f in _ORDER_FIELDS[:-1]}, created_at=_time(raw["created_at"]),
+        **{f: raw[f] for f in _ORDER_FIELDS[:-1]},
+        created_at=_time(raw["created_at"]),
         filled_at=_optional_time(raw.get("filled_at")),
         cancelled_at=_optional_time(raw.get("cancelled_at")),
         order_type=raw.get("order_type", "market"),
@@ -158,8 +174,7 @@ def _parse_orders(path: Path, parsed: _Parsed) -> None:
         return
     for account_id, rows in by_account.items():
         if not isinstance(rows, list):
-            parsed.problems.append(f"{path.name}: orders_by_account[{account_id!r}] must be "
-                                   "a list")
+            parsed.problems.append(f"{path.name}: orders_by_account[{account_id!r}] must be a list")
             continue
         orders = parsed.orders.setdefault(account_id, [])
         for i, raw in enumerate(rows):
@@ -171,14 +186,17 @@ def _parse_orders(path: Path, parsed: _Parsed) -> None:
     totals = data.get("reserved_capital_by_account", {})
     if isinstance(totals, dict):
         for account_id, total in sorted(totals.items()):
-            declared = math.fsum(o.declared_reserve or 0.0 for o in
-                                 parsed.orders.get(account_id, []) if not o.is_terminal)
-            if isinstance(total, int | float) and not math.isclose(total, declared,
-                                                                   abs_tol=0.005):
+            declared = math.fsum(
+                o.declared_reserve or 0.0
+                for o in parsed.orders.get(account_id, [])
+                if not o.is_terminal
+            )
+            if isinstance(total, int | float) and not math.isclose(total, declared, abs_tol=0.005):
                 parsed.notes.append(
                     f"the seed's reserved_capital_by_account[{account_id!r}] was {total:.2f} "
                     f"but its open orders declare {declared:.2f}: held capital is the "
-                    "orders' figure")
+                    "orders' figure"
+                )
     if data.get("cleanup_stats"):
         parsed.notes.append("not taken: cleanup_stats (counters of the seed's own process)")
 
@@ -187,8 +205,9 @@ def _trade(raw: Any, account_id: str) -> Trade:
     raw = _record(raw, account_id)
     fields = {k: v for k, v in raw.items() if k not in ("entry_time", "exit_time")}
     try:
-        record = TradeRecord(**fields, entry_time=_time(raw.get("entry_time")),
-                             exit_time=_time(raw.get("exit_time")))
+        record = TradeRecord(
+            **fields, entry_time=_time(raw.get("entry_time")), exit_time=_time(raw.get("exit_time"))
+        )
     except TypeError as exc:  # a missing or unknown key
         raise ValueError(str(exc).replace("TradeRecord.__init__() ", "")) from None
     return record.to_model()
@@ -200,8 +219,9 @@ def _parse_performance(path: Path, parsed: _Parsed) -> None:
         return
     account_id = data.get("account_id")
     if not isinstance(account_id, str) or not account_id.strip():
-        parsed.problems.append(f"{path.name}: account_id must be a non-empty string "
-                               f"(value: {account_id!r})")
+        parsed.problems.append(
+            f"{path.name}: account_id must be a non-empty string (value: {account_id!r})"
+        )
         return
     # The seed's own loader kept the last record of a repeated trade id; so do we.
     trades: dict[str, Trade] = {}
@@ -218,14 +238,19 @@ def _parse_performance(path: Path, parsed: _Parsed) -> None:
         try:
             if not isinstance(raw, dict):
                 raise ValueError(f"must be an object, not {type(raw).__name__}")
-            points.append(EquityPoint(account_id=account_id, timestamp=_time(raw.get("timestamp")),
-                                      equity=raw.get("balance")))
+            points.append(
+                EquityPoint(
+                    account_id=account_id,
+                    timestamp=_time(raw.get("timestamp")),
+                    equity=raw.get("balance"),
+                )
+            )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            parsed.problems.append(f"{path.name}: balance_history[{i}]: "
-                                   f"{str(exc).splitlines()[0]}")
+            parsed.problems.append(f"{path.name}: balance_history[{i}]: {str(exc).splitlines()[0]}")
     if data.get("metrics"):
-        parsed.notes.append(f"not taken: {path.name} metrics (recomputed from its trades and "
-                            "balances)")
+        parsed.notes.append(
+            f"not taken: {path.name} metrics (recomputed from its trades and balances)"
+        )
 
 
 def read_seed_state(source: Path) -> _Parsed:
@@ -237,8 +262,9 @@ def read_seed_state(source: Path) -> _Parsed:
     orders_file = source / ORDERS_FILE
     performance_files = sorted(source.glob(PERFORMANCE_GLOB))
     if not orders_file.exists() and not performance_files:
-        parsed.problems.append(f"{source}: no seed state here (neither {ORDERS_FILE} nor "
-                               f"{PERFORMANCE_GLOB})")
+        parsed.problems.append(
+            f"{source}: no seed state here (neither {ORDERS_FILE} nor {PERFORMANCE_GLOB})"
+        )
         return parsed
     if orders_file.exists():
         _parse_orders(orders_file, parsed)
@@ -247,8 +273,9 @@ def read_seed_state(source: Path) -> _Parsed:
     return parsed
 
 
-def import_seed_state(source: Path, store_path: Path | None = None, *,
-                      dry_run: bool = False) -> SeedImport:
+def import_seed_state(
+    source: Path, store_path: Path | None = None, *, dry_run: bool = False
+) -> SeedImport:
     """Import the seed's state in ``source`` into ``store_path`` (default: compat's store of
     that directory, ``source/nija_broker.sqlite3``). Raises :class:`SeedStateError` naming
     every bad record, before anything is written; ``dry_run`` writes nothing."""
@@ -270,8 +297,7 @@ def import_seed_state(source: Path, store_path: Path | None = None, *,
     return report
 
 
-def _import_account(store: Store, line: AccountImport, parsed: _Parsed, *,
-                    dry_run: bool) -> None:
+def _import_account(store: Store, line: AccountImport, parsed: _Parsed, *, dry_run: bool) -> None:
     account_id = line.account_id
     known_orders = {o.id for o in store.orders(account_id)}
     orders = [o for o in parsed.orders.get(account_id, []) if o.id not in known_orders]
@@ -282,11 +308,14 @@ def _import_account(store: Store, line: AccountImport, parsed: _Parsed, *,
     trades = [t for t in parsed.trades.get(account_id, []) if t.trade_id not in known_trades]
     line.trades_kept = len(parsed.trades.get(account_id, [])) - len(trades)
     last = max((p.timestamp for p in store.equity_points(account_id)), default=None)
-    points = sorted((p for p in parsed.balances.get(account_id, [])
-                     if last is None or p.timestamp > last), key=lambda p: p.timestamp)
+    points = sorted(
+        (p for p in parsed.balances.get(account_id, []) if last is None or p.timestamp > last),
+        key=lambda p: p.timestamp,
+    )
     line.balances_kept = len(parsed.balances.get(account_id, [])) - len(points)
     line.trades_new, line.balances_new = len(trades), len(points)
     if dry_run or not (orders or trades or points):
         return
-    store.apply(StoreBatch(account_id=account_id, orders=orders, trades=trades,
-                           equity_points=points))
+    store.apply(
+        StoreBatch(account_id=account_id, orders=orders, trades=trades, equity_points=points)
+    )

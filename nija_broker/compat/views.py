@@ -26,8 +26,13 @@ class AccountView(Mapping[str, _V], Generic[_V]):
     """``{account_id: value}`` over the accounts ``keys`` lists, each value ``read(account)``;
     an account not listed reads ``empty()``, or raises ``KeyError`` without ``empty``."""
 
-    def __init__(self, keys: Callable[[], list[str]], read: Callable[[str], _V],
-                 empty: Callable[[], _V] | None, name: str) -> None:
+    def __init__(
+        self,
+        keys: Callable[[], list[str]],
+        read: Callable[[str], _V],
+        empty: Callable[[], _V] | None,
+        name: str,
+    ) -> None:
         self._keys = keys
         self._read = read
         self._empty = empty
@@ -67,4 +72,8 @@ class ReservedView(AccountView[float]):
             logger.warning(
                 "reserved_capital_by_account[%r] = %.2f not kept: an account's held capital is "
                 "the sum of its open orders' reserved_capital (now %.2f); set reserved_capital "
-                "on the order instead", account_id, value, current)
+                "on the order instead",
+                account_id,
+                value,
+                current,
+            )

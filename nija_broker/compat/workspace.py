@@ -29,7 +29,8 @@ class Workspace:
         self.books = Books(self.store)
         self.markets: dict[str, dict[str, str]] = {}
         self.cleanup_stats: dict[str, Any] = {
-            "total_cleaned": 0, "last_cleanup": None,
+            "total_cleaned": 0,
+            "last_cleanup": None,
             "orders_cleaned_per_account": defaultdict(int),
         }
 

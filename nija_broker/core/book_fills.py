@@ -18,13 +18,22 @@ from nija_broker.core.errors import StateError
 from nija_broker.core.ledger import fill_sort_key
 from nija_broker.core.models import Fill, Order, OrderRole
 
-__all__ = ["AMOUNT_REL", "Followed", "ImpossibleFills", "OrderFills", "UnknownOrders",
-           "check_trade_totals", "same_amount", "split_covered"]
+__all__ = [
+    "AMOUNT_REL",
+    "Followed",
+    "ImpossibleFills",
+    "OrderFills",
+    "UnknownOrders",
+    "check_trade_totals",
+    "same_amount",
+    "split_covered",
+]
 
 # An order's filled amount and the sum of its trades agree when they differ by less
 # than this fraction of the order: exchanges print amounts in decimals and the sums of
 # their floats differ in the last bits only. Far below any market's amount step.
 AMOUNT_REL = 1e-9
+
 
 def same_amount(a: float, b: float, order: Order) -> bool:
     return abs(a - b) <= order.amount * AMOUNT_REL
@@ -97,8 +106,9 @@ class UnknownOrders:
                 del self._since[key]
 
 
-def split_covered(fills: Sequence[Fill], order_fills: Mapping[str, OrderFills],
-                  is_booked: Callable[[Fill], bool]) -> tuple[list[Fill], list[Fill]]:
+def split_covered(
+    fills: Sequence[Fill], order_fills: Mapping[str, OrderFills], is_booked: Callable[[Fill], bool]
+) -> tuple[list[Fill], list[Fill]]:
     """Trades an old cumulative fill of the same order already booked, and the rest.
 
     A store written before fills were keyed by trade id holds fills keyed by the
@@ -129,10 +139,14 @@ def split_covered(fills: Sequence[Fill], order_fills: Mapping[str, OrderFills],
             rest.append(fill)
     return covered, rest
 
-def check_trade_totals(orders: Sequence[Order], fills: Sequence[Fill],
-                       order_fills: Mapping[str, OrderFills],
-                       tracked: Callable[[str], Order | None],
-                       is_booked: Callable[[Fill], bool]) -> None:
+
+def check_trade_totals(
+    orders: Sequence[Order],
+    fills: Sequence[Fill],
+    order_fills: Mapping[str, OrderFills],
+    tracked: Callable[[str], Order | None],
+    is_booked: Callable[[Fill], bool],
+) -> None:
     """Refuse trades adding up to more than their order: no execution can do that."""
     adding: dict[str, float] = {}
     for fill in fills:

@@ -42,7 +42,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 BreakerName = Literal[
-    "drawdown_limit", "negative_expectancy", "daily_loss_limit", "loss_streak",
+    "drawdown_limit",
+    "negative_expectancy",
+    "daily_loss_limit",
+    "loss_streak",
     "stoploss_cooldown",
 ]
 RESUME_DRAWDOWN_MARGIN_PCT = 1.0
@@ -51,7 +54,10 @@ points deeper than at the resume: a tick of price noise (or the fee of the exit 
 resumed to make) is not a deeper drawdown."""
 
 BREAKERS: tuple[BreakerName, ...] = (
-    "drawdown_limit", "negative_expectancy", "daily_loss_limit", "loss_streak",
+    "drawdown_limit",
+    "negative_expectancy",
+    "daily_loss_limit",
+    "loss_streak",
     "stoploss_cooldown",
 )
 
@@ -105,15 +111,23 @@ class ResumeMark:
     day_loss: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "at": self.at.isoformat(), "drawdown_pct": self.drawdown_pct,
-                "trade_count": self.trade_count, "day_loss": self.day_loss}
+        return {
+            "rule": self.rule,
+            "at": self.at.isoformat(),
+            "drawdown_pct": self.drawdown_pct,
+            "trade_count": self.trade_count,
+            "day_loss": self.day_loss,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ResumeMark:
-        return cls(rule=str(data["rule"]), at=datetime.fromisoformat(str(data["at"])),
-                   drawdown_pct=data.get("drawdown_pct"),
-                   trade_count=int(data.get("trade_count", 0)),
-                   day_loss=float(data.get("day_loss", 0.0)))
+        return cls(
+            rule=str(data["rule"]),
+            at=datetime.fromisoformat(str(data["at"])),
+            drawdown_pct=data.get("drawdown_pct"),
+            trade_count=int(data.get("trade_count", 0)),
+            day_loss=float(data.get("day_loss", 0.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,8 +231,11 @@ def recovered_since(history: History, limits: Limits, since: datetime) -> bool:
     """Whether the drawdown was under ``resume_drawdown_pct`` at any point after ``since``."""
     if history.peak is None:
         return False
-    return any(_pct(history.peak - equity, history.peak) < limits.resume_drawdown_pct
-               for timestamp, equity in history.equity if timestamp > since)
+    return any(
+        _pct(history.peak - equity, history.peak) < limits.resume_drawdown_pct
+        for timestamp, equity in history.equity
+        if timestamp > since
+    )
 
 
 def day_open_equity(history: History, now: datetime) -> float | None:
@@ -255,50 +272,75 @@ def _losses_after(history: History, ordinal: int) -> bool:
 # ---------------------------------------------------------------------------- the breakers
 
 
-def _drawdown(history: History, limits: Limits, now: datetime,
-              mark: ResumeMark | None) -> Verdict:
+def _drawdown(history: History, limits: Limits, now: datetime, mark: ResumeMark | None) -> Verdict:
     current = drawdown_pct(history)
-    figures = {"drawdown_pct": current, "peak_equity": history.peak,
-               "max_drawdown_pct": limits.max_drawdown_pct,
-               "resume_drawdown_pct": limits.resume_drawdown_pct}
+    figures = {
+        "drawdown_pct": current,
+        "peak_equity": history.peak,
+        "max_drawdown_pct": limits.max_drawdown_pct,
+        "resume_drawdown_pct": limits.resume_drawdown_pct,
+    }
     if current is None or not drawdown_latched(history, limits):
         return Verdict("drawdown_limit", False, "drawdown within the limit", figures)
     # Resumed: holds while the drawdown is no deeper than then (price noise aside) and it
     # never recovered since.
-    if (mark is not None and mark.drawdown_pct is not None
-            and current <= mark.drawdown_pct + RESUME_DRAWDOWN_MARGIN_PCT
-            and not recovered_since(history, limits, mark.at)):
-        return Verdict("drawdown_limit", False,
-                       f"resumed at {mark.drawdown_pct:.1f}% drawdown", figures)
-    return Verdict("drawdown_limit", True, (
-        f"{history.account_id} is {current:.1f}% below its equity peak "
-        f"({history.peak:,.2f}); entries stop above {limits.max_drawdown_pct:g}% and resume "
-        f"under {limits.resume_drawdown_pct:g}% (or on resume)."), figures)
+    if (
+        mark is not None
+        and mark.drawdown_pct is not None
+        and current <= mark.drawdown_pct + RESUME_DRAWDOWN_MARGIN_PCT
+        and not recovered_since(history, limits, mark.at)
+    ):
+        return Verdict(
+            "drawdown_limit", False, f"resumed at {mark.drawdown_pct:.1f}% drawdown", figures
+        )
+    return Verdict(
+        "drawdown_limit",
+        True,
+        (
+            f"{history.account_id} is {current:.1f}% below its equity peak "
+            f"({history.peak:,.2f}); entries stop above {limits.max_drawdown_pct:g}% and resume "
+            f"under {limits.resume_drawdown_pct:g}% (or on resume)."
+        ),
+        figures,
+    )
 
 
-def _expectancy(history: History, limits: Limits, now: datetime,
-                mark: ResumeMark | None) -> Verdict:
+def _expectancy(
+    history: History, limits: Limits, now: datetime, mark: ResumeMark | None
+) -> Verdict:
     window = limits.expectancy_window
     recent = list(history.trades)[-window:]
     figures: dict[str, Any] = {"expectancy_window": window, "trades": history.trade_count}
     if history.trade_count < window or len(recent) < window:
-        return Verdict("negative_expectancy", False,
-                       f"{history.trade_count} of {window} trades for the window", figures)
+        return Verdict(
+            "negative_expectancy",
+            False,
+            f"{history.trade_count} of {window} trades for the window",
+            figures,
+        )
     expectancy = math.fsum(t.net for t in recent) / window
     figures["expectancy"] = expectancy
     if expectancy >= 0:
         return Verdict("negative_expectancy", False, "expectancy >= 0", figures)
     if mark is not None and not _losses_after(history, mark.trade_count):
-        return Verdict("negative_expectancy", False,
-                       f"resumed after trade {mark.trade_count}", figures)
-    return Verdict("negative_expectancy", True, (
-        f"{history.account_id} loses {-expectancy:,.2f} per trade net of fees over its last "
-        f"{window} trades (a losing system); entries stop until that mean is back at 0 or "
-        "above (or on resume)."), figures)
+        return Verdict(
+            "negative_expectancy", False, f"resumed after trade {mark.trade_count}", figures
+        )
+    return Verdict(
+        "negative_expectancy",
+        True,
+        (
+            f"{history.account_id} loses {-expectancy:,.2f} per trade net of fees over its last "
+            f"{window} trades (a losing system); entries stop until that mean is back at 0 or "
+            "above (or on resume)."
+        ),
+        figures,
+    )
 
 
-def _daily_loss(history: History, limits: Limits, now: datetime,
-                mark: ResumeMark | None) -> Verdict:
+def _daily_loss(
+    history: History, limits: Limits, now: datetime, mark: ResumeMark | None
+) -> Verdict:
     loss = day_loss(history, now)
     opening = day_open_equity(history, now)
     caps: list[float] = []
@@ -308,25 +350,37 @@ def _daily_loss(history: History, limits: Limits, now: datetime,
         caps.append(limits.max_daily_loss_usd)
     cap = min(caps) if caps else None
     next_day = _midnight(now) + timedelta(days=1)
-    figures = {"day_loss": loss, "day_open_equity": opening, "limit": cap,
-               "max_daily_loss_pct": limits.max_daily_loss_pct,
-               "max_daily_loss_usd": limits.max_daily_loss_usd}
+    figures = {
+        "day_loss": loss,
+        "day_open_equity": opening,
+        "limit": cap,
+        "max_daily_loss_pct": limits.max_daily_loss_pct,
+        "max_daily_loss_usd": limits.max_daily_loss_usd,
+    }
     if cap is None or not loss > cap:
         return Verdict("daily_loss_limit", False, "daily loss within the limit", figures)
     if mark is not None and _midnight(mark.at) == _midnight(now) and loss <= mark.day_loss:
-        return Verdict("daily_loss_limit", False, f"resumed at a day loss of {mark.day_loss:,.2f}",
-                       figures)
-    return Verdict("daily_loss_limit", True, (
-        f"{history.account_id} lost {loss:,.2f} net since 00:00 UTC, over its daily limit of "
-        f"{cap:,.2f}; entries stop until {next_day:%Y-%m-%d} 00:00 UTC (or on resume)."),
-        figures, until=next_day)
+        return Verdict(
+            "daily_loss_limit", False, f"resumed at a day loss of {mark.day_loss:,.2f}", figures
+        )
+    return Verdict(
+        "daily_loss_limit",
+        True,
+        (
+            f"{history.account_id} lost {loss:,.2f} net since 00:00 UTC, over its daily limit of "
+            f"{cap:,.2f}; entries stop until {next_day:%Y-%m-%d} 00:00 UTC (or on resume)."
+        ),
+        figures,
+        until=next_day,
+    )
 
 
-def _streak(history: History, limits: Limits, now: datetime,
-            mark: ResumeMark | None) -> Verdict:
+def _streak(history: History, limits: Limits, now: datetime, mark: ResumeMark | None) -> Verdict:
     streak = loss_streak(history)
-    figures: dict[str, Any] = {"loss_streak": len(streak),
-                               "max_loss_streak": limits.max_loss_streak}
+    figures: dict[str, Any] = {
+        "loss_streak": len(streak),
+        "max_loss_streak": limits.max_loss_streak,
+    }
     if len(streak) < limits.max_loss_streak:
         return Verdict("loss_streak", False, f"{len(streak)} losses in a row", figures)
     until = streak[-1].exit_time + timedelta(seconds=limits.loss_streak_cooldown_s)
@@ -335,14 +389,20 @@ def _streak(history: History, limits: Limits, now: datetime,
         return Verdict("loss_streak", False, "cooldown over", figures)
     if mark is not None and not _losses_after(history, mark.trade_count):
         return Verdict("loss_streak", False, f"resumed after trade {mark.trade_count}", figures)
-    return Verdict("loss_streak", True, (
-        f"{history.account_id} lost {len(streak)} trades in a row; entries stop until "
-        f"{until:%Y-%m-%d %H:%M:%S} UTC, {limits.loss_streak_cooldown_s:g}s after the last "
-        "loss (or on resume)."), figures, until=until)
+    return Verdict(
+        "loss_streak",
+        True,
+        (
+            f"{history.account_id} lost {len(streak)} trades in a row; entries stop until "
+            f"{until:%Y-%m-%d %H:%M:%S} UTC, {limits.loss_streak_cooldown_s:g}s after the last "
+            "loss (or on resume)."
+        ),
+        figures,
+        until=until,
+    )
 
 
-def _stoploss(history: History, limits: Limits, now: datetime,
-              mark: ResumeMark | None) -> Verdict:
+def _stoploss(history: History, limits: Limits, now: datetime, mark: ResumeMark | None) -> Verdict:
     cooldown = timedelta(seconds=limits.stoploss_cooldown_s)
     cooling: dict[str, datetime] = {}
     for trade in history.trades:
@@ -353,37 +413,63 @@ def _stoploss(history: History, limits: Limits, now: datetime,
         until = trade.exit_time + cooldown
         if now < until:
             cooling[trade.symbol] = max(until, cooling.get(trade.symbol, until))
-    figures: dict[str, Any] = {"stoploss_cooldown_s": limits.stoploss_cooldown_s,
-                               "cooling": {s: u.isoformat() for s, u in sorted(cooling.items())}}
+    figures: dict[str, Any] = {
+        "stoploss_cooldown_s": limits.stoploss_cooldown_s,
+        "cooling": {s: u.isoformat() for s, u in sorted(cooling.items())},
+    }
     if not cooling:
         return Verdict("stoploss_cooldown", False, "no stop-loss exit in the cooldown", figures)
     listed = ", ".join(f"{s} until {u:%H:%M:%S}" for s, u in sorted(cooling.items()))
-    return Verdict("stoploss_cooldown", True, (
-        f"{history.account_id} was stopped out: no new entry on {listed} UTC "
-        f"({limits.stoploss_cooldown_s:g}s after each stop-loss exit, or on resume)."),
-        figures, symbols=tuple(sorted(cooling)), until=min(cooling.values()))
+    return Verdict(
+        "stoploss_cooldown",
+        True,
+        (
+            f"{history.account_id} was stopped out: no new entry on {listed} UTC "
+            f"({limits.stoploss_cooldown_s:g}s after each stop-loss exit, or on resume)."
+        ),
+        figures,
+        symbols=tuple(sorted(cooling)),
+        until=min(cooling.values()),
+    )
 
 
-_JUDGES = {"drawdown_limit": _drawdown, "negative_expectancy": _expectancy,
-           "daily_loss_limit": _daily_loss, "loss_streak": _streak,
-           "stoploss_cooldown": _stoploss}
+_JUDGES = {
+    "drawdown_limit": _drawdown,
+    "negative_expectancy": _expectancy,
+    "daily_loss_limit": _daily_loss,
+    "loss_streak": _streak,
+    "stoploss_cooldown": _stoploss,
+}
 
 
-def judge(history: History, limits: Limits, now: datetime,
-          marks: Mapping[str, ResumeMark] | None = None) -> Breakers:
+def judge(
+    history: History, limits: Limits, now: datetime, marks: Mapping[str, ResumeMark] | None = None
+) -> Breakers:
     """Every armed breaker's verdict for one account, from its own history alone."""
     marks = marks or {}
     verdicts: dict[str, Verdict] = {
         rule: _JUDGES[rule](history, limits, now, marks.get(rule))
-        for rule in BREAKERS if rule in limits.armed}
-    figures = {"drawdown_pct": drawdown_pct(history), "trade_count": history.trade_count,
-               "day_loss": day_loss(history, now)}
+        for rule in BREAKERS
+        if rule in limits.armed
+    }
+    figures = {
+        "drawdown_pct": drawdown_pct(history),
+        "trade_count": history.trade_count,
+        "day_loss": day_loss(history, now),
+    }
     return Breakers(account_id=history.account_id, at=now, verdicts=verdicts, figures=figures)
 
 
 def resume_marks(breakers: Breakers) -> dict[str, ResumeMark]:
     """Marks that resume every tripped breaker of ``breakers`` at its current figures."""
     figures = breakers.figures
-    return {rule: ResumeMark(rule=rule, at=breakers.at, drawdown_pct=figures["drawdown_pct"],
-                             trade_count=figures["trade_count"], day_loss=figures["day_loss"])
-            for rule in breakers.tripped}
+    return {
+        rule: ResumeMark(
+            rule=rule,
+            at=breakers.at,
+            drawdown_pct=figures["drawdown_pct"],
+            trade_count=figures["trade_count"],
+            day_loss=figures["day_loss"],
+        )
+        for rule in breakers.tripped
+    }

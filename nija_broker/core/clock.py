@@ -148,11 +148,11 @@ class MockClock:
     timers it makes due fire on the loop's next turn.
     """
 
-    def __init__(self, start: datetime | None = None, *,
-                 autojump_threshold: float = 0.002) -> None:
+    def __init__(self, start: datetime | None = None, *, autojump_threshold: float = 0.002) -> None:
         if not autojump_threshold >= 0:
-            raise ValueError(f"autojump_threshold must be >= 0 real seconds, "
-                             f"got {autojump_threshold!r}")
+            raise ValueError(
+                f"autojump_threshold must be >= 0 real seconds, got {autojump_threshold!r}"
+            )
         self._start = _aware_start(start, "MockClock")
         self._mono = 0.0
         self.autojump_threshold = autojump_threshold
@@ -173,8 +173,10 @@ class MockClock:
 
     async def sleep(self, seconds: float) -> None:
         if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError("MockClock.sleep runs only on the clock's own loop: "
-                               "use clock.run(...) or clock.new_event_loop()")
+            raise RuntimeError(
+                "MockClock.sleep runs only on the clock's own loop: "
+                "use clock.run(...) or clock.new_event_loop()"
+            )
         await asyncio.sleep(max(seconds, 0.0))
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
@@ -210,8 +212,9 @@ class _MockLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._mock_clock.monotonic()
 
-    def run_in_executor(self, executor: concurrent.futures.Executor | None,
-                        func: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None, func: Callable[[*Ts], T], *args: *Ts
+    ) -> asyncio.Future[T]:
         future = super().run_in_executor(executor, func, *args)
         self._jobs += 1
         future.add_done_callback(self._job_done)
@@ -271,8 +274,9 @@ DEFAULT_CALL_TIMEOUT_S = 15.0
 """Seconds an exchange call may take, retries included, where nothing else says: the
 reconciler's ``call_timeout_s`` and the ccxt adapter's own both default to it."""
 
-_call_deadline: contextvars.ContextVar[tuple[float, asyncio.Task[Any] | None] | None] = \
+_call_deadline: contextvars.ContextVar[tuple[float, asyncio.Task[Any] | None] | None] = (
     contextvars.ContextVar("nija_broker_call_deadline", default=None)
+)
 
 
 def current_deadline() -> float | None:

@@ -51,8 +51,9 @@ class IllegalTransition(StateError):
 class ExchangeError(NijaBrokerError):
     """Raised for anything an exchange answered or failed to answer."""
 
-    def __init__(self, message: str, *, exchange: str | None = None,
-                 account_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, exchange: str | None = None, account_id: str | None = None
+    ) -> None:
         self.exchange = exchange
         self.account_id = account_id
         super().__init__(message)
@@ -73,8 +74,15 @@ class ImpossibleAnswer(ExchangeError):
     ``order_id`` and ``field`` name what was wrong, for the attention event.
     """
 
-    def __init__(self, message: str, *, order_id: str | None = None, field: str | None = None,
-                 exchange: str | None = None, account_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        order_id: str | None = None,
+        field: str | None = None,
+        exchange: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
         self.order_id = order_id
         self.field = field
         super().__init__(message, exchange=exchange, account_id=account_id)

@@ -113,8 +113,9 @@ _BY_STATUS: dict[OrderStatus, type[OrderEvent]] = {
 }
 
 
-def order_event(previous: Order | None, order: Order, fill: Fill | None,
-                at: datetime) -> OrderEvent:
+def order_event(
+    previous: Order | None, order: Order, fill: Fill | None, at: datetime
+) -> OrderEvent:
     """The event class that says what happened between ``previous`` and ``order``."""
     if previous is None:
         cls: type[OrderEvent] = OrderAdopted

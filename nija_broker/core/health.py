@@ -72,10 +72,16 @@ class AccountLive:
     fetches in a row: the guard then believes the exchange's balance."""
 
     @classmethod
-    def create(cls, account_id: str, table: TierTable, pinned: str | None = None,
-               quote_currency: str = "USD") -> AccountLive:
-        return cls(account_id=account_id, tier=TierTracker(table, pinned),
-                   quote_currency=quote_currency)
+    def create(
+        cls,
+        account_id: str,
+        table: TierTable,
+        pinned: str | None = None,
+        quote_currency: str = "USD",
+    ) -> AccountLive:
+        return cls(
+            account_id=account_id, tier=TierTracker(table, pinned), quote_currency=quote_currency
+        )
 
     def policy(self) -> TierPolicy | None:
         """The account's tier now; ``None`` until its equity is known (unless pinned)."""

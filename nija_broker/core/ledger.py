@@ -30,8 +30,15 @@ from nija_broker.core.errors import StateError
 from nija_broker.core.models import Fill, Position, Side, TradeRecord
 from nija_broker.core.symbols import normalize_symbol
 
-__all__ = ["DUST_REL", "BookResult", "Ledger", "StoredKeys", "apply_fill", "fill_sort_key",
-           "replay"]
+__all__ = [
+    "DUST_REL",
+    "BookResult",
+    "Ledger",
+    "StoredKeys",
+    "apply_fill",
+    "fill_sort_key",
+    "replay",
+]
 
 # A reduction that leaves less than this fraction of the quantities involved is
 # a full close: 0.3 - 0.1 - 0.2 must not leave a 2.8e-17 phantom position.
@@ -265,9 +272,7 @@ class Ledger:
                     f"given to the ledger of {account_id!r}"
                 )
             if position.symbol in self._positions:
-                raise StateError(
-                    f"two positions for {position.symbol} on account {account_id!r}"
-                )
+                raise StateError(f"two positions for {position.symbol} on account {account_id!r}")
             if position.quantity > 0:
                 self._positions[position.symbol] = position
 

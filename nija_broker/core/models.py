@@ -249,8 +249,9 @@ class Fill(_Model):
             )
         if self.fee_currency is not None and self.fee_currency != self.fee_currency.upper():
             object.__setattr__(self, "fee_currency", self.fee_currency.upper())
-        if not self.fee_valued and (self.fee != 0.0 or not self.fee_cost
-                                    or self.fee_currency is None):
+        if not self.fee_valued and (
+            self.fee != 0.0 or not self.fee_cost or self.fee_currency is None
+        ):
             raise ValueError(
                 f"fill of order {self.order_id!r}: an unvalued fee is kept as fee_cost and "
                 f"fee_currency with fee 0, got fee={self.fee!r} fee_cost={self.fee_cost!r} "

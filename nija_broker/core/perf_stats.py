@@ -190,8 +190,9 @@ class EquityCurve:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["last_timestamp"] = (self.last_timestamp.isoformat()
-                                  if self.last_timestamp is not None else None)
+        data["last_timestamp"] = (
+            self.last_timestamp.isoformat() if self.last_timestamp is not None else None
+        )
         data["day"] = self.day.isoformat() if self.day is not None else None
         data["daily_returns"] = self.daily_returns.to_dict()
         return data
@@ -201,10 +202,12 @@ class EquityCurve:
         special = {"last_timestamp", "day", "daily_returns"}
         values = {f.name: data[f.name] for f in fields(cls) if f.name not in special}
         stamp, day = data["last_timestamp"], data["day"]
-        return cls(**values,
-                   last_timestamp=datetime.fromisoformat(stamp) if stamp is not None else None,
-                   day=date.fromisoformat(day) if day is not None else None,
-                   daily_returns=Welford.from_dict(data["daily_returns"]))
+        return cls(
+            **values,
+            last_timestamp=datetime.fromisoformat(stamp) if stamp is not None else None,
+            day=date.fromisoformat(day) if day is not None else None,
+            daily_returns=Welford.from_dict(data["daily_returns"]),
+        )
 
     @property
     def current_drawdown(self) -> float:

@@ -158,8 +158,9 @@ class PerformanceTracker:
             tracker._keep(trade)
         for point in equity_points:
             timestamp, equity = _unpack_point(account_id, point)
-            tracker._points.append(EquityPoint(account_id=account_id, timestamp=utc(timestamp),
-                                               equity=equity))
+            tracker._points.append(
+                EquityPoint(account_id=account_id, timestamp=utc(timestamp), equity=equity)
+            )
         return tracker
 
     def _keep(self, trade: TradeRecord) -> None:

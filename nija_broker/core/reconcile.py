@@ -113,8 +113,9 @@ def _same(a: Order, b: Order) -> bool:
     )
 
 
-def fill_between(previous: Order | None, order: Order, at: datetime, *,
-                 booked: float | None = None) -> Fill | str | None:
+def fill_between(
+    previous: Order | None, order: Order, at: datetime, *, booked: float | None = None
+) -> Fill | str | None:
     """The fill booked by ``previous -> order``; ``None`` if nothing more was filled.
 
     The cumulative rule, for venues that report no trades: the fill's amount is
@@ -164,8 +165,9 @@ def fill_between(previous: Order | None, order: Order, at: datetime, *,
     )
 
 
-def _change(previous: Order | None, fresh: Order, at: datetime,
-            price_step: float | None = None) -> Event | None:
+def _change(
+    previous: Order | None, fresh: Order, at: datetime, price_step: float | None = None
+) -> Event | None:
     """The event for ``previous -> fresh`` (with roles carried over), or ``None`` if nothing new.
 
     The event's ``fill`` only classifies the change (more filled or not); the fill
@@ -173,8 +175,9 @@ def _change(previous: Order | None, fresh: Order, at: datetime,
     """
     problem = _impossible(fresh, price_step)
     if problem is not None:
-        return AttentionRequired(account_id=fresh.account_id, at=at, reason=problem,
-                                 order_id=fresh.id)
+        return AttentionRequired(
+            account_id=fresh.account_id, at=at, reason=problem, order_id=fresh.id
+        )
     if previous is None:
         order = adopt(fresh)
     else:
@@ -182,8 +185,9 @@ def _change(previous: Order | None, fresh: Order, at: datetime,
             return None
         problem = _contradiction(previous, fresh)
         if problem is not None:
-            return AttentionRequired(account_id=fresh.account_id, at=at, reason=problem,
-                                     order_id=fresh.id)
+            return AttentionRequired(
+                account_id=fresh.account_id, at=at, reason=problem, order_id=fresh.id
+            )
         order = _carry(previous, fresh)
     fill = fill_between(previous, order, at)
     return order_event(previous, order, fill if isinstance(fill, Fill) else None, at)
@@ -202,13 +206,17 @@ def _impossible(order: Order, price_step: float | None) -> str | None:
         return None
     slack = price_step / 2 if price_step else order.price * _PRICE_REL
     if order.side is Side.BUY and order.average > order.price + slack:
-        return (f"exchange reports limit buy {order.id} on {order.symbol} filled at an average "
-                f"{order.average!r}, above its limit {order.price!r} (field: average); nothing "
-                "is booked from this report")
+        return (
+            f"exchange reports limit buy {order.id} on {order.symbol} filled at an average "
+            f"{order.average!r}, above its limit {order.price!r} (field: average); nothing "
+            "is booked from this report"
+        )
     if order.side is Side.SELL and order.average < order.price - slack:
-        return (f"exchange reports limit sell {order.id} on {order.symbol} filled at an "
-                f"average {order.average!r}, below its limit {order.price!r} (field: average); "
-                "nothing is booked from this report")
+        return (
+            f"exchange reports limit sell {order.id} on {order.symbol} filled at an "
+            f"average {order.average!r}, below its limit {order.price!r} (field: average); "
+            "nothing is booked from this report"
+        )
     return None
 
 
@@ -231,8 +239,12 @@ def _contradiction(previous: Order, fresh: Order) -> str | None:
     return None
 
 
-def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime,
-         price_steps: Mapping[str, float] | None = None) -> list[Event]:
+def diff(
+    tracked: Mapping[str, Order],
+    snapshot: Snapshot,
+    now: datetime,
+    price_steps: Mapping[str, float] | None = None,
+) -> list[Event]:
     """Events that bring ``tracked`` (one account's live orders, by id) in line with ``snapshot``.
 
     - an order listed but not tracked: :class:`OrderAdopted` (role inferred);
@@ -258,8 +270,9 @@ def diff(tracked: Mapping[str, Order], snapshot: Snapshot, now: datetime,
     return events
 
 
-def resolve(tracked: Order | None, answer: Order, now: datetime,
-            price_step: float | None = None) -> Event | None:
+def resolve(
+    tracked: Order | None, answer: Order, now: datetime, price_step: float | None = None
+) -> Event | None:
     """What the exchange's own answer about ONE order means for the tracker.
 
     This is the only evidence that ends an order (DESIGN invariant 2). An
@@ -291,8 +304,9 @@ HOLD_MISMATCH_REL = 0.02
 _MONEY = frozenset({"USD", "USDT", "USDC", "EUR", "GBP"})
 
 
-def hold_mismatches(open_orders: Iterable[Order], balances: Mapping[str, Balance],
-                    fee_rate: float) -> list[str]:
+def hold_mismatches(
+    open_orders: Iterable[Order], balances: Mapping[str, Balance], fee_rate: float
+) -> list[str]:
     """Where the exchange's ``used`` balance disagrees with what our open orders lock.
 
     Each open buy locks quote (remaining x price, plus the fee on exchanges that

@@ -78,8 +78,14 @@ class ReconcilerSettings:
     """Symbols the closed-orders sweep always covers, besides those the account touched."""
 
     def __post_init__(self) -> None:
-        for name in ("poll_interval_s", "balance_interval_s", "call_timeout_s",
-                     "shutdown_timeout_s", "max_backoff_s", "fatal_retry_s"):
+        for name in (
+            "poll_interval_s",
+            "balance_interval_s",
+            "call_timeout_s",
+            "shutdown_timeout_s",
+            "max_backoff_s",
+            "fatal_retry_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")

@@ -30,10 +30,23 @@ _PAIR_CODE = re.compile(r"[A-Z0-9]{2,40}")
 # ccxt 4.5's kraken ``commonCurrencies`` gives. CHF has no Z code on Kraken (its pairs are
 # XBTCHF, USDCHF), and ZCHF is Frankencoin's ticker, so ZCHF is deliberately absent.
 _KRAKEN_ASSETS: dict[str, str] = {
-    "XXBT": "BTC", "XETH": "ETH", "XLTC": "LTC", "XXRP": "XRP", "XXLM": "XLM",
-    "XXMR": "XMR", "XZEC": "ZEC", "XETC": "ETC", "XREP": "REP", "XMLN": "MLN",
+    "XXBT": "BTC",
+    "XETH": "ETH",
+    "XLTC": "LTC",
+    "XXRP": "XRP",
+    "XXLM": "XLM",
+    "XXMR": "XMR",
+    "XZEC": "ZEC",
+    "XETC": "ETC",
+    "XREP": "REP",
+    "XMLN": "MLN",
     "XXDG": "DOGE",
-    "ZUSD": "USD", "ZEUR": "EUR", "ZGBP": "GBP", "ZCAD": "CAD", "ZJPY": "JPY", "ZAUD": "AUD",
+    "ZUSD": "USD",
+    "ZEUR": "EUR",
+    "ZGBP": "GBP",
+    "ZCAD": "CAD",
+    "ZJPY": "JPY",
+    "ZAUD": "AUD",
 }
 # Kraken's short names (the altnames of XXBT and XXDG) join the table.
 _ALIASES: dict[str, str] = {**_KRAKEN_ASSETS, "XBT": "BTC", "XDG": "DOGE"}
@@ -109,8 +122,9 @@ def _market_symbol(value: str, unified: str) -> str:
     try:
         return normalize_symbol(unified)
     except ValueError:
-        raise ValueError(f"symbol {value!r} is the market {unified!r}, "
-                         "which is not a spot 'BASE/QUOTE' pair") from None
+        raise ValueError(
+            f"symbol {value!r} is the market {unified!r}, which is not a spot 'BASE/QUOTE' pair"
+        ) from None
 
 
 def _split_pair_code(code: str) -> tuple[str, str] | None:

@@ -73,22 +73,27 @@ class TierPolicy(BaseModel):
         if self.resume_drawdown_pct >= self.max_drawdown_pct:
             raise ValueError(
                 f"resume_drawdown_pct ({self.resume_drawdown_pct:g}) must be below "
-                f"max_drawdown_pct ({self.max_drawdown_pct:g}) in tier {self.name}")
+                f"max_drawdown_pct ({self.max_drawdown_pct:g}) in tier {self.name}"
+            )
         if len(set(self.breakers)) != len(self.breakers):
-            raise ValueError(f"breakers of tier {self.name} name one breaker twice: "
-                             f"{list(self.breakers)}")
+            raise ValueError(
+                f"breakers of tier {self.name} name one breaker twice: {list(self.breakers)}"
+            )
         return self
 
     def limits(self) -> Limits:
         """This tier's breaker settings, as :func:`nija_broker.core.breakers.judge` takes them."""
         return Limits(
-            armed=frozenset(self.breakers), max_drawdown_pct=self.max_drawdown_pct,
+            armed=frozenset(self.breakers),
+            max_drawdown_pct=self.max_drawdown_pct,
             resume_drawdown_pct=self.resume_drawdown_pct,
             expectancy_window=self.expectancy_window,
             max_daily_loss_pct=self.max_daily_loss_pct,
-            max_daily_loss_usd=self.max_daily_loss_usd, max_loss_streak=self.max_loss_streak,
+            max_daily_loss_usd=self.max_daily_loss_usd,
+            max_loss_streak=self.max_loss_streak,
             loss_streak_cooldown_s=self.loss_streak_cooldown_s,
-            stoploss_cooldown_s=self.stoploss_cooldown_s)
+            stoploss_cooldown_s=self.stoploss_cooldown_s,
+        )
 
 
 BELOW_MIN = "BELOW_MIN"
@@ -98,23 +103,45 @@ STANDARD = "STANDARD"
 
 DEFAULT_TIERS: tuple[TierPolicy, ...] = (
     TierPolicy(
-        name=BELOW_MIN, min_equity_usd=0.0, entries_allowed=False, max_positions=0,
-        allow_dca=False, allow_multiple_entries_same_symbol=False,
+        name=BELOW_MIN,
+        min_equity_usd=0.0,
+        entries_allowed=False,
+        max_positions=0,
+        allow_dca=False,
+        allow_multiple_entries_same_symbol=False,
     ),
     TierPolicy(
-        name=MICRO_CAP, min_equity_usd=15.0, max_positions=4, allow_dca=False,
-        allow_multiple_entries_same_symbol=False, fragmentation_threshold=0.30,
-        fragmentation_blocks_entries=True, min_trade_usd=5.0, breakers=BREAKERS,
+        name=MICRO_CAP,
+        min_equity_usd=15.0,
+        max_positions=4,
+        allow_dca=False,
+        allow_multiple_entries_same_symbol=False,
+        fragmentation_threshold=0.30,
+        fragmentation_blocks_entries=True,
+        min_trade_usd=5.0,
+        breakers=BREAKERS,
     ),
     TierPolicy(
-        name=SMALL_CAP, min_equity_usd=500.0, max_positions=5, allow_dca=False,
-        allow_multiple_entries_same_symbol=False, fragmentation_threshold=0.40,
-        fragmentation_blocks_entries=True, min_trade_usd=10.0, breakers=BREAKERS,
+        name=SMALL_CAP,
+        min_equity_usd=500.0,
+        max_positions=5,
+        allow_dca=False,
+        allow_multiple_entries_same_symbol=False,
+        fragmentation_threshold=0.40,
+        fragmentation_blocks_entries=True,
+        min_trade_usd=10.0,
+        breakers=BREAKERS,
     ),
     TierPolicy(
-        name=STANDARD, min_equity_usd=1000.0, max_positions=6, allow_dca=True,
-        allow_multiple_entries_same_symbol=True, fragmentation_threshold=0.50,
-        fragmentation_blocks_entries=False, min_trade_usd=10.0, fail_closed=False,
+        name=STANDARD,
+        min_equity_usd=1000.0,
+        max_positions=6,
+        allow_dca=True,
+        allow_multiple_entries_same_symbol=True,
+        fragmentation_threshold=0.50,
+        fragmentation_blocks_entries=False,
+        min_trade_usd=10.0,
+        fail_closed=False,
     ),
 )
 
@@ -122,8 +149,9 @@ DEFAULT_TIERS: tuple[TierPolicy, ...] = (
 class TierTable:
     """Ordered tiers and the hysteresis that moves accounts between them."""
 
-    def __init__(self, tiers: tuple[TierPolicy, ...] = DEFAULT_TIERS,
-                 hysteresis_pct: float = 2.0) -> None:
+    def __init__(
+        self, tiers: tuple[TierPolicy, ...] = DEFAULT_TIERS, hysteresis_pct: float = 2.0
+    ) -> None:
         if not tiers:
             raise ValueError("at least one tier is required")
         ordered = tuple(sorted(tiers, key=lambda t: t.min_equity_usd))

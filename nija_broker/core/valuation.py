@@ -50,7 +50,17 @@ __all__ = [
 ]
 
 LEGS: tuple[str, ...] = (
-    "USD", "USDT", "USDC", "FDUSD", "DAI", "PYUSD", "TUSD", "USDP", "BUSD", "GUSD", "USDS",
+    "USD",
+    "USDT",
+    "USDC",
+    "FDUSD",
+    "DAI",
+    "PYUSD",
+    "TUSD",
+    "USDP",
+    "BUSD",
+    "GUSD",
+    "USDS",
     "RLUSD",
 )
 """Currencies a holding may be valued through when no ticker to the quote exists, in the
@@ -200,8 +210,9 @@ class Valuation:
         )
 
 
-def value_balances(balances: Mapping[str, Balance], prices: Mapping[str, float],
-                   quote: str) -> Valuation:
+def value_balances(
+    balances: Mapping[str, Balance], prices: Mapping[str, float], quote: str
+) -> Valuation:
     """Every currency held, valued in ``quote`` at ``prices`` (symbol -> price)."""
     usable = _usable(prices)
     values: dict[str, float] = {}
@@ -215,16 +226,18 @@ def value_balances(balances: Mapping[str, Balance], prices: Mapping[str, float],
             unvalued.append(currency)
         else:
             values[currency] = amount * unit
-    return Valuation(quote=quote, equity=math.fsum(values.values()), values=values,
-                     unvalued=tuple(unvalued))
+    return Valuation(
+        quote=quote, equity=math.fsum(values.values()), values=values, unvalued=tuple(unvalued)
+    )
 
 
 def _held(balances: Mapping[str, Balance]) -> Iterable[str]:
     return (currency for currency, balance in balances.items() if held_amount(balance) > 0)
 
 
-def tickers_to_fetch(balances: Mapping[str, Balance], quote: str,
-                     markets: Collection[str]) -> list[str]:
+def tickers_to_fetch(
+    balances: Mapping[str, Balance], quote: str, markets: Collection[str]
+) -> list[str]:
     """The ticker symbols that value every currency held in ``quote``, on these ``markets``.
 
     ``markets`` are the exchange's symbols (a mapping of them will do). With
@@ -245,8 +258,9 @@ def tickers_to_fetch(balances: Mapping[str, Balance], quote: str,
     return sorted(wanted)
 
 
-def order_symbols(balances: Mapping[str, Balance], quote: str,
-                  markets: Mapping[str, Market]) -> set[str]:
+def order_symbols(
+    balances: Mapping[str, Balance], quote: str, markets: Mapping[str, Market]
+) -> set[str]:
     """Markets where an order on a held currency may rest, for venues listed one symbol at a time.
 
     For every currency held that is not money for the account: its market

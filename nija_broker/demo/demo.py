@@ -57,9 +57,16 @@ _REDRAW_S = 0.5
 _STORE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
-def run_demo(*, duration_s: float = DEMO_DURATION_S, seed: int = 7, exchange: str = "binance",
-             out_dir: Path | None = None, stream: TextIO = sys.stdout,
-             interactive: bool | None = None, config_path: Path | None = None) -> int:
+def run_demo(
+    *,
+    duration_s: float = DEMO_DURATION_S,
+    seed: int = 7,
+    exchange: str = "binance",
+    out_dir: Path | None = None,
+    stream: TextIO = sys.stdout,
+    interactive: bool | None = None,
+    config_path: Path | None = None,
+) -> int:
     """Run the demo and return the process exit code (0 on success).
 
     ``out_dir`` receives the reports and the demo's store (a previous demo's
@@ -68,22 +75,31 @@ def run_demo(*, duration_s: float = DEMO_DURATION_S, seed: int = 7, exchange: st
     ``stream`` is a terminal). Ctrl-C stops the run and shuts everything down.
     """
     if not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
-        stream.write(f"nija-broker demo: --duration must be between {MIN_DURATION_S:g} and "
-                     f"{MAX_DURATION_S:g} seconds, got {duration_s:g}\n")
+        stream.write(
+            f"nija-broker demo: --duration must be between {MIN_DURATION_S:g} and "
+            f"{MAX_DURATION_S:g} seconds, got {duration_s:g}\n"
+        )
         return 2
     if exchange not in EXCHANGES:
-        stream.write(f"nija-broker demo: --exchange must be one of "
-                     f"{', '.join(sorted(EXCHANGES))}, got {exchange!r}\n")
+        stream.write(
+            f"nija-broker demo: --exchange must be one of "
+            f"{', '.join(sorted(EXCHANGES))}, got {exchange!r}\n"
+        )
         return 2
     if interactive is None:
         interactive = stream.isatty()
-    target = out_dir if out_dir is not None else Path(
-        tempfile.mkdtemp(prefix="nija-broker-demo-"))
+    target = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="nija-broker-demo-"))
     try:
         raw = read_demo_toml(config_path or DEFAULT_CONFIG_PATH)
         target.mkdir(parents=True, exist_ok=True)
-        demo = _Demo(duration_s=duration_s, seed=seed, exchange=exchange, out_dir=target,
-                     stream=stream, interactive=interactive)
+        demo = _Demo(
+            duration_s=duration_s,
+            seed=seed,
+            exchange=exchange,
+            out_dir=target,
+            stream=stream,
+            interactive=interactive,
+        )
         return asyncio.run(demo.run(raw))
     except ConfigError as exc:
         stream.write(f"nija-broker demo: {exc}\n")
@@ -95,16 +111,25 @@ def run_demo(*, duration_s: float = DEMO_DURATION_S, seed: int = 7, exchange: st
 
 
 class _Demo:
-    def __init__(self, *, duration_s: float, seed: int, exchange: str, out_dir: Path,
-                 stream: TextIO, interactive: bool) -> None:
+    def __init__(
+        self,
+        *,
+        duration_s: float,
+        seed: int,
+        exchange: str,
+        out_dir: Path,
+        stream: TextIO,
+        interactive: bool,
+    ) -> None:
         self.duration_s = duration_s
         self.seed = seed
         self.exchange = exchange
         self.out_dir = out_dir
         self.clock: Clock = SystemClock()
         self.started_at = self.clock.monotonic()
-        self.view = DemoView(stream, interactive=interactive,
-                             table_every_s=max(2.0, min(5.0, duration_s / 6)))
+        self.view = DemoView(
+            stream, interactive=interactive, table_every_s=max(2.0, min(5.0, duration_s / 6))
+        )
         self.tallies: dict[str, AccountTally] = {}
         self.tiers: dict[str, str] = {}
         self.trades_seen: dict[str, int] = {}
@@ -119,23 +144,34 @@ class _Demo:
     async def run(self, raw: dict[str, object]) -> int:
         world = await start_world(self.exchange, self.seed, raw)
         try:
-            config = demo_config(raw, exchange=self.exchange, server_url=world.server.url,
-                                 out_dir=self.out_dir, duration_s=self.duration_s)
+            config = demo_config(
+                raw,
+                exchange=self.exchange,
+                server_url=world.server.url,
+                out_dir=self.out_dir,
+                duration_s=self.duration_s,
+            )
             # The emulator starts empty: so does the store. Cleared under the store's lock,
             # so never under a demo still running on it (that one makes this one exit 2).
             with StoreLock.acquire(config.store.path):
                 _remove_store(config.store.path)
             self._intro(world, config)
             # config/demo.toml's [reconciler] table; the seed also fixes the poll jitter.
-            settings = dataclasses.replace(config.reconciler.settings(config.accounts),
-                                           seed=self.seed)
-            async with Broker(config, clock=self.clock, environ=world.environ,
-                              exchanges=local_exchanges(world, config, self.clock),
-                              reconciler_settings=settings) as broker:
+            settings = dataclasses.replace(
+                config.reconciler.settings(config.accounts), seed=self.seed
+            )
+            async with Broker(
+                config,
+                clock=self.clock,
+                environ=world.environ,
+                exchanges=local_exchanges(world, config, self.clock),
+                reconciler_settings=settings,
+            ) as broker:
                 self.tallies = {a.id: AccountTally() for a in config.accounts}
                 if broker.api is not None:
-                    self.view.intro(f"local API while it runs: {broker.api.url}/v1/accounts "
-                                    "and /metrics")
+                    self.view.intro(
+                        f"local API while it runs: {broker.api.url}/v1/accounts and /metrics"
+                    )
                 await self._story(broker, world)
                 self._finish(broker, world)
         finally:
@@ -144,17 +180,22 @@ class _Demo:
 
     def _intro(self, world: DemoWorld, config: Config) -> None:
         write = self.view.intro
-        write(f"nija-broker demo ({self.exchange} emulator, seed {self.seed}, "
-              f"{self.duration_s:g}s)")
+        write(
+            f"nija-broker demo ({self.exchange} emulator, seed {self.seed}, {self.duration_s:g}s)"
+        )
         write(f"emulator: {world.server.url} (loopback only, demo keys made up for this run)")
         table = config.tier_table()
         for account in config.accounts:
             balance = world.engine.balances(account.id)[world.quote].total
-            write(f"  {account.id:<11} starts with {balance:>9,.2f} {world.quote}: tier "
-                  f"{table.band(balance).name}")
+            write(
+                f"  {account.id:<11} starts with {balance:>9,.2f} {world.quote}: tier "
+                f"{table.band(balance).name}"
+            )
         micro = table.get("MICRO_CAP")
-        write(f"a resting MICRO_CAP entry is stale after {micro.stale_max_age_s:g}s; "
-              f"reports go to {self.out_dir}")
+        write(
+            f"a resting MICRO_CAP entry is stale after {micro.stale_max_age_s:g}s; "
+            f"reports go to {self.out_dir}"
+        )
 
     async def _story(self, broker: Broker, world: DemoWorld) -> None:
         assert broker.reconciler is not None
@@ -177,7 +218,8 @@ class _Demo:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, OrderAdopted) and (
-                event.order.client_order_id in self.bots_client_ids):
+            event.order.client_order_id in self.bots_client_ids
+        ):
             # The bot's own order, listed by a poll before the guard's answer reached the
             # book: it went through the guard, so it was not placed outside nija_broker.
             return
@@ -220,19 +262,22 @@ class _Demo:
         rows = broker.status()
         self.view.table(rows, self.elapsed_s(), force=True)
         self.view.replay()
-        write(f"summary after {self.elapsed_s():.1f}s, per account (never added up across "
-              "accounts):")
+        write(
+            f"summary after {self.elapsed_s():.1f}s, per account (never added up across accounts):"
+        )
         for row in rows:
             book = broker.books.get(row.account_id)
             fills = len(broker.store.fills(row.account_id)) if broker.store else 0
-            for text in summary_lines(row, book.metrics(), self.tallies[row.account_id],
-                                      world.quote, fills):
+            for text in summary_lines(
+                row, book.metrics(), self.tallies[row.account_id], world.quote, fills
+            ):
                 write(text)
         write("\nreports:")
         now = self.clock.now()
         for row in rows:
-            path = write_report(broker.books.get(row.account_id), self.out_dir,
-                                store=broker.store, now=now)
+            path = write_report(
+                broker.books.get(row.account_id), self.out_dir, store=broker.store, now=now
+            )
             write(f"  {row.account_id:<11} {path}")
         alice = self.tallies.get(ALICE)
         if alice is not None and not alice.stale_cancelled:
@@ -257,28 +302,42 @@ def run_emulator(argv: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nija-broker demo",
-        description="Run nija_broker offline against the built-in exchange emulator.")
+        description="Run nija_broker offline against the built-in exchange emulator.",
+    )
     add_demo_arguments(parser)
     return parser
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's options, for a stand-alone parser or a CLI subcommand."""
-    parser.add_argument("--duration", type=float, default=DEMO_DURATION_S, metavar="S",
-                        help=f"run length in seconds (default {DEMO_DURATION_S:g}, "
-                             f"at least {MIN_DURATION_S:g})")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=DEMO_DURATION_S,
+        metavar="S",
+        help=f"run length in seconds (default {DEMO_DURATION_S:g}, at least {MIN_DURATION_S:g})",
+    )
     parser.add_argument("--seed", type=int, default=7, help="price path seed (default 7)")
-    parser.add_argument("--exchange", choices=sorted(EXCHANGES), default="binance",
-                        help="emulated exchange dialect (default binance)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="where reports (and the demo's store) go; default a new "
-                             "temporary directory")
+    parser.add_argument(
+        "--exchange",
+        choices=sorted(EXCHANGES),
+        default="binance",
+        help="emulated exchange dialect (default binance)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where reports (and the demo's store) go; default a new temporary directory",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_demo(duration_s=args.duration, seed=args.seed, exchange=args.exchange,
-                    out_dir=args.out)
+    return run_demo(
+        duration_s=args.duration, seed=args.seed, exchange=args.exchange, out_dir=args.out
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,16 @@ from nija_broker.demo.view import AccountTally, line, order_text
 from nija_broker.demo.world import DemoWorld
 from nija_broker.service.runtime import Broker
 
-__all__ = ["ALICE", "BEATS", "BOB", "CATCH_UP_LIMIT_S", "PLATFORM", "STEP_INTERVAL_S", "Beat",
-           "DemoBot"]
+__all__ = [
+    "ALICE",
+    "BEATS",
+    "BOB",
+    "CATCH_UP_LIMIT_S",
+    "PLATFORM",
+    "STEP_INTERVAL_S",
+    "Beat",
+    "DemoBot",
+]
 
 PLATFORM, ALICE, BOB = "PLATFORM", "USER:alice", "USER:bob"
 
@@ -76,15 +84,20 @@ def _path(start: float, moves_pct: Sequence[float]) -> list[float]:
 def _resting(order: Order) -> tuple[str, str, str, str, str]:
     """What an open order is, for comparing the exchange's with the book's."""
     price = "market" if order.price is None else f"{order.price:.10g}"
-    return (order.symbol, order.side.value, price, f"{order.amount:.10g}",
-            f"{order.filled:.10g}")
+    return (order.symbol, order.side.value, price, f"{order.amount:.10g}", f"{order.filled:.10g}")
 
 
 class DemoBot:
     """Places the story's orders; reports each answer (or block) through ``log``."""
 
-    def __init__(self, broker: Broker, world: DemoWorld, tallies: dict[str, AccountTally],
-                 log: Log, clock: Clock) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        world: DemoWorld,
+        tallies: dict[str, AccountTally],
+        log: Log,
+        clock: Clock,
+    ) -> None:
         self.broker = broker
         self.world = world
         self.tallies = tallies
@@ -129,8 +142,14 @@ class DemoBot:
         while not self._books_show_the_exchange():
             waited_s = self.clock.monotonic() - started
             if waited_s >= CATCH_UP_LIMIT_S:
-                self.log(line("NOTE", "", f"the books have not caught up with the exchange "
-                              f"after {waited_s:.0f}s; the story goes on"))
+                self.log(
+                    line(
+                        "NOTE",
+                        "",
+                        f"the books have not caught up with the exchange "
+                        f"after {waited_s:.0f}s; the story goes on",
+                    )
+                )
                 break
             await self.clock.sleep(_CATCH_UP_POLL_S)
         return self.clock.monotonic() - started
@@ -146,8 +165,9 @@ class DemoBot:
             return True
         for account_id in self.tallies:
             book = books.get(account_id)
-            if (sorted(map(_resting, engine.open_orders(account_id)))
-                    != sorted(map(_resting, book.orders.open_orders()))):
+            if sorted(map(_resting, engine.open_orders(account_id))) != sorted(
+                map(_resting, book.orders.open_orders())
+            ):
                 return False
             held = {p.symbol: p.quantity for p in book.positions()}
             balances = engine.balances(account_id)
@@ -155,41 +175,66 @@ class DemoBot:
                 balance = balances.get(market.base)
                 exchange_holds = balance.total if balance is not None else 0.0
                 # Equal within the market's amount step (STYLE 14; every demo market has one).
-                if not math.isclose(exchange_holds, held.get(market.symbol, 0.0),
-                                    abs_tol=(market.amount_step or 0.0) / 2):
+                if not math.isclose(
+                    exchange_holds,
+                    held.get(market.symbol, 0.0),
+                    abs_tol=(market.amount_step or 0.0) / 2,
+                ):
                     return False
         return True
 
     def _price(self, base: str) -> float:
         return self.world.engine.price(self.world.symbol(base))
 
-    async def _place(self, account_id: str, base: str, side: Side, amount: float,
-                     price: float, *, post_only: bool = False) -> Order | None:
+    async def _place(
+        self,
+        account_id: str,
+        base: str,
+        side: Side,
+        amount: float,
+        price: float,
+        *,
+        post_only: bool = False,
+    ) -> Order | None:
         """Through the guard, as a guarded bot does. ``None`` when blocked or refused."""
         # Known before the order leaves: a poll may list it before the guard's answer is in.
         client_order_id = new_client_order_id()
         self.client_order_ids.add(client_order_id)
         request = OrderRequest(
-            symbol=self.world.symbol(base), side=side, type=OrderType.LIMIT, amount=amount,
-            price=round(price, 2), post_only=post_only,
+            symbol=self.world.symbol(base),
+            side=side,
+            type=OrderType.LIMIT,
+            amount=amount,
+            price=round(price, 2),
+            post_only=post_only,
             role=OrderRole.ENTRY if side is Side.BUY else OrderRole.EXIT,
-            client_order_id=client_order_id)
-        what = (f"{side.value} {amount:g} {request.symbol} @ {request.price:,.2f}"
-                f"{' post-only' if post_only else ''}")
+            client_order_id=client_order_id,
+        )
+        what = (
+            f"{side.value} {amount:g} {request.symbol} @ {request.price:,.2f}"
+            f"{' post-only' if post_only else ''}"
+        )
         try:
             order: Order = await self.broker.guarded_exchange(account_id).create_order(request)
         except EntryBlocked as blocked:
             self.tallies[account_id].blocked[blocked.rule] += 1
-            self.log(line("BLOCKED", account_id, f"{what}: rule {blocked.rule}: "
-                          f"{blocked.reason}"))
+            self.log(line("BLOCKED", account_id, f"{what}: rule {blocked.rule}: {blocked.reason}"))
             return None
         except NijaBrokerError as exc:
             self.log(line("REFUSED", account_id, f"{what}: {type(exc).__name__}: {exc}"))
             return None
-        state = ("filled at once" if order.status is OrderStatus.FILLED
-                 else f"{order.status.value}, resting on the book")
-        self.log(line("BOT", account_id, f"{order_text(order)} passed the guard: {state} "
-                      f"(order {order.id})"))
+        state = (
+            "filled at once"
+            if order.status is OrderStatus.FILLED
+            else f"{order.status.value}, resting on the book"
+        )
+        self.log(
+            line(
+                "BOT",
+                account_id,
+                f"{order_text(order)} passed the guard: {state} (order {order.id})",
+            )
+        )
         if side is Side.BUY:
             key = (account_id, base)
             self.holdings[key] = self.holdings.get(key, 0.0) + amount
@@ -200,7 +245,8 @@ class DemoBot:
         books = self.broker.books
         symbol = self.world.symbol(base)
         return books is not None and any(
-            p.symbol == symbol and p.quantity > 0 for p in books.get(account_id).positions())
+            p.symbol == symbol and p.quantity > 0 for p in books.get(account_id).positions()
+        )
 
     # ----------------------------------------------------------------- beats
 
@@ -212,55 +258,83 @@ class DemoBot:
 
     async def _resting(self) -> None:
         """Post-only entries below the market, as the live bot places them."""
-        alice = await self._place(ALICE, "ETH", Side.BUY, 0.007, self._price("ETH") * 0.95,
-                                  post_only=True)
+        alice = await self._place(
+            ALICE, "ETH", Side.BUY, 0.007, self._price("ETH") * 0.95, post_only=True
+        )
         if alice is not None:
             self.resting_entry[ALICE] = alice
         await self._place(BOB, "SOL", Side.BUY, 0.7, self._price("SOL") * 0.98, post_only=True)
-        await self._place(PLATFORM, "ETH", Side.BUY, 0.5, self._price("ETH") * 0.985,
-                          post_only=True)
+        await self._place(
+            PLATFORM, "ETH", Side.BUY, 0.5, self._price("ETH") * 0.985, post_only=True
+        )
 
     async def _blocked(self) -> None:
         """Alice is MICRO_CAP: no averaging into BTC, no second ETH entry."""
         if not self._holds(ALICE, "BTC"):
             self.log(line("NOTE", ALICE, "the BTC position is not visible yet"))
         self.log(line("BOT", ALICE, "tries to add to her BTC position (DCA)..."))
-        await self._place(ALICE, "BTC", Side.BUY, 0.0003, self._price("BTC") * 0.99,
-                          post_only=True)
+        await self._place(ALICE, "BTC", Side.BUY, 0.0003, self._price("BTC") * 0.99, post_only=True)
         self.log(line("BOT", ALICE, "tries a second ETH entry next to the resting one..."))
-        await self._place(ALICE, "ETH", Side.BUY, 0.005, self._price("ETH") * 0.97,
-                          post_only=True)
+        await self._place(ALICE, "ETH", Side.BUY, 0.005, self._price("ETH") * 0.97, post_only=True)
 
     async def _adopt(self) -> None:
         """The live bot places an order on the exchange without asking nija_broker."""
         price = round(self._price("SOL") * 0.99, 2)
-        order = self.world.engine.place_order(PLATFORM, OrderRequest(
-            symbol=self.world.symbol("SOL"), side=Side.BUY, type=OrderType.LIMIT, amount=5.0,
-            price=price))
+        order = self.world.engine.place_order(
+            PLATFORM,
+            OrderRequest(
+                symbol=self.world.symbol("SOL"),
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=5.0,
+                price=price,
+            ),
+        )
         self.holdings[(PLATFORM, "SOL")] = self.holdings.get((PLATFORM, "SOL"), 0.0) + 5.0
-        self.log(line("LIVE BOT", PLATFORM, f"{order_text(order)} placed straight on the "
-                      "exchange, nija_broker not asked; the reconciler should adopt it"))
+        self.log(
+            line(
+                "LIVE BOT",
+                PLATFORM,
+                f"{order_text(order)} placed straight on the "
+                "exchange, nija_broker not asked; the reconciler should adopt it",
+            )
+        )
 
     async def _dip(self) -> None:
         """SOL and ETH dip and recover: the resting SOL and PLATFORM ETH entries fill."""
         sol, eth = self._price("SOL"), self._price("ETH")
-        self.world.engine.scripted_path(self.world.symbol("SOL"),
-                                        _path(sol, (-0.5, -1.5, -2.5, -3.5, -3.0, -1.5, -0.5)))
-        self.world.engine.scripted_path(self.world.symbol("ETH"),
-                                        _path(eth, (-1.0, -2.0, -2.5, -1.5, -0.5, 0.5)))
-        self.log(line("MARKET", "", f"SOL dips from {sol:,.2f} towards {sol * 0.965:,.2f}, "
-                      f"ETH from {eth:,.2f} towards {eth * 0.975:,.2f}"))
+        self.world.engine.scripted_path(
+            self.world.symbol("SOL"), _path(sol, (-0.5, -1.5, -2.5, -3.5, -3.0, -1.5, -0.5))
+        )
+        self.world.engine.scripted_path(
+            self.world.symbol("ETH"), _path(eth, (-1.0, -2.0, -2.5, -1.5, -0.5, 0.5))
+        )
+        self.log(
+            line(
+                "MARKET",
+                "",
+                f"SOL dips from {sol:,.2f} towards {sol * 0.965:,.2f}, "
+                f"ETH from {eth:,.2f} towards {eth * 0.975:,.2f}",
+            )
+        )
 
     async def _rally(self) -> None:
         btc = self._price("BTC")
-        self.world.engine.scripted_path(self.world.symbol("BTC"),
-                                        _path(btc, (0.5, 1.0, 1.5, 2.0, 2.5)))
+        self.world.engine.scripted_path(
+            self.world.symbol("BTC"), _path(btc, (0.5, 1.0, 1.5, 2.0, 2.5))
+        )
         self.log(line("MARKET", "", f"BTC rallies from {btc:,.2f} towards {btc * 1.025:,.2f}"))
 
     async def _exits(self) -> None:
         """Marketable sells of what each account bought. Exits always pass the guard."""
-        self.log(line("BOT", "", "takes profit everywhere: sells are exits, and the guard never "
-                      "blocks an exit, not even on MICRO_CAP"))
+        self.log(
+            line(
+                "BOT",
+                "",
+                "takes profit everywhere: sells are exits, and the guard never "
+                "blocks an exit, not even on MICRO_CAP",
+            )
+        )
         for (account_id, base), amount in sorted(self.holdings.items()):
             if account_id == PLATFORM and base == "SOL":
                 continue  # the adopted order's position stays: the live bot owns that trade

@@ -30,8 +30,15 @@ from nija_broker.core.events import (
 from nija_broker.core.models import AccountMetrics, Order, OrderType, TradeRecord
 from nija_broker.service.status import AccountStatus, render_table
 
-__all__ = ["AccountTally", "DemoView", "describe", "line", "order_text", "summary_lines",
-           "trade_line"]
+__all__ = [
+    "AccountTally",
+    "DemoView",
+    "describe",
+    "line",
+    "order_text",
+    "summary_lines",
+    "trade_line",
+]
 
 # ANSI: cursor home, clear screen. Only ever written to a TTY.
 _CLEAR = "\x1b[H\x1b[2J"
@@ -60,34 +67,56 @@ def line(label: str, account_id: str, text: str) -> str:
 def trade_line(trade: TradeRecord) -> str:
     """A closed round trip: what, entry and exit, net result after fees."""
     net = trade.net_pnl if trade.net_pnl is not None else trade.pnl - trade.fees
-    return line("TRADE", trade.account_id, f"{trade.symbol} {_amount(trade.quantity)} closed "
-                f"{trade.entry_price:,.2f} -> {trade.exit_price:,.2f}: net {net:+,.2f} after "
-                f"{trade.fees:,.2f} fees")
+    return line(
+        "TRADE",
+        trade.account_id,
+        f"{trade.symbol} {_amount(trade.quantity)} closed "
+        f"{trade.entry_price:,.2f} -> {trade.exit_price:,.2f}: net {net:+,.2f} after "
+        f"{trade.fees:,.2f} fees",
+    )
 
 
 def describe(event: Event, tiers: dict[str, str]) -> str | None:
     """One log line for ``event``; ``tiers`` (account -> last tier seen) is updated in place."""
     account = event.account_id
     if isinstance(event, OrderAdopted):
-        return line("ADOPTED", account, f"{order_text(event.order)} [{event.order.role.value}] "
-                    f"placed outside nija_broker (order {event.order.id}); now tracked")
+        return line(
+            "ADOPTED",
+            account,
+            f"{order_text(event.order)} [{event.order.role.value}] "
+            f"placed outside nija_broker (order {event.order.id}); now tracked",
+        )
     if isinstance(event, OrderFilled):
         average = event.order.average or event.order.price
-        return line("FILLED", account, f"{order_text(event.order)}, filled at "
-                    f"{_price(average)} (order {event.order.id})")
+        return line(
+            "FILLED",
+            account,
+            f"{order_text(event.order)}, filled at {_price(average)} (order {event.order.id})",
+        )
     if isinstance(event, OrderPartiallyFilled):
-        return line("PARTIAL", account, f"{order_text(event.order)}, "
-                    f"{_amount(event.order.filled)} filled so far (order {event.order.id})")
+        return line(
+            "PARTIAL",
+            account,
+            f"{order_text(event.order)}, "
+            f"{_amount(event.order.filled)} filled so far (order {event.order.id})",
+        )
     if isinstance(event, OrderCancelled | OrderExpired | OrderRejected):
         status = event.order.status.value.upper()
-        return line(status, account, f"{order_text(event.order)} (order {event.order.id}), "
-                    "confirmed by the exchange")
+        return line(
+            status,
+            account,
+            f"{order_text(event.order)} (order {event.order.id}), confirmed by the exchange",
+        )
     if isinstance(event, StaleOrderFound):
         age_s = (event.at - event.order.created_at).total_seconds()
         verb = "cancelling it" if event.action == "cancel" else "alerting"
-        return line("STALE", account, f"{order_text(event.order)} has rested {age_s:.1f}s, "
-                    f"past the tier's {event.max_age_s:g}s limit: {verb} (order "
-                    f"{event.order.id})")
+        return line(
+            "STALE",
+            account,
+            f"{order_text(event.order)} has rested {age_s:.1f}s, "
+            f"past the tier's {event.max_age_s:g}s limit: {verb} (order "
+            f"{event.order.id})",
+        )
     if isinstance(event, BalancesUpdated):
         if tiers.get(account) == event.tier:
             return None
@@ -150,14 +179,17 @@ class DemoView:
         if not self.interactive:
             self.write(stamped)  # on a TTY it shows at the next redraw
 
-    def table(self, rows: Sequence[AccountStatus], elapsed_s: float, *,
-              force: bool = False) -> None:
+    def table(
+        self, rows: Sequence[AccountStatus], elapsed_s: float, *, force: bool = False
+    ) -> None:
         """Redraw (TTY) or print the table, the latter at most every ``table_every_s``."""
         if self.interactive:
-            recent = "\n".join(self._log[-self.RECENT_LINES:]) or "(waiting for events)"
+            recent = "\n".join(self._log[-self.RECENT_LINES :]) or "(waiting for events)"
             intro = "\n".join(self._intro)
-            self.stream.write(f"{_CLEAR}{intro}\n\naccounts at {elapsed_s:.1f}s\n"
-                              f"{render_table(rows)}\nlatest events\n{recent}\n")
+            self.stream.write(
+                f"{_CLEAR}{intro}\n\naccounts at {elapsed_s:.1f}s\n"
+                f"{render_table(rows)}\nlatest events\n{recent}\n"
+            )
             self.stream.flush()
             return
         if not force and elapsed_s - self._last_table_at < self.table_every_s:
@@ -179,12 +211,12 @@ def _money(value: float | None, quote: str) -> str:
     return "-" if value is None else f"{value:,.2f} {quote}"
 
 
-def summary_lines(row: AccountStatus, metrics: AccountMetrics, tally: AccountTally,
-                  quote: str, fills_booked: int) -> list[str]:
+def summary_lines(
+    row: AccountStatus, metrics: AccountMetrics, tally: AccountTally, quote: str, fills_booked: int
+) -> list[str]:
     """The end-of-run summary of ONE account (DESIGN invariant 1: no totals across accounts)."""
-    factor = ("inf" if math.isinf(metrics.profit_factor) else f"{metrics.profit_factor:.2f}")
-    blocked = (", ".join(f"{rule} x{n}" for rule, n in sorted(tally.blocked.items()))
-               or "none")
+    factor = "inf" if math.isinf(metrics.profit_factor) else f"{metrics.profit_factor:.2f}"
+    blocked = ", ".join(f"{rule} x{n}" for rule, n in sorted(tally.blocked.items())) or "none"
     return [
         f"{row.account_id} ({row.tier or 'tier unknown'})",
         f"  equity {_money(row.equity_usd, quote)}, held in orders "
@@ -194,8 +226,7 @@ def summary_lines(row: AccountStatus, metrics: AccountMetrics, tally: AccountTal
         f"{metrics.losing_trades}), net P&L {metrics.total_pnl:+,.2f} {quote} after "
         f"{metrics.total_fees:,.2f} fees, expectancy {metrics.expectancy:+,.2f}, "
         f"profit factor {factor}",
-        f"  drawdown now {metrics.current_drawdown_pct:.2f}%, max "
-        f"{metrics.max_drawdown_pct:.2f}%",
+        f"  drawdown now {metrics.current_drawdown_pct:.2f}%, max {metrics.max_drawdown_pct:.2f}%",
         f"  fills booked {fills_booked}, orders adopted {tally.adopted}, stale cancelled "
         f"{tally.stale_cancelled}, blocked entries: {blocked}",
     ]

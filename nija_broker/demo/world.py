@@ -76,9 +76,9 @@ class DemoWorld:
         return f"{base}/{self.quote}"
 
 
-def demo_keys(exchange: str, account_ids: list[str],
-              env_names: Mapping[str, tuple[str, str]]) -> tuple[dict[str, tuple[str, str]],
-                                                               dict[str, str]]:
+def demo_keys(
+    exchange: str, account_ids: list[str], env_names: Mapping[str, tuple[str, str]]
+) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """Fresh random keys per account: the emulator's table and the broker's environment.
 
     Kraken issues base64 secrets, and its dialect checks that they are.
@@ -103,10 +103,19 @@ def _engine(exchange: str, seed: int) -> SimEngine:
     # Real time: the broker's reconciler and ccxt's request stamps run on it too.
     engine = SimEngine(seed=seed, clock=SystemClock())
     for base, price, amount_step, price_step, min_amount in _LISTINGS:
-        engine.add_market(Market(symbol=f"{base}/{quote}", base=base, quote=quote,
-                                 amount_step=amount_step, price_step=price_step,
-                                 min_amount=min_amount, min_notional=5.0),
-                          price, volatility=_VOLATILITY)
+        engine.add_market(
+            Market(
+                symbol=f"{base}/{quote}",
+                base=base,
+                quote=quote,
+                amount_step=amount_step,
+                price_step=price_step,
+                min_amount=min_amount,
+                min_notional=5.0,
+            ),
+            price,
+            volatility=_VOLATILITY,
+        )
     for account_id, amount in BALANCES.items():
         engine.open_account(account_id, {quote: amount})
     return engine
@@ -118,7 +127,9 @@ def read_demo_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: the demo configuration is missing; run the demo from a checkout of "
-            "nija_broker (it ships config/demo.toml)", file=str(path)) from None
+            "nija_broker (it ships config/demo.toml)",
+            file=str(path),
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}", file=str(path)) from None
 
@@ -128,13 +139,18 @@ def _env_names(raw: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     for account in raw.get("accounts", []):
         account_id = account.get("id")
         if account_id not in BALANCES:
-            raise ConfigError(f"demo.toml: account {account_id!r} has no emulated balance; "
-                              f"the demo's accounts are {sorted(BALANCES)}", key="accounts")
+            raise ConfigError(
+                f"demo.toml: account {account_id!r} has no emulated balance; "
+                f"the demo's accounts are {sorted(BALANCES)}",
+                key="accounts",
+            )
         key_env, secret_env = account.get("api_key_env"), account.get("secret_env")
         if not key_env or not secret_env:
-            raise ConfigError(f"demo.toml: account {account_id!r} needs api_key_env and "
-                              "secret_env (the demo puts its made-up keys there)",
-                              key=f"accounts.{account_id}")
+            raise ConfigError(
+                f"demo.toml: account {account_id!r} needs api_key_env and "
+                "secret_env (the demo puts its made-up keys there)",
+                key=f"accounts.{account_id}",
+            )
         names[account_id] = (key_env, secret_env)
     return names
 
@@ -148,15 +164,18 @@ def stale_age_scale(duration_s: float) -> float:
     return duration_s / DEMO_DURATION_S
 
 
-def demo_config(raw: Mapping[str, Any], *, exchange: str, server_url: str, out_dir: Path,
-                duration_s: float) -> Config:
+def demo_config(
+    raw: Mapping[str, Any], *, exchange: str, server_url: str, out_dir: Path, duration_s: float
+) -> Config:
     """``demo.toml`` with the run-time parts filled in (see that file's header)."""
     from adapters.emulator import binance_ccxt_config, kraken_ccxt_config
 
-    ccxt_table = (kraken_ccxt_config(server_url) if exchange == "kraken"
-                  else binance_ccxt_config(server_url))
-    data: dict[str, Any] = {key: value for key, value in raw.items()
-                            if key not in ("accounts", "store", "tiers")}
+    ccxt_table = (
+        kraken_ccxt_config(server_url) if exchange == "kraken" else binance_ccxt_config(server_url)
+    )
+    data: dict[str, Any] = {
+        key: value for key, value in raw.items() if key not in ("accounts", "store", "tiers")
+    }
     store = dict(raw.get("store", {}))
     store["path"] = str(out_dir / Path(store.get("path", "demo.sqlite3")).name)
     data["store"] = store
@@ -165,12 +184,15 @@ def demo_config(raw: Mapping[str, Any], *, exchange: str, server_url: str, out_d
     for name, override in raw.get("tiers", {}).items():
         override = dict(override)
         if "stale_max_age_s" in override:
-            override["stale_max_age_s"] = max(MIN_STALE_AGE_S,
-                                              float(override["stale_max_age_s"]) * scale)
+            override["stale_max_age_s"] = max(
+                MIN_STALE_AGE_S, float(override["stale_max_age_s"]) * scale
+            )
         tiers[name] = override
     data["tiers"] = tiers
-    data["accounts"] = [{**account, "exchange": exchange, "quote_currency": EXCHANGES[exchange],
-                         "ccxt": ccxt_table} for account in raw.get("accounts", [])]
+    data["accounts"] = [
+        {**account, "exchange": exchange, "quote_currency": EXCHANGES[exchange], "ccxt": ccxt_table}
+        for account in raw.get("accounts", [])
+    ]
     return parse_config(data, "demo.toml")
 
 
@@ -188,17 +210,23 @@ def local_exchanges(world: DemoWorld, config: Config, clock: Clock) -> dict[str,
     from adapters.ccxt_adapter import CcxtExchange
     from adapters.ratelimit import RateBudget
 
-    return {account.id: CcxtExchange.from_config(
-                account, clock=clock, environ=world.environ,
-                budget=RateBudget(_LOCAL_RATE_PER_S, capacity=_LOCAL_RATE_PER_S, clock=clock))
-            for account in config.accounts}
+    return {
+        account.id: CcxtExchange.from_config(
+            account,
+            clock=clock,
+            environ=world.environ,
+            budget=RateBudget(_LOCAL_RATE_PER_S, capacity=_LOCAL_RATE_PER_S, clock=clock),
+        )
+        for account in config.accounts
+    }
 
 
 async def start_world(exchange: str, seed: int, raw: Mapping[str, Any]) -> DemoWorld:
     """Start the emulator for ``exchange`` on a free loopback port; the caller closes it."""
     if exchange not in EXCHANGES:
-        raise ConfigError(f"--exchange must be one of {sorted(EXCHANGES)}, got {exchange!r}",
-                          key="exchange")
+        raise ConfigError(
+            f"--exchange must be one of {sorted(EXCHANGES)}, got {exchange!r}", key="exchange"
+        )
     names = _env_names(raw)
     keys, environ = demo_keys(exchange, list(names), names)
     engine = _engine(exchange, seed)
@@ -212,5 +240,6 @@ async def start_world(exchange: str, seed: int, raw: Mapping[str, Any]) -> DemoW
 
         server = EmulatorServer(engine, keys, host="127.0.0.1", port=0)
     await server.start()
-    return DemoWorld(exchange=exchange, quote=EXCHANGES[exchange], engine=engine,
-                     server=server, environ=environ)
+    return DemoWorld(
+        exchange=exchange, quote=EXCHANGES[exchange], engine=engine, server=server, environ=environ
+    )

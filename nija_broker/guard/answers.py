@@ -31,8 +31,14 @@ log = logging.getLogger("nija_broker.guard")
 class Answers:
     """Applies the exchange's answers to reservations, the journal and the books."""
 
-    def __init__(self, books: Books, reservations: Reservations, journal: Journal,
-                 clock: Clock, event_sinks: list[Callable[[Sequence[Event]], None]]) -> None:
+    def __init__(
+        self,
+        books: Books,
+        reservations: Reservations,
+        journal: Journal,
+        clock: Clock,
+        event_sinks: list[Callable[[Sequence[Event]], None]],
+    ) -> None:
         self.books = books
         self.reservations = reservations
         self.journal = journal
@@ -42,13 +48,18 @@ class Answers:
     def confirm(self, reservation_id: str, order: Order | str | None) -> None:
         """See :meth:`Guard.confirm`."""
         account_id, account, reservation, settling = self.reservations.find(
-            reservation_id, settled=True)
+            reservation_id, settled=True
+        )
         order_id = order.id if isinstance(order, Order) else order
         if settling is not None:
             self._confirm_again(account_id, settling, order_id)
             return
-        resolved = IntentUpdate(client_order_id=reservation.client_order_id, status="resolved",
-                                at=self.clock.now(), order_id=order_id)
+        resolved = IntentUpdate(
+            client_order_id=reservation.client_order_id,
+            status="resolved",
+            at=self.clock.now(),
+            order_id=order_id,
+        )
         book = self.books.get(account_id)
         applied = False
         if isinstance(order, Order):
@@ -59,14 +70,19 @@ class Answers:
                 )
             applied = apply_to_book(book, self.journal.store, order, resolved, self.event_sinks)
         if not applied:
-            self.journal.intent_status(account_id, reservation.client_order_id, "resolved",
-                                       resolved.at, order_id=order_id)
+            self.journal.intent_status(
+                account_id, reservation.client_order_id, "resolved", resolved.at, order_id=order_id
+            )
             # Followed by id (or client id) until the book has it, even if it fills and
             # its exit fills before any listing shows it.
-            book.follow(Followed(
-                symbol=reservation.symbol, order_id=order_id,
-                client_order_id=reservation.client_order_id,
-                role=OrderRole.ENTRY if reservation.is_entry else None))
+            book.follow(
+                Followed(
+                    symbol=reservation.symbol,
+                    order_id=order_id,
+                    client_order_id=reservation.client_order_id,
+                    role=OrderRole.ENTRY if reservation.is_entry else None,
+                )
+            )
         self.reservations.settle(account_id, account, reservation, order_id)
 
     def _confirm_again(self, account_id: str, settling: Settling, order_id: str | None) -> None:
@@ -79,14 +95,22 @@ class Answers:
             raise GuardConflict(
                 f"reservation {reservation.id!r} of account {account_id!r} was confirmed with "
                 f"order {settling.order_id!r}, not {order_id!r}",
-                field="order_id", value=order_id)
+                field="order_id",
+                value=order_id,
+            )
         settling.order_id = order_id
-        self.books.get(account_id).follow(Followed(
-            symbol=reservation.symbol, order_id=order_id,
-            client_order_id=reservation.client_order_id, role=OrderRole.ENTRY))
+        self.books.get(account_id).follow(
+            Followed(
+                symbol=reservation.symbol,
+                order_id=order_id,
+                client_order_id=reservation.client_order_id,
+                role=OrderRole.ENTRY,
+            )
+        )
 
-    def settle_client_id(self, account_id: str, client_order_id: str, *, resolved: bool,
-                         order_id: str | None = None) -> bool:
+    def settle_client_id(
+        self, account_id: str, client_order_id: str, *, resolved: bool, order_id: str | None = None
+    ) -> bool:
         """See :meth:`Guard.settle_client_id`."""
         account = self.reservations.account(account_id)
         reservation_id = account.by_client_id.get(client_order_id)
@@ -102,22 +126,30 @@ class Answers:
     def release(self, reservation_id: str) -> None:
         """See :meth:`Guard.release`."""
         account_id, account, reservation, settling = self.reservations.find(
-            reservation_id, settled=True)
+            reservation_id, settled=True
+        )
         if settling is not None:
             self.reservations.drop_settling(account, reservation_id)
-            log.info("account %s: settling reservation %s (client order id %s, order %s) "
-                     "released by request", account_id, reservation_id,
-                     reservation.client_order_id, settling.order_id)
+            log.info(
+                "account %s: settling reservation %s (client order id %s, order %s) "
+                "released by request",
+                account_id,
+                reservation_id,
+                reservation.client_order_id,
+                settling.order_id,
+            )
             return
-        self.journal.intent_status(account_id, reservation.client_order_id, "released",
-                                   self.clock.now())
+        self.journal.intent_status(
+            account_id, reservation.client_order_id, "released", self.clock.now()
+        )
         self.reservations.forget(account, reservation, "released")
 
     def mark_sent(self, reservation_id: str) -> None:
         """See :meth:`Guard.mark_sent`."""
         account_id, _, reservation, _ = self.reservations.find(reservation_id)
-        self.journal.intent_status(account_id, reservation.client_order_id, "sent",
-                                   self.clock.now())
+        self.journal.intent_status(
+            account_id, reservation.client_order_id, "sent", self.clock.now()
+        )
 
     def restore_pending(self, account_id: str) -> list[Reservation]:
         """See :meth:`Guard.restore_pending`."""
@@ -131,15 +163,20 @@ class Answers:
                 continue
             intent, reserved_usd = parse_request(stored)
             reservation = self.reservations.make(intent, reserved_usd, stored.created_at)
-            self.reservations.hold(account, Allowed(intent=intent, figures={"restored": True},
-                                                    reservation=reservation))
+            self.reservations.hold(
+                account, Allowed(intent=intent, figures={"restored": True}, reservation=reservation)
+            )
             restored.append(reservation)
         return restored
 
 
-def apply_to_book(book: AccountBook, store: Store | None, order: Order,
-                  resolved: IntentUpdate,
-                  sinks: Sequence[Callable[[Sequence[Event]], None]]) -> bool:
+def apply_to_book(
+    book: AccountBook,
+    store: Store | None,
+    order: Order,
+    resolved: IntentUpdate,
+    sinks: Sequence[Callable[[Sequence[Event]], None]],
+) -> bool:
     """Apply the exchange's order and resolve its intent in one transaction.
 
     Returns False when the order was not applied (the caller then resolves
@@ -158,11 +195,25 @@ def apply_to_book(book: AccountBook, store: Store | None, order: Order,
     fresh = tuple(r.fill for r in booked.results if not r.duplicate)
     events: list[Event] = []
     if order.status is OrderStatus.FILLED:
-        events.append(OrderFilled(account_id=order.account_id, at=resolved.at, order=order,
-                                  previous=None, fill=fresh[0] if fresh else None))
+        events.append(
+            OrderFilled(
+                account_id=order.account_id,
+                at=resolved.at,
+                order=order,
+                previous=None,
+                fill=fresh[0] if fresh else None,
+            )
+        )
     if fresh:
-        events.append(FillsBooked(account_id=order.account_id, at=resolved.at, fills=fresh,
-                                  trades=booked.trades, unmatched=booked.unmatched))
+        events.append(
+            FillsBooked(
+                account_id=order.account_id,
+                at=resolved.at,
+                fills=fresh,
+                trades=booked.trades,
+                unmatched=booked.unmatched,
+            )
+        )
     for sink in sinks:
         sink(events)
     return True

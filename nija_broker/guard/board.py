@@ -32,8 +32,14 @@ BreakerEvent = BreakerTripped | BreakerResumed
 
 
 def _closed(trade: TradeRecord, ordinal: int) -> ClosedTrade:
-    return ClosedTrade(ordinal, trade.trade_id, trade.symbol, trade.net, trade.exit_time,
-                       trade.exit_role is OrderRole.STOP)
+    return ClosedTrade(
+        ordinal,
+        trade.trade_id,
+        trade.symbol,
+        trade.net,
+        trade.exit_time,
+        trade.exit_role is OrderRole.STOP,
+    )
 
 
 def history_of(book: AccountBook, previous: History | None = None) -> History:
@@ -52,9 +58,10 @@ def history_of(book: AccountBook, previous: History | None = None) -> History:
         new = count - previous.trade_count
         last = previous.trades[-1]
         if new < len(trades) and trades[-new - 1].trade_id == last.trade_id:
-            added = tuple(_closed(t, previous.trade_count + i + 1)
-                          for i, t in enumerate(trades[-new:]))
-            closed = (*previous.trades, *added)[-len(trades):]
+            added = tuple(
+                _closed(t, previous.trade_count + i + 1) for i, t in enumerate(trades[-new:])
+            )
+            closed = (*previous.trades, *added)[-len(trades) :]
     elif previous is not None and count == previous.trade_count:
         closed = tuple(previous.trades)
     if closed is None:
@@ -64,8 +71,8 @@ def history_of(book: AccountBook, previous: History | None = None) -> History:
     if previous is not None and previous.equity and 0 <= added_points < len(points):
         before = points[-added_points - 1]
         if (before.timestamp, before.equity) == previous.equity[-1]:
-            tail = tuple((p.timestamp, p.equity) for p in points[len(points) - added_points:])
-            equity = (*previous.equity, *tail)[-len(points):]
+            tail = tuple((p.timestamp, p.equity) for p in points[len(points) - added_points :])
+            equity = (*previous.equity, *tail)[-len(points) :]
     if equity is None:
         equity = tuple((p.timestamp, p.equity) for p in points)
     return History(
@@ -128,8 +135,9 @@ class BreakerBoard:
                 account.shown.pop(record.rule, None)
         return account
 
-    def evaluate(self, book: AccountBook, policy: TierPolicy | None,
-                 now: datetime) -> Breakers | None:
+    def evaluate(
+        self, book: AccountBook, policy: TierPolicy | None, now: datetime
+    ) -> Breakers | None:
         """The account's breakers at ``now`` (``None``: its tier arms none). Recomputed only
         when its trades, equity, resumes or tier changed, or a time limit was reached."""
         if policy is None or not policy.breakers:
@@ -137,10 +145,19 @@ class BreakerBoard:
         account = self._account(book.account_id)
         performance = book.performance
         # The tracker itself too: a book reloaded from the store has a new one.
-        key = (performance, performance.trade_count, performance.equity_count,
-               account.marks_version, policy)
-        fresh = (account.cached is not None and account.key == key
-                 and account.valid_until is not None and now < account.valid_until)
+        key = (
+            performance,
+            performance.trade_count,
+            performance.equity_count,
+            account.marks_version,
+            policy,
+        )
+        fresh = (
+            account.cached is not None
+            and account.key == key
+            and account.valid_until is not None
+            and now < account.valid_until
+        )
         if not fresh:
             previous = account.history if account.performance is performance else None
             history = history_of(book, previous)
@@ -153,8 +170,9 @@ class BreakerBoard:
         assert account.cached is not None
         return account.cached
 
-    def resume(self, book: AccountBook, policy: TierPolicy | None,
-               now: datetime) -> tuple[Breakers | None, list[str]]:
+    def resume(
+        self, book: AccountBook, policy: TierPolicy | None, now: datetime
+    ) -> tuple[Breakers | None, list[str]]:
         """Resume every tripped breaker of the account at its current figures."""
         breakers = self.evaluate(book, policy, now)
         if breakers is None or not breakers.tripped:
@@ -166,9 +184,19 @@ class BreakerBoard:
             verdict = breakers.verdicts[rule]
             account.shown.pop(rule, None)
             reason = f"resumed by the trader at {now.isoformat()}: {verdict.message}"
-            self._queue(account, BreakerResumed(
-                account_id=book.account_id, at=now, rule=rule, reason=reason,
-                figures=dict(verdict.figures), manual=True), mark.to_dict(), "manual_resume")
+            self._queue(
+                account,
+                BreakerResumed(
+                    account_id=book.account_id,
+                    at=now,
+                    rule=rule,
+                    reason=reason,
+                    figures=dict(verdict.figures),
+                    manual=True,
+                ),
+                mark.to_dict(),
+                "manual_resume",
+            )
         account.marks_version += 1
         after = self.evaluate(book, policy, now)
         return after, sorted(marks)
@@ -187,28 +215,56 @@ class BreakerBoard:
             before = account.shown.get(rule)
             if before is None or not set(verdict.symbols) <= set(before):
                 account.shown[rule] = verdict.symbols
-                self._queue(account, BreakerTripped(
-                    account_id=breakers.account_id, at=breakers.at, rule=rule,
-                    reason=verdict.message, figures=dict(verdict.figures)),
-                    {**verdict.figures, "symbols": list(verdict.symbols)}, "tripped")
+                self._queue(
+                    account,
+                    BreakerTripped(
+                        account_id=breakers.account_id,
+                        at=breakers.at,
+                        rule=rule,
+                        reason=verdict.message,
+                        figures=dict(verdict.figures),
+                    ),
+                    {**verdict.figures, "symbols": list(verdict.symbols)},
+                    "tripped",
+                )
         for rule in [r for r in account.shown if r not in tripped]:
             del account.shown[rule]
             now_is = breakers.verdicts.get(rule)
             figures = dict(now_is.figures) if now_is is not None else {}
             reason = now_is.message if now_is is not None else "breaker no longer armed"
-            self._queue(account, BreakerResumed(
-                account_id=breakers.account_id, at=breakers.at, rule=rule, reason=reason,
-                figures=figures), figures, "resumed")
+            self._queue(
+                account,
+                BreakerResumed(
+                    account_id=breakers.account_id,
+                    at=breakers.at,
+                    rule=rule,
+                    reason=reason,
+                    figures=figures,
+                ),
+                figures,
+                "resumed",
+            )
 
-    def _queue(self, account: _Account, event: BreakerEvent,
-               figures: dict[str, object], kind: str) -> None:
-        record = BreakerRecord(account_id=event.account_id, ts=event.at, rule=event.rule,
-                               kind=kind, reason=event.reason, figures=figures)
+    def _queue(
+        self, account: _Account, event: BreakerEvent, figures: dict[str, object], kind: str
+    ) -> None:
+        record = BreakerRecord(
+            account_id=event.account_id,
+            ts=event.at,
+            rule=event.rule,
+            kind=kind,
+            reason=event.reason,
+            figures=figures,
+        )
         account.events.append((event, record))
 
 
 def verdict_view(verdict: Verdict) -> dict[str, object]:
     """One breaker as the API and ``status`` show it."""
-    return {"tripped": verdict.tripped, "reason": verdict.message,
-            "until": verdict.until.isoformat() if verdict.until else None,
-            "symbols": list(verdict.symbols), "figures": verdict.figures}
+    return {
+        "tripped": verdict.tripped,
+        "reason": verdict.message,
+        "until": verdict.until.isoformat() if verdict.until else None,
+        "symbols": list(verdict.symbols),
+        "figures": verdict.figures,
+    }

@@ -86,10 +86,16 @@ _T = TypeVar("_T")
 class Guard:
     """Judges and reserves orders for every account; see the module docstring."""
 
-    def __init__(self, books: Books, live: Mapping[str, AccountLive], *,
-                 store: Store | None = None, clock: Clock | None = None,
-                 settings: GuardSettings | None = None,
-                 rules: Iterable[Rule] = ENTRY_RULES) -> None:
+    def __init__(
+        self,
+        books: Books,
+        live: Mapping[str, AccountLive],
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        settings: GuardSettings | None = None,
+        rules: Iterable[Rule] = ENTRY_RULES,
+    ) -> None:
         self.books = books
         self.owner: Owner = books.owner
         self.live = live
@@ -106,11 +112,11 @@ class Guard:
         self.breakers = BreakerBoard(self.store)
         self._reservations = Reservations(books, live, self.clock, self.settings)
         self._journal = Journal(self.store, self.breakers, self.event_sinks)
-        self._answers = Answers(books, self._reservations, self._journal, self.clock,
-                                self.event_sinks)
+        self._answers = Answers(
+            books, self._reservations, self._journal, self.clock, self.event_sinks
+        )
 
-    async def acall(self, method: Callable[_P, _T], /, *args: _P.args,
-                    **kwargs: _P.kwargs) -> _T:
+    async def acall(self, method: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Any of this guard's methods for asyncio code: ``await guard.acall(guard.decide,
         intent)`` runs it on the owner without blocking the event loop."""
         return await self.owner.acall(method, *args, **kwargs)
@@ -158,8 +164,12 @@ class Guard:
         held: Reservation | None = None
         if isinstance(decision, Allowed):
             held = self._reservations.new(intent, state, now)
-            decision = Allowed(intent=intent, warnings=decision.warnings,
-                               figures=decision.figures, reservation=held)
+            decision = Allowed(
+                intent=intent,
+                warnings=decision.warnings,
+                figures=decision.figures,
+                reservation=held,
+            )
             self._reservations.hold(account, decision)
         self._journal.breaker_events(intent.account_id)
         try:
@@ -203,8 +213,9 @@ class Guard:
         """The trader resumes every tripped breaker of ``account_id`` (journaled); returns
         the breakers after it and the rules resumed. They trip again only when their
         figures get worse than they are now."""
-        answer = self.breakers.resume(self.books.get(account_id), self._policy(account_id),
-                                      self.clock.now())
+        answer = self.breakers.resume(
+            self.books.get(account_id), self._policy(account_id), self.clock.now()
+        )
         self._journal.breaker_events(account_id)
         return answer
 
@@ -213,8 +224,9 @@ class Guard:
         return live.policy() if live is not None else None
 
     def _breakers(self, account_id: str) -> Breakers | None:
-        return self.breakers.evaluate(self.books.get(account_id), self._policy(account_id),
-                                      self.clock.now())
+        return self.breakers.evaluate(
+            self.books.get(account_id), self._policy(account_id), self.clock.now()
+        )
 
     # ------------------------------------------------------------------ answers
 
@@ -230,13 +242,15 @@ class Guard:
         self._answers.confirm(reservation_id, order)
 
     @owned
-    def settle_client_id(self, account_id: str, client_order_id: str, *, resolved: bool,
-                         order_id: str | None = None) -> bool:
+    def settle_client_id(
+        self, account_id: str, client_order_id: str, *, resolved: bool, order_id: str | None = None
+    ) -> bool:
         """The reconciler resolved (or released) an intent in the store and the book: settle
         its reservation in memory only. Returns False when no reservation held that id.
         """
-        return self._answers.settle_client_id(account_id, client_order_id,
-                                              resolved=resolved, order_id=order_id)
+        return self._answers.settle_client_id(
+            account_id, client_order_id, resolved=resolved, order_id=order_id
+        )
 
     @owned
     def release(self, reservation_id: str) -> None:
@@ -269,10 +283,14 @@ class Guard:
         account = self._reservations.account(account_id)
         self._reservations.expire(account_id, account)
         return reservation_views(
-            account, self.books.get(account_id), self.live.get(account_id),
-            now=self.clock.now(), mono=self.clock.monotonic(),
+            account,
+            self.books.get(account_id),
+            self.live.get(account_id),
+            now=self.clock.now(),
+            mono=self.clock.monotonic(),
             settle_max_s=self.settings.settle_max_s,
-            not_found_grace_s=self.settings.not_found_grace_s)
+            not_found_grace_s=self.settings.not_found_grace_s,
+        )
 
     @owned
     def reservation_id_of(self, account_id: str, client_order_id: str) -> str | None:
@@ -294,15 +312,17 @@ class Guard:
     # ------------------------------------------------------------------ journal
 
     @owned
-    def decisions(self, account_id: str, *, limit: int = 100,
-                  blocked_only: bool = False) -> list[DecisionRecord]:
+    def decisions(
+        self, account_id: str, *, limit: int = 100, blocked_only: bool = False
+    ) -> list[DecisionRecord]:
         """The account's most recent journaled decisions, newest first."""
         if self.store is None:
             return []
         return self.store.decisions(account_id, limit=limit, blocked_only=blocked_only)
 
-    def why_blocked(self, account_id: str, client_order_id: str | None = None, *,
-                    search: int = 1_000) -> DecisionRecord | None:
+    def why_blocked(
+        self, account_id: str, client_order_id: str | None = None, *, search: int = 1_000
+    ) -> DecisionRecord | None:
         """The latest blocked decision of the account (of that client order id, if given)."""
         for record in self.decisions(account_id, limit=search, blocked_only=True):
             if client_order_id is None or record.client_order_id == client_order_id:
@@ -313,7 +333,12 @@ class Guard:
 
     def _state(self, account_id: str, account: AccountGuard) -> AccountState:
         self._reservations.expire(account_id, account)
-        return account_state(account_id, account, self.books.get(account_id),
-                             self.live.get(account_id), fee_rate=self.settings.fee_rate,
-                             dust_usd=self.settings.dust_usd,
-                             breakers=self._breakers(account_id))
+        return account_state(
+            account_id,
+            account,
+            self.books.get(account_id),
+            self.live.get(account_id),
+            fee_rate=self.settings.fee_rate,
+            dust_usd=self.settings.dust_usd,
+            breakers=self._breakers(account_id),
+        )

@@ -54,10 +54,18 @@ R = TypeVar("R")
 # Matched by name so that nija_broker never imports ccxt (only adapters/ does).
 # DuplicateOrderId (a subclass of InvalidOrder) is NOT among them: it says an
 # order with our client id already exists.
-_CCXT_REFUSALS = frozenset({
-    "InvalidOrder", "InsufficientFunds", "BadRequest", "BadSymbol", "AuthenticationError",
-    "PermissionDenied", "AccountSuspended", "RateLimitExceeded",
-})
+_CCXT_REFUSALS = frozenset(
+    {
+        "InvalidOrder",
+        "InsufficientFunds",
+        "BadRequest",
+        "BadSymbol",
+        "AuthenticationError",
+        "PermissionDenied",
+        "AccountSuspended",
+        "RateLimitExceeded",
+    }
+)
 _CCXT_MAYBE_EXISTS = frozenset({"DuplicateOrderId"})
 
 
@@ -100,8 +108,12 @@ def _settle_failure(guard: Guard, reservation: Reservation, exc: BaseException) 
         guard.mark_sent(reservation.id)
 
 
-async def _run_async(guard: Guard, intent: OrderIntent, send: Callable[[], Awaitable[R]],
-                     confirm_with: Callable[[R], Order | str | None]) -> R:
+async def _run_async(
+    guard: Guard,
+    intent: OrderIntent,
+    send: Callable[[], Awaitable[R]],
+    confirm_with: Callable[[R], Order | str | None],
+) -> R:
     # The guard's answers come from its owner thread, awaited: the loop never waits on it.
     reservation = await guard.acall(_decide, guard, intent)
     try:
@@ -114,8 +126,12 @@ async def _run_async(guard: Guard, intent: OrderIntent, send: Callable[[], Await
     return result
 
 
-def _run_sync(guard: Guard, intent: OrderIntent, send: Callable[[], R],
-              confirm_with: Callable[[R], Order | str | None]) -> R:
+def _run_sync(
+    guard: Guard,
+    intent: OrderIntent,
+    send: Callable[[], R],
+    confirm_with: Callable[[R], Order | str | None],
+) -> R:
     reservation = _decide(guard, intent)
     try:
         result = send()
@@ -173,40 +189,62 @@ class GuardedExchange:
 
     async def _create_request(self, request: OrderRequest) -> Order:
         intent = OrderIntent(
-            account_id=self._account_id, symbol=request.symbol, side=request.side,
-            type=request.type, amount=request.amount, price=request.price,
-            stop_price=request.stop_price, role=request.role, reduce_only=request.reduce_only,
+            account_id=self._account_id,
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            amount=request.amount,
+            price=request.price,
+            stop_price=request.stop_price,
+            role=request.role,
+            reduce_only=request.reduce_only,
             client_order_id=request.client_order_id or new_client_order_id(),
         )
         request = dataclasses.replace(request, client_order_id=intent.client_order_id)
         inner = self._inner
-        result: Order = await _run_async(self._guard, intent,
-                                         lambda: inner.create_order(request), order_id_of)
+        result: Order = await _run_async(
+            self._guard, intent, lambda: inner.create_order(request), order_id_of
+        )
         return result
 
-    async def _create_ccxt(self, symbol: str, type: str, side: str, amount: float | None = None,
-                           price: float | None = None,
-                           params: Mapping[str, Any] | None = None) -> Any:
+    async def _create_ccxt(
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: float | None = None,
+        price: float | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
         sent = dict(params or {})
-        client_order_id = (sent.get("clientOrderId") or sent.get("newClientOrderId")
-                           or new_client_order_id())
+        client_order_id = (
+            sent.get("clientOrderId") or sent.get("newClientOrderId") or new_client_order_id()
+        )
         # ccxt's unified name; each exchange class maps it to its own field
         # (Binance: newClientOrderId, Kraken: cl_ord_id, Coinbase: client_order_id).
         if "newClientOrderId" not in sent:
             sent["clientOrderId"] = client_order_id
         quote_size = sent.get("quoteOrderQty", sent.get("cost"))
-        intent = OrderIntent.model_validate({
-            "account_id": self._account_id, "symbol": symbol, "side": str(side).lower(),
-            "type": _ccxt_type(type, price), "amount": amount or None,
-            "size_usd": float(quote_size) if quote_size else None, "price": price,
-            "stop_price": sent.get("stopPrice", sent.get("triggerPrice")),
-            "reduce_only": bool(sent.get("reduceOnly", False)),
-            "client_order_id": client_order_id,
-        })
+        intent = OrderIntent.model_validate(
+            {
+                "account_id": self._account_id,
+                "symbol": symbol,
+                "side": str(side).lower(),
+                "type": _ccxt_type(type, price),
+                "amount": amount or None,
+                "size_usd": float(quote_size) if quote_size else None,
+                "price": price,
+                "stop_price": sent.get("stopPrice", sent.get("triggerPrice")),
+                "reduce_only": bool(sent.get("reduceOnly", False)),
+                "client_order_id": client_order_id,
+            }
+        )
         inner = self._inner
         return await _run_async(
-            self._guard, intent,
-            lambda: inner.create_order(symbol, type, side, amount, price, sent), order_id_of,
+            self._guard,
+            intent,
+            lambda: inner.create_order(symbol, type, side, amount, price, sent),
+            order_id_of,
         )
 
 
@@ -221,10 +259,14 @@ def _ccxt_type(value: str, price: float | None) -> OrderType:
 # --------------------------------------------------------------------------- functions
 
 
-def guard_submit(guard: Guard, submit: Callable[P, R], to_intent: Callable[P, OrderIntent], *,
-                 client_id_kwarg: str | None = None,
-                 confirm_with: Callable[[Any], Order | str | None] = order_id_of,
-                 ) -> Callable[P, R]:
+def guard_submit(
+    guard: Guard,
+    submit: Callable[P, R],
+    to_intent: Callable[P, OrderIntent],
+    *,
+    client_id_kwarg: str | None = None,
+    confirm_with: Callable[[Any], Order | str | None] = order_id_of,
+) -> Callable[P, R]:
     """Wrap ``submit`` (sync or async) so every call passes the guard first.
 
     ``to_intent`` gets the same arguments and returns the order's intent. With
@@ -246,8 +288,9 @@ def guard_submit(guard: Guard, submit: Callable[P, R], to_intent: Callable[P, Or
         @functools.wraps(submit)
         async def guarded_async(*args: Any, **kwargs: Any) -> Any:
             intent, sent = prepare(args, kwargs)
-            return await _run_async(guard, intent, lambda: async_submit(*args, **sent),
-                                    confirm_with)
+            return await _run_async(
+                guard, intent, lambda: async_submit(*args, **sent), confirm_with
+            )
 
         return cast(Callable[P, R], guarded_async)
 
@@ -259,15 +302,19 @@ def guard_submit(guard: Guard, submit: Callable[P, R], to_intent: Callable[P, Or
     return cast(Callable[P, R], guarded_sync)
 
 
-def guarded(guard: Guard, to_intent: Callable[..., OrderIntent], *,
-            client_id_kwarg: str | None = None,
-            confirm_with: Callable[[Any], Order | str | None] = order_id_of,
-            ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def guarded(
+    guard: Guard,
+    to_intent: Callable[..., OrderIntent],
+    *,
+    client_id_kwarg: str | None = None,
+    confirm_with: Callable[[Any], Order | str | None] = order_id_of,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator form of :func:`guard_submit`."""
 
     def decorate(submit: Callable[P, R]) -> Callable[P, R]:
-        return guard_submit(guard, submit, to_intent, client_id_kwarg=client_id_kwarg,
-                            confirm_with=confirm_with)
+        return guard_submit(
+            guard, submit, to_intent, client_id_kwarg=client_id_kwarg, confirm_with=confirm_with
+        )
 
     return decorate
 
@@ -277,12 +324,18 @@ def market_order_reader(account_id: str) -> Callable[..., OrderIntent]:
     size_type='quote')``: ``quantity`` is quote currency for ``'quote'``, base otherwise.
     """
 
-    def read(symbol: str, side: str, quantity: float, size_type: str = "quote",
-             *_: Any, **__: Any) -> OrderIntent:
+    def read(
+        symbol: str, side: str, quantity: float, size_type: str = "quote", *_: Any, **__: Any
+    ) -> OrderIntent:
         size_field = "size_usd" if size_type == "quote" else "amount"
-        return OrderIntent.model_validate({
-            "account_id": account_id, "symbol": symbol, "side": str(side).lower(),
-            "type": OrderType.MARKET, size_field: quantity,
-        })
+        return OrderIntent.model_validate(
+            {
+                "account_id": account_id,
+                "symbol": symbol,
+                "side": str(side).lower(),
+                "type": OrderType.MARKET,
+                size_field: quantity,
+            }
+        )
 
     return read

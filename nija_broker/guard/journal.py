@@ -25,15 +25,18 @@ __all__ = ["Journal", "put_intent"]
 log = logging.getLogger("nija_broker.guard")
 
 
-def put_intent(store: Store, decision: Allowed, reservation: Reservation,
-               now: datetime) -> None:
+def put_intent(store: Store, decision: Allowed, reservation: Reservation, now: datetime) -> None:
     """Journal an allowed intent with its decision; :class:`GuardConflict` if the store
     holds its client order id with another request."""
     intent = decision.intent
     try:
-        store.put_intent(intent.account_id, intent.client_order_id,
-                         request_json(intent, reservation.reserved_usd), now,
-                         decision=decision_record(decision, now))
+        store.put_intent(
+            intent.account_id,
+            intent.client_order_id,
+            request_json(intent, reservation.reserved_usd),
+            now,
+            decision=decision_record(decision, now),
+        )
     except StateError as exc:
         # The store refuses a client order id journaled before (before a restart, or
         # long ago) with another request; its message is the only sign of it.
@@ -42,14 +45,20 @@ def put_intent(store: Store, decision: Allowed, reservation: Reservation,
         raise GuardConflict(
             f"client_order_id {intent.client_order_id!r} of account {intent.account_id!r} "
             "was already used for another request",
-            field="client_order_id", value=intent.client_order_id) from exc
+            field="client_order_id",
+            value=intent.client_order_id,
+        ) from exc
 
 
 class Journal:
     """Writes what the guard decided; a guard without a store journals nothing."""
 
-    def __init__(self, store: Store | None, breakers: BreakerBoard,
-                 event_sinks: list[Callable[[Sequence[Event]], None]]) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        breakers: BreakerBoard,
+        event_sinks: list[Callable[[Sequence[Event]], None]],
+    ) -> None:
         self.store = store
         self.breakers = breakers
         self.event_sinks = event_sinks
@@ -72,14 +81,20 @@ class Journal:
         try:
             self.store.journal_decision(decision_record(decision, now))
         except StateError as exc:
-            log.warning("account %s: blocked check not journaled: %s",
-                        decision.intent.account_id, exc)
+            log.warning(
+                "account %s: blocked check not journaled: %s", decision.intent.account_id, exc
+            )
 
-    def intent_status(self, account_id: str, client_order_id: str, status: str,
-                      at: datetime, order_id: str | None = None) -> None:
+    def intent_status(
+        self,
+        account_id: str,
+        client_order_id: str,
+        status: str,
+        at: datetime,
+        order_id: str | None = None,
+    ) -> None:
         if self.store is not None:
-            self.store.set_intent_status(account_id, client_order_id, status, at,
-                                         order_id=order_id)
+            self.store.set_intent_status(account_id, client_order_id, status, at, order_id=order_id)
 
     def breaker_events(self, account_id: str) -> None:
         """Journal and publish the trips and resumes the last evaluation found."""
@@ -88,8 +103,9 @@ class Journal:
             return
         events = [event for event, _ in found]
         for event, record in found:
-            log.warning("account %s: breaker %s %s: %s", account_id, event.rule, record.kind,
-                        record.reason)
+            log.warning(
+                "account %s: breaker %s %s: %s", account_id, event.rule, record.kind, record.reason
+            )
             if self.store is not None:
                 try:
                     self.store.journal_breaker(record)

@@ -31,8 +31,9 @@ __all__ = ["Reservations"]
 class Reservations:
     """Each account's :class:`AccountGuard`, and which account holds each reservation id."""
 
-    def __init__(self, books: Books, live: Mapping[str, AccountLive], clock: Clock,
-                 settings: GuardSettings) -> None:
+    def __init__(
+        self, books: Books, live: Mapping[str, AccountLive], clock: Clock, settings: GuardSettings
+    ) -> None:
         self.books = books
         self.live = live
         self.clock = clock
@@ -43,8 +44,12 @@ class Reservations:
     def account(self, account_id: str) -> AccountGuard:
         return self._accounts.setdefault(account_id, AccountGuard())
 
-    def find(self, reservation_id: str, *, settled: bool = False,
-             ) -> tuple[str, AccountGuard, Reservation, Settling | None]:
+    def find(
+        self,
+        reservation_id: str,
+        *,
+        settled: bool = False,
+    ) -> tuple[str, AccountGuard, Reservation, Settling | None]:
         """The open reservation (``settled``: or the settling entry) of that id."""
         account_id = self._where.get(reservation_id)
         account = self._accounts.get(account_id) if account_id is not None else None
@@ -77,12 +82,16 @@ class Reservations:
             reserved_usd = notional * (1.0 + state.fee_rate)
         return self.make(intent, reserved_usd, now)
 
-    def make(self, intent: OrderIntent, reserved_usd: float,
-             created_at: datetime) -> Reservation:
+    def make(self, intent: OrderIntent, reserved_usd: float, created_at: datetime) -> Reservation:
         return Reservation(
-            id=f"rsv-{uuid.uuid4().hex}", account_id=intent.account_id,
-            client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
-            type=intent.type, is_entry=intent.is_entry, reserved_usd=reserved_usd,
+            id=f"rsv-{uuid.uuid4().hex}",
+            account_id=intent.account_id,
+            client_order_id=intent.client_order_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            type=intent.type,
+            is_entry=intent.is_entry,
+            reserved_usd=reserved_usd,
             created_at=created_at,
             expires_at=self.clock.monotonic() + self.settings.reservation_ttl_s,
         )
@@ -96,14 +105,17 @@ class Reservations:
         account.answers[reservation.id] = answer
         self._where[reservation.id] = reservation.account_id
 
-    def settle(self, account_id: str, account: AccountGuard, reservation: Reservation,
-               order_id: str | None) -> None:
+    def settle(
+        self, account_id: str, account: AccountGuard, reservation: Reservation, order_id: str | None
+    ) -> None:
         """Confirmed: an entry keeps counting (settling) until the account's state shows it."""
         self.forget(account, reservation, "confirmed")
         if reservation.is_entry:
             live = self.live.get(account_id)
             account.settling[reservation.id] = Settling(
-                reservation, order_id, self.clock.monotonic(),
+                reservation,
+                order_id,
+                self.clock.monotonic(),
                 live.balances if live is not None else None,
             )
             self._where[reservation.id] = account_id
@@ -112,8 +124,9 @@ class Reservations:
         if account.settling.pop(reservation_id, None) is not None:
             self._where.pop(reservation_id, None)
 
-    def forget(self, account: AccountGuard, reservation: Reservation,
-               outcome: str | None = None) -> None:
+    def forget(
+        self, account: AccountGuard, reservation: Reservation, outcome: str | None = None
+    ) -> None:
         """Drop an unresolved reservation; ``outcome`` (how it ended) keeps its client
         order id from being reserved again. ``None``: never journaled, the id is free."""
         account.in_flight.pop(reservation.id, None)
@@ -132,8 +145,9 @@ class Reservations:
         for rid in [r.id for r in account.in_flight.values() if r.expires_at <= mono]:
             del account.in_flight[rid]
         forget_before = mono - self.settings.settle_max_s
-        for rid in [r.id for r in account.unresolved.values()
-                    if expired_long_ago(r, account, forget_before)]:
+        for rid in [
+            r.id for r in account.unresolved.values() if expired_long_ago(r, account, forget_before)
+        ]:
             self.forget(account, account.unresolved[rid], "expired")
         if not account.settling:
             return
@@ -143,11 +157,11 @@ class Reservations:
         now = self.clock.now()
         for rid, settling in list(account.settling.items()):
             gone = settling.confirmed_at <= forget_before or (
-                balances is not settling.balances_seen
-                and visible(settling, book.orders, balances)
+                balances is not settling.balances_seen and visible(settling, book.orders, balances)
             )
             if not gone:
-                gone = unknown_past_grace(account_id, settling, book, now,
-                                          self.settings.not_found_grace_s)
+                gone = unknown_past_grace(
+                    account_id, settling, book, now, self.settings.not_found_grace_s
+                )
             if gone:
                 self.drop_settling(account, rid)

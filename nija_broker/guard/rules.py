@@ -99,9 +99,13 @@ Rule = Callable[[OrderIntent, AccountState], Reason | None]
 # --------------------------------------------------------------------------- positions
 
 
-def holdings_of(balances: Mapping[str, Balance], ledger: Iterable[Position],
-                quote_currency: str, *,
-                believe_balance: Container[str] = ()) -> dict[str, float]:
+def holdings_of(
+    balances: Mapping[str, Balance],
+    ledger: Iterable[Position],
+    quote_currency: str,
+    *,
+    believe_balance: Container[str] = (),
+) -> dict[str, float]:
     """Quantity held per base asset, money excluded: the larger of the balance's total and
     the ledger's positions in that asset (summed over the quotes it was bought with).
 
@@ -120,12 +124,17 @@ def holdings_of(balances: Mapping[str, Balance], ledger: Iterable[Position],
         total = held_amount(balance)
         if total > 0:
             held[currency] = max(held.get(currency, 0.0), total)
-    return {asset: quantity for asset, quantity in held.items()
-            if not is_cash(asset, quote_currency)}
+    return {
+        asset: quantity for asset, quantity in held.items() if not is_cash(asset, quote_currency)
+    }
 
 
-def _cost_basis(asset: str, quote_currency: str, avg_prices: Mapping[str, float],
-                last_prices: Mapping[str, float]) -> float | None:
+def _cost_basis(
+    asset: str,
+    quote_currency: str,
+    avg_prices: Mapping[str, float],
+    last_prices: Mapping[str, float],
+) -> float | None:
     """The ledger's average cost of ``asset`` in the account's quote (first symbol that has one)."""
     for symbol, avg_price in sorted(avg_prices.items()):
         if base_of(symbol) != asset or not avg_price > 0:
@@ -136,9 +145,14 @@ def _cost_basis(asset: str, quote_currency: str, avg_prices: Mapping[str, float]
     return None
 
 
-def positions_of(holdings: Mapping[str, float], last_prices: Mapping[str, float],
-                 avg_prices: Mapping[str, float], *, quote_currency: str, dust_usd: float
-                 ) -> tuple[dict[str, float], tuple[str, ...]]:
+def positions_of(
+    holdings: Mapping[str, float],
+    last_prices: Mapping[str, float],
+    avg_prices: Mapping[str, float],
+    *,
+    quote_currency: str,
+    dust_usd: float,
+) -> tuple[dict[str, float], tuple[str, ...]]:
     """Holdings worth at least ``dust_usd`` (asset -> value), and the assets no price values.
 
     A holding is valued in ``quote_currency`` at the last prices (symbol ->
@@ -209,28 +223,41 @@ def sync_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
     }
     if policy is None:
         error = f" Last error: {health.last_error}." if health.last_error else ""
-        return Reason("sync_unknown", (
-            f"{state.account_id} has no known tier yet (equity never established, sync is "
-            f"{health.state.value}); no entry until the account's state is known.{error}"
-        ), figures)
+        return Reason(
+            "sync_unknown",
+            (
+                f"{state.account_id} has no known tier yet (equity never established, sync is "
+                f"{health.state.value}); no entry until the account's state is known.{error}"
+            ),
+            figures,
+        )
     error = f" Last error: {health.last_error}." if health.last_error else ""
-    return Reason("sync_unknown", (
-        f"{state.account_id} sync is {health.state.value} after "
-        f"{health.consecutive_failures} failed cycle(s), so its open orders and balance "
-        f"are unknown; {policy.name} accounts get no entry until sync recovers.{error}"
-    ), {**figures, "tier": policy.name})
+    return Reason(
+        "sync_unknown",
+        (
+            f"{state.account_id} sync is {health.state.value} after "
+            f"{health.consecutive_failures} failed cycle(s), so its open orders and balance "
+            f"are unknown; {policy.name} accounts get no entry until sync recovers.{error}"
+        ),
+        {**figures, "tier": policy.name},
+    )
 
 
 def below_min_tier(intent: OrderIntent, state: AccountState) -> Reason | None:
     policy = state.policy
     if policy is None or policy.entries_allowed:
         return None
-    equity = "unknown" if state.equity_usd is None else _money(state.equity_usd,
-                                                              state.quote_currency)
-    return Reason("below_min_tier", (
-        f"{state.account_id} equity is {equity}, in tier {policy.name}, which allows no "
-        "entries: the account is too small to trade after fees."
-    ), {"tier": policy.name, "equity_usd": state.equity_usd})
+    equity = (
+        "unknown" if state.equity_usd is None else _money(state.equity_usd, state.quote_currency)
+    )
+    return Reason(
+        "below_min_tier",
+        (
+            f"{state.account_id} equity is {equity}, in tier {policy.name}, which allows no "
+            "entries: the account is too small to trade after fees."
+        ),
+        {"tier": policy.name, "equity_usd": state.equity_usd},
+    )
 
 
 def dca(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -240,12 +267,21 @@ def dca(intent: OrderIntent, state: AccountState) -> Reason | None:
     if policy is None or policy.allow_dca or asset not in state.positions:
         return None
     value = state.positions[asset]
-    return Reason("dca", (
-        f"{state.account_id} already holds a {asset} position worth "
-        f"{_money(value, state.quote_currency)}; {policy.name} does not add to an open "
-        f"position (no DCA), on {intent.symbol} or any other {asset} market."
-    ), {"tier": policy.name, "symbol": intent.symbol, "asset": asset, "position_usd": value,
-        "quantity": state.holdings.get(asset)})
+    return Reason(
+        "dca",
+        (
+            f"{state.account_id} already holds a {asset} position worth "
+            f"{_money(value, state.quote_currency)}; {policy.name} does not add to an open "
+            f"position (no DCA), on {intent.symbol} or any other {asset} market."
+        ),
+        {
+            "tier": policy.name,
+            "symbol": intent.symbol,
+            "asset": asset,
+            "position_usd": value,
+            "quantity": state.holdings.get(asset),
+        },
+    )
 
 
 def duplicate_symbol_entry(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -257,12 +293,20 @@ def duplicate_symbol_entry(intent: OrderIntent, state: AccountState) -> Reason |
     live = sum(entries.values())
     if policy is None or policy.allow_multiple_entries_same_symbol or live == 0:
         return None
-    return Reason("duplicate_symbol_entry", (
-        f"{state.account_id} already has {live} entry order(s) on {asset} "
-        f"({', '.join(entries)}) open or on their way to the exchange; {policy.name} allows "
-        "one entry per symbol."
-    ), {"tier": policy.name, "symbol": intent.symbol, "live_entries": live,
-        "entry_symbols": list(entries)})
+    return Reason(
+        "duplicate_symbol_entry",
+        (
+            f"{state.account_id} already has {live} entry order(s) on {asset} "
+            f"({', '.join(entries)}) open or on their way to the exchange; {policy.name} allows "
+            "one entry per symbol."
+        ),
+        {
+            "tier": policy.name,
+            "symbol": intent.symbol,
+            "live_entries": live,
+            "entry_symbols": list(entries),
+        },
+    )
 
 
 def max_positions(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -274,13 +318,22 @@ def max_positions(intent: OrderIntent, state: AccountState) -> Reason | None:
     if base_of(intent.symbol) in slots or len(slots) < policy.max_positions:
         return None
     occupied = sorted(slots.values())
-    return Reason("max_positions", (
-        f"{state.account_id} already uses {len(occupied)} of its {policy.max_positions} "
-        f"position slots ({', '.join(occupied)}); a new entry on {intent.symbol} would make "
-        f"{len(occupied) + 1}."
-    ), {"tier": policy.name, "symbol": intent.symbol, "max_positions": policy.max_positions,
-        "occupied": occupied, "positions": sorted(state.positions),
-        "unpriced_holdings": list(state.unpriced_holdings)})
+    return Reason(
+        "max_positions",
+        (
+            f"{state.account_id} already uses {len(occupied)} of its {policy.max_positions} "
+            f"position slots ({', '.join(occupied)}); a new entry on {intent.symbol} would make "
+            f"{len(occupied) + 1}."
+        ),
+        {
+            "tier": policy.name,
+            "symbol": intent.symbol,
+            "max_positions": policy.max_positions,
+            "occupied": occupied,
+            "positions": sorted(state.positions),
+            "unpriced_holdings": list(state.unpriced_holdings),
+        },
+    )
 
 
 def fragmentation(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -294,12 +347,21 @@ def fragmentation(intent: OrderIntent, state: AccountState) -> Reason | None:
         return None
     quote = state.quote_currency
     share = "all" if equity <= 0 else f"{ratio:.0%}"
-    return Reason("fragmentation", (
-        f"{state.account_id} has {_money(state.held_usd, quote)} tied up in open and pending "
-        f"orders, {share} of its {_money(equity, quote)} equity; {policy.name} blocks new "
-        f"entries above {policy.fragmentation_threshold:.0%}."
-    ), {"tier": policy.name, "held_usd": state.held_usd, "equity_usd": state.equity_usd,
-        "ratio": ratio, "threshold": policy.fragmentation_threshold})
+    return Reason(
+        "fragmentation",
+        (
+            f"{state.account_id} has {_money(state.held_usd, quote)} tied up in open and pending "
+            f"orders, {share} of its {_money(equity, quote)} equity; {policy.name} blocks new "
+            f"entries above {policy.fragmentation_threshold:.0%}."
+        ),
+        {
+            "tier": policy.name,
+            "held_usd": state.held_usd,
+            "equity_usd": state.equity_usd,
+            "ratio": ratio,
+            "threshold": policy.fragmentation_threshold,
+        },
+    )
 
 
 def price_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -307,18 +369,24 @@ def price_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
     policy = state.policy
     if policy is None or not policy.fail_closed or _notional(intent, state) is not None:
         return None
-    return Reason("price_unknown", (
-        f"no price is known for {intent.symbol}, so the size of this "
-        f"{intent.type.value} entry cannot be checked; give a price or size_usd."
-    ), {"tier": policy.name, "symbol": intent.symbol, "amount": intent.amount})
+    return Reason(
+        "price_unknown",
+        (
+            f"no price is known for {intent.symbol}, so the size of this "
+            f"{intent.type.value} entry cannot be checked; give a price or size_usd."
+        ),
+        {"tier": policy.name, "symbol": intent.symbol, "amount": intent.amount},
+    )
 
 
 def unknown_market(intent: OrderIntent, state: AccountState) -> Reason | None:
     if not state.markets or intent.symbol in state.markets:
         return None
-    return Reason("unknown_market", (
-        f"{intent.symbol} is not a market on {state.account_id}'s exchange."
-    ), {"symbol": intent.symbol, "markets": len(state.markets)})
+    return Reason(
+        "unknown_market",
+        (f"{intent.symbol} is not a market on {state.account_id}'s exchange."),
+        {"symbol": intent.symbol, "markets": len(state.markets)},
+    )
 
 
 def min_trade_size(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -327,11 +395,15 @@ def min_trade_size(intent: OrderIntent, state: AccountState) -> Reason | None:
     if policy is None or notional is None or notional >= policy.min_trade_usd:
         return None
     quote = state.quote_currency
-    return Reason("min_trade_size", (
-        f"this entry is worth {_money(notional, quote)}, below the "
-        f"{_money(policy.min_trade_usd, quote)} minimum trade of {policy.name}: fees would "
-        "eat it."
-    ), {"tier": policy.name, "notional_usd": notional, "min_trade_usd": policy.min_trade_usd})
+    return Reason(
+        "min_trade_size",
+        (
+            f"this entry is worth {_money(notional, quote)}, below the "
+            f"{_money(policy.min_trade_usd, quote)} minimum trade of {policy.name}: fees would "
+            "eat it."
+        ),
+        {"tier": policy.name, "notional_usd": notional, "min_trade_usd": policy.min_trade_usd},
+    )
 
 
 def min_notional(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -343,10 +415,14 @@ def min_notional(intent: OrderIntent, state: AccountState) -> Reason | None:
     if notional >= market.min_notional:
         return None
     quote = state.quote_currency
-    return Reason("min_notional", (
-        f"this {intent.symbol} entry is worth {_money(notional, quote)}; the exchange's "
-        f"minimum order value is {_money(market.min_notional, quote)}."
-    ), {"symbol": intent.symbol, "notional_usd": notional, "min_notional": market.min_notional})
+    return Reason(
+        "min_notional",
+        (
+            f"this {intent.symbol} entry is worth {_money(notional, quote)}; the exchange's "
+            f"minimum order value is {_money(market.min_notional, quote)}."
+        ),
+        {"symbol": intent.symbol, "notional_usd": notional, "min_notional": market.min_notional},
+    )
 
 
 def min_amount(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -356,10 +432,14 @@ def min_amount(intent: OrderIntent, state: AccountState) -> Reason | None:
     amount = intent.base_amount(state.last_prices.get(intent.symbol))
     if amount is None or amount >= market.min_amount:
         return None
-    return Reason("min_amount", (
-        f"this entry buys {amount:.8g} {market.base}; the exchange's minimum order on "
-        f"{intent.symbol} is {market.min_amount:.8g} {market.base}."
-    ), {"symbol": intent.symbol, "amount": amount, "min_amount": market.min_amount})
+    return Reason(
+        "min_amount",
+        (
+            f"this entry buys {amount:.8g} {market.base}; the exchange's minimum order on "
+            f"{intent.symbol} is {market.min_amount:.8g} {market.base}."
+        ),
+        {"symbol": intent.symbol, "amount": amount, "min_amount": market.min_amount},
+    )
 
 
 def insufficient_free_balance(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -369,10 +449,14 @@ def insufficient_free_balance(intent: OrderIntent, state: AccountState) -> Reaso
     if not state.balances_known:
         if policy is None or not policy.fail_closed:
             return None
-        return Reason("insufficient_free_balance", (
-            f"{state.account_id}'s balance has not been fetched yet, so nothing shows that "
-            f"this entry can be paid for."
-        ), {"tier": policy.name, "balances_known": False})
+        return Reason(
+            "insufficient_free_balance",
+            (
+                f"{state.account_id}'s balance has not been fetched yet, so nothing shows that "
+                f"this entry can be paid for."
+            ),
+            {"tier": policy.name, "balances_known": False},
+        )
     notional = _notional(intent, state)
     if notional is None:
         return None
@@ -383,12 +467,22 @@ def insufficient_free_balance(intent: OrderIntent, state: AccountState) -> Reaso
     available = free - reserved
     if cost <= available:
         return None
-    return Reason("insufficient_free_balance", (
-        f"this entry needs {_money(cost, quote)} with fees; {state.account_id} has "
-        f"{_money(free, quote)} free, of which {_money(reserved, quote)} "
-        f"is already reserved by entries on their way, leaving {_money(available, quote)}."
-    ), {"cost_usd": cost, "currency": quote, "free_quote": free, "reserved_usd": reserved,
-        "available_usd": available, "fee_rate": state.fee_rate})
+    return Reason(
+        "insufficient_free_balance",
+        (
+            f"this entry needs {_money(cost, quote)} with fees; {state.account_id} has "
+            f"{_money(free, quote)} free, of which {_money(reserved, quote)} "
+            f"is already reserved by entries on their way, leaving {_money(available, quote)}."
+        ),
+        {
+            "cost_usd": cost,
+            "currency": quote,
+            "free_quote": free,
+            "reserved_usd": reserved,
+            "available_usd": available,
+            "fee_rate": state.fee_rate,
+        },
+    )
 
 
 def _breaker_rule(rule: str) -> Rule:
@@ -398,8 +492,11 @@ def _breaker_rule(rule: str) -> Rule:
         verdict = state.breakers.blocking(rule, intent.symbol) if state.breakers else None
         if verdict is None:
             return None
-        return Reason(rule, verdict.message, {"tier": _tier(state), "symbol": intent.symbol,
-                                              **verdict.figures})
+        return Reason(
+            rule,
+            verdict.message,
+            {"tier": _tier(state), "symbol": intent.symbol, **verdict.figures},
+        )
 
     breaker.__name__ = breaker.__qualname__ = rule
     return breaker
@@ -426,8 +523,9 @@ ENTRY_RULES: tuple[Rule, ...] = (
 """Entry rules, in the order they are asked; the first objection blocks the entry."""
 
 
-def first_objection(intent: OrderIntent, state: AccountState,
-                    rules: Iterable[Rule] = ENTRY_RULES) -> Reason | None:
+def first_objection(
+    intent: OrderIntent, state: AccountState, rules: Iterable[Rule] = ENTRY_RULES
+) -> Reason | None:
     """The first rule that objects to an entry, or ``None``. Exits are never objected to."""
     if not intent.is_entry:
         return None
@@ -450,8 +548,15 @@ def exit_warnings(intent: OrderIntent, state: AccountState) -> tuple[Reason, ...
     held = state.holdings.get(base, 0.0)
     if amount is None or amount <= held * (1.0 + _OVERSELL_SLACK):
         return ()
-    return (Reason("oversell", (
-        f"this exit sells {amount:.8g} {base} but {state.account_id} holds {held:.8g} {base} "
-        f"by its balance and ledger; it goes through (exits are never blocked) and the "
-        f"exchange may refuse it or sell less."
-    ), {"symbol": intent.symbol, "amount": amount, "held": held}),)
+    return (
+        Reason(
+            "oversell",
+            (
+                f"this exit sells {amount:.8g} {base} but {state.account_id} holds "
+                f"{held:.8g} {base} "
+                f"by its balance and ledger; it goes through (exits are never blocked) and the "
+                f"exchange may refuse it or sell less."
+            ),
+            {"symbol": intent.symbol, "amount": amount, "held": held},
+        ),
+    )

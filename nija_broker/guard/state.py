@@ -109,18 +109,27 @@ class AccountGuard:
             outcome = self.finished.get(cid)
             if outcome is None:
                 return None
-            raise GuardConflict(f"{used} was already used: its reservation was {outcome}; "
-                                "send a new order with a new client order id",
-                                field="client_order_id", value=cid)
+            raise GuardConflict(
+                f"{used} was already used: its reservation was {outcome}; "
+                "send a new order with a new client order id",
+                field="client_order_id",
+                value=cid,
+            )
         answer = self.answers.get(rid)
         if answer is None or answer.intent != intent:
-            raise GuardConflict(f"{used} already holds reservation {rid!r} for another request",
-                                field="client_order_id", value=cid)
+            raise GuardConflict(
+                f"{used} already holds reservation {rid!r} for another request",
+                field="client_order_id",
+                value=cid,
+            )
         reservation = self.in_flight.get(rid)
         if reservation is None or reservation.expires_at <= mono:
-            raise GuardConflict(f"{used} was already used: its reservation {rid!r} expired "
-                                "unconfirmed; send a new order with a new client order id",
-                                field="client_order_id", value=cid)
+            raise GuardConflict(
+                f"{used} was already used: its reservation {rid!r} expired "
+                "unconfirmed; send a new order with a new client order id",
+                field="client_order_id",
+                value=cid,
+            )
         return answer
 
     def check_row(self, decision: Blocked, mono: float) -> Blocked | None:
@@ -132,9 +141,16 @@ class AccountGuard:
             last.repeats += 1
             return None
         self.checks[key] = CheckJournal(mono)
-        return Blocked(intent=decision.intent, rule=decision.rule, reason=decision.reason,
-                       figures={**decision.figures, "dry_run": True,
-                                "repeats_not_journaled": last.repeats if last else 0})
+        return Blocked(
+            intent=decision.intent,
+            rule=decision.rule,
+            reason=decision.reason,
+            figures={
+                **decision.figures,
+                "dry_run": True,
+                "repeats_not_journaled": last.repeats if last else 0,
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,8 +186,9 @@ class BookFigures:
     entry_symbols: dict[str, int]
 
 
-def book_figures(cached: BookFigures | None, orders: OrderTracker,
-                  last_prices: dict[str, float]) -> BookFigures:
+def book_figures(
+    cached: BookFigures | None, orders: OrderTracker, last_prices: dict[str, float]
+) -> BookFigures:
     """The book's figures, reusing what each unchanged order contributed last time.
 
     The guard judges far more often than the book changes, and a change touches
@@ -194,11 +211,19 @@ def book_figures(cached: BookFigures | None, orders: OrderTracker,
     for order in live:
         key = id(order)
         known = previous.get(key)
-        if known is None or (prices_changed and (
-                order.type is OrderType.MARKET or order.reference_price is None)):
+        if known is None or (
+            prices_changed and (order.type is OrderType.MARKET or order.reference_price is None)
+        ):
             held = held_capital((order,), fee_rate=fee_rate, last_prices=last_prices).total
-            entry = order.symbol if (order.role is OrderRole.ENTRY and order.side is Side.BUY
-                                     and not order.reduce_only) else None
+            entry = (
+                order.symbol
+                if (
+                    order.role is OrderRole.ENTRY
+                    and order.side is Side.BUY
+                    and not order.reduce_only
+                )
+                else None
+            )
             known = (order, held, entry)
         per_order[key] = known
         held_usd += known[1]
@@ -208,8 +233,7 @@ def book_figures(cached: BookFigures | None, orders: OrderTracker,
     return BookFigures(orders, version, dict(last_prices), per_order, held_usd, entry_symbols)
 
 
-def expired_long_ago(reservation: Reservation, account: AccountGuard,
-                      forget_before: float) -> bool:
+def expired_long_ago(reservation: Reservation, account: AccountGuard, forget_before: float) -> bool:
     return reservation.id not in account.in_flight and reservation.expires_at <= forget_before
 
 
@@ -226,8 +250,9 @@ def in_book(settling: Settling, orders: OrderTracker) -> Order | None:
     return order
 
 
-def visible(settling: Settling, orders: OrderTracker,
-             balances: Mapping[str, Balance] | None) -> bool:
+def visible(
+    settling: Settling, orders: OrderTracker, balances: Mapping[str, Balance] | None
+) -> bool:
     """Called once a balance newer than the confirmation arrived: does the account show it?
 
     Yes when the book has the order (live, the book counts it; finished, that
@@ -241,8 +266,9 @@ def visible(settling: Settling, orders: OrderTracker,
 
 
 def request_json(intent: OrderIntent, reserved_usd: float) -> str:
-    return json.dumps({"intent": intent.model_dump(mode="json"), "reserved_usd": reserved_usd},
-                      sort_keys=True)
+    return json.dumps(
+        {"intent": intent.model_dump(mode="json"), "reserved_usd": reserved_usd}, sort_keys=True
+    )
 
 
 def parse_request(stored: Intent) -> tuple[OrderIntent, float]:
@@ -263,22 +289,33 @@ def decision_record(decision: Allowed | Blocked, now: datetime) -> DecisionRecor
     else:
         rule = None
         reason = " ".join(w.message for w in decision.warnings) or None
-        figures = {**decision.figures,
-                   "warnings": [_warning_dict(w) for w in decision.warnings]}
+        figures = {**decision.figures, "warnings": [_warning_dict(w) for w in decision.warnings]}
     return DecisionRecord(
-        account_id=intent.account_id, ts=now, allowed=decision.allowed,
-        client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
-        rule=rule, reason=reason, figures=figures,
+        account_id=intent.account_id,
+        ts=now,
+        allowed=decision.allowed,
+        client_order_id=intent.client_order_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        rule=rule,
+        reason=reason,
+        figures=figures,
     )
-
 
 
 # ---------------------------------------------------------------------------- snapshot
 
 
-def account_state(account_id: str, account: AccountGuard, book: AccountBook,
-                  live: AccountLive | None, *, fee_rate: float | None,
-                  dust_usd: float, breakers: Breakers | None = None) -> AccountState:
+def account_state(
+    account_id: str,
+    account: AccountGuard,
+    book: AccountBook,
+    live: AccountLive | None,
+    *,
+    fee_rate: float | None,
+    dust_usd: float,
+    breakers: Breakers | None = None,
+) -> AccountState:
     """What the rules judge the account's next order on; called under ``account.lock``
     after the expiry pass. ``fee_rate`` ``None`` takes the order book's."""
     orders = book.orders
@@ -314,8 +351,11 @@ def account_state(account_id: str, account: AccountGuard, book: AccountBook,
     quote = live.quote_currency if live is not None else "USD"
     holdings = holdings_of(balances, ledger, quote, believe_balance=_stale_ledger(live, ledger))
     positions, unpriced = positions_of(
-        holdings, last_prices, {p.symbol: p.avg_price for p in ledger},
-        quote_currency=quote, dust_usd=dust_usd,
+        holdings,
+        last_prices,
+        {p.symbol: p.avg_price for p in ledger},
+        quote_currency=quote,
+        dust_usd=dust_usd,
     )
     return AccountState(
         account_id=account_id,
@@ -350,17 +390,29 @@ def _stale_ledger(live: AccountLive | None, ledger: Sequence[Position]) -> set[s
 # ---------------------------------------------------------------------------- views
 
 
-def reservation_views(account: AccountGuard, book: AccountBook, live: AccountLive | None, *,
-                      now: datetime, mono: float, settle_max_s: float,
-                      not_found_grace_s: float) -> list[ReservationView]:
+def reservation_views(
+    account: AccountGuard,
+    book: AccountBook,
+    live: AccountLive | None,
+    *,
+    now: datetime,
+    mono: float,
+    settle_max_s: float,
+    not_found_grace_s: float,
+) -> list[ReservationView]:
     """Every reservation that counts, oldest first; called under ``account.lock``."""
     views = [
         ReservationView(
-            reservation=r, state="in_flight", age_s=_age_s(r, now),
+            reservation=r,
+            state="in_flight",
+            age_s=_age_s(r, now),
             expires_in_s=max(r.expires_at - mono, 0.0),
-            why=("in flight: reserved, not yet confirmed or released; it counts as an open "
-                 "entry on its symbol and claims its quote's free balance" if r.is_entry else
-                 "in flight: an exit, reserved until the exchange answers; it takes no slot"),
+            why=(
+                "in flight: reserved, not yet confirmed or released; it counts as an open "
+                "entry on its symbol and claims its quote's free balance"
+                if r.is_entry
+                else "in flight: an exit, reserved until the exchange answers; it takes no slot"
+            ),
         )
         for r in account.in_flight.values()
     ]
@@ -371,24 +423,33 @@ def reservation_views(account: AccountGuard, book: AccountBook, live: AccountLiv
         unknown_s = (now - unknown).total_seconds() if unknown is not None else None
         booked = in_book(settling, book.orders)
         if unknown_s is not None:
-            why = (f"confirmed, but the exchange does not know order "
-                   f"{settling.order_id or r.client_order_id} (for {unknown_s:.0f} s); "
-                   f"released once unknown for {not_found_grace_s:.0f} s")
+            why = (
+                f"confirmed, but the exchange does not know order "
+                f"{settling.order_id or r.client_order_id} (for {unknown_s:.0f} s); "
+                f"released once unknown for {not_found_grace_s:.0f} s"
+            )
         elif booked is None:
             why = "confirmed, waiting for the order to show"
         elif booked.is_terminal:
-            why = ("confirmed and finished in the book, waiting for a balance newer than "
-                   "the confirmation to show the position")
+            why = (
+                "confirmed and finished in the book, waiting for a balance newer than "
+                "the confirmation to show the position"
+            )
         else:
             why = "confirmed and resting in the book, waiting for a balance newer than it"
         if balances is settling.balances_seen:
             why += "; it still claims its quote's free balance"
-        views.append(ReservationView(
-            reservation=r, state="settling", age_s=_age_s(r, now), why=why,
-            order_id=settling.order_id if booked is None else booked.id,
-            expires_in_s=max(settling.confirmed_at + settle_max_s - mono, 0.0),
-            unknown_to_exchange_s=unknown_s,
-        ))
+        views.append(
+            ReservationView(
+                reservation=r,
+                state="settling",
+                age_s=_age_s(r, now),
+                why=why,
+                order_id=settling.order_id if booked is None else booked.id,
+                expires_in_s=max(settling.confirmed_at + settle_max_s - mono, 0.0),
+                unknown_to_exchange_s=unknown_s,
+            )
+        )
     return sorted(views, key=lambda v: (v.reservation.created_at, v.reservation.id))
 
 
@@ -396,8 +457,9 @@ def _age_s(reservation: Reservation, now: datetime) -> float:
     return max((now - reservation.created_at).total_seconds(), 0.0)
 
 
-def unknown_past_grace(account_id: str, settling: Settling, book: AccountBook, now: datetime,
-                       grace_s: float) -> bool:
+def unknown_past_grace(
+    account_id: str, settling: Settling, book: AccountBook, now: datetime, grace_s: float
+) -> bool:
     """Has the exchange answered "no such order" for this confirmed entry's order for
     ``grace_s``? (The reconciler, following the order by id, notes its answers.)"""
     reservation = settling.reservation
@@ -407,10 +469,15 @@ def unknown_past_grace(account_id: str, settling: Settling, book: AccountBook, n
     unknown_s = (now - since).total_seconds()
     if unknown_s < grace_s:
         return False
-    log.warning("account %s: the exchange has not known order %s (client order id %s) for "
-                "%.0f s since it was confirmed; its reservation %s is released", account_id,
-                settling.order_id or "(no id)", reservation.client_order_id, unknown_s,
-                reservation.id)
+    log.warning(
+        "account %s: the exchange has not known order %s (client order id %s) for "
+        "%.0f s since it was confirmed; its reservation %s is released",
+        account_id,
+        settling.order_id or "(no id)",
+        reservation.client_order_id,
+        unknown_s,
+        reservation.id,
+    )
     return True
 
 
@@ -420,8 +487,12 @@ def unknown_past_grace(account_id: str, settling: Settling, book: AccountBook, n
 def judge(intent: OrderIntent, state: AccountState, rules: Iterable[Rule]) -> Decision:
     objection = first_objection(intent, state, rules)
     if objection is not None:
-        return Blocked(intent=intent, rule=objection.rule, reason=objection.message,
-                       figures=dict(objection.figures))
+        return Blocked(
+            intent=intent,
+            rule=objection.rule,
+            reason=objection.message,
+            figures=dict(objection.figures),
+        )
     notional = intent.notional(state.last_prices.get(intent.symbol))
     figures: dict[str, Any] = {
         "kind": "entry" if intent.is_entry else "exit",

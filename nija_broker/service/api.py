@@ -68,8 +68,15 @@ from nija_broker.service.api_calls import ApiContext, UnknownAccount
 from nija_broker.service.api_thread import AppThread
 from nija_broker.service.status import status_document
 
-__all__ = ["CONTEXT", "ApiContext", "ApiServer", "UnknownAccount", "check_binding",
-           "create_app", "is_loopback"]
+__all__ = [
+    "CONTEXT",
+    "ApiContext",
+    "ApiServer",
+    "UnknownAccount",
+    "check_binding",
+    "create_app",
+    "is_loopback",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -97,7 +104,9 @@ def check_binding(host: str, token: str | None) -> None:
         # (HTTP strips a header value's ends): both are configuration mistakes.
         raise ConfigError(
             "the API token is blank or starts or ends with whitespace: set the variable "
-            "api.token_env names to a token of visible characters", key="api.token_env")
+            "api.token_env names to a token of visible characters",
+            key="api.token_env",
+        )
     if not is_loopback(host) and token is None:
         raise ConfigError(
             f"api.host is {host!r}, not a loopback address: set api.token_env to the name of an "
@@ -125,8 +134,12 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except UnknownAccount as exc:
-        return _error(404, f"unknown account {exc.account_id!r}", field="account_id",
-                      account_id=exc.account_id)
+        return _error(
+            404,
+            f"unknown account {exc.account_id!r}",
+            field="account_id",
+            account_id=exc.account_id,
+        )
     except web.HTTPException as exc:
         if exc.status == 404 and request.match_info.route.resource is None:
             return _error(404, f"no such endpoint: {request.method} {request.path}")
@@ -169,8 +182,12 @@ async def _raw_body(request: web.Request) -> bytes | web.Response:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes",
-                      field="body", limit_bytes=MAX_BODY_BYTES)
+        return _error(
+            413,
+            f"request body is larger than {MAX_BODY_BYTES} bytes",
+            field="body",
+            limit_bytes=MAX_BODY_BYTES,
+        )
 
 
 async def _json_body(request: web.Request) -> tuple[bytes, dict[str, Any]] | web.Response:
@@ -202,8 +219,9 @@ async def healthz(request: web.Request) -> web.Response:
     states = {a["state"] for a in accounts.values()}
     failed = SyncState.FAILED.value in states
     overall = "failed" if failed else "ok" if states <= {SyncState.OK.value} else "degraded"
-    return web.json_response({"status": overall, "accounts": accounts},
-                             status=503 if failed else 200)
+    return web.json_response(
+        {"status": overall, "accounts": accounts}, status=503 if failed else 200
+    )
 
 
 async def list_accounts(request: web.Request) -> web.Response:
@@ -215,8 +233,9 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 async def get_account(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    row, breakers = await _owned(calls.account_row, ctx, request.match_info["account_id"],
-                                 ctx.clock.now())
+    row, breakers = await _owned(
+        calls.account_row, ctx, request.match_info["account_id"], ctx.clock.now()
+    )
     view = row.model_dump(mode="json")
     view["breakers"] = breaker_views(breakers)
     return web.json_response(view)
@@ -228,8 +247,14 @@ async def account_resume(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     account_id = request.match_info["account_id"]
     breakers, resumed = await _owned(calls.resume, ctx, account_id)
-    return web.json_response({"account_id": account_id, "at": ctx.clock.now().isoformat(),
-                              "resumed": resumed, "breakers": breaker_views(breakers)})
+    return web.json_response(
+        {
+            "account_id": account_id,
+            "at": ctx.clock.now().isoformat(),
+            "resumed": resumed,
+            "breakers": breaker_views(breakers),
+        }
+    )
 
 
 async def account_orders(request: web.Request) -> web.Response:
@@ -238,8 +263,9 @@ async def account_orders(request: web.Request) -> web.Response:
     if which not in ("open", "live", "all"):
         return _error(422, f"status must be open, live or all, got {which!r}", field="status")
     orders = await _owned(calls.orders, request.app[CONTEXT], account_id, which)
-    return web.json_response({"account_id": account_id,
-                              "orders": [o.model_dump(mode="json") for o in orders]})
+    return web.json_response(
+        {"account_id": account_id, "orders": [o.model_dump(mode="json") for o in orders]}
+    )
 
 
 async def account_trades(request: web.Request) -> web.Response:
@@ -248,8 +274,9 @@ async def account_trades(request: web.Request) -> web.Response:
         return limit
     account_id = request.match_info["account_id"]
     trades = await _owned(calls.trades, request.app[CONTEXT], account_id, limit)
-    return web.json_response({"account_id": account_id,
-                              "trades": [t.model_dump(mode="json") for t in trades]})
+    return web.json_response(
+        {"account_id": account_id, "trades": [t.model_dump(mode="json") for t in trades]}
+    )
 
 
 async def account_decisions(request: web.Request) -> web.Response:
@@ -259,12 +286,24 @@ async def account_decisions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     blocked_only = request.query.get("blocked_only", "false").lower() in ("1", "true", "yes")
     records = await _owned(calls.decisions, request.app[CONTEXT], account_id, limit, blocked_only)
-    return web.json_response({"account_id": account_id, "decisions": [
-        {"at": r.ts.isoformat(), "allowed": r.allowed, "rule": r.rule, "reason": r.reason,
-         "client_order_id": r.client_order_id, "symbol": r.symbol,
-         "side": r.side.value if r.side else None, "figures": jsonable(r.figures)}
-        for r in records
-    ]})
+    return web.json_response(
+        {
+            "account_id": account_id,
+            "decisions": [
+                {
+                    "at": r.ts.isoformat(),
+                    "allowed": r.allowed,
+                    "rule": r.rule,
+                    "reason": r.reason,
+                    "client_order_id": r.client_order_id,
+                    "symbol": r.symbol,
+                    "side": r.side.value if r.side else None,
+                    "figures": jsonable(r.figures),
+                }
+                for r in records
+            ],
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -311,13 +350,19 @@ async def guard_reserve(request: web.Request) -> web.Response:
     except GuardConflict as exc:
         return _conflict(exc)
     except StateError as exc:
-        return _error(503, f"the intent could not be journaled, so it is not allowed: {exc}",
-                      field="client_order_id", client_order_id=intent.client_order_id)
+        return _error(
+            503,
+            f"the intent could not be journaled, so it is not allowed: {exc}",
+            field="client_order_id",
+            client_order_id=intent.client_order_id,
+        )
     answer = decision_json(decision)
     if isinstance(decision, Allowed) and decision.reservation is not None:
         reservation = decision.reservation
-        answer.update(reservation_id=reservation.id,
-                      expires_in_s=max(reservation.expires_at - ctx.clock.monotonic(), 0.0))
+        answer.update(
+            reservation_id=reservation.id,
+            expires_in_s=max(reservation.expires_at - ctx.clock.monotonic(), 0.0),
+        )
     return web.json_response(answer)
 
 
@@ -335,17 +380,23 @@ async def _reservation_call(request: web.Request, confirm: bool) -> web.Response
     except GuardConflict as exc:
         return _conflict(exc)
     except (KeyError, StateError) as exc:
-        return _error(404, f"unknown or settled reservation {reservation_id!r}: {exc}",
-                      field="reservation_id", reservation_id=reservation_id)
-    return web.json_response({"reservation_id": reservation_id,
-                              "status": "confirmed" if confirm else "released"})
+        return _error(
+            404,
+            f"unknown or settled reservation {reservation_id!r}: {exc}",
+            field="reservation_id",
+            reservation_id=reservation_id,
+        )
+    return web.json_response(
+        {"reservation_id": reservation_id, "status": "confirmed" if confirm else "released"}
+    )
 
 
 async def account_reservations(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     views = await _owned(calls.reservations, request.app[CONTEXT], account_id)
-    return web.json_response({"account_id": account_id,
-                              "reservations": [reservation_json(v) for v in views]})
+    return web.json_response(
+        {"account_id": account_id, "reservations": [reservation_json(v) for v in views]}
+    )
 
 
 async def guard_confirm(request: web.Request) -> web.Response:
@@ -401,8 +452,9 @@ class ApiServer:
     async def start(self) -> None:
         if self._served is not None:
             raise StateError("the API server is already started")
-        self._served = AppThread(lambda: create_app(self.ctx), self.host, self.port,
-                                 name="nija-api")
+        self._served = AppThread(
+            lambda: create_app(self.ctx), self.host, self.port, name="nija-api"
+        )
         self.port = await self._served.start()
 
     async def aclose(self) -> None:

@@ -91,8 +91,7 @@ class _Refused:
 def _parse_int(text: str) -> int | _Refused:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        return _Refused(f"an integer of {digits} digits is out of range "
-                        f"(at most {MAX_INT_DIGITS})")
+        return _Refused(f"an integer of {digits} digits is out of range (at most {MAX_INT_DIGITS})")
     return int(text)
 
 
@@ -117,8 +116,13 @@ def _refused_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, str] | Non
     """The dotted path and reason of the first refused value (depth is already bounded)."""
     if isinstance(value, _Refused):
         return ".".join(path) or "body", value.why
-    children: Any = (value.items() if isinstance(value, dict)
-                     else enumerate(value) if isinstance(value, list) else ())
+    children: Any = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
     for key, child in children:
         found = _refused_at(child, (*path, str(key)))
         if found is not None:
@@ -174,14 +178,16 @@ def _reason_json(reason: Reason) -> dict[str, Any]:
 def decision_json(decision: Decision) -> dict[str, Any]:
     """``{allowed, account_id, client_order_id, figures, rule, reason[, warnings]}``."""
     intent = decision.intent
-    answer: dict[str, Any] = {"allowed": decision.allowed, "account_id": intent.account_id,
-                              "client_order_id": intent.client_order_id,
-                              "figures": jsonable(decision.figures)}
+    answer: dict[str, Any] = {
+        "allowed": decision.allowed,
+        "account_id": intent.account_id,
+        "client_order_id": intent.client_order_id,
+        "figures": jsonable(decision.figures),
+    }
     if isinstance(decision, Blocked):
         answer.update(rule=decision.rule, reason=decision.reason)
     else:
-        answer.update(rule=None, reason=None,
-                      warnings=[_reason_json(w) for w in decision.warnings])
+        answer.update(rule=None, reason=None, warnings=[_reason_json(w) for w in decision.warnings])
     return answer
 
 
@@ -191,10 +197,19 @@ def breaker_views(breakers: Breakers | None) -> dict[str, Any]:
 
 def reservation_json(view: ReservationView) -> dict[str, Any]:
     r = view.reservation
-    return {"reservation_id": r.id, "state": view.state, "why": view.why,
-            "symbol": r.symbol, "side": r.side.value, "type": r.type.value,
-            "is_entry": r.is_entry, "reserved_usd": r.reserved_usd,
-            "client_order_id": r.client_order_id, "order_id": view.order_id,
-            "created_at": r.created_at.isoformat(), "age_s": view.age_s,
-            "expires_in_s": view.expires_in_s,
-            "unknown_to_exchange_s": view.unknown_to_exchange_s}
+    return {
+        "reservation_id": r.id,
+        "state": view.state,
+        "why": view.why,
+        "symbol": r.symbol,
+        "side": r.side.value,
+        "type": r.type.value,
+        "is_entry": r.is_entry,
+        "reserved_usd": r.reserved_usd,
+        "client_order_id": r.client_order_id,
+        "order_id": view.order_id,
+        "created_at": r.created_at.isoformat(),
+        "age_s": view.age_s,
+        "expires_in_s": view.expires_in_s,
+        "unknown_to_exchange_s": view.unknown_to_exchange_s,
+    }

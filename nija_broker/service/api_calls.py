@@ -94,13 +94,15 @@ def rows(ctx: ApiContext, now: datetime) -> list[AccountStatus]:
     return status_rows(ctx.books, ctx.live, now, breakers=ctx.guard.breaker_report)
 
 
-def account_row(ctx: ApiContext, account_id: str,
-         now: datetime) -> tuple[AccountStatus, Breakers | None]:
+def account_row(
+    ctx: ApiContext, account_id: str, now: datetime
+) -> tuple[AccountStatus, Breakers | None]:
     """One account's status row and its breakers."""
     require(ctx, account_id)
     breakers = ctx.guard.breaker_report(account_id)
-    return account_status(ctx.books.get(account_id), ctx.live.get(account_id), now,
-                          breakers), breakers
+    return account_status(
+        ctx.books.get(account_id), ctx.live.get(account_id), now, breakers
+    ), breakers
 
 
 def resume(ctx: ApiContext, account_id: str) -> tuple[Breakers | None, list[str]]:
@@ -114,20 +116,25 @@ def orders(ctx: ApiContext, account_id: str, which: str) -> list[Order]:
     """The account's open, live or all orders."""
     require(ctx, account_id)
     tracker = ctx.books.get(account_id).orders
-    return {"open": tracker.open_orders, "live": tracker.live_orders,
-            "all": tracker.orders}[which]()
+    return {"open": tracker.open_orders, "live": tracker.live_orders, "all": tracker.orders}[
+        which
+    ]()
 
 
 def trades(ctx: ApiContext, account_id: str, limit: int) -> list[TradeRecord]:
     """The account's latest trades, from the store when there is one."""
     require(ctx, account_id)
     store = ctx.books.store
-    return (store.trades(account_id, limit=limit) if store is not None
-            else ctx.books.get(account_id).performance.trade_history(limit))
+    return (
+        store.trades(account_id, limit=limit)
+        if store is not None
+        else ctx.books.get(account_id).performance.trade_history(limit)
+    )
 
 
-def decisions(ctx: ApiContext, account_id: str, limit: int,
-               blocked_only: bool) -> list[DecisionRecord]:
+def decisions(
+    ctx: ApiContext, account_id: str, limit: int, blocked_only: bool
+) -> list[DecisionRecord]:
     """The guard's latest decisions for the account."""
     require(ctx, account_id)
     return list(ctx.guard.decisions(account_id, limit=limit, blocked_only=blocked_only))

@@ -36,8 +36,9 @@ class AppThread:
     to a loop is bound to that thread's loop. Start once; close any number of times.
     """
 
-    def __init__(self, make_app: Callable[[], web.Application], host: str, port: int, *,
-                 name: str) -> None:
+    def __init__(
+        self, make_app: Callable[[], web.Application], host: str, port: int, *, name: str
+    ) -> None:
         self._make_app = make_app
         self.host = host
         self.port = port

@@ -57,8 +57,10 @@ def _check_config(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        print(f"{args.path}: {count}; nija-broker run would refuse this configuration",
-              file=sys.stderr)
+        print(
+            f"{args.path}: {count}; nija-broker run would refuse this configuration",
+            file=sys.stderr,
+        )
         return 2
     config = load_config(args.path)
     table = config.tier_table()
@@ -67,12 +69,17 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  api:   {config.api.host}:{config.api.port}")
     print("  tiers: " + ", ".join(f"{t.name} (from ${t.min_equity_usd:,.0f})" for t in table.tiers))
     for account in config.accounts:
-        named = [name for name in (account.api_key_env, account.secret_env,
-                                   account.password_env) if name is not None]
+        named = [
+            name
+            for name in (account.api_key_env, account.secret_env, account.password_env)
+            if name is not None
+        ]
         keys = f"keys: set ({', '.join(named)})" if named else "keys: none named"
         sandbox = " sandbox" if account.sandbox else ""
-        print(f"  account {account.id}: {account.exchange}{sandbox}, tier {account.tier}, "
-              f"poll every {account.poll_interval_s:g}s, {keys}")
+        print(
+            f"  account {account.id}: {account.exchange}{sandbox}, tier {account.tier}, "
+            f"poll every {account.poll_interval_s:g}s, {keys}"
+        )
     return 0
 
 
@@ -98,8 +105,11 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with Broker(config) as broker:
         api = broker.api.url if broker.api is not None else "off"
-        print(f"nija-broker running: {len(config.accounts)} accounts, API {api}; "
-              "Ctrl-C or SIGTERM to stop", flush=True)
+        print(
+            f"nija-broker running: {len(config.accounts)} accounts, API {api}; "
+            "Ctrl-C or SIGTERM to stop",
+            flush=True,
+        )
         await stop.wait()
         print("nija-broker stopping ...", flush=True)
     print("nija-broker stopped", flush=True)
@@ -156,12 +166,16 @@ def _api_target(args: argparse.Namespace) -> tuple[str, str | None, Config | Non
     return f"http://{config.api.host}:{config.api.port}", token, config
 
 
-def _call_api(url: str, path: str, token: str | None, *, post: bool = False,
-              timeout_s: float = 3.0) -> dict[str, Any]:
+def _call_api(
+    url: str, path: str, token: str | None, *, post: bool = False, timeout_s: float = 3.0
+) -> dict[str, Any]:
     """The sidecar's JSON answer to ``GET`` (or an empty-bodied ``POST``) of ``path``."""
     request = urllib.request.Request(
-        url.rstrip("/") + path, data=b"{}" if post else None, method="POST" if post else "GET",
-        headers={"Content-Type": "application/json"} if post else {})
+        url.rstrip("/") + path,
+        data=b"{}" if post else None,
+        method="POST" if post else "GET",
+        headers={"Content-Type": "application/json"} if post else {},
+    )
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -205,8 +219,7 @@ def _status(args: argparse.Namespace) -> int:
             return 1
         source = f"{config.store.path} (sidecar not running)"
     if args.account is not None:
-        document["accounts"] = [a for a in document["accounts"]
-                                if a["account_id"] == args.account]
+        document["accounts"] = [a for a in document["accounts"] if a["account_id"] == args.account]
         if not document["accounts"]:
             print(f"nija-broker status: unknown account {args.account!r}", file=sys.stderr)
             return 2
@@ -230,15 +243,17 @@ def _resume(args: argparse.Namespace) -> int:
     url, token, _ = target
     account = urllib.parse.quote(args.account, safe="")
     try:
-        answer = _call_api(url, f"/v1/accounts/{account}/resume", token, post=True,
-                           timeout_s=5.0)
+        answer = _call_api(url, f"/v1/accounts/{account}/resume", token, post=True, timeout_s=5.0)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace").strip()
         print(f"nija-broker resume: {url} answered {exc.code}: {detail}", file=sys.stderr)
         return 2 if exc.code == 404 else 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"nija-broker resume: {url} did not answer ({exc}); the breakers live in the "
-              "running sidecar (nija-broker run)", file=sys.stderr)
+        print(
+            f"nija-broker resume: {url} did not answer ({exc}); the breakers live in the "
+            "running sidecar (nija-broker run)",
+            file=sys.stderr,
+        )
         return 1
     resumed = answer.get("resumed") or []
     if resumed:
@@ -269,8 +284,10 @@ def _report(args: argparse.Namespace) -> int:
     with Store(path) as store:
         if args.account not in store.accounts():
             known = ", ".join(store.accounts()) or "none"
-            print(f"nija-broker report: unknown account {args.account!r} (known: {known})",
-                  file=sys.stderr)
+            print(
+                f"nija-broker report: unknown account {args.account!r} (known: {known})",
+                file=sys.stderr,
+            )
             return 2
         book = Books(store).get(args.account)
         out = write_report(book, Path(args.out), store=store, now=datetime.now(UTC))
@@ -294,9 +311,11 @@ def _import_seed_state(args: argparse.Namespace) -> int:
     except SeedStateError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"nija-broker import-seed-state: nothing imported from {source} "
-              f"({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''})",
-              file=sys.stderr)
+        print(
+            f"nija-broker import-seed-state: nothing imported from {source} "
+            f"({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''})",
+            file=sys.stderr,
+        )
         return 2
     except ConfigError as exc:  # the store: locked by a running sidecar, damaged, not ours
         print(str(exc), file=sys.stderr)
@@ -328,8 +347,12 @@ def _emulator(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from nija_broker.demo.demo import run_demo
 
-    return run_demo(duration_s=args.duration, seed=args.seed, exchange=args.exchange,
-                    out_dir=Path(args.out) if args.out else None)
+    return run_demo(
+        duration_s=args.duration,
+        seed=args.seed,
+        exchange=args.exchange,
+        out_dir=Path(args.out) if args.out else None,
+    )
 
 
 # ---------------------------------------------------------------------------- parser
@@ -343,35 +366,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nija-broker {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run everything offline against the built-in "
-                                            "exchange emulator (no keys, no network)")
+    demo = commands.add_parser(
+        "demo",
+        help="run everything offline against the built-in exchange emulator (no keys, no network)",
+    )
     demo.add_argument("--duration", type=float, default=40.0, help="seconds (default 40)")
     demo.add_argument("--seed", type=int, default=7, help="price path seed (default 7)")
-    demo.add_argument("--exchange", choices=("binance", "kraken"), default="binance",
-                      help="which exchange dialect the emulator speaks (default binance)")
+    demo.add_argument(
+        "--exchange",
+        choices=("binance", "kraken"),
+        default="binance",
+        help="which exchange dialect the emulator speaks (default binance)",
+    )
     demo.add_argument("--out", help="where to write the reports (default: a new temp dir)")
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser("run", help="the sidecar: reconciler for every account + HTTP API")
     run.add_argument("--config", required=True, help="path to the TOML configuration")
     run.add_argument("--log-level", default="INFO")
-    run.add_argument("--switch-interval-s", type=_positive_seconds, default=None,
-                     help="how often CPython may hand the GIL to another thread (default: "
-                          "Python's own, 0.005): a bound on how long a guard call waits while "
-                          "the reconciler parses (bench/api_load.py measures it)")
+    run.add_argument(
+        "--switch-interval-s",
+        type=_positive_seconds,
+        default=None,
+        help="how often CPython may hand the GIL to another thread (default: "
+        "Python's own, 0.005): a bound on how long a guard call waits while "
+        "the reconciler parses (bench/api_load.py measures it)",
+    )
     run.set_defaults(handler=_run)
 
-    status = commands.add_parser("status", help="per-account rows: tier, equity, held capital, "
-                                                "open and stale orders, drawdown, sync health")
+    status = commands.add_parser(
+        "status",
+        help="per-account rows: tier, equity, held capital, "
+        "open and stale orders, drawdown, sync health",
+    )
     status.add_argument("--account", help="only this account")
     status.add_argument("--json", action="store_true", help="the stable JSON document")
-    status.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
-                        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})")
+    status.add_argument(
+        "--config",
+        default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
+        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})",
+    )
     status.add_argument("--url", help="ask this API instead of the configured one")
     status.set_defaults(handler=_status)
 
     check = commands.add_parser(
-        "check-config", help="validate a configuration file and explain every problem")
+        "check-config", help="validate a configuration file and explain every problem"
+    )
     check.add_argument("path", help="path to the TOML configuration")
     check.set_defaults(handler=_check_config)
 
@@ -389,24 +429,38 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report)
 
     resume = commands.add_parser(
-        "resume", help="clear an account's tripped circuit breakers on the running sidecar "
-                       "(they trip again only if their figures get worse)")
+        "resume",
+        help="clear an account's tripped circuit breakers on the running sidecar "
+        "(they trip again only if their figures get worse)",
+    )
     resume.add_argument("--account", required=True)
-    resume.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
-                        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})")
+    resume.add_argument(
+        "--config",
+        default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
+        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})",
+    )
     resume.add_argument("--url", help="the sidecar's API instead of the configured one")
     resume.set_defaults(handler=_resume)
 
     seed = commands.add_parser(
-        "import-seed-state", help="take the seed trackers' JSON state files into the store, "
-                                  "once (running it again takes nothing twice)")
-    seed.add_argument("dir", metavar="DIR", help="the seed's data_dir (account_orders_state.json, "
-                                                 "performance_*.json)")
-    seed.add_argument("--store", help="the store to import into (default: DIR/"
-                                      "nija_broker.sqlite3, where nija_broker.compat keeps "
-                                      "the state of that data_dir)")
-    seed.add_argument("--dry-run", action="store_true", help="report what would be taken, "
-                                                             "write nothing")
+        "import-seed-state",
+        help="take the seed trackers' JSON state files into the store, "
+        "once (running it again takes nothing twice)",
+    )
+    seed.add_argument(
+        "dir",
+        metavar="DIR",
+        help="the seed's data_dir (account_orders_state.json, performance_*.json)",
+    )
+    seed.add_argument(
+        "--store",
+        help="the store to import into (default: DIR/"
+        "nija_broker.sqlite3, where nija_broker.compat keeps "
+        "the state of that data_dir)",
+    )
+    seed.add_argument(
+        "--dry-run", action="store_true", help="report what would be taken, write nothing"
+    )
     seed.set_defaults(handler=_import_seed_state)
     return parser
 

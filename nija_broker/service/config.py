@@ -122,11 +122,15 @@ class AccountConfig(_Strict):
     poll_interval_s: float = Field(default=5.0, gt=0)
     balance_interval_s: float = Field(default=60.0, gt=0)
     fee_rate: float = Field(default=0.004, ge=0, lt=0.1)
-    quote_currency: str = Field(default="USD", pattern=r"^[A-Z0-9]{2,10}$",
-                                description="currency equity and tiers are counted in")
+    quote_currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z0-9]{2,10}$",
+        description="currency equity and tiers are counted in",
+    )
     watch_symbols: list[str] = Field(
         default_factory=list,
-        description="symbols the closed-orders sweep always covers (BTC/USDT or BTC-USDT)")
+        description="symbols the closed-orders sweep always covers (BTC/USDT or BTC-USDT)",
+    )
     ccxt: dict[str, Any] = Field(default_factory=dict)
 
     _env_names = field_validator("api_key_env", "secret_env", "password_env")(
@@ -160,8 +164,11 @@ class AccountConfig(_Strict):
         """Read this account's keys from the environment. Raises naming the variable only."""
         env = os.environ if environ is None else environ
         found: dict[str, str] = {}
-        for field, ccxt_key in (("api_key_env", "apiKey"), ("secret_env", "secret"),
-                                ("password_env", "password")):
+        for field, ccxt_key in (
+            ("api_key_env", "apiKey"),
+            ("secret_env", "secret"),
+            ("password_env", "password"),
+        ):
             name = getattr(self, field)
             if name is None:
                 continue
@@ -178,9 +185,15 @@ class AccountConfig(_Strict):
         """What an adapter needs to open this account's exchange, keys read as
         :meth:`credentials` reads them (so adapters never import this module)."""
         keys = self.credentials(dict(environ) if environ is not None else None)
-        return ExchangeSpec(account_id=self.id, exchange_id=self.exchange, sandbox=self.sandbox,
-                            options=self.ccxt, api_key=keys.get("apiKey"),
-                            secret=keys.get("secret"), password=keys.get("password"))
+        return ExchangeSpec(
+            account_id=self.id,
+            exchange_id=self.exchange,
+            sandbox=self.sandbox,
+            options=self.ccxt,
+            api_key=keys.get("apiKey"),
+            secret=keys.get("secret"),
+            password=keys.get("password"),
+        )
 
 
 class ReconcilerConfig(_Strict):
@@ -262,11 +275,15 @@ class Config(_Strict):
                 # Validated again: a change may break a rule across fields (resume < max).
                 try:
                     tiers[name] = TierPolicy.model_validate(
-                        {**defaults[name].model_dump(), **changes})
+                        {**defaults[name].model_dump(), **changes}
+                    )
                 except ValidationError as exc:
-                    raise ValueError("; ".join(
-                        str(e["msg"]).removeprefix("Value error, ")
-                        for e in exc.errors(include_url=False))) from None
+                    raise ValueError(
+                        "; ".join(
+                            str(e["msg"]).removeprefix("Value error, ")
+                            for e in exc.errors(include_url=False)
+                        )
+                    ) from None
             elif "min_equity_usd" not in changes or "max_positions" not in changes:
                 raise ValueError(
                     f"new tier {name!r} needs min_equity_usd and max_positions "
@@ -292,9 +309,12 @@ class Config(_Strict):
 _LISTED_APART = "nija_broker.service.config: across-field rules listed apart"
 
 
-def config_problems(source: str | Path | Mapping[str, Any],
-                    environ: Mapping[str, str] | None = None, *,
-                    file: str | None = None) -> list[Problem]:
+def config_problems(
+    source: str | Path | Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    file: str | None = None,
+) -> list[Problem]:
     """Every reason ``nija-broker run`` would refuse this configuration; ``[]`` when it starts.
 
     ``source`` is a TOML file's path or its parsed table; ``environ`` defaults to

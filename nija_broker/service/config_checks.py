@@ -37,8 +37,7 @@ from nija_broker.service.config_problems import (
 __all__ = ["machine_problems"]
 
 
-def machine_problems(data: Mapping[str, Any], file: str,
-                     env: Mapping[str, str]) -> list[Problem]:
+def machine_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str]) -> list[Problem]:
     """What only this machine can say: ccxt's exchange ids and sandboxes, the environment
     variables named, the API binding's token, the store's directory."""
     problems: list[Problem] = []
@@ -48,8 +47,9 @@ def machine_problems(data: Mapping[str, Any], file: str,
     for i, account in account_tables(data):
         problems += _exchange_problems(i, account, data, file, built)
         for field in ENV_FIELDS:
-            problems += _env_problems(file, key_path(("accounts", i, field), data),
-                                      account.get(field), env)
+            problems += _env_problems(
+                file, key_path(("accounts", i, field), data), account.get(field), env
+            )
     return problems + _api_problems(data, file, env) + _store_problems(data, file)
 
 
@@ -65,23 +65,33 @@ _Refusal = tuple[str, str]
 """The field ccxt's constructor refused (``sandbox``, ``ccxt``, ...) and why."""
 
 
-def _exchange_problems(i: int, account: Mapping[str, Any], data: Mapping[str, Any],
-                       file: str, built: dict[str, _Refusal | None]) -> list[Problem]:
+def _exchange_problems(
+    i: int,
+    account: Mapping[str, Any],
+    data: Mapping[str, Any],
+    file: str,
+    built: dict[str, _Refusal | None],
+) -> list[Problem]:
     exchange = account.get("exchange")
     if not isinstance(exchange, str) or not _EXCHANGE_ID.match(exchange):
         return []  # a field error, listed already
     known = _ccxt_exchange_ids()
     if exchange not in known:
-        return [Problem(file, key_path(("accounts", i, "exchange"), data),
-                        "unknown ccxt exchange id", repr(exchange),
-                        hint=did_you_mean(exchange, known))]
+        return [
+            Problem(
+                file,
+                key_path(("accounts", i, "exchange"), data),
+                "unknown ccxt exchange id",
+                repr(exchange),
+                hint=did_you_mean(exchange, known),
+            )
+        ]
     try:
         parsed = AccountConfig.model_validate(account)
     except ValidationError:
         return []  # its field errors are listed already
     # Only these reach ccxt's constructor (the keys are checked apart, by name).
-    alike = json.dumps([parsed.exchange, parsed.sandbox, parsed.ccxt], sort_keys=True,
-                       default=repr)
+    alike = json.dumps([parsed.exchange, parsed.sandbox, parsed.ccxt], sort_keys=True, default=repr)
     if alike not in built:
         built[alike] = _build_refusal(parsed)
     refusal = built[alike]
@@ -89,8 +99,14 @@ def _exchange_problems(i: int, account: Mapping[str, Any], data: Mapping[str, An
         return []
     leaf, message = refusal
     shown = getattr(parsed, leaf, None)
-    return [Problem(file, key_path(("accounts", i, leaf), data), message,
-                    repr(shown) if isinstance(shown, str | bool) else None)]
+    return [
+        Problem(
+            file,
+            key_path(("accounts", i, leaf), data),
+            message,
+            repr(shown) if isinstance(shown, str | bool) else None,
+        )
+    ]
 
 
 def _build_refusal(account: AccountConfig) -> _Refusal | None:
@@ -153,8 +169,7 @@ def _store_problems(data: Mapping[str, Any], file: str) -> list[Problem]:
         return []
     target, shown = Path(path), repr(path)
     if target.is_dir():
-        return [Problem(file, "store.path", "is a directory; name the SQLite file in it",
-                        shown)]
+        return [Problem(file, "store.path", "is a directory; name the SQLite file in it", shown)]
     if target.exists() and not os.access(target, os.W_OK):
         return [Problem(file, "store.path", "the store file is not writable", shown)]
     # The directory must take new files too: SQLite writes its -wal and -shm beside the store.

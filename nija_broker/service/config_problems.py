@@ -44,10 +44,18 @@ SECRET_KEYS = frozenset(
 ENV_FIELDS = ("api_key_env", "secret_env", "password_env")
 """An account's fields that name the environment variables holding its keys."""
 # Keys people paste a credential under, and the field that names its variable instead.
-_PASTED = {"api_key": "api_key_env", "apikey": "api_key_env", "key": "api_key_env",
-           "secret": "secret_env", "api_secret": "secret_env", "secret_key": "secret_env",
-           "password": "password_env", "passphrase": "password_env",
-           "token": "api.token_env", "api_token": "api.token_env"}
+_PASTED = {
+    "api_key": "api_key_env",
+    "apikey": "api_key_env",
+    "key": "api_key_env",
+    "secret": "secret_env",
+    "api_secret": "secret_env",
+    "secret_key": "secret_env",
+    "password": "password_env",
+    "passphrase": "password_env",
+    "token": "api.token_env",
+    "api_token": "api.token_env",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +129,9 @@ def key_path(loc: Sequence[int | str], data: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def field_problem(err: ErrorDetails, data: Mapping[str, Any], file: str,
-                  root: type[BaseModel]) -> Problem:
+def field_problem(
+    err: ErrorDetails, data: Mapping[str, Any], file: str, root: type[BaseModel]
+) -> Problem:
     """One pydantic error of validating ``data`` as ``root``, as a :class:`Problem`."""
     loc = tuple(err["loc"])
     key = key_path(loc, data) or "(top level)"
@@ -139,17 +148,23 @@ def field_problem(err: ErrorDetails, data: Mapping[str, Any], file: str,
     return Problem(file, key, message, None if secret else repr(value), hidden=secret)
 
 
-def _unknown_key(loc: tuple[int | str, ...], key: str, value: Any, file: str,
-                 root: type[BaseModel]) -> Problem:
+def _unknown_key(
+    loc: tuple[int | str, ...], key: str, value: Any, file: str, root: type[BaseModel]
+) -> Problem:
     leaf = str(loc[-1])
     named = _PASTED.get(leaf.lower())
     if named is not None:
-        return Problem(file, key, "a credential may not be written in the file", hidden=True,
-                       hint=f"put it in an environment variable and give that variable's "
-                            f"name as {named}")
+        return Problem(
+            file,
+            key,
+            "a credential may not be written in the file",
+            hidden=True,
+            hint=f"put it in an environment variable and give that variable's name as {named}",
+        )
     fields = _fields_at(loc[:-1], root)
     hint = did_you_mean(leaf, fields) or (
-        f"known keys here: {', '.join(fields)}" if fields else None)
+        f"known keys here: {', '.join(fields)}" if fields else None
+    )
     # Numbers and booleans cannot be a pasted key; a string under an unknown name might be.
     if isinstance(value, bool | int | float):
         return Problem(file, key, "unknown key", repr(value), hint=hint)
@@ -199,10 +214,14 @@ def across_fields(data: Mapping[str, Any], file: str) -> list[Problem]:
     for i, account in account_tables(data):
         ident = account.get("id")
         if isinstance(ident, str) and ident in first:
-            problems.append(Problem(
-                file, key_path(("accounts", i, "id"), data),
-                f"account ids must be unique: repeated (first at accounts[{first[ident]}])",
-                repr(ident)))
+            problems.append(
+                Problem(
+                    file,
+                    key_path(("accounts", i, "id"), data),
+                    f"account ids must be unique: repeated (first at accounts[{first[ident]}])",
+                    repr(ident),
+                )
+            )
         elif isinstance(ident, str):
             first[ident] = i
     tiers = data.get("tiers")
@@ -213,16 +232,27 @@ def across_fields(data: Mapping[str, Any], file: str) -> list[Problem]:
             continue
         missing = [f for f in ("min_equity_usd", "max_positions") if override.get(f) is None]
         if missing:
-            problems.append(Problem(
-                file, f"tiers.{name}", f"a new tier needs {' and '.join(missing)}",
-                hint=did_you_mean(name, defaults) or f"known tiers: {', '.join(defaults)}"))
+            problems.append(
+                Problem(
+                    file,
+                    f"tiers.{name}",
+                    f"a new tier needs {' and '.join(missing)}",
+                    hint=did_you_mean(name, defaults) or f"known tiers: {', '.join(defaults)}",
+                )
+            )
     known = [*defaults, *(str(n) for n in tiers if n not in defaults)]
     for i, account in account_tables(data):
         tier = account.get("tier")
         if isinstance(tier, str) and tier != "auto" and tier not in known:
             choices = ", ".join([*known, "auto"])
             hint = did_you_mean(tier, [*known, "auto"])
-            problems.append(Problem(
-                file, key_path(("accounts", i, "tier"), data), "unknown tier", repr(tier),
-                hint=f"{hint} (known: {choices})" if hint else f"known: {choices}"))
+            problems.append(
+                Problem(
+                    file,
+                    key_path(("accounts", i, "tier"), data),
+                    "unknown tier",
+                    repr(tier),
+                    hint=f"{hint} (known: {choices})" if hint else f"known: {choices}",
+                )
+            )
     return problems

@@ -30,7 +30,8 @@ from enum import Enum
 __all__ = ["account_context", "configure_logging", "fields", "redact", "register_secret"]
 
 account_context: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "nija_broker_account", default=None)
+    "nija_broker_account", default=None
+)
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -104,8 +105,9 @@ class KeyValueFormatter(logging.Formatter):
             parts.append(f"account={account}")
         parts.append(f"msg={json.dumps(redact(record.getMessage()))}")
         own: dict[str, object] = getattr(record, "fields", None) or {}
-        parts.extend(f"{key}={_field_text(value)}" for key, value in own.items()
-                     if value is not None)
+        parts.extend(
+            f"{key}={_field_text(value)}" for key, value in own.items() if value is not None
+        )
         if record.exc_info:
             parts.append(f"exc={json.dumps(redact(self.formatException(record.exc_info)))}")
         return " ".join(parts)

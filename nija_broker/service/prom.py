@@ -47,42 +47,78 @@ class BrokerMetrics:
         p = PREFIX
         by_account = ["account"]
         self.equity_usd = Gauge(
-            f"{p}equity_usd", "Account equity in USD (absent while unknown).", by_account,
-            registry=r)
+            f"{p}equity_usd",
+            "Account equity in USD (absent while unknown).",
+            by_account,
+            registry=r,
+        )
         self.open_orders = Gauge(
-            f"{p}open_orders", "Open and partially filled orders.", by_account, registry=r)
+            f"{p}open_orders", "Open and partially filled orders.", by_account, registry=r
+        )
         self.held_capital_usd = Gauge(
-            f"{p}held_capital_usd", "Quote currency reserved by live orders.", by_account,
-            registry=r)
+            f"{p}held_capital_usd",
+            "Quote currency reserved by live orders.",
+            by_account,
+            registry=r,
+        )
         self.fragmentation_ratio = Gauge(
             f"{p}fragmentation_ratio",
             "Held capital / equity (+Inf when held > 0 on zero equity; absent while unknown).",
-            by_account, registry=r)
+            by_account,
+            registry=r,
+        )
         self.drawdown_pct = Gauge(
-            f"{p}drawdown_pct", "Current drawdown from the equity peak, percent.", by_account,
-            registry=r)
+            f"{p}drawdown_pct",
+            "Current drawdown from the equity peak, percent.",
+            by_account,
+            registry=r,
+        )
         self.max_drawdown_pct = Gauge(
-            f"{p}max_drawdown_pct", "Maximum drawdown of the equity curve, percent.", by_account,
-            registry=r)
-        self.fills = Counter(
-            f"{p}fills_total", "Fills booked.", by_account, registry=r)
+            f"{p}max_drawdown_pct",
+            "Maximum drawdown of the equity curve, percent.",
+            by_account,
+            registry=r,
+        )
+        self.fills = Counter(f"{p}fills_total", "Fills booked.", by_account, registry=r)
         self.cancellations = Counter(
-            f"{p}cancellations_total", "Orders seen cancelled (stale ones included).",
-            by_account, registry=r)
+            f"{p}cancellations_total",
+            "Orders seen cancelled (stale ones included).",
+            by_account,
+            registry=r,
+        )
         self.stale_cancellations = Counter(
-            f"{p}stale_cancellations_total", "Orders cancelled by nija_broker for being stale.",
-            by_account, registry=r)
+            f"{p}stale_cancellations_total",
+            "Orders cancelled by nija_broker for being stale.",
+            by_account,
+            registry=r,
+        )
         self.guard_blocks = Counter(
-            f"{p}guard_blocks_total", "Entries the guard blocked, by rule.",
-            ["account", "rule"], registry=r)
+            f"{p}guard_blocks_total",
+            "Entries the guard blocked, by rule.",
+            ["account", "rule"],
+            registry=r,
+        )
         self.exchange_errors = Counter(
-            f"{p}exchange_errors_total", "Exchange errors, by kind.",
-            ["account", "kind"], registry=r)
+            f"{p}exchange_errors_total",
+            "Exchange errors, by kind.",
+            ["account", "kind"],
+            registry=r,
+        )
         self.sync_cycle_seconds = Histogram(
-            f"{p}sync_cycle_seconds", "Wall time of one reconciliation cycle.", by_account,
-            buckets=SYNC_CYCLE_BUCKETS_S, registry=r)
-        self._gauges = (self.equity_usd, self.open_orders, self.held_capital_usd,
-                        self.fragmentation_ratio, self.drawdown_pct, self.max_drawdown_pct)
+            f"{p}sync_cycle_seconds",
+            "Wall time of one reconciliation cycle.",
+            by_account,
+            buckets=SYNC_CYCLE_BUCKETS_S,
+            registry=r,
+        )
+        self._gauges = (
+            self.equity_usd,
+            self.open_orders,
+            self.held_capital_usd,
+            self.fragmentation_ratio,
+            self.drawdown_pct,
+            self.max_drawdown_pct,
+        )
         self._refreshed: set[str] = set()
 
     # ------------------------------------------------------------------ gauges
@@ -106,8 +142,7 @@ class BrokerMetrics:
                 _remove(self.fragmentation_ratio, a)
             else:
                 self.equity_usd.labels(a).set(row.equity_usd)
-                self.fragmentation_ratio.labels(a).set(
-                    _ratio(row.held_capital_usd, row.equity_usd))
+                self.fragmentation_ratio.labels(a).set(_ratio(row.held_capital_usd, row.equity_usd))
             # Counters start at 0 for every known account, so rate() works from the start.
             for counter in (self.fills, self.cancellations, self.stale_cancellations):
                 counter.labels(a)

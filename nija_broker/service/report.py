@@ -23,8 +23,13 @@ from nija_broker.core.models import AccountMetrics, EquityPoint, TradeRecord
 from nija_broker.state.book import AccountBook
 from nija_broker.state.store import Store
 
-__all__ = ["MAX_CHART_POINTS", "MAX_REPORT_TRADES", "render_report", "report_filename",
-           "write_report"]
+__all__ = [
+    "MAX_CHART_POINTS",
+    "MAX_REPORT_TRADES",
+    "render_report",
+    "report_filename",
+    "write_report",
+]
 
 MAX_CHART_POINTS = 2_000
 """Above this many equity points the chart keeps each bucket's low and high."""
@@ -33,8 +38,9 @@ MAX_REPORT_TRADES = 500
 _Series = list[tuple[float, float]]  # (unix seconds, value), time ascending
 
 
-def write_report(book: AccountBook, out_dir: Path, *, store: Store | None = None,
-                 now: datetime) -> Path:
+def write_report(
+    book: AccountBook, out_dir: Path, *, store: Store | None = None, now: datetime
+) -> Path:
     """Write the report of ``book``'s account into ``out_dir`` and return its path.
 
     With ``store``, the chart and trade list cover everything stored; without,
@@ -81,39 +87,42 @@ def render_report(book: AccountBook, *, store: Store | None = None, now: datetim
         trades = book.performance.trade_history(MAX_REPORT_TRADES)
     newest_first = sorted(trades, key=lambda t: t.exit_time, reverse=True)
     e = html.escape
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>nija_broker report: {e(account_id)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        "<header>",
-        f"<h1>Account report: {e(account_id)}</h1>",
-        f"<p class=\"muted\">Generated {e(_when(now))}. Figures are this account's only.</p>",
-        "</header>",
-        "<section>",
-        "<h2>Key figures</h2>",
-        _metrics_table(metrics),
-        "</section>",
-        "<section>",
-        "<h2>Equity and drawdown</h2>",
-        _charts(points),
-        "</section>",
-        "<section>",
-        "<h2>Trades</h2>",
-        _trades_table(newest_first, metrics.total_trades),
-        "</section>",
-        "</body>",
-        "</html>",
-        "",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>nija_broker report: {e(account_id)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            "<header>",
+            f"<h1>Account report: {e(account_id)}</h1>",
+            f'<p class="muted">Generated {e(_when(now))}. Figures are this account\'s only.</p>',
+            "</header>",
+            "<section>",
+            "<h2>Key figures</h2>",
+            _metrics_table(metrics),
+            "</section>",
+            "<section>",
+            "<h2>Equity and drawdown</h2>",
+            _charts(points),
+            "</section>",
+            "<section>",
+            "<h2>Trades</h2>",
+            _trades_table(newest_first, metrics.total_trades),
+            "</section>",
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- figures
+
 
 def _metrics_table(m: AccountMetrics) -> str:
     if m.total_trades == 0:
@@ -123,13 +132,18 @@ def _metrics_table(m: AccountMetrics) -> str:
     else:
         pf = f"{m.profit_factor:.2f}"
     if m.expectancy_per_dollar_risked is not None:
-        per_risk = (f"{m.expectancy_per_dollar_risked:.3f} "
-                    f"(over {m.trades_with_risk} trade(s) with recorded risk)")
+        per_risk = (
+            f"{m.expectancy_per_dollar_risked:.3f} "
+            f"(over {m.trades_with_risk} trade(s) with recorded risk)"
+        )
     else:
         per_risk = html.escape(m.risk_note or "n/a: no trade recorded its risk")
     rows = [
-        ("Trades", f"{m.total_trades} ({m.winning_trades} won, {m.losing_trades} lost, "
-                   f"{m.breakeven_trades} even)"),
+        (
+            "Trades",
+            f"{m.total_trades} ({m.winning_trades} won, {m.losing_trades} lost, "
+            f"{m.breakeven_trades} even)",
+        ),
         ("Win rate", f"{m.win_rate:.1f}%"),
         ("Net P&amp;L (after fees)", _money(m.total_pnl, signed=True)),
         ("Fees", _money(m.total_fees)),
@@ -146,7 +160,7 @@ def _metrics_table(m: AccountMetrics) -> str:
         ("Sharpe per trade", _ratio(m.sharpe_ratio)),
         ("Sharpe annualised (daily equity, &radic;365)", _ratio(m.sharpe_annualized)),
     ]
-    body = "".join(f"<tr><th scope=\"row\">{k}</th><td>{v}</td></tr>" for k, v in rows)
+    body = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in rows)
     return f'<table class="metrics"><tbody>{body}</tbody></table>'
 
 
@@ -154,9 +168,11 @@ def _trades_table(trades: Sequence[TradeRecord], total: int) -> str:
     if not trades:
         return '<p class="muted">No trades recorded yet.</p>'
     shown = f"newest first, {len(trades)} of {max(total, len(trades))}"
-    head = ("<tr><th>Closed (UTC)</th><th>Symbol</th><th>Position</th><th>Quantity</th>"
-            "<th>Entry</th><th>Exit</th><th>Size</th><th>P&amp;L</th><th>Fees</th>"
-            "<th>Net</th><th>Net %</th><th>Held</th><th>Risk</th></tr>")
+    head = (
+        "<tr><th>Closed (UTC)</th><th>Symbol</th><th>Position</th><th>Quantity</th>"
+        "<th>Entry</th><th>Exit</th><th>Size</th><th>P&amp;L</th><th>Fees</th>"
+        "<th>Net</th><th>Net %</th><th>Held</th><th>Risk</th></tr>"
+    )
     rows = []
     for t in trades:
         size = t.size_usd or 0.0
@@ -178,8 +194,10 @@ def _trades_table(trades: Sequence[TradeRecord], total: int) -> str:
         ]
         css = "win" if t.net > 0 else ("loss" if t.net < 0 else "")
         rows.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return (f'<p class="muted">{shown}.</p><table class="trades"><thead>{head}</thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f'<p class="muted">{shown}.</p><table class="trades"><thead>{head}</thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 # ---------------------------------------------------------------------------- chart
@@ -192,18 +210,31 @@ def _charts(points: Sequence[EquityPoint]) -> str:
     ordered = sorted(points, key=lambda p: p.timestamp)
     equity: _Series = [(p.timestamp.timestamp(), p.equity) for p in ordered]
     if not equity:
-        return _empty_chart("No equity recorded yet: the curve starts with the first "
-                            "balance update.")
+        return _empty_chart(
+            "No equity recorded yet: the curve starts with the first balance update."
+        )
     drawdown = drawdown_series(equity)
     note = f"{len(equity):,} equity point(s)"
     if len(equity) > MAX_CHART_POINTS:
         note += f", drawn as {MAX_CHART_POINTS:,} (each interval's low and high kept)"
-    equity_svg = _line_chart(downsample(equity, MAX_CHART_POINTS), height=280,
-                             label="Equity curve", y_format=_axis_money, area=False)
+    equity_svg = _line_chart(
+        downsample(equity, MAX_CHART_POINTS),
+        height=280,
+        label="Equity curve",
+        y_format=_axis_money,
+        area=False,
+    )
     # Drawdown hangs below zero so that deeper reads lower, as traders draw it.
     under = [(t, -dd) for t, dd in downsample(drawdown, MAX_CHART_POINTS)]
-    drawdown_svg = _line_chart(under, height=150, label="Drawdown from peak (%)",
-                               y_format=_axis_pct, area=True, y_max=0.0, y_min=-1.0)
+    drawdown_svg = _line_chart(
+        under,
+        height=150,
+        label="Drawdown from peak (%)",
+        y_format=_axis_pct,
+        area=True,
+        y_max=0.0,
+        y_min=-1.0,
+    )
     return f'{equity_svg}\n{drawdown_svg}\n<p class="muted">{note}.</p>'
 
 
@@ -229,7 +260,7 @@ def downsample(series: _Series, max_points: int) -> _Series:
     size = len(series) / buckets
     out: _Series = []
     for b in range(buckets):
-        chunk = series[int(b * size): int((b + 1) * size)]
+        chunk = series[int(b * size) : int((b + 1) * size)]
         if not chunk:
             continue
         low = min(chunk, key=lambda p: p[1])
@@ -254,8 +285,16 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(i * step, 10) for i in range(first, last + 1)]
 
 
-def _line_chart(series: _Series, *, height: int, label: str, y_format: _Fmt,
-                area: bool, y_max: float | None = None, y_min: float | None = None) -> str:
+def _line_chart(
+    series: _Series,
+    *,
+    height: int,
+    label: str,
+    y_format: _Fmt,
+    area: bool,
+    y_max: float | None = None,
+    y_min: float | None = None,
+) -> str:
     plot_w = _W - _LEFT - _RIGHT
     plot_h = height - _TOP - _BOTTOM
     values = [v for _, v in series]
@@ -271,46 +310,62 @@ def _line_chart(series: _Series, *, height: int, label: str, y_format: _Fmt,
     def y(v: float) -> float:
         return _TOP + (y_hi - v) / (y_hi - y_lo) * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" '
-             f'width="100%" role="img" aria-label="{html.escape(label)}">',
-             f"<title>{html.escape(label)}</title>",
-             f'<text x="{_LEFT}" y="{_TOP - 8}" class="cap">{html.escape(label)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" '
+        f'width="100%" role="img" aria-label="{html.escape(label)}">',
+        f"<title>{html.escape(label)}</title>",
+        f'<text x="{_LEFT}" y="{_TOP - 8}" class="cap">{html.escape(label)}</text>',
+    ]
     for tick in ticks:
         ty = y(tick)
-        parts.append(f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}" '
-                     f'class="grid"/>')
-        parts.append(f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
-                     f"{html.escape(y_format(tick, ticks))}</text>")
+        parts.append(
+            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
+            f"{html.escape(y_format(tick, ticks))}</text>"
+        )
     times = _time_ticks(t0, t1)
     for i, t in enumerate(times):
         tx = x(t)
         # The end labels sit inside the picture rather than centred past its edges.
-        anchor = "middle" if len(times) == 1 or 0 < i < len(times) - 1 else (
-            "start" if i == 0 else "end")
-        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{_TOP}" y2="{_TOP + plot_h}" '
-                     f'class="grid"/>')
-        parts.append(f'<text x="{tx:.1f}" y="{height - 10}" text-anchor="{anchor}">'
-                     f"{html.escape(_tick_time(t, t1 - t0))}</text>")
-    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" '
-                 f'class="frame"/>')
+        anchor = (
+            "middle"
+            if len(times) == 1 or 0 < i < len(times) - 1
+            else ("start" if i == 0 else "end")
+        )
+        parts.append(
+            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{_TOP}" y2="{_TOP + plot_h}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{tx:.1f}" y="{height - 10}" text-anchor="{anchor}">'
+            f"{html.escape(_tick_time(t, t1 - t0))}</text>"
+        )
+    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" class="frame"/>')
     coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in series)
     if area and len(series) > 1:
         base = y(min(max(0.0, y_lo), y_hi))
-        parts.append(f'<path d="M{x(t0):.1f},{base:.1f} L{coords.replace(" ", " L")} '
-                     f'L{x(t1):.1f},{base:.1f} Z" class="area"/>')
+        parts.append(
+            f'<path d="M{x(t0):.1f},{base:.1f} L{coords.replace(" ", " L")} '
+            f'L{x(t1):.1f},{base:.1f} Z" class="area"/>'
+        )
     parts.append(f'<polyline points="{coords}" class="{"dd" if area else "line"}"/>')
     last_t, last_v = series[-1]
-    parts.append(f'<circle cx="{x(last_t):.1f}" cy="{y(last_v):.1f}" r="3" '
-                 f'class="{"dd" if area else "dot"}"/>')
+    parts.append(
+        f'<circle cx="{x(last_t):.1f}" cy="{y(last_v):.1f}" r="3" '
+        f'class="{"dd" if area else "dot"}"/>'
+    )
     parts.append("</svg>")
     return "\n".join(parts)
 
 
 def _empty_chart(message: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} 80" width="100%" '
-            f'role="img" aria-label="Equity curve"><rect x="1" y="1" width="{_W - 2}" '
-            f'height="78" class="frame"/><text x="{_W / 2}" y="45" text-anchor="middle">'
-            f"{html.escape(message)}</text></svg>")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} 80" width="100%" '
+        f'role="img" aria-label="Equity curve"><rect x="1" y="1" width="{_W - 2}" '
+        f'height="78" class="frame"/><text x="{_W / 2}" y="45" text-anchor="middle">'
+        f"{html.escape(message)}</text></svg>"
+    )
 
 
 def _time_ticks(t0: float, t1: float, count: int = 5) -> list[float]:
@@ -329,6 +384,7 @@ def _tick_time(t: float, span_s: float) -> str:
 
 
 # ---------------------------------------------------------------------------- formats
+
 
 class _Fmt:
     """Formats an axis value knowing all the ticks (to pick the decimals once)."""

@@ -76,6 +76,7 @@ __all__ = ["Broker"]
 class _Stopping(Exception):
     """Ends the broker's task group on purpose (aclose, or a member that ended)."""
 
+
 log = logging.getLogger("nija_broker.runtime")
 
 ExchangeFactory = Callable[..., "Exchange"]
@@ -92,36 +93,46 @@ def exchange_backend(name: str = "ccxt") -> ExchangeBackend:
         raise ConfigError(
             f"no exchange backend {name!r} is installed (entry point group "
             f"{EXCHANGE_BACKENDS!r}); install nija-broker itself (pip install nija-broker, "
-            f"or pip install -e . in a checkout), which declares it")
+            f"or pip install -e . in a checkout), which declares it"
+        )
     if len(found) > 1:  # two packages claim the name: picking one would be a guess
-        raise ConfigError(f"exchange backend {name!r} is declared more than once: "
-                          f"{', '.join(sorted(found))}; uninstall all but one")
+        raise ConfigError(
+            f"exchange backend {name!r} is declared more than once: "
+            f"{', '.join(sorted(found))}; uninstall all but one"
+        )
     (entry,) = found.values()
     try:
         loaded: ExchangeBackend = entry.load()
     except ImportError as exc:
-        raise ConfigError(f"the exchange backend {name!r} ({entry.value}) does not "
-                          f"import: {exc}") from exc
+        raise ConfigError(
+            f"the exchange backend {name!r} ({entry.value}) does not import: {exc}"
+        ) from exc
     return loaded
 
 
-def _ccxt_exchanges(config: Config, clock: Clock,
-                    environ: Mapping[str, str] | None) -> dict[str, Exchange]:
+def _ccxt_exchanges(
+    config: Config, clock: Clock, environ: Mapping[str, str] | None
+) -> dict[str, Exchange]:
     backend = exchange_backend("ccxt")
-    return {a.id: backend.open_exchange(a.exchange_spec(environ), clock)
-            for a in config.accounts}
+    return {a.id: backend.open_exchange(a.exchange_spec(environ), clock) for a in config.accounts}
 
 
 class Broker:
     """Everything nija_broker runs, for the accounts of one configuration."""
 
-    def __init__(self, config: Config, *, clock: Clock | None = None,
-                 exchanges: Mapping[str, Exchange] | None = None,
-                 environ: Mapping[str, str] | None = None, serve_api: bool = True,
-                 api_token: str | None = None,
-                 reconciler_settings: ReconcilerSettings | None = None,
-                 guard_settings: GuardSettings | None = None,
-                 store_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        exchanges: Mapping[str, Exchange] | None = None,
+        environ: Mapping[str, str] | None = None,
+        serve_api: bool = True,
+        api_token: str | None = None,
+        reconciler_settings: ReconcilerSettings | None = None,
+        guard_settings: GuardSettings | None = None,
+        store_path: str | Path | None = None,
+    ) -> None:
         if not config.accounts:
             raise ConfigError("the configuration has no [[accounts]]", key="accounts")
         self.config = config
@@ -131,7 +142,8 @@ class Broker:
         self.serve_api = serve_api
         self._token = api_token
         self._reconciler_settings = reconciler_settings or config.reconciler.settings(
-            config.accounts)
+            config.accounts
+        )
         self._guard_settings = guard_settings or config.guard.settings()
         self._store_path = store_path if store_path is not None else config.store.path
         self.metrics = BrokerMetrics()
@@ -169,25 +181,39 @@ class Broker:
             self._store_lock = StoreLock.acquire(self._store_path)
         # Whatever can fail without the store is checked before it is opened (the keys,
         # here), so a run that fails its checks leaves no store file behind.
-        self.exchanges = dict(self._given_exchanges) if self._given_exchanges is not None \
+        self.exchanges = (
+            dict(self._given_exchanges)
+            if self._given_exchanges is not None
             else _ccxt_exchanges(config, self.clock, self._environ)
+        )
         # The one thread that changes account state and runs SQLite: the store is opened
         # (and migrated) there too, so the event loop never waits on the disk.
         owner = self.owner = Owner()
         self.store = await owner.acall(Store, self._store_path)
         # Each account holds capital at its own fee rate (accounts[].fee_rate).
-        self.books = Books(self.store, clock=self.clock, owner=owner, account_settings={
-            a.id: BookSettings(fee_rate=a.fee_rate) for a in config.accounts})
+        self.books = Books(
+            self.store,
+            clock=self.clock,
+            owner=owner,
+            account_settings={a.id: BookSettings(fee_rate=a.fee_rate) for a in config.accounts},
+        )
         table = config.tier_table()
         for account in config.accounts:
             pinned = None if account.tier == "auto" else account.tier
-            self.live[account.id] = AccountLive.create(account.id, table, pinned,
-                                                       quote_currency=account.quote_currency)
-        self.guard = Guard(self.books, self.live, store=self.store, clock=self.clock,
-                           settings=self._guard_settings)
+            self.live[account.id] = AccountLive.create(
+                account.id, table, pinned, quote_currency=account.quote_currency
+            )
+        self.guard = Guard(
+            self.books, self.live, store=self.store, clock=self.clock, settings=self._guard_settings
+        )
         await owner.acall(self._load_accounts)
-        self.reconciler = Reconciler(self.books, self.exchanges, self.live, clock=self.clock,
-                                     settings=self._reconciler_settings)
+        self.reconciler = Reconciler(
+            self.books,
+            self.exchanges,
+            self.live,
+            clock=self.clock,
+            settings=self._reconciler_settings,
+        )
         self.reconciler.cycle_observers.append(self._on_cycle)
         self.guard.observers.append(self._on_decision)
         self.guard.event_sinks.append(self._publish_threadsafe)
@@ -197,15 +223,24 @@ class Broker:
             # loop (ApiServer): /healthz shows each account ``syncing`` until its first
             # sync, and guard calls answer at once (unsynced MICRO_CAP entries fail closed).
             self.api = ApiServer(
-                ApiContext(books=self.books, live=self.live, guard=self.guard,
-                           metrics=self.metrics, clock=self.clock, token=self._api_token()),
-                config.api.host, config.api.port)
+                ApiContext(
+                    books=self.books,
+                    live=self.live,
+                    guard=self.guard,
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    token=self._api_token(),
+                ),
+                config.api.host,
+                config.api.port,
+            )
             await self.api.start()
             log.info("API listening on %s", self.api.url)
         self._stopping = asyncio.Event()
         started = self._loop.create_future()
-        self._supervisor = asyncio.create_task(self._supervise(events, started),
-                                               name="broker:supervisor")
+        self._supervisor = asyncio.create_task(
+            self._supervise(events, started), name="broker:supervisor"
+        )
         # Every account reconciles fully once before polling starts; a failing account
         # only records its health here (the guard then fails closed for it).
         await started
@@ -249,8 +284,9 @@ class Broker:
         except* Exception:
             pass  # a member that crashed: logged with its traceback, accounts failed
 
-    def _start_member(self, group: asyncio.TaskGroup,
-                      work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    def _start_member(
+        self, group: asyncio.TaskGroup, work: Callable[[], Coroutine[Any, Any, None]], name: str
+    ) -> None:
         """A task that must run as long as the broker; its end, unless asked for, fails
         every account (see :meth:`_supervise`) and stops the group."""
         group.create_task(self._member(work), name=name).add_done_callback(self._member_done)
@@ -277,16 +313,22 @@ class Broker:
         if self._closed or self._failed_by is not None:
             return
         self._failed_by = name
-        log.error("%s %s; every account is marked failed until the broker restarts",
-                  name, what, exc_info=error)
+        log.error(
+            "%s %s; every account is marked failed until the broker restarts",
+            name,
+            what,
+            exc_info=error,
+        )
         now = self.clock.now()
         changed: list[Event] = []
         for account_id, live in self.live.items():
             before = live.health
             live.health = AccountHealth(
-                state=SyncState.FAILED, last_success=before.last_success,
+                state=SyncState.FAILED,
+                last_success=before.last_success,
                 consecutive_failures=before.consecutive_failures + 1,
-                last_error=f"{name} {what}")
+                last_error=f"{name} {what}",
+            )
             changed.append(HealthChanged(account_id=account_id, at=now, health=live.health))
         if self.reconciler is not None:
             self.reconciler.bus.publish(changed)  # never raises; nobody may be listening
@@ -316,8 +358,9 @@ class Broker:
         if self.reconciler is not None:
             await self.reconciler.aclose()
         elif self.exchanges:
-            await asyncio.gather(*(ex.aclose() for ex in self.exchanges.values()),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(ex.aclose() for ex in self.exchanges.values()), return_exceptions=True
+            )
         if self._stopping is not None:
             self._stopping.set()
         if self._supervisor is not None:
@@ -355,10 +398,13 @@ class Broker:
                 if isinstance(event, IntentResolved | IntentReleased) and guard is not None:
                     # The reconciler settled the intent in the store (on the owner): the
                     # guard's reservation follows, on the owner too.
-                    await guard.acall(guard.settle_client_id, event.account_id,
-                                      event.client_order_id,
-                                      resolved=isinstance(event, IntentResolved),
-                                      order_id=getattr(event, "order_id", None))
+                    await guard.acall(
+                        guard.settle_client_id,
+                        event.account_id,
+                        event.client_order_id,
+                        resolved=isinstance(event, IntentResolved),
+                        order_id=getattr(event, "order_id", None),
+                    )
             except Exception:  # a bad event must not stop the runtime
                 log.exception("handling %s failed", type(event).__name__)
 
@@ -382,16 +428,23 @@ class Broker:
             self._stale_cancelling.discard(key)
             self.metrics.record_cancellation(account, stale=stale)
             if stale:
-                log.info("account %s: stale order %s on %s cancelled, the exchange confirms",
-                         account, event.order.id, event.order.symbol,
-                         extra=event_log.order_fields("stale_cancelled", event.order))
+                log.info(
+                    "account %s: stale order %s on %s cancelled, the exchange confirms",
+                    account,
+                    event.order.id,
+                    event.order.symbol,
+                    extra=event_log.order_fields("stale_cancelled", event.order),
+                )
         elif isinstance(event, OrderAdopted):
             event_log.log_adopted(event.order)
         elif isinstance(event, HealthChanged):
             before = self._health_seen.get(account)
             self._health_seen[account] = event.health
-            if event.health.state is SyncState.OK and before is not None and (
-                    before.state in (SyncState.DEGRADED, SyncState.FAILED)):
+            if (
+                event.health.state is SyncState.OK
+                and before is not None
+                and (before.state in (SyncState.DEGRADED, SyncState.FAILED))
+            ):
                 event_log.log_recovery(account, before)
 
     def _publish_threadsafe(self, events: Sequence[Event]) -> None:
@@ -419,12 +472,25 @@ class Broker:
         if isinstance(decision, Blocked):
             intent = decision.intent
             self.metrics.record_guard_block(intent.account_id, decision.rule)
-            log.info("account %s: %s %s entry blocked by %s: %s", intent.account_id,
-                     intent.side.value, intent.symbol, decision.rule, decision.reason,
-                     extra=fields(intent.account_id, event="entry_blocked", rule=decision.rule,
-                                  symbol=intent.symbol, side=intent.side,
-                                  amount=intent.amount, size_usd=intent.size_usd,
-                                  price=intent.price, client_order_id=intent.client_order_id))
+            log.info(
+                "account %s: %s %s entry blocked by %s: %s",
+                intent.account_id,
+                intent.side.value,
+                intent.symbol,
+                decision.rule,
+                decision.reason,
+                extra=fields(
+                    intent.account_id,
+                    event="entry_blocked",
+                    rule=decision.rule,
+                    symbol=intent.symbol,
+                    side=intent.side,
+                    amount=intent.amount,
+                    size_usd=intent.size_usd,
+                    price=intent.price,
+                    client_order_id=intent.client_order_id,
+                ),
+            )
 
     # ------------------------------------------------------------------ using it
 
@@ -447,5 +513,10 @@ class Broker:
             raise StateError("the broker is not started")
         guard = self.guard
         return self.books.owner.call(
-            status_rows, self.books, self.live, self.clock.now(), account_id,
-            breakers=guard.breaker_report if guard is not None else None)
+            status_rows,
+            self.books,
+            self.live,
+            self.clock.now(),
+            account_id,
+            breakers=guard.breaker_report if guard is not None else None,
+        )

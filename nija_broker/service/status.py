@@ -97,8 +97,9 @@ def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | N
     return last[0].equity if last else None
 
 
-def account_status(book: AccountBook, live: AccountLive | None, now: datetime,
-                   breakers: Breakers | None = None) -> AccountStatus:
+def account_status(
+    book: AccountBook, live: AccountLive | None, now: datetime, breakers: Breakers | None = None
+) -> AccountStatus:
     """The status row of ``book``'s account at ``now``; ``live`` and ``breakers`` must be the
     same account's."""
     if live is not None and live.account_id != book.account_id:
@@ -168,8 +169,12 @@ def status_rows(
         if account_id not in known:
             raise KeyError(account_id)
         known = [account_id]
-    return [account_status(books.get(a), lives.get(a), now,
-                           breakers(a) if breakers is not None else None) for a in known]
+    return [
+        account_status(
+            books.get(a), lives.get(a), now, breakers(a) if breakers is not None else None
+        )
+        for a in known
+    ]
 
 
 def status_document(rows: Sequence[AccountStatus], generated_at: datetime) -> dict[str, Any]:
@@ -185,10 +190,24 @@ def status_document(rows: Sequence[AccountStatus], generated_at: datetime) -> di
 
 _COLUMNS: tuple[tuple[str, bool], ...] = (
     # (header, right-aligned)
-    ("ACCOUNT", False), ("TIER", False), ("EQUITY", True), ("HELD", True), ("HELD%", True),
-    ("OPEN", True), ("STALE", True), ("DOUBLE", True), ("FRAG", False), ("DD%", True),
-    ("MAX DD%", True), ("EXPECT", True), ("TRADES", True), ("SYNC", False),
-    ("LAST SYNC (UTC)", False), ("FAILS", True), ("UNVALUED", False), ("BREAKERS", False),
+    ("ACCOUNT", False),
+    ("TIER", False),
+    ("EQUITY", True),
+    ("HELD", True),
+    ("HELD%", True),
+    ("OPEN", True),
+    ("STALE", True),
+    ("DOUBLE", True),
+    ("FRAG", False),
+    ("DD%", True),
+    ("MAX DD%", True),
+    ("EXPECT", True),
+    ("TRADES", True),
+    ("SYNC", False),
+    ("LAST SYNC (UTC)", False),
+    ("FAILS", True),
+    ("UNVALUED", False),
+    ("BREAKERS", False),
 )
 
 _UNKNOWN = "-"

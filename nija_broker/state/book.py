@@ -81,9 +81,15 @@ class FillsBooked:
 class AccountBook:
     """Everything nija_broker knows about one account."""
 
-    def __init__(self, account_id: str, store: Store | None = None, *,
-                 settings: BookSettings | None = None, clock: Clock | None = None,
-                 owner: Owner | None = None) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        store: Store | None = None,
+        *,
+        settings: BookSettings | None = None,
+        clock: Clock | None = None,
+        owner: Owner | None = None,
+    ) -> None:
         if not account_id.strip():
             raise ValueError(f"account_id must not be empty, got {account_id!r}")
         self.account_id = account_id
@@ -130,8 +136,10 @@ class AccountBook:
         self.performance = loaded.performance
         self._order_fills, self._head = loaded.order_fills, loaded.head
         if self.degraded_reason is not None:
-            log.warning("account %s: the book was read back from the store; it is no longer "
-                        "degraded", self.account_id)
+            log.warning(
+                "account %s: the book was read back from the store; it is no longer degraded",
+                self.account_id,
+            )
         self.degraded_reason = None
 
     @owned
@@ -158,8 +166,12 @@ class AccountBook:
 
     def _degrade(self, exc: BaseException) -> None:
         self.degraded_reason = f"the store could not be read back: {type(exc).__name__}: {exc}"
-        log.error("account %s: %s; the book keeps its last good state and refuses changes "
-                  "until the store reads again", self.account_id, self.degraded_reason)
+        log.error(
+            "account %s: %s; the book keeps its last good state and refuses changes "
+            "until the store reads again",
+            self.account_id,
+            self.degraded_reason,
+        )
 
     def _write(self, batch: StoreBatch) -> None:
         if self._store is None:
@@ -173,11 +185,15 @@ class AccountBook:
                 self._load()
             except Exception as exc:
                 self._degrade(exc)
-                raise StateError(f"account {self.account_id!r}: the book is degraded "
-                                 f"({self.degraded_reason}); the change is refused") from exc
-            raise StateError(f"account {self.account_id!r}: the book was read back from the "
-                             "store after being degraded; the change, computed before, is "
-                             "refused: report it again")
+                raise StateError(
+                    f"account {self.account_id!r}: the book is degraded "
+                    f"({self.degraded_reason}); the change is refused"
+                ) from exc
+            raise StateError(
+                f"account {self.account_id!r}: the book was read back from the "
+                "store after being degraded; the change, computed before, is "
+                "refused: report it again"
+            )
         try:
             self._store.apply(batch)
         except BaseException:
@@ -188,8 +204,9 @@ class AccountBook:
     # ------------------------------------------------------------------ writes
 
     @owned
-    def apply_orders(self, orders: Sequence[Order],
-                     intents: Sequence[IntentUpdate] = ()) -> list[Order | None]:
+    def apply_orders(
+        self, orders: Sequence[Order], intents: Sequence[IntentUpdate] = ()
+    ) -> list[Order | None]:
         """Validate every update, persist them together, then apply. Returns previous versions.
 
         An illegal update (e.g. filled -> open) raises before anything is written.
@@ -197,8 +214,9 @@ class AccountBook:
         transaction.
         """
         self._check_orders(orders)
-        self._write(StoreBatch(account_id=self.account_id, orders=tuple(orders),
-                               intents=tuple(intents)))
+        self._write(
+            StoreBatch(account_id=self.account_id, orders=tuple(orders), intents=tuple(intents))
+        )
         return [self.orders.apply(order) for order in orders]
 
     def _check_orders(self, orders: Sequence[Order]) -> None:
@@ -220,8 +238,12 @@ class AccountBook:
         return self.apply_changes((), fills)
 
     @owned
-    def apply_changes(self, orders: Sequence[Order], fills: Iterable[Fill] = (),
-                      intents: Sequence[IntentUpdate] = ()) -> FillsBooked:
+    def apply_changes(
+        self,
+        orders: Sequence[Order],
+        fills: Iterable[Fill] = (),
+        intents: Sequence[IntentUpdate] = (),
+    ) -> FillsBooked:
         """Apply order updates with the fills they imply and ``fills`` given, in ONE transaction.
 
         This is the one place a fill is computed (DESIGN invariant 3): under the
@@ -236,26 +258,28 @@ class AccountBook:
         the fill or book it twice.
         """
         self._check_orders(orders)
-        staged = {o.id: f.booked for o in orders
-                  if (f := self._order_fills.get(o.id)) is not None}
+        staged = {o.id: f.booked for o in orders if (f := self._order_fills.get(o.id)) is not None}
         implied: list[Fill] = []
         if not self.fills_from_trades:
             implied = self._implied_fills(orders, staged)
         given = list(fills)
         covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
-        check_trade_totals(orders, to_book, self._order_fills, self.orders.get,
-                           self.ledger.is_booked)
+        check_trade_totals(
+            orders, to_book, self._order_fills, self.orders.get, self.ledger.is_booked
+        )
         replays: list[BookResult] = []
         new: list[Fill] = []
         for fill in [*implied, *to_book]:
             if self.ledger.is_booked(fill):
-                replays.append(BookResult(fill, True, (), self.ledger.position(fill.symbol),
-                                          0.0))
+                replays.append(BookResult(fill, True, (), self.ledger.position(fill.symbol), 0.0))
             else:
                 new.append(fill)
         new.sort(key=fill_sort_key)
-        late = {f.symbol for f in new
-                if f.symbol in self._head and fill_sort_key(f) < self._head[f.symbol]}
+        late = {
+            f.symbol
+            for f in new
+            if f.symbol in self._head and fill_sort_key(f) < self._head[f.symbol]
+        }
         if late and self._store is not None:
             return self._rebook(orders, new, covered, intents, late)
         try:
@@ -270,11 +294,18 @@ class AccountBook:
         touched = {r.fill.symbol for r in fresh}
         positions = [p for p in self.ledger.positions() if p.symbol in touched]
         closed = sorted(touched - {p.symbol for p in positions})
-        self._write(StoreBatch(
-            account_id=self.account_id, orders=tuple(orders),
-            fills=[r.fill for r in fresh], covered_fills=covered, trades=trades,
-            positions=positions, closed_symbols=closed, intents=tuple(intents),
-        ))
+        self._write(
+            StoreBatch(
+                account_id=self.account_id,
+                orders=tuple(orders),
+                fills=[r.fill for r in fresh],
+                covered_fills=covered,
+                trades=trades,
+                positions=positions,
+                closed_symbols=closed,
+                intents=tuple(intents),
+            )
+        )
         for result in fresh:
             self._advance_head(result.fill)
         for order in orders:
@@ -292,9 +323,7 @@ class AccountBook:
             self._order_fills.setdefault(fill.order_id, OrderFills()).covered += fill.amount
         for trade in trades:
             self.performance.record_trade(trade)
-        unmatched = tuple(
-            (r.fill.key, r.unmatched_amount) for r in fresh if r.unmatched_amount > 0
-        )
+        unmatched = tuple((r.fill.key, r.unmatched_amount) for r in fresh if r.unmatched_amount > 0)
         return FillsBooked(results, trades, unmatched)
 
     def _advance_head(self, fill: Fill) -> None:
@@ -306,8 +335,14 @@ class AccountBook:
         if fill.symbol not in head or key > head[fill.symbol]:
             head[fill.symbol] = key
 
-    def _rebook(self, orders: Sequence[Order], new: Sequence[Fill], covered: Sequence[Fill],
-                intents: Sequence[IntentUpdate], late: set[str]) -> FillsBooked:
+    def _rebook(
+        self,
+        orders: Sequence[Order],
+        new: Sequence[Fill],
+        covered: Sequence[Fill],
+        intents: Sequence[IntentUpdate],
+        late: set[str],
+    ) -> FillsBooked:
         """Book ``new`` where some fill came after a later one of its symbol was booked.
 
         A sell reported before the buy it closes (its trades fetched first, or found by
@@ -323,8 +358,7 @@ class AccountBook:
         trades: list[TradeRecord] = []
         for symbol in sorted(late):
             stored = self._store.symbol_fills(self.account_id, symbol)
-            position, symbol_trades, _ = replay([*stored, *(f for f in new
-                                                            if f.symbol == symbol)])
+            position, symbol_trades, _ = replay([*stored, *(f for f in new if f.symbol == symbol)])
             trades.extend(symbol_trades)
             if position is None:
                 closed.append(symbol)
@@ -339,19 +373,29 @@ class AccountBook:
         trades += [t for r in fresh_on_time for t in r.trades]
         before = {t.trade_id for t in self.performance.trade_history()}
         try:
-            self._write(StoreBatch(
-                account_id=self.account_id, orders=tuple(orders), fills=list(new),
-                covered_fills=covered, trades=trades, positions=positions,
-                closed_symbols=closed, intents=tuple(intents), replace_trades_of=sorted(late),
-            ))
+            self._write(
+                StoreBatch(
+                    account_id=self.account_id,
+                    orders=tuple(orders),
+                    fills=list(new),
+                    covered_fills=covered,
+                    trades=trades,
+                    positions=positions,
+                    closed_symbols=closed,
+                    intents=tuple(intents),
+                    replace_trades_of=sorted(late),
+                )
+            )
         finally:
             self._restore()
-        log.warning("account %s: a fill on %s arrived after later ones; those symbols were "
-                    "booked again in exchange time order", self.account_id,
-                    ", ".join(sorted(late)))
+        log.warning(
+            "account %s: a fill on %s arrived after later ones; those symbols were "
+            "booked again in exchange time order",
+            self.account_id,
+            ", ".join(sorted(late)),
+        )
         results_all = tuple(BookResult(f, False, (), None, 0.0) for f in new)
-        return FillsBooked(results_all, tuple(t for t in trades if t.trade_id not in before),
-                           ())
+        return FillsBooked(results_all, tuple(t for t in trades if t.trade_id not in before), ())
 
     def _implied_fills(self, orders: Sequence[Order], staged: dict[str, float]) -> list[Fill]:
         """The cumulative rule: each order's growth beyond what was booked for it."""
@@ -402,10 +446,10 @@ class AccountBook:
         if item.order_id is not None and self.orders.get(item.order_id) is not None:
             return
         if item.client_order_id is not None and (
-                self.orders.by_client_id(item.client_order_id) is not None):
+            self.orders.by_client_id(item.client_order_id) is not None
+        ):
             return
-        key = (item.order_id, None) if item.order_id is not None else (
-            None, item.client_order_id)
+        key = (item.order_id, None) if item.order_id is not None else (None, item.client_order_id)
         self._followed[key] = item
 
     @owned
@@ -435,8 +479,9 @@ class AccountBook:
     @owned
     def update_equity(self, equity_usd: float, timestamp: datetime | None = None) -> None:
         """Add a point to the equity curve (drawdown, daily Sharpe)."""
-        point = EquityPoint(account_id=self.account_id,
-                            timestamp=timestamp or self.clock.now(), equity=equity_usd)
+        point = EquityPoint(
+            account_id=self.account_id, timestamp=timestamp or self.clock.now(), equity=equity_usd
+        )
         self._write(StoreBatch(account_id=self.account_id, equity_points=(point,)))
         self.performance.update_balance(point.equity, point.timestamp)
 

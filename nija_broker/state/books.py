@@ -20,10 +20,15 @@ class Books:
     account's books and runs every SQLite statement they make.
     """
 
-    def __init__(self, store: Store | None = None, *, settings: BookSettings | None = None,
-                 clock: Clock | None = None,
-                 account_settings: Mapping[str, BookSettings] | None = None,
-                 owner: Owner | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        settings: BookSettings | None = None,
+        clock: Clock | None = None,
+        account_settings: Mapping[str, BookSettings] | None = None,
+        owner: Owner | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings or BookSettings()
         """For accounts without an entry in ``account_settings``."""
@@ -42,8 +47,9 @@ class Books:
         book = self._books.get(account_id)
         if book is None:
             settings = self.account_settings.get(account_id, self.settings)
-            book = AccountBook(account_id, self.store, settings=settings, clock=self.clock,
-                               owner=self.owner)
+            book = AccountBook(
+                account_id, self.store, settings=settings, clock=self.clock, owner=self.owner
+            )
             self._books[account_id] = book
         return book
 

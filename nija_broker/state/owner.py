@@ -53,10 +53,13 @@ _S = TypeVar("_S", bound=_Owned)
 def owned(method: Callable[Concatenate[_S, _P], _T]) -> Callable[Concatenate[_S, _P], _T]:
     """Decorate a method of an object with an ``owner``: every call runs on the owner's
     thread (at once when already there), so callers on any thread get the same door."""
+
     @functools.wraps(method)
     def on_owner(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return self.owner.call(method, self, *args, **kwargs)
+
     return on_owner
+
 
 OWNER_WAIT_S = 30.0
 """How long a thread waits for the owner before giving up. The owner's jobs are
@@ -72,8 +75,9 @@ class Owner:
             raise ValueError(f"wait_s must be > 0 seconds, got {wait_s!r}")
         self.name = name
         self.wait_s = wait_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name,
-                                            initializer=self._started)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=name, initializer=self._started
+        )
         self._ident: int | None = None
         self._closed = False
 
@@ -98,8 +102,10 @@ class Owner:
             return future.result(timeout=self.wait_s)
         except FutureTimeout:
             future.cancel()
-            raise StateError(f"{self.name}: no answer within {self.wait_s}s "
-                             f"({getattr(fn, '__qualname__', fn)!s})") from None
+            raise StateError(
+                f"{self.name}: no answer within {self.wait_s}s "
+                f"({getattr(fn, '__qualname__', fn)!s})"
+            ) from None
 
     async def acall(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """:meth:`call` for asyncio code: awaits the owner instead of blocking the loop."""
@@ -110,8 +116,7 @@ class Owner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    def _submit(self, fn: Callable[_P, _T], /, *args: _P.args,
-                **kwargs: _P.kwargs) -> Future[_T]:
+    def _submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         if self._closed:
             raise StateError(f"{self.name} is closed")
         return self._executor.submit(fn, *args, **kwargs)

@@ -135,8 +135,15 @@ class StoreBatch:
     def __post_init__(self) -> None:
         if not self.account_id.strip():
             raise StateError("a store batch needs an account_id")
-        for name in ("orders", "fills", "covered_fills", "trades", "positions", "equity_points",
-                     "decisions"):
+        for name in (
+            "orders",
+            "fills",
+            "covered_fills",
+            "trades",
+            "positions",
+            "equity_points",
+            "decisions",
+        ):
             items = tuple(getattr(self, name))
             object.__setattr__(self, name, items)
             for item in items:
@@ -213,14 +220,28 @@ def decision_row(d: DecisionRecord) -> tuple[Any, ...]:
     figures = json.dumps(dict(d.figures), sort_keys=True)
     side = d.side.value if d.side is not None else None
     symbol = normalize_symbol(d.symbol) if d.symbol is not None else None
-    return (d.account_id, ts_text(d.ts), d.client_order_id, symbol, side, int(d.allowed),
-            d.rule, d.reason, figures)
+    return (
+        d.account_id,
+        ts_text(d.ts),
+        d.client_order_id,
+        symbol,
+        side,
+        int(d.allowed),
+        d.rule,
+        d.reason,
+        figures,
+    )
 
 
 def intent_row(row: tuple[Any, ...]) -> Intent:
     return Intent(
-        account_id=row[0], client_order_id=row[1], status=row[2], request_json=row[3],
-        created_at=ts_parse(row[4]), updated_at=ts_parse(row[5]), order_id=row[6],
+        account_id=row[0],
+        client_order_id=row[1],
+        status=row[2],
+        request_json=row[3],
+        created_at=ts_parse(row[4]),
+        updated_at=ts_parse(row[5]),
+        order_id=row[6],
     )
 
 
@@ -246,8 +267,7 @@ def update_intent(conn: sqlite3.Connection, account_id: str, update: IntentUpdat
     conn.execute(
         "UPDATE intents SET status = ?, updated_at = ?, order_id = COALESCE(?, order_id)"
         " WHERE account_id = ? AND client_order_id = ?",
-        (update.status, ts_text(update.at), update.order_id, account_id,
-         update.client_order_id),
+        (update.status, ts_text(update.at), update.order_id, account_id, update.client_order_id),
     )
 
 

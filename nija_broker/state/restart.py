@@ -45,9 +45,12 @@ class StoredOrderFills(dict[str, OrderFills]):
     ``absent``: orders known to have no fill stored (loaded without figures), never asked.
     """
 
-    def __init__(self, loaded: Mapping[str, OrderFills],
-                 fetch: Callable[[str], tuple[float, float, float] | None],
-                 absent: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        loaded: Mapping[str, OrderFills],
+        fetch: Callable[[str], tuple[float, float, float] | None],
+        absent: Iterable[str] = (),
+    ) -> None:
         super().__init__(loaded)
         self._fetch = fetch
         self._absent = set(absent) - set(loaded)
@@ -89,14 +92,20 @@ class LoadedBooks:
     """Per symbol, the exchange-time sort key of the latest fill booked."""
 
 
-def load_books(account_id: str, store: Store | None, settings: BookSettings,
-               now: datetime) -> LoadedBooks:
+def load_books(
+    account_id: str, store: Store | None, settings: BookSettings, now: datetime
+) -> LoadedBooks:
     """The trackers of one account, read from ``store`` as of ``now`` (empty without one)."""
     s = settings
     orders = OrderTracker(account_id, fee_rate=s.fee_rate, retention_s=s.retention_s)
     if store is None:
-        return LoadedBooks(orders, Ledger(account_id),
-                           PerformanceTracker(account_id, history_size=s.history_size), {}, {})
+        return LoadedBooks(
+            orders,
+            Ledger(account_id),
+            PerformanceTracker(account_id, history_size=s.history_size),
+            {},
+            {},
+        )
     horizon = now - timedelta(seconds=s.retention_s)
     snapshot = store.load_account(account_id, since=horizon, recent=s.history_size)
     last_fills = store.last_fills(account_id)
@@ -104,16 +113,24 @@ def load_books(account_id: str, store: Store | None, settings: BookSettings,
         orders.apply(order)
     order_fills = StoredOrderFills(
         {order_id: OrderFills(*figures) for order_id, figures in snapshot.order_fills.items()},
-        partial(store.order_fills, account_id), (o.id for o in snapshot.orders))
+        partial(store.order_fills, account_id),
+        (o.id for o in snapshot.orders),
+    )
     head: dict[str, tuple[object, ...]] = {}
     for fill in last_fills:
         key = fill_sort_key(fill)
         if fill.symbol not in head or key > head[fill.symbol]:
             head[fill.symbol] = key
-    stored = StoredKeys(booked=partial(store.has_fill_key, account_id),
-                        retention_s=s.retention_s, horizon=horizon)
+    stored = StoredKeys(
+        booked=partial(store.has_fill_key, account_id), retention_s=s.retention_s, horizon=horizon
+    )
     ledger = Ledger(account_id, snapshot.positions, snapshot.fill_key_times, stored=stored)
     performance = PerformanceTracker.restore(
-        account_id, snapshot.trades, snapshot.equity_points, history_size=s.history_size,
-        totals=snapshot.totals, known_trade=partial(store.has_trade, account_id))
+        account_id,
+        snapshot.trades,
+        snapshot.equity_points,
+        history_size=s.history_size,
+        totals=snapshot.totals,
+        known_trade=partial(store.has_trade, account_id),
+    )
     return LoadedBooks(orders, ledger, performance, order_fills, head)

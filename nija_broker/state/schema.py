@@ -159,8 +159,7 @@ _V3_TRADE_FILLS = Migration(
         # exchange's trade id. A trade that an old cumulative fill already booked is kept
         # with covered = 1: recognised as seen, never booked into a position again.
         "ALTER TABLE fills ADD COLUMN amount REAL",
-        "ALTER TABLE fills ADD COLUMN covered INTEGER NOT NULL DEFAULT 0 "
-        "CHECK (covered IN (0, 1))",
+        "ALTER TABLE fills ADD COLUMN covered INTEGER NOT NULL DEFAULT 0 CHECK (covered IN (0, 1))",
         "UPDATE fills SET amount = json_extract(json, '$.amount')",
         "CREATE INDEX fills_by_order ON fills (account_id, order_id)",
     ),
@@ -184,7 +183,6 @@ _V4_BREAKERS = Migration(
         "CREATE INDEX breaker_events_by_account ON breaker_events (account_id, id)",
     ),
 )
-
 
 
 def _fold_stored_history(conn: sqlite3.Connection) -> None:
@@ -215,8 +213,13 @@ _V5_BOUNDED_STARTUP = Migration(
     run=_fold_stored_history,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_STATE, _V2_GUARD, _V3_TRADE_FILLS, _V4_BREAKERS,
-                                     _V5_BOUNDED_STARTUP)
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1_STATE,
+    _V2_GUARD,
+    _V3_TRADE_FILLS,
+    _V4_BREAKERS,
+    _V5_BOUNDED_STARTUP,
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
@@ -275,13 +278,16 @@ Layout = tuple[tuple[str, tuple[str, ...]], ...]
 def layout(conn: sqlite3.Connection) -> Layout:
     objects = conn.execute(
         "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger')"
-        " AND substr(name, 1, 7) != 'sqlite_' ORDER BY type, name").fetchall()
+        " AND substr(name, 1, 7) != 'sqlite_' ORDER BY type, name"
+    ).fetchall()
     found: list[tuple[str, tuple[str, ...]]] = []
     for kind, name in objects:
         columns: tuple[str, ...] = ()
         if kind == "table":
-            columns = tuple(r[0] for r in conn.execute(
-                "SELECT name FROM pragma_table_info(?) ORDER BY cid", (name,)))
+            columns = tuple(
+                r[0]
+                for r in conn.execute("SELECT name FROM pragma_table_info(?) ORDER BY cid", (name,))
+            )
         found.append((f"{kind} {name}", columns))
     return tuple(found)
 
@@ -316,20 +322,27 @@ def check_file(
         found = layout(conn)
     except sqlite3.DatabaseError as exc:
         # SQLITE_NOTADB: no SQLite header at all; anything else here is damage.
-        what = ("is not an SQLite database" if getattr(exc, "sqlite_errorname", "")
-                == "SQLITE_NOTADB" else "is damaged")
-        raise ConfigError(f"cannot use store {where}: the file {what} ({exc})",
-                          file=where) from exc
+        what = (
+            "is not an SQLite database"
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB"
+            else "is damaged"
+        )
+        raise ConfigError(f"cannot use store {where}: the file {what} ({exc})", file=where) from exc
     if problems != ["ok"]:
         detail = "; ".join(" ".join(p.split()) for p in problems)
-        raise ConfigError(f"cannot use store {where}: the file is damaged (SQLite's "
-                          f"quick_check: {detail})", file=where)
+        raise ConfigError(
+            f"cannot use store {where}: the file is damaged (SQLite's quick_check: {detail})",
+            file=where,
+        )
     if version > target:
         raise _newer(where, version, target)
     expected = expected_layout(tuple(migrations), version)
     if found != expected:
-        raise ConfigError(f"cannot use store {where}: {_foreign(found, expected, version)}; "
-                          "it is not a nija_broker store (use another store.path)", file=where)
+        raise ConfigError(
+            f"cannot use store {where}: {_foreign(found, expected, version)}; "
+            "it is not a nija_broker store (use another store.path)",
+            file=where,
+        )
     return version
 
 

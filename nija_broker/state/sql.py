@@ -52,33 +52,57 @@ INSERT_EQUITY = "INSERT INTO equity_points (account_id, ts, equity) VALUES (?, ?
 
 def order_row(order: Order) -> Row:
     return (
-        order.account_id, order.id, order.client_order_id, order.symbol, order.status.value,
-        int(order.is_terminal), ts_text(order.created_at), ts_text(order.last_change),
+        order.account_id,
+        order.id,
+        order.client_order_id,
+        order.symbol,
+        order.status.value,
+        int(order.is_terminal),
+        ts_text(order.created_at),
+        ts_text(order.last_change),
         order.model_dump_json(exclude=_ORDER_COMPUTED),
     )
 
 
 def fill_row(fill: Fill, *, covered: bool = False) -> Row:
-    return (fill.account_id, fill.key, fill.order_id, fill.symbol, ts_text(fill.timestamp),
-            fill.model_dump_json(), fill.amount, int(covered))
+    return (
+        fill.account_id,
+        fill.key,
+        fill.order_id,
+        fill.symbol,
+        ts_text(fill.timestamp),
+        fill.model_dump_json(),
+        fill.amount,
+        int(covered),
+    )
 
 
 def trade_row(trade: TradeRecord) -> Row:
-    return (trade.account_id, trade.trade_id, trade.symbol, ts_text(trade.exit_time),
-            trade.model_dump_json())
+    return (
+        trade.account_id,
+        trade.trade_id,
+        trade.symbol,
+        ts_text(trade.exit_time),
+        trade.model_dump_json(),
+    )
 
 
 def position_row(position: Position) -> Row:
-    return (position.account_id, position.symbol, ts_text(position.updated_at),
-            position.model_dump_json())
+    return (
+        position.account_id,
+        position.symbol,
+        ts_text(position.updated_at),
+        position.model_dump_json(),
+    )
 
 
 def equity_row(point: EquityPoint) -> Row:
     return (point.account_id, ts_text(point.timestamp), point.equity)
 
 
-def insert_new(conn: sqlite3.Connection, table: str, column: str, sql: str,
-               rows: Sequence[Row]) -> list[str]:
+def insert_new(
+    conn: sqlite3.Connection, table: str, column: str, sql: str, rows: Sequence[Row]
+) -> list[str]:
     """Insert rows ``(account_id, key, ...)``, skipping stored keys; return the new keys.
 
     The stored keys are looked up first (in the same transaction, under the
@@ -100,8 +124,9 @@ def insert_new(conn: sqlite3.Connection, table: str, column: str, sql: str,
     return new_keys
 
 
-def _existing(conn: sqlite3.Connection, table: str, column: str, account_id: str,
-              keys: Sequence[str]) -> set[str]:
+def _existing(
+    conn: sqlite3.Connection, table: str, column: str, account_id: str, keys: Sequence[str]
+) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
@@ -118,8 +143,13 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _IN_CHUNK]
 
 
-def select_orders(conn: sqlite3.Connection, account_id: str, *, open_only: bool = False,
-                  since: datetime | None = None) -> list[Order]:
+def select_orders(
+    conn: sqlite3.Connection,
+    account_id: str,
+    *,
+    open_only: bool = False,
+    since: datetime | None = None,
+) -> list[Order]:
     if open_only:
         marks = ",".join("?" * len(OPEN_STATUSES))
         rows = conn.execute(
@@ -148,8 +178,9 @@ def select_orders(conn: sqlite3.Connection, account_id: str, *, open_only: bool 
     return [Order.model_validate_json(r[0]) for r in rows]
 
 
-def select_trades(conn: sqlite3.Connection, account_id: str,
-                  limit: int | None) -> list[TradeRecord]:
+def select_trades(
+    conn: sqlite3.Connection, account_id: str, limit: int | None
+) -> list[TradeRecord]:
     """Trades in booking order; with ``limit``, the last ``limit`` (one index range)."""
     if limit is None:
         rows = conn.execute(
@@ -181,9 +212,9 @@ _ORDER_FILLS = (
 )
 
 
-def select_order_fills(conn: sqlite3.Connection, account_id: str,
-                       order_ids: Sequence[str] | None = None
-                       ) -> dict[str, tuple[float, float, float]]:
+def select_order_fills(
+    conn: sqlite3.Connection, account_id: str, order_ids: Sequence[str] | None = None
+) -> dict[str, tuple[float, float, float]]:
     """Per order: (amount booked, of which under cumulative keys, amount of covered trades).
 
     Every order of the account, or only ``order_ids`` (through ``fills_by_order``).
@@ -191,41 +222,55 @@ def select_order_fills(conn: sqlite3.Connection, account_id: str,
     if order_ids is None:
         rows: Iterable[Row] = conn.execute(f"{_ORDER_FILLS} GROUP BY order_id", (account_id,))
     else:
-        rows = [row for chunk in _chunks(order_ids) for row in conn.execute(
-            f"{_ORDER_FILLS} AND order_id IN ({','.join('?' * len(chunk))}) GROUP BY order_id",
-            (account_id, *chunk))]
+        rows = [
+            row
+            for chunk in _chunks(order_ids)
+            for row in conn.execute(
+                f"{_ORDER_FILLS} AND order_id IN ({','.join('?' * len(chunk))}) GROUP BY order_id",
+                (account_id, *chunk),
+            )
+        ]
     return {r[0]: (float(r[1] or 0.0), float(r[2] or 0.0), float(r[3] or 0.0)) for r in rows}
 
 
-def select_recent_fill_keys(conn: sqlite3.Connection, account_id: str, since: datetime,
-                            order_ids: Sequence[str]) -> dict[str, datetime]:
+def select_recent_fill_keys(
+    conn: sqlite3.Connection, account_id: str, since: datetime, order_ids: Sequence[str]
+) -> dict[str, datetime]:
     """Keys (with their fill's time) of the fills stamped at or after ``since``, and of
     every fill of ``order_ids``: each through its own index, whatever the account's age."""
     found: dict[str, datetime] = {}
-    rows = conn.execute("SELECT fill_key, ts FROM fills WHERE account_id = ? AND ts >= ?",
-                        (account_id, ts_text(since)))
+    rows = conn.execute(
+        "SELECT fill_key, ts FROM fills WHERE account_id = ? AND ts >= ?",
+        (account_id, ts_text(since)),
+    )
     found.update((key, ts_parse(ts)) for key, ts in rows)
     for chunk in _chunks(order_ids):
         rows = conn.execute(
             "SELECT fill_key, ts FROM fills WHERE account_id = ?"
-            f" AND order_id IN ({','.join('?' * len(chunk))})", (account_id, *chunk))
+            f" AND order_id IN ({','.join('?' * len(chunk))})",
+            (account_id, *chunk),
+        )
         found.update((key, ts_parse(ts)) for key, ts in rows if key not in found)
     return found
 
 
-def has_key(conn: sqlite3.Connection, table: str, column: str, account_id: str,
-            key: str) -> bool:
+def has_key(conn: sqlite3.Connection, table: str, column: str, account_id: str, key: str) -> bool:
     """Whether ``key`` is stored: one probe of the table's UNIQUE (account_id, key)."""
-    return conn.execute(f"SELECT 1 FROM {table} WHERE account_id = ? AND {column} = ?",
-                        (account_id, key)).fetchone() is not None
+    return (
+        conn.execute(
+            f"SELECT 1 FROM {table} WHERE account_id = ? AND {column} = ?", (account_id, key)
+        ).fetchone()
+        is not None
+    )
 
 
 def select_symbols(conn: sqlite3.Connection, account_id: str) -> set[str]:
     """Every symbol the account ever ordered, filled, held or reserved."""
     symbols: set[str] = set()
     for table in ("orders", "fills", "trades", "positions"):
-        rows = conn.execute(f"SELECT DISTINCT symbol FROM {table} WHERE account_id = ?",
-                            (account_id,))
+        rows = conn.execute(
+            f"SELECT DISTINCT symbol FROM {table} WHERE account_id = ?", (account_id,)
+        )
         symbols.update(r[0] for r in rows)
     rows = conn.execute(
         "SELECT DISTINCT coalesce(json_extract(request_json, '$.intent.symbol'),"
@@ -249,19 +294,22 @@ def select_positions(conn: sqlite3.Connection, account_id: str) -> list[Position
     return [Position.model_validate_json(r[0]) for r in rows]
 
 
-def select_equity(conn: sqlite3.Connection, account_id: str,
-                  limit: int | None = None) -> list[EquityPoint]:
+def select_equity(
+    conn: sqlite3.Connection, account_id: str, limit: int | None = None
+) -> list[EquityPoint]:
     """Equity points in order; with ``limit``, the last ``limit`` (one index range)."""
     if limit is None:
         rows = conn.execute(
-            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id",
-            (account_id,)).fetchall()
+            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id", (account_id,)
+        ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id DESC"
-            " LIMIT ?", (account_id, max(limit, 0))).fetchall()[::-1]
-    return [EquityPoint(account_id=account_id, timestamp=ts_parse(ts), equity=eq)
-            for ts, eq in rows]
+            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id DESC LIMIT ?",
+            (account_id, max(limit, 0)),
+        ).fetchall()[::-1]
+    return [
+        EquityPoint(account_id=account_id, timestamp=ts_parse(ts), equity=eq) for ts, eq in rows
+    ]
 
 
 def select_symbol_fills(conn: sqlite3.Connection, account_id: str, symbol: str) -> list[Fill]:

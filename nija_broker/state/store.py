@@ -112,8 +112,12 @@ class Store:
         try:
             # isolation_level=None: the module never opens transactions behind
             # our back; every BEGIN/COMMIT here is explicit.
-            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
-                                   uri=target.startswith("file:"))
+            conn = sqlite3.connect(
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=target.startswith("file:"),
+            )
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open store {self._where}: {exc}", file=self._where) from exc
         try:
@@ -191,8 +195,10 @@ class Store:
         decision_rows = [decision_row(d) for d in batch.decisions]
         with self._transaction() as conn:
             conn.executemany(sql.UPSERT_ORDER, order_rows)
-            conn.executemany("DELETE FROM trades WHERE account_id = ? AND symbol = ?",
-                             [(batch.account_id, s) for s in batch.replace_trades_of])
+            conn.executemany(
+                "DELETE FROM trades WHERE account_id = ? AND symbol = ?",
+                [(batch.account_id, s) for s in batch.replace_trades_of],
+            )
             new_fills = sql.insert_new(conn, "fills", "fill_key", sql.INSERT_FILL, fill_rows)
             new_trades = sql.insert_new(conn, "trades", "trade_id", sql.INSERT_TRADE, trade_rows)
             conn.executemany(sql.UPSERT_POSITION, position_rows)
@@ -200,15 +206,21 @@ class Store:
                 sql.DELETE_POSITION, [(batch.account_id, s) for s in batch.closed_symbols]
             )
             conn.executemany(sql.INSERT_EQUITY, equity_rows)
-            totals_sql.fold(conn, batch.account_id, _inserted(batch.trades, new_trades),
-                            batch.equity_points,
-                            trades_replaced=bool(batch.replace_trades_of))
+            totals_sql.fold(
+                conn,
+                batch.account_id,
+                _inserted(batch.trades, new_trades),
+                batch.equity_points,
+                trades_replaced=bool(batch.replace_trades_of),
+            )
             for update in batch.intents:
                 update_intent(conn, batch.account_id, update)
             conn.executemany(INSERT_DECISION, decision_rows)
         return BatchResult(
-            new_fill_keys=tuple(new_fills), new_trade_ids=tuple(new_trades),
-            orders_saved=len(order_rows), equity_points_added=len(equity_rows),
+            new_fill_keys=tuple(new_fills),
+            new_trade_ids=tuple(new_trades),
+            orders_saved=len(order_rows),
+            equity_points_added=len(equity_rows),
             decisions_journaled=len(decision_rows),
         )
 
@@ -227,8 +239,13 @@ class Store:
         closed_symbols: Sequence[str] = (),
     ) -> list[str]:
         """Book fills with what they produced, in one transaction; return the new fill keys."""
-        batch = StoreBatch(account_id=account_id, fills=fills, trades=trades,
-                           positions=positions, closed_symbols=closed_symbols)
+        batch = StoreBatch(
+            account_id=account_id,
+            fills=fills,
+            trades=trades,
+            positions=positions,
+            closed_symbols=closed_symbols,
+        )
         return list(self.apply(batch).new_fill_keys)
 
     def save_trades(self, trades: Iterable[TradeRecord]) -> list[str]:
@@ -248,11 +265,18 @@ class Store:
         with self._transaction() as conn:
             conn.executemany(sql.INSERT_EQUITY, rows)
             for account_id in dict.fromkeys(p.account_id for p in given):
-                totals_sql.fold(conn, account_id, (),
-                                [p for p in given if p.account_id == account_id])
+                totals_sql.fold(
+                    conn, account_id, (), [p for p in given if p.account_id == account_id]
+                )
 
-    def put_intent(self, account_id: str, client_order_id: str, request_json: str,
-                   now: datetime, decision: DecisionRecord | None = None) -> None:
+    def put_intent(
+        self,
+        account_id: str,
+        client_order_id: str,
+        request_json: str,
+        now: datetime,
+        decision: DecisionRecord | None = None,
+    ) -> None:
         """Journal an order intent as ``pending`` before its request leaves.
 
         Journaling the same request again is a no-op (a retried call); the
@@ -289,10 +313,20 @@ class Store:
                     "journaled with another request"
                 )
 
-    def set_intent_status(self, account_id: str, client_order_id: str, status: str,
-                          now: datetime, order_id: str | None = None) -> None:
-        update = IntentUpdate(client_order_id=client_order_id,
-                              status=cast(IntentStatus, status), at=now, order_id=order_id)
+    def set_intent_status(
+        self,
+        account_id: str,
+        client_order_id: str,
+        status: str,
+        now: datetime,
+        order_id: str | None = None,
+    ) -> None:
+        update = IntentUpdate(
+            client_order_id=client_order_id,
+            status=cast(IntentStatus, status),
+            at=now,
+            order_id=order_id,
+        )
         with self._transaction() as conn:
             update_intent(conn, account_id, update)
 
@@ -307,33 +341,60 @@ class Store:
             conn.execute(
                 "INSERT INTO breaker_events (account_id, ts, rule, kind, reason, figures)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (record.account_id, ts_text(record.ts), record.rule, record.kind,
-                 record.reason, json.dumps(record.figures, sort_keys=True, default=str)))
+                (
+                    record.account_id,
+                    ts_text(record.ts),
+                    record.rule,
+                    record.kind,
+                    record.reason,
+                    json.dumps(record.figures, sort_keys=True, default=str),
+                ),
+            )
 
     # ----------------------------------------------------------------- reads
 
-    def breaker_events(self, account_id: str, *, limit: int = 100,
-                       kind: str | None = None) -> list[BreakerRecord]:
+    def breaker_events(
+        self, account_id: str, *, limit: int = 100, kind: str | None = None
+    ) -> list[BreakerRecord]:
         """The most recent ``limit`` breaker trips and resumes (of ``kind``), newest first."""
         where = "account_id = ?" + (" AND kind = ?" if kind is not None else "")
         args: tuple[object, ...] = (account_id, kind) if kind is not None else (account_id,)
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT account_id, ts, rule, kind, reason, figures FROM breaker_events"
-                f" WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [BreakerRecord(account_id=r[0], ts=ts_parse(r[1]), rule=r[2], kind=r[3],
-                              reason=r[4], figures=json.loads(r[5])) for r in rows]
+                f" WHERE {where} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [
+            BreakerRecord(
+                account_id=r[0],
+                ts=ts_parse(r[1]),
+                rule=r[2],
+                kind=r[3],
+                reason=r[4],
+                figures=json.loads(r[5]),
+            )
+            for r in rows
+        ]
 
     def accounts(self) -> list[str]:
         """Every account with any stored row, sorted."""
-        tables = ("orders", "fills", "trades", "positions", "equity_points", "intents",
-                  "guard_decisions")
+        tables = (
+            "orders",
+            "fills",
+            "trades",
+            "positions",
+            "equity_points",
+            "intents",
+            "guard_decisions",
+        )
         sql = " UNION ".join(f"SELECT DISTINCT account_id FROM {t}" for t in tables)
         with self._read() as conn:
             return sorted(r[0] for r in conn.execute(sql))
 
-    def load_account(self, account_id: str, *, since: datetime | None = None,
-                     recent: int | None = None) -> AccountSnapshot:
+    def load_account(
+        self, account_id: str, *, since: datetime | None = None, recent: int | None = None
+    ) -> AccountSnapshot:
         """One account's state, read as one consistent snapshot.
 
         With ``since``, finished orders whose last change is older are left out
@@ -347,8 +408,12 @@ class Store:
         with self._read() as conn:
             orders = tuple(sql.select_orders(conn, account_id, since=since))
             if since is None:
-                key_times = {k: ts_parse(t) for k, t in conn.execute(
-                    "SELECT fill_key, ts FROM fills WHERE account_id = ?", (account_id,))}
+                key_times = {
+                    k: ts_parse(t)
+                    for k, t in conn.execute(
+                        "SELECT fill_key, ts FROM fills WHERE account_id = ?", (account_id,)
+                    )
+                }
                 order_fills = sql.select_order_fills(conn, account_id)
             else:
                 ids = [o.id for o in orders]
@@ -449,8 +514,9 @@ class Store:
         with self._read() as conn:
             return select_pending(conn, account_id)
 
-    def decisions(self, account_id: str, *, limit: int = 100,
-                  blocked_only: bool = False) -> list[DecisionRecord]:
+    def decisions(
+        self, account_id: str, *, limit: int = 100, blocked_only: bool = False
+    ) -> list[DecisionRecord]:
         """The most recent ``limit`` guard decisions, newest first."""
         where = "account_id = ? AND allowed = 0" if blocked_only else "account_id = ?"
         with self._read() as conn:
@@ -461,9 +527,16 @@ class Store:
             ).fetchall()
         return [
             DecisionRecord(
-                id=r[0], account_id=r[1], ts=ts_parse(r[2]), client_order_id=r[3], symbol=r[4],
-                side=Side(r[5]) if r[5] is not None else None, allowed=bool(r[6]), rule=r[7],
-                reason=r[8], figures=json.loads(r[9]),
+                id=r[0],
+                account_id=r[1],
+                ts=ts_parse(r[2]),
+                client_order_id=r[3],
+                symbol=r[4],
+                side=Side(r[5]) if r[5] is not None else None,
+                allowed=bool(r[6]),
+                rule=r[7],
+                reason=r[8],
+                figures=json.loads(r[9]),
             )
             for r in rows
         ]

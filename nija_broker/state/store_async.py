@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
+
 class AsyncStore:
     """The same store for asyncio code.
 
@@ -73,11 +74,17 @@ class AsyncStore:
     async def save_orders(self, orders: Iterable[Order]) -> None:
         await self._run(self._store.save_orders, list(orders))
 
-    async def record_fills(self, account_id: str, fills: Sequence[Fill],
-                           trades: Sequence[TradeRecord], positions: Sequence[Position],
-                           closed_symbols: Sequence[str] = ()) -> list[str]:
-        return await self._run(self._store.record_fills, account_id, fills, trades, positions,
-                               closed_symbols)
+    async def record_fills(
+        self,
+        account_id: str,
+        fills: Sequence[Fill],
+        trades: Sequence[TradeRecord],
+        positions: Sequence[Position],
+        closed_symbols: Sequence[str] = (),
+    ) -> list[str]:
+        return await self._run(
+            self._store.record_fills, account_id, fills, trades, positions, closed_symbols
+        )
 
     async def save_trades(self, trades: Iterable[TradeRecord]) -> list[str]:
         return await self._run(self._store.save_trades, list(trades))
@@ -85,14 +92,22 @@ class AsyncStore:
     async def add_equity_points(self, points: Iterable[EquityPoint]) -> None:
         await self._run(self._store.add_equity_points, list(points))
 
-    async def put_intent(self, account_id: str, client_order_id: str, request_json: str,
-                         now: datetime) -> None:
+    async def put_intent(
+        self, account_id: str, client_order_id: str, request_json: str, now: datetime
+    ) -> None:
         await self._run(self._store.put_intent, account_id, client_order_id, request_json, now)
 
-    async def set_intent_status(self, account_id: str, client_order_id: str, status: str,
-                                now: datetime, order_id: str | None = None) -> None:
-        await self._run(self._store.set_intent_status, account_id, client_order_id, status,
-                        now, order_id)
+    async def set_intent_status(
+        self,
+        account_id: str,
+        client_order_id: str,
+        status: str,
+        now: datetime,
+        order_id: str | None = None,
+    ) -> None:
+        await self._run(
+            self._store.set_intent_status, account_id, client_order_id, status, now, order_id
+        )
 
     async def journal_decision(self, decision: DecisionRecord) -> None:
         await self._run(self._store.journal_decision, decision)
@@ -100,8 +115,9 @@ class AsyncStore:
     async def accounts(self) -> list[str]:
         return await self._run(self._store.accounts)
 
-    async def load_account(self, account_id: str, *,
-                           since: datetime | None = None) -> AccountSnapshot:
+    async def load_account(
+        self, account_id: str, *, since: datetime | None = None
+    ) -> AccountSnapshot:
         return await self._run(self._store.load_account, account_id, since=since)
 
     async def orders(self, account_id: str, *, open_only: bool = False) -> list[Order]:
@@ -125,7 +141,9 @@ class AsyncStore:
     async def pending_intents(self, account_id: str) -> list[Intent]:
         return await self._run(self._store.pending_intents, account_id)
 
-    async def decisions(self, account_id: str, *, limit: int = 100,
-                        blocked_only: bool = False) -> list[DecisionRecord]:
-        return await self._run(self._store.decisions, account_id, limit=limit,
-                               blocked_only=blocked_only)
+    async def decisions(
+        self, account_id: str, *, limit: int = 100, blocked_only: bool = False
+    ) -> list[DecisionRecord]:
+        return await self._run(
+            self._store.decisions, account_id, limit=limit, blocked_only=blocked_only
+        )

@@ -18,6 +18,7 @@ from nija_broker.core.errors import ConfigError
 
 __all__ = ["StoreLock", "StoreLocked", "check_location"]
 
+
 class StoreLocked(ConfigError):
     """Another process (``holder_pid``) holds the store's :class:`StoreLock`."""
 
@@ -26,7 +27,9 @@ class StoreLocked(ConfigError):
         holder = f"pid {holder_pid}" if holder_pid is not None else "another process"
         super().__init__(
             f"cannot use store {where}: it is in use by {holder} (one process writes a "
-            "store: stop that one, or give this one another store.path)", file=where)
+            "store: stop that one, or give this one another store.path)",
+            file=where,
+        )
 
 
 class StoreLock:
@@ -69,8 +72,9 @@ class StoreLock:
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
                 return cls(where, lock_path, fd)
             os.close(fd)  # its holder removed it as we opened it: lock the path's new file
-        raise ConfigError(f"cannot use store {where}: its lock file {lock_path} keeps being "
-                          "replaced", file=where)
+        raise ConfigError(
+            f"cannot use store {where}: its lock file {lock_path} keeps being replaced", file=where
+        )
 
     @property
     def held(self) -> bool:
@@ -98,8 +102,10 @@ def _locked_fd(where: str, lock_path: Path) -> int:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise ConfigError(f"cannot use store {where}: cannot open its lock file "
-                          f"{lock_path}: {exc.strerror}", file=where) from exc
+        raise ConfigError(
+            f"cannot use store {where}: cannot open its lock file {lock_path}: {exc.strerror}",
+            file=where,
+        ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -108,8 +114,9 @@ def _locked_fd(where: str, lock_path: Path) -> int:
         raise StoreLocked(where, holder) from None
     except OSError as exc:
         os.close(fd)
-        raise ConfigError(f"cannot use store {where}: cannot lock {lock_path}: "
-                          f"{exc.strerror}", file=where) from exc
+        raise ConfigError(
+            f"cannot use store {where}: cannot lock {lock_path}: {exc.strerror}", file=where
+        ) from exc
     return fd
 
 
@@ -155,17 +162,20 @@ def check_location(path: Path, where: str) -> bool:
         while not ancestor.exists() and ancestor != ancestor.parent:
             ancestor = ancestor.parent
         if not _writable(ancestor):
-            raise ConfigError(f"cannot create store {where}: the directory {ancestor} is "
-                              "read-only", file=where)
+            raise ConfigError(
+                f"cannot create store {where}: the directory {ancestor} is read-only", file=where
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create store {where}: {exc.strerror}: "
-                              f"{path.parent}", file=where) from exc
+            raise ConfigError(
+                f"cannot create store {where}: {exc.strerror}: {path.parent}", file=where
+            ) from exc
     if not _writable(path.parent):
         # SQLite keeps the -wal and -shm files next to the database.
-        raise ConfigError(f"cannot use store {where}: its directory {path.parent} is "
-                          "read-only", file=where)
+        raise ConfigError(
+            f"cannot use store {where}: its directory {path.parent} is read-only", file=where
+        )
     return path.exists()
 
 

@@ -44,13 +44,18 @@ def write(conn: sqlite3.Connection, account_id: str, totals: Totals) -> None:
 
 
 def _all_trades(conn: sqlite3.Connection, account_id: str) -> Iterable[TradeRecord]:
-    rows = conn.execute(
-        "SELECT json FROM trades WHERE account_id = ? ORDER BY id", (account_id,))
+    rows = conn.execute("SELECT json FROM trades WHERE account_id = ? ORDER BY id", (account_id,))
     return (TradeRecord.model_validate_json(r[0]) for r in rows)
 
 
-def fold(conn: sqlite3.Connection, account_id: str, trades: Sequence[TradeRecord],
-         points: Sequence[EquityPoint], *, trades_replaced: bool = False) -> None:
+def fold(
+    conn: sqlite3.Connection,
+    account_id: str,
+    trades: Sequence[TradeRecord],
+    points: Sequence[EquityPoint],
+    *,
+    trades_replaced: bool = False,
+) -> None:
     """Fold the trades and points just inserted for ``account_id`` into its accumulators.
 
     ``trades`` are those the insert took as new, in insertion order. With
@@ -71,15 +76,19 @@ def fold(conn: sqlite3.Connection, account_id: str, trades: Sequence[TradeRecord
 
 def rebuild_all(conn: sqlite3.Connection) -> None:
     """Migration step: the accumulators of every account from the rows already stored."""
-    accounts = [r[0] for r in conn.execute(
-        "SELECT account_id FROM trades UNION SELECT account_id FROM equity_points")]
+    accounts = [
+        r[0]
+        for r in conn.execute(
+            "SELECT account_id FROM trades UNION SELECT account_id FROM equity_points"
+        )
+    ]
     for account_id in accounts:
         totals = Totals()
         for trade in _all_trades(conn, account_id):
             totals.stats.add(trade)
         rows = conn.execute(
-            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id",
-            (account_id,))
+            "SELECT ts, equity FROM equity_points WHERE account_id = ? ORDER BY id", (account_id,)
+        )
         for ts, equity in rows:
             totals.curve.add(ts_parse(ts), equity)
         write(conn, account_id, totals)

@@ -63,12 +63,14 @@ class Balances:
         # A currency that was not held at the last full refresh has no price yet: its
         # tickers, once, so the guard can tell a position from dust.
         known = await sync.in_book(_last_prices)
-        symbols = [s for s in tickers_to_fetch(balances, sync.live.quote_currency,
-                                               sync.live.markets) if s not in known]
+        symbols = [
+            s
+            for s in tickers_to_fetch(balances, sync.live.quote_currency, sync.live.markets)
+            if s not in known
+        ]
         tickers: Mapping[str, Ticker] = {}
         if symbols:
-            tickers = await sync.ask(partial(sync.exchange.fetch_tickers, symbols),
-                                     "fetch_tickers")
+            tickers = await sync.ask(partial(sync.exchange.fetch_tickers, symbols), "fetch_tickers")
         figures = await sync.in_book(_record, None, asked_at, tickers)
         await sync.update_live(balances=dict(balances), balances_at=asked_at)
         await self._check_positions(sync, figures.positions, balances)
@@ -89,40 +91,62 @@ class Balances:
         symbols = tickers_to_fetch(balances, quote, sync.live.markets)
         tickers = {}
         if symbols:
-            tickers = dict(await sync.ask(partial(sync.exchange.fetch_tickers, symbols),
-                                          "fetch_tickers"))
+            tickers = dict(
+                await sync.ask(partial(sync.exchange.fetch_tickers, symbols), "fetch_tickers")
+            )
         valued = value_balances(balances, prices_of(tickers), quote)
         now = sync.clock.now()
-        figures = await sync.in_book(_record, valued.equity if valued.established else None,
-                                     now, tickers)
+        figures = await sync.in_book(
+            _record, valued.equity if valued.established else None, now, tickers
+        )
         before = (sync.live.unvalued_holdings, sync.live.valuation_problem)
-        await sync.update_live(balances=dict(balances), balances_at=asked_at,
-                               equity_usd=valued.equity if valued.established else None,
-                               unvalued_holdings=valued.unvalued,
-                               valuation_problem=valued.problem)
+        await sync.update_live(
+            balances=dict(balances),
+            balances_at=asked_at,
+            equity_usd=valued.equity if valued.established else None,
+            unvalued_holdings=valued.unvalued,
+            valuation_problem=valued.problem,
+        )
         if (valued.unvalued, valued.problem) != before:
             # Said once per change, not on every refresh: the holdings rarely change.
             if valued.problem is not None:
-                log.warning("account %s: %s; it reports degraded, and its equity curve and "
-                            "tier keep their last figures", sync.account_id, valued.problem)
+                log.warning(
+                    "account %s: %s; it reports degraded, and its equity curve and "
+                    "tier keep their last figures",
+                    sync.account_id,
+                    valued.problem,
+                )
             elif valued.unvalued:
-                log.warning("account %s holds %s, which no ticker of the exchange values in "
-                            "%s (directly, or through a stablecoin or USD leg); left out of "
-                            "its equity", sync.account_id, ", ".join(valued.unvalued), quote)
+                log.warning(
+                    "account %s holds %s, which no ticker of the exchange values in "
+                    "%s (directly, or through a stablecoin or USD leg); left out of "
+                    "its equity",
+                    sync.account_id,
+                    ", ".join(valued.unvalued),
+                    quote,
+                )
             else:
-                log.info("account %s: every holding is valued in %s again",
-                         sync.account_id, quote)
+                log.info("account %s: every holding is valued in %s again", sync.account_id, quote)
         self._cross_check_holds(sync, figures, balances, now)
         await self._check_positions(sync, figures.positions, balances)
         self.due_mono = sync.clock.monotonic() + self.interval_s
         if valued.established:
             tier = await sync.run_book(partial(sync.live.tier.update, valued.equity))
-            sync.publish([BalancesUpdated(account_id=sync.account_id, at=now,
-                                          equity_usd=valued.equity, tier=tier.name,
-                                          unpriced=valued.unvalued)])
+            sync.publish(
+                [
+                    BalancesUpdated(
+                        account_id=sync.account_id,
+                        at=now,
+                        equity_usd=valued.equity,
+                        tier=tier.name,
+                        unpriced=valued.unvalued,
+                    )
+                ]
+            )
 
-    def _cross_check_holds(self, sync: AccountSync, figures: _Figures,
-                           balances: Mapping[str, Balance], now: datetime) -> None:
+    def _cross_check_holds(
+        self, sync: AccountSync, figures: _Figures, balances: Mapping[str, Balance], now: datetime
+    ) -> None:
         """Held capital against the exchange's own ``used`` balance (DESIGN: held capital).
 
         Orders and balances are fetched at different moments, so a single
@@ -135,39 +159,55 @@ class Balances:
         for problem in persistent:
             if not sync.alerts.once((None, f"holds:{problem}")):
                 continue
-            log.warning("account %s: held capital disagrees with the exchange: %s",
-                        sync.account_id, problem)
-            sync.publish([AttentionRequired(account_id=sync.account_id, at=now,
-                                            reason=f"held capital check: {problem}")])
+            log.warning(
+                "account %s: held capital disagrees with the exchange: %s", sync.account_id, problem
+            )
+            sync.publish(
+                [
+                    AttentionRequired(
+                        account_id=sync.account_id, at=now, reason=f"held capital check: {problem}"
+                    )
+                ]
+            )
 
-    async def _check_positions(self, sync: AccountSync, positions: Sequence[Position],
-                         balances: Mapping[str, Balance]) -> None:
+    async def _check_positions(
+        self, sync: AccountSync, positions: Sequence[Position], balances: Mapping[str, Balance]
+    ) -> None:
         """Compare ledger positions with balances; warn once on a disagreement seen twice."""
         markets = sync.live.markets
-        steps = {p.symbol: step for p in positions
-                 if p.symbol in markets and (step := markets[p.symbol].amount_step)}
+        steps = {
+            p.symbol: step
+            for p in positions
+            if p.symbol in markets and (step := markets[p.symbol].amount_step)
+        }
         found = position_mismatches(positions, balances, steps)
-        persistent = {b: figures for b, figures in found.items()
-                      if b in self.position_mismatches}
+        persistent = {b: figures for b, figures in found.items() if b in self.position_mismatches}
         # Said once per disagreement, again only after ledger and balance agreed in between.
-        sync.alerts.forget({(None, f"position:{b}")
-                            for b in set(self.position_mismatches) - set(found)})
+        sync.alerts.forget(
+            {(None, f"position:{b}") for b in set(self.position_mismatches) - set(found)}
+        )
         self.position_mismatches = found
         await sync.update_live(position_mismatches=persistent)
         for base, (quantity, total) in persistent.items():
             if not sync.alerts.once((None, f"position:{base}")):
                 continue
-            reason = (f"ledger position {quantity:.8g} {base} disagrees with the exchange's "
-                      f"balance {total:.8g} {base} on two refreshes in a row; the guard judges "
-                      "positions from the exchange's balance until they agree")
+            reason = (
+                f"ledger position {quantity:.8g} {base} disagrees with the exchange's "
+                f"balance {total:.8g} {base} on two refreshes in a row; the guard judges "
+                "positions from the exchange's balance until they agree"
+            )
             log.warning("account %s: %s", sync.account_id, reason)
             # Straight to the bus: the alert key above already said it once.
-            sync.bus.publish([AttentionRequired(account_id=sync.account_id,
-                                                at=sync.clock.now(), reason=reason)])
+            sync.bus.publish(
+                [AttentionRequired(account_id=sync.account_id, at=sync.clock.now(), reason=reason)]
+            )
 
 
-def position_mismatches(positions: Sequence[Position], balances: Mapping[str, Balance],
-                        amount_steps: Mapping[str, float]) -> dict[str, tuple[float, float]]:
+def position_mismatches(
+    positions: Sequence[Position],
+    balances: Mapping[str, Balance],
+    amount_steps: Mapping[str, float],
+) -> dict[str, tuple[float, float]]:
     """Base currency -> (ledger quantity, exchange total) where they differ beyond a step.
 
     Pure. The ledger's positions of one base currency (``BTC/USD`` and ``BTC/USDT``)
@@ -203,8 +243,9 @@ def _last_prices(book: AccountBook) -> dict[str, float]:
     return book.orders.last_prices()
 
 
-def _record(book: AccountBook, equity: float | None, at: datetime,
-            tickers: Mapping[str, Ticker]) -> _Figures:
+def _record(
+    book: AccountBook, equity: float | None, at: datetime, tickers: Mapping[str, Ticker]
+) -> _Figures:
     """Record a refresh (the equity point when established, the tickers' last prices for
     the guard and held capital) and read what the checks compare with the balances."""
     if equity is not None:

@@ -56,8 +56,9 @@ class Confirmations:
         """The exchange spoke about ``order_id``: nothing more to ask."""
         self.unconfirmed.pop(order_id, None)
 
-    async def confirm(self, sync: AccountSync, now: datetime, *, budget: int | None,
-                      startup: bool) -> None:
+    async def confirm(
+        self, sync: AccountSync, now: datetime, *, budget: int | None, startup: bool
+    ) -> None:
         """Ask the exchange about vanished orders, oldest first, within ``budget`` calls."""
         if not self.unconfirmed:
             return  # nothing missing: no need to read the book
@@ -67,44 +68,63 @@ class Confirmations:
         window_s = sync.settings.visibility_window_s
         limit = sync.settings.attention_after
         candidates = [
-            live[order_id] for order_id in self.unconfirmed
+            live[order_id]
+            for order_id in self.unconfirmed
             # A just-placed order may be missing from listings for a while (Binance
             # -2013 "order does not exist"); unless a listing already showed it,
             # asking before the window is over would only waste a call.
-            if startup or order_id in self.ever_listed
+            if startup
+            or order_id in self.ever_listed
             or (now - live[order_id].created_at).total_seconds() >= window_s
         ]
         # Oldest first; orders already past the attention limit go last so they cannot
         # starve the others of the budget.
-        candidates.sort(key=lambda o: (self.unconfirmed[o.id].attempts >= limit,
-                                       o.created_at, o.id))
+        candidates.sort(
+            key=lambda o: (self.unconfirmed[o.id].attempts >= limit, o.created_at, o.id)
+        )
         if budget is not None:
             candidates = candidates[:budget]
         for order in candidates:
             entry = self.unconfirmed[order.id]
             try:
-                answer = await sync.ask(partial(sync.exchange.fetch_order, order.id,
-                                                order.symbol), "fetch_order")
+                answer = await sync.ask(
+                    partial(sync.exchange.fetch_order, order.id, order.symbol), "fetch_order"
+                )
             except AccountFatal:
                 raise
             except ImpossibleAnswer as exc:
                 # Nothing is booked from it; the order keeps its last good state, and a
                 # later truthful answer (a cancel) still ends it.
                 entry.attempts += 1
-                sync.publish([AttentionRequired(account_id=sync.account_id,
-                                                at=sync.clock.now(), order_id=order.id,
-                                                reason=str(exc))])
+                sync.publish(
+                    [
+                        AttentionRequired(
+                            account_id=sync.account_id,
+                            at=sync.clock.now(),
+                            order_id=order.id,
+                            reason=str(exc),
+                        )
+                    ]
+                )
                 continue
             except ExchangeError as exc:
                 # Not found, timed out, rate limited: none of it says the order ended.
                 if entry.failed(limit):
-                    sync.publish([AttentionRequired(
-                        account_id=sync.account_id, at=sync.clock.now(), order_id=order.id,
-                        attempts=entry.attempts,
-                        reason=(f"order {order.id} ({order.symbol}) is missing from the open "
-                                f"orders and {entry.attempts} confirmations failed, the last "
-                                f"with {type(exc).__name__}: {exc}; it stays open"),
-                    )])
+                    sync.publish(
+                        [
+                            AttentionRequired(
+                                account_id=sync.account_id,
+                                at=sync.clock.now(),
+                                order_id=order.id,
+                                attempts=entry.attempts,
+                                reason=(
+                                    f"order {order.id} ({order.symbol}) is missing from the open "
+                                    f"orders and {entry.attempts} confirmations failed, the last "
+                                    f"with {type(exc).__name__}: {exc}; it stays open"
+                                ),
+                            )
+                        ]
+                    )
                 continue
             event = resolve(order, answer, sync.clock.now(), sync.price_step(order.symbol))
             applied = await sync.commit([event]) if event is not None else []

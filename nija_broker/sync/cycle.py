@@ -73,10 +73,19 @@ log = logging.getLogger("nija_broker.reconciler")
 class AccountSync:
     """The reconciler's memory of one account, in pieces, and the order of its cycle."""
 
-    def __init__(self, account_id: str, exchange: Exchange, live: AccountLive, *,
-                 books: Books, settings: ReconcilerSettings, clock: Clock,
-                 bus: EventBus, run_book: RunBook[Any],
-                 watch_symbols: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        exchange: Exchange,
+        live: AccountLive,
+        *,
+        books: Books,
+        settings: ReconcilerSettings,
+        clock: Clock,
+        bus: EventBus,
+        run_book: RunBook[Any],
+        watch_symbols: Sequence[str] = (),
+    ) -> None:
         self.account_id = account_id
         self.exchange = exchange
         self.live = live
@@ -108,8 +117,9 @@ class AccountSync:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def in_book(self, fn: Callable[Concatenate[AccountBook, P], T], /,
-                      *args: P.args, **kwargs: P.kwargs) -> T:
+    async def in_book(
+        self, fn: Callable[Concatenate[AccountBook, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """``fn(book, *args, **kwargs)`` on the book's owner thread: the one door to the
         book, for reads that feed a decision as for changes."""
         result: T = await self.run_book(partial(fn, self.book, *args, **kwargs))
@@ -164,13 +174,21 @@ class AccountSync:
                         applied.append(change)
                     except IllegalTransition as exc:
                         # The guard applied a newer version meanwhile: the next listing wins.
-                        log.info("account %s: update of order %s refused: %s",
-                                 self.account_id, change.order.id, exc)
+                        log.info(
+                            "account %s: update of order %s refused: %s",
+                            self.account_id,
+                            change.order.id,
+                            exc,
+                        )
                     except StateError as exc:
-                        others.append(AttentionRequired(
-                            account_id=self.account_id, at=self.clock.now(),
-                            order_id=change.order.id,
-                            reason=f"update of order {change.order.id} not booked: {exc}"))
+                        others.append(
+                            AttentionRequired(
+                                account_id=self.account_id,
+                                at=self.clock.now(),
+                                order_id=change.order.id,
+                                reason=f"update of order {change.order.id} not booked: {exc}",
+                            )
+                        )
         self.publish([*others, *applied])
         return applied
 
@@ -182,9 +200,17 @@ class AccountSync:
         self.sweeps.known_symbols.update(order.symbol for order in orders)
         fresh = tuple(r.fill for r in booked.results if not r.duplicate)
         if fresh:
-            self.bus.publish([FillsBooked(account_id=self.account_id, at=self.clock.now(),
-                                          fills=fresh, trades=booked.trades,
-                                          unmatched=booked.unmatched)])
+            self.bus.publish(
+                [
+                    FillsBooked(
+                        account_id=self.account_id,
+                        at=self.clock.now(),
+                        fills=fresh,
+                        trades=booked.trades,
+                        unmatched=booked.unmatched,
+                    )
+                ]
+            )
 
     def price_step(self, symbol: str) -> float | None:
         market = self.live.markets.get(symbol)
@@ -207,7 +233,8 @@ class AccountSync:
         if self.store is not None:
             await self.intents.load(self, self.store)
             self.sweeps.known_symbols |= await self.run_book(
-                partial(self.store.symbols, self.account_id))
+                partial(self.store.symbols, self.account_id)
+            )
         await self.cycle(startup=True)
         self.started = True
 

@@ -88,12 +88,19 @@ class Lookups:
                     continue
             try:
                 if item.order_id is not None:
-                    answer = await sync.ask(partial(sync.exchange.fetch_order, item.order_id,
-                                                    item.symbol), "fetch_order")
+                    answer = await sync.ask(
+                        partial(sync.exchange.fetch_order, item.order_id, item.symbol),
+                        "fetch_order",
+                    )
                 elif item.client_order_id is not None:
                     answer = await sync.ask(
-                        partial(sync.exchange.fetch_order_by_client_id, item.client_order_id,
-                                item.symbol), "fetch_order_by_client_id")
+                        partial(
+                            sync.exchange.fetch_order_by_client_id,
+                            item.client_order_id,
+                            item.symbol,
+                        ),
+                        "fetch_order_by_client_id",
+                    )
                 else:
                     await sync.in_book(AccountBook.unfollow, item)
                     continue
@@ -105,14 +112,14 @@ class Lookups:
             await sync.in_book(_answered, item)
             if answer.client_order_id is None and item.client_order_id is not None:
                 answer = answer.model_copy(update={"client_order_id": item.client_order_id})
-            event = resolve(None, adopt(answer, item.role), sync.clock.now(),
-                            sync.price_step(answer.symbol))
+            event = resolve(
+                None, adopt(answer, item.role), sync.clock.now(), sync.price_step(answer.symbol)
+            )
             if event is not None:
                 await sync.commit([event])
             await sync.in_book(_unfollow_if_booked, item, answer.id)
 
-    async def _count_failure(self, sync: AccountSync, item: Followed,
-                             exc: ExchangeError) -> None:
+    async def _count_failure(self, sync: AccountSync, item: Followed, exc: ExchangeError) -> None:
         key = UnknownOrders.key(item.order_id, item.client_order_id)
         if isinstance(exc, OrderNotFound):
             # The exchange's own answer about this order: the guard releases the entry it
@@ -120,14 +127,21 @@ class Lookups:
             await sync.in_book(_not_found, item, sync.clock.now())
         entry = self.owed.setdefault(key, Owed())
         if entry.failed(sync.settings.attention_after):
-            what = ("not found" if isinstance(exc, OrderNotFound)
-                    else f"{type(exc).__name__}: {exc}")
-            sync.publish([AttentionRequired(
-                account_id=sync.account_id, at=sync.clock.now(), order_id=item.order_id,
-                attempts=entry.attempts,
-                reason=(f"order {key} ({item.symbol}) was confirmed to the guard but "
-                        f"{entry.attempts} look-ups failed ({what}); it is still followed"),
-            )])
+            what = "not found" if isinstance(exc, OrderNotFound) else f"{type(exc).__name__}: {exc}"
+            sync.publish(
+                [
+                    AttentionRequired(
+                        account_id=sync.account_id,
+                        at=sync.clock.now(),
+                        order_id=item.order_id,
+                        attempts=entry.attempts,
+                        reason=(
+                            f"order {key} ({item.symbol}) was confirmed to the guard but "
+                            f"{entry.attempts} look-ups failed ({what}); it is still followed"
+                        ),
+                    )
+                ]
+            )
 
     # ----------------------------------------------------------------------- trades
 
@@ -146,13 +160,17 @@ class Lookups:
                 break
             asked += 1
             try:
-                trades = await sync.ask(partial(sync.exchange.fetch_order_trades, order),
-                                        "fetch_order_trades")
+                trades = await sync.ask(
+                    partial(sync.exchange.fetch_order_trades, order), "fetch_order_trades"
+                )
             except AccountFatal:
                 raise
             except Unsupported:
-                log.warning("account %s: %s reports no trades; fills follow the cumulative "
-                            "rule", sync.account_id, sync.exchange.exchange_id)
+                log.warning(
+                    "account %s: %s reports no trades; fills follow the cumulative rule",
+                    sync.account_id,
+                    sync.exchange.exchange_id,
+                )
                 await sync.in_book(_cumulative_from_now, order)
                 return
             except ExchangeError as exc:
@@ -160,8 +178,14 @@ class Lookups:
                 self._trades_failed(sync, order, f"{type(exc).__name__}: {exc}")
                 continue
             self.owed.pop(order.id, None)
-            fresh = await sync.in_book(_unbooked, [t.model_copy(update={"role": order.role})
-                                                   for t in trades if t.order_id == order.id])
+            fresh = await sync.in_book(
+                _unbooked,
+                [
+                    t.model_copy(update={"role": order.role})
+                    for t in trades
+                    if t.order_id == order.id
+                ],
+            )
             if sum(t.amount for t in trades) < order.filled - order.amount * AMOUNT_REL:
                 # Trades can trail the order's own figure by a moment: book what is there,
                 # the rest is still owed and asked for next cycle; later orders wait.
@@ -183,32 +207,63 @@ class Lookups:
                 await self._book(sync, rest)
             return
         except StateError as exc:
-            sync.publish([AttentionRequired(account_id=sync.account_id, at=sync.clock.now(),
-                                            reason=f"trades not booked: {exc}")])
+            sync.publish(
+                [
+                    AttentionRequired(
+                        account_id=sync.account_id,
+                        at=sync.clock.now(),
+                        reason=f"trades not booked: {exc}",
+                    )
+                ]
+            )
             return
         fresh = tuple(r.fill for r in booked.results if not r.duplicate)
         if fresh:
-            sync.bus.publish([FillsBooked(account_id=sync.account_id, at=sync.clock.now(),
-                                          fills=fresh, trades=booked.trades,
-                                          unmatched=booked.unmatched)])
+            sync.bus.publish(
+                [
+                    FillsBooked(
+                        account_id=sync.account_id,
+                        at=sync.clock.now(),
+                        fills=fresh,
+                        trades=booked.trades,
+                        unmatched=booked.unmatched,
+                    )
+                ]
+            )
 
     def _impossible(self, sync: AccountSync, order_id: str, reason: str) -> None:
         entry = self.owed.setdefault(order_id, Owed())
         if not entry.alerted:
             entry.alerted = True
-            sync.publish([AttentionRequired(account_id=sync.account_id, at=sync.clock.now(),
-                                            order_id=order_id, reason=reason)])
+            sync.publish(
+                [
+                    AttentionRequired(
+                        account_id=sync.account_id,
+                        at=sync.clock.now(),
+                        order_id=order_id,
+                        reason=reason,
+                    )
+                ]
+            )
 
     def _trades_failed(self, sync: AccountSync, order: Order, why: str) -> None:
         entry = self.owed.setdefault(order.id, Owed())
         if entry.failed(sync.settings.attention_after):
-            sync.publish([AttentionRequired(
-                account_id=sync.account_id, at=sync.clock.now(), order_id=order.id,
-                attempts=entry.attempts,
-                reason=(f"order {order.id} ({order.symbol}) filled {order.filled!r} but its "
-                        f"trades could not be fetched {entry.attempts} times (last: {why}); "
-                        "its fill is not booked yet and later orders on the symbol wait"),
-            )])
+            sync.publish(
+                [
+                    AttentionRequired(
+                        account_id=sync.account_id,
+                        at=sync.clock.now(),
+                        order_id=order.id,
+                        attempts=entry.attempts,
+                        reason=(
+                            f"order {order.id} ({order.symbol}) filled {order.filled!r} but its "
+                            f"trades could not be fetched {entry.attempts} times (last: {why}); "
+                            "its fill is not booked yet and later orders on the symbol wait"
+                        ),
+                    )
+                ]
+            )
 
 
 async def _value_fees(sync: AccountSync, fills: list[Fill]) -> list[Fill]:
@@ -226,13 +281,20 @@ async def _value_fees(sync: AccountSync, fills: list[Fill]) -> list[Fill]:
     prices: dict[str, float] = {}
     if wanted:
         try:
-            prices = prices_of(await sync.ask(
-                partial(sync.exchange.fetch_tickers, sorted(wanted)), "fetch_tickers"))
+            prices = prices_of(
+                await sync.ask(
+                    partial(sync.exchange.fetch_tickers, sorted(wanted)), "fetch_tickers"
+                )
+            )
         except AccountFatal:
             raise
         except ExchangeError as exc:
-            log.warning("account %s: fee currencies cannot be priced now (%s); those fees are "
-                        "kept unvalued", sync.account_id, exc)
+            log.warning(
+                "account %s: fee currencies cannot be priced now (%s); those fees are "
+                "kept unvalued",
+                sync.account_id,
+                exc,
+            )
     result = []
     for fill in fills:
         if not fill.fee_valued and fill.fee_currency is not None and fill.fee_cost:
@@ -240,8 +302,12 @@ async def _value_fees(sync: AccountSync, fills: list[Fill]) -> list[Fill]:
             if price is not None:
                 fill = fill.model_copy(update={"fee": fill.fee_cost * price, "fee_valued": True})
             else:
-                log.warning("account %s: fee %s of trade %s has no price; kept unvalued",
-                            sync.account_id, fill.fee_text, fill.trade_id)
+                log.warning(
+                    "account %s: fee %s of trade %s has no price; kept unvalued",
+                    sync.account_id,
+                    fill.fee_text,
+                    fill.trade_id,
+                )
         result.append(fill)
     return result
 

@@ -59,8 +59,12 @@ class Intents:
             except AccountFatal:
                 raise
             except ExchangeError as exc:
-                log.info("account %s: intent %s unresolved for now: %s", sync.account_id,
-                         intent.client_order_id, exc)
+                log.info(
+                    "account %s: intent %s unresolved for now: %s",
+                    sync.account_id,
+                    intent.client_order_id,
+                    exc,
+                )
                 settled = False
             if not settled:
                 remaining.append(intent)
@@ -91,14 +95,21 @@ async def _resolve_intent(sync: AccountSync, intent: Intent) -> bool:
     if known is None:
         symbol = request.get("symbol")
         if not isinstance(symbol, str):
-            sync.publish([AttentionRequired(
-                account_id=sync.account_id, at=sync.clock.now(),
-                reason=f"intent {client_id} names no symbol; it cannot be looked up")])
+            sync.publish(
+                [
+                    AttentionRequired(
+                        account_id=sync.account_id,
+                        at=sync.clock.now(),
+                        reason=f"intent {client_id} names no symbol; it cannot be looked up",
+                    )
+                ]
+            )
             return False
         try:
             answer = await sync.ask(
                 partial(sync.exchange.fetch_order_by_client_id, client_id, symbol),
-                "fetch_order_by_client_id")
+                "fetch_order_by_client_id",
+            )
         except OrderNotFound:
             age_s = (sync.clock.now() - intent.created_at).total_seconds()
             if age_s < sync.settings.visibility_window_s:
@@ -116,20 +127,36 @@ async def _resolve_intent(sync: AccountSync, intent: Intent) -> bool:
         await sync.commit([order_event(known, fixed, None, sync.clock.now())])
     now = sync.clock.now()
     if sync.store is not None:
-        await sync.run_book(partial(sync.store.set_intent_status, sync.account_id,
-                                    client_id, "resolved", now, known.id))
-    sync.publish([IntentResolved(account_id=sync.account_id, at=now,
-                                 client_order_id=client_id, order_id=known.id)])
+        await sync.run_book(
+            partial(
+                sync.store.set_intent_status, sync.account_id, client_id, "resolved", now, known.id
+            )
+        )
+    sync.publish(
+        [
+            IntentResolved(
+                account_id=sync.account_id, at=now, client_order_id=client_id, order_id=known.id
+            )
+        ]
+    )
     return True
 
 
 async def _release(sync: AccountSync, intent: Intent) -> bool:
     now = sync.clock.now()
     if sync.store is not None:
-        await sync.run_book(partial(sync.store.set_intent_status, sync.account_id,
-                                    intent.client_order_id, "released", now))
-    sync.publish([IntentReleased(account_id=sync.account_id, at=now,
-                                 client_order_id=intent.client_order_id)])
+        await sync.run_book(
+            partial(
+                sync.store.set_intent_status,
+                sync.account_id,
+                intent.client_order_id,
+                "released",
+                now,
+            )
+        )
+    sync.publish(
+        [IntentReleased(account_id=sync.account_id, at=now, client_order_id=intent.client_order_id)]
+    )
     return True
 
 
@@ -137,9 +164,12 @@ def _followed_of(intent: Intent) -> Followed:
     """The order a resolved intent names, to be followed until the book has it."""
     request = _request_fields(intent.request_json)
     symbol = request.get("symbol")
-    return Followed(symbol=normalize_symbol(symbol) if isinstance(symbol, str) else "",
-                    order_id=intent.order_id, client_order_id=intent.client_order_id,
-                    role=_role(request.get("role")))
+    return Followed(
+        symbol=normalize_symbol(symbol) if isinstance(symbol, str) else "",
+        order_id=intent.order_id,
+        client_order_id=intent.client_order_id,
+        role=_role(request.get("role")),
+    )
 
 
 def _request_fields(request_json: str) -> dict[str, Any]:

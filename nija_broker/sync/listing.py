@@ -53,18 +53,26 @@ class Listing:
         if not sync.exchange.capabilities.open_orders_without_symbol:
             symbols = listing_symbols(await sync.live_orders(), sync.live)
         asked_at = sync.clock.now()
-        page = await sync.ask(partial(sync.exchange.fetch_open_orders, symbols),
-                              "fetch_open_orders")
+        page = await sync.ask(
+            partial(sync.exchange.fetch_open_orders, symbols), "fetch_open_orders"
+        )
         now = sync.clock.now()
         if page.complete:
             self.last_complete_at = asked_at
         # Read after the answer: the guard may have changed an order while it was asked.
         tracked = {order.id: order for order in await sync.live_orders()}
-        events = diff(tracked, Snapshot(page.orders, page.complete), now,
-                      sync.price_steps(o.symbol for o in page.orders))
-        events.extend(AttentionRequired(account_id=sync.account_id, at=now,
-                                        order_id=problem.order_id, reason=str(problem))
-                      for problem in page.problems)
+        events = diff(
+            tracked,
+            Snapshot(page.orders, page.complete),
+            now,
+            sync.price_steps(o.symbol for o in page.orders),
+        )
+        events.extend(
+            AttentionRequired(
+                account_id=sync.account_id, at=now, order_id=problem.order_id, reason=str(problem)
+            )
+            for problem in page.problems
+        )
         confirmations.listed({order.id for order in page.orders}, tracked)
         await sync.commit(events)
         for event in events:

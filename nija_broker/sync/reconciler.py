@@ -58,9 +58,16 @@ _ERROR_TEXT_MAX = 300
 class Reconciler:
     """Pollers for many accounts; each account's failures stay its own."""
 
-    def __init__(self, books: Books, exchanges: Mapping[str, Exchange],
-                 live: Mapping[str, AccountLive], *, clock: Clock,
-                 settings: ReconcilerSettings | None = None, bus: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        books: Books,
+        exchanges: Mapping[str, Exchange],
+        live: Mapping[str, AccountLive],
+        *,
+        clock: Clock,
+        settings: ReconcilerSettings | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
         if set(exchanges) != set(live):
             raise ValueError(
                 f"exchanges and live views must name the same accounts; exchanges only: "
@@ -69,8 +76,10 @@ class Reconciler:
             )
         for account_id, exchange in exchanges.items():
             if exchange.account_id != account_id or live[account_id].account_id != account_id:
-                raise ValueError(f"exchange or live view under {account_id!r} is for another "
-                                 f"account ({exchange.account_id!r})")
+                raise ValueError(
+                    f"exchange or live view under {account_id!r} is for another "
+                    f"account ({exchange.account_id!r})"
+                )
         self.settings = settings or ReconcilerSettings()
         self.clock = clock
         self.bus = bus or EventBus()
@@ -78,11 +87,17 @@ class Reconciler:
         """Called after every cycle with (account id, seconds, the error or None): metrics."""
         self._owner = books.owner
         self._accounts = {
-            account_id: AccountSync(account_id, exchange, live[account_id], books=books,
-                                    settings=self.settings, clock=clock, bus=self.bus,
-                                    run_book=self._run_book,
-                                    watch_symbols=self.settings.watch_symbols_by_account.get(
-                                        account_id, ()))
+            account_id: AccountSync(
+                account_id,
+                exchange,
+                live[account_id],
+                books=books,
+                settings=self.settings,
+                clock=clock,
+                bus=self.bus,
+                run_book=self._run_book,
+                watch_symbols=self.settings.watch_symbols_by_account.get(account_id, ()),
+            )
             for account_id, exchange in exchanges.items()
         }
         self._pollers: list[asyncio.Task[None]] = []
@@ -125,8 +140,11 @@ class Reconciler:
         try:
             async with asyncio.TaskGroup() as group:
                 for account_id in sorted(self._accounts):
-                    self._pollers.append(group.create_task(
-                        self._poll(self._accounts[account_id]), name=f"reconcile:{account_id}"))
+                    self._pollers.append(
+                        group.create_task(
+                            self._poll(self._accounts[account_id]), name=f"reconcile:{account_id}"
+                        )
+                    )
         finally:
             self._pollers.clear()
             self._running = False
@@ -180,8 +198,9 @@ class Reconciler:
         async with asyncio.timeout(timeout_s):
             await sync.exchange.aclose()
 
-    async def _guarded(self, sync: AccountSync,
-                       step: Callable[[], Awaitable[None]]) -> AccountHealth:
+    async def _guarded(
+        self, sync: AccountSync, step: Callable[[], Awaitable[None]]
+    ) -> AccountHealth:
         """Run one step of an account and record its health. Never raises but cancellation."""
         if self._closed:
             raise StateError("the reconciler is closed")
@@ -209,8 +228,9 @@ class Reconciler:
         for observe in self.cycle_observers:
             observe(sync.account_id, elapsed_s, error)
         if after.state is not before.state or after.last_error != before.last_error:
-            self.bus.publish([HealthChanged(account_id=sync.account_id, at=self.clock.now(),
-                                            health=after)])
+            self.bus.publish(
+                [HealthChanged(account_id=sync.account_id, at=self.clock.now(), health=after)]
+            )
         return after
 
     async def _poll(self, sync: AccountSync) -> None:
@@ -243,8 +263,12 @@ def _failed(before: AccountHealth, exc: Exception, failed_after: int) -> Account
         state = SyncState.DEGRADED
     else:
         state = SyncState.SYNCING
-    return AccountHealth(state=state, last_success=before.last_success,
-                         consecutive_failures=failures, last_error=text)
+    return AccountHealth(
+        state=state,
+        last_success=before.last_success,
+        consecutive_failures=failures,
+        last_error=text,
+    )
 
 
 def _barrier() -> None:

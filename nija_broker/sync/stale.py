@@ -42,8 +42,10 @@ class StaleOrders:
             return  # tier unknown until the first balance: no basis for a decision
         now = sync.clock.now()
         stale = [
-            order for order in await sync.in_book(
-                _stale, now, policy.stale_max_age_s, policy.stale_includes_exits)
+            order
+            for order in await sync.in_book(
+                _stale, now, policy.stale_max_age_s, policy.stale_includes_exits
+            )
             if order.id not in confirmations
         ]
         if policy.stale_action is StaleAction.ALERT:
@@ -51,14 +53,24 @@ class StaleOrders:
             self.alerted &= live_ids
             fresh = [order for order in stale if order.id not in self.alerted]
             self.alerted.update(order.id for order in fresh)
-            sync.publish([StaleOrderFound(account_id=sync.account_id, at=now, order=order,
-                                          max_age_s=policy.stale_max_age_s, action="alert")
-                          for order in fresh])
+            sync.publish(
+                [
+                    StaleOrderFound(
+                        account_id=sync.account_id,
+                        at=now,
+                        order=order,
+                        max_age_s=policy.stale_max_age_s,
+                        action="alert",
+                    )
+                    for order in fresh
+                ]
+            )
             return
         for order in stale[: sync.settings.stale_cancel_budget]:
             try:
-                answer = await sync.ask(partial(sync.exchange.cancel_order, order.id,
-                                                order.symbol), "cancel_order")
+                answer = await sync.ask(
+                    partial(sync.exchange.cancel_order, order.id, order.symbol), "cancel_order"
+                )
             except AccountFatal:
                 raise
             except OrderError:
@@ -67,8 +79,17 @@ class StaleOrders:
                 continue
             except ExchangeError:
                 continue  # transient; a lost answer shows up as a vanished order next cycle
-            sync.publish([StaleOrderFound(account_id=sync.account_id, at=now, order=order,
-                                          max_age_s=policy.stale_max_age_s, action="cancel")])
+            sync.publish(
+                [
+                    StaleOrderFound(
+                        account_id=sync.account_id,
+                        at=now,
+                        order=order,
+                        max_age_s=policy.stale_max_age_s,
+                        action="cancel",
+                    )
+                ]
+            )
             # Cancelled only on the exchange's answer (which may also say it filled first).
             event = resolve(order, answer, sync.clock.now())
             if event is not None:
@@ -76,6 +97,5 @@ class StaleOrders:
 
 
 # Run on the book's owner thread, through AccountSync.in_book.
-def _stale(book: AccountBook, now: datetime, max_age_s: float,
-           include_exits: bool) -> list[Order]:
+def _stale(book: AccountBook, now: datetime, max_age_s: float, include_exits: bool) -> list[Order]:
     return book.orders.stale_orders(now, max_age_s, include_exits=include_exits)

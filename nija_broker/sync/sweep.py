@@ -47,8 +47,9 @@ class Sweeps:
     per_symbol: bool = False
     """True once the exchange refused to list closed orders without a symbol."""
 
-    async def sweep(self, sync: AccountSync, now: datetime, listing: Listing,
-                    confirmations: Confirmations) -> None:
+    async def sweep(
+        self, sync: AccountSync, now: datetime, listing: Listing, confirmations: Confirmations
+    ) -> None:
         """Closed orders created since the anchor, resolved against the book.
 
         Why the anchor: an order created more than the visibility window before a
@@ -59,11 +60,13 @@ class Sweeps:
         listings were failing.
         """
         margin = timedelta(seconds=sync.settings.visibility_window_s + sync.poll_interval_s)
-        since = (self.anchor - margin if self.anchor is not None
-                 else now - timedelta(seconds=sync.settings.sweep_lookback_s))
+        since = (
+            self.anchor - margin
+            if self.anchor is not None
+            else now - timedelta(seconds=sync.settings.sweep_lookback_s)
+        )
         anchor = listing.last_complete_at
-        per_symbol = (self.per_symbol
-                      or not sync.exchange.capabilities.open_orders_without_symbol)
+        per_symbol = self.per_symbol or not sync.exchange.capabilities.open_orders_without_symbol
         try:
             answers = await self._closed_orders(sync, since, per_symbol)
         except AccountFatal:
@@ -73,9 +76,12 @@ class Sweeps:
         except ExchangeError as exc:
             if per_symbol:
                 self.supported = False
-                log.warning("account %s: closed orders cannot be listed (%s); orders that "
-                            "open and close between two polls will be missed",
-                            sync.account_id, exc)
+                log.warning(
+                    "account %s: closed orders cannot be listed (%s); orders that "
+                    "open and close between two polls will be missed",
+                    sync.account_id,
+                    exc,
+                )
                 return
             # Binance lists open orders without a symbol but closed ones only by symbol.
             self.per_symbol = True
@@ -97,8 +103,9 @@ class Sweeps:
             if applied.order.is_terminal:
                 confirmations.settled(applied.order.id)
 
-    async def _closed_orders(self, sync: AccountSync, since: datetime,
-                             per_symbol: bool) -> list[Order]:
+    async def _closed_orders(
+        self, sync: AccountSync, since: datetime, per_symbol: bool
+    ) -> list[Order]:
         scopes: list[str | None] = [None]
         if per_symbol:
             # Every symbol ever held, traded, ordered or reserved, and the watch list:
@@ -109,8 +116,11 @@ class Sweeps:
             scopes = [s for s in sorted(wanted) if not markets or s in markets]
         answers: list[Order] = []
         for scope in scopes:
-            answers.extend(await sync.ask(
-                partial(sync.exchange.fetch_closed_orders, scope, since), "fetch_closed_orders"))
+            answers.extend(
+                await sync.ask(
+                    partial(sync.exchange.fetch_closed_orders, scope, since), "fetch_closed_orders"
+                )
+            )
         return answers
 
 

@@ -4,7 +4,9 @@ Every function takes plain dicts (as ccxt returns them) and the few facts it
 needs (account id, precision mode, a fallback ``now``); none touches the
 network. A dict that cannot become a valid model raises
 :class:`~nija_broker.core.errors.ExchangeError` naming the field, never a bare
-``KeyError`` or pydantic error.
+``KeyError`` or pydantic error. Each figure is read by the helpers of
+:mod:`adapters._ccxt_fields` (0 or ``None`` is "not known", a negative or
+non-finite figure an impossible answer).
 
 Fees are reported in the quote currency (``Order.fee``, ``Fill.fee``). ccxt
 reports them in whatever currency the exchange charged:
@@ -20,7 +22,6 @@ reports them in whatever currency the exchange charged:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ import ccxt.async_support as ccxt
 from pydantic import ValidationError
 
 from nija_broker.core.clock import from_ms
-from nija_broker.core.errors import ExchangeError, ImpossibleAnswer
+from nija_broker.core.errors import ImpossibleAnswer
 from nija_broker.core.models import (
     Balance,
     Fill,
@@ -42,6 +43,8 @@ from nija_broker.core.models import (
     Ticker,
 )
 from nija_broker.core.symbols import normalize_symbol, quote_of, split_symbol
+
+from ._ccxt_fields import non_negative, positive, refuse_unsound, timestamp_or, unreadable
 
 _STATUS = {
     "closed": OrderStatus.FILLED,
@@ -82,55 +85,6 @@ _TYPES = {
 }
 
 
-def _positive(value: Any) -> float | None:
-    """A finite, strictly positive float, else None (ccxt reports 0 for "no price")."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) and number > 0 else None
-
-
-def _non_negative(value: Any) -> float:
-    number = _positive(value)
-    return number if number is not None else 0.0
-
-
-def _sound(raw: Mapping[str, Any], name: str, what: str = "order") -> None:
-    """Refuse a figure no exchange can mean: negative, NaN or infinite.
-
-    ccxt reports 0 or None for "not known", which the readers above take as such;
-    a negative or non-finite figure is a broken answer, and reading it as 0
-    would book something the exchange never did.
-    """
-    value = raw.get(name)
-    if value is None:
-        return
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return
-    if not math.isfinite(number) or number < 0:
-        ident = str(raw.get("id") or "?")
-        raise ImpossibleAnswer(
-            f"the exchange reports {what} {ident} with {name} = {value!r}; nothing is booked "
-            "from this answer",
-            order_id=ident if what == "order" else None,
-            field=name,
-        )
-
-
-def _when(ts_ms: Any, fallback: datetime) -> datetime:
-    return from_ms(ts_ms) if isinstance(ts_ms, int | float) and ts_ms > 0 else fallback
-
-
-def _invalid(what: str, raw: Mapping[str, Any], exc: Exception) -> ExchangeError:
-    ident = raw.get("id") or raw.get("symbol") or "?"
-    return ExchangeError(f"cannot read {what} {ident!r} from the exchange: {exc}")
-
-
 # Exchanges print both figures in decimals of the market's step; a float quotient of
 # them may exceed the amount in the last bits only.
 _FILLED_SLACK = 1e-9
@@ -163,8 +117,8 @@ def convert_type(raw: Mapping[str, Any]) -> OrderType:
     """The order type, from ccxt's ``type`` and, where it reports a plain type, the trigger."""
     name = str(raw.get("type") or "").lower().replace("-", "_").replace(" ", "_")
     kind = _TYPES.get(name)
-    has_trigger = _positive(raw.get("triggerPrice") or raw.get("stopPrice")) is not None
-    if _positive(raw.get("takeProfitPrice")) is not None and kind in (
+    has_trigger = positive(raw.get("triggerPrice") or raw.get("stopPrice")) is not None
+    if positive(raw.get("takeProfitPrice")) is not None and kind in (
         None,
         OrderType.MARKET,
         OrderType.LIMIT,
@@ -176,14 +130,14 @@ def convert_type(raw: Mapping[str, Any]) -> OrderType:
         return OrderType.STOP_LIMIT
     if kind is not None:
         return kind
-    return OrderType.LIMIT if _positive(raw.get("price")) is not None else OrderType.MARKET
+    return OrderType.LIMIT if positive(raw.get("price")) is not None else OrderType.MARKET
 
 
 def fee_in_quote(fee: Mapping[str, Any] | None, symbol: str, price: float | None) -> float | None:
     """One ccxt fee dict in quote currency; ``None`` when it cannot be valued (see module doc)."""
     if not fee:
         return 0.0
-    cost = _non_negative(fee.get("cost"))
+    cost = non_negative(fee.get("cost"))
     if cost == 0:
         return 0.0
     base, quote = split_symbol(symbol)
@@ -227,14 +181,14 @@ def convert_order(
     order id back into ours.
     """
     for name in ("amount", "filled", "price", "average", "cost"):
-        _sound(raw, name)
+        refuse_unsound(raw, name)
     try:
         symbol = normalize_symbol(str(raw.get("symbol")))
         side = Side(str(raw.get("side")).lower())
-        amount = _positive(raw.get("amount"))
+        amount = positive(raw.get("amount"))
         if amount is None:
             raise ValueError("no amount reported")
-        filled = _non_negative(raw.get("filled"))
+        filled = non_negative(raw.get("filled"))
         if filled > amount * (1 + _FILLED_SLACK):
             ident = str(raw.get("id") or "?")
             raise ImpossibleAnswer(
@@ -248,8 +202,8 @@ def convert_order(
             filled = amount
         status = convert_status(_status_word(raw), filled)
         order_type = convert_type(raw)
-        price = _positive(raw.get("price"))
-        stop_price = _positive(
+        price = positive(raw.get("price"))
+        stop_price = positive(
             raw.get("triggerPrice")
             or raw.get("stopPrice")
             or raw.get("stopLossPrice")
@@ -259,10 +213,10 @@ def convert_order(
             price = None  # Binance echoes 0 or the fill price; neither is a limit
         elif order_type is OrderType.LIMIT and price is None:
             raise ValueError("limit order without a price")
-        average = _positive(raw.get("average"))
-        created = _when(raw.get("timestamp"), now)
+        average = positive(raw.get("average"))
+        created = timestamp_or(raw.get("timestamp"), now)
         updated_ms = raw.get("lastUpdateTimestamp") or raw.get("lastTradeTimestamp")
-        updated = _when(updated_ms, created) if updated_ms else None
+        updated = timestamp_or(updated_ms, created) if updated_ms else None
         # Binance's cancel answer puts the cancel request's own id in clientOrderId and
         # the order's in origClientOrderId.
         info = raw.get("info")
@@ -287,7 +241,7 @@ def convert_order(
             reduce_only=bool(raw.get("reduceOnly")),
         )
     except (KeyError, ValueError, ValidationError) as exc:
-        raise _invalid("order", raw, exc) from exc
+        raise unreadable("order", raw, exc) from exc
 
 
 def _trade_fee(
@@ -305,8 +259,8 @@ def _trade_fee(
     for fee in fees:
         if not isinstance(fee, Mapping):
             continue
-        _sound(fee, "cost", "fee of trade")
-        cost = _non_negative(fee.get("cost"))
+        refuse_unsound(fee, "cost", "fee of trade")
+        cost = non_negative(fee.get("cost"))
         if cost > 0:
             currency = str(fee.get("currency") or quote).upper()
             by_currency[currency] = by_currency.get(currency, 0.0) + cost
@@ -322,10 +276,10 @@ def _trade_fee(
 def convert_trade(raw: Mapping[str, Any], *, account_id: str, now: datetime) -> Fill:
     """A ccxt trade -> :class:`Fill`, keyed by the exchange's trade id, fee as charged."""
     for name in ("amount", "price", "cost"):
-        _sound(raw, name, "trade")
+        refuse_unsound(raw, name, "trade")
     try:
         symbol = normalize_symbol(str(raw.get("symbol")))
-        price = _positive(raw.get("price"))
+        price = positive(raw.get("price"))
         order_id = raw.get("order")
         if not order_id:
             raise ValueError("trade without an order id")
@@ -342,10 +296,10 @@ def convert_trade(raw: Mapping[str, Any], *, account_id: str, now: datetime) -> 
             fee_currency=currency,
             fee_cost=cost,
             fee_valued=valued,
-            timestamp=_when(raw.get("timestamp"), now),
+            timestamp=timestamp_or(raw.get("timestamp"), now),
         )
     except (KeyError, ValueError, ValidationError) as exc:
-        raise _invalid("trade", raw, exc) from exc
+        raise unreadable("trade", raw, exc) from exc
 
 
 def convert_balance(raw: Mapping[str, Any]) -> dict[str, Balance]:
@@ -359,9 +313,9 @@ def convert_balance(raw: Mapping[str, Any]) -> dict[str, Balance]:
             continue
         if not isinstance(entry, Mapping):
             continue
-        free = _non_negative(entry.get("free"))
-        used = _non_negative(entry.get("used"))
-        total = _positive(entry.get("total"))
+        free = non_negative(entry.get("free"))
+        used = non_negative(entry.get("used"))
+        total = positive(entry.get("total"))
         total_value = total if total is not None else free + used
         if free == used == total_value == 0:
             continue
@@ -376,13 +330,13 @@ def convert_ticker(raw: Mapping[str, Any]) -> Ticker:
         ts = raw.get("timestamp")
         return Ticker(
             symbol=normalize_symbol(str(raw.get("symbol"))),
-            last=_positive(raw.get("last") if raw.get("last") is not None else raw.get("close")),
-            bid=_positive(raw.get("bid")),
-            ask=_positive(raw.get("ask")),
+            last=positive(raw.get("last") if raw.get("last") is not None else raw.get("close")),
+            bid=positive(raw.get("bid")),
+            ask=positive(raw.get("ask")),
             timestamp=from_ms(ts) if isinstance(ts, int | float) and ts > 0 else None,
         )
     except (ValueError, ValidationError) as exc:
-        raise _invalid("ticker", raw, exc) from exc
+        raise unreadable("ticker", raw, exc) from exc
 
 
 def precision_step(value: Any, precision_mode: int) -> float | None:
@@ -392,7 +346,7 @@ def precision_step(value: Any, precision_mode: int) -> float | None:
     most exchanges and as a number of decimals (``DECIMAL_PLACES``, e.g. 2) on
     others; ``SIGNIFICANT_DIGITS`` has no fixed step.
     """
-    number = _positive(value)
+    number = positive(value)
     if number is None:
         return None
     if precision_mode == ccxt.TICK_SIZE:
@@ -429,11 +383,11 @@ def convert_market(raw: Mapping[str, Any], precision_mode: int) -> Market:
             quote=quote,
             amount_step=precision_step(precision.get("amount"), precision_mode),
             price_step=precision_step(precision.get("price"), precision_mode),
-            min_amount=_positive(amount_limits.get("min")),
-            min_notional=_positive(cost_limits.get("min")),
+            min_amount=positive(amount_limits.get("min")),
+            min_notional=positive(cost_limits.get("min")),
         )
     except (ValueError, ValidationError) as exc:
-        raise _invalid("market", raw, exc) from exc
+        raise unreadable("market", raw, exc) from exc
 
 
 # Every field convert_order reads. Two ccxt dicts equal on these give equal Orders.

@@ -18,9 +18,11 @@ What this layer adds to ccxt:
 - what differs per exchange (symbol aliases, client order ids, rate costs,
   ccxt quirks) read from one :class:`~adapters.profiles.ExchangeProfile`.
 
-The public methods are here, each one call with one deadline; the request
-machinery under them (budget, deadline, error mapping, retries) and the
-idempotent create and cancel are in :mod:`adapters._ccxt_calls`.
+The public methods are here, each one call with one deadline. Under them:
+the request machinery (budget, deadline, error mapping, retries, paging) in
+:mod:`adapters._ccxt_calls`; the look-up by client id and the idempotent
+create and cancel in :mod:`adapters._ccxt_orders`; the routes to one order's
+trades, with the per-order facts Kraken's needs, in :mod:`adapters._ccxt_trades`.
 
 Each account needs its own API key. NIJA's bot drives the nonce of its
 Kraken keys; a second program on the same key gets "invalid nonce" errors,
@@ -37,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import ccxt.async_support as ccxt
 
@@ -47,13 +49,11 @@ from nija_broker.core.errors import (
     ExchangeError,
     ImpossibleAnswer,
     InvalidOrder,
-    Unsupported,
 )
 from nija_broker.core.exchange import Capabilities, ExchangeSpec, OpenOrdersPage, OrderRequest
 from nija_broker.core.models import Balance, Fill, Market, Order, OrderStatus, Ticker
-from nija_broker.core.symbols import base_of
 
-from ._ccxt_calls import CcxtCalls, one_deadline
+from ._ccxt_calls import one_deadline
 from ._ccxt_convert import (
     OrderMemo,
     convert_balance,
@@ -62,6 +62,8 @@ from ._ccxt_convert import (
     convert_trade,
     is_spot_market,
 )
+from ._ccxt_orders import CcxtOrders
+from ._ccxt_trades import CcxtTrades
 from .profiles import ClientIdLookup, ExchangeProfile, profile_for
 from .ratelimit import RateBudget
 
@@ -79,7 +81,7 @@ class SpecSource(Protocol):
     def exchange_spec(self, environ: Mapping[str, str] | None = None) -> ExchangeSpec: ...
 
 
-class CcxtExchange(CcxtCalls):
+class CcxtExchange(CcxtOrders, CcxtTrades):
     """One account on one ccxt exchange. Build with :meth:`from_config`, or wrap a ccxt object."""
 
     def __init__(
@@ -299,19 +301,6 @@ class CcxtExchange(CcxtCalls):
         self._remember_trade_ids(order, raw)
         return order
 
-    def _remember_trade_ids(self, order: Order, raw: Mapping[str, Any]) -> None:
-        """Kraken's QueryOrders (trades=true) lists the order's trade ids: kept for the
-        trades look-up that usually follows a confirmation, saving it one call."""
-        if not self._profile.order_trades_need_ids:
-            return
-        ids = [t.get("id") if isinstance(t, Mapping) else t for t in raw.get("trades") or ()]
-        _remember(self._trade_ids, order.id, (order.filled, [str(i) for i in ids if i]))
-        info = raw.get("info")
-        if isinstance(info, Mapping) and "fcib" in str(info.get("oflags") or ""):
-            # ccxt labels every Kraken trade fee in the quote; an fcib order paid it in
-            # the base, and the trades themselves do not say so.
-            _remember(self._fee_in_base, order.id, base_of(order.symbol))
-
     @one_deadline
     async def fetch_order_by_client_id(self, client_order_id: str, symbol: str) -> Order:
         """Look an order up by our id: directly where ccxt can, else among open and closed."""
@@ -362,39 +351,8 @@ class CcxtExchange(CcxtCalls):
         order's trade ids, QueryTrades reads them (two calls). Without either, the
         symbol's trades since the order was created, filtered to the order.
         """
-        symbol = self._symbol(order.symbol)
-        has = getattr(self._ex, "has", {}) or {}
-        if self._profile.order_trades_need_ids:
-            filled, ids = self._trade_ids.pop(order.id, (0.0, []))
-            if not ids or filled < order.filled:
-                # Not known at the order's current filled amount: ask for them.
-                await self.fetch_order(order.id, symbol)
-                _, ids = self._trade_ids.pop(order.id, (0.0, []))
-            if not ids:
-                return []
-            raw = await self._read(
-                "fetch_my_trades",
-                lambda: self._ex.fetch_order_trades(order.id, symbol, None, None, {"trades": ids}),
-            )
-        elif has.get("fetchOrderTrades"):
-            raw = await self._read(
-                "fetch_my_trades", lambda: self._ex.fetch_order_trades(order.id, symbol)
-            )
-        elif has.get("fetchMyTrades"):
-            since_ms = self._since_ms(order.created_at)
-            raw = await self._read(
-                "fetch_my_trades", lambda: self._ex.fetch_my_trades(symbol, since_ms)
-            )
-        else:
-            raise Unsupported(
-                f"{self.exchange_id} reports no trades through ccxt",
-                exchange=self.exchange_id,
-                account_id=self._account_id,
-            )
+        raw = await self._order_trade_rows(order, self._symbol(order.symbol))
         now = self._clock.now()
-        base = self._fee_in_base.get(order.id)
-        if base is not None:
-            raw = [_fee_relabelled(t, base) for t in raw]
         fills = [convert_trade(t, account_id=self._account_id, now=now) for t in raw]
         return [f for f in fills if f.order_id == order.id]
 
@@ -492,24 +450,3 @@ class CcxtExchange(CcxtCalls):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-_V = TypeVar("_V")
-_REMEMBERED = 10_000
-"""Orders an adapter remembers per-order facts for (oldest forgotten first)."""
-
-
-def _remember(memory: dict[str, _V], order_id: str, value: _V) -> None:
-    if len(memory) >= _REMEMBERED and order_id not in memory:
-        memory.pop(next(iter(memory)))
-    memory[order_id] = value
-
-
-def _fee_relabelled(trade: Mapping[str, Any], currency: str) -> dict[str, Any]:
-    """A ccxt trade whose fee is said to be charged in ``currency`` (same cost)."""
-    fees = [dict(f, currency=currency) for f in trade.get("fees") or () if isinstance(f, Mapping)]
-    fee = trade.get("fee")
-    relabelled = dict(trade, fees=fees)
-    if isinstance(fee, Mapping):
-        relabelled["fee"] = dict(fee, currency=currency)
-    return relabelled

@@ -205,11 +205,11 @@ def test_the_runtime_loads_no_adapter_until_it_builds_an_exchange(tmp_path: Path
     after = _modules_after(
         "import asyncio\n"
         "from nija_broker.core.clock import FakeClock\n"
-        "from nija_broker.service import runtime\n"
+        "from nija_broker.service import exchanges, runtime\n"
         "from nija_broker.service.config import parse_config\n"
         f"config = parse_config({{'store': {{'path': {store}}},"
         " 'accounts': [{'id': 'A', 'exchange': 'binance'}]})\n"
-        "built = runtime._ccxt_exchanges(config, FakeClock(), {})\n"
+        "built = exchanges.open_exchanges(config, FakeClock(), {})\n"
         "assert list(built) == ['A'], built\n"
         "asyncio.run(built['A'].aclose())\n"
     )
@@ -217,9 +217,9 @@ def test_the_runtime_loads_no_adapter_until_it_builds_an_exchange(tmp_path: Path
 
 
 def test_the_installed_ccxt_backend_builds_an_exchange_from_a_spec() -> None:
-    from nija_broker.service import runtime  # here: the scans above need no runtime
+    from nija_broker.service import exchanges  # here: the scans above need no service
 
-    backend = runtime.exchange_backend("ccxt")
+    backend = exchanges.exchange_backend("ccxt")
     assert "binance" in backend.exchange_ids()
     spec = ExchangeSpec(
         account_id="USER:alice",
@@ -238,14 +238,14 @@ def test_the_installed_ccxt_backend_builds_an_exchange_from_a_spec() -> None:
 def test_runtime_without_an_installed_exchange_backend_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nija_broker.service import runtime
+    from nija_broker.service import exchanges
 
     def nothing_installed(**_: object) -> importlib.metadata.EntryPoints:
         return importlib.metadata.EntryPoints(())
 
     monkeypatch.setattr(importlib.metadata, "entry_points", nothing_installed)
     with pytest.raises(ConfigError, match=r"no exchange backend 'ccxt'.*nija_broker\.exchanges"):
-        runtime.exchange_backend("ccxt")
+        exchanges.exchange_backend("ccxt")
 
 
 def test_an_account_config_gives_the_adapter_a_spec_whose_repr_hides_the_keys() -> None:
@@ -280,7 +280,7 @@ def test_a_missing_key_variable_stops_the_spec_naming_only_the_variable() -> Non
 def test_two_packages_declaring_the_same_exchange_backend_are_refused_not_guessed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nija_broker.service import runtime
+    from nija_broker.service import exchanges
 
     def two_installed(**_: object) -> importlib.metadata.EntryPoints:
         return importlib.metadata.EntryPoints(
@@ -290,4 +290,4 @@ def test_two_packages_declaring_the_same_exchange_backend_are_refused_not_guesse
 
     monkeypatch.setattr(importlib.metadata, "entry_points", two_installed)
     with pytest.raises(ConfigError, match=r"declared more than once.*other_pkg:backend"):
-        runtime.exchange_backend("ccxt")
+        exchanges.exchange_backend("ccxt")

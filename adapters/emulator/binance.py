@@ -5,6 +5,14 @@ speaks) and Binance's wire format, after the Binance spot API documentation
 (developers.binance.com, "Spot API": General Info / Errors, Market Data and
 Trading endpoints). Numbers travel as decimal strings, times as epoch
 milliseconds, symbols as ``BTCUSDT``.
+
+This module holds the answers (exchange info, tickers, account, orders, trades);
+the rest of the dialect lives beside it and is re-exported here, so the server
+reads it as one namespace (``bn.order_json``):
+
+- :mod:`._binance_params`: request parameters (``POST /api/v3/order``'s, numbers,
+  ``startTime``..``endTime`` spans) and the order types and default STP mode;
+- :mod:`._binance_errors`: :class:`BinanceError` and the codes for engine errors.
 """
 
 from __future__ import annotations
@@ -16,22 +24,73 @@ from typing import Any
 
 from adapters.sim._state import STP_MODES, OrderFlags
 from nija_broker.core.clock import to_ms
-from nija_broker.core.errors import ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
-from nija_broker.core.exchange import OrderRequest
 from nija_broker.core.models import (
     Balance,
     Fill,
     Market,
     Order,
-    OrderRole,
     OrderStatus,
     OrderType,
     Side,
     Ticker,
 )
 
-from . import _wire as wire
+from ._binance_errors import (
+    BinanceError,
+    bad_api_key_format,
+    bad_signature,
+    engine_error,
+    illegal,
+    invalid_api_key,
+    invalid_symbol,
+    mandatory,
+    outside_recv_window,
+)
+from ._binance_params import (
+    DEFAULT_STP_MODE,
+    ORDER_TYPES,
+    history_window,
+    number,
+    order_request,
+    stp_mode,
+    time_in_force,
+)
 from ._wire import decimals_of
+
+__all__ = [
+    "DEFAULT_STP_MODE",
+    "ORDER_TYPES",
+    "BinanceError",
+    "account_json",
+    "bad_api_key_format",
+    "bad_signature",
+    "binance_type",
+    "book_ticker",
+    "cancel_response",
+    "commission",
+    "engine_error",
+    "exchange_info",
+    "fixed8",
+    "fmt",
+    "history_window",
+    "illegal",
+    "invalid_api_key",
+    "invalid_symbol",
+    "mandatory",
+    "market_id",
+    "new_order_response",
+    "number",
+    "order_json",
+    "order_request",
+    "outside_recv_window",
+    "status_name",
+    "stp_mode",
+    "symbol_info",
+    "ticker_24hr",
+    "ticker_price",
+    "time_in_force",
+    "trade_json",
+]
 
 # Binance's order statuses (ENUM "Order status").
 _STATUS = {
@@ -43,65 +102,8 @@ _STATUS = {
     OrderStatus.EXPIRED: "EXPIRED",
     OrderStatus.REJECTED: "REJECTED",
 }
-ORDER_TYPES = (
-    "LIMIT",
-    "LIMIT_MAKER",
-    "MARKET",
-    "STOP_LOSS",
-    "STOP_LOSS_LIMIT",
-    "TAKE_PROFIT",
-    "TAKE_PROFIT_LIMIT",
-)
 # "MARKET and LIMIT order types default to FULL, all other orders default to ACK."
 _FULL_BY_DEFAULT = frozenset({"MARKET", "LIMIT"})
-DEFAULT_STP_MODE = "EXPIRE_MAKER"
-"""What live spot symbols list as ``defaultSelfTradePreventionMode``: the recorded
-createOrder and openOrders answers (repo ccxt/ccxt, ts/src/test/static/response/binance.json)
-carry ``"selfTradePreventionMode": "EXPIRE_MAKER"``."""
-_DAY_MS = 86_400_000
-
-
-class BinanceError(Exception):
-    """An error answer: HTTP status and Binance's ``{"code": ..., "msg": ...}`` body."""
-
-    def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(f"{status} {code} {msg}")
-        self.status = status
-        self.code = code
-        self.msg = msg
-
-    def body(self) -> dict[str, Any]:
-        return {"code": self.code, "msg": self.msg}
-
-
-def invalid_api_key() -> BinanceError:
-    return BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
-
-
-def bad_api_key_format() -> BinanceError:
-    return BinanceError(401, -2014, "API-key format invalid.")
-
-
-def bad_signature() -> BinanceError:
-    return BinanceError(400, -1022, "Signature for this request is not valid.")
-
-
-def outside_recv_window() -> BinanceError:
-    return BinanceError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
-
-
-def mandatory(name: str) -> BinanceError:
-    return BinanceError(
-        400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-    )
-
-
-def illegal(name: str) -> BinanceError:
-    return BinanceError(400, -1100, f"Illegal characters found in parameter '{name}'.")
-
-
-def invalid_symbol() -> BinanceError:
-    return BinanceError(400, -1121, "Invalid symbol.")
 
 
 def fmt(value: float | None) -> str:
@@ -459,135 +461,3 @@ def book_ticker(ticker: Ticker) -> dict[str, Any]:
         "askPrice": fmt(ticker.ask),
         "askQty": "1.0",
     }
-
-
-# ----------------------------------------------------------------- requests
-
-
-def number(params: Mapping[str, str], name: str, *, required: bool = False) -> float | None:
-    """A numeric parameter; absent-but-required is -1102, malformed or negative -1100."""
-    return wire.number(params, name, required=required, missing=mandatory, malformed=illegal)
-
-
-def order_request(
-    params: Mapping[str, str],
-    symbol: str,
-    client_order_id: str,
-    last_price: float,
-    amount_step: float | None,
-) -> OrderRequest:
-    """``POST /api/v3/order`` parameters -> the engine's :class:`OrderRequest`.
-
-    ``quoteOrderQty`` (a market order sized in quote) is turned into a base
-    amount at ``last_price``, rounded down to the lot step.
-    """
-    side_raw = params.get("side", "")
-    if side_raw not in ("BUY", "SELL"):
-        raise BinanceError(400, -1117, "Invalid side.") if side_raw else mandatory("side")
-    side = Side(side_raw.lower())
-    kind = params.get("type", "")
-    if not kind:
-        raise mandatory("type")
-    if kind not in ORDER_TYPES:
-        raise BinanceError(400, -1116, "Invalid orderType.")
-    tif = params.get("timeInForce")
-    if kind in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
-        if tif is None:
-            raise mandatory("timeInForce")
-        # IOC and FOK are emulated on plain limit orders only (the engine's trigger
-        # orders rest until triggered, then work as GTC).
-        if tif not in ("GTC", "IOC", "FOK") or (tif != "GTC" and kind != "LIMIT"):
-            raise BinanceError(400, -1115, "Invalid timeInForce.")
-    elif tif is not None:
-        raise BinanceError(400, -1106, "Parameter 'timeInForce' sent when not required.")
-    amount = number(params, "quantity")
-    quote_qty = number(params, "quoteOrderQty")
-    if amount is None and kind == "MARKET" and quote_qty is not None:
-        amount = quote_qty / last_price
-        if amount_step is not None:
-            amount = float(
-                Decimal(repr(amount)) // Decimal(repr(amount_step)) * Decimal(repr(amount_step))
-            )
-    if amount is None:
-        raise mandatory("quantity")
-    price = number(
-        params,
-        "price",
-        required=kind in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"),
-    )
-    stop = number(params, "stopPrice", required=kind.startswith(("STOP", "TAKE")))
-    order_type = {
-        "MARKET": OrderType.MARKET,
-        "LIMIT": OrderType.LIMIT,
-        "LIMIT_MAKER": OrderType.LIMIT,
-        "STOP_LOSS": OrderType.STOP,
-        "STOP_LOSS_LIMIT": OrderType.STOP_LIMIT,
-        "TAKE_PROFIT": OrderType.TAKE_PROFIT,
-        "TAKE_PROFIT_LIMIT": OrderType.TAKE_PROFIT,
-    }[kind]
-    return OrderRequest(
-        symbol=symbol,
-        side=side,
-        type=order_type,
-        amount=amount,
-        price=None if kind == "MARKET" else price,
-        stop_price=stop,
-        client_order_id=client_order_id,
-        post_only=kind == "LIMIT_MAKER",
-        role=OrderRole.infer(side, order_type),
-    )
-
-
-def time_in_force(params: Mapping[str, str]) -> str:
-    """The order's time in force as the engine takes it (``order_request`` checked it)."""
-    return params.get("timeInForce") or "GTC"
-
-
-def stp_mode(params: Mapping[str, str]) -> str:
-    """``selfTradePreventionMode``, the symbol's default when absent."""
-    mode = params.get("selfTradePreventionMode") or DEFAULT_STP_MODE
-    if mode not in STP_MODES:
-        raise BinanceError(
-            400, -1013, "This symbol does not allow the specified self-trade prevention mode."
-        )
-    return mode
-
-
-def history_window(params: Mapping[str, str]) -> None:
-    """``startTime``..``endTime`` may span 24 hours at most (allOrders, myTrades)."""
-    start = number(params, "startTime")
-    end = number(params, "endTime")
-    if start is not None and end is not None and end - start > _DAY_MS:
-        raise BinanceError(400, -1127, "More than 24 hours between startTime and endTime.")
-
-
-def engine_error(exc: ExchangeError, *, cancelling: bool = False) -> BinanceError:
-    """The Binance answer to an error the engine raised (the messages ccxt matches on)."""
-    text = str(exc)
-    if isinstance(exc, InsufficientFunds):
-        return BinanceError(400, -2010, "Account has insufficient balance for requested action.")
-    if isinstance(exc, OrderNotFound):
-        if cancelling:
-            return BinanceError(400, -2011, "Unknown order sent.")
-        return BinanceError(400, -2013, "Order does not exist.")
-    if isinstance(exc, InvalidOrder):
-        if cancelling:  # the engine refuses to cancel a closed order; Binance says unknown
-            return BinanceError(400, -2011, "Unknown order sent.")
-        if "unknown symbol" in text:
-            return invalid_symbol()
-        if "duplicate client order id" in text:
-            return BinanceError(400, -2010, "Duplicate order sent.")
-        if "would trigger immediately" in text:
-            return BinanceError(400, -2010, "Stop price would trigger immediately.")
-        if "post_only" in text:
-            return BinanceError(400, -2010, "Order would immediately match and take.")
-        for needle, name in (
-            ("lot step", "LOT_SIZE"),
-            ("minimum amount", "LOT_SIZE"),
-            ("tick size", "PRICE_FILTER"),
-            ("minimum notional", "NOTIONAL"),
-        ):
-            if needle in text:
-                return BinanceError(400, -1013, f"Filter failure: {name}")
-        return BinanceError(400, -1013, f"Invalid order: {text}")
-    return BinanceError(500, -1000, "An unknown error occurred while processing the request.")

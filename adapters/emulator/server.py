@@ -22,16 +22,10 @@ TRUNCATED_PAGE  ``openOrders`` answers half its list
 LATENCY         the right answer, ``plan.latency_s`` late
 ==============  ===============================================================
 
-Venue situations come from the engine (see :mod:`adapters.sim.engine`): IOC and FOK
-limit orders, ``selfTradePreventionMode`` (``EXPIRED_IN_MATCH``), pending cancels
-(``PENDING_CANCEL``). ``allOrders`` and ``myTrades`` answer as Binance documents: with
-``orderId``/``fromId`` or ``startTime`` the first ``limit`` rows from there, otherwise the
-most recent ``limit``, oldest first within the page; a ``startTime``..``endTime`` span over
-24 hours is refused (-1127).
-
-Orders younger than ``plan.hidden_after_create_s`` are missing from
-``openOrders``/``allOrders`` and unknown to ``GET /api/v3/order`` (-2013), as
-Binance documents for orders its engine has not yet published.
+This module is the transport: routes, authentication, faults, and the public and
+account endpoints. The order and trade endpoints, with the venue situations and
+paging they emulate, are :mod:`._binance_trading`'s; the JSON and the error codes
+are :mod:`.binance`'s.
 """
 
 from __future__ import annotations
@@ -42,7 +36,6 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
@@ -50,36 +43,35 @@ from aiohttp import web
 
 from adapters.sim.engine import SimEngine
 from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
-from nija_broker.core.clock import Clock, SystemClock, from_ms, to_ms
-from nija_broker.core.errors import ExchangeError
-from nija_broker.core.models import Order, OrderType
+from nija_broker.core.clock import Clock, SystemClock, to_ms
 
 from . import binance as bn
+from ._binance_trading import BinanceTradingEndpoints, Params
+
+__all__ = ["EmulatorServer", "Handler", "Params"]
 
 _log = logging.getLogger(__name__)
 
-Params = dict[str, str]
 Handler = Callable[[str | None, Params, FaultKind | None], Awaitable[Any]]
 
 _DEFAULT_RECV_WINDOW_MS = 5000
 _MAX_RECV_WINDOW_MS = 60000
 # Binance refuses requests stamped more than a second ahead of its clock.
 _MAX_AHEAD_MS = 1000
-_LIST_LIMIT_DEFAULT = 500
-_LIST_LIMIT_MAX = 1000
 
 
 def _strip_signature(raw: str) -> str:
     return "&".join(p for p in raw.split("&") if p and not p.startswith("signature="))
 
 
-class EmulatorServer:
+class EmulatorServer(BinanceTradingEndpoints):
     """Binance spot REST over ``engine``, on ``host:port`` (port 0 picks a free one).
 
     ``accounts`` maps an engine account id to its ``(api_key, secret)``.
     ``clock`` is the server's clock for ``timestamp``/``recvWindow`` and
     ``/api/v3/time`` (real time by default, since ccxt stamps requests with
-    real time); order times come from the engine's clock.
+    real time); order times come from the engine's clock. The order and trade
+    endpoints are :class:`~adapters.emulator._binance_trading.BinanceTradingEndpoints`'s.
     """
 
     def __init__(
@@ -268,20 +260,6 @@ class EmulatorServer:
             raise bn.bad_signature()
         return account_id
 
-    def _now_ms(self) -> int:
-        return to_ms(self.clock.now())
-
-    def _symbol(self, params: Params, *, required: bool) -> str | None:
-        raw = params.get("symbol")
-        if not raw:
-            if required:
-                raise bn.mandatory("symbol")
-            return None
-        for symbol in self.engine.markets:
-            if bn.market_id(symbol) == raw:
-                return symbol
-        raise bn.invalid_symbol()
-
     def _symbols(self, params: Params) -> list[str]:
         """``symbol=X``, ``symbols=["X","Y"]`` or neither (every market)."""
         if "symbols" in params:
@@ -294,73 +272,6 @@ class EmulatorServer:
             return [self._symbol({"symbol": str(i)}, required=True) or "" for i in ids]
         one = self._symbol(params, required=False)
         return [one] if one is not None else list(self.engine.markets)
-
-    def _hidden(self, order: Order) -> bool:
-        if self.faults is None:
-            return False
-        age_s = (self.engine.clock.now() - order.created_at).total_seconds()
-        return self.faults.is_hidden(age_s)
-
-    def _order_json(self, account_id: str, order: Order) -> dict[str, Any]:
-        post_only = (account_id, order.id) in self._post_only
-        kind = bn.binance_type(order.type, has_price=order.price is not None, post_only=post_only)
-        waiting = (
-            order.type in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT)
-            and order.filled == 0
-            and order.is_open
-        )
-        return bn.order_json(
-            order,
-            type_name=kind,
-            is_working=not waiting,
-            flags=self.engine.order_flags(account_id, order.id),
-        )
-
-    def _engine_call(self, call: Callable[[], Any], *, cancelling: bool = False) -> Any:
-        try:
-            return call()
-        except ExchangeError as exc:
-            raise bn.engine_error(exc, cancelling=cancelling) from exc
-
-    def _find_order(
-        self, account_id: str, params: Params, symbol: str, *, cancelling: bool
-    ) -> Order:
-        order_id = params.get("orderId")
-        client_id = params.get("origClientOrderId")
-        if not order_id and not client_id:
-            raise bn.BinanceError(
-                400,
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
-        order: Order
-        if order_id:
-            order = self._engine_call(
-                lambda: self.engine.get_order(account_id, order_id), cancelling=cancelling
-            )
-        else:
-            assert client_id is not None
-            order = self._engine_call(
-                lambda: self.engine.get_order_by_client_id(account_id, client_id),
-                cancelling=cancelling,
-            )
-        if order.symbol != symbol or (not cancelling and self._hidden(order)):
-            raise (
-                bn.BinanceError(400, -2011, "Unknown order sent.")
-                if cancelling
-                else bn.BinanceError(400, -2013, "Order does not exist.")
-            )
-        return order
-
-    @staticmethod
-    def _since(params: Params, name: str = "startTime") -> datetime | None:
-        start_ms = bn.number(params, name)
-        return from_ms(start_ms) if start_ms is not None else None
-
-    @staticmethod
-    def _limit(params: Params) -> int:
-        limit = bn.number(params, "limit")
-        return min(int(limit), _LIST_LIMIT_MAX) if limit else _LIST_LIMIT_DEFAULT
 
     # ----------------------------------------------------------- endpoints
 
@@ -407,137 +318,3 @@ class EmulatorServer:
             maker_fee=self.engine.maker_fee,
             taker_fee=self.engine.taker_fee,
         )
-
-    async def _open_orders(
-        self, account_id: str | None, params: Params, fault: FaultKind | None
-    ) -> Any:
-        assert account_id is not None
-        symbol = self._symbol(params, required=False)
-        orders = [o for o in self.engine.open_orders(account_id, symbol) if not self._hidden(o)]
-        if fault is FaultKind.TRUNCATED_PAGE:
-            orders = orders[: len(orders) // 2]
-        return [self._order_json(account_id, o) for o in orders]
-
-    async def _get_order(
-        self, account_id: str | None, params: Params, fault: FaultKind | None
-    ) -> Any:
-        assert account_id is not None
-        symbol = self._symbol(params, required=True)
-        assert symbol is not None
-        order = self._find_order(account_id, params, symbol, cancelling=False)
-        return self._order_json(account_id, order)
-
-    async def _new_order(
-        self, account_id: str | None, params: Params, fault: FaultKind | None
-    ) -> Any:
-        assert account_id is not None
-        symbol = self._symbol(params, required=True)
-        assert symbol is not None
-        client_id = params.get("newClientOrderId") or self._generated_client_id()
-        market = self.engine.markets[symbol]
-        request = bn.order_request(
-            params, symbol, client_id, self.engine.price(symbol), market.amount_step
-        )
-        trades_before = len(self.engine.trades(account_id, symbol))
-        tif, stp = bn.time_in_force(params), bn.stp_mode(params)
-        order = self._engine_call(
-            lambda: self.engine.place_order(account_id, request, time_in_force=tif, stp_mode=stp)
-        )
-        if request.post_only:
-            self._post_only.add((account_id, order.id))
-        fills = [
-            f
-            for f in self.engine.trades(account_id, symbol)[trades_before:]
-            if f.order_id == order.id
-        ]
-        kind = params["type"]
-        resp_type = params.get("newOrderRespType") or (
-            "FULL" if kind in bn._FULL_BY_DEFAULT else "ACK"
-        )
-        return bn.new_order_response(
-            order,
-            fills,
-            resp_type,
-            type_name=kind,
-            transact_ms=self._now_ms(),
-            flags=self.engine.order_flags(account_id, order.id),
-        )
-
-    def _generated_client_id(self) -> str:
-        self._next_client_id += 1
-        return f"emu{self._next_client_id - 1:016d}"
-
-    async def _cancel_order(
-        self, account_id: str | None, params: Params, fault: FaultKind | None
-    ) -> Any:
-        assert account_id is not None
-        symbol = self._symbol(params, required=True)
-        assert symbol is not None
-        order = self._find_order(account_id, params, symbol, cancelling=True)
-        cancelled = self._engine_call(
-            lambda: self.engine.cancel_order(account_id, order.id), cancelling=True
-        )
-        self._next_cancel_id += 1
-        cancel_id = params.get("newClientOrderId") or f"emucancel{self._next_cancel_id:012d}"
-        kind = bn.binance_type(
-            cancelled.type,
-            has_price=cancelled.price is not None,
-            post_only=(account_id, cancelled.id) in self._post_only,
-        )
-        return bn.cancel_response(
-            cancelled,
-            type_name=kind,
-            cancel_client_id=cancel_id,
-            transact_ms=self._now_ms(),
-            flags=self.engine.order_flags(account_id, cancelled.id),
-        )
-
-    async def _all_orders(
-        self, account_id: str | None, params: Params, fault: FaultKind | None
-    ) -> Any:
-        """``allOrders``: "If orderId is set, it will get orders >= that orderId. Otherwise
-        most recent orders are returned" (spot API docs, Account endpoints, "All orders")."""
-        assert account_id is not None
-        symbol = self._symbol(params, required=True)
-        bn.history_window(params)
-        start = self._since(params)
-        orders = self.engine.all_orders(account_id, symbol, start)
-        end = self._since(params, "endTime")
-        from_id = bn.number(params, "orderId")
-        orders = [
-            o
-            for o in orders
-            if not self._hidden(o)
-            and (end is None or o.created_at <= end)
-            and (from_id is None or int(o.id) >= from_id)
-        ]
-        limit = self._limit(params)
-        page = orders[:limit] if from_id is not None or start is not None else orders[-limit:]
-        return [self._order_json(account_id, o) for o in page]
-
-    async def _my_trades(
-        self, account_id: str | None, params: Params, fault: FaultKind | None
-    ) -> Any:
-        """``myTrades``: the symbol's trades, oldest first; ``orderId`` keeps one order's.
-
-        As Binance documents: with ``fromId`` (trades from that id on) or a
-        ``startTime`` the first ``limit`` rows, otherwise the most recent ones.
-        """
-        assert account_id is not None
-        symbol = self._symbol(params, required=True)
-        bn.history_window(params)
-        start = self._since(params)
-        fills = self.engine.trades(account_id, symbol, start)
-        end = self._since(params, "endTime")
-        from_id = bn.number(params, "fromId")
-        order_id = params.get("orderId")
-        fills = [
-            f
-            for f in fills
-            if (from_id is None or int(f.trade_id or 0) >= from_id)
-            and (end is None or f.timestamp <= end)
-            and (not order_id or f.order_id == order_id)
-        ]
-        limit = self._limit(params)
-        page = fills[:limit] if from_id is not None or start is not None else fills[-limit:]
-        return [bn.trade_json(f, is_maker=self.engine.is_maker(f.trade_id or "")) for f in page]

@@ -1,6 +1,6 @@
 """What the book knows about each order's fills, and the pure checks on trades booked for it.
 
-Used by :class:`nija_broker.state.book.AccountBook` under its lock: how much of an
+Used by :class:`nija_broker.state.book.AccountBook` on its owner's thread: how much of an
 order was booked (:class:`OrderFills`), orders followed by id
 (:class:`Followed`, :class:`UnknownOrders`), which trades an old cumulative fill
 already covers (:func:`split_covered`), and trades that add up to more than
@@ -17,6 +17,7 @@ from datetime import datetime
 from nija_broker.core.errors import StateError
 from nija_broker.core.ledger import fill_sort_key
 from nija_broker.core.models import Fill, Order, OrderRole
+from nija_broker.core.reconcile import fill_between
 
 __all__ = [
     "AMOUNT_REL",
@@ -25,6 +26,7 @@ __all__ = [
     "OrderFills",
     "UnknownOrders",
     "check_trade_totals",
+    "implied_fills",
     "same_amount",
     "split_covered",
 ]
@@ -163,3 +165,32 @@ def check_trade_totals(
                 f"than its amount {order.amount!r}; nothing of them is booked",
                 order_id=order_id,
             )
+
+
+def implied_fills(
+    orders: Sequence[Order],
+    staged: dict[str, float],
+    tracked: Callable[[str], Order | None],
+    now: datetime,
+) -> list[Fill]:
+    """The cumulative rule: each order's growth beyond what was booked for it.
+
+    ``staged`` holds, per order id, what is booked so far; it is advanced as the
+    batch goes (a batch may report one order twice). ``tracked`` gives the book's
+    version of an order before the batch.
+    """
+    fills: list[Fill] = []
+    previous_of: dict[str, Order | None] = {}
+    for order in orders:
+        previous = previous_of.get(order.id, tracked(order.id))
+        previous_of[order.id] = order
+        booked = staged.get(order.id, 0.0)
+        if previous is not None and not same_amount(previous.filled, booked, order):
+            previous = None  # filled without a booked fill: price from the order alone
+        fill = fill_between(previous, order, now, booked=booked)
+        if isinstance(fill, str):
+            raise StateError(fill)
+        if fill is not None:
+            fills.append(fill)
+            staged[order.id] = order.filled
+    return fills

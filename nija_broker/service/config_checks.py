@@ -56,7 +56,7 @@ def machine_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str])
 def _ccxt_exchange_ids() -> list[str]:
     # ccxt's own list, asked through the installed exchange backend: only adapters/ imports
     # ccxt, and nothing here imports adapters/ (dependencies point inward).
-    from nija_broker.service.runtime import exchange_backend
+    from nija_broker.service.exchanges import exchange_backend
 
     return list(exchange_backend("ccxt").exchange_ids())
 
@@ -112,7 +112,7 @@ def _exchange_problems(
 def _build_refusal(account: AccountConfig) -> _Refusal | None:
     """Build the account's exchange as ``run`` does, minus the keys: ccxt itself judges the
     exchange id, the sandbox and the ``[accounts.ccxt]`` table. Nothing is sent."""
-    from nija_broker.service.runtime import exchange_backend
+    from nija_broker.service.exchanges import exchange_backend
 
     try:
         spec = account.model_copy(update=dict.fromkeys(ENV_FIELDS)).exchange_spec(environ={})

@@ -50,7 +50,6 @@ from nija_broker.core.events import (
     OrderCancelled,
     StaleOrderFound,
 )
-from nija_broker.core.exchange import EXCHANGE_BACKENDS
 from nija_broker.core.health import AccountHealth, AccountLive, SyncState
 from nija_broker.core.intent import Blocked, Decision, OrderIntent
 from nija_broker.guard.guard import Guard, GuardSettings
@@ -58,6 +57,7 @@ from nija_broker.guard.guarded import GuardedExchange
 from nija_broker.service import event_log
 from nija_broker.service.api import ApiContext, ApiServer, check_binding
 from nija_broker.service.config import Config
+from nija_broker.service.exchanges import open_exchanges
 from nija_broker.service.logs import fields, register_secret
 from nija_broker.service.prom import BrokerMetrics
 from nija_broker.service.status import AccountStatus, status_rows
@@ -68,7 +68,7 @@ from nija_broker.state.store import Store, StoreLock
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 if TYPE_CHECKING:
-    from nija_broker.core.exchange import Exchange, ExchangeBackend
+    from nija_broker.core.exchange import Exchange
 
 __all__ = ["Broker"]
 
@@ -80,41 +80,6 @@ class _Stopping(Exception):
 log = logging.getLogger("nija_broker.runtime")
 
 ExchangeFactory = Callable[..., "Exchange"]
-
-
-def exchange_backend(name: str = "ccxt") -> ExchangeBackend:
-    """The exchange package installed under ``name`` in the entry point group
-    ``nija_broker.exchanges``: the runtime never imports ``adapters`` itself
-    (dependencies point inward), and the adapter module loads only now."""
-    from importlib.metadata import entry_points
-
-    found = {ep.value: ep for ep in entry_points(group=EXCHANGE_BACKENDS, name=name)}
-    if not found:
-        raise ConfigError(
-            f"no exchange backend {name!r} is installed (entry point group "
-            f"{EXCHANGE_BACKENDS!r}); install nija-broker itself (pip install nija-broker, "
-            f"or pip install -e . in a checkout), which declares it"
-        )
-    if len(found) > 1:  # two packages claim the name: picking one would be a guess
-        raise ConfigError(
-            f"exchange backend {name!r} is declared more than once: "
-            f"{', '.join(sorted(found))}; uninstall all but one"
-        )
-    (entry,) = found.values()
-    try:
-        loaded: ExchangeBackend = entry.load()
-    except ImportError as exc:
-        raise ConfigError(
-            f"the exchange backend {name!r} ({entry.value}) does not import: {exc}"
-        ) from exc
-    return loaded
-
-
-def _ccxt_exchanges(
-    config: Config, clock: Clock, environ: Mapping[str, str] | None
-) -> dict[str, Exchange]:
-    backend = exchange_backend("ccxt")
-    return {a.id: backend.open_exchange(a.exchange_spec(environ), clock) for a in config.accounts}
 
 
 class Broker:
@@ -184,7 +149,7 @@ class Broker:
         self.exchanges = (
             dict(self._given_exchanges)
             if self._given_exchanges is not None
-            else _ccxt_exchanges(config, self.clock, self._environ)
+            else open_exchanges(config, self.clock, self._environ)
         )
         # The one thread that changes account state and runs SQLite: the store is opened
         # (and migrated) there too, so the event loop never waits on the disk.

@@ -27,7 +27,7 @@ from nija_broker.core.book_fills import (
     OrderFills,
     UnknownOrders,
     check_trade_totals,
-    same_amount,
+    implied_fills,
     split_covered,
 )
 from nija_broker.core.clock import Clock, SystemClock
@@ -43,7 +43,6 @@ from nija_broker.core.models import (
 )
 from nija_broker.core.orders import OrderTracker, check_update
 from nija_broker.core.performance import PerformanceTracker
-from nija_broker.core.reconcile import fill_between
 from nija_broker.state.owner import Owner, owned
 from nija_broker.state.restart import load_books
 from nija_broker.state.store import IntentUpdate, Store, StoreBatch
@@ -261,7 +260,7 @@ class AccountBook:
         staged = {o.id: f.booked for o in orders if (f := self._order_fills.get(o.id)) is not None}
         implied: list[Fill] = []
         if not self.fills_from_trades:
-            implied = self._implied_fills(orders, staged)
+            implied = implied_fills(orders, staged, self.orders.get, self.clock.now())
         given = list(fills)
         covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
         check_trade_totals(
@@ -396,24 +395,6 @@ class AccountBook:
         )
         results_all = tuple(BookResult(f, False, (), None, 0.0) for f in new)
         return FillsBooked(results_all, tuple(t for t in trades if t.trade_id not in before), ())
-
-    def _implied_fills(self, orders: Sequence[Order], staged: dict[str, float]) -> list[Fill]:
-        """The cumulative rule: each order's growth beyond what was booked for it."""
-        fills: list[Fill] = []
-        previous_of: dict[str, Order | None] = {}
-        for order in orders:
-            previous = previous_of.get(order.id, self.orders.get(order.id))
-            previous_of[order.id] = order
-            booked = staged.get(order.id, 0.0)
-            if previous is not None and not same_amount(previous.filled, booked, order):
-                previous = None  # filled without a booked fill: price from the order alone
-            fill = fill_between(previous, order, self.clock.now(), booked=booked)
-            if isinstance(fill, str):
-                raise StateError(fill)
-            if fill is not None:
-                fills.append(fill)
-                staged[order.id] = order.filled
-        return fills
 
     # ------------------------------------------------------------------ what is owed
 

@@ -1,0 +1,54 @@
+"""Where the runtime's exchanges come from: the backend installed under the entry point
+group ``nija_broker.exchanges`` (``adapters`` declares ``ccxt``). Nothing in the service
+imports ``adapters``; the adapter and ccxt load only when an exchange is built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from nija_broker.core.clock import Clock
+from nija_broker.core.errors import ConfigError
+from nija_broker.core.exchange import EXCHANGE_BACKENDS
+from nija_broker.service.config import Config
+
+if TYPE_CHECKING:
+    from nija_broker.core.exchange import Exchange, ExchangeBackend
+
+__all__ = ["exchange_backend", "open_exchanges"]
+
+
+def exchange_backend(name: str = "ccxt") -> ExchangeBackend:
+    """The exchange package installed under ``name`` in the entry point group
+    ``nija_broker.exchanges``: the runtime never imports ``adapters`` itself
+    (dependencies point inward), and the adapter module loads only now."""
+    from importlib.metadata import entry_points
+
+    found = {ep.value: ep for ep in entry_points(group=EXCHANGE_BACKENDS, name=name)}
+    if not found:
+        raise ConfigError(
+            f"no exchange backend {name!r} is installed (entry point group "
+            f"{EXCHANGE_BACKENDS!r}); install nija-broker itself (pip install nija-broker, "
+            f"or pip install -e . in a checkout), which declares it"
+        )
+    if len(found) > 1:  # two packages claim the name: picking one would be a guess
+        raise ConfigError(
+            f"exchange backend {name!r} is declared more than once: "
+            f"{', '.join(sorted(found))}; uninstall all but one"
+        )
+    (entry,) = found.values()
+    try:
+        loaded: ExchangeBackend = entry.load()
+    except ImportError as exc:
+        raise ConfigError(
+            f"the exchange backend {name!r} ({entry.value}) does not import: {exc}"
+        ) from exc
+    return loaded
+
+
+def open_exchanges(
+    config: Config, clock: Clock, environ: Mapping[str, str] | None
+) -> dict[str, Exchange]:
+    """Every configured account's exchange, through the installed ccxt backend."""
+    backend = exchange_backend("ccxt")
+    return {a.id: backend.open_exchange(a.exchange_spec(environ), clock) for a in config.accounts}

@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from nija_broker.core.events import AttentionRequired, BalancesUpdated
+from nija_broker.core.health import AccountLive
 from nija_broker.core.models import Balance, Order, Position, Ticker
 from nija_broker.core.reconcile import hold_mismatches
 from nija_broker.core.symbols import base_of
@@ -71,8 +72,15 @@ class Balances:
         tickers: Mapping[str, Ticker] = {}
         if symbols:
             tickers = await sync.ask(partial(sync.exchange.fetch_tickers, symbols), "fetch_tickers")
-        figures = await sync.in_book(_record, None, asked_at, tickers)
-        await sync.update_live(balances=dict(balances), balances_at=asked_at)
+        # One job: the book's record and the live view's balances change together.
+        figures = await sync.in_book(
+            _record,
+            None,
+            asked_at,
+            tickers,
+            sync.live,
+            {"balances": dict(balances), "balances_at": asked_at},
+        )
         await self._check_positions(sync, figures.positions, balances)
 
     async def refresh(self, sync: AccountSync) -> None:
@@ -96,16 +104,21 @@ class Balances:
             )
         valued = value_balances(balances, prices_of(tickers), quote)
         now = sync.clock.now()
-        figures = await sync.in_book(
-            _record, valued.equity if valued.established else None, now, tickers
-        )
         before = (sync.live.unvalued_holdings, sync.live.valuation_problem)
-        await sync.update_live(
-            balances=dict(balances),
-            balances_at=asked_at,
-            equity_usd=valued.equity if valued.established else None,
-            unvalued_holdings=valued.unvalued,
-            valuation_problem=valued.problem,
+        # One job: the equity point, the prices and the live view's figures change together.
+        figures = await sync.in_book(
+            _record,
+            valued.equity if valued.established else None,
+            now,
+            tickers,
+            sync.live,
+            {
+                "balances": dict(balances),
+                "balances_at": asked_at,
+                "equity_usd": valued.equity if valued.established else None,
+                "unvalued_holdings": valued.unvalued,
+                "valuation_problem": valued.problem,
+            },
         )
         if (valued.unvalued, valued.problem) != before:
             # Said once per change, not on every refresh: the holdings rarely change.
@@ -187,7 +200,8 @@ class Balances:
             {(None, f"position:{b}") for b in set(self.position_mismatches) - set(found)}
         )
         self.position_mismatches = found
-        await sync.update_live(position_mismatches=persistent)
+        if persistent != sync.live.position_mismatches:  # this poller is its only writer
+            await sync.update_live(position_mismatches=persistent)
         for base, (quantity, total) in persistent.items():
             if not sync.alerts.once((None, f"position:{base}")):
                 continue
@@ -244,10 +258,18 @@ def _last_prices(book: AccountBook) -> dict[str, float]:
 
 
 def _record(
-    book: AccountBook, equity: float | None, at: datetime, tickers: Mapping[str, Ticker]
+    book: AccountBook,
+    equity: float | None,
+    at: datetime,
+    tickers: Mapping[str, Ticker],
+    live: AccountLive,
+    live_changes: Mapping[str, object],
 ) -> _Figures:
     """Record a refresh (the equity point when established, the tickers' last prices for
-    the guard and held capital) and read what the checks compare with the balances."""
+    the guard and held capital, the live view's new figures) and read what the checks
+    compare with the balances."""
+    for name, value in live_changes.items():
+        setattr(live, name, value)
     if equity is not None:
         book.update_equity(equity, at)
     for symbol, ticker in tickers.items():

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -47,7 +49,7 @@ from nija_broker.core.events import (
 )
 from nija_broker.core.health import AccountLive
 from nija_broker.core.models import Order
-from nija_broker.state.book import AccountBook
+from nija_broker.state.book import AccountBook, Followed
 from nija_broker.state.books import Books
 from nija_broker.state.store import Store
 from nija_broker.sync.alerts import Alerts
@@ -108,6 +110,10 @@ class AccountSync:
         self.lookups = Lookups()
         self.stale = StaleOrders()
         self.intents = Intents()
+        self.view: CycleView | None = None
+        """What the listing step read of the book, in one job; the later steps of the
+        cycle use it instead of asking the owner again, until the cycle changes the book
+        (any other job through :meth:`in_book`, or a commit, drops it)."""
 
     @property
     def book(self) -> AccountBook:
@@ -122,8 +128,22 @@ class AccountSync:
     ) -> T:
         """``fn(book, *args, **kwargs)`` on the book's owner thread: the one door to the
         book, for reads that feed a decision as for changes."""
+        self.view = None  # the book may change: the next step reads it afresh
         result: T = await self.run_book(partial(fn, self.book, *args, **kwargs))
         return result
+
+    async def read_view(self, now: datetime) -> CycleView:
+        """One job for everything an unchanged cycle needs to know of the book (each job
+        is a hand-off to the owner's thread and back, the dominant cost of an idle
+        cycle): the live orders, the orders followed by id, those whose trades are owed
+        and the stale candidates under the tier's policy."""
+        policy = self.live.policy()
+        stale_rule = (
+            None if policy is None else (policy.stale_max_age_s, policy.stale_includes_exits)
+        )
+        view: CycleView = await self.run_book(partial(_cycle_view, self.book, now, stale_rule))
+        self.view = view
+        return view
 
     async def live_orders(self) -> list[Order]:
         return await self.in_book(_live_orders)
@@ -196,6 +216,7 @@ class AccountSync:
         # The book computes the fills these changes imply, under its lock (invariant 3).
         orders = [change.order for change in changes]
         book = self.book
+        self.view = None  # the book changes: later steps read it afresh
         booked = await self.run_book(partial(book.apply_changes, orders))
         self.sweeps.known_symbols.update(order.symbol for order in orders)
         fresh = tuple(r.fill for r in booked.results if not r.duplicate)
@@ -273,3 +294,29 @@ def _fills_from_trades(book: AccountBook, from_trades: bool) -> None:
 def _assign(live: AccountLive, changes: Mapping[str, object]) -> None:
     for name, value in changes.items():
         setattr(live, name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleView:
+    """The book as one cycle's listing step saw it (see :meth:`AccountSync.read_view`)."""
+
+    at: datetime
+    live: list[Order]
+    followed: list[Followed]
+    owed: list[Order]
+    stale: list[Order] | None
+    """``None`` while the account's tier is unknown (no basis for a stale decision)."""
+
+
+def _cycle_view(
+    book: AccountBook, now: datetime, stale_rule: tuple[float, bool] | None
+) -> CycleView:
+    followed = book.followed()
+    book.unknown_orders.retain(followed)  # notes of orders no longer followed go
+    owed = [o for o, _ in book.unbooked_orders()] if book.fills_from_trades else []
+    stale = (
+        None
+        if stale_rule is None
+        else book.orders.stale_orders(now, stale_rule[0], include_exits=stale_rule[1])
+    )
+    return CycleView(now, book.orders.live_orders(), followed, owed, stale)

@@ -77,7 +77,8 @@ class Lookups:
         (:class:`~nija_broker.state.book.UnknownOrders`, first answer's time kept) and
         cleared by any later answer about the order.
         """
-        followed = await sync.in_book(_followed)
+        view = sync.view
+        followed = view.followed if view is not None else await sync.in_book(_followed)
         if budget is not None:
             followed = followed[:budget]
         for item in followed:
@@ -147,7 +148,8 @@ class Lookups:
 
     async def book_trades(self, sync: AccountSync, *, budget: int | None) -> None:
         """Fetch and book the trades of every order whose fills are owed (see module doc)."""
-        owed = await sync.in_book(_trades_owed)
+        view = sync.view
+        owed = view.owed if view is not None else await sync.in_book(_trades_owed)
         if not owed:
             return
         waiting: set[str] = set()

@@ -60,7 +60,7 @@ class Listing:
         if page.complete:
             self.last_complete_at = asked_at
         # Read after the answer: the guard may have changed an order while it was asked.
-        tracked = {order.id: order for order in await sync.live_orders()}
+        tracked = {order.id: order for order in (await sync.read_view(now)).live}
         events = diff(
             tracked,
             Snapshot(page.orders, page.complete),

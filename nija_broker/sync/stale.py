@@ -41,13 +41,17 @@ class StaleOrders:
         if policy is None:
             return  # tier unknown until the first balance: no basis for a decision
         now = sync.clock.now()
-        stale = [
-            order
-            for order in await sync.in_book(
+        view = sync.view
+        candidates = (
+            view.stale
+            # The listing's view, judged at its time (a few ms ago) unless the cycle
+            # changed the book since.
+            if view is not None and view.stale is not None
+            else await sync.in_book(
                 _stale, now, policy.stale_max_age_s, policy.stale_includes_exits
             )
-            if order.id not in confirmations
-        ]
+        )
+        stale = [order for order in candidates if order.id not in confirmations]
         if policy.stale_action is StaleAction.ALERT:
             live_ids = {order.id for order in stale}
             self.alerted &= live_ids

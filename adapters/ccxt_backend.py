@@ -26,7 +26,7 @@ class CcxtBackend:
         return ids
 
     def open_exchange(self, spec: ExchangeSpec, clock: Clock) -> CcxtExchange:
-        return CcxtExchange.from_spec(spec, clock=clock)
+        return CcxtExchange.from_spec(spec, clock=clock, call_timeout_s=spec.call_timeout_s)
 
 
 backend = CcxtBackend()

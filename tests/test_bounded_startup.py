@@ -234,6 +234,25 @@ def test_a_fill_older_than_the_memory_window_reported_again_is_refused(tmp_path:
         assert store.fills(ACCOUNT).count(first) == 1
 
 
+def test_a_long_running_book_forgets_finished_orders_figures_and_still_books_a_replay_once(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(T0)
+    with Store(tmp_path / "state.sqlite3") as store:
+        book = AccountBook(ACCOUNT, store, settings=SETTINGS, clock=clock)  # cumulative rule
+        order, _ = _filled("b0", "BTC/USD", Side.BUY, 1.0, 100.0, T0, OrderRole.ENTRY)
+        book.apply_changes([order.replace(status=OrderStatus.OPEN, filled=0.0)])
+        book.apply_changes([order])  # filled: booked from the filled amount
+        held = book.positions()
+        clock.advance(SETTINGS.retention_s + 60)
+        assert book.cleanup_terminal() == ["b0"]
+        assert "b0" not in dict(book._order_fills)  # memory holds no figures of it
+        booked = book.apply_changes([order])  # the exchange reports it again
+        assert [r for r in booked.results if not r.duplicate] == []
+        assert book.positions() == held
+        assert book.booked_amount("b0") == 1.0  # read back from the store
+
+
 def test_fill_keys_are_unique_in_the_store_and_a_duplicate_insert_is_a_duplicate(
     tmp_path: Path,
 ) -> None:

@@ -235,6 +235,28 @@ def test_the_installed_ccxt_backend_builds_an_exchange_from_a_spec() -> None:
         asyncio.run(exchange.aclose())
 
 
+def test_the_configured_call_timeout_is_the_deadline_of_every_exchange_call(
+    tmp_path: Path,
+) -> None:
+    """``[reconciler] call_timeout_s`` bounds the reconciler's calls and, through the spec,
+    the calls nobody else bounds (the guard's sends): one deadline, whoever calls."""
+    from nija_broker.service import exchanges
+    from nija_broker.service.config import parse_config
+
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "broker.sqlite3")},
+            "reconciler": {"call_timeout_s": 7.5},
+            "accounts": [{"id": "PLATFORM", "exchange": "binance"}],
+        }
+    )
+    built = exchanges.open_exchanges(config, FakeClock(), {})
+    try:
+        assert built["PLATFORM"].call_timeout_s == 7.5  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(built["PLATFORM"].aclose())
+
+
 def test_runtime_without_an_installed_exchange_backend_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

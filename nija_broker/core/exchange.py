@@ -25,7 +25,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from nija_broker.core.clock import Clock
+from nija_broker.core.clock import DEFAULT_CALL_TIMEOUT_S, Clock
 from nija_broker.core.errors import ImpossibleAnswer
 from nija_broker.core.models import Balance, Fill, Market, Order, OrderRole, OrderType, Side, Ticker
 
@@ -105,6 +105,9 @@ class ExchangeSpec:
     api_key: str | None = field(default=None, repr=False)
     secret: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    """The deadline of a call no caller bounded (the guard's sends): the configured
+    ``[reconciler] call_timeout_s``, so every exchange call has the same one."""
 
     def __post_init__(self) -> None:
         # A frozen value should not change under the exchange that was built from it.

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from nija_broker.core.breakers import BreakerName
+from nija_broker.core.clock import DEFAULT_CALL_TIMEOUT_S
 from nija_broker.core.errors import ConfigError
 from nija_broker.core.exchange import ExchangeSpec
 from nija_broker.core.settings import GuardSettings, ReconcilerSettings
@@ -181,7 +182,12 @@ class AccountConfig(_Strict):
             register_secret(env[name])
         return found
 
-    def exchange_spec(self, environ: Mapping[str, str] | None = None) -> ExchangeSpec:
+    def exchange_spec(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> ExchangeSpec:
         """What an adapter needs to open this account's exchange, keys read as
         :meth:`credentials` reads them (so adapters never import this module)."""
         keys = self.credentials(dict(environ) if environ is not None else None)
@@ -193,6 +199,7 @@ class AccountConfig(_Strict):
             api_key=keys.get("apiKey"),
             secret=keys.get("secret"),
             password=keys.get("password"),
+            call_timeout_s=call_timeout_s,
         )
 
 

@@ -51,4 +51,9 @@ def open_exchanges(
 ) -> dict[str, Exchange]:
     """Every configured account's exchange, through the installed ccxt backend."""
     backend = exchange_backend("ccxt")
-    return {a.id: backend.open_exchange(a.exchange_spec(environ), clock) for a in config.accounts}
+    # One deadline per call, the configured one, for the guard's sends as for the polls.
+    timeout_s = config.reconciler.settings(list(config.accounts)).call_timeout_s
+    return {
+        a.id: backend.open_exchange(a.exchange_spec(environ, call_timeout_s=timeout_s), clock)
+        for a in config.accounts
+    }

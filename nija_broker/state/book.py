@@ -44,7 +44,7 @@ from nija_broker.core.models import (
 from nija_broker.core.orders import OrderTracker, check_update
 from nija_broker.core.performance import PerformanceTracker
 from nija_broker.state.owner import Owner, owned
-from nija_broker.state.restart import load_books
+from nija_broker.state.restart import StoredOrderFills, load_books
 from nija_broker.state.store import IntentUpdate, Store, StoreBatch
 
 __all__ = [
@@ -468,8 +468,13 @@ class AccountBook:
 
     @owned
     def cleanup_terminal(self, now: datetime | None = None) -> list[str]:
-        """Drop terminal orders past retention from memory; the store keeps them."""
-        return self.orders.cleanup_terminal(now or self.clock.now())
+        """Drop terminal orders past retention from memory, with what was booked for them
+        where the store keeps it (read back if such an order is reported again): memory
+        stays flat however long the process runs."""
+        removed = self.orders.cleanup_terminal(now or self.clock.now())
+        if isinstance(self._order_fills, StoredOrderFills):
+            self._order_fills.forget(removed)
+        return removed
 
     # ------------------------------------------------------------------ reads
 

@@ -75,6 +75,13 @@ class StoredOrderFills(dict[str, OrderFills]):
         found = self._recall(key)
         return default if found is None else found
 
+    def forget(self, order_ids: Iterable[str]) -> None:
+        """Drop these orders' figures from memory (their orders left the tracker); the
+        store keeps them, and :meth:`get` reads them back if an order is reported again."""
+        for order_id in order_ids:
+            dict.pop(self, order_id, None)
+            self._absent.discard(order_id)
+
     def setdefault(self, key: str, default: OrderFills, /) -> OrderFills:
         found = self._recall(key)
         if found is None:

@@ -25,6 +25,7 @@ from nija_broker.core.models import (
     Side,
     TradeRecord,
 )
+from nija_broker.state.owner import Owner
 from nija_broker.state.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -588,6 +589,27 @@ async def test_async_store_runs_every_call_on_its_own_thread(tmp_path: Path) -> 
         await astore.orders("USER:alice")
     with pytest.raises(StateError, match="closed"):
         astore.store.orders("USER:alice")
+
+
+@pytest.mark.asyncio
+async def test_async_store_of_a_broker_runs_on_the_owner_thread_and_leaves_it_running(
+    tmp_path: Path,
+) -> None:
+    owner = Owner(name="test-owner")
+    seen: set[str] = set()
+
+    class Spy(Store):
+        def apply(self, batch: StoreBatch) -> BatchResult:
+            seen.add(threading.current_thread().name)
+            return super().apply(batch)
+
+    astore = AsyncStore(Spy(tmp_path / "nija.db"), owner)
+    await astore.apply(StoreBatch(account_id="USER:alice", orders=[order("o1")]))
+    assert len(seen) == 1
+    assert seen.pop().startswith("test-owner")
+    await astore.aclose()
+    assert await owner.acall(lambda: "still running") == "still running"
+    await owner.aclose()
 
 
 @pytest.mark.asyncio

@@ -1,11 +1,13 @@
 """Durable state in SQLite: orders, fills, trades, positions, equity, intents, guard journal.
 
-One connection, one writer. :class:`Store` is synchronous and safe to call
-from many threads (the live bot is thread-based): every call holds one lock,
-and every write is one explicit ``BEGIN IMMEDIATE ... COMMIT`` that is rolled
-back whole on any error, so a failed batch leaves nothing half-written
-(DESIGN invariant 8). :class:`AsyncStore` runs the same calls on one
-dedicated thread so the event loop never waits on the disk.
+One connection, one writer. :class:`Store` is synchronous. In a running broker
+every call comes from the account state's owner thread
+(:mod:`nija_broker.state.owner`); its one lock keeps it safe for tools and
+tests that use a store directly from several threads. Every write is one
+explicit ``BEGIN IMMEDIATE ... COMMIT`` that is rolled back whole on any error,
+so a failed batch leaves nothing half-written (DESIGN invariant 8).
+:class:`~nija_broker.state.store_async.AsyncStore` runs the same calls for
+asyncio code, on the owner's thread when given one.
 
 Rows are keyed by account first and a batch belongs to one account
 (invariant 1); fills and trades are inserted once by their natural key, so a
@@ -19,7 +21,7 @@ that queries filter on.
 
 Opening a file checks it before anything is written, and creates nothing
 when a check fails: a read-only file or directory, a damaged file, a file
-that is not SQLite, another program's database (``_store_schema.check_file``)
+that is not SQLite, another program's database (``schema.check_file``)
 are refused with one line naming the file (:class:`ConfigError`). A writer
 that lives as long as its process (the sidecar, the demo, an embedded
 broker) opens with ``exclusive=True``: the :class:`StoreLock` makes it the

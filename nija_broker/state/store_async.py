@@ -1,4 +1,4 @@
-"""The store for asyncio code: every call on one dedicated thread."""
+"""The store for asyncio code: every call on one thread, the owner's when there is one."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from nija_broker.core.errors import StateError
 from nija_broker.core.models import EquityPoint, Fill, Order, Position, TradeRecord
 
 if TYPE_CHECKING:
+    from nija_broker.state.owner import Owner
     from nija_broker.state.store import (
         AccountSnapshot,
         BatchResult,
@@ -29,15 +30,22 @@ _T = TypeVar("_T")
 class AsyncStore:
     """The same store for asyncio code.
 
-    Every call runs on ONE dedicated thread, so the event loop never blocks on
-    the disk and calls run in the order they were made. A call cancelled
-    before its turn never runs; one cancelled while running still commits
-    whole (batches are idempotent, so a retry is harmless).
+    Every call runs on ONE thread, so the event loop never blocks on the disk and
+    calls run in the order they were made: the ``owner``'s thread where the store
+    belongs to a running broker's account state (so the store has one face and one
+    thread), else a thread of its own. A call cancelled before its turn never runs;
+    one cancelled while running still commits whole (batches are idempotent, so a
+    retry is harmless).
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, owner: Owner | None = None) -> None:
         self._store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nija-store")
+        self._own_thread = owner is None
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="nija-store")
+            if owner is None
+            else owner.executor
+        )
         self._closed = False
 
     @property
@@ -59,8 +67,9 @@ class AsyncStore:
         try:
             await loop.run_in_executor(self._executor, self._store.close)
         finally:
-            # The worker is idle once close() ran, so this returns at once.
-            self._executor.shutdown(wait=True)
+            if self._own_thread:  # an owner's thread is its owner's to stop
+                # The worker is idle once close() ran, so this returns at once.
+                self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> Self:
         return self

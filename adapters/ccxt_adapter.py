@@ -64,6 +64,7 @@ from ._ccxt_convert import (
 )
 from ._ccxt_orders import CcxtOrders
 from ._ccxt_trades import CcxtTrades
+from ._tls import share_tls
 from .profiles import ClientIdLookup, ExchangeProfile, profile_for
 from .ratelimit import RateBudget
 
@@ -185,6 +186,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             **{name: value for name, value in keys.items() if value is not None},
         }
         exchange = exchange_cls(settings)
+        share_tls(exchange)  # one TLS context per CA file, not one per account
         if spec.sandbox:
             try:
                 # Some exchanges list urls['test'] = None, on which ccxt fails with a TypeError.

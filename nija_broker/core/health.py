@@ -83,6 +83,12 @@ class AccountLive:
             account_id=account_id, tier=TierTracker(table, pinned), quote_currency=quote_currency
         )
 
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Set several fields at once; called on the account state's owner thread, where
+        the guard reads them, so a decision sees them all old or all new."""
+        for name, value in changes.items():
+            setattr(self, name, value)
+
     def policy(self) -> TierPolicy | None:
         """The account's tier now; ``None`` until its equity is known (unless pinned)."""
         if self.tier.pinned is not None:

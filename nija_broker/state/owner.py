@@ -30,7 +30,7 @@ import asyncio
 import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -97,7 +97,9 @@ class Owner:
         """Run ``fn`` on the owner's thread and return its answer (or raise its error)."""
         if self.owns():
             return fn(*args, **kwargs)
-        future = self._submit(fn, *args, **kwargs)
+        if self._closed:
+            raise StateError(f"{self.name} is closed")
+        future = self._executor.submit(fn, *args, **kwargs)
         try:
             return future.result(timeout=self.wait_s)
         except FutureTimeout:
@@ -115,11 +117,6 @@ class Owner:
             raise StateError(f"{self.name} is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    def _submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
-        if self._closed:
-            raise StateError(f"{self.name} is closed")
-        return self._executor.submit(fn, *args, **kwargs)
 
     def close(self) -> None:
         """Run the jobs already queued, then stop the thread. Safe twice; not from the owner."""

@@ -268,8 +268,7 @@ def _record(
     """Record a refresh (the equity point when established, the tickers' last prices for
     the guard and held capital, the live view's new figures) and read what the checks
     compare with the balances."""
-    for name, value in live_changes.items():
-        setattr(live, name, value)
+    live.update(live_changes)
     if equity is not None:
         book.update_equity(equity, at)
     for symbol, ticker in tickers.items():

@@ -62,7 +62,8 @@ class Confirmations:
         """Ask the exchange about vanished orders, oldest first, within ``budget`` calls."""
         if not self.unconfirmed:
             return  # nothing missing: no need to read the book
-        live = {order.id: order for order in await sync.live_orders()}
+        view = sync.view  # the listing's read, unless the cycle changed the book since
+        live = {o.id: o for o in (view.live if view is not None else await sync.live_orders())}
         for order_id in [i for i in self.unconfirmed if i not in live]:
             del self.unconfirmed[order_id]
         window_s = sync.settings.visibility_window_s

@@ -31,7 +31,7 @@ cancel or intent lookup only leaves that one item for the next cycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -55,10 +55,10 @@ from nija_broker.state.store import Store
 from nija_broker.sync.alerts import Alerts
 from nija_broker.sync.balances import Balances
 from nija_broker.sync.confirm import Confirmations
-from nija_broker.sync.fills import Lookups
+from nija_broker.sync.fills import Lookups, followed_orders, trades_owed
 from nija_broker.sync.intents import Intents
 from nija_broker.sync.listing import Listing
-from nija_broker.sync.stale import StaleOrders
+from nija_broker.sync.stale import StaleOrders, stale_orders
 from nija_broker.sync.sweep import Sweeps
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class AccountSync:
     async def update_live(self, **changes: object) -> None:
         """Change fields of the account's live view on the owner's thread, all at once: the
         guard, which judges on the owner too, sees every field old or every field new."""
-        await self.run_book(partial(_assign, self.live, changes))
+        await self.run_book(partial(self.live.update, changes))
 
     async def ask(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """One exchange call under its one deadline, ``call_timeout_s``; missing it is transient.
@@ -260,6 +260,7 @@ class AccountSync:
         self.started = True
 
     async def cycle(self, *, startup: bool = False) -> None:
+        self.view = None  # never a view from an earlier cycle: the guard ran in between
         balances_due = startup or self.balances.due(self.clock.monotonic())
         if balances_due:
             await self.balances.refresh(self)
@@ -291,11 +292,6 @@ def _fills_from_trades(book: AccountBook, from_trades: bool) -> None:
     book.fills_from_trades = from_trades
 
 
-def _assign(live: AccountLive, changes: Mapping[str, object]) -> None:
-    for name, value in changes.items():
-        setattr(live, name, value)
-
-
 @dataclass(frozen=True, slots=True)
 class CycleView:
     """The book as one cycle's listing step saw it (see :meth:`AccountSync.read_view`)."""
@@ -311,12 +307,6 @@ class CycleView:
 def _cycle_view(
     book: AccountBook, now: datetime, stale_rule: tuple[float, bool] | None
 ) -> CycleView:
-    followed = book.followed()
-    book.unknown_orders.retain(followed)  # notes of orders no longer followed go
-    owed = [o for o, _ in book.unbooked_orders()] if book.fills_from_trades else []
-    stale = (
-        None
-        if stale_rule is None
-        else book.orders.stale_orders(now, stale_rule[0], include_exits=stale_rule[1])
-    )
-    return CycleView(now, book.orders.live_orders(), followed, owed, stale)
+    # The same reads the steps make when the view is gone, in one job.
+    stale = None if stale_rule is None else stale_orders(book, now, *stale_rule)
+    return CycleView(now, _live_orders(book), followed_orders(book), trades_owed(book), stale)

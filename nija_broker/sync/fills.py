@@ -50,7 +50,7 @@ from nija_broker.sync.owed import Owed
 if TYPE_CHECKING:
     from nija_broker.sync.cycle import AccountSync
 
-__all__ = ["Lookups"]
+__all__ = ["Lookups", "followed_orders", "trades_owed"]
 
 log = logging.getLogger("nija_broker.reconciler")
 
@@ -78,7 +78,7 @@ class Lookups:
         cleared by any later answer about the order.
         """
         view = sync.view
-        followed = view.followed if view is not None else await sync.in_book(_followed)
+        followed = view.followed if view is not None else await sync.in_book(followed_orders)
         if budget is not None:
             followed = followed[:budget]
         for item in followed:
@@ -149,7 +149,7 @@ class Lookups:
     async def book_trades(self, sync: AccountSync, *, budget: int | None) -> None:
         """Fetch and book the trades of every order whose fills are owed (see module doc)."""
         view = sync.view
-        owed = view.owed if view is not None else await sync.in_book(_trades_owed)
+        owed = view.owed if view is not None else await sync.in_book(trades_owed)
         if not owed:
             return
         waiting: set[str] = set()
@@ -317,7 +317,7 @@ async def _value_fees(sync: AccountSync, fills: list[Fill]) -> list[Fill]:
 # ------------------------------------------- run on the book's owner thread (in_book)
 
 
-def _followed(book: AccountBook) -> list[Followed]:
+def followed_orders(book: AccountBook) -> list[Followed]:
     """The orders to follow; the unknown-order notes of those no longer followed go."""
     followed = book.followed()
     book.unknown_orders.retain(followed)
@@ -337,7 +337,7 @@ def _unfollow_if_booked(book: AccountBook, item: Followed, order_id: str) -> Non
         book.unfollow(item)
 
 
-def _trades_owed(book: AccountBook) -> list[Order]:
+def trades_owed(book: AccountBook) -> list[Order]:
     """Orders whose trades are owed, oldest first; none where fills follow the
     cumulative rule."""
     if not book.fills_from_trades:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from nija_broker.sync.confirm import Confirmations
     from nija_broker.sync.cycle import AccountSync
 
-__all__ = ["StaleOrders"]
+__all__ = ["StaleOrders", "stale_orders"]
 
 
 @dataclass(slots=True)
@@ -48,7 +48,7 @@ class StaleOrders:
             # changed the book since.
             if view is not None and view.stale is not None
             else await sync.in_book(
-                _stale, now, policy.stale_max_age_s, policy.stale_includes_exits
+                stale_orders, now, policy.stale_max_age_s, policy.stale_includes_exits
             )
         )
         stale = [order for order in candidates if order.id not in confirmations]
@@ -101,5 +101,7 @@ class StaleOrders:
 
 
 # Run on the book's owner thread, through AccountSync.in_book.
-def _stale(book: AccountBook, now: datetime, max_age_s: float, include_exits: bool) -> list[Order]:
+def stale_orders(
+    book: AccountBook, now: datetime, max_age_s: float, include_exits: bool
+) -> list[Order]:
     return book.orders.stale_orders(now, max_age_s, include_exits=include_exits)

@@ -79,8 +79,6 @@ class _Stopping(Exception):
 
 log = logging.getLogger("nija_broker.runtime")
 
-ExchangeFactory = Callable[..., "Exchange"]
-
 
 class Broker:
     """Everything nija_broker runs, for the accounts of one configuration."""
@@ -262,8 +260,6 @@ class Broker:
             raise _Stopping  # it returned while the broker runs: that ends the group
 
     def _member_done(self, task: asyncio.Task[None]) -> None:
-        if self._closed:
-            return
         error = None if task.cancelled() else task.exception()
         if task.cancelled():
             self._ended(task.get_name(), "was cancelled", None)

@@ -150,13 +150,18 @@ class CcxtCalls:
             self._serial = asyncio.Lock()
         return self._serial
 
-    async def _once(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One request under the call's deadline: budget, count, error mapping. No retry."""
+    async def _once(
+        self, action: str, call: Callable[[], Awaitable[T]], cost_key: str | None = None
+    ) -> T:
+        """One request under the call's deadline: budget, count, error mapping. No retry.
+
+        ``cost_key`` names the request's weight in the profile where it differs from
+        ``action``'s (a listing of one symbol weighs less than one of all)."""
         try:
             # Under _retried (or a caller) this is the enclosing deadline, not a second one.
             async with deadline(self.call_timeout_s) as when:
                 await self._budget.acquire(
-                    min(self._profile.rate.cost(action), self._budget.capacity)
+                    min(self._profile.rate.cost(cost_key or action), self._budget.capacity)
                 )
                 self.calls[action] += 1
                 self._cover_ccxt_timeout(when)
@@ -226,9 +231,11 @@ class CcxtCalls:
             raise self._gave_up(self._mapped(exc, action), attempts, exc) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _read(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _read(
+        self, action: str, call: Callable[[], Awaitable[T]], cost_key: str | None = None
+    ) -> T:
         """A read, retried on transient errors."""
-        return await self._retried(action, lambda _attempt: self._once(action, call))
+        return await self._retried(action, lambda _attempt: self._once(action, call, cost_key))
 
     def _order(self, raw: Mapping[str, Any]) -> Order:
         return self._memo.convert(raw, self._clock.now())

@@ -62,6 +62,7 @@ from ._ccxt_convert import (
     convert_trade,
     is_spot_market,
 )
+from ._ccxt_listing import ROWS_DIRECT, ListingMemo, RawRows, install_raw_listing, raw_rows
 from ._ccxt_orders import CcxtOrders
 from ._ccxt_trades import CcxtTrades
 from ._tls import share_tls
@@ -120,6 +121,11 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         self._fee_in_base: dict[str, str] = {}
         """Order id -> base currency, for Kraken orders flagged ``fcib`` (fee in base)."""
         self._memo = OrderMemo(account_id, client_id=self._profile.client_ids.from_exchange)
+        self._listed = ListingMemo()
+        self._parse_orders = (
+            install_raw_listing(exchange) if self._profile.name in ROWS_DIRECT else None
+        )
+        """ccxt's own ``parse_orders``, where listings are parsed only where a row changed."""
         self._closed = False
         has = getattr(exchange, "has", {}) or {}
         # Otherwise learned at run time: ccxt raises ArgumentsRequired where a symbol is needed.
@@ -257,42 +263,60 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
 
     @one_deadline
     async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> OpenOrdersPage:
-        """Every open order in one call where the exchange allows; else one call per symbol.
+        """The open orders: of every symbol in one call (``symbols`` None, where the
+        exchange allows it), else one call per symbol given, the page complete for
+        exactly those symbols.
 
         ``calls`` counts the requests actually sent, retries included. Where a
         symbol is needed and none is given, the page is empty and incomplete.
+        Rows unchanged since the last listing of the same scope are not parsed
+        again (:mod:`adapters._ccxt_listing`).
         """
         before = self.calls["fetch_open_orders"]
-        if self._open_orders_without_symbol:
-            try:
-                raw = await self._read("fetch_open_orders", lambda: self._ex.fetch_open_orders())
-            except ExchangeError as exc:
-                if not isinstance(exc.__cause__, ccxt.ArgumentsRequired):
-                    raise
-                _log.info(
-                    "%s needs a symbol to list open orders; asking per symbol", self.exchange_id
-                )
-                self._open_orders_without_symbol = False
-            else:
-                problems: list[ImpossibleAnswer] = []
-                orders = self._orders(raw, problems)
-                return OpenOrdersPage(
-                    orders=orders,
-                    problems=problems,
-                    complete=not problems,
-                    calls=self.calls["fetch_open_orders"] - before,
-                )
-        wanted = sorted({self._symbol(s) for s in symbols or ()})
+        problems: list[ImpossibleAnswer] = []
+        if symbols is None:
+            if self._open_orders_without_symbol:
+                try:
+                    orders = await self._listing(None, problems)
+                except ExchangeError as exc:
+                    if not isinstance(exc.__cause__, ccxt.ArgumentsRequired):
+                        raise
+                    _log.info(
+                        "%s needs a symbol to list open orders; asking per symbol",
+                        self.exchange_id,
+                    )
+                    self._open_orders_without_symbol = False
+                else:
+                    return OpenOrdersPage(
+                        orders=orders,
+                        problems=problems,
+                        complete=not problems,
+                        calls=self.calls["fetch_open_orders"] - before,
+                    )
+            return OpenOrdersPage(orders=[], complete=False, calls=0)
+        wanted = sorted({self._symbol(s) for s in symbols})
         orders = []
-        problems = []
         for symbol in wanted:
-            raw = await self._read("fetch_open_orders", partial(self._ex.fetch_open_orders, symbol))
-            orders.extend(self._orders(raw, problems))
+            orders.extend(await self._listing(symbol, problems))
         return OpenOrdersPage(
             orders=orders,
             calls=self.calls["fetch_open_orders"] - before,
             complete=bool(wanted) and not problems,
             problems=problems,
+        )
+
+    async def _listing(self, symbol: str | None, problems: list[ImpossibleAnswer]) -> list[Order]:
+        """One open-orders request (of ``symbol``, or of all), its changed rows parsed."""
+        call = partial(self._ex.fetch_open_orders, symbol)
+        cost_key = "fetch_open_orders" if symbol is None else "fetch_open_orders_symbol"
+        if self._parse_orders is None:
+            return self._orders(await self._read("fetch_open_orders", call, cost_key), problems)
+        with raw_rows():
+            raw = await self._read("fetch_open_orders", call, cost_key)
+        if not isinstance(raw, RawRows):  # ccxt parsed after all: convert as any listing
+            return self._orders(raw, problems)
+        return self._listed.orders(
+            symbol, raw, self._parse_orders, self._memo.convert, self._clock.now(), problems
         )
 
     @one_deadline

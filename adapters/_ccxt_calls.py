@@ -54,6 +54,7 @@ from nija_broker.core.models import Order
 
 from ._ccxt_convert import OrderMemo
 from ._ccxt_errors import map_ccxt_error
+from ._shared import SessionPool
 from .profiles import ExchangeProfile
 from .ratelimit import RateBudget
 
@@ -114,6 +115,8 @@ class CcxtCalls:
     _secrets: tuple[str, ...]
     _memo: OrderMemo
     _serial: asyncio.Lock | None
+    _pooled: bool
+    _session_key: tuple[int, int] | None
     call_timeout_s: float
     max_attempts: int
     retry_initial_s: float
@@ -165,12 +168,26 @@ class CcxtCalls:
                 )
                 self.calls[action] += 1
                 self._cover_ccxt_timeout(when)
+                if self._pooled and self._session_key is None:
+                    self._join_pool()
                 async with self._one_at_a_time():
                     return await call()
         except (ccxt.BaseError, TimeoutError) as exc:
             if isinstance(exc, ccxt.ArgumentsRequired | ccxt.NotSupported):
                 self.calls[action] -= 1  # ccxt refused locally: nothing was sent
             raise self._mapped(exc, action) from exc
+
+    def _join_pool(self) -> None:
+        """Send this account's requests through the process's shared session (one
+        connection pool for every account), unless ccxt already opened its own."""
+        ex = self._ex
+        if ex.session is not None or not ex.own_session:
+            return
+        ssl = ex.ssl_context if ex.verify else False
+        if ex.verify and ssl is None:
+            return  # ccxt would build a context with extra certificates: leave it to ccxt
+        ex.session, self._session_key = SessionPool.acquire(ssl, bool(ex.aiohttp_trust_env))
+        ex.own_session = False
 
     def _mapped(self, exc: BaseException, action: str) -> ExchangeError:
         return map_ccxt_error(

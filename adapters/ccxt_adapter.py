@@ -65,6 +65,7 @@ from ._ccxt_convert import (
 from ._ccxt_listing import ROWS_DIRECT, ListingMemo, RawRows, install_raw_listing, raw_rows
 from ._ccxt_orders import CcxtOrders
 from ._ccxt_trades import CcxtTrades
+from ._shared import MarketsEntry, SessionPool, SharedMarkets, share_tables
 from ._tls import share_tls
 from .profiles import ClientIdLookup, ExchangeProfile, profile_for
 from .ratelimit import RateBudget
@@ -140,6 +141,12 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             self._lookup = ClientIdLookup.NATIVE
         self._serial: asyncio.Lock | None = None
         self._profile.apply_ccxt_options(exchange)
+        self._market_entry: MarketsEntry | None = None
+        """Where set (built by :meth:`from_spec`), markets shared with every account of the
+        same exchange and ccxt settings."""
+        self._pooled = False
+        """Whether this account's requests go through the process's shared session."""
+        self._session_key: tuple[int, int] | None = None
 
     def _shared_budget(self) -> RateBudget:
         """The budget every account of this exchange shares (or this key's, where per key)."""
@@ -193,6 +200,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         }
         exchange = exchange_cls(settings)
         share_tls(exchange)  # one TLS context per CA file, not one per account
+        share_tables(exchange, settings)
         if spec.sandbox:
             try:
                 # Some exchanges list urls['test'] = None, on which ccxt fails with a TypeError.
@@ -204,13 +212,16 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
                     f"account {spec.account_id!r}: {spec.exchange_id} has no sandbox in ccxt",
                     key=f"accounts.{spec.account_id}.sandbox",
                 ) from exc
-        return cls(
+        adapter = cls(
             exchange,
             account_id=spec.account_id,
             clock=clock,
             budget=budget,
             call_timeout_s=call_timeout_s,
         )
+        adapter._market_entry = SharedMarkets.entry(spec.exchange_id, spec.sandbox, spec.options)
+        adapter._pooled = True
+        return adapter
 
     # -- identity -----------------------------------------------------------------------
 
@@ -254,12 +265,22 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
 
     @one_deadline
     async def load_markets(self) -> Mapping[str, Market]:
+        """The exchange's spot markets. Loaded once per exchange and ccxt settings where
+        the adapter was built from a spec (:class:`~adapters._shared.SharedMarkets`)."""
         if self._markets is None:
-            raw = await self._read("load_markets", lambda: self._ex.load_markets())
-            mode = int(getattr(self._ex, "precisionMode", ccxt.TICK_SIZE))
-            markets = [convert_market(m, mode) for m in raw.values() if is_spot_market(m)]
-            self._markets = {m.symbol: m for m in markets}
+            if self._market_entry is None:
+                self._markets = await self._load_markets()
+            else:
+                self._markets = await SharedMarkets.load(
+                    self._market_entry, self._ex, self._load_markets
+                )
         return dict(self._markets)
+
+    async def _load_markets(self) -> dict[str, Market]:
+        raw = await self._read("load_markets", lambda: self._ex.load_markets())
+        mode = int(getattr(self._ex, "precisionMode", ccxt.TICK_SIZE))
+        markets = [convert_market(m, mode) for m in raw.values() if is_spot_market(m)]
+        return {m.symbol: m for m in markets}
 
     @one_deadline
     async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> OpenOrdersPage:
@@ -469,7 +490,12 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         if self._closed:
             return
         self._closed = True
-        await self._ex.close()
+        try:
+            await self._ex.close()
+        finally:
+            if self._session_key is not None:
+                key, self._session_key = self._session_key, None
+                await SessionPool.release(key)
 
     async def __aenter__(self) -> CcxtExchange:
         return self

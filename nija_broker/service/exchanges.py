@@ -13,9 +13,9 @@ from nija_broker.core.exchange import EXCHANGE_BACKENDS
 from nija_broker.service.config import Config
 
 if TYPE_CHECKING:
-    from nija_broker.core.exchange import Exchange, ExchangeBackend
+    from nija_broker.core.exchange import Exchange, ExchangeBackend, ExchangeSpec
 
-__all__ = ["exchange_backend", "open_exchanges"]
+__all__ = ["build_exchanges", "exchange_backend", "exchange_specs", "open_exchanges"]
 
 
 def exchange_backend(name: str = "ccxt") -> ExchangeBackend:
@@ -46,14 +46,22 @@ def exchange_backend(name: str = "ccxt") -> ExchangeBackend:
     return loaded
 
 
+def exchange_specs(config: Config, environ: Mapping[str, str] | None) -> dict[str, ExchangeSpec]:
+    """Every configured account's exchange spec: its keys read (a missing one is a
+    :class:`ConfigError` naming it), nothing built and nothing imported."""
+    # One deadline per call, the configured one, for the guard's sends as for the polls.
+    timeout_s = config.reconciler.settings(list(config.accounts)).call_timeout_s
+    return {a.id: a.exchange_spec(environ, call_timeout_s=timeout_s) for a in config.accounts}
+
+
+def build_exchanges(specs: Mapping[str, ExchangeSpec], clock: Clock) -> dict[str, Exchange]:
+    """The exchanges of ``specs``, through the installed ccxt backend (ccxt loads here)."""
+    backend = exchange_backend("ccxt")
+    return {account_id: backend.open_exchange(spec, clock) for account_id, spec in specs.items()}
+
+
 def open_exchanges(
     config: Config, clock: Clock, environ: Mapping[str, str] | None
 ) -> dict[str, Exchange]:
     """Every configured account's exchange, through the installed ccxt backend."""
-    backend = exchange_backend("ccxt")
-    # One deadline per call, the configured one, for the guard's sends as for the polls.
-    timeout_s = config.reconciler.settings(list(config.accounts)).call_timeout_s
-    return {
-        a.id: backend.open_exchange(a.exchange_spec(environ, call_timeout_s=timeout_s), clock)
-        for a in config.accounts
-    }
+    return build_exchanges(exchange_specs(config, environ), clock)

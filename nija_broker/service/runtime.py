@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -57,7 +58,7 @@ from nija_broker.guard.guarded import GuardedExchange
 from nija_broker.service import event_log
 from nija_broker.service.api import ApiContext, ApiServer, check_binding
 from nija_broker.service.config import Config
-from nija_broker.service.exchanges import open_exchanges
+from nija_broker.service.exchanges import build_exchanges, exchange_specs
 from nija_broker.service.logs import fields, register_secret
 from nija_broker.service.prom import BrokerMetrics
 from nija_broker.service.status import AccountStatus, status_rows
@@ -115,6 +116,8 @@ class Broker:
         self.books: Books | None = None
         self.live: dict[str, AccountLive] = {}
         self.exchanges: dict[str, Exchange] = {}
+        self._early_lock = threading.Lock()
+        self._early_events: list[list[Event]] | None = []
         self.guard: Guard | None = None
         self.reconciler: Reconciler | None = None
         self.api: ApiServer | None = None
@@ -143,12 +146,10 @@ class Broker:
         if str(self._store_path) != ":memory:":
             self._store_lock = StoreLock.acquire(self._store_path)
         # Whatever can fail without the store is checked before it is opened (the keys,
-        # here), so a run that fails its checks leaves no store file behind.
-        self.exchanges = (
-            dict(self._given_exchanges)
-            if self._given_exchanges is not None
-            else open_exchanges(config, self.clock, self._environ)
-        )
+        # here), so a run that fails its checks leaves no store file behind. The exchanges
+        # themselves are built once the API listens: ccxt's import and a thousand
+        # accounts' instances take seconds, during which /healthz already answers.
+        specs = exchange_specs(config, self._environ) if self._given_exchanges is None else None
         # The one thread that changes account state and runs SQLite: the store is opened
         # (and migrated) there too, so the event loop never waits on the disk.
         owner = self.owner = Owner()
@@ -170,17 +171,8 @@ class Broker:
             self.books, self.live, store=self.store, clock=self.clock, settings=self._guard_settings
         )
         await owner.acall(self._load_accounts)
-        self.reconciler = Reconciler(
-            self.books,
-            self.exchanges,
-            self.live,
-            clock=self.clock,
-            settings=self._reconciler_settings,
-        )
-        self.reconciler.cycle_observers.append(self._on_cycle)
         self.guard.observers.append(self._on_decision)
         self.guard.event_sinks.append(self._publish_threadsafe)
-        events = self.reconciler.subscribe()
         if self.serve_api:
             # Listening before any account's start-up sync begins, on its own thread and
             # loop (ApiServer): /healthz shows each account ``syncing`` until its first
@@ -199,6 +191,22 @@ class Broker:
             )
             await self.api.start()
             log.info("API listening on %s", self.api.url)
+        self.exchanges = (
+            dict(self._given_exchanges) if specs is None else build_exchanges(specs, self.clock)
+        )
+        self.reconciler = Reconciler(
+            self.books,
+            self.exchanges,
+            self.live,
+            clock=self.clock,
+            settings=self._reconciler_settings,
+        )
+        self.reconciler.cycle_observers.append(self._on_cycle)
+        events = self.reconciler.subscribe()
+        with self._early_lock:  # what the guard said before the bus existed, in order
+            early, self._early_events = self._early_events, None
+        for batch in early or ():
+            self.reconciler.bus.publish(batch)
         self._stopping = asyncio.Event()
         started = self._loop.create_future()
         self._supervisor = asyncio.create_task(
@@ -409,7 +417,14 @@ class Broker:
                 event_log.log_recovery(account, before)
 
     def _publish_threadsafe(self, events: Sequence[Event]) -> None:
-        """The bus lives on the runtime's loop; the guard may be called from a bot thread."""
+        """The bus lives on the runtime's loop; the guard may be called from a bot thread.
+        Before the bus exists (the API answers while the exchanges are built), events
+        wait in order and are published first."""
+        if self.reconciler is None:
+            with self._early_lock:
+                if self._early_events is not None:
+                    self._early_events.append(list(events))
+                    return
         if self.reconciler is None or self._loop is None:
             return
         bus = self.reconciler.bus

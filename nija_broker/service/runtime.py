@@ -192,7 +192,9 @@ class Broker:
             await self.api.start()
             log.info("API listening on %s", self.api.url)
         self.exchanges = (
-            dict(self._given_exchanges) if specs is None else build_exchanges(specs, self.clock)
+            build_exchanges(specs, self.clock)
+            if specs is not None
+            else dict(self._given_exchanges or {})
         )
         self.reconciler = Reconciler(
             self.books,

@@ -427,7 +427,7 @@ class OrderMemo:
         self,
         account_id: str,
         *,
-        max_entries: int = 20_000,
+        max_entries: int = 2_000,
         client_id: ClientIdDecoder = _plain_client_id,
     ) -> None:
         self.account_id = account_id

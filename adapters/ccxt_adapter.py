@@ -58,6 +58,7 @@ from ._ccxt_convert import (
     OrderMemo,
     convert_balance,
     convert_market,
+    convert_order,
     convert_ticker,
     convert_trade,
     is_spot_market,
@@ -337,7 +338,13 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         if not isinstance(raw, RawRows):  # ccxt parsed after all: convert as any listing
             return self._orders(raw, problems)
         return self._listed.orders(
-            symbol, raw, self._parse_orders, self._memo.convert, self._clock.now(), problems
+            symbol, raw, self._parse_orders, self._convert_listed, self._clock.now(), problems
+        )
+
+    def _convert_listed(self, raw: Mapping[str, Any], now: datetime) -> Order:
+        """A changed listing row's order (the listing memo keeps it: no second memo)."""
+        return convert_order(
+            raw, account_id=self._account_id, now=now, client_id=self._memo.client_id
         )
 
     @one_deadline

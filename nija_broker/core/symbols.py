@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,7 +67,8 @@ def normalize_symbol(value: str) -> str:
     match = _SYMBOL.match(value.strip().upper())
     if match is None:
         raise ValueError(f"symbol must look like 'BTC/USD' or 'BTC-USD', got {value!r}")
-    return f"{match.group(1)}/{match.group(2)}"
+    # Interned: an account holds thousands of orders on a few symbols, one string each.
+    return sys.intern(f"{match.group(1)}/{match.group(2)}")
 
 
 def resolve_symbol(value: str, markets: Mapping[str, str] | None = None) -> str:

@@ -33,6 +33,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from datetime import datetime
 from functools import partial, wraps
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -52,7 +53,7 @@ from nija_broker.core.clock import Clock, deadline
 from nija_broker.core.errors import ExchangeError, ImpossibleAnswer, TransientError
 from nija_broker.core.models import Order
 
-from ._ccxt_convert import OrderMemo
+from ._ccxt_convert import OrderMemo, convert_order
 from ._ccxt_errors import map_ccxt_error
 from ._shared import SessionPool
 from .profiles import ExchangeProfile
@@ -255,20 +256,36 @@ class CcxtCalls:
         return await self._retried(action, lambda _attempt: self._once(action, call, cost_key))
 
     def _order(self, raw: Mapping[str, Any]) -> Order:
-        return self._memo.convert(raw, self._clock.now())
+        return self._convert(raw, self._clock.now())
+
+    def _convert(self, raw: Mapping[str, Any], now: datetime) -> Order:
+        return convert_order(
+            raw, account_id=self._account_id, now=now, client_id=self._memo.client_id
+        )
 
     def _orders(
-        self, raws: Iterable[Mapping[str, Any]], problems: list[ImpossibleAnswer] | None = None
+        self,
+        raws: Iterable[Mapping[str, Any]],
+        problems: list[ImpossibleAnswer] | None = None,
+        *,
+        polled: bool = False,
     ) -> list[Order]:
         """Convert a listing. With ``problems``, an impossible row is left out and reported
-        there (one broken order must not blind the account to every other)."""
+        there (one broken order must not blind the account to every other).
+
+        ``polled``: a listing asked again and again (open orders, where ccxt's rows are
+        not reached before parsing): unchanged orders come from the memo of converted
+        orders. Other answers (one order, the closed orders of a sweep) are converted
+        plainly and not remembered: an order is held once, by the book.
+        """
         now = self._clock.now()
+        convert = self._memo.convert if polled else self._convert
         if problems is None:
-            return [self._memo.convert(raw, now) for raw in raws]
+            return [convert(raw, now) for raw in raws]
         orders = []
         for raw in raws:
             try:
-                orders.append(self._memo.convert(raw, now))
+                orders.append(convert(raw, now))
             except ImpossibleAnswer as exc:
                 problems.append(exc)
         return orders

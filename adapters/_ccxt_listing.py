@@ -99,7 +99,10 @@ def install_raw_listing(exchange: Any) -> ParseOrders:
     ) -> Any:
         capture = _LISTING.get()
         if capture is not None:
-            return RawRows(orders, market, since, limit, params, capture.body)
+            # Taken, not kept: callbacks scheduled during the request (aiohttp's keep-alive
+            # timer) hold the context, and with it the capture, for seconds.
+            body, capture.body = capture.body, None
+            return RawRows(orders, market, since, limit, params, body)
         return original(orders, market, since, limit, {} if params is None else params)
 
     def passing_response(*args: Any) -> Any:

@@ -58,7 +58,6 @@ from ._ccxt_convert import (
     OrderMemo,
     convert_balance,
     convert_market,
-    convert_order,
     convert_ticker,
     convert_trade,
     is_spot_market,
@@ -331,20 +330,21 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         """One open-orders request (of ``symbol``, or of all), its changed rows parsed."""
         call = partial(self._ex.fetch_open_orders, symbol)
         cost_key = "fetch_open_orders" if symbol is None else "fetch_open_orders_symbol"
-        if self._parse_orders is None:
-            return self._orders(await self._read("fetch_open_orders", call, cost_key), problems)
-        with raw_rows():
-            raw = await self._read("fetch_open_orders", call, cost_key)
+        try:
+            if self._parse_orders is None:
+                rows = await self._read("fetch_open_orders", call, cost_key)
+                return self._orders(rows, problems, polled=True)
+            with raw_rows():
+                raw = await self._read("fetch_open_orders", call, cost_key)
+        finally:
+            # ccxt keeps the last body on the instance (Kraken's cancel reads it back
+            # at once, one request of the account at a time): a listing's is the
+            # largest, about 500 bytes an order, held for nothing between polls.
+            self._ex.last_http_response = None
         if not isinstance(raw, RawRows):  # ccxt parsed after all: convert as any listing
-            return self._orders(raw, problems)
+            return self._orders(raw, problems, polled=True)
         return self._listed.orders(
-            symbol, raw, self._parse_orders, self._convert_listed, self._clock.now(), problems
-        )
-
-    def _convert_listed(self, raw: Mapping[str, Any], now: datetime) -> Order:
-        """A changed listing row's order (the listing memo keeps it: no second memo)."""
-        return convert_order(
-            raw, account_id=self._account_id, now=now, client_id=self._memo.client_id
+            symbol, raw, self._parse_orders, self._convert, self._clock.now(), problems
         )
 
     @one_deadline

@@ -57,7 +57,7 @@ from ._ccxt_convert import OrderMemo, convert_order
 from ._ccxt_errors import map_ccxt_error
 from ._shared import SessionPool
 from .profiles import ExchangeProfile
-from .ratelimit import RateBudget
+from .ratelimit import AccountBudget, RateBudget
 
 __all__ = ["CcxtCalls", "one_deadline"]
 
@@ -113,6 +113,7 @@ class CcxtCalls:
     _clock: Clock
     _profile: ExchangeProfile
     _budget: RateBudget
+    _spending: AccountBudget
     _secrets: tuple[str, ...]
     _memo: OrderMemo
     _serial: asyncio.Lock | None
@@ -155,7 +156,11 @@ class CcxtCalls:
         return self._serial
 
     async def _once(
-        self, action: str, call: Callable[[], Awaitable[T]], cost_key: str | None = None
+        self,
+        action: str,
+        call: Callable[[], Awaitable[T]],
+        cost_key: str | None = None,
+        count: int = 1,
     ) -> T:
         """One request under the call's deadline: budget, count, error mapping. No retry.
 
@@ -164,9 +169,7 @@ class CcxtCalls:
         try:
             # Under _retried (or a caller) this is the enclosing deadline, not a second one.
             async with deadline(self.call_timeout_s) as when:
-                await self._budget.acquire(
-                    min(self._profile.rate.cost(cost_key or action), self._budget.capacity)
-                )
+                await self._spending.spend(cost_key or action, count)
                 self.calls[action] += 1
                 self._cover_ccxt_timeout(when)
                 if self._pooled and self._session_key is None:
@@ -250,10 +253,16 @@ class CcxtCalls:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _read(
-        self, action: str, call: Callable[[], Awaitable[T]], cost_key: str | None = None
+        self,
+        action: str,
+        call: Callable[[], Awaitable[T]],
+        cost_key: str | None = None,
+        count: int = 1,
     ) -> T:
         """A read, retried on transient errors."""
-        return await self._retried(action, lambda _attempt: self._once(action, call, cost_key))
+        return await self._retried(
+            action, lambda _attempt: self._once(action, call, cost_key, count)
+        )
 
     def _order(self, raw: Mapping[str, Any]) -> Order:
         return self._convert(raw, self._clock.now())

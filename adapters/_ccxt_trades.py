@@ -72,10 +72,14 @@ class CcxtTrades(CcxtCalls):
             raw = await self._read(
                 "fetch_my_trades",
                 lambda: self._ex.fetch_order_trades(order.id, symbol, None, None, {"trades": ids}),
+                "fetch_order_trades",
             )
         elif has.get("fetchOrderTrades"):
+            # Binance: myTrades with orderId, which weighs 5 where a symbol's trades weigh 20.
             raw = await self._read(
-                "fetch_my_trades", lambda: self._ex.fetch_order_trades(order.id, symbol)
+                "fetch_my_trades",
+                lambda: self._ex.fetch_order_trades(order.id, symbol),
+                "fetch_order_trades",
             )
         elif has.get("fetchMyTrades"):
             since_ms = to_ms(order.created_at)

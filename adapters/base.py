@@ -12,6 +12,7 @@ from nija_broker.core.exchange import (
     Exchange,
     OpenOrdersPage,
     OrderRequest,
+    RequestWeights,
 )
 
-__all__ = ["Capabilities", "Exchange", "OpenOrdersPage", "OrderRequest"]
+__all__ = ["Capabilities", "Exchange", "OpenOrdersPage", "OrderRequest", "RequestWeights"]

@@ -68,7 +68,7 @@ from ._ccxt_trades import CcxtTrades
 from ._shared import MarketsEntry, SessionPool, SharedMarkets, share_tables
 from ._tls import share_tls
 from .profiles import ClientIdLookup, ExchangeProfile, profile_for
-from .ratelimit import RateBudget
+from .ratelimit import AccountBudget, RateBudget
 
 __all__ = ["CcxtExchange", "SpecSource"]
 
@@ -99,6 +99,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         retry_initial_s: float = 0.2,
         retry_max_wait_s: float = 5.0,
         profile: ExchangeProfile | None = None,
+        rate_budget: str = "venue",
     ) -> None:
         if not call_timeout_s > 0 or max_attempts < 1:
             raise ValueError("call_timeout_s must be > 0 and max_attempts >= 1")
@@ -106,7 +107,16 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         self._account_id = account_id
         self._clock: Clock = clock or SystemClock()
         self._profile = profile or profile_for(str(exchange.id))
-        self._budget = budget or self._shared_budget()
+        self._spending = AccountBudget.for_account(
+            self._profile.rate,
+            str(exchange.id),
+            account_id,
+            clock=self._clock,
+            rate_limit_ms=float(getattr(exchange, "rateLimit", 0) or 100),
+            bucket=budget,
+            mode=rate_budget,
+        )
+        self._budget = self._spending.bucket
         self.call_timeout_s = call_timeout_s
         self.max_attempts = max_attempts
         self.retry_initial_s = retry_initial_s
@@ -148,14 +158,6 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
         """Whether this account's requests go through the process's shared session."""
         self._session_key: tuple[int, int] | None = None
 
-    def _shared_budget(self) -> RateBudget:
-        """The budget every account of this exchange shares (or this key's, where per key)."""
-        rate = self._profile.rate
-        rate_limit_ms = float(getattr(self._ex, "rateLimit", 0) or 100)
-        rate_per_s = rate.rate_per_s or 1000.0 / rate_limit_ms
-        key = f"{self._ex.id}:{self._account_id}" if rate.per_account else str(self._ex.id)
-        return RateBudget.for_exchange(key, rate_per_s, clock=self._clock, capacity=rate.capacity)
-
     @classmethod
     def from_config(
         cls,
@@ -193,7 +195,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             )
         keys = {"apiKey": spec.api_key, "secret": spec.secret, "password": spec.password}
         settings: dict[str, Any] = {
-            "enableRateLimit": True,
+            "enableRateLimit": spec.rate_budget != "off",
             "timeout": int(call_timeout_s * 1000),
             **spec.options,
             **{name: value for name, value in keys.items() if value is not None},
@@ -218,6 +220,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             clock=clock,
             budget=budget,
             call_timeout_s=call_timeout_s,
+            rate_budget=spec.rate_budget,
         )
         adapter._market_entry = SharedMarkets.entry(spec.exchange_id, spec.sandbox, spec.options)
         adapter._pooled = True
@@ -249,7 +252,12 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             open_orders_without_symbol=self._open_orders_without_symbol,
             fetch_order_by_client_id=self._lookup is not ClientIdLookup.SCAN,
             watch_orders=bool(has.get("watchOrders")),
+            weights=self._profile.rate.weights,
         )
+
+    def weight_spent(self, window_s: float = 60.0) -> float:
+        """What this account's requests spent of the venue's limit in the last minute."""
+        return self._spending.weight_spent(window_s)
 
     def _symbol(self, symbol: str) -> str:
         return self._profile.unified_symbol(symbol)
@@ -324,6 +332,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             calls=self.calls["fetch_open_orders"] - before,
             complete=bool(wanted) and not problems,
             problems=problems,
+            symbols=tuple(wanted),
         )
 
     async def _listing(self, symbol: str | None, problems: list[ImpossibleAnswer]) -> list[Order]:
@@ -424,7 +433,9 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             return {}
         has = getattr(self._ex, "has", {}) or {}
         if has.get("fetchTickers"):
-            raw = await self._read("fetch_tickers", lambda: self._ex.fetch_tickers(wanted))
+            raw = await self._read(
+                "fetch_tickers", lambda: self._ex.fetch_tickers(wanted), count=len(wanted)
+            )
             tickers = [convert_ticker(t) for t in raw.values()]
         else:
             tickers = []

@@ -15,8 +15,10 @@ instead of branching on exchange ids. A profile says:
   lists, or a client-side ``SCAN``), and a reversible encoding where our ids
   do not fit the exchange's format;
 - **stop orders**: whether they reserve funds when placed or when triggered;
-- **rate limits**: requests a second, burst, cost per method, and whether
-  the limit is per API key (Kraken) or per IP (shared by every account);
+- **rate limits**: the venue's own units (Binance's request weight, Kraken's
+  API counter), what each request costs of them (a listing of one symbol's open
+  orders apart from one of all), the documented limit, and whether it counts per
+  API key (Kraken) or per IP (Binance: shared by every account on this machine);
 - **quirks**: ccxt options, error texts ccxt maps to the wrong class, and
   whether the create answer is only an acknowledgement to be fetched.
 
@@ -33,12 +35,14 @@ from enum import StrEnum
 from typing import Any
 
 from nija_broker.core import errors
+from nija_broker.core.exchange import RequestWeights
 from nija_broker.core.symbols import normalize_symbol, split_symbol
 
 from ._ccxt_errors import NONCE_ADVICE, ErrorOverride
 
 __all__ = [
     "BINANCE",
+    "BINANCE_WEIGHTS",
     "COINBASE",
     "DEFAULT",
     "KRAKEN",
@@ -135,18 +139,29 @@ class ClientIds:
 
 @dataclass(frozen=True, slots=True)
 class RateProfile:
-    """A request budget. ``rate_per_s=None`` takes ccxt's ``rateLimit`` (cost 1 a request)."""
+    """One limit of a venue: a bucket of ``capacity`` units refilled at ``rate_per_s``, and
+    what each request spends of it (``weights``, in the venue's own units).
+
+    ``rate_per_s=None`` takes ccxt's ``rateLimit`` (one unit a request). ``key_limit`` is a
+    second limit the venue counts per API key beside this one (Binance: orders per
+    account). :class:`adapters.ratelimit.AccountBudget` spends from both.
+    """
 
     rate_per_s: float | None = None
     capacity: float | None = None
-    costs: Mapping[str, float] = field(default_factory=dict)
-    """Cost per protocol method in the budget's units; unlisted methods cost ``default_cost``."""
-    default_cost: float = 1.0
-    per_account: bool = False
-    """The limit counts per API key (one budget per account), not per IP."""
+    weights: RequestWeights = field(default_factory=RequestWeights)
+    """Cost per cost key (:class:`~nija_broker.core.exchange.RequestWeights`); the same
+    value the adapter reports in ``Capabilities.weights``."""
+    key_limit: RateProfile | None = None
 
-    def cost(self, action: str) -> float:
-        return self.costs.get(action, self.default_cost)
+    @property
+    def per_account(self) -> bool:
+        """The limit counts per API key (one budget per account), not per IP."""
+        return self.weights.per_key
+
+    def cost(self, action: str, count: int = 1) -> float:
+        """What one request of ``action`` (a cost key) naming ``count`` symbols spends."""
+        return self.weights.weight(action, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,20 +260,29 @@ KRAKEN = ExchangeProfile(
     open_orders_without_symbol=True,
     stop_funds=StopFunds.AT_PLACEMENT,
     # Kraken counts private calls per API key: a counter that starts at 0, rises by 1 a
-    # call (2 for trade history), must stay under 15 (Starter tier) and decays 0.33 a
-    # second. Orders and cancels do not touch it (they have their own per-pair limit).
-    # Public calls are limited per IP and are rare here (markets once, tickers).
+    # call (2 for ledger and trade history), must stay under 15 (Starter tier) and decays
+    # 0.33 a second; AddOrder and CancelOrder are on another limiter (docs.kraken.com,
+    # "Spot REST Rate Limits"). ccxt's kraken.py table agrees (cost 3 = 1 point at its
+    # rateLimit of 1 s, TradesHistory and Ledgers 6), except that it counts QueryTrades
+    # as 1: we count both trade routes at 2, the safe side. Public calls (markets, tickers)
+    # are limited per IP (1 a second) and are rare here. OpenOrders takes no pair: one
+    # call lists every symbol, so no per-symbol weight is given (unscoped is cheapest).
     rate=RateProfile(
         rate_per_s=0.33,
         capacity=15.0,
-        per_account=True,
-        costs={
-            "fetch_my_trades": 2.0,
-            "create_order": 0.0,
-            "cancel_order": 0.0,
-            "load_markets": 0.0,
-            "fetch_tickers": 0.0,
-        },
+        weights=RequestWeights.of(
+            {
+                "fetch_my_trades": 2.0,
+                "fetch_order_trades": 2.0,
+                "create_order": 0.0,
+                "cancel_order": 0.0,
+                "load_markets": 0.0,
+                "fetch_tickers": 0.0,
+            },
+            limit_per_min=0.33 * 60,  # sustained, after a burst of 15
+            per_key=True,
+            unit="API counter",
+        ),
     ),
     error_overrides=(
         # Missing from ccxt's table: it would be a plain ExchangeError.
@@ -290,6 +314,39 @@ KRAKEN = ExchangeProfile(
     nonce_advice=_KRAKEN_NONCE_ADVICE,
 )
 
+BINANCE_WEIGHTS = RequestWeights.of(
+    # Binance spot's documented request weights (developers.binance.com/docs/
+    # binance-spot-api-docs/rest-api: "General endpoints", "Market data endpoints",
+    # "Trading endpoints", "Account endpoints"), per endpoint the adapter uses. ccxt's
+    # binance.py has the same table in its own unit, weight x 0.2 (its comment: "1 IP
+    # (api) => cost = 0.2 => (1000 / (50 * 0.2)) * 60 = 6000"): openOrders 1.2 and
+    # noSymbol 16, order 0.8, allOrders, account, myTrades and exchangeInfo 4, POST and
+    # DELETE order 0.2, ticker/24hr 0.4 and noSymbol 16.
+    {
+        "load_markets": 20.0,  # GET /api/v3/exchangeInfo
+        "fetch_open_orders": 80.0,  # GET /api/v3/openOrders without a symbol
+        "fetch_open_orders_symbol": 6.0,  # ... with one symbol
+        "fetch_order": 4.0,  # GET /api/v3/order
+        "fetch_order_by_client_id": 4.0,  # GET /api/v3/order with origClientOrderId
+        "fetch_closed_orders": 20.0,  # GET /api/v3/allOrders (a symbol is required)
+        "fetch_my_trades": 20.0,  # GET /api/v3/myTrades
+        # GET /api/v3/myTrades with orderId: "Without orderId 20, With orderId 5" (the
+        # current "Account trade list"; ccxt 4.5 still counts 20 for both)
+        "fetch_order_trades": 5.0,
+        "fetch_balance": 20.0,  # GET /api/v3/account
+        "create_order": 1.0,  # POST /api/v3/order
+        "cancel_order": 1.0,  # DELETE /api/v3/order
+    },
+    # GET /api/v3/ticker/24hr with symbols=[...] (ccxt's fetch_tickers): 2 for 1-20
+    # symbols, 40 for 21-100, 80 for 101 or more (and without symbols).
+    by_count={"fetch_tickers": [(20, 2.0), (100, 40.0), (2**31, 80.0)]},
+    limit_per_min=6000.0,
+    unit="request weight",
+    # allOrders and myTrades need a symbol: the sweep asks once per symbol touched.
+    per_symbol=("fetch_closed_orders", "fetch_my_trades"),
+)
+"""Binance spot's request weights, as the adapter's cost keys spend them."""
+
 BINANCE = ExchangeProfile(
     name="binance",
     client_ids=ClientIds(
@@ -312,6 +369,25 @@ BINANCE = ExchangeProfile(
     # filled partly (IOC, self-trade prevention). allOrders pages by orderId: "If orderId
     # is set, it will get orders >= that orderId" (spot API docs, "All orders"; limit <= 1000).
     all_orders_page=1000,
+    rate=RateProfile(
+        # 6,000 request weight a minute per IP, counted per calendar minute (spot API docs,
+        # "LIMITS": "The limits on the API are based on the IPs, not the API keys"; 429,
+        # then IP bans of 2 minutes to 3 days, HTTP 418). capacity + 60 s x rate = 6,000,
+        # so no minute can pass the limit, and 600 a minute stay free for the bot itself.
+        rate_per_s=90.0,
+        capacity=600.0,
+        weights=BINANCE_WEIGHTS,
+        # "The order rate limit is counted against each account" (spot API docs, "Order
+        # Rate Limits"): 100 new orders every 10 s (exchangeInfo's ORDERS limits; the
+        # daily 200,000 is left to the bot). Cancels are not counted.
+        key_limit=RateProfile(
+            rate_per_s=9.0,
+            capacity=10.0,
+            weights=RequestWeights.of(
+                {"create_order": 1.0}, default=0.0, per_key=True, unit="orders"
+            ),
+        ),
+    ),
 )
 
 COINBASE = ExchangeProfile(
@@ -323,6 +399,10 @@ COINBASE = ExchangeProfile(
     stop_funds=StopFunds.AT_PLACEMENT,
     # Advanced Trade answers a create with the new order's id only.
     create_answer_is_ack=True,
+    # Advanced Trade limits private REST calls per user (about 30 a second, public 10 per
+    # IP; docs.cdp.coinbase.com, "Advanced Trade API rate limits") and tightens them at
+    # busy times; no weights per endpoint are published. Left to ccxt's rateLimit, one
+    # unit a request, shared per exchange id, and no per-symbol listing (unscoped).
     # ccxt's default balance is the v2 wallets: free = total, no holds, one page of 250.
     # Advanced Trade's List Accounts (v3) gives available_balance and hold, and ccxt follows
     # its cursor (docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/accounts/
@@ -376,6 +456,9 @@ OKX = ExchangeProfile(
     # OKX's trigger (algo) orders sit outside the order book and freeze nothing until
     # they trigger.
     stop_funds=StopFunds.AT_TRIGGER,
+    # OKX limits each private endpoint on its own, per user id (sub-account), in requests
+    # per 2 seconds (okx.com/docs-v5, "Rate Limits"), not by a shared weight: left to
+    # ccxt's rateLimit, one unit a request, and no per-symbol listing (unscoped).
 )
 
 DEFAULT = ExchangeProfile(name="default", client_ids=ClientIds(param="clientOrderId"))

@@ -49,6 +49,9 @@ STATUS_KEYS = {
     "unvalued_holdings",
     "breakers_armed",
     "breakers_tripped",
+    "weight_planned_per_min",
+    "weight_spent_last_min",
+    "weight_unit",
 }
 
 
@@ -182,7 +185,7 @@ def test_status_json_has_a_stable_schema_when_read_from_the_store(
     assert main(["status", "--config", str(config), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {"schema_version", "generated_at", "accounts"}
-    assert document["schema_version"] == 3
+    assert document["schema_version"] == 4
     (row,) = document["accounts"]
     assert set(row) == STATUS_KEYS
     assert row["account_id"] == "USER:alice"

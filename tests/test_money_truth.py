@@ -334,13 +334,13 @@ async def test_micro_cap_entry_that_filled_at_once_blocks_a_second_entry_within_
         decision = guard.check(second)
         assert isinstance(decision, Blocked)
         assert decision.rule == "dca"
-        # A STANDARD account pays nothing for this: its cycle is the one listing.
+        # A STANDARD account pays nothing for this: its cycle is at most its listing (none
+        # at all where it lists only the symbols it has orders on, and it has none).
         calls = broker.exchanges[PLATFORM].calls  # type: ignore[attr-defined]
         before = dict(calls)
         await broker.reconciler.sync_once(PLATFORM)
-        assert {k: v - before.get(k, 0) for k, v in calls.items() if v - before.get(k, 0)} == {
-            "fetch_open_orders": 1
-        }
+        spent = {k: v - before.get(k, 0) for k, v in calls.items() if v - before.get(k, 0)}
+        assert spent in ({}, {"fetch_open_orders": 1})
 
 
 # --------------------------------------------------------------------------- kraken

@@ -117,8 +117,39 @@ def test_kraken_counts_private_calls_per_key_with_trade_history_double() -> None
         rate.cost("cancel_order"),
     ) == (1.0, 2.0, 0.0, 0.0)
     assert rate.capacity == 15.0
-    assert not BINANCE.rate.per_account
-    assert BINANCE.rate.cost("fetch_my_trades") == 1.0
+
+
+def test_binance_counts_its_documented_request_weights_per_ip() -> None:
+    rate = BINANCE.rate
+    assert not rate.per_account
+    assert rate.weights.limit_per_min == 6000.0
+    # One listing of every symbol weighs as much as thirteen of one symbol.
+    assert (rate.cost("fetch_open_orders"), rate.cost("fetch_open_orders_symbol")) == (80.0, 6.0)
+    assert (rate.cost("fetch_balance"), rate.cost("fetch_closed_orders")) == (20.0, 20.0)
+    assert (rate.cost("fetch_my_trades"), rate.cost("fetch_order_trades")) == (20.0, 5.0)
+    assert (rate.cost("fetch_order"), rate.cost("create_order"), rate.cost("cancel_order")) == (
+        4.0,
+        1.0,
+        1.0,
+    )
+    assert [rate.cost("fetch_tickers", n) for n in (1, 20, 21, 100, 101)] == [2, 2, 40, 40, 80]
+    # No minute can pass 6,000: the burst and a minute's refill add up to it.
+    assert rate.capacity is not None
+    assert rate.rate_per_s is not None
+    assert rate.capacity + 60 * rate.rate_per_s <= 6000.0
+    # New orders are limited per account besides: 100 every 10 s.
+    orders = rate.key_limit
+    assert orders is not None
+    assert orders.per_account
+    assert (orders.cost("create_order"), orders.cost("fetch_balance")) == (1.0, 0.0)
+    assert orders.capacity is not None
+    assert orders.rate_per_s is not None
+    assert orders.capacity + 10 * orders.rate_per_s <= 100.0
+
+
+def test_kraken_lists_every_symbol_in_one_call_so_it_offers_no_per_symbol_weight() -> None:
+    assert KRAKEN.rate.weights.known("fetch_open_orders_symbol") is None
+    assert BINANCE.rate.weights.known("fetch_open_orders_symbol") == 6.0
 
 
 def test_ccxt_options_merge_into_nested_tables_without_dropping_others() -> None:

@@ -67,7 +67,13 @@ MARKETS = [
     ),
 ]
 FAST = ReconcilerSettings(
-    poll_interval_s=0.2, balance_interval_s=0.2, visibility_window_s=0.0, call_timeout_s=5.0
+    poll_interval_s=0.2,
+    balance_interval_s=0.2,
+    visibility_window_s=0.0,
+    call_timeout_s=5.0,
+    # An order placed straight on the exchange on a symbol the account has no order on
+    # is found by the listing of every symbol: every second here, not every 300 s.
+    full_listing_interval_s=1.0,
 )
 
 

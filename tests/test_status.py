@@ -44,6 +44,9 @@ STATUS_KEYS = {
     "unvalued_holdings",
     "breakers_armed",
     "breakers_tripped",
+    "weight_planned_per_min",
+    "weight_spent_last_min",
+    "weight_unit",
 }
 
 
@@ -308,7 +311,7 @@ def test_json_document_schema_is_pinned() -> None:
     doc = json.loads(json.dumps(status_document(rows, NOW)))
 
     assert set(doc) == {"schema_version", "generated_at", "accounts"}
-    assert doc["schema_version"] == SCHEMA_VERSION == 3
+    assert doc["schema_version"] == SCHEMA_VERSION == 4
     assert doc["generated_at"] == NOW.isoformat()
     assert set(AccountStatus.model_fields) == STATUS_KEYS
     assert [set(a) for a in doc["accounts"]] == [STATUS_KEYS]

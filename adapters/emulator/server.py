@@ -10,6 +10,11 @@ Signed endpoints check, in Binance's order: the ``X-MBX-APIKEY`` header
 HMAC-SHA256 signature of the query string followed by the form body (-1022).
 Each key pair belongs to one account of the engine.
 
+Every request is counted at the weight Binance documents for it
+(:mod:`._binance_weights`), per IP and calendar minute, and every answer carries
+Binance's ``X-MBX-USED-WEIGHT-1M`` header; ``weight_limit_per_min`` (off by
+default) refuses a request past it with Binance's 429 and -1003.
+
 Faults come from a :class:`~adapters.sim.FaultInjector`, per endpoint, under
 the same method names as :class:`~adapters.sim.SimExchange` uses:
 
@@ -47,6 +52,7 @@ from nija_broker.core.clock import Clock, SystemClock, to_ms
 
 from . import binance as bn
 from ._binance_trading import BinanceTradingEndpoints, Params
+from ._binance_weights import WeightCounter, request_weight
 
 __all__ = ["EmulatorServer", "Handler", "Params"]
 
@@ -83,6 +89,7 @@ class EmulatorServer(BinanceTradingEndpoints):
         port: int = 0,
         faults: FaultInjector | FaultPlan | None = None,
         clock: Clock | None = None,
+        weight_limit_per_min: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -96,6 +103,12 @@ class EmulatorServer(BinanceTradingEndpoints):
         """Requests per ``METHOD /path``, every answer included."""
         self.not_found: Counter[str] = Counter()
         """Requests for paths this emulator does not serve (what ccxt asked that we lack)."""
+        self.weights = WeightCounter()
+        """Request weight as Binance would count it: per IP a minute, and in all."""
+        self.weight_by_path: Counter[str] = Counter()
+        """Request weight per ``METHOD /path``, every answer included."""
+        self.weight_limit_per_min = weight_limit_per_min
+        """Refuse requests past this weight a minute per IP (Binance: 6,000); ``None``: never."""
         self._post_only: set[tuple[str, str]] = set()
         self._next_client_id = 1
         self._next_cancel_id = 1
@@ -172,11 +185,36 @@ class EmulatorServer(BinanceTradingEndpoints):
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
             self.requests[f"{request.method} {request.path}"] += 1
+            query_raw = request.raw_path.partition("?")[2]
+            body_raw = (await request.text()) if request.can_read_body else ""
+            params: Params = dict(parse_qsl(query_raw, keep_blank_values=True))
+            params.update(parse_qsl(body_raw, keep_blank_values=True))
+            weight = request_weight(request.method, request.path, params)
+            ip, minute = request.remote or "?", int(self.clock.now().timestamp() // 60)
+            limit = self.weight_limit_per_min
+            if limit is not None and self.weights.used(ip, minute) + weight > limit:
+                refused = web.json_response(
+                    {
+                        "code": -1003,
+                        "msg": f"Too much request weight used; current limit is {limit} "
+                        "request weight per 1 MINUTE. Please use WebSocket Streams for live "
+                        "updates to avoid polling the API.",
+                    },
+                    status=429,
+                    headers={"Retry-After": str(60 - int(self.clock.now().timestamp()) % 60)},
+                )
+                refused.headers["X-MBX-USED-WEIGHT-1M"] = str(self.weights.used(ip, minute))
+                return refused
+            used = self.weights.add(ip, minute, weight)
+            self.weight_by_path[f"{request.method} {request.path}"] += weight
+            response = await answer(request, query_raw, body_raw, params)
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+            return response
+
+        async def answer(
+            request: web.Request, query_raw: str, body_raw: str, params: Params
+        ) -> web.StreamResponse:
             try:
-                query_raw = request.raw_path.partition("?")[2]
-                body_raw = (await request.text()) if request.can_read_body else ""
-                params: Params = dict(parse_qsl(query_raw, keep_blank_values=True))
-                params.update(parse_qsl(body_raw, keep_blank_values=True))
                 account_id = (
                     self._authenticate(request, query_raw, body_raw, params) if signed else None
                 )

@@ -19,7 +19,9 @@ LATENCY         the right answer, ``latency_s`` late on the clock
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -70,6 +72,9 @@ class SimExchange:
         """Requests per method, faulted ones included (one per symbol where a symbol is needed)."""
         self.call_log: list[tuple[str, dict[str, Any]]] = []
         """Every request in order: method name and arguments."""
+        self.weight_total = 0.0
+        """What every request so far cost at ``capabilities.weights`` (faulted ones too)."""
+        self._weights: collections.deque[tuple[float, float]] = collections.deque()
 
     @property
     def account_id(self) -> str:
@@ -88,23 +93,28 @@ class SimExchange:
         return result
 
     async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> OpenOrdersPage:
-        if self._capabilities.open_orders_without_symbol:
+        """As the protocol says: ``None``, one listing of every symbol (where the
+        capabilities allow one); symbols, one listing each, the page complete for
+        exactly those (``page.symbols``), even where one listing of all is possible."""
+        if symbols is None and self._capabilities.open_orders_without_symbol:
             orders, complete = await self._open_orders_request(None)
             return OpenOrdersPage(orders=orders, calls=1, complete=complete)
-        if not symbols:
+        if not symbols and not self._capabilities.open_orders_without_symbol:
             raise InvalidOrder(
                 f"{self._exchange_id} lists open orders one symbol at a time; pass the symbols",
                 exchange=self._exchange_id,
                 account_id=self._account_id,
             )
-        wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
+        wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols or ()))
         collected: list[Order] = []
         all_complete = True
         for symbol in wanted:
             orders, complete = await self._open_orders_request(symbol)
             collected.extend(orders)
             all_complete = all_complete and complete
-        return OpenOrdersPage(orders=collected, calls=len(wanted), complete=all_complete)
+        return OpenOrdersPage(
+            orders=collected, calls=len(wanted), complete=all_complete, symbols=tuple(wanted)
+        )
 
     async def fetch_order(self, order_id: str, symbol: str) -> Order:
         def action() -> Order:
@@ -201,6 +211,13 @@ class SimExchange:
     async def aclose(self) -> None:
         self._closed = True
 
+    def weight_spent(self, window_s: float = 60.0) -> float:
+        """What this account's requests cost in the last ``window_s`` seconds (at most 60),
+        at ``capabilities.weights``: :class:`~nija_broker.core.exchange.WeightMeter`."""
+        now_s = self.engine.clock.monotonic()
+        since = now_s - min(window_s, 60.0)
+        return math.fsum(w for at, w in self._weights if at > since)
+
     # --------------------------------------------------------------- internals
 
     async def _open_orders_request(self, symbol: str | None) -> tuple[list[Order], bool]:
@@ -245,6 +262,7 @@ class SimExchange:
             )
         self.calls[method] += 1
         self.call_log.append((method, args))
+        self._count_weight(method, args)
         await asyncio.sleep(0)  # a real request always yields; concurrency must be real here
         fault = self.faults.next(method) if self.faults is not None else None
         plan = self.faults.plan if self.faults is not None else None
@@ -269,6 +287,23 @@ class SimExchange:
             await self._sleep_clock.sleep(plan.timeout_s)
             raise self._stamp(TransientError(f"{where}: request timed out"))
         return result, fault
+
+    def _count_weight(self, method: str, args: dict[str, Any]) -> None:
+        """One request's weight, from what it asks (a listing of one symbol or of all, the
+        tickers it names), at ``capabilities.weights``."""
+        weights = self._capabilities.weights
+        cost_key, count = method, 1
+        if method == "fetch_open_orders" and args.get("symbol") is not None:
+            if weights.known("fetch_open_orders_symbol") is not None:
+                cost_key = "fetch_open_orders_symbol"  # else one symbol weighs as all
+        elif method == "fetch_tickers":
+            count = len(args.get("symbols") or ())
+        weight = weights.weight(cost_key, count)
+        now_s = self.engine.clock.monotonic()
+        self._weights.append((now_s, weight))
+        self.weight_total += weight
+        while self._weights and self._weights[0][0] <= now_s - 60.0:
+            self._weights.popleft()
 
     def _stamp(self, exc: ExchangeError) -> ExchangeError:
         """Name this exchange and account on an error, keeping what it already says."""

@@ -31,16 +31,98 @@ from nija_broker.core.models import Balance, Fill, Market, Order, OrderRole, Ord
 
 __all__ = [
     "EXCHANGE_BACKENDS",
+    "RATE_BUDGETS",
     "Capabilities",
     "Exchange",
     "ExchangeBackend",
     "ExchangeSpec",
     "OpenOrdersPage",
     "OrderRequest",
+    "RequestWeights",
+    "WeightMeter",
 ]
 
 EXCHANGE_BACKENDS = "nija_broker.exchanges"
 """The entry point group an exchange package registers its :class:`ExchangeBackend` in."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWeights:
+    """What an exchange's requests cost against its rate limit, in the exchange's own units.
+
+    Binance counts request *weight* per IP (``GET /api/v3/openOrders`` is 6 with a
+    symbol, 80 without, against 6,000 a minute); Kraken a per-key counter (1 a call,
+    2 for trade history). Plain data, hashable: the adapter's profile fills it, the
+    reconciler plans its listings from it and ``check-config`` prints it.
+
+    Keys are the adapter's cost keys: mostly the protocol method's name
+    (``fetch_balance``), plus ``fetch_open_orders_symbol`` for a listing of one
+    symbol's open orders and ``fetch_order_trades`` for the trades of one order.
+    """
+
+    costs: tuple[tuple[str, float], ...] = ()
+    """(cost key, weight) pairs; keys not listed weigh ``default``."""
+    by_count: tuple[tuple[str, tuple[tuple[int, float], ...]], ...] = ()
+    """Weights that grow with the symbols one request names: per cost key, (up to this
+    many symbols, weight) in ascending order; past the last bound, the last weight
+    (Binance's ``ticker/24hr``: 2 up to 20 symbols, 40 up to 100, 80 beyond)."""
+    default: float = 1.0
+    limit_per_min: float | None = None
+    """The venue's documented limit in these units a minute (Binance: 6,000 request
+    weight per IP); ``None`` where it is not known."""
+    per_key: bool = False
+    """The limit counts per API key (each account has its own), not per IP (shared by
+    every account of the venue that this machine runs)."""
+    unit: str = "requests"
+    """What the figures count, for people (``request weight``, ``API counter``)."""
+    per_symbol: tuple[str, ...] = ()
+    """Cost keys whose request needs a symbol: asking about every symbol an account
+    touched costs one each (Binance's ``allOrders``, behind the closed-orders sweep)."""
+
+    @classmethod
+    def of(
+        cls,
+        costs: Mapping[str, float] | None = None,
+        *,
+        by_count: Mapping[str, Sequence[tuple[int, float]]] | None = None,
+        default: float = 1.0,
+        limit_per_min: float | None = None,
+        per_key: bool = False,
+        unit: str = "requests",
+        per_symbol: Sequence[str] = (),
+    ) -> RequestWeights:
+        """Build from mappings (the fields are tuples so that the value stays hashable)."""
+        tiers = {
+            key: tuple(sorted((int(n), float(w)) for n, w in bounds))
+            for key, bounds in (by_count or {}).items()
+        }
+        return cls(
+            costs=tuple(sorted((k, float(v)) for k, v in (costs or {}).items())),
+            by_count=tuple(sorted(tiers.items())),
+            default=float(default),
+            limit_per_min=limit_per_min,
+            per_key=per_key,
+            unit=unit,
+            per_symbol=tuple(sorted(per_symbol)),
+        )
+
+    def known(self, key: str) -> float | None:
+        """The weight listed for ``key`` (``None``: not listed)."""
+        for name, weight in self.costs:
+            if name == key:
+                return weight
+        return None
+
+    def weight(self, key: str, count: int = 1) -> float:
+        """What one request of ``key`` naming ``count`` symbols weighs."""
+        for name, tiers in self.by_count:
+            if name == key and tiers:
+                for bound, weight in tiers:
+                    if count <= bound:
+                        return weight
+                return tiers[-1][1]
+        listed = self.known(key)
+        return self.default if listed is None else listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +138,20 @@ class Capabilities:
     order_trades: bool = False
     """``fetch_order_trades`` reports an order's trades with their ids and fees: fills are
     then booked from trades, by trade id; otherwise by the cumulative rule."""
+    weights: RequestWeights = field(default_factory=RequestWeights)
+    """What each request costs against the exchange's limit (the adapter's profile)."""
+
+    @property
+    def open_orders_weight(self) -> float:
+        """One listing of every open order (``fetch_open_orders(None)``)."""
+        return self.weights.weight("fetch_open_orders")
+
+    @property
+    def open_orders_symbol_weight(self) -> float | None:
+        """One listing of one symbol's open orders; ``None`` where the exchange offers no
+        cheaper one (Kraken lists every symbol in one call whatever is asked): the
+        reconciler then lists every symbol each cycle, where the exchange allows it."""
+        return self.weights.known("fetch_open_orders_symbol")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +180,24 @@ class OpenOrdersPage:
     """False when the exchange truncated the answer: absence then proves nothing."""
     problems: Sequence[ImpossibleAnswer] = ()
     """Rows left out because they were impossible (the page is then incomplete)."""
+    symbols: tuple[str, ...] | None = None
+    """What the page lists: ``None`` every symbol, else exactly these (ccxt's unified
+    form). A page complete for some symbols says nothing of orders on any other: the
+    reconciler diffs only the tracked orders of these symbols against it."""
+
+
+RATE_BUDGETS = ("venue", "off")
+"""``ExchangeSpec.rate_budget``: the venue's documented limits kept (per IP, and per key
+where the venue limits per key), or none (a local exchange, such as the emulator)."""
+
+
+@runtime_checkable
+class WeightMeter(Protocol):
+    """An exchange that counts what its requests cost against the venue's limit."""
+
+    def weight_spent(self, window_s: float = 60.0) -> float:
+        """The weight this account's requests spent in the last ``window_s`` seconds."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +222,17 @@ class ExchangeSpec:
     call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     """The deadline of a call no caller bounded (the guard's sends): the configured
     ``[reconciler] call_timeout_s``, so every exchange call has the same one."""
+    rate_budget: str = "venue"
+    """``venue``: requests wait for the venue's documented limits (one budget per IP,
+    shared by every account of that exchange, and one per key where the venue limits
+    per key); ``off``: no budget at all, for a local exchange (the emulator on
+    loopback), where a thousand accounts must sync in seconds. See :data:`RATE_BUDGETS`."""
 
     def __post_init__(self) -> None:
+        if self.rate_budget not in RATE_BUDGETS:
+            raise ValueError(
+                f"rate_budget must be one of {', '.join(RATE_BUDGETS)}, got {self.rate_budget!r}"
+            )
         # A frozen value should not change under the exchange that was built from it.
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
@@ -130,7 +253,9 @@ class Exchange(Protocol):
     async def load_markets(self) -> Mapping[str, Market]: ...
 
     async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> OpenOrdersPage:
-        """All open orders. ``symbols`` is used only where the exchange needs a symbol."""
+        """The open orders: ``None``, of every symbol in one listing where the exchange
+        allows it; a sequence, one listing per symbol (even where one unscoped listing is
+        possible), the page complete for exactly those symbols (``page.symbols``)."""
         ...
 
     async def fetch_order(self, order_id: str, symbol: str) -> Order: ...

@@ -46,6 +46,26 @@ class AccountHealth:
         return self.state in (SyncState.OK, SyncState.DEGRADED)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestWeight:
+    """What one account's polling costs against its venue's rate limit, in the venue's
+    own units a minute (Binance: request weight). Replaced whole by the account's poller
+    after every cycle, as ``health`` is."""
+
+    planned_per_min: float
+    """From the listing plan, the intervals and the weights the exchange reports."""
+    spent_last_min: float | None = None
+    """Measured: what the account's requests cost in the last minute, where the
+    exchange counts it (``None``: it does not)."""
+    listing: str = ""
+    """The listing plan in words (``per symbol (2)``, ``all symbols``)."""
+    unit: str = "requests"
+    limit_per_min: float | None = None
+    """The venue's documented limit in the same units a minute, where known."""
+    per_key: bool = False
+    """The limit counts per API key; else per IP, shared by every account there."""
+
+
 @dataclass
 class AccountLive:
     """The latest exchange-side view of one account (balances, equity, markets, health).
@@ -70,6 +90,9 @@ class AccountLive:
     position_mismatches: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     """Base asset -> (ledger quantity, exchange balance) disagreeing on two balance
     fetches in a row: the guard then believes the exchange's balance."""
+    request_weight: RequestWeight | None = None
+    """What the account's polling costs against its venue's limit; ``None`` until its
+    first cycle. Written by its poller, as ``health`` is."""
 
     @classmethod
     def create(

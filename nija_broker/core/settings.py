@@ -52,8 +52,29 @@ class ReconcilerSettings:
     """Each wait is the interval times a factor in [1 - jitter, 1 + jitter]."""
     balance_interval_s: float = 60.0
     """Balances, tickers and the closed-orders sweep, on their own cadence."""
+    full_listing_interval_s: float = 300.0
+    """Where listing the open orders of each symbol an account has orders on is cheaper
+    than one listing of every symbol (Binance: 6 weight a symbol against 80), the
+    reconciler lists those symbols each cycle, and every symbol at start-up and every
+    ``full_listing_interval_s``: that is what finds an order placed outside the guard on
+    a symbol the account had no order on, so such an order is adopted within this long.
+
+    Why 300 s: Binance, 5 s polls, 60 s balances, orders on two symbols. Each minute:
+    12 cycles x 2 x 6 = 144 for the listings, 20 + 2 for the balance and its tickers, 2 x
+    20 for the closed-orders sweep (allOrders needs a symbol): 206. A full listing
+    replaces its cycle's per-symbol ones, 80 - 12 = 68 more each time: 68 x 60 / 300 =
+    13.6 a minute, 220 in all: of the 250 an account may spend for one IP (6,000 a
+    minute) to carry 24 accounts, 30 are left for what only changes cost (4 to confirm a
+    vanished order, 5 for its trades). At 120 s it would be 240, too close to 250 to
+    leave room for fills. The price: a foreign order on a new symbol waits up to five
+    minutes, which no invariant needs sooner (absence is never evidence, and orders the
+    guard saw are followed by id at once). Accounts whose tier forbids DCA also read
+    the balance every cycle (20 each on Binance), which no listing plan can save."""
     call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     """The one deadline of every exchange call, its retries included (the adapter's too)."""
+    startup_concurrency: int = 16
+    """Accounts of one exchange whose start-up sync runs at once; the others stay
+    ``syncing`` until a slot frees (each request is still paced by the exchange's budget)."""
     confirm_budget: int = 20
     """``fetch_order`` calls per cycle to confirm vanished orders (startup: unlimited)."""
     attention_after: int = 5
@@ -74,6 +95,7 @@ class ReconcilerSettings:
     """Seeds each account's jitter, so a run is reproducible."""
     poll_interval_by_account: Mapping[str, float] = field(default_factory=dict)
     balance_interval_by_account: Mapping[str, float] = field(default_factory=dict)
+    full_listing_interval_by_account: Mapping[str, float] = field(default_factory=dict)
     watch_symbols_by_account: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Symbols the closed-orders sweep always covers, besides those the account touched."""
 
@@ -81,6 +103,7 @@ class ReconcilerSettings:
         for name in (
             "poll_interval_s",
             "balance_interval_s",
+            "full_listing_interval_s",
             "call_timeout_s",
             "shutdown_timeout_s",
             "max_backoff_s",
@@ -91,9 +114,21 @@ class ReconcilerSettings:
                 raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be a fraction in [0, 1), got {self.jitter!r}")
-        for name in ("confirm_budget", "attention_after", "stale_cancel_budget", "failed_after"):
+        for name in (
+            "confirm_budget",
+            "attention_after",
+            "stale_cancel_budget",
+            "failed_after",
+            "startup_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        for account_id, value in self.full_listing_interval_by_account.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"full_listing_interval_s of {account_id!r} must be a finite number of "
+                    f"seconds > 0, got {value!r}"
+                )
         for name in ("visibility_window_s", "sweep_lookback_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
@@ -103,3 +138,6 @@ class ReconcilerSettings:
 
     def balance_interval_for(self, account_id: str) -> float:
         return self.balance_interval_by_account.get(account_id, self.balance_interval_s)
+
+    def full_listing_interval_for(self, account_id: str) -> float:
+        return self.full_listing_interval_by_account.get(account_id, self.full_listing_interval_s)

@@ -58,8 +58,6 @@ _LISTINGS: tuple[tuple[str, float, float, float, float], ...] = (
 # Per-step stdev of the log return: a calm market, so only the scripted moves reach the
 # resting orders the story depends on.
 _VOLATILITY = 0.0004
-# Requests a second each account may send the local emulator (see local_exchanges).
-_LOCAL_RATE_PER_S = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,24 +187,29 @@ def demo_config(
             )
         tiers[name] = override
     data["tiers"] = tiers
+    # The emulator is local and enforces no limit: no rate budget (rate_budget = "off").
     data["accounts"] = [
-        {**account, "exchange": exchange, "quote_currency": EXCHANGES[exchange], "ccxt": ccxt_table}
+        {
+            **account,
+            "exchange": exchange,
+            "quote_currency": EXCHANGES[exchange],
+            "ccxt": ccxt_table,
+            "rate_budget": "off",
+        }
         for account in raw.get("accounts", [])
     ]
     return parse_config(data, "demo.toml")
 
 
-def local_exchanges(world: DemoWorld, config: Config, clock: Clock) -> dict[str, Exchange] | None:
-    """Exchanges for the broker where the dialect's own request budget would stall the demo.
+def local_exchanges(world: DemoWorld, config: Config, clock: Clock) -> dict[str, Exchange]:
+    """Exchanges for the broker that wait for no request budget: the emulator is local.
 
-    Kraken's profile budgets each key at 0.33 requests a second (15 burst), as
-    Kraken's private API counts them. Three accounts polling twice a second
-    would spend minutes waiting, and the emulator enforces no limit, so the demo
-    gives each Kraken account a local budget instead. Live accounts keep
-    Kraken's. ``None``: let the broker build them as it normally does.
+    The venues' own budgets would stall the demo: Binance's weighs one listing of
+    every symbol at 80 of 6,000 a minute per IP, Kraken's counts each key at 0.33
+    calls a second (15 burst), and three accounts polling twice a second spend far
+    more. The demo's accounts say ``rate_budget = "off"``; they are built here with
+    a budget that never waits, whether or not the adapter reads that key yet.
     """
-    if world.exchange != "kraken":
-        return None
     from adapters.ccxt_adapter import CcxtExchange
     from adapters.ratelimit import RateBudget
 
@@ -215,7 +218,7 @@ def local_exchanges(world: DemoWorld, config: Config, clock: Clock) -> dict[str,
             account,
             clock=clock,
             environ=world.environ,
-            budget=RateBudget(_LOCAL_RATE_PER_S, capacity=_LOCAL_RATE_PER_S, clock=clock),
+            budget=RateBudget.unlimited(clock=clock),
         )
         for account in config.accounts
     }

@@ -51,7 +51,9 @@ def _load(path: str, *, to_run: bool = False) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    """Every problem ``run`` would refuse, in one pass (stderr, exit 2); else a summary."""
+    """Every problem ``run`` would refuse, in one pass (stderr, exit 2); else a summary, with
+    each account's listing plan and request weight (warnings, which do not refuse, on
+    stderr)."""
     problems = config_problems(args.path)
     if problems:
         for problem in problems:
@@ -62,8 +64,12 @@ def _check_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from nija_broker.service.plan_report import account_capabilities, plan_lines
+    from nija_broker.service.plan_report import rate_budget_warning as budget_warning
+
     config = load_config(args.path)
     table = config.tier_table()
+    settings = config.reconciler.settings(config.accounts)
     print(f"{args.path}: OK, nija-broker run would start with it")
     print(f"  store: {config.store.path}")
     print(f"  api:   {config.api.host}:{config.api.port}")
@@ -80,6 +86,13 @@ def _check_config(args: argparse.Namespace) -> int:
             f"  account {account.id}: {account.exchange}{sandbox}, tier {account.tier}, "
             f"poll every {account.poll_interval_s:g}s, {keys}"
         )
+        capabilities = account_capabilities(account)
+        if capabilities is not None:
+            for line in plan_lines(account, settings, capabilities):
+                print(f"    {line}")
+        warning = budget_warning(account)
+        if warning is not None:
+            print(f"{args.path}: {warning}", file=sys.stderr)
     return 0
 
 

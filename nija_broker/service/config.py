@@ -122,6 +122,17 @@ class AccountConfig(_Strict):
     tier: str = "auto"
     poll_interval_s: float = Field(default=5.0, gt=0)
     balance_interval_s: float = Field(default=60.0, gt=0)
+    full_listing_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds between listings of every symbol's open orders where listing "
+        "only the symbols with orders is cheaper; unset: [reconciler] full_listing_interval_s",
+    )
+    rate_budget: Literal["venue", "off"] = Field(
+        default="venue",
+        description="'venue': wait for the exchange's documented rate limits (per IP and per "
+        "key); 'off': no budget, only for a local exchange such as the emulator on loopback",
+    )
     fee_rate: float = Field(default=0.004, ge=0, lt=0.1)
     quote_currency: str = Field(
         default="USD",
@@ -200,6 +211,7 @@ class AccountConfig(_Strict):
             secret=keys.get("secret"),
             password=keys.get("password"),
             call_timeout_s=call_timeout_s,
+            rate_budget=self.rate_budget,
         )
 
 
@@ -207,10 +219,12 @@ class ReconcilerConfig(_Strict):
     """``[reconciler]``: overrides of :class:`~nija_broker.sync.reconciler.ReconcilerSettings`.
 
     Poll and balance intervals are set per account (``poll_interval_s``,
-    ``balance_interval_s``). Unset keys keep the defaults.
+    ``balance_interval_s``); ``full_listing_interval_s`` here, and per account too.
+    Unset keys keep the defaults.
     """
 
     jitter: float | None = None
+    full_listing_interval_s: float | None = None
     call_timeout_s: float | None = None
     confirm_budget: int | None = None
     attention_after: int | None = None
@@ -221,6 +235,7 @@ class ReconcilerConfig(_Strict):
     fatal_retry_s: float | None = None
     sweep_lookback_s: float | None = None
     shutdown_timeout_s: float | None = None
+    startup_concurrency: int | None = None
 
     @model_validator(mode="after")
     def _in_range(self) -> ReconcilerConfig:
@@ -232,6 +247,11 @@ class ReconcilerConfig(_Strict):
         return ReconcilerSettings(
             poll_interval_by_account={a.id: a.poll_interval_s for a in accounts},
             balance_interval_by_account={a.id: a.balance_interval_s for a in accounts},
+            full_listing_interval_by_account={
+                a.id: a.full_listing_interval_s
+                for a in accounts
+                if a.full_listing_interval_s is not None
+            },
             watch_symbols_by_account={a.id: tuple(a.watch_symbols) for a in accounts},
             **self.model_dump(exclude_none=True),
         )

@@ -245,7 +245,7 @@ class Broker:
                 # Every account reconciles fully once before polling starts; a failing
                 # account only records its health here (the guard then fails closed for it).
                 try:
-                    await asyncio.gather(*(reconciler.startup(a) for a in reconciler.accounts))
+                    await reconciler.startup_all()
                 finally:
                     if not started.done():
                         started.set_result(None)

@@ -34,9 +34,10 @@ __all__ = [
     "status_rows",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: ``unvalued_holdings`` added; ``sync`` is ``degraded`` while equity cannot be established.
-3: ``breakers_armed`` and ``breakers_tripped`` added."""
+3: ``breakers_armed`` and ``breakers_tripped`` added.
+4: ``weight_planned_per_min``, ``weight_spent_last_min`` and ``weight_unit`` added."""
 
 # Used while an account's tier is unknown; the same defaults as DESIGN and TierPolicy.
 DEFAULT_STALE_MAX_AGE_S = 3600.0
@@ -56,7 +57,11 @@ class AccountStatus(BaseModel):
     held that the last balance refresh could not value (left out of equity).
     ``breakers_armed`` are the circuit breakers the account's tier arms and
     ``breakers_tripped`` those blocking its entries now (both empty when no
-    guard runs for the account).
+    guard runs for the account). ``weight_planned_per_min`` is what the account's polling
+    costs a minute against its venue's rate limit, in the venue's units (``weight_unit``:
+    Binance's request weight, Kraken's API counter), from its listing plan at its
+    intervals; ``weight_spent_last_min`` what its requests measurably cost in the last
+    minute. Both ``None`` while no reconciler runs the account (or has not cycled yet).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +85,9 @@ class AccountStatus(BaseModel):
     unvalued_holdings: tuple[str, ...] = ()
     breakers_armed: tuple[str, ...] = ()
     breakers_tripped: tuple[str, ...] = ()
+    weight_planned_per_min: float | None = None
+    weight_spent_last_min: float | None = None
+    weight_unit: str | None = None
 
 
 BreakersOf = Callable[[str], Breakers | None]
@@ -129,6 +137,7 @@ def account_status(
 
     health = live.reported_health(book.degraded_reason) if live is not None else None
     last_success = health.last_success if health is not None else None
+    weight = live.request_weight if live is not None else None
     return AccountStatus(
         account_id=book.account_id,
         tier=policy.name if policy else None,
@@ -149,6 +158,9 @@ def account_status(
         unvalued_holdings=live.unvalued_holdings if live is not None else (),
         breakers_armed=tuple(breakers.verdicts) if breakers is not None else (),
         breakers_tripped=tuple(breakers.tripped) if breakers is not None else (),
+        weight_planned_per_min=weight.planned_per_min if weight is not None else None,
+        weight_spent_last_min=weight.spent_last_min if weight is not None else None,
+        weight_unit=weight.unit if weight is not None else None,
     )
 
 
@@ -206,6 +218,7 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("SYNC", False),
     ("LAST SYNC (UTC)", False),
     ("FAILS", True),
+    ("WEIGHT/MIN", True),
     ("UNVALUED", False),
     ("BREAKERS", False),
 )
@@ -247,6 +260,7 @@ def _cells(row: AccountStatus) -> list[str]:
         row.sync or "offline",
         _sync_time(row.last_sync),
         str(row.consecutive_failures),
+        _weight(row),
         _clean(",".join(row.unvalued_holdings)) if row.unvalued_holdings else _UNKNOWN,
         _breakers(row),
     ]
@@ -257,6 +271,14 @@ def _breakers(row: AccountStatus) -> str:
     if row.breakers_tripped:
         return ",".join(row.breakers_tripped)
     return f"armed {len(row.breakers_armed)}" if row.breakers_armed else _UNKNOWN
+
+
+def _weight(row: AccountStatus) -> str:
+    """``planned/spent`` request weight a minute (``220/214``); ``-`` for what is unknown."""
+    if row.weight_planned_per_min is None:
+        return _UNKNOWN
+    spent = row.weight_spent_last_min
+    return f"{row.weight_planned_per_min:.0f}/{_UNKNOWN if spent is None else f'{spent:.0f}'}"
 
 
 def _money(value: float | None) -> str:

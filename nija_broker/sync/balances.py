@@ -47,6 +47,9 @@ class Balances:
     """Disagreements with the exchange's ``used`` balance at the last refresh."""
     position_mismatches: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Ledger vs balance disagreements at the last refresh, by base currency."""
+    ticker_symbols: int = 0
+    """Tickers the last full refresh asked for (one request): for the account's planned
+    request weight."""
 
     def due(self, monotonic: float) -> bool:
         return monotonic >= self.due_mono
@@ -97,6 +100,7 @@ class Balances:
         balances = await sync.ask(sync.exchange.fetch_balance, "fetch_balance")
         quote = sync.live.quote_currency
         symbols = tickers_to_fetch(balances, quote, sync.live.markets)
+        self.ticker_symbols = len(symbols)
         tickers = {}
         if symbols:
             tickers = dict(

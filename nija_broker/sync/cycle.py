@@ -13,7 +13,9 @@ each owning its own state, and runs the steps in order:
 6. stale orders (:class:`~nija_broker.sync.stale.StaleOrders`);
 7. intents journaled before the start (:class:`~nija_broker.sync.intents.Intents`);
 8. the trades owed (:class:`~nija_broker.sync.fills.Lookups`);
-9. on the balance cadence, terminal orders past retention dropped from memory.
+9. on the balance cadence, terminal orders past retention dropped from memory;
+10. the account's request weight a minute, planned and spent, on its live view
+    (:mod:`~nija_broker.sync.weights`).
 
 Threads: the pieces run on the event loop and never touch the book there.
 Every read and change of the book runs on its owner's thread through
@@ -47,7 +49,8 @@ from nija_broker.core.events import (
     OrderEvent,
     OrderVanished,
 )
-from nija_broker.core.health import AccountLive
+from nija_broker.core.exchange import WeightMeter
+from nija_broker.core.health import AccountLive, RequestWeight
 from nija_broker.core.models import Order
 from nija_broker.state.book import AccountBook, Followed
 from nija_broker.state.books import Books
@@ -60,6 +63,7 @@ from nija_broker.sync.intents import Intents
 from nija_broker.sync.listing import Listing
 from nija_broker.sync.stale import StaleOrders, stale_orders
 from nija_broker.sync.sweep import Sweeps
+from nija_broker.sync.weights import plan_weight
 
 if TYPE_CHECKING:
     from nija_broker.core.exchange import Exchange
@@ -104,7 +108,7 @@ class AccountSync:
         self.poll_interval_s = settings.poll_interval_for(account_id)
         self.alerts = Alerts(account_id)
         self.balances = Balances(settings.balance_interval_for(account_id))
-        self.listing = Listing()
+        self.listing = Listing(full_interval_s=settings.full_listing_interval_for(account_id))
         self.sweeps = Sweeps(known_symbols=set(watch_symbols))
         self.confirmations = Confirmations()
         self.lookups = Lookups()
@@ -219,6 +223,7 @@ class AccountSync:
         self.view = None  # the book changes: later steps read it afresh
         booked = await self.run_book(partial(book.apply_changes, orders))
         self.sweeps.known_symbols.update(order.symbol for order in orders)
+        self.listing.note_orders(orders)
         fresh = tuple(r.fill for r in booked.results if not r.duplicate)
         if fresh:
             self.bus.publish(
@@ -280,6 +285,38 @@ class AccountSync:
         await self.lookups.book_trades(self, budget=budget)
         if balances_due:
             await self.in_book(AccountBook.cleanup_terminal, now)
+        self.record_weight()
+
+    def record_weight(self) -> None:
+        """The account's planned request weight a minute (its listing plan, at its
+        intervals) and, where the exchange counts it, what it spent in the last minute:
+        one value replaced whole on the live view, as the poller replaces ``health``."""
+        capabilities = self.exchange.capabilities
+        choice = self.listing.last
+        symbols = len(self.listing.symbols_with_orders)
+        if not capabilities.open_orders_without_symbol and choice and choice.symbols:
+            symbols = len(choice.symbols)
+        policy = self.live.policy()
+        plan = plan_weight(
+            capabilities,
+            poll_interval_s=self.poll_interval_s,
+            balance_interval_s=self.balances.interval_s,
+            full_listing_interval_s=self.listing.full_interval_s,
+            symbols=symbols,
+            ticker_symbols=self.balances.ticker_symbols,
+            sweep_requests=self.sweeps.requests_per_sweep(capabilities),
+            holdings_every_cycle=policy is not None and not policy.allow_dca,
+        )
+        weights = capabilities.weights
+        spent = self.exchange.weight_spent(60.0) if isinstance(self.exchange, WeightMeter) else None
+        self.live.request_weight = RequestWeight(
+            planned_per_min=plan.total,
+            spent_last_min=spent,
+            listing=plan.listing,
+            unit=weights.unit,
+            limit_per_min=weights.limit_per_min,
+            per_key=weights.per_key,
+        )
 
 
 # Run on the book's owner thread, through AccountSync.in_book.

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from nija_broker.core.errors import AccountFatal, ExchangeError, TransientError
 from nija_broker.core.events import Event
+from nija_broker.core.exchange import Capabilities
 from nija_broker.core.models import Order
 from nija_broker.core.reconcile import resolve
 from nija_broker.state.book import AccountBook
@@ -46,6 +47,18 @@ class Sweeps:
     """False once the exchange refused to list closed orders even per symbol."""
     per_symbol: bool = False
     """True once the exchange refused to list closed orders without a symbol."""
+    last_requests: int | None = None
+    """Requests the last sweep made (one per symbol where the exchange needs a symbol)."""
+
+    def requests_per_sweep(self, capabilities: Capabilities) -> int:
+        """Requests one sweep makes: the last sweep's count, else what the exchange's
+        weights say it needs (a symbol each: every symbol known; else one)."""
+        if not self.supported:
+            return 0
+        if self.last_requests is not None:
+            return self.last_requests
+        needs = self.per_symbol or "fetch_closed_orders" in capabilities.weights.per_symbol
+        return max(len(self.known_symbols), 1) if needs else 1
 
     async def sweep(
         self, sync: AccountSync, now: datetime, listing: Listing, confirmations: Confirmations
@@ -65,6 +78,8 @@ class Sweeps:
             if self.anchor is not None
             else now - timedelta(seconds=sync.settings.sweep_lookback_s)
         )
+        # Only a complete listing of every symbol anchors (Listing.last_complete_at): an
+        # order never tracked, on a symbol a per-symbol listing left out, was in no listing.
         anchor = listing.last_complete_at
         per_symbol = self.per_symbol or not sync.exchange.capabilities.open_orders_without_symbol
         try:
@@ -114,6 +129,7 @@ class Sweeps:
             wanted = set(listing_symbols(live, sync.live)) | self.known_symbols | touched
             markets = sync.live.markets
             scopes = [s for s in sorted(wanted) if not markets or s in markets]
+        self.last_requests = len(scopes)
         answers: list[Order] = []
         for scope in scopes:
             answers.extend(

@@ -23,6 +23,7 @@ and the registry outlives loops in tests and in the embedded runtime).
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 from typing import TYPE_CHECKING, ClassVar
 
@@ -161,6 +162,7 @@ class AccountBudget:
         self.key_bucket = key_bucket
         self._clock: Clock = clock or SystemClock()
         self._spent: collections.deque[tuple[float, float]] = collections.deque()
+        self._spent_window = 0.0  # the sum of ``_spent``'s weights, kept as they come and go
         self.spent_total = 0.0
         """Weight spent since this budget was made (every request, in the venue's units)."""
 
@@ -217,6 +219,7 @@ class AccountBudget:
             await self.key_bucket.acquire(min(per_key, self.key_bucket.capacity))
         now_s = self._clock.monotonic()
         self._spent.append((now_s, weight))
+        self._spent_window += weight
         self.spent_total += weight
         self._forget(now_s)
         return weight
@@ -225,12 +228,18 @@ class AccountBudget:
         """Weight this account spent in the last ``window_s`` seconds (at most a minute)."""
         now_s = self._clock.monotonic()
         self._forget(now_s)
-        since = now_s - min(window_s, _WINDOW_S)
-        return math.fsum(w for at, w in self._spent if at > since)
+        if window_s >= _WINDOW_S:
+            return self._spent_window  # read every cycle: no walk over the minute's requests
+        since = now_s - window_s
+        newest = itertools.takewhile(lambda entry: entry[0] > since, reversed(self._spent))
+        return math.fsum(w for _, w in newest)
 
     def _forget(self, now_s: float) -> None:
-        while self._spent and self._spent[0][0] <= now_s - _WINDOW_S:
-            self._spent.popleft()
+        spent = self._spent
+        while spent and spent[0][0] <= now_s - _WINDOW_S:
+            self._spent_window -= spent.popleft()[1]
+        if not spent:
+            self._spent_window = 0.0  # no rounding left over from the weights gone
 
     def __repr__(self) -> str:
         return f"AccountBudget(bucket={self.bucket!r}, key_bucket={self.key_bucket!r})"

@@ -97,6 +97,25 @@ def test_the_clients_weights_are_the_ones_the_venue_counts(
 
 
 @pytest.mark.asyncio
+async def test_weight_spent_counts_only_the_requests_inside_the_window_as_they_age_out() -> None:
+    clock = FakeClock()
+    budget = AccountBudget.for_account(BINANCE.rate, "binance", ALICE, clock=clock, mode="off")
+    for _ in range(3):  # 6 each, 20 s apart: at 0, 20 and 40 s
+        await budget.spend("fetch_open_orders_symbol")
+        clock.advance(20.0)
+    await budget.spend("fetch_open_orders")  # 80 at 60 s
+    assert budget.weight_spent() == 6 + 6 + 80  # the one at 0 s is a minute old
+    assert budget.weight_spent(30.0) == 6 + 80
+    clock.advance(25.0)
+    assert budget.weight_spent() == 6 + 80
+    clock.advance(40.0)
+    assert budget.weight_spent() == 0.0
+    await budget.spend("fetch_open_orders_symbol")
+    assert budget.weight_spent() == 6.0
+    assert budget.spent_total == 6 * 4 + 80
+
+
+@pytest.mark.asyncio
 async def test_accounts_on_binance_share_one_budget_per_ip_and_each_its_own_order_limit() -> None:
     clock = FakeClock()
     for key in ("binance", f"binance:{ALICE}:per-key", "binance:USER:bob:per-key"):

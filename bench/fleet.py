@@ -92,6 +92,7 @@ SAMPLE_EVERY_S = 1.0
 STARTUP_LIMIT_S = 900.0
 FAILED_GIVE_UP_S = 60.0
 RAW_WARMUP = 30
+PACE_S = 1.0  # the cycle scenario's poll_interval_s
 
 
 @dataclass(frozen=True)
@@ -260,14 +261,23 @@ async def _sleep_alive(sidecar: fp.Sidecar, seconds: float) -> None:
 # ---------------------------------------------------------------------------- raw reference
 
 
-async def raw_reference(emulator: fp.Emulator, calls: int) -> dict[str, Any]:
-    """CPU time per call of the bare implicit endpoint, and of ccxt's parsed listing."""
+async def raw_reference(emulator: fp.Emulator, calls: int, *, paced: int = 0) -> dict[str, Any]:
+    """CPU time per call of the bare implicit endpoint, and of ccxt's parsed listing.
+
+    Also the bare calls of the sidecar's steady listing plan (on Binance one
+    ``openOrders`` per symbol the orders rest on: 6 weight each, not 80), and, with
+    ``paced`` > 0, both bare references once every ``PACE_S`` as the ``cycle``
+    scenario polls, net of this process's idle CPU over as long a sleep: a call
+    after a second of idling costs more than one in a tight loop (cold caches),
+    and the sidecar's cycles are all of that kind.
+    """
     import ccxt.async_support as ccxt_async
 
     account = emulator.ids[0]
     api_key, secret = emulator.keys[account]
     config = {**fp.ccxt_table(emulator.dialect, emulator.url), "apiKey": api_key, "secret": secret}
     exchange = getattr(ccxt_async, emulator.dialect)(config)
+    market_ids: list[str] = []
 
     async def raw_once() -> int:
         if emulator.dialect == "binance":
@@ -276,20 +286,36 @@ async def raw_reference(emulator: fp.Emulator, calls: int) -> dict[str, Any]:
         answer = await exchange.privatePostOpenOrders()
         return len(answer["result"]["open"])
 
+    async def plan_once() -> int:
+        if emulator.dialect != "binance":  # one listing of every symbol is the plan
+            return await raw_once()
+        listed = 0
+        for market_id in market_ids:
+            listed += len(await exchange.privateGetOpenOrders({"symbol": market_id}))
+        return listed
+
     async def parsed_once() -> int:
         return len(await exchange.fetch_open_orders())
 
     try:
         await exchange.load_markets()
+        symbols = sorted({o["symbol"] for o in await exchange.fetch_open_orders()})
+        market_ids = [exchange.market_id(symbol) for symbol in symbols]
         figures: dict[str, Any] = {
             "account": account,
             "orders": emulator.orders,
             "calls": calls,
+            "plan_symbols": symbols if emulator.dialect == "binance" else None,
             "how": "time.process_time() and time.perf_counter() around `calls` sequential "
             "calls after a warm-up, this process only (the emulator is another process), "
             "no sidecar running",
         }
-        for name, once in (("raw_endpoint", raw_once), ("ccxt_fetch_open_orders", parsed_once)):
+        references = (
+            ("raw_endpoint", raw_once),
+            ("raw_plan", plan_once),
+            ("ccxt_fetch_open_orders", parsed_once),
+        )
+        for name, once in references:
             for _ in range(RAW_WARMUP):
                 await once()
             cpu, wall = time.process_time(), time.perf_counter()
@@ -302,8 +328,25 @@ async def raw_reference(emulator: fp.Emulator, calls: int) -> dict[str, Any]:
                 "cpu_ms_per_call": round(cpu * 1e3 / calls, 4),
                 "wall_ms_per_call": round(wall * 1e3 / calls, 4),
             }
+        if paced > 0:
+            cpu = time.process_time()
+            await asyncio.sleep(paced * PACE_S)
+            idle_s = time.process_time() - cpu
+            figures["paced"] = {"every_s": PACE_S, "calls": paced, "idle_cpu_s": idle_s}
+            for name, once in references[:2]:
+                cpu = time.process_time()
+                for _ in range(paced):
+                    await asyncio.sleep(PACE_S)
+                    await once()
+                spent = time.process_time() - cpu - idle_s
+                figures[name]["paced_net_of_idle_cpu_ms_per_call"] = round(spent * 1e3 / paced, 4)
         figures["raw_endpoint"]["call"] = (
             "privateGetOpenOrders()" if emulator.dialect == "binance" else "privatePostOpenOrders()"
+        )
+        figures["raw_plan"]["call"] = (
+            f"privateGetOpenOrders({{'symbol': id}}) for each of {market_ids}"
+            if emulator.dialect == "binance"
+            else figures["raw_endpoint"]["call"]
         )
         return figures
     finally:
@@ -573,6 +616,24 @@ def derive(
             f"reference: bare ccxt {reference['raw_endpoint']['call']} for one account with "
             f"{k} orders, time.process_time() over {reference['calls']} calls in this process",
         )
+        figures[f"raw_plan_cpu_per_listing_{k}_orders_ms"] = figure(
+            reference["raw_plan"]["cpu_ms_per_call"],
+            "ms CPU time per set of calls",
+            None,
+            None,
+            f"reference: bare ccxt {reference['raw_plan']['call']} (the sidecar's steady "
+            f"listing plan), {reference['calls']} sets back to back in this process",
+        )
+        if (paced := reference["raw_plan"].get("paced_net_of_idle_cpu_ms_per_call")) is not None:
+            figures[f"raw_plan_paced_cpu_per_listing_{k}_orders_ms"] = figure(
+                paced,
+                "ms CPU time per set of calls",
+                None,
+                None,
+                f"reference: the same calls once every {PACE_S:g} s, "
+                f"{reference['paced']['calls']} sets, minus this process's CPU over as long "
+                "an idle sleep",
+            )
 
     for name, run in runs.items():
         window = run.get("steady")
@@ -631,6 +692,30 @@ def derive(
                     f"cpu_per_account_cycle_{tag}_net_of_idle_ms / "
                     f"raw_endpoint_cpu_per_listing_{k}_orders_ms",
                 )
+                paced_plan = found["raw_plan"].get("paced_net_of_idle_cpu_ms_per_call")
+                if paced_plan:
+                    ratio_paced = net_ms / paced_plan
+                    figures[f"cpu_per_account_cycle_{tag}_net_of_idle_over_raw_plan_paced"] = (
+                        figure(
+                            round(ratio_paced, 3),
+                            "ratio of CPU times (sidecar per account-cycle, net of idle / the "
+                            "plan's bare calls, one set a second, net of idle)",
+                            goal,
+                            ratio_paced <= GOAL_CYCLE_OVER_RAW if goal else None,
+                            f"cpu_per_account_cycle_{tag}_net_of_idle_ms / "
+                            f"raw_plan_paced_cpu_per_listing_{k}_orders_ms: the same calls the "
+                            "sidecar's cycle makes, at the same cadence",
+                        )
+                    )
+            plan_ms = found["raw_plan"]["cpu_ms_per_call"]
+            ratio_plan = per_cycle / plan_ms
+            figures[f"cpu_per_account_cycle_{tag}_over_raw_plan"] = figure(
+                round(ratio_plan, 3),
+                "ratio of CPU times (sidecar per account-cycle / the plan's bare calls)",
+                goal,
+                ratio_plan <= GOAL_CYCLE_OVER_RAW if goal else None,
+                f"cpu_per_account_cycle_{tag}_ms / raw_plan_cpu_per_listing_{k}_orders_ms",
+            )
         share_goal = name == "fleet300"
         figures[f"core_share_{tag}_pct"] = figure(
             window["core_share_pct"],
@@ -825,7 +910,8 @@ async def _scenarios(
         emulators[tag] = {"engine_built_s": emulator.engine_built_s}
         try:
             if any(s.window_s > 0 for s in group) and args.raw_calls > 0:
-                raw[orders] = await raw_reference(emulator, args.raw_calls)
+                paced = args.raw_paced if any(s.name == "cycle" for s in group) else 0
+                raw[orders] = await raw_reference(emulator, args.raw_calls, paced=paced)
             for scenario in group:
                 print(f"fleet: {scenario.name} ...", file=sys.stderr, flush=True)
                 try:
@@ -919,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-s", type=float, help="guard-check window, wall seconds")
     parser.add_argument("--check-rate", type=float, default=25.0, help="checks a second")
     parser.add_argument("--raw-calls", type=int, default=400, help="calls timed for the raw ref")
+    parser.add_argument(
+        "--raw-paced", type=int, default=20, help="raw calls timed 1 s apart (cycle scenario)"
+    )
     parser.add_argument("--dialect", choices=("binance", "kraken"), default="binance")
     parser.add_argument("--log-level", default="INFO", help="the sidecar's (default INFO)")
     parser.add_argument(

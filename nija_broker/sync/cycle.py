@@ -334,6 +334,8 @@ class CycleView:
     """The book as one cycle's listing step saw it (see :meth:`AccountSync.read_view`)."""
 
     at: datetime
+    version: int
+    """The book's order version the view was read at (:attr:`OrderTracker.version`)."""
     live: list[Order]
     followed: list[Followed]
     owed: list[Order]
@@ -345,5 +347,7 @@ def _cycle_view(
     book: AccountBook, now: datetime, stale_rule: tuple[float, bool] | None
 ) -> CycleView:
     # The same reads the steps make when the view is gone, in one job.
+    version = book.orders.version  # before the orders (see OrderTracker.version)
     stale = None if stale_rule is None else stale_orders(book, now, *stale_rule)
-    return CycleView(now, _live_orders(book), followed_orders(book), trades_owed(book), stale)
+    live = _live_orders(book)
+    return CycleView(now, version, live, followed_orders(book), trades_owed(book), stale)

@@ -34,7 +34,7 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from nija_broker.core.events import AttentionRequired, OrderVanished
+from nija_broker.core.events import AttentionRequired, Event, OrderVanished
 from nija_broker.core.exchange import Capabilities, OpenOrdersPage
 from nija_broker.core.health import AccountLive
 from nija_broker.core.models import Order
@@ -129,6 +129,9 @@ class Listing:
     the cycle applied since: where a per-symbol listing looks."""
     last: ListingChoice | None = None
     """This cycle's (or the last) choice: the plan shown in the account's status."""
+    quiet: _Quiet | None = None
+    """The last listing, when its diff found nothing: the same answer against the same
+    book next cycle finds nothing again, and is not diffed."""
 
     def note_orders(self, orders: Iterable[Order]) -> None:
         """Orders the cycle applied after its listing (followed, swept, resolved)."""
@@ -166,8 +169,10 @@ class Listing:
             page = await self._list(sync, choice.symbols)
         now = sync.clock.now()
         # Read after the answer: the guard may have changed an order while it was asked.
-        tracked = {order.id: order for order in (await sync.read_view(now)).live}
+        view = await sync.read_view(now)
+        tracked = {order.id: order for order in view.live}
         scope = choice.symbols if page is None or page.symbols is None else page.symbols
+        quiet_key: tuple[object, ...] | None = (scope, view.version, sync.live.markets)
         if scope is not None and not needs_symbols:
             # Live orders on symbols this cycle did not list (the guard placed one since
             # the last listing): listed now, not a cycle late. Rare, so the second read
@@ -186,6 +191,7 @@ class Listing:
                 scope = (*scope, *(missing if extra.symbols is None else extra.symbols))
                 now = sync.clock.now()
                 tracked = {order.id: order for order in (await sync.read_view(now)).live}
+                quiet_key = None  # a rare cycle: diffed in full
         self.symbols_with_orders = {o.symbol for o in tracked.values()}
         if page is None:  # orders on no symbol: nothing to list until the next full listing
             return now
@@ -196,12 +202,20 @@ class Listing:
         if page.complete and (scope is None or needs_symbols):
             self.last_complete_at = asked_at
         self.symbols_with_orders.update(o.symbol for o in page.orders if not o.is_terminal)
-        events = diff(
-            scoped(tracked, scope),
-            Snapshot(page.orders, page.complete),
-            now,
-            sync.price_steps(o.symbol for o in page.orders),
-        )
+        quiet = self.quiet
+        self.quiet = None
+        if quiet is not None and quiet_key is not None and quiet.holds(page, quiet_key):
+            events: list[Event] = []  # the same answer, the same book: nothing to change
+            self.quiet = quiet
+        else:
+            events = diff(
+                scoped(tracked, scope),
+                Snapshot(page.orders, page.complete),
+                now,
+                sync.price_steps(o.symbol for o in page.orders),
+            )
+            if not events and not page.problems and quiet_key is not None:
+                self.quiet = _Quiet(tuple(page.orders), page.complete, quiet_key)
         events.extend(
             AttentionRequired(
                 account_id=sync.account_id, at=now, order_id=problem.order_id, reason=str(problem)
@@ -222,6 +236,32 @@ class Listing:
             partial(sync.exchange.fetch_open_orders, asked), "fetch_open_orders"
         )
         return page
+
+
+@dataclass(frozen=True, slots=True)
+class _Quiet:
+    """A listing whose diff found nothing, with what the diff depended on: the orders
+    (the same objects: the adapter's listing memo hands back the very order a row gave
+    while the row is unchanged), completeness, scope, the book's order version and the
+    markets (their price ticks). The diff is a pure function of these."""
+
+    orders: tuple[Order, ...]
+    complete: bool
+    key: tuple[object, ...]
+
+    def holds(self, page: OpenOrdersPage, key: tuple[object, ...]) -> bool:
+        scope, version, markets = key
+        old_scope, old_version, old_markets = self.key
+        orders = page.orders
+        return (
+            version == old_version
+            and markets is old_markets
+            and scope == old_scope
+            and page.complete == self.complete
+            and not page.problems
+            and len(orders) == len(self.orders)
+            and all(a is b for a, b in zip(orders, self.orders, strict=True))
+        )
 
 
 def _joined(first: OpenOrdersPage, second: OpenOrdersPage) -> OpenOrdersPage:

@@ -97,6 +97,18 @@ def _seed_store(tmp_path: Path) -> None:
         )
 
 
+def test_run_with_an_unknown_log_level_names_the_option_and_starts_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--config", "config/demo.toml", "--log-level", "BOGUS"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--log-level" in err
+    assert "'BOGUS'" in err
+    assert "INFO" in err  # the valid choices are listed
+
+
 def test_check_config_explains_errors_and_never_prints_a_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

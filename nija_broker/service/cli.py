@@ -37,6 +37,10 @@ from nija_broker.service.config import Config, config_problems, load_checked_con
 DEFAULT_CONFIG = "config/live.toml"
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""``run --log-level``: the standard library's level names, in any case."""
+
+
 def _load(path: str, *, to_run: bool = False) -> Config | None:
     """The configuration, or ``None`` once its problems are printed. ``to_run``: every check
     ``check-config`` makes (environment, exchanges, binding, store), not only its shape."""
@@ -396,7 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the sidecar: reconciler for every account + HTTP API")
     run.add_argument("--config", required=True, help="path to the TOML configuration")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="the lowest level logged (default INFO)",
+    )
     run.add_argument(
         "--switch-interval-s",
         type=_positive_seconds,

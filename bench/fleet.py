@@ -310,11 +310,8 @@ async def raw_reference(emulator: fp.Emulator, calls: int, *, paced: int = 0) ->
             "calls after a warm-up, this process only (the emulator is another process), "
             "no sidecar running",
         }
-        references = (
-            ("raw_endpoint", raw_once),
-            ("raw_plan", plan_once),
-            ("ccxt_fetch_open_orders", parsed_once),
-        )
+        bare = (("raw_endpoint", raw_once), ("raw_plan", plan_once))
+        references = (*bare, ("ccxt_fetch_open_orders", parsed_once))
         for name, once in references:
             for _ in range(RAW_WARMUP):
                 await once()
@@ -333,7 +330,7 @@ async def raw_reference(emulator: fp.Emulator, calls: int, *, paced: int = 0) ->
             await asyncio.sleep(paced * PACE_S)
             idle_s = time.process_time() - cpu
             figures["paced"] = {"every_s": PACE_S, "calls": paced, "idle_cpu_s": idle_s}
-            for name, once in references[:2]:
+            for name, once in bare:
                 cpu = time.process_time()
                 for _ in range(paced):
                     await asyncio.sleep(PACE_S)
@@ -574,6 +571,14 @@ def figure(
     return {"value": value, "unit": unit, "goal": goal, "within_goal": ok, "how": how}
 
 
+def cycle_ratio(
+    cycle_ms: float, reference_ms: float, unit: str, goal: str | None, how: str
+) -> dict[str, Any]:
+    """The figure of a cycle's CPU time over a reference's, judged against the goal if any."""
+    ratio = cycle_ms / reference_ms
+    return figure(round(ratio, 3), unit, goal, ratio <= GOAL_CYCLE_OVER_RAW if goal else None, how)
+
+
 def derive(
     runs: dict[str, dict[str, Any]], raw: dict[int, dict[str, Any]]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -663,12 +668,11 @@ def derive(
         if found is not None:
             raw_ms = found["raw_endpoint"]["cpu_ms_per_call"]
             goal = f"<= {GOAL_CYCLE_OVER_RAW:g}" if name == "cycle" else None
-            ratio = per_cycle / raw_ms
-            figures[f"cpu_per_account_cycle_{tag}_over_raw"] = figure(
-                round(ratio, 3),
+            figures[f"cpu_per_account_cycle_{tag}_over_raw"] = cycle_ratio(
+                per_cycle,
+                raw_ms,
                 "ratio of CPU times (sidecar per account-cycle / raw call)",
                 goal,
-                ratio <= GOAL_CYCLE_OVER_RAW if goal else None,
                 f"cpu_per_account_cycle_{tag}_ms / raw_endpoint_cpu_per_listing_{k}_orders_ms",
             )
             if idle_rate is not None:
@@ -683,37 +687,32 @@ def derive(
                     "rate x the window's wall time: what the process spends with nothing to "
                     "poll) / the window's account-cycles",
                 )
-                ratio_net = net_ms / raw_ms
-                figures[f"cpu_per_account_cycle_{tag}_net_of_idle_over_raw"] = figure(
-                    round(ratio_net, 3),
+                figures[f"cpu_per_account_cycle_{tag}_net_of_idle_over_raw"] = cycle_ratio(
+                    net_ms,
+                    raw_ms,
                     "ratio of CPU times (sidecar per account-cycle, net of idle / raw call)",
                     goal,
-                    ratio_net <= GOAL_CYCLE_OVER_RAW if goal else None,
                     f"cpu_per_account_cycle_{tag}_net_of_idle_ms / "
                     f"raw_endpoint_cpu_per_listing_{k}_orders_ms",
                 )
                 paced_plan = found["raw_plan"].get("paced_net_of_idle_cpu_ms_per_call")
                 if paced_plan:
-                    ratio_paced = net_ms / paced_plan
-                    figures[f"cpu_per_account_cycle_{tag}_net_of_idle_over_raw_plan_paced"] = (
-                        figure(
-                            round(ratio_paced, 3),
-                            "ratio of CPU times (sidecar per account-cycle, net of idle / the "
-                            "plan's bare calls, one set a second, net of idle)",
-                            goal,
-                            ratio_paced <= GOAL_CYCLE_OVER_RAW if goal else None,
-                            f"cpu_per_account_cycle_{tag}_net_of_idle_ms / "
-                            f"raw_plan_paced_cpu_per_listing_{k}_orders_ms: the same calls the "
-                            "sidecar's cycle makes, at the same cadence",
-                        )
+                    key = f"cpu_per_account_cycle_{tag}_net_of_idle_over_raw_plan_paced"
+                    figures[key] = cycle_ratio(
+                        net_ms,
+                        paced_plan,
+                        "ratio of CPU times (sidecar per account-cycle, net of idle / the "
+                        "plan's bare calls, one set a second, net of idle)",
+                        goal,
+                        f"cpu_per_account_cycle_{tag}_net_of_idle_ms / "
+                        f"raw_plan_paced_cpu_per_listing_{k}_orders_ms: the same calls the "
+                        "sidecar's cycle makes, at the same cadence",
                     )
-            plan_ms = found["raw_plan"]["cpu_ms_per_call"]
-            ratio_plan = per_cycle / plan_ms
-            figures[f"cpu_per_account_cycle_{tag}_over_raw_plan"] = figure(
-                round(ratio_plan, 3),
+            figures[f"cpu_per_account_cycle_{tag}_over_raw_plan"] = cycle_ratio(
+                per_cycle,
+                found["raw_plan"]["cpu_ms_per_call"],
                 "ratio of CPU times (sidecar per account-cycle / the plan's bare calls)",
                 goal,
-                ratio_plan <= GOAL_CYCLE_OVER_RAW if goal else None,
                 f"cpu_per_account_cycle_{tag}_ms / raw_plan_cpu_per_listing_{k}_orders_ms",
             )
         share_goal = name == "fleet300"

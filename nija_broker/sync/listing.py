@@ -28,7 +28,7 @@ evidence.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from nija_broker.core.events import AttentionRequired, Event, OrderVanished
 from nija_broker.core.exchange import Capabilities, OpenOrdersPage
 from nija_broker.core.health import AccountLive
-from nija_broker.core.models import Order
+from nija_broker.core.models import Market, Order
 from nija_broker.core.reconcile import Snapshot, diff
 from nija_broker.core.symbols import normalize_symbol
 from nija_broker.core.valuation import order_symbols
@@ -172,7 +172,7 @@ class Listing:
         view = await sync.read_view(now)
         tracked = {order.id: order for order in view.live}
         scope = choice.symbols if page is None or page.symbols is None else page.symbols
-        quiet_key: tuple[object, ...] | None = (scope, view.version, sync.live.markets)
+        diffed_in_full = False  # a cycle that listed extra symbols (rare)
         if scope is not None and not needs_symbols:
             # Live orders on symbols this cycle did not list (the guard placed one since
             # the last listing): listed now, not a cycle late. Rare, so the second read
@@ -191,7 +191,7 @@ class Listing:
                 scope = (*scope, *(missing if extra.symbols is None else extra.symbols))
                 now = sync.clock.now()
                 tracked = {order.id: order for order in (await sync.read_view(now)).live}
-                quiet_key = None  # a rare cycle: diffed in full
+                diffed_in_full = True
         self.symbols_with_orders = {o.symbol for o in tracked.values()}
         if page is None:  # orders on no symbol: nothing to list until the next full listing
             return now
@@ -202,11 +202,14 @@ class Listing:
         if page.complete and (scope is None or needs_symbols):
             self.last_complete_at = asked_at
         self.symbols_with_orders.update(o.symbol for o in page.orders if not o.is_terminal)
+        markets = sync.live.markets
         quiet = self.quiet
-        self.quiet = None
-        if quiet is not None and quiet_key is not None and quiet.holds(page, quiet_key):
+        if (
+            not diffed_in_full
+            and quiet is not None
+            and quiet.holds(page, scope, view.version, markets)
+        ):
             events: list[Event] = []  # the same answer, the same book: nothing to change
-            self.quiet = quiet
         else:
             events = diff(
                 scoped(tracked, scope),
@@ -214,8 +217,12 @@ class Listing:
                 now,
                 sync.price_steps(o.symbol for o in page.orders),
             )
-            if not events and not page.problems and quiet_key is not None:
-                self.quiet = _Quiet(tuple(page.orders), page.complete, quiet_key)
+            quiet_now = not events and not page.problems and not diffed_in_full
+            self.quiet = (
+                _Quiet(tuple(page.orders), page.complete, scope, view.version, markets)
+                if quiet_now
+                else None
+            )
         events.extend(
             AttentionRequired(
                 account_id=sync.account_id, at=now, order_id=problem.order_id, reason=str(problem)
@@ -247,16 +254,22 @@ class _Quiet:
 
     orders: tuple[Order, ...]
     complete: bool
-    key: tuple[object, ...]
+    scope: tuple[str, ...] | None
+    version: int
+    markets: Mapping[str, Market]
 
-    def holds(self, page: OpenOrdersPage, key: tuple[object, ...]) -> bool:
-        scope, version, markets = key
-        old_scope, old_version, old_markets = self.key
+    def holds(
+        self,
+        page: OpenOrdersPage,
+        scope: tuple[str, ...] | None,
+        version: int,
+        markets: Mapping[str, Market],
+    ) -> bool:
         orders = page.orders
         return (
-            version == old_version
-            and markets is old_markets
-            and scope == old_scope
+            version == self.version
+            and markets is self.markets
+            and scope == self.scope
             and page.complete == self.complete
             and not page.problems
             and len(orders) == len(self.orders)

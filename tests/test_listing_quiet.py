@@ -18,6 +18,7 @@ import nija_broker.sync.listing as listing_module
 from adapters.base import OpenOrdersPage
 from nija_broker.core.events import OrderAdopted, OrderPartiallyFilled
 from nija_broker.core.models import Order
+from nija_broker.core.reconcile import diff
 
 from ._reconciler_rig import Rig, make_rig
 
@@ -43,27 +44,33 @@ def memoize_listing(rig: Rig) -> None:
 
 def count_diffs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     diffs: list[int] = []
-    plain = listing_module.diff
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         diffs.append(1)
-        return plain(*args, **kwargs)
+        return diff(*args, **kwargs)
 
     monkeypatch.setattr(listing_module, "diff", counted)
     return diffs
 
 
-@pytest.mark.asyncio
-async def test_an_unchanged_listing_is_not_diffed_again_and_a_fill_after_it_is_booked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Rig, list[int], Order]:
+    """A rig whose one resting order was adopted, then listed once more unchanged (diffed,
+    and found nothing), with the listing memoized and the diffs counted."""
     rig = make_rig(tmp_path)
     memoize_listing(rig)
     diffs = count_diffs(monkeypatch)
     resting = rig.place(price=90.0, amount=2.0)
     events = await rig.sync(ALICE)
     assert [e.order.id for e in events if isinstance(e, OrderAdopted)] == [resting.id]
-    await rig.sync(ALICE)  # nothing new: diffed, and found nothing
+    assert await rig.sync(ALICE) == []
+    return rig, diffs, resting
+
+
+@pytest.mark.asyncio
+async def test_an_unchanged_listing_is_not_diffed_again_and_a_fill_after_it_is_booked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig, diffs, resting = await settled(tmp_path, monkeypatch)
     before = len(diffs)
     for _ in range(3):
         assert await rig.sync(ALICE) == []
@@ -83,12 +90,7 @@ async def test_an_unchanged_listing_is_not_diffed_again_and_a_fill_after_it_is_b
 async def test_a_book_changed_by_the_guard_between_cycles_is_diffed_against_the_same_listing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig = make_rig(tmp_path)
-    memoize_listing(rig)
-    diffs = count_diffs(monkeypatch)
-    resting = rig.place(price=90.0)
-    await rig.sync(ALICE)
-    await rig.sync(ALICE)
+    rig, diffs, resting = await settled(tmp_path, monkeypatch)
     before = len(diffs)
     # The guard books its own view of the order (the version grows); the venue's
     # listing is unchanged, so only the book tells that the cycle must look again.

@@ -184,6 +184,7 @@ def test_a_restarted_book_has_every_figure_of_the_book_that_lived_through_its_hi
 def _downgrade_to_version_4(path: Path) -> None:
     """The file as the previous schema wrote it: the same rows, no accumulators."""
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE account_pauses")  # version 6
     conn.execute("DROP TABLE performance_totals")
     conn.execute("DROP INDEX fills_by_time")
     conn.execute("DROP INDEX fills_by_symbol_time")
@@ -203,7 +204,7 @@ def test_a_store_of_the_previous_schema_migrates_its_whole_history_into_the_figu
     _downgrade_to_version_4(path)
     with Store(path) as store:
         conn = sqlite3.connect(path)
-        assert schema_version(conn) == 5
+        assert schema_version(conn) == 6
         conn.close()
         restarted = AccountBook(ACCOUNT, store, settings=SETTINGS, clock=clock)
         restarted.fills_from_trades = True

@@ -16,6 +16,7 @@ from nija_broker.core.clock import FakeClock
 from nija_broker.core.health import AccountHealth, AccountLive, SyncState
 from nija_broker.core.intent import Blocked, OrderIntent
 from nija_broker.core.models import Balance, Market, OrderRole, Position
+from nija_broker.core.pause import Pause
 from nija_broker.core.tiers import DEFAULT_TIERS, TierTable
 from nija_broker.core.valuation import value_balances
 from nija_broker.guard.guard import Guard
@@ -104,6 +105,7 @@ def test_a_sized_entry_on_a_healthy_micro_account_is_allowed() -> None:
 
 # --------------------------------------------------------------------------- rule table
 
+PAUSE = Pause(by="dana", at=T0, reason="news at 14:00")
 HELD_BTC = {"BTC": 0.001}
 SIX_BUT_SOL = {s.split("/")[0]: 9.0 for s in MARKETS if s != "SOL/USD"}
 MIN_10 = {"BTC/USD": MARKETS["BTC/USD"].replace(min_notional=10.0)}
@@ -113,6 +115,11 @@ MIN_AMOUNT = {"BTC/USD": MARKETS["BTC/USD"].replace(min_amount=0.001)}
 @pytest.mark.parametrize(
     ("intent", "account", "expected"),
     [
+        # paused: the trader's pause blocks every entry, on any tier, before any other rule.
+        (buy(), state(pause=PAUSE), "paused"),
+        (buy(), state(pause=PAUSE, policy=STANDARD), "paused"),
+        (buy(), state(pause=PAUSE, health=AccountHealth()), "paused"),
+        (sell(), state(pause=PAUSE, holdings=HELD_BTC), None),
         # sync_unknown: fail closed for MICRO_CAP; STANDARD is configured fail-open.
         (
             buy(),
@@ -233,6 +240,7 @@ def test_entry_rule_table(intent: OrderIntent, account: AccountState, expected: 
 
 def test_every_entry_rule_appears_in_the_table() -> None:
     blocked_rules = {
+        "paused",
         "sync_unknown",
         "below_min_tier",
         "dca",
@@ -594,3 +602,12 @@ def test_a_freed_slot_never_turns_an_allowed_entry_into_a_block(account: Account
     freed = dataclasses.replace(account, entry_symbols={}, reserved_by_currency={})
     if first_objection(intent, account) is None:
         assert first_objection(intent, freed) is None
+
+
+def test_a_paused_account_s_block_names_who_paused_it_when_and_how_to_resume() -> None:
+    reason = first_objection(buy(), state(pause=PAUSE))
+    assert reason is not None
+    assert "paused by dana since 2026-03-01T00:00:00+00:00 (news at 14:00)" in reason.message
+    assert "exits still pass" in reason.message
+    assert "nija-broker resume --account USER:alice" in reason.message
+    assert reason.figures["paused_by"] == "dana"

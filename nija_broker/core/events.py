@@ -27,6 +27,8 @@ from nija_broker.core.health import AccountHealth
 from nija_broker.core.models import Fill, Order, OrderStatus, TradeRecord
 
 __all__ = [
+    "AccountPaused",
+    "AccountResumed",
     "AttentionRequired",
     "BalancesUpdated",
     "BreakerResumed",
@@ -218,6 +220,21 @@ class BreakerResumed(Event):
     reason: str
     figures: dict[str, object]
     manual: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountPaused(Event):
+    """A trader paused the account's entries (exits still pass): who, and why."""
+
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountResumed(Event):
+    """A trader lifted the account's pause: entries are judged by the rules again."""
+
+    by: str
 
 
 # ----------------------------------------------------------------------------- bus

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 from nija_broker.core.breakers import Breakers
@@ -56,11 +58,13 @@ from nija_broker.core.events import Event
 from nija_broker.core.health import AccountLive
 from nija_broker.core.intent import Allowed, Blocked, Decision, OrderIntent, Reservation
 from nija_broker.core.models import Order
+from nija_broker.core.pause import Pause
 from nija_broker.core.settings import GuardSettings
 from nija_broker.core.tiers import TierPolicy
 from nija_broker.guard.answers import Answers
 from nija_broker.guard.board import BreakerBoard
 from nija_broker.guard.journal import Journal
+from nija_broker.guard.pauses import Pauses
 from nija_broker.guard.reservations import Reservations
 from nija_broker.guard.rules import ENTRY_RULES, AccountState, Rule
 from nija_broker.guard.state import (
@@ -75,12 +79,22 @@ from nija_broker.state.books import Books
 from nija_broker.state.owner import Owner, owned
 from nija_broker.state.store import DecisionRecord, Store
 
-__all__ = ["Guard", "GuardConflict", "GuardSettings", "ReservationView"]
+__all__ = ["Guard", "GuardConflict", "GuardFacts", "GuardSettings", "Pause", "ReservationView"]
 
 log = logging.getLogger("nija_broker.guard")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardFacts:
+    """What the guard knows of one account that its status row shows: its circuit
+    breakers (``None``: the tier arms none), its pause, its latest blocked entry."""
+
+    breakers: Breakers | None = None
+    pause: Pause | None = None
+    last_block: DecisionRecord | None = None
 
 
 class Guard:
@@ -110,6 +124,8 @@ class Guard:
         """Given the events of what the guard wrote to the books (an order that filled at
         once and its fills), after the store has them; called on the owner's thread."""
         self.breakers = BreakerBoard(self.store)
+        self.pauses = Pauses(self.store)
+        self._last_blocks: dict[str, DecisionRecord | None] = {}
         self._reservations = Reservations(books, live, self.clock, self.settings)
         self._journal = Journal(self.store, self.breakers, self.event_sinks)
         self._answers = Answers(
@@ -139,6 +155,7 @@ class Guard:
         journal = account.check_row(decision, self.clock.monotonic())
         if journal is not None:
             self._journal.blocked_check(journal, self.clock.now())
+        self._note_block(decision, self.clock.now())
         for observe in self.observers:
             observe(decision)
         return decision
@@ -179,6 +196,8 @@ class Guard:
             if held is not None:
                 self._reservations.forget(account, held)
             raise
+        if isinstance(decision, Blocked):
+            self._note_block(decision, now)
         for observe in self.observers:
             observe(decision)
         return decision
@@ -218,6 +237,63 @@ class Guard:
         )
         self._journal.breaker_events(account_id)
         return answer
+
+    # ------------------------------------------------------------------ pauses
+
+    @owned
+    def pause(self, account_id: str, by: str, reason: str = "") -> Pause:
+        """The trader pauses the account's entries (rule ``paused``); exits still pass.
+        Journaled before it counts, so it survives a restart. Pausing a paused account
+        keeps the pause in force (who, when and why unchanged)."""
+        pause, event = self.pauses.pause(account_id, by, reason, self.clock.now())
+        if event is not None:
+            for sink in self.event_sinks:
+                sink([event])
+        return pause
+
+    @owned
+    def unpause(self, account_id: str, by: str) -> bool:
+        """Lift the account's pause (journaled); False when it was not paused."""
+        event = self.pauses.resume(account_id, by, self.clock.now())
+        if event is None:
+            return False
+        for sink in self.event_sinks:
+            sink([event])
+        return True
+
+    @owned
+    def pause_of(self, account_id: str) -> Pause | None:
+        """The account's pause now (``None``: entries are judged by the rules)."""
+        return self.pauses.of(account_id)
+
+    @owned
+    def facts(self, account_id: str) -> GuardFacts:
+        """The account's breakers, pause and latest block, in one job."""
+        return GuardFacts(
+            breakers=self.breaker_report(account_id),
+            pause=self.pauses.of(account_id),
+            last_block=self.last_block(account_id),
+        )
+
+    @owned
+    def last_block(self, account_id: str) -> DecisionRecord | None:
+        """The account's latest blocked decision (a reserve's or a journaled check's)."""
+        if account_id not in self._last_blocks:
+            self._last_blocks[account_id] = self.why_blocked(account_id, search=1)
+        return self._last_blocks[account_id]
+
+    def _note_block(self, decision: Blocked, now: datetime) -> None:
+        intent = decision.intent
+        self._last_blocks[intent.account_id] = DecisionRecord(
+            account_id=intent.account_id,
+            ts=now,
+            allowed=False,
+            client_order_id=intent.client_order_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            rule=decision.rule,
+            reason=decision.reason,
+        )
 
     def _policy(self, account_id: str) -> TierPolicy | None:
         live = self.live.get(account_id)
@@ -341,4 +417,5 @@ class Guard:
             fee_rate=self.settings.fee_rate,
             dust_usd=self.settings.dust_usd,
             breakers=self._breakers(account_id),
+            pause=self.pauses.of(account_id),
         )

@@ -27,6 +27,7 @@ from nija_broker.core.breakers import BREAKERS, Breakers
 from nija_broker.core.health import AccountHealth
 from nija_broker.core.intent import OrderIntent, Reason
 from nija_broker.core.models import Market, Side
+from nija_broker.core.pause import Pause
 from nija_broker.core.symbols import base_of, quote_of
 from nija_broker.core.tiers import TierPolicy
 from nija_broker.guard.positions import holdings_of, positions_of
@@ -81,6 +82,8 @@ class AccountState:
     fee_rate: float = 0.004
     breakers: Breakers | None = None
     """The circuit breakers' verdicts (``None``: the tier arms none)."""
+    pause: Pause | None = None
+    """The trader's pause of the account's entries (``None``: not paused)."""
 
 
 Rule = Callable[[OrderIntent, AccountState], Reason | None]
@@ -117,6 +120,23 @@ def _notional(intent: OrderIntent, state: AccountState) -> float | None:
 
 
 # --------------------------------------------------------------------------- entry rules
+
+
+def paused(intent: OrderIntent, state: AccountState) -> Reason | None:
+    """The trader paused the account's entries: none passes, whatever the tier."""
+    pause = state.pause
+    if pause is None:
+        return None
+    why = f" ({pause.reason})" if pause.reason else ""
+    return Reason(
+        "paused",
+        (
+            f"{state.account_id}'s entries are paused by {pause.by} since "
+            f"{pause.at.isoformat(timespec='seconds')}{why}; exits still pass. "
+            f"Resume with: nija-broker resume --account {state.account_id}"
+        ),
+        {"paused_by": pause.by, "paused_at": pause.at.isoformat(), "pause_reason": pause.reason},
+    )
 
 
 def sync_unknown(intent: OrderIntent, state: AccountState) -> Reason | None:
@@ -417,6 +437,7 @@ BREAKER_RULES: tuple[Rule, ...] = tuple(_breaker_rule(rule) for rule in BREAKERS
 """Judged after every other entry rule: a breaker blocks what the account could otherwise do."""
 
 ENTRY_RULES: tuple[Rule, ...] = (
+    paused,
     sync_unknown,
     below_min_tier,
     dca,

@@ -22,6 +22,7 @@ from nija_broker.core.health import AccountHealth, AccountLive
 from nija_broker.core.intent import Allowed, Blocked, Decision, OrderIntent, Reason, Reservation
 from nija_broker.core.models import Balance, Order, OrderType, Position
 from nija_broker.core.orders import OrderTracker
+from nija_broker.core.pause import Pause
 from nija_broker.core.symbols import base_of, quote_of
 from nija_broker.guard.figures import BookFigures, book_figures
 from nija_broker.guard.positions import holdings_of, positions_of
@@ -245,6 +246,7 @@ def account_state(
     fee_rate: float | None,
     dust_usd: float,
     breakers: Breakers | None = None,
+    pause: Pause | None = None,
 ) -> AccountState:
     """What the rules judge the account's next order on; called under ``account.lock``
     after the expiry pass. ``fee_rate`` ``None`` takes the order book's."""
@@ -305,6 +307,7 @@ def account_state(
         last_prices=last_prices,
         fee_rate=fee_rate if fee_rate is not None else orders.fee_rate,
         breakers=breakers,
+        pause=pause,
     )
 
 

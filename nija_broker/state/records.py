@@ -29,6 +29,7 @@ __all__ = [
     "Intent",
     "IntentStatus",
     "IntentUpdate",
+    "PauseRecord",
     "StoreBatch",
     "check_intent_status",
     "decision_row",
@@ -106,6 +107,18 @@ class BreakerRecord:
     kind: str
     reason: str
     figures: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseRecord:
+    """The trader paused (``kind`` ``paused``) or resumed (``resumed``) an account's
+    entries: who (``by``), when, and why."""
+
+    account_id: str
+    ts: datetime
+    kind: str
+    by: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

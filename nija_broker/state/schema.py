@@ -213,12 +213,33 @@ _V5_BOUNDED_STARTUP = Migration(
     run=_fold_stored_history,
 )
 
+_V6_PAUSES = Migration(
+    version=6,
+    description="the trader's pauses and resumes of an account's entries",
+    statements=(
+        # Append-only: the last row of an account says whether it is paused now, and by
+        # whom; the rows before it are the journal of who paused and resumed it when.
+        """
+        CREATE TABLE account_pauses (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            account_id TEXT NOT NULL,
+            ts         TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('paused', 'resumed')),
+            by_whom    TEXT NOT NULL,
+            reason     TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX account_pauses_by_account ON account_pauses (account_id, id)",
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1_STATE,
     _V2_GUARD,
     _V3_TRADE_FILLS,
     _V4_BREAKERS,
     _V5_BOUNDED_STARTUP,
+    _V6_PAUSES,
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -55,6 +55,7 @@ from nija_broker.state.records import (
     Intent,
     IntentStatus,
     IntentUpdate,
+    PauseRecord,
     StoreBatch,
     decision_row,
     update_intent,
@@ -71,6 +72,7 @@ __all__ = [
     "Intent",
     "IntentStatus",
     "IntentUpdate",
+    "PauseRecord",
     "Store",
     "StoreBatch",
     "StoreLock",
@@ -349,6 +351,15 @@ class Store(StoreReads):
                     record.reason,
                     json.dumps(record.figures, sort_keys=True, default=str),
                 ),
+            )
+
+    def journal_pause(self, record: PauseRecord) -> None:
+        """The trader paused or resumed an account's entries."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO account_pauses (account_id, ts, kind, by_whom, reason)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (record.account_id, ts_text(record.ts), record.kind, record.by, record.reason),
             )
 
 

@@ -25,6 +25,7 @@ from nija_broker.state.records import (
     BreakerRecord,
     DecisionRecord,
     Intent,
+    PauseRecord,
     intent_row,
     select_pending,
 )
@@ -61,6 +62,20 @@ class StoreReads(ABC):
                 reason=r[4],
                 figures=json.loads(r[5]),
             )
+            for r in rows
+        ]
+
+    def pause_events(self, account_id: str, *, limit: int = 100) -> list[PauseRecord]:
+        """The account's most recent ``limit`` pauses and resumes, newest first: the first
+        says whether it is paused now."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT account_id, ts, kind, by_whom, reason FROM account_pauses"
+                " WHERE account_id = ? ORDER BY id DESC LIMIT ?",
+                (account_id, limit),
+            ).fetchall()
+        return [
+            PauseRecord(account_id=r[0], ts=ts_parse(r[1]), kind=r[2], by=r[3], reason=r[4])
             for r in rows
         ]
 

@@ -235,6 +235,19 @@ def test_resolve_table(
     assert (None if fill is None else pytest.approx(fill.amount)) == fill_amount
 
 
+def test_a_cancel_answer_stamped_with_the_cancel_s_time_keeps_the_placement_time() -> None:
+    # Binance answers DELETE /api/v3/order with transactTime (the cancel's), which ccxt
+    # reads as the order's timestamp: the order was still placed at T0.
+    answer = order(status=OrderStatus.CANCELLED, created_at=NOW)
+    event = resolve(order(), answer, NOW)
+    assert isinstance(event, OrderCancelled)
+    assert event.order.created_at == T0
+    # An earlier placement time reported later is the better one.
+    event = resolve(order(created_at=NOW), order(status=OrderStatus.CANCELLED), NOW)
+    assert event is not None
+    assert event.order.created_at == T0  # type: ignore[attr-defined]
+
+
 def test_marginal_fill_price_comes_from_the_average_change() -> None:
     before = order(filled=1.0, average=100.0, fee=0.1, status=OrderStatus.PARTIALLY_FILLED)
     after = order(filled=2.0, average=101.0, fee=0.3, status=OrderStatus.FILLED)

@@ -83,7 +83,8 @@ def adopt(order: Order, role: OrderRole | None = None) -> Order:
 
 def _carry(previous: Order, fresh: Order) -> Order:
     """``fresh`` keeping what only we know: role, parent position, client order id, and
-    what the bot declared through compat (its reservation, its way of writing the symbol).
+    what the bot declared through compat (its reservation, its way of writing the symbol);
+    and the earliest placement time reported.
 
     Exchanges do not report our roles, and some drop the client order id from
     later reports; the tracker's knowledge must not be overwritten by silence.
@@ -98,6 +99,11 @@ def _carry(previous: Order, fresh: Order) -> Order:
     for name in ("declared_reserve", "caller_symbol"):
         if getattr(fresh, name) is None and getattr(previous, name) is not None:
             update[name] = getattr(previous, name)
+    if fresh.created_at > previous.created_at:
+        # An order is placed once. A later report may carry another time as its
+        # timestamp (Binance answers a cancel with the cancel's own transactTime, which
+        # ccxt reads as the order's): the placement time known first stays.
+        update["created_at"] = previous.created_at
     return fresh.model_copy(update=update) if update else fresh
 
 

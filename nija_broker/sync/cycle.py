@@ -32,6 +32,7 @@ cancel or intent lookup only leaves that one item for the next cycle.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,9 @@ class AccountSync:
         self.lookups = Lookups()
         self.stale = StaleOrders()
         self.intents = Intents()
+        self.turn = asyncio.Lock()
+        """Held through each cycle (and start-up) and through a trader's cancel: one of
+        them at a time changes the account's book from the event loop."""
         self.view: CycleView | None = None
         """What the listing step read of the book, in one job; the later steps of the
         cycle use it instead of asking the owner again, until the cycle changes the book

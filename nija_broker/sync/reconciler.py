@@ -42,6 +42,7 @@ from nija_broker.core.events import EventBus, HealthChanged, Subscription
 from nija_broker.core.health import AccountHealth, AccountLive, SyncState
 from nija_broker.core.settings import ReconcilerSettings
 from nija_broker.state.books import Books
+from nija_broker.sync.cancel import CancelAnswer, cancel_order
 from nija_broker.sync.cycle import AccountSync
 
 if TYPE_CHECKING:
@@ -149,6 +150,16 @@ class Reconciler:
             return await self.startup(account_id)
         return await self._guarded(sync, sync.cycle)
 
+    async def cancel_order(self, account_id: str, order_id: str) -> CancelAnswer:
+        """A trader's cancel of one order, between two cycles of its account; booked on
+        the exchange's answer (:mod:`nija_broker.sync.cancel`). :class:`UnknownOrder`
+        for an order the account does not track; ``KeyError`` for an unknown account."""
+        sync = self._sync(account_id)
+        if not sync.started:
+            raise StateError(f"account {account_id!r} has not synced yet: its orders are not known")
+        async with sync.turn:
+            return await cancel_order(sync, order_id)
+
     async def run(self) -> None:
         """Poll every account until cancelled or closed."""
         if self._closed:
@@ -228,7 +239,8 @@ class Reconciler:
         started = self.clock.monotonic()
         error: Exception | None = None
         try:
-            await step()
+            async with sync.turn:
+                await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,10 +1,16 @@
 """``python -m adapters.emulator [--dialect kraken] --port 8900 [--seed 1]``: a local exchange.
 
 Binance spot by default, Kraken spot with ``--dialect kraken`` (USD pairs,
-base64 secrets as Kraken issues them). Prints the base URL and one demo key
-pair per account (made up here, valid only against this process), then
-serves until interrupted, moving prices one seeded random-walk step every
-``--step-s`` seconds so resting orders fill.
+base64 secrets as Kraken issues them). It serves the demo's accounts
+(:data:`~adapters.emulator.demo_accounts.DEMO_BALANCES`). Prints the base URL
+and one demo key pair per account (made up here from the seed, valid only
+against this process), then serves until interrupted, moving prices one seeded
+random-walk step every ``--step-s`` seconds so resting orders fill.
+
+``nija-broker emulator --write-config PATH`` runs the same server and, instead
+of the JSON lines, writes a broker configuration and the keys' environment file
+for it (nija_broker/demo/rehearsal.py): :func:`serve` hands what it serves to
+an ``on_ready`` hook once it listens.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ import contextlib
 import json
 import random
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from adapters.sim.engine import SimEngine
 from nija_broker.core.clock import SystemClock
 from nija_broker.core.models import Market
 
 from . import EmulatorServer, KrakenEmulatorServer, binance_ccxt_config, kraken_ccxt_config
+from .demo_accounts import DEMO_BALANCES
 
 DEMO_MARKETS = (
     (
@@ -100,19 +110,43 @@ KRAKEN_DEMO_MARKETS = (
         150.0,
     ),
 )
-# One platform account and users from micro to large, as NIJA runs them.
-DEMO_ACCOUNTS = (
-    ("PLATFORM", {"USDT": 25_000.0, "BTC": 0.1}),
-    ("USER:alice", {"USDT": 2_500.0}),
-    ("USER:micro", {"USDT": 50.0}),
+# The demo's accounts, one per tier: (id, starting balances); "USDT" is the dialect's quote.
+DEMO_ACCOUNTS: tuple[tuple[str, dict[str, float]], ...] = tuple(
+    (account_id, {"USDT": amount}) for account_id, amount in DEMO_BALANCES.items()
 )
 DIALECTS = ("binance", "kraken")
+QUOTES: Mapping[str, str] = {"binance": "USDT", "kraken": "USD"}
+"""The quote currency of each dialect's markets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a listening emulator serves: handed to :func:`serve`'s ``on_ready`` hook."""
+
+    url: str
+    """Base URL, with the port actually bound (``--port 0`` picks a free one)."""
+    dialect: str
+    seed: int
+    keys: Mapping[str, tuple[str, str]]
+    """Account id -> (api key, secret), in :data:`DEMO_ACCOUNTS` order."""
+
+    @property
+    def quote(self) -> str:
+        return QUOTES[self.dialect]
+
+    def ccxt_config(self) -> dict[str, Any]:
+        """The ``[accounts.ccxt]`` table (no keys) that points ccxt at this emulator."""
+        build = kraken_ccxt_config if self.dialect == "kraken" else binance_ccxt_config
+        return build(self.url)
+
+
+ReadyHook = Callable[[Serving], None]
 
 
 def build_engine(seed: int, dialect: str = "binance") -> SimEngine:
     engine = SimEngine(seed=seed, clock=SystemClock())
     markets = KRAKEN_DEMO_MARKETS if dialect == "kraken" else DEMO_MARKETS
-    quote = "USD" if dialect == "kraken" else "USDT"
+    quote = QUOTES[dialect]
     for market, price in markets:
         engine.add_market(market, price)
     for account_id, balances in DEMO_ACCOUNTS:
@@ -135,26 +169,39 @@ def demo_keys(seed: int, dialect: str = "binance") -> dict[str, tuple[str, str]]
     return keys
 
 
-async def serve(host: str, port: int, seed: int, step_s: float, dialect: str = "binance") -> None:
+def _print_json_lines(serving: Serving) -> None:
+    api = f"{serving.url}/0" if serving.dialect == "kraken" else f"{serving.url}/api/v3"
+    print(json.dumps({"url": serving.url, "dialect": serving.dialect, "api": api}), flush=True)
+    for account_id, (api_key, secret) in serving.keys.items():
+        print(json.dumps({"account": account_id, "apiKey": api_key, "secret": secret}), flush=True)
+    print(json.dumps({"ccxt_config_without_keys": serving.ccxt_config()}), flush=True)
+
+
+async def serve(
+    host: str,
+    port: int,
+    seed: int,
+    step_s: float,
+    dialect: str = "binance",
+    *,
+    on_ready: ReadyHook | None = None,
+) -> None:
+    """Serve until cancelled. Once listening, ``on_ready`` gets what is served (default: the
+    JSON lines on stdout); an exception from it closes the server and propagates."""
     engine = build_engine(seed, dialect)
     keys = demo_keys(seed, dialect)
     server_cls = KrakenEmulatorServer if dialect == "kraken" else EmulatorServer
     async with server_cls(engine, keys, host=host, port=port) as server:
-        api = f"{server.url}/0" if dialect == "kraken" else f"{server.url}/api/v3"
-        print(json.dumps({"url": server.url, "dialect": dialect, "api": api}), flush=True)
-        for account_id, (api_key, secret) in keys.items():
-            print(
-                json.dumps({"account": account_id, "apiKey": api_key, "secret": secret}), flush=True
-            )
-        example = (kraken_ccxt_config if dialect == "kraken" else binance_ccxt_config)(server.url)
-        print(json.dumps({"ccxt_config_without_keys": example}), flush=True)
+        (on_ready or _print_json_lines)(
+            Serving(url=server.url, dialect=dialect, seed=seed, keys=keys)
+        )
         while True:
             await asyncio.sleep(step_s)
             engine.step()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adapters.emulator", description=__doc__)
+def build_parser(prog: str = "python -m adapters.emulator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument(
         "--dialect",
         choices=DIALECTS,
@@ -162,14 +209,29 @@ def main(argv: list[str] | None = None) -> int:
         help="which exchange's REST API to speak (default binance)",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8900)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--port", type=int, default=8900, help="0: any free port")
+    parser.add_argument("--seed", type=int, default=0, help="fixes the keys and the price path")
     parser.add_argument(
         "--step-s", type=float, default=1.0, help="seconds between price steps (default 1)"
     )
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.seed, args.step_s, args.dialect))
+    return parser
+
+
+def main(argv: list[str] | None = None, *, on_ready: ReadyHook | None = None) -> int:
+    """Serve until interrupted (exit 0); 1 when the address cannot be bound."""
+    args = build_parser().parse_args(argv)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve(args.host, args.port, args.seed, args.step_s, args.dialect, on_ready=on_ready)
+            )
+    except OSError as exc:
+        print(
+            f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+            "(another process uses the port? --port 0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.emulator.demo_accounts import DEMO_BALANCES
 from nija_broker.core.clock import Clock, SystemClock
 from nija_broker.core.errors import ConfigError
 from nija_broker.core.models import Market
@@ -46,8 +47,9 @@ MIN_STALE_AGE_S = 3.0
 EXCHANGES: dict[str, str] = {"binance": "USDT", "kraken": "USD"}
 """Supported dialects and the quote currency the demo's markets use on each."""
 
-# Starting quote balance per account: one per tier (STANDARD, MICRO_CAP, SMALL_CAP).
-BALANCES: dict[str, float] = {"PLATFORM": 10_000.0, "USER:alice": 100.0, "USER:bob": 750.0}
+# Starting quote balance per account: one per tier (STANDARD, MICRO_CAP, SMALL_CAP). The
+# emulator's own list, so `nija-broker emulator` serves the demo's accounts.
+BALANCES: dict[str, float] = dict(DEMO_BALANCES)
 
 # (base, price, amount step, price step, min amount); every market is against the quote.
 _LISTINGS: tuple[tuple[str, float, float, float, float], ...] = (

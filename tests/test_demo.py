@@ -17,6 +17,7 @@ from nija_broker.core.events import BalancesUpdated, OrderAdopted, StaleOrderFou
 from nija_broker.core.models import AccountMetrics, Order, OrderRole, OrderType, Side
 from nija_broker.demo.demo import run_demo
 from nija_broker.demo.view import AccountTally, DemoView, describe, summary_lines
+from nija_broker.demo.view import line as event_line
 from nija_broker.demo.world import DEFAULT_CONFIG_PATH, demo_config, read_demo_toml
 from nija_broker.service.config import load_config
 from nija_broker.service.status import AccountStatus
@@ -123,7 +124,7 @@ def test_demo_runs_every_beat_and_writes_a_report_per_account(
 def test_each_beat_waits_for_a_reconciler_slower_than_the_story(runs: dict[str, Run]) -> None:
     result = runs["slow-reconciler"]
     _assert_every_beat(result)
-    assert "NOTE" not in result.stdout  # no beat gave up waiting
+    assert not _lines(result.stdout, "NOTE")  # no beat gave up waiting
     # The same story as at full speed: the market stands still while a beat waits.
     assert _story(result.stdout) == _story(runs["binance"].stdout)
 
@@ -175,6 +176,13 @@ def _assert_every_beat(result: Run) -> None:
         assert "<svg" in report.read_text(encoding="utf-8")
     # The run's made-up keys stay inside the process.
     assert not re.search(r"demo-[0-9a-f]{24}", out + result.stderr)
+    # Piped: no colour, and every table and summary line fits 100 columns.
+    assert "\x1b" not in out
+    tables = [t for t in out.splitlines() if t.startswith(("ACCOUNT ", "PLATFORM ", "USER:"))]
+    assert tables
+    assert max(len(t) for t in tables) <= 100
+    summary = out.split("summary after", 1)[1].split("\nreports:", 1)[0]
+    assert all(len(t) <= 100 for t in summary.splitlines())
 
 
 def _story(output: str) -> tuple[list[str], list[str]]:
@@ -368,20 +376,75 @@ def _row(account_id: str) -> AccountStatus:
     )
 
 
-def test_on_a_terminal_the_table_is_redrawn_in_place_and_the_log_replayed_at_the_end() -> None:
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def _busy_view(columns: int, lines: int, *, color: bool = False) -> tuple[DemoView, StringIO]:
+    """A view after a run's worth of events: two blocks and a stale cancel early on, then
+    many more fills and bot lines than any screen holds."""
     stream = StringIO()
-    view = DemoView(stream, interactive=True, table_every_s=5.0)
-    view.intro("nija-broker demo")
-    for n in range(DemoView.RECENT_LINES + 4):
-        view.log(float(n), f"event {n}")
-    view.table([_row("USER:alice")], 1.0)
-    redraw = stream.getvalue().split("\x1b[H\x1b[2J")[-1]
-    assert redraw.startswith("nija-broker demo")
-    assert "USER:alice" in redraw
-    assert "event 0\n" not in redraw  # only the latest events fit
-    assert f"event {DemoView.RECENT_LINES + 3}" in redraw
+    view = DemoView(
+        stream, interactive=True, table_every_s=5.0, color=color, size=lambda: (columns, lines)
+    )
+    view.intro("nija-broker demo (binance emulator)", keep=True)
+    view.intro("printed once, at the start")
+    view.log(
+        0.5, event_line("BLOCKED", "USER:alice", "rule dca: buy 0.0003 BTC/USDT: " + "why " * 40)
+    )
+    view.log(0.6, event_line("BLOCKED", "USER:alice", "rule duplicate_symbol_entry: buy ETH/USDT"))
+    view.log(0.7, event_line("STALE", "USER:alice", "cancelling buy 0.007 ETH/USDT (order 4)"))
+    view.log(0.8, event_line("CANCELLED", "USER:alice", "buy 0.007 ETH/USDT (order 4), confirmed"))
+    for n in range(30):
+        view.log(1.0 + n, event_line("FILLED", "PLATFORM", f"fill {n}"))
+        view.log(1.0 + n, event_line("BOT", "PLATFORM", f"bot line {n}"))
+    return view, stream
+
+
+@pytest.mark.parametrize(("columns", "lines"), [(80, 24), (100, 30)])
+def test_on_a_terminal_each_redraw_fits_the_screen_and_keeps_the_blocks_in_view(
+    columns: int, lines: int
+) -> None:
+    view, stream = _busy_view(columns, lines)
+    view.table([_row("PLATFORM"), _row("USER:alice"), _row("USER:bob")], 31.0)
+
+    redraw = stream.getvalue().split("\x1b[H")[-1]
+    screen = _plain(redraw).split("\n")
+    assert screen[-1] == ""  # the cursor ends on the last line, left free: nothing scrolls
+    assert len(screen) - 1 <= lines - 1
+    assert all(len(text) <= columns for text in screen)
+    assert screen[0] == "nija-broker demo (binance emulator)"
+    assert "printed once" not in redraw
+    assert any(text.startswith("USER:alice ") for text in screen)  # the table
+    shown = "\n".join(screen)
+    # However many fills came after them, the blocks and the stale cancel are on screen.
+    assert shown.count("] BLOCKED   USER:alice  rule ") == 2
+    assert "] STALE     USER:alice  cancelling" in shown
+    assert "] CANCELLED USER:alice" in shown
+    assert "fill 29" in shown  # and the newest fill
+    assert "bot line 29" in shown  # and the newest other line
+    assert "fill 0\n" not in shown
+    assert "\x1b[2J" not in redraw  # redrawn in place, line by line: no flicker of a clear
+
+
+def test_at_the_end_on_a_terminal_the_whole_log_is_replayed() -> None:
+    view, stream = _busy_view(80, 24)
+    view.table([_row("USER:alice")], 31.0)
     view.replay()
-    assert "event 0\n" in stream.getvalue().split("\x1b[H\x1b[2J")[-1]
+    replay = stream.getvalue().split("\x1b[H")[-1].split("every event of the run", 1)[1]
+    assert "] FILLED    PLATFORM    fill 0\n" in replay
+    assert "why why why" in replay  # whole lines, not cut to the screen
+
+
+def test_colour_marks_the_blocks_on_a_terminal_that_wants_it() -> None:
+    view, stream = _busy_view(100, 30, color=True)
+    view.table([_row("USER:alice")], 31.0)
+    redraw = stream.getvalue().split("\x1b[H")[-1]
+    assert "\x1b[1;35mBLOCKED\x1b[0m" in redraw
+    assert "\x1b[1;33mSTALE\x1b[0m" in redraw
+    assert all(len(text) <= 100 for text in _plain(redraw).split("\n"))
+    plain, _ = _busy_view(100, 30, color=False)
+    assert "\x1b[1" not in plain.screen([_row("USER:alice")], 31.0)
 
 
 def test_off_a_terminal_nothing_is_redrawn_and_the_table_waits_its_interval() -> None:
@@ -395,3 +458,6 @@ def test_off_a_terminal_nothing_is_redrawn_and_the_table_waits_its_interval() ->
     assert "\x1b" not in text
     assert "[  0.5s] event" in text
     assert text.count("--- accounts at") == 2
+    long = event_line("BLOCKED", "USER:alice", "rule dca: " + "why " * 40)
+    view.log(7.0, long)
+    assert f"[  7.0s] {long}\n" in stream.getvalue()  # piped: whole lines, appended

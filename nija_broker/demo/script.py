@@ -218,7 +218,8 @@ class DemoBot:
             order: Order = await self.broker.guarded_exchange(account_id).create_order(request)
         except EntryBlocked as blocked:
             self.tallies[account_id].blocked[blocked.rule] += 1
-            self.log(line("BLOCKED", account_id, f"{what}: rule {blocked.rule}: {blocked.reason}"))
+            # The rule first: on a narrow screen the line is cut at its end.
+            self.log(line("BLOCKED", account_id, f"rule {blocked.rule}: {what}: {blocked.reason}"))
             return None
         except NijaBrokerError as exc:
             self.log(line("REFUSED", account_id, f"{what}: {type(exc).__name__}: {exc}"))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TextIO
 
 from nija_broker.core.events import (
@@ -29,6 +30,20 @@ from nija_broker.core.events import (
 )
 from nija_broker.core.models import AccountMetrics, Order, OrderType, TradeRecord
 from nija_broker.service.status import AccountStatus, render_table
+from nija_broker.service.terminal import (
+    BOLD,
+    CYAN,
+    DEFAULT_WIDTH,
+    GREEN,
+    MAGENTA,
+    RED,
+    YELLOW,
+    clean,
+    display_width,
+    paint,
+    terminal_size,
+    truncate,
+)
 
 __all__ = [
     "AccountTally",
@@ -40,8 +55,6 @@ __all__ = [
     "trade_line",
 ]
 
-# ANSI: cursor home, clear screen. Only ever written to a TTY.
-_CLEAR = "\x1b[H\x1b[2J"
 _LABEL_WIDTH = 9
 
 
@@ -109,13 +122,13 @@ def describe(event: Event, tiers: dict[str, str]) -> str | None:
         )
     if isinstance(event, StaleOrderFound):
         age_s = (event.at - event.order.created_at).total_seconds()
-        verb = "cancelling it" if event.action == "cancel" else "alerting"
+        # What is done first: on a narrow screen the line is cut at its end.
+        verb = "cancelling" if event.action == "cancel" else "alerting on"
         return line(
             "STALE",
             account,
-            f"{order_text(event.order)} has rested {age_s:.1f}s, "
-            f"past the tier's {event.max_age_s:g}s limit: {verb} (order "
-            f"{event.order.id})",
+            f"{verb} {order_text(event.order)}: rested {age_s:.1f}s, "
+            f"past the tier's {event.max_age_s:g}s limit (order {event.order.id})",
         )
     if isinstance(event, BalancesUpdated):
         if tiers.get(account) == event.tier:
@@ -147,64 +160,182 @@ class AccountTally:
             self.stale_cancelled += 1
 
 
+@dataclass(frozen=True)
+class _Entry:
+    label: str
+    text: str  # stamped: ``[  3.5s] BLOCKED   USER:alice  ...``
+
+
+_KEY_LABELS = frozenset(
+    {"BLOCKED", "REFUSED", "STALE", "ADOPTED", "CANCELLED", "EXPIRED", "REJECTED"}
+    | {"FILLED", "PARTIAL", "TRADE", "PAUSED", "RESUMED"}
+)
+"""What the trader must not miss: the guard's answers, the reconciler's actions, fills."""
+_PINNED_LABELS = frozenset(
+    {"BLOCKED", "REFUSED", "STALE", "ADOPTED", "CANCELLED", "PAUSED", "RESUMED"}
+)
+"""Key events kept on screen first: rare, and a flurry of fills must not push them off."""
+_LABEL_STYLES = {
+    "BLOCKED": f"{BOLD};{MAGENTA}",
+    "REFUSED": f"{BOLD};{RED}",
+    "STALE": f"{BOLD};{YELLOW}",
+    "CANCELLED": YELLOW,
+    "EXPIRED": YELLOW,
+    "REJECTED": RED,
+    "ADOPTED": f"{BOLD};{CYAN}",
+    "FILLED": GREEN,
+    "PARTIAL": GREEN,
+    "TRADE": BOLD,
+    "PAUSED": f"{BOLD};{YELLOW}",
+    "RESUMED": YELLOW,
+    "SYNC": YELLOW,
+    "NOTE": YELLOW,
+}
+_HOME = "\x1b[H"  # cursor home; each line is then erased and written
+_ERASE_LINE = "\x1b[K"
+_ERASE_BELOW = "\x1b[J"
+_STAMP_WIDTH = len("[  0.0s] ")
+_FALLBACK_SIZE = (DEFAULT_WIDTH, 24)
+
+
 class DemoView:
     """The demo's terminal: a log of events and a per-account table, redrawn or printed.
 
-    ``intro`` lines are printed at once; on a TTY they also head every redraw,
-    and :meth:`replay` prints the whole log at the end, since the redraw only
-    ever shows the latest events.
+    On a TTY each redraw fills the screen from the top and never scrolls: the
+    ``keep`` lines of the intro, the table fitted to the terminal's width, a pane of
+    the key events (blocks, stale cancels, adoptions first, then fills and trades)
+    and a pane of the latest other lines, every line cut to the width. At 80x24 or
+    100 columns the blocks stay in view however many fills follow. :meth:`replay`
+    prints the whole log at the end. Off a TTY, log lines are printed whole as they
+    come and the table (100 columns) every ``table_every_s``, so a captured run (a CI
+    log, a test) reads top to bottom. ``color`` paints labels and table cells.
     """
 
-    RECENT_LINES = 16
-
-    def __init__(self, stream: TextIO, *, interactive: bool, table_every_s: float) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        interactive: bool,
+        table_every_s: float,
+        color: bool = False,
+        size: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
         self.stream = stream
         self.interactive = interactive
         self.table_every_s = table_every_s
-        self._intro: list[str] = []
-        self._log: list[str] = []
+        self.color = color
+        self._size = size or (lambda: terminal_size(stream) or _FALLBACK_SIZE)
+        self._heading: list[str] = []
+        self._log: list[_Entry] = []
         self._last_table_at = -math.inf
 
     def write(self, text: str = "") -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def intro(self, text: str) -> None:
-        self._intro.append(text)
+    def intro(self, text: str, *, keep: bool = False) -> None:
+        """Print ``text`` now; with ``keep`` it also heads every redraw on a TTY."""
+        if keep:
+            self._heading.append(text)
         self.write(text)
 
     def log(self, elapsed_s: float, text: str) -> None:
-        stamped = f"[{elapsed_s:5.1f}s] {text}"
-        self._log.append(stamped)
+        # Cleaned once: reasons come from exchanges, and an escape in one must not
+        # redraw the trader's terminal.
+        entry = _Entry(text[:_LABEL_WIDTH].strip(), clean(f"[{elapsed_s:5.1f}s] {text}"))
+        self._log.append(entry)
         if not self.interactive:
-            self.write(stamped)  # on a TTY it shows at the next redraw
+            self.write(self._painted(entry.text, entry.label))  # on a TTY: at the next redraw
 
     def table(
-        self, rows: Sequence[AccountStatus], elapsed_s: float, *, force: bool = False
+        self,
+        rows: Sequence[AccountStatus],
+        elapsed_s: float,
+        *,
+        force: bool = False,
+        now: datetime | None = None,
     ) -> None:
-        """Redraw (TTY) or print the table, the latter at most every ``table_every_s``."""
+        """Redraw (TTY) or print the table, the latter at most every ``table_every_s``.
+        ``now`` shows the last sync and the last block as ages."""
         if self.interactive:
-            recent = "\n".join(self._log[-self.RECENT_LINES :]) or "(waiting for events)"
-            intro = "\n".join(self._intro)
-            self.stream.write(
-                f"{_CLEAR}{intro}\n\naccounts at {elapsed_s:.1f}s\n"
-                f"{render_table(rows)}\nlatest events\n{recent}\n"
-            )
+            self.stream.write(self.screen(rows, elapsed_s, now=now))
             self.stream.flush()
             return
         if not force and elapsed_s - self._last_table_at < self.table_every_s:
             return
         self._last_table_at = elapsed_s
         self.write(f"\n--- accounts at {elapsed_s:.1f}s ---")
-        self.write(render_table(rows))
+        self.write(render_table(rows, width=DEFAULT_WIDTH, color=self.color, now=now))
+
+    def screen(
+        self, rows: Sequence[AccountStatus], elapsed_s: float, *, now: datetime | None = None
+    ) -> str:
+        """One redraw of the whole screen, every line within the terminal's width and the
+        last line left free, so nothing scrolls."""
+        columns, height = self._size()
+        columns = max(columns, 40)
+        head = [*self._heading, f"accounts at {elapsed_s:.1f}s"]
+        table = render_table(rows, width=columns, color=self.color, now=now).splitlines()
+        plain = render_table(rows, width=columns, now=now).splitlines()
+        if any(display_width(text) > columns for text in plain):
+            # Ids and equities too wide for even the first columns: cut, uncoloured (a cut
+            # through a colour code would paint the rest of the screen).
+            table = [truncate(text, columns) for text in plain]
+        room = max(height - 1 - len(head) - len(table) - 4, 2)  # two blanks, two titles
+        key_rows = max(room - room * 2 // 5, 1)
+        key = self._key_events(key_rows)
+        shown = {id(e) for e in key}
+        # Lines the key pane does not need yet go to the latest lines.
+        latest = [e for e in self._log if id(e) not in shown][-max(room - max(len(key), 1), 1) :]
+        lines = [truncate(text, columns) for text in head]
+        lines += table
+        lines += ["", self._title("key events: blocks, stale cancels, adoptions, fills", columns)]
+        lines += [self._cut(e, columns) for e in key] or ["(none yet)"]
+        lines += ["", self._title("latest", columns)]
+        lines += [self._cut(e, columns) for e in latest] or ["(waiting for events)"]
+        # Each line is erased before it is written: erasing after a line that fills the
+        # width would take its last cell (the cursor waits on it to wrap).
+        return _HOME + "".join(f"{_ERASE_LINE}{text}\n" for text in lines) + _ERASE_BELOW
+
+    def _key_events(self, count: int) -> list[_Entry]:
+        """The key events for a pane of ``count`` lines, in the order they happened: the
+        newest pinned kinds first, the newest fills and trades in the lines left (at least
+        one line for them while there are more key events than lines)."""
+        key = [e for e in self._log if e.label in _KEY_LABELS]
+        if len(key) <= count:
+            return key
+        pinned = [e for e in key if e.label in _PINNED_LABELS]
+        room = count - 1 if count > 1 and len(pinned) < len(key) else count
+        chosen = {id(e) for e in _newest(pinned, room)}
+        rest = [e for e in key if id(e) not in chosen]
+        chosen |= {id(e) for e in _newest(rest, count - len(chosen))}
+        return [e for e in key if id(e) in chosen]
+
+    def _title(self, text: str, columns: int) -> str:
+        return paint(truncate(text, columns), BOLD, self.color)
+
+    def _cut(self, entry: _Entry, columns: int) -> str:
+        return self._painted(truncate(entry.text, columns), entry.label)
+
+    def _painted(self, text: str, label: str) -> str:
+        """``text`` with its label coloured (the stamp and the rest as they are)."""
+        style = _LABEL_STYLES.get(label, "")
+        at = text.find(label, 0, _STAMP_WIDTH + len(label) + 4) if label else -1
+        if not self.color or not style or at < 0:
+            return text
+        return text[:at] + paint(label, style, True) + text[at + len(label) :]
 
     def replay(self) -> None:
         """On a TTY, the whole event log once the redraws are over; elsewhere it is printed."""
         if self.interactive and self._log:
             self.write("\nevery event of the run")
-            for text in self._log:
-                self.write(text)
+            for entry in self._log:
+                self.write(self._painted(entry.text, entry.label))
         self.write()
+
+
+def _newest(entries: list[_Entry], count: int) -> list[_Entry]:
+    return entries[max(len(entries) - count, 0) :] if count > 0 else []
 
 
 def _money(value: float | None, quote: str) -> str:
@@ -224,9 +355,10 @@ def summary_lines(
         f"stale {row.stale_orders}, sync {row.sync or 'offline'}",
         f"  trades {metrics.total_trades} (won {metrics.winning_trades}, lost "
         f"{metrics.losing_trades}), net P&L {metrics.total_pnl:+,.2f} {quote} after "
-        f"{metrics.total_fees:,.2f} fees, expectancy {metrics.expectancy:+,.2f}, "
-        f"profit factor {factor}",
-        f"  drawdown now {metrics.current_drawdown_pct:.2f}%, max {metrics.max_drawdown_pct:.2f}%",
+        f"{metrics.total_fees:,.2f} fees",
+        f"  expectancy {metrics.expectancy:+,.2f}, profit factor {factor}, drawdown now "
+        f"{metrics.current_drawdown_pct:.2f}%, max {metrics.max_drawdown_pct:.2f}%",
         f"  fills booked {fills_booked}, orders adopted {tally.adopted}, stale cancelled "
-        f"{tally.stale_cancelled}, blocked entries: {blocked}",
+        f"{tally.stale_cancelled}",
+        f"  blocked entries: {blocked}",
     ]

@@ -1,9 +1,15 @@
-"""A one-account HTML report a trader opens in a browser: key figures, equity chart, trades.
+"""A one-account HTML report a trader opens in a browser, on a desktop or a phone.
 
-The page is self-contained: inline CSS and an inline SVG chart drawn here, no
-scripts, no external assets, so it can be mailed or opened offline. Every
-piece of text that came from data (account id, symbols) goes through
-``html.escape``: account ids are free strings from configuration.
+What the account is (tier, exchange, quote currency), where it stands (equity,
+orders, positions, pause, stale cancels), how it performed (key figures, equity
+and drawdown charts, trades) and what the guard refused it (blocks). Money is
+shown with the account's quote code (``1,234.56 USDT``): USDT is not the dollar.
+
+The page is self-contained: inline CSS and inline SVG charts
+(:mod:`nija_broker.service.report_chart`), no scripts, no external assets, so it
+can be mailed or opened offline. It reads from 360 px up: every table sits in a
+wrapper that scrolls sideways, so nothing is cut off. Every piece of text that
+came from data (account id, symbols, reasons) goes through ``html.escape``.
 """
 
 from __future__ import annotations
@@ -15,39 +21,60 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from nija_broker.core.clock import utc
-from nija_broker.core.models import AccountMetrics, EquityPoint, TradeRecord
+from nija_broker.core.models import AccountMetrics, TradeRecord
+from nija_broker.service.positions_view import PositionView, account_positions
+from nija_broker.service.report_chart import (
+    MAX_CHART_POINTS,
+    charts,
+    downsample,
+    drawdown_series,
+    nice_ticks,
+)
+from nija_broker.service.status import AccountStatus
 from nija_broker.state.book import AccountBook
+from nija_broker.state.records import DecisionRecord
 from nija_broker.state.store import Store
 
 __all__ = [
     "MAX_CHART_POINTS",
+    "MAX_REPORT_BLOCKS",
     "MAX_REPORT_TRADES",
+    "downsample",
+    "drawdown_series",
+    "nice_ticks",
     "render_report",
     "report_filename",
     "write_report",
 ]
 
-MAX_CHART_POINTS = 2_000
-"""Above this many equity points the chart keeps each bucket's low and high."""
 MAX_REPORT_TRADES = 500
-
-_Series = list[tuple[float, float]]  # (unix seconds, value), time ascending
+MAX_REPORT_BLOCKS = 200
+"""The newest guard blocks listed (each is one journaled decision)."""
 
 
 def write_report(
-    book: AccountBook, out_dir: Path, *, store: Store | None = None, now: datetime
+    book: AccountBook,
+    out_dir: Path,
+    *,
+    store: Store | None = None,
+    now: datetime,
+    status: AccountStatus | None = None,
+    positions: Sequence[PositionView] | None = None,
 ) -> Path:
     """Write the report of ``book``'s account into ``out_dir`` and return its path.
 
-    With ``store``, the chart and trade list cover everything stored; without,
-    what the book keeps in memory. The file is replaced atomically, so a browser
-    refreshing it never sees half a page.
+    With ``store``, the chart, trades and guard blocks cover everything stored;
+    without, what the book keeps in memory (and no blocks). ``status`` is the
+    account's status row (tier, exchange, quote currency, pause, stale cancels);
+    ``positions`` its positions as the running sidecar sees them, else the book's
+    ledger gives them. The file is replaced atomically, so a browser refreshing it
+    never sees half a page.
     """
-    page = render_report(book, store=store, now=now)
+    page = render_report(book, store=store, now=now, status=status, positions=positions)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / report_filename(book.account_id)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report-", suffix=".tmp")
@@ -75,16 +102,34 @@ def report_filename(account_id: str) -> str:
     return f"report-{safe}.html"
 
 
-def render_report(book: AccountBook, *, store: Store | None = None, now: datetime) -> str:
-    """The report page of one account as a string."""
+def render_report(
+    book: AccountBook,
+    *,
+    store: Store | None = None,
+    now: datetime,
+    status: AccountStatus | None = None,
+    positions: Sequence[PositionView] | None = None,
+) -> str:
+    """The report page of one account as a string (see :func:`write_report`)."""
     account_id = book.account_id
+    if status is not None and status.account_id != account_id:
+        raise ValueError(
+            f"status row of account {status.account_id!r} given for account {account_id!r}"
+        )
     metrics = book.metrics()
     if store is not None:
         points = store.equity_points(account_id)
         trades = store.trades(account_id, limit=MAX_REPORT_TRADES)
+        blocks: list[DecisionRecord] | None = store.decisions(
+            account_id, limit=MAX_REPORT_BLOCKS, blocked_only=True
+        )
     else:
         points = book.performance.equity_points()
         trades = book.performance.trade_history(MAX_REPORT_TRADES)
+        blocks = None
+    held = list(positions) if positions is not None else account_positions(book, None)
+    quote = status.quote_currency if status is not None else None
+    money = _Money(quote)
     newest_first = sorted(trades, key=lambda t: t.exit_time, reverse=True)
     e = html.escape
     return "\n".join(
@@ -100,19 +145,32 @@ def render_report(book: AccountBook, *, store: Store | None = None, now: datetim
             "<body>",
             "<header>",
             f"<h1>Account report: {e(account_id)}</h1>",
+            _identity(status),
             f'<p class="muted">Generated {e(_when(now))}. Figures are this account\'s only.</p>',
             "</header>",
             "<section>",
+            "<h2>Now</h2>",
+            _now_table(status, held, blocks, money, now),
+            "</section>",
+            "<section>",
             "<h2>Key figures</h2>",
-            _metrics_table(metrics),
+            _metrics_table(metrics, money),
             "</section>",
             "<section>",
             "<h2>Equity and drawdown</h2>",
-            _charts(points),
+            f'<div class="chart">{charts(points, quote)}</div>',
+            "</section>",
+            "<section>",
+            "<h2>Open positions</h2>",
+            _positions_table(held, money, from_ledger=positions is None),
+            "</section>",
+            "<section>",
+            "<h2>Guard blocks</h2>",
+            _blocks_table(blocks),
             "</section>",
             "<section>",
             "<h2>Trades</h2>",
-            _trades_table(newest_first, metrics.total_trades),
+            _trades_table(newest_first, metrics.total_trades, money),
             "</section>",
             "</body>",
             "</html>",
@@ -121,10 +179,76 @@ def render_report(book: AccountBook, *, store: Store | None = None, now: datetim
     )
 
 
-# ---------------------------------------------------------------------------- figures
+# ---------------------------------------------------------------------------- sections
 
 
-def _metrics_table(m: AccountMetrics) -> str:
+def _identity(status: AccountStatus | None) -> str:
+    """``MICRO_CAP · binance · quote USDT``, and a pause, under the title."""
+    if status is None:
+        return '<p class="facts muted">Tier, exchange and quote currency not known here.</p>'
+    parts = [
+        f"tier <b>{html.escape(status.tier or 'not known')}</b>",
+        f"exchange <b>{html.escape(status.exchange or 'not known')}</b>",
+        f"quote currency <b>{html.escape(status.quote_currency or 'not known')}</b>",
+    ]
+    paused = ' <span class="badge warn">PAUSED</span>' if status.paused else ""
+    return f'<p class="facts">{" &middot; ".join(parts)}{paused}</p>'
+
+
+def _now_table(
+    status: AccountStatus | None,
+    held: Sequence[PositionView],
+    blocks: Sequence[DecisionRecord] | None,
+    money: _Money,
+    now: datetime,
+) -> str:
+    e = html.escape
+    rows: list[tuple[str, str]] = []
+    if status is not None:
+        sync = e(status.sync or "offline (no sidecar running this account)")
+        if status.last_sync is not None:
+            sync += f", last {e(_when(datetime.fromisoformat(status.last_sync)))}"
+        held_share = (
+            f" ({status.held_share_pct:.1f}% of equity)"
+            if status.held_share_pct is not None
+            else ""
+        )
+        rows += [
+            ("Equity", money(status.equity_usd)),
+            ("Held in open orders", money(status.held_capital_usd) + held_share),
+            ("Open orders", f"{status.open_orders} ({status.stale_orders} stale now)"),
+            ("Sync", sync),
+            ("Paused", _pause(status)),
+        ]
+    rows.append(("Open positions", str(len(held))))
+    if status is None or status.stale_cancels is None:
+        # The sidecar counts them while it runs the account; the store keeps no count.
+        rows.append(("Stale orders cancelled", "not known (counted by the running sidecar)"))
+    else:
+        rows.append(
+            ("Stale orders cancelled", f"{status.stale_cancels} (each confirmed by the exchange)")
+        )
+    if blocks is None:
+        rows.append(("Guard blocks", "not known (read from the store)"))
+    else:
+        more = "+" if len(blocks) >= MAX_REPORT_BLOCKS else ""
+        last = f", last {e(_when(blocks[0].ts))}: rule {e(blocks[0].rule or '?')}" if blocks else ""
+        rows.append(("Guard blocks", f"{len(blocks)}{more}{last}"))
+    body = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in rows)
+    return f'<div class="scroll"><table class="facts"><tbody>{body}</tbody></table></div>'
+
+
+def _pause(status: AccountStatus) -> str:
+    if not status.paused:
+        return "no"
+    e = html.escape
+    by = f" by {e(status.paused_by)}" if status.paused_by else ""
+    at = f" at {e(_when(datetime.fromisoformat(status.paused_at)))}" if status.paused_at else ""
+    why = f": {e(status.pause_reason)}" if status.pause_reason else ""
+    return f'<span class="warn">yes{by}{at}{why}</span> (entries blocked, exits pass)'
+
+
+def _metrics_table(m: AccountMetrics, money: _Money) -> str:
     if m.total_trades == 0:
         pf = "n/a (no trades)"
     elif math.isinf(m.profit_factor):
@@ -145,26 +269,81 @@ def _metrics_table(m: AccountMetrics) -> str:
             f"{m.breakeven_trades} even)",
         ),
         ("Win rate", f"{m.win_rate:.1f}%"),
-        ("Net P&amp;L (after fees)", _money(m.total_pnl, signed=True)),
-        ("Fees", _money(m.total_fees)),
-        ("Expectancy per trade", _money(m.expectancy, signed=True)),
-        ("Expectancy per dollar risked", per_risk),
+        ("Net P&amp;L (after fees)", money(m.total_pnl, signed=True)),
+        ("Fees", money(m.total_fees)),
+        ("Expectancy per trade", money(m.expectancy, signed=True)),
+        (f"Expectancy per {money.unit} risked", per_risk),
         ("Profit factor", pf),
-        ("Average win / loss", f"{_money(m.average_win)} / {_money(m.average_loss)}"),
-        ("Largest win / loss", f"{_money(m.largest_win)} / {_money(m.largest_loss)}"),
-        ("Equity peak / current", f"{_money(m.peak_balance)} / {_money(m.current_balance)}"),
-        ("Drawdown now", f"{_money(m.current_drawdown)} ({m.current_drawdown_pct:.2f}%)"),
-        ("Maximum drawdown", f"{_money(m.max_drawdown)} ({m.max_drawdown_pct:.2f}%)"),
+        ("Average win / loss", f"{money(m.average_win)} / {money(m.average_loss)}"),
+        ("Largest win / loss", f"{money(m.largest_win)} / {money(m.largest_loss)}"),
+        ("Equity peak / current", f"{money(m.peak_balance)} / {money(m.current_balance)}"),
+        ("Drawdown now", f"{money(m.current_drawdown)} ({m.current_drawdown_pct:.2f}%)"),
+        ("Maximum drawdown", f"{money(m.max_drawdown)} ({m.max_drawdown_pct:.2f}%)"),
         ("Streak now", f"{m.current_win_streak} win(s), {m.current_loss_streak} loss(es)"),
         ("Longest streaks", f"{m.max_win_streak} wins, {m.max_loss_streak} losses"),
         ("Sharpe per trade", _ratio(m.sharpe_ratio)),
         ("Sharpe annualised (daily equity, &radic;365)", _ratio(m.sharpe_annualized)),
     ]
     body = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in rows)
-    return f'<table class="metrics"><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table class="metrics"><tbody>{body}</tbody></table></div>'
 
 
-def _trades_table(trades: Sequence[TradeRecord], total: int) -> str:
+def _positions_table(held: Sequence[PositionView], money: _Money, *, from_ledger: bool) -> str:
+    where = (
+        "From the fills booked (the ledger); the exchange's balances are read by the running "
+        "sidecar (nija-broker positions)."
+        if from_ledger
+        else "As the running sidecar sees them: booked fills and the exchange's balances."
+    )
+    if not held:
+        return f'<p class="muted">No open position. {where}</p>'
+    head = (
+        "<tr><th>Symbol</th><th>Amount</th><th>Average cost</th><th>Value</th>"
+        "<th>Unrealised P&amp;L</th><th>Known from</th></tr>"
+    )
+    rows = []
+    for p in held:
+        cells = [
+            html.escape(p.symbol),
+            f"{p.amount:.8g}",
+            f"{p.average_cost:,.8g}" if p.average_cost is not None else "-",
+            money(p.value) if p.value is not None else "no price",
+            money(p.unrealized_pnl, signed=True) if p.unrealized_pnl is not None else "-",
+            html.escape(p.source),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (
+        f'<p class="muted">{where}</p><div class="scroll"><table class="grid">'
+        f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _blocks_table(blocks: Sequence[DecisionRecord] | None) -> str:
+    if blocks is None:
+        return '<p class="muted">Guard decisions are journaled in the store; none given.</p>'
+    if not blocks:
+        return '<p class="muted">The guard blocked no entry of this account.</p>'
+    e = html.escape
+    head = "<tr><th>When (UTC)</th><th>Rule</th><th>Symbol</th><th>Side</th></tr>"
+    # The reason gets a row of its own under its block: it is a sentence, and on a
+    # phone a column of sentences would be a column of single words.
+    rows = [
+        "<tr>"
+        f"<td>{e(_when(b.ts))}</td><td>{e(b.rule or '?')}</td><td>{e(b.symbol or '-')}</td>"
+        f"<td>{e(b.side.value if b.side is not None else '-')}</td>"
+        "</tr>"
+        f'<tr class="reason"><td colspan="4">{e(b.reason or "")}</td></tr>'
+        for b in blocks
+    ]
+    latest = f", the latest {len(blocks)}" if len(blocks) >= MAX_REPORT_BLOCKS else ""
+    return (
+        f'<p class="muted">newest first{latest}.</p><div class="scroll">'
+        f'<table class="grid blocks"><thead>{head}</thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _trades_table(trades: Sequence[TradeRecord], total: int, money: _Money) -> str:
     if not trades:
         return '<p class="muted">No trades recorded yet.</p>'
     shown = f"newest first, {len(trades)} of {max(total, len(trades))}"
@@ -184,233 +363,40 @@ def _trades_table(trades: Sequence[TradeRecord], total: int) -> str:
             f"{t.quantity:.8g}",
             f"{t.entry_price:,.8g}",
             f"{t.exit_price:,.8g}",
-            _money(size),
-            _money(t.pnl, signed=True),
-            _money(t.fees),
-            _money(t.net, signed=True),
+            money(size),
+            money(t.pnl, signed=True),
+            money(t.fees),
+            money(t.net, signed=True),
             f"{net_pct:+.2f}%",
             _duration(t.hold_time_seconds or 0.0),
-            _money(t.risk_usd) if t.risk_usd is not None else "-",
+            money(t.risk_usd) if t.risk_usd is not None else "-",
         ]
         css = "win" if t.net > 0 else ("loss" if t.net < 0 else "")
         rows.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (
-        f'<p class="muted">{shown}.</p><table class="trades"><thead>{head}</thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<p class="muted">{shown}.</p><div class="scroll"><table class="grid trades">'
+        f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
-
-
-# ---------------------------------------------------------------------------- chart
-
-_W = 860
-_LEFT, _RIGHT, _TOP, _BOTTOM = 84, 16, 24, 30
-
-
-def _charts(points: Sequence[EquityPoint]) -> str:
-    ordered = sorted(points, key=lambda p: p.timestamp)
-    equity: _Series = [(p.timestamp.timestamp(), p.equity) for p in ordered]
-    if not equity:
-        return _empty_chart(
-            "No equity recorded yet: the curve starts with the first balance update."
-        )
-    drawdown = drawdown_series(equity)
-    note = f"{len(equity):,} equity point(s)"
-    if len(equity) > MAX_CHART_POINTS:
-        note += f", drawn as {MAX_CHART_POINTS:,} (each interval's low and high kept)"
-    equity_svg = _line_chart(
-        downsample(equity, MAX_CHART_POINTS),
-        height=280,
-        label="Equity curve",
-        y_format=_axis_money,
-        area=False,
-    )
-    # Drawdown hangs below zero so that deeper reads lower, as traders draw it.
-    under = [(t, -dd) for t, dd in downsample(drawdown, MAX_CHART_POINTS)]
-    drawdown_svg = _line_chart(
-        under,
-        height=150,
-        label="Drawdown from peak (%)",
-        y_format=_axis_pct,
-        area=True,
-        y_max=0.0,
-        y_min=-1.0,
-    )
-    return f'{equity_svg}\n{drawdown_svg}\n<p class="muted">{note}.</p>'
-
-
-def drawdown_series(equity: _Series) -> _Series:
-    """Percent below the running peak at each point (0 at a new high)."""
-    out: _Series = []
-    peak = -math.inf
-    for t, value in equity:
-        peak = max(peak, value)
-        out.append((t, (peak - value) / peak * 100 if peak > 0 else 0.0))
-    return out
-
-
-def downsample(series: _Series, max_points: int) -> _Series:
-    """At most ``max_points`` points, in time order, keeping each bucket's low and high.
-
-    Plain striding would skip the very dip a drawdown chart is for; keeping the
-    extremes of each bucket draws the same envelope with far fewer points.
-    """
-    if len(series) <= max_points:
-        return list(series)
-    buckets = max(max_points // 2, 1)
-    size = len(series) / buckets
-    out: _Series = []
-    for b in range(buckets):
-        chunk = series[int(b * size) : int((b + 1) * size)]
-        if not chunk:
-            continue
-        low = min(chunk, key=lambda p: p[1])
-        high = max(chunk, key=lambda p: p[1])
-        out.extend(sorted({low, high}))
-    return out
-
-
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5, 5 x 10^k steps) covering ``[low, high]``."""
-    if high < low:
-        low, high = high, low
-    if high == low:
-        pad = abs(high) * 0.01 or 1.0
-        low, high = low - pad, high + pad
-    raw = (high - low) / max(count - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step)
-    last = max(math.ceil(high / step), first + 1)
-    # Multiply rather than accumulate, so 0.1-steps do not drift into 0.30000000000000004.
-    return [round(i * step, 10) for i in range(first, last + 1)]
-
-
-def _line_chart(
-    series: _Series,
-    *,
-    height: int,
-    label: str,
-    y_format: _Fmt,
-    area: bool,
-    y_max: float | None = None,
-    y_min: float | None = None,
-) -> str:
-    plot_w = _W - _LEFT - _RIGHT
-    plot_h = height - _TOP - _BOTTOM
-    values = [v for _, v in series]
-    hi = max(values) if y_max is None else max(y_max, *values)
-    lo = min(values) if y_min is None else min(y_min, *values)
-    ticks = nice_ticks(lo, hi)
-    y_lo, y_hi = ticks[0], ticks[-1]
-    t0, t1 = series[0][0], series[-1][0]
-
-    def x(t: float) -> float:
-        return _LEFT + (plot_w / 2 if t1 == t0 else (t - t0) / (t1 - t0) * plot_w)
-
-    def y(v: float) -> float:
-        return _TOP + (y_hi - v) / (y_hi - y_lo) * plot_h
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" '
-        f'width="100%" role="img" aria-label="{html.escape(label)}">',
-        f"<title>{html.escape(label)}</title>",
-        f'<text x="{_LEFT}" y="{_TOP - 8}" class="cap">{html.escape(label)}</text>',
-    ]
-    for tick in ticks:
-        ty = y(tick)
-        parts.append(
-            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}" class="grid"/>'
-        )
-        parts.append(
-            f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
-            f"{html.escape(y_format(tick, ticks))}</text>"
-        )
-    times = _time_ticks(t0, t1)
-    for i, t in enumerate(times):
-        tx = x(t)
-        # The end labels sit inside the picture rather than centred past its edges.
-        anchor = (
-            "middle"
-            if len(times) == 1 or 0 < i < len(times) - 1
-            else ("start" if i == 0 else "end")
-        )
-        parts.append(
-            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{_TOP}" y2="{_TOP + plot_h}" class="grid"/>'
-        )
-        parts.append(
-            f'<text x="{tx:.1f}" y="{height - 10}" text-anchor="{anchor}">'
-            f"{html.escape(_tick_time(t, t1 - t0))}</text>"
-        )
-    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" class="frame"/>')
-    coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in series)
-    if area and len(series) > 1:
-        base = y(min(max(0.0, y_lo), y_hi))
-        parts.append(
-            f'<path d="M{x(t0):.1f},{base:.1f} L{coords.replace(" ", " L")} '
-            f'L{x(t1):.1f},{base:.1f} Z" class="area"/>'
-        )
-    parts.append(f'<polyline points="{coords}" class="{"dd" if area else "line"}"/>')
-    last_t, last_v = series[-1]
-    parts.append(
-        f'<circle cx="{x(last_t):.1f}" cy="{y(last_v):.1f}" r="3" '
-        f'class="{"dd" if area else "dot"}"/>'
-    )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _empty_chart(message: str) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} 80" width="100%" '
-        f'role="img" aria-label="Equity curve"><rect x="1" y="1" width="{_W - 2}" '
-        f'height="78" class="frame"/><text x="{_W / 2}" y="45" text-anchor="middle">'
-        f"{html.escape(message)}</text></svg>"
-    )
-
-
-def _time_ticks(t0: float, t1: float, count: int = 5) -> list[float]:
-    if t1 <= t0:
-        return [t0]
-    return [t0 + (t1 - t0) * i / (count - 1) for i in range(count)]
-
-
-def _tick_time(t: float, span_s: float) -> str:
-    when = datetime.fromtimestamp(t, UTC)
-    if span_s <= 600:  # a short run: minutes alone would label every tick the same
-        return when.strftime("%H:%M:%S")
-    if span_s <= 2 * 86_400:
-        return when.strftime("%m-%d %H:%M")
-    return when.strftime("%Y-%m-%d")
 
 
 # ---------------------------------------------------------------------------- formats
 
 
-class _Fmt:
-    """Formats an axis value knowing all the ticks (to pick the decimals once)."""
+class _Money:
+    """Amounts in the account's quote currency, named by its code (``1,234.56 USDT``);
+    a bare figure while the quote is not known, never a ``$`` that may be wrong."""
 
-    def __init__(self, prefix: str, suffix: str) -> None:
-        self.prefix, self.suffix = prefix, suffix
+    def __init__(self, quote: str | None) -> None:
+        self.suffix = f"&nbsp;{html.escape(quote)}" if quote else ""
+        self.unit = html.escape(quote) if quote else "unit"
 
-    def __call__(self, value: float, ticks: Sequence[float]) -> str:
-        step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
-        # As many decimals as the step needs: 0.25-steps print 42.75, not 42.8.
-        decimals = next((d for d in range(9) if math.isclose(round(step, d), step)), 8)
-        sign = "-" if value < 0 else ""
-        return f"{sign}{self.prefix}{abs(value):,.{decimals}f}{self.suffix}"
-
-
-_axis_money = _Fmt("$", "")
-_axis_pct = _Fmt("", "%")
-
-
-def _money(value: float | None, *, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "&infin;"
-    sign = "-" if value < 0 else ("+" if signed and value > 0 else "")
-    return f"{sign}${abs(value):,.2f}"
+    def __call__(self, value: float | None, *, signed: bool = False) -> str:
+        if value is None:
+            return "-"
+        if math.isinf(value):
+            return "&infin;"
+        sign = "-" if value < 0 else ("+" if signed and value > 0 else "")
+        return f"{sign}{abs(value):,.2f}{self.suffix}"
 
 
 def _ratio(value: float | None) -> str:
@@ -433,20 +419,33 @@ def _when(moment: datetime) -> str:
 
 
 _CSS = (
-    "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;"
-    "padding:0 16px;color:#1d232b;background:#fff}"
-    "h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}"
-    ".muted{color:#5b6673}"
+    "*{box-sizing:border-box}"
+    "body{font:14px/1.45 system-ui,sans-serif;margin:20px auto;max-width:1100px;"
+    "padding:0 12px;color:#1d232b;background:#fff}"
+    "h1{font-size:22px;margin:0 0 4px;overflow-wrap:anywhere}h2{font-size:17px;margin:28px 0 8px}"
+    ".muted{color:#5b6673}.facts{margin:4px 0}.warn{color:#9a5b00;font-weight:600}"
+    ".badge{display:inline-block;padding:0 6px;border-radius:4px;font-size:12px}"
+    ".badge.warn{background:#fff1d6;border:1px solid #e7b24d}"
+    # Tables never widen the page: they scroll sideways inside their wrapper.
+    ".scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;max-width:100%}"
     "table{border-collapse:collapse}th,td{padding:4px 10px;border-bottom:1px solid #e3e7ec}"
-    "table.metrics th{text-align:left;font-weight:500;color:#3a4450}"
-    "table.trades{width:100%;font-variant-numeric:tabular-nums}"
-    "table.trades td{text-align:right;white-space:nowrap}"
-    "table.trades td:nth-child(2),table.trades td:nth-child(3){text-align:left}"
+    "table.metrics th,table.facts th{text-align:left;font-weight:500;color:#3a4450}"
+    "table.grid{width:100%;font-variant-numeric:tabular-nums}"
+    "table.grid th{text-align:left;white-space:nowrap}"
+    "table.grid td{text-align:right;white-space:nowrap}"
+    "table.grid td:first-child,table.grid td:nth-child(2){text-align:left}"
+    "table.trades td:nth-child(3),table.blocks td{text-align:left}"
+    "table.blocks tr:not(.reason) td{border-bottom:0}"
+    "table.blocks tr.reason td{white-space:normal;color:#3a4450;padding-bottom:8px}"
     "tr.win td:nth-child(10){color:#11804a}tr.loss td:nth-child(10){color:#c0322b}"
-    "svg{display:block;margin:6px 0;font-size:11px;fill:#5b6673}"
+    ".chart{overflow-x:auto}"
+    "svg{display:block;margin:6px 0;font-size:13px;fill:#5b6673}"
     "svg .grid{stroke:#eceff3}svg .frame{fill:none;stroke:#c9d0d8}"
     "svg .line{fill:none;stroke:#1f6feb;stroke-width:1.6}svg .dot{fill:#1f6feb}"
     "svg .area{fill:#c0322b;fill-opacity:.18;stroke:none}"
     "svg .dd{fill:none;stroke:#c0322b;stroke-width:1.2}svg circle.dd{fill:#c0322b}"
-    "svg .cap{fill:#3a4450;font-size:12px}"
+    "svg .cap{fill:#3a4450;font-size:14px}"
+    # A phone: tighter cells; the charts keep a readable size and scroll sideways.
+    "@media (max-width:600px){body{margin:12px auto;padding:0 10px}"
+    "th,td{padding:3px 6px}.chart svg{min-width:600px}}"
 )

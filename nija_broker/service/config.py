@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -274,6 +274,75 @@ class GuardConfig(_Strict):
         return GuardSettings(**self.model_dump(exclude_none=True))
 
 
+AlertEvent = Literal[
+    "fill",
+    "trade",
+    "block",
+    "stale_cancel",
+    "sync_failed",
+    "sync_recovered",
+    "attention",
+    "paused",
+]
+"""What an alert target may ask for (``[[alerts]] events``)."""
+ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+AlertType = Literal["webhook", "telegram", "discord", "slack"]
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+
+class AlertConfig(_Strict):
+    """``[[alerts]]``: one target the alerts go to, and which of them it wants.
+
+    The rules across its fields (what each ``type`` needs, unique names, known
+    accounts, well-formed URLs) are judged with the other cross-field rules in
+    :func:`nija_broker.service.config_problems.alert_rules`, on the raw table, so a
+    URL that may hold a secret (Discord's and Slack's do) is never echoed.
+    """
+
+    type: AlertType
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="shown in /healthz and the logs; default: the type",
+    )
+    url: str | None = Field(
+        default=None, repr=False, description="webhook, discord, slack: where to post"
+    )
+    url_env: str | None = Field(
+        default=None, description="the environment variable holding url (it may hold a secret)"
+    )
+    api_url: str | None = Field(default=None, description=f"telegram: default {TELEGRAM_API_URL}")
+    chat_id: int | str | None = Field(default=None, description="telegram: the chat to write to")
+    token_env: str | None = Field(
+        default=None,
+        description="telegram: the bot token's variable; webhook: a bearer token's (optional)",
+    )
+    events: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS), min_length=1)
+    accounts: list[str] | None = Field(
+        default=None, min_length=1, description="account ids covered; default: every account"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    block_repeat_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="the same block (account, symbol, side, rule) is sent once per this many "
+        "seconds, the repeats counted in the next one; 0 sends every one",
+    )
+
+    _env_names = field_validator("url_env", "token_env")(
+        classmethod(lambda cls, v: _check_env_name(v))
+    )
+
+    @property
+    def target_name(self) -> str:
+        return self.name or self.type
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -282,6 +351,7 @@ class Config(_Strict):
     tiers: dict[str, TierOverride] = Field(default_factory=dict)
     tier_hysteresis_pct: float = Field(default=2.0, ge=0, lt=50)
     accounts: list[AccountConfig] = Field(default_factory=list)
+    alerts: list[AlertConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_across(self, info: ValidationInfo) -> Config:

@@ -1,8 +1,8 @@
 """The checks of a configuration only this machine can answer, for :func:`config_problems`.
 
 The exchange ids ccxt knows (and whether it has the sandbox asked for), the
-environment variables each account names, the API binding's token and the
-store's directory. Each is judged on the raw table, item by item, so one bad
+environment variables each account and alert target names, the API binding's
+token and the store's directory. Each is judged on the raw table, item by item, so one bad
 field elsewhere hides nothing here; nothing is created, no key is read into
 an exchange, and no variable's value is ever shown.
 """
@@ -30,8 +30,10 @@ from nija_broker.service.config_problems import (
     ENV_FIELDS,
     Problem,
     account_tables,
+    alert_tables,
     did_you_mean,
     key_path,
+    url_problem,
 )
 
 __all__ = ["machine_problems"]
@@ -50,6 +52,7 @@ def machine_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str])
             problems += _env_problems(
                 file, key_path(("accounts", i, field), data), account.get(field), env
             )
+    problems += _alert_env_problems(data, file, env)
     return problems + _api_problems(data, file, env) + _store_problems(data, file)
 
 
@@ -134,6 +137,26 @@ def _env_problems(file: str, key: str, name: Any, env: Mapping[str, str]) -> lis
         return []
     state = "is not set" if value is None else "is blank"
     return [Problem(file, key, f"environment variable {name} {state}", repr(name))]
+
+
+def _alert_env_problems(
+    data: Mapping[str, Any], file: str, env: Mapping[str, str]
+) -> list[Problem]:
+    """Each alert target's variables are set; the one holding a URL holds one (not shown)."""
+    problems: list[Problem] = []
+    for i, alert in alert_tables(data):
+        for field in ("token_env", "url_env"):
+            key = key_path(("alerts", i, field), data)
+            name = alert.get(field)
+            missing = _env_problems(file, key, name, env)
+            problems += missing
+            if field == "url_env" and not missing and isinstance(name, str) and name in env:
+                why = url_problem(env[name].strip())
+                if why is not None:
+                    problems.append(
+                        Problem(file, key, f"environment variable {name} {why}", hidden=True)
+                    )
+    return problems
 
 
 def _api_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str]) -> list[Problem]:

@@ -4,7 +4,8 @@ Pure over the parsed TOML table, so every rule here runs whether or not the
 fields validate: :class:`Problem` itself, the key path of a pydantic error
 (``accounts[1](id='USER:bob').poll_interval_s``), "did you mean" hints, and the
 rules across fields no single field can judge (unique account ids, tiers that
-exist and are whole). A value that may be a key is never shown.
+exist and are whole, alert targets whole for their type). A value that may be a
+key is never shown.
 
 Used by :mod:`nija_broker.service.config` (shape problems, ``parse_config``)
 and :mod:`nija_broker.service.config_checks` (what only this machine can say).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,14 @@ __all__ = [
     "Problem",
     "account_tables",
     "across_fields",
+    "alert_rules",
+    "alert_tables",
     "by_table",
     "did_you_mean",
     "field_problem",
     "key_path",
     "read_toml",
+    "url_problem",
 ]
 
 # Keys that would put a credential in the file; ccxt accepts all of these.
@@ -153,6 +158,8 @@ def _unknown_key(
 ) -> Problem:
     leaf = str(loc[-1])
     named = _PASTED.get(leaf.lower())
+    if named == "api.token_env" and loc[:1] == ("alerts",):
+        named = "token_env"  # an alert target's own token
     if named is not None:
         return Problem(
             file,
@@ -205,7 +212,8 @@ def account_tables(data: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 
 
 def across_fields(data: Mapping[str, Any], file: str) -> list[Problem]:
-    """Rules no single field can judge: unique account ids, tiers that exist and are whole.
+    """Rules no single field can judge: unique account ids, tiers that exist and are whole,
+    alert targets whole for their type (:func:`alert_rules`).
 
     Judged on the raw tables, so they are listed whether or not the fields validate.
     """
@@ -240,6 +248,7 @@ def across_fields(data: Mapping[str, Any], file: str) -> list[Problem]:
                     hint=did_you_mean(name, defaults) or f"known tiers: {', '.join(defaults)}",
                 )
             )
+    problems += alert_rules(data, file)
     known = [*defaults, *(str(n) for n in tiers if n not in defaults)]
     for i, account in account_tables(data):
         tier = account.get("tier")
@@ -255,4 +264,122 @@ def across_fields(data: Mapping[str, Any], file: str) -> list[Problem]:
                     hint=f"{hint} (known: {choices})" if hint else f"known: {choices}",
                 )
             )
+    return problems
+
+
+# ---------------------------------------------------------------------------- alerts
+
+_URL_TYPES = ("webhook", "discord", "slack")
+"""Alert targets posting to a URL of their own (Telegram's is its bot API)."""
+
+
+def alert_tables(data: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The ``[[alerts]]`` tables of a raw configuration, with their index."""
+    alerts = data.get("alerts")
+    if not isinstance(alerts, list):
+        return []
+    return [(i, a) for i, a in enumerate(alerts) if isinstance(a, dict)]
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not an ``http(s)://host`` URL to post to, or ``None``. Never quotes it."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def alert_rules(data: Mapping[str, Any], file: str) -> list[Problem]:
+    """What each alert target's ``type`` needs, unique target names, accounts that exist,
+    URLs to post to. A URL's value is never shown: Discord's and Slack's hold their secret."""
+    problems: list[Problem] = []
+    account_ids = [a["id"] for _, a in account_tables(data) if isinstance(a.get("id"), str)]
+    first: dict[str, int] = {}
+    for i, alert in alert_tables(data):
+
+        def at(field: str, i: int = i) -> str:
+            return key_path(("alerts", i, field), data)
+
+        kind = alert.get("type")
+        present = {k for k, v in alert.items() if v is not None}
+        if kind == "telegram":
+            for field, why in (
+                ("chat_id", "the chat to write to (a number, or '@channelname')"),
+                ("token_env", "the name of the environment variable holding the bot token"),
+            ):
+                if field not in present:
+                    problems.append(Problem(file, at(field), f"required for telegram: {why}"))
+            for field in sorted(present & {"url", "url_env"}):
+                problems.append(
+                    Problem(
+                        file,
+                        at(field),
+                        "not for telegram: it posts to its bot API (api_url, default "
+                        "https://api.telegram.org)",
+                    )
+                )
+        elif kind in _URL_TYPES:
+            for field in sorted(present & {"api_url", "chat_id"}):
+                problems.append(Problem(file, at(field), "only for type = 'telegram'"))
+            if not present & {"url", "url_env"}:
+                problems.append(
+                    Problem(
+                        file,
+                        at("url"),
+                        f"required for {kind}: url, or url_env naming the environment "
+                        "variable that holds it",
+                    )
+                )
+            elif {"url", "url_env"} <= present:
+                problems.append(Problem(file, at("url_env"), "set url or url_env, not both"))
+            if kind != "webhook" and "token_env" in present:
+                problems.append(
+                    Problem(
+                        file,
+                        at("token_env"),
+                        f"not for {kind}: the webhook's secret is its URL",
+                        hint="put the URL in an environment variable and name it in url_env",
+                    )
+                )
+        for field, shown in (("url", False), ("api_url", True)):
+            value = alert.get(field)
+            wrong = url_problem(value) if isinstance(value, str) else None
+            if wrong is not None:
+                problems.append(
+                    Problem(
+                        file, at(field), wrong, repr(value) if shown else None, hidden=not shown
+                    )
+                )
+        accounts = alert.get("accounts")
+        for ident in accounts if isinstance(accounts, list) else ():
+            if isinstance(ident, str) and ident not in account_ids:
+                hint = did_you_mean(ident, account_ids)
+                choices = ", ".join(account_ids) or "none configured"
+                problems.append(
+                    Problem(
+                        file,
+                        at("accounts"),
+                        "unknown account id",
+                        repr(ident),
+                        hint=f"{hint} (known: {choices})" if hint else f"known: {choices}",
+                    )
+                )
+        name = alert.get("name") if alert.get("name") is not None else kind
+        if isinstance(name, str) and name in first:
+            problems.append(
+                Problem(
+                    file,
+                    at("name"),
+                    f"alert target names must be unique: repeated (first at alerts[{first[name]}])",
+                    repr(name),
+                    hint="give each target of the same type its own name",
+                )
+            )
+        elif isinstance(name, str):
+            first[name] = i
     return problems

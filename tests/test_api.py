@@ -82,7 +82,7 @@ async def test_healthz_reports_each_account_and_fails_when_one_has_failed(
 async def test_accounts_list_is_a_row_per_account(server: ApiServer) -> None:
     status, body = await _get(server, "/v1/accounts")
     assert status == 200
-    assert body["schema_version"] == 4
+    assert body["schema_version"] == 5
     assert [row["account_id"] for row in body["accounts"]] == [ALICE, BOB]
     status, row = await _get(server, f"/v1/accounts/{ALICE}")
     assert status == 200

@@ -52,6 +52,15 @@ STATUS_KEYS = {
     "weight_planned_per_min",
     "weight_spent_last_min",
     "weight_unit",
+    "exchange",
+    "quote_currency",
+    "positions",
+    "paused",
+    "paused_by",
+    "paused_at",
+    "pause_reason",
+    "last_block",
+    "stale_cancels",
 }
 
 
@@ -197,7 +206,7 @@ def test_status_json_has_a_stable_schema_when_read_from_the_store(
     assert main(["status", "--config", str(config), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {"schema_version", "generated_at", "accounts"}
-    assert document["schema_version"] == 4
+    assert document["schema_version"] == 5
     (row,) = document["accounts"]
     assert set(row) == STATUS_KEYS
     assert row["account_id"] == "USER:alice"

@@ -47,6 +47,15 @@ STATUS_KEYS = {
     "weight_planned_per_min",
     "weight_spent_last_min",
     "weight_unit",
+    "exchange",
+    "quote_currency",
+    "positions",
+    "paused",
+    "paused_by",
+    "paused_at",
+    "pause_reason",
+    "last_block",
+    "stale_cancels",
 }
 
 
@@ -240,10 +249,15 @@ def test_equity_that_cannot_be_established_is_unknown_and_degraded() -> None:
     assert json.loads(json.dumps(status_document([row], NOW)))["accounts"][0][
         "unvalued_holdings"
     ] == ["JUNK", "LDBTC"]
-    lines = render_table([row]).splitlines()
+    lines = render_table([row]).splitlines()  # every column
     assert lines[0].split()[-2:] == ["UNVALUED", "BREAKERS"]
     assert lines[1].split()[-2:] == ["JUNK,LDBTC", "-"]  # no guard: no breakers known
     assert "degraded" in lines[1]
+    # Fitted to 100 columns the UNVALUED column gives way, and NOTES names the holdings.
+    header, fitted = render_table([row], width=100).splitlines()
+    assert "UNVALUED" not in header
+    assert fitted.endswith("unvalued JUNK,LDBTC")
+    assert "degraded" in fitted
 
 
 def test_a_failing_sync_is_not_hidden_by_the_valuation() -> None:
@@ -311,7 +325,7 @@ def test_json_document_schema_is_pinned() -> None:
     doc = json.loads(json.dumps(status_document(rows, NOW)))
 
     assert set(doc) == {"schema_version", "generated_at", "accounts"}
-    assert doc["schema_version"] == SCHEMA_VERSION == 4
+    assert doc["schema_version"] == SCHEMA_VERSION == 5
     assert doc["generated_at"] == NOW.isoformat()
     assert set(AccountStatus.model_fields) == STATUS_KEYS
     assert [set(a) for a in doc["accounts"]] == [STATUS_KEYS]
@@ -332,7 +346,9 @@ def test_table_has_a_header_and_one_line_per_account_and_no_total() -> None:
     assert lines[0].split()[:3] == ["ACCOUNT", "TIER", "EQUITY"]
     platform, micro = lines[1], lines[2]
     assert platform.startswith("PLATFORM ")
-    assert "$10,000.00" in platform
+    # Equity in the account's own quote, never as "$": no live view names it here.
+    assert "10,000.00" in platform
+    assert "$" not in "".join(lines)
     assert "offline" in platform
     assert "never" in platform
     assert micro.startswith("USER:micro ")

@@ -93,6 +93,10 @@ class AccountLive:
     request_weight: RequestWeight | None = None
     """What the account's polling costs against its venue's limit; ``None`` until its
     first cycle. Written by its poller, as ``health`` is."""
+    exchange: str | None = None
+    """The account's ccxt exchange id (``None`` where the caller did not say)."""
+    stale_cancels: int = 0
+    """Stale orders cancelled since the process started, each confirmed by the exchange."""
 
     @classmethod
     def create(
@@ -101,9 +105,13 @@ class AccountLive:
         table: TierTable,
         pinned: str | None = None,
         quote_currency: str = "USD",
+        exchange: str | None = None,
     ) -> AccountLive:
         return cls(
-            account_id=account_id, tier=TierTracker(table, pinned), quote_currency=quote_currency
+            account_id=account_id,
+            tier=TierTracker(table, pinned),
+            quote_currency=quote_currency,
+            exchange=exchange,
         )
 
     def update(self, changes: Mapping[str, object]) -> None:
@@ -111,6 +119,10 @@ class AccountLive:
         the guard reads them, so a decision sees them all old or all new."""
         for name, value in changes.items():
             setattr(self, name, value)
+
+    def note_stale_cancel(self) -> None:
+        """A stale order's cancel was confirmed by the exchange (on the owner's thread)."""
+        self.stale_cancels += 1
 
     def policy(self) -> TierPolicy | None:
         """The account's tier now; ``None`` until its equity is known (unless pinned)."""

@@ -44,8 +44,10 @@ from nija_broker.demo.world import (
     start_world,
 )
 from nija_broker.service.config import Config
+from nija_broker.service.positions_view import account_positions
 from nija_broker.service.report import write_report
 from nija_broker.service.runtime import Broker
+from nija_broker.service.terminal import COLOR_MODES, ColorMode, color_wanted
 from nija_broker.state.store import StoreLock
 
 __all__ = ["MIN_DURATION_S", "build_parser", "main", "run_demo"]
@@ -66,12 +68,14 @@ def run_demo(
     stream: TextIO = sys.stdout,
     interactive: bool | None = None,
     config_path: Path | None = None,
+    color: ColorMode = "auto",
 ) -> int:
     """Run the demo and return the process exit code (0 on success).
 
     ``out_dir`` receives the reports and the demo's store (a previous demo's
     store there is replaced); a new temporary directory, kept afterwards, when
-    ``None``. ``interactive`` redraws the table in place (default: when
+    ``None``. ``color``: ``auto`` paints the screen on a terminal unless ``NO_COLOR`` is
+    set (https://no-color.org). ``interactive`` redraws the table in place (default: when
     ``stream`` is a terminal). Ctrl-C stops the run and shuts everything down.
     """
     if not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
@@ -99,6 +103,7 @@ def run_demo(
             out_dir=target,
             stream=stream,
             interactive=interactive,
+            color=color_wanted(color, stream),
         )
         return asyncio.run(demo.run(raw))
     except ConfigError as exc:
@@ -120,6 +125,7 @@ class _Demo:
         out_dir: Path,
         stream: TextIO,
         interactive: bool,
+        color: bool,
     ) -> None:
         self.duration_s = duration_s
         self.seed = seed
@@ -128,7 +134,10 @@ class _Demo:
         self.clock: Clock = SystemClock()
         self.started_at = self.clock.monotonic()
         self.view = DemoView(
-            stream, interactive=interactive, table_every_s=max(2.0, min(5.0, duration_s / 6))
+            stream,
+            interactive=interactive,
+            table_every_s=max(2.0, min(5.0, duration_s / 6)),
+            color=color,
         )
         self.tallies: dict[str, AccountTally] = {}
         self.tiers: dict[str, str] = {}
@@ -170,7 +179,8 @@ class _Demo:
                 self.tallies = {a.id: AccountTally() for a in config.accounts}
                 if broker.api is not None:
                     self.view.intro(
-                        f"local API while it runs: {broker.api.url}/v1/accounts and /metrics"
+                        f"local API while it runs: {broker.api.url}/v1/accounts and /metrics",
+                        keep=True,
                     )
                 await self._story(broker, world)
                 self._finish(broker, world)
@@ -181,7 +191,8 @@ class _Demo:
     def _intro(self, world: DemoWorld, config: Config) -> None:
         write = self.view.intro
         write(
-            f"nija-broker demo ({self.exchange} emulator, seed {self.seed}, {self.duration_s:g}s)"
+            f"nija-broker demo ({self.exchange} emulator, seed {self.seed}, {self.duration_s:g}s)",
+            keep=True,
         )
         write(f"emulator: {world.server.url} (loopback only, demo keys made up for this run)")
         table = config.tier_table()
@@ -248,7 +259,7 @@ class _Demo:
     async def _refresh(self, broker: Broker, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._new_trades(broker)
-            self.view.table(broker.status(), self.elapsed_s())
+            self.view.table(broker.status(), self.elapsed_s(), now=self.clock.now())
             try:
                 async with asyncio.timeout(_REDRAW_S):
                     await stop.wait()
@@ -260,7 +271,7 @@ class _Demo:
         write = self.view.write
         self._new_trades(broker)
         rows = broker.status()
-        self.view.table(rows, self.elapsed_s(), force=True)
+        self.view.table(rows, self.elapsed_s(), force=True, now=self.clock.now())
         self.view.replay()
         write(
             f"summary after {self.elapsed_s():.1f}s, per account (never added up across accounts):"
@@ -275,8 +286,11 @@ class _Demo:
         write("\nreports:")
         now = self.clock.now()
         for row in rows:
+            book = broker.books.get(row.account_id)
+            # What the running sidecar holds: booked fills checked against the balances.
+            held = broker.books.owner.call(account_positions, book, broker.live.get(row.account_id))
             path = write_report(
-                broker.books.get(row.account_id), self.out_dir, store=broker.store, now=now
+                book, self.out_dir, store=broker.store, now=now, status=row, positions=held
             )
             write(f"  {row.account_id:<11} {path}")
         alice = self.tallies.get(ALICE)
@@ -291,12 +305,54 @@ def _remove_store(path: str) -> None:
         Path(path + suffix).unlink(missing_ok=True)
 
 
-def run_emulator(argv: Sequence[str]) -> int:
+def run_emulator(
+    argv: Sequence[str],
+    *,
+    write_config: Path | None = None,
+    force: bool = False,
+    api_port: int | None = None,
+    stream: TextIO = sys.stdout,
+) -> int:
     """``nija-broker emulator``: the built-in exchange emulator alone. Here, not in the CLI,
-    because the demo is the one composition root that imports ``adapters`` (DESIGN: Layout)."""
+    because the demo is the one composition root that imports ``adapters`` (DESIGN: Layout).
+
+    ``write_config``: once it listens, write a configuration for the accounts it serves
+    and the environment file with their keys (:mod:`nija_broker.demo.rehearsal`), print
+    their paths and the next commands, and keep serving. A file already there is refused
+    (exit 2) unless ``force``. ``api_port`` goes in the configuration (default 8765, the
+    sidecar's usual; 0: a port free now).
+    """
+    from adapters.emulator.__main__ import Serving
     from adapters.emulator.__main__ import main as emulator_main
 
-    return emulator_main(list(argv))
+    if write_config is None:
+        return emulator_main(list(argv))
+    from nija_broker.demo import rehearsal
+
+    if api_port is None:
+        api_port = rehearsal.DEFAULT_API_PORT
+    if not 0 <= api_port <= 65535:
+        print(
+            f"nija-broker emulator: --api-port must be 0 to 65535, got {api_port}", file=sys.stderr
+        )
+        return 2
+    try:
+        files = rehearsal.RehearsalFiles.beside(write_config)
+        rehearsal.claim(files, force=force)
+    except (ConfigError, OSError) as exc:
+        print(f"nija-broker emulator: {exc}", file=sys.stderr)
+        return 2
+    port = rehearsal.pick_api_port() if api_port == 0 else api_port
+
+    def ready(serving: Serving) -> None:
+        rehearsal.write_rehearsal(serving, files, api_port=port, force=force)
+        rehearsal.announce(serving, files, port, stream)
+
+    try:
+        return emulator_main(list(argv), on_ready=ready)
+    except ConfigError as exc:  # from ready(): the emulator was shut down
+        print(f"nija-broker emulator: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,12 +387,22 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where reports (and the demo's store) go; default a new temporary directory",
     )
+    parser.add_argument(
+        "--color",
+        choices=COLOR_MODES,
+        default="auto",
+        help="ANSI colour (default auto: on a terminal, unless NO_COLOR is set)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_demo(
-        duration_s=args.duration, seed=args.seed, exchange=args.exchange, out_dir=args.out
+        duration_s=args.duration,
+        seed=args.seed,
+        exchange=args.exchange,
+        out_dir=args.out,
+        color=args.color,
     )
 
 

@@ -22,29 +22,46 @@ metrics are thread-safe.
 
 Endpoints::
 
-    GET  /healthz                              per-account sync health (503 if any failed)
+    GET  /healthz                              per-account sync health (503 if any failed),
+                                               each alert target's state (never a 503)
     GET  /v1/accounts                          the status document (a row per account)
     GET  /v1/accounts/{id}                     one row (with the holdings it cannot value)
     GET  /v1/accounts/{id}/orders?status=open|all
     GET  /v1/accounts/{id}/trades?limit=N
     GET  /v1/accounts/{id}/guard-decisions?limit=N&blocked_only=true
     GET  /v1/accounts/{id}/reservations        what the guard holds now, and why
+    GET  /v1/accounts/{id}/positions           held assets: amount, average cost, value,
+                                               unrealised P&L, source (ledger|exchange|both)
+    GET  /v1/accounts/{id}/equity?limit=N      the equity curve held, with drawdown per point
+    GET  /v1/accounts/{id}/{what}.csv|.json    downloads: trades, fills, orders, equity
+    POST /v1/accounts/{id}/pause               {by?, reason?}: no entries (rule ``paused``)
+    POST /v1/accounts/{id}/resume              {by?}: lift the pause, clear tripped breakers
+    POST /v1/accounts/{id}/orders/{oid}/cancel through the exchange; booked on its answer
     POST /v1/guard/check                       dry run: {allowed, rule, reason, ...}
     POST /v1/guard/reserve                     judge and hold the entry's place (idempotent
                                                by client_order_id)
     POST /v1/guard/confirm                     {reservation_id, order_id?}
     POST /v1/guard/release                     {reservation_id} (in flight or settling)
     GET  /metrics                              Prometheus exposition
+
+The web page (:mod:`nija_broker.service.web`; its shell holds no data and is served
+without the token, its data comes from the endpoints above with it; without a token
+a request from another web site, by ``Origin`` or ``Host``, is refused with 403)::
+
+    GET  /                                     the accounts, a row each, live
+    GET  /accounts/{id}                        one account's page
+    GET  /web/{name}                           the page's script, styles and uPlot
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -56,6 +73,7 @@ from nija_broker.guard.guard import GuardConflict
 from nija_broker.service import api_calls as calls
 from nija_broker.service.api_body import (
     MAX_BODY_BYTES,
+    PauseCall,
     ReservationCall,
     breaker_views,
     decision_json,
@@ -66,7 +84,11 @@ from nija_broker.service.api_body import (
 )
 from nija_broker.service.api_calls import ApiContext, UnknownAccount
 from nija_broker.service.api_thread import AppThread
+from nija_broker.service.export import WHAT, ExportFormat, ExportWhat, render
+from nija_broker.service.logs import fields
 from nija_broker.service.status import status_document
+from nija_broker.service.web import add_web_routes, cross_site_refusal, is_shell
+from nija_broker.sync.cancel import UnknownOrder
 
 __all__ = [
     "CONTEXT",
@@ -129,7 +151,12 @@ def _authorized(header: str, token: str) -> bool:
 @web.middleware
 async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CONTEXT].token
-    if token and not _authorized(request.headers.get("Authorization", ""), token):
+    refused = cross_site_refusal(request, token)  # tokenless: another web site's request
+    if refused is not None:
+        return _error(403, refused[0], field=refused[1])
+    # The web page's shell holds no data, and a browser cannot send the token on navigation.
+    shell = is_shell(request)
+    if token and not shell and not _authorized(request.headers.get("Authorization", ""), token):
         return _error(401, "missing or wrong bearer token", field="Authorization")
     try:
         return await handler(request)
@@ -219,9 +246,11 @@ async def healthz(request: web.Request) -> web.Response:
     states = {a["state"] for a in accounts.values()}
     failed = SyncState.FAILED.value in states
     overall = "failed" if failed else "ok" if states <= {SyncState.OK.value} else "degraded"
-    return web.json_response(
-        {"status": overall, "accounts": accounts}, status=503 if failed else 200
-    )
+    body: dict[str, Any] = {"status": overall, "accounts": accounts}
+    alerts = request.app[CONTEXT].alerts
+    if alerts is not None:  # a failing alert target is reported, never a failed broker
+        body["alerts"] = alerts()
+    return web.json_response(body, status=503 if failed else 200)
 
 
 async def list_accounts(request: web.Request) -> web.Response:
@@ -241,19 +270,174 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
-async def account_resume(request: web.Request) -> web.Response:
-    """Clear the account's tripped circuit breakers (journaled); they trip again only when
-    their figures get worse than they are now."""
+async def _pause_call(request: web.Request) -> PauseCall | web.Response:
+    """The optional ``{"by", "reason"}`` body of a pause or resume (empty: by ``api``)."""
+    raw = await _raw_body(request)
+    if isinstance(raw, web.Response):
+        return raw
+    if not raw.strip():
+        return PauseCall()
+    body = parse_object(raw)
+    if not isinstance(body, dict):
+        return _error(body.status, body.message, field=body.field)
+    try:
+        return PauseCall.model_validate(body)
+    except ValidationError as exc:
+        return _validation_error(exc)
+
+
+async def account_pause(request: web.Request) -> web.Response:
+    """Pause the account's entries (rule ``paused``; exits pass); journaled, and kept
+    across a restart. Pausing a paused account keeps the pause in force."""
     ctx = request.app[CONTEXT]
     account_id = request.match_info["account_id"]
-    breakers, resumed = await _owned(calls.resume, ctx, account_id)
+    call = await _pause_call(request)
+    if isinstance(call, web.Response):
+        return call
+    pause = await _owned(calls.pause, ctx, account_id, call.by, call.reason)
+    log.info(
+        "account %s: entries paused by %s%s",
+        account_id,
+        pause.by,
+        f" ({pause.reason})" if pause.reason else "",
+        extra=fields(account_id, event="paused", by=pause.by, reason=pause.reason),
+    )
+    return web.json_response(
+        {
+            "account_id": account_id,
+            "paused": True,
+            "by": pause.by,
+            "at": pause.at.isoformat(),
+            "reason": pause.reason,
+        }
+    )
+
+
+async def account_resume(request: web.Request) -> web.Response:
+    """Lift the account's pause and clear its tripped circuit breakers (both journaled);
+    the breakers trip again only when their figures get worse than they are now."""
+    ctx = request.app[CONTEXT]
+    account_id = request.match_info["account_id"]
+    call = await _pause_call(request)
+    if isinstance(call, web.Response):
+        return call
+    breakers, resumed, unpaused = await _owned(calls.resume, ctx, account_id, call.by)
+    if unpaused:
+        log.info(
+            "account %s: entries resumed by %s",
+            account_id,
+            call.by,
+            extra=fields(account_id, event="resumed", by=call.by),
+        )
     return web.json_response(
         {
             "account_id": account_id,
             "at": ctx.clock.now().isoformat(),
+            "paused": False,
+            "unpaused": unpaused,
             "resumed": resumed,
             "breakers": breaker_views(breakers),
         }
+    )
+
+
+async def account_cancel(request: web.Request) -> web.Response:
+    """Cancel one order through the account's exchange; it is booked cancelled only on
+    the exchange's answer (``confirmed``), which may also say it filled first."""
+    ctx = request.app[CONTEXT]
+    account_id = request.match_info["account_id"]
+    order_id = request.match_info["order_id"]
+    await _owned(calls.require, ctx, account_id)
+    if ctx.cancel_order is None:
+        return _error(
+            503,
+            "no reconciler runs here, so a cancel could not be confirmed: cancel it on the "
+            "exchange, the sidecar books what the exchange says",
+            field="order_id",
+            order_id=order_id,
+        )
+    log.info(
+        "account %s: cancel of order %s requested",
+        account_id,
+        order_id,
+        extra=fields(account_id, event="cancel_requested", order_id=order_id),
+    )
+    try:
+        answer = await asyncio.wrap_future(ctx.cancel_order(account_id, order_id))
+    except UnknownOrder:
+        return _error(
+            404,
+            f"account {account_id!r} tracks no order {order_id!r}",
+            field="order_id",
+            order_id=order_id,
+        )
+    except StateError as exc:
+        return _error(503, str(exc), field="account_id", account_id=account_id)
+    status = 200 if answer.confirmed else 409 if answer.sent else 502
+    return web.json_response(
+        {
+            "account_id": account_id,
+            "order_id": order_id,
+            "status": answer.order.status.value,
+            "confirmed": answer.confirmed,
+            "sent": answer.sent,
+            "message": answer.message,
+            "order": answer.order.model_dump(mode="json"),
+        },
+        status=status,
+    )
+
+
+async def account_positions(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    quote, rows = await _owned(calls.positions, request.app[CONTEXT], account_id)
+    return web.json_response(
+        {
+            "account_id": account_id,
+            "quote_currency": quote,
+            "positions": [row.model_dump(mode="json") for row in rows],
+        }
+    )
+
+
+async def account_equity(request: web.Request) -> web.Response:
+    """The equity curve the books hold (oldest first), each point with its drawdown from
+    the highest equity before it among the points returned."""
+    limit = _int_query(request, "limit", 500, 10_000)
+    if isinstance(limit, web.Response):
+        return limit
+    account_id = request.match_info["account_id"]
+    quote, points = await _owned(calls.equity, request.app[CONTEXT], account_id, limit)
+    peak = 0.0
+    rows = []
+    for point in points:
+        peak = max(peak, point.equity)
+        drawdown = (peak - point.equity) / peak * 100.0 if peak > 0 else 0.0
+        rows.append(
+            {"at": point.timestamp.isoformat(), "equity": point.equity, "drawdown_pct": drawdown}
+        )
+    return web.json_response({"account_id": account_id, "quote_currency": quote, "points": rows})
+
+
+async def account_download(request: web.Request) -> web.Response:
+    """``GET /v1/accounts/{id}/{what}.csv`` (or ``.json``): the store's whole history of
+    one kind, as ``nija-broker export`` writes it."""
+    account_id = request.match_info["account_id"]
+    what = request.match_info["what"]
+    fmt = request.match_info["format"]
+    if what not in WHAT:
+        return _error(404, f"no such export {what!r}: one of {', '.join(WHAT)}", field="what")
+    try:
+        rows = await _owned(calls.export, request.app[CONTEXT], account_id, cast(ExportWhat, what))
+    except StateError as exc:
+        return _error(503, str(exc), field="what")
+    body = render(cast(ExportWhat, what), rows, cast(ExportFormat, fmt))
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in account_id)
+    return web.Response(
+        text=body,
+        content_type="text/csv" if fmt == "csv" else "application/json",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{safe}-{what}.{fmt}"'},
     )
 
 
@@ -417,12 +601,20 @@ def create_app(ctx: ApiContext) -> web.Application:
     app.router.add_get("/v1/accounts/{account_id}/trades", account_trades)
     app.router.add_get("/v1/accounts/{account_id}/guard-decisions", account_decisions)
     app.router.add_get("/v1/accounts/{account_id}/reservations", account_reservations)
+    app.router.add_get("/v1/accounts/{account_id}/positions", account_positions)
+    app.router.add_get("/v1/accounts/{account_id}/equity", account_equity)
+    app.router.add_get(
+        "/v1/accounts/{account_id}/{what:[a-z]+}.{format:csv|json}", account_download
+    )
+    app.router.add_post("/v1/accounts/{account_id}/pause", account_pause)
     app.router.add_post("/v1/accounts/{account_id}/resume", account_resume)
+    app.router.add_post("/v1/accounts/{account_id}/orders/{order_id}/cancel", account_cancel)
     app.router.add_post("/v1/guard/check", guard_check)
     app.router.add_post("/v1/guard/reserve", guard_reserve)
     app.router.add_post("/v1/guard/confirm", guard_confirm)
     app.router.add_post("/v1/guard/release", guard_release)
     app.router.add_get("/metrics", metrics)
+    add_web_routes(app)
     return app
 
 

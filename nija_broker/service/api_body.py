@@ -23,13 +23,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from nija_broker.core.intent import Blocked, Decision, OrderIntent, Reason
 from nija_broker.core.models import NonBlank
 from nija_broker.guard.board import verdict_view
+from nija_broker.guard.pauses import MAX_REASON_CHARS
 
 if TYPE_CHECKING:
     from nija_broker.core.breakers import Breakers
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_INT_DIGITS",
     "MAX_JSON_DEPTH",
     "BodyProblem",
+    "PauseCall",
     "ReservationCall",
     "breaker_views",
     "decision_json",
@@ -77,6 +79,21 @@ class ReservationCall(BaseModel):
 
     reservation_id: NonBlank
     order_id: NonBlank | None = None
+
+
+OneLine = Annotated[
+    str, StringConstraints(max_length=MAX_REASON_CHARS, pattern=r"^[^\x00-\x1f\x7f]*$")
+]
+
+
+class PauseCall(BaseModel):
+    """``POST /v1/accounts/{id}/pause`` and ``/resume`` (the body is optional): who acts,
+    and, for a pause, why; both one line, shown on the page and in alerts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    by: OneLine = "api"
+    reason: OneLine = ""
 
 
 class _Refused:

@@ -9,22 +9,29 @@ An account nobody configured or stored raises :class:`UnknownAccount` (a JSON 40
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import concurrent.futures
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel
 
 from nija_broker.core.breakers import Breakers
 from nija_broker.core.clock import Clock
 from nija_broker.core.health import AccountLive
 from nija_broker.core.intent import Decision, OrderIntent
-from nija_broker.core.models import Order, TradeRecord
+from nija_broker.core.models import EquityPoint, Order, TradeRecord
+from nija_broker.core.pause import Pause
 from nija_broker.guard.guard import Guard, ReservationView
 from nija_broker.service.api_body import ReservationCall
+from nija_broker.service.export import ExportWhat, export_rows
+from nija_broker.service.positions_view import PositionView, account_positions
 from nija_broker.service.prom import BrokerMetrics
 from nija_broker.service.status import AccountStatus, account_status, status_rows
 from nija_broker.state.books import Books
 from nija_broker.state.store import DecisionRecord
+from nija_broker.sync.cancel import CancelAnswer
 
 __all__ = [
     "ApiContext",
@@ -33,8 +40,12 @@ __all__ = [
     "check",
     "decide",
     "decisions",
+    "equity",
+    "export",
     "health",
     "orders",
+    "pause",
+    "positions",
     "refresh_metrics",
     "require",
     "reservations",
@@ -43,6 +54,10 @@ __all__ = [
     "settle",
     "trades",
 ]
+
+
+CancelOrder = Callable[[str, str], "concurrent.futures.Future[CancelAnswer]"]
+"""(account id, order id) -> the cancel's answer, from another thread's loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,12 @@ class ApiContext:
     metrics: BrokerMetrics
     clock: Clock
     token: str | None = field(default=None, repr=False)
+    cancel_order: CancelOrder | None = None
+    """Sends a trader's cancel to the account's exchange on the runtime's loop (``None``:
+    no reconciler runs here, so no cancel can be confirmed)."""
+    alerts: Callable[[], dict[str, dict[str, Any]]] | None = None
+    """Each alert target's state and counts, by name (``None``: no ``[[alerts]]``); read on
+    the API's thread (``AlertDispatcher.report`` is safe from any)."""
 
 
 class UnknownAccount(LookupError):
@@ -91,7 +112,7 @@ def health(ctx: ApiContext) -> dict[str, dict[str, Any]]:
 
 def rows(ctx: ApiContext, now: datetime) -> list[AccountStatus]:
     """A status row per account."""
-    return status_rows(ctx.books, ctx.live, now, breakers=ctx.guard.breaker_report)
+    return status_rows(ctx.books, ctx.live, now, guard=ctx.guard.facts)
 
 
 def account_row(
@@ -99,17 +120,47 @@ def account_row(
 ) -> tuple[AccountStatus, Breakers | None]:
     """One account's status row and its breakers."""
     require(ctx, account_id)
-    breakers = ctx.guard.breaker_report(account_id)
+    facts = ctx.guard.facts(account_id)
     return account_status(
-        ctx.books.get(account_id), ctx.live.get(account_id), now, breakers
-    ), breakers
+        ctx.books.get(account_id), ctx.live.get(account_id), now, guard=facts
+    ), facts.breakers
 
 
-def resume(ctx: ApiContext, account_id: str) -> tuple[Breakers | None, list[str]]:
-    """The account's tripped breakers cleared (journaled)."""
+def pause(ctx: ApiContext, account_id: str, by: str, reason: str) -> Pause:
+    """The account's entries paused (journaled; the pause in force kept if there is one)."""
     require(ctx, account_id)
+    return ctx.guard.pause(account_id, by, reason)
+
+
+def resume(ctx: ApiContext, account_id: str, by: str) -> tuple[Breakers | None, list[str], bool]:
+    """The account's pause lifted and its tripped breakers cleared (both journaled): the
+    breakers after it, the breakers resumed, and whether a pause was lifted."""
+    require(ctx, account_id)
+    unpaused = ctx.guard.unpause(account_id, by)
     breakers, resumed = ctx.guard.resume(account_id)
-    return breakers, list(resumed)
+    return breakers, list(resumed), unpaused
+
+
+def positions(ctx: ApiContext, account_id: str) -> tuple[str, list[PositionView]]:
+    """The account's quote currency and positions."""
+    require(ctx, account_id)
+    live = ctx.live.get(account_id)
+    quote = live.quote_currency if live is not None else "USD"
+    return quote, account_positions(ctx.books.get(account_id), live)
+
+
+def equity(ctx: ApiContext, account_id: str, limit: int) -> tuple[str, list[EquityPoint]]:
+    """The account's quote currency and its latest ``limit`` equity points, oldest first."""
+    require(ctx, account_id)
+    live = ctx.live.get(account_id)
+    quote = live.quote_currency if live is not None else "USD"
+    return quote, ctx.books.get(account_id).performance.equity_points(limit)
+
+
+def export(ctx: ApiContext, account_id: str, what: ExportWhat) -> list[BaseModel]:
+    """The account's records of one kind from the store, oldest first."""
+    require(ctx, account_id)
+    return export_rows(ctx.books, account_id, what)
 
 
 def orders(ctx: ApiContext, account_id: str, which: str) -> list[Order]:

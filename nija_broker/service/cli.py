@@ -3,12 +3,18 @@
 ::
 
     nija-broker demo [--duration S] [--seed N] [--exchange binance|kraken] [--out DIR]
+                     [--color auto|always|never]
     nija-broker run --config PATH
-    nija-broker status [--account ID] [--json] [--config PATH | --url URL]
+    nija-broker status [--account ID] [--json | --watch [S]] [--color auto|always|never] [--wide]
+                       [--config PATH | --url URL]
     nija-broker check-config PATH
     nija-broker emulator --port N [--seed N] [--dialect binance|kraken]
-    nija-broker report --account ID --out DIR [--config PATH]
-    nija-broker resume --account ID [--config PATH | --url URL]
+                         [--write-config PATH [--force] [--api-port N]]
+    nija-broker report --account ID --out DIR [--config PATH] [--url URL]
+    nija-broker pause|resume --account ID [--by NAME] [--reason TEXT] [--config PATH | --url URL]
+    nija-broker cancel --account ID ORDER_ID [--config PATH | --url URL]
+    nija-broker orders|trades|positions --account ID [--json] [--config PATH | --url URL]
+    nija-broker export --account ID --what trades|fills|orders|equity [--format csv|json] --out FILE
     nija-broker import-seed-state DIR [--store PATH] [--dry-run]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
@@ -22,17 +28,22 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nija_broker import __version__
 from nija_broker.core.errors import ConfigError, NijaBrokerError
 from nija_broker.service.config import Config, config_problems, load_checked_config, load_config
+
+if TYPE_CHECKING:
+    from nija_broker.service.positions_view import PositionView
+    from nija_broker.service.status import AccountStatus
 
 DEFAULT_CONFIG = "config/live.toml"
 
@@ -184,12 +195,19 @@ def _api_target(args: argparse.Namespace) -> tuple[str, str | None, Config | Non
 
 
 def _call_api(
-    url: str, path: str, token: str | None, *, post: bool = False, timeout_s: float = 3.0
+    url: str,
+    path: str,
+    token: str | None,
+    *,
+    post: bool = False,
+    timeout_s: float = 3.0,
+    body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The sidecar's JSON answer to ``GET`` (or an empty-bodied ``POST``) of ``path``."""
+    """The sidecar's JSON answer to ``GET`` (or a ``POST`` of ``body``, else ``{}``) of
+    ``path``."""
     request = urllib.request.Request(
         url.rstrip("/") + path,
-        data=b"{}" if post else None,
+        data=json.dumps(body or {}).encode() if post else None,
         method="POST" if post else "GET",
         headers={"Content-Type": "application/json"} if post else {},
     )
@@ -202,7 +220,8 @@ def _call_api(
 
 def _status_from_store(config: Config) -> dict[str, Any]:
     """No sidecar running: read the store (sync state then shows as offline)."""
-    from nija_broker.service.status import status_document, status_rows
+    from nija_broker.service.status import status_document, status_rows, stored_guard_facts
+    from nija_broker.service.stored_status import with_config
     from nija_broker.state.books import Books
     from nija_broker.state.store import Store
 
@@ -211,83 +230,119 @@ def _status_from_store(config: Config) -> dict[str, Any]:
         raise ConfigError(f"no sidecar answered and the store {path} does not exist yet")
     now = datetime.now(UTC)
     with Store(path) as store:
-        rows = status_rows(Books(store), {}, now)
-        return status_document(rows, now)
+        rows = status_rows(Books(store), {}, now, guard=stored_guard_facts(store))
+        return status_document([with_config(row, config) for row in rows], now)
 
 
-def _status(args: argparse.Namespace) -> int:
-    from nija_broker.service.status import AccountStatus, render_table
+class _StatusProblem(Exception):
+    """Why no status document could be had: the message and the exit code."""
 
-    target = _api_target(args)
-    if target is None:
-        return 2
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _status_document(
+    args: argparse.Namespace, target: tuple[str, str | None, Config | None]
+) -> tuple[dict[str, Any], str]:
+    """The status document and where it came from: the sidecar, else its store."""
     url, token, config = target
     try:
         document = _call_api(url, "/v1/accounts", token)
         source = url
     except (urllib.error.URLError, OSError) as exc:
         if config is None:
-            print(f"nija-broker status: {url} did not answer: {exc}", file=sys.stderr)
-            return 1
+            raise _StatusProblem(f"{url} did not answer: {exc}", 1) from exc
         try:
             document = _status_from_store(config)
         except ConfigError as err:
-            print(f"nija-broker status: {err}", file=sys.stderr)
-            return 1
+            raise _StatusProblem(str(err), 1) from err
         source = f"{config.store.path} (sidecar not running)"
     if args.account is not None:
         document["accounts"] = [a for a in document["accounts"] if a["account_id"] == args.account]
         if not document["accounts"]:
-            print(f"nija-broker status: unknown account {args.account!r}", file=sys.stderr)
-            return 2
-    if args.json:
-        print(json.dumps(document, indent=2))
-        return 0
+            raise _StatusProblem(f"unknown account {args.account!r}", 2)
+    return document, source
+
+
+def _status_frame(document: dict[str, Any], source: str, *, width: int | None, color: bool) -> str:
+    """The ``source:`` line (never cut: it may be a path to copy) and the table, fitted to
+    ``width`` (every column when ``None``)."""
+    from nija_broker.service.status import AccountStatus, render_table
+
     rows = [AccountStatus.model_validate(a) for a in document["accounts"]]
-    print(f"source: {source}")
-    print(render_table(rows))
-    return 0
+    now = datetime.fromisoformat(document["generated_at"]).astimezone(UTC)
+    table = render_table(rows, width=width, color=color, now=now)
+    return f"source: {source}  at {now:%Y-%m-%d %H:%M:%S} UTC\n{table}"
 
 
-# ---------------------------------------------------------------------------- resume
+def _status(args: argparse.Namespace) -> int:
+    from nija_broker.service import terminal
 
-
-def _resume(args: argparse.Namespace) -> int:
-    """POST /v1/accounts/{id}/resume on the running sidecar: the breakers live there."""
+    if args.watch is not None and args.json:
+        print(
+            "nija-broker status: --watch redraws the table; for JSON, run --json "
+            "(or GET /v1/accounts) at your own interval",
+            file=sys.stderr,
+        )
+        return 2
     target = _api_target(args)
     if target is None:
         return 2
-    url, token, _ = target
-    account = urllib.parse.quote(args.account, safe="")
     try:
-        answer = _call_api(url, f"/v1/accounts/{account}/resume", token, post=True, timeout_s=5.0)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace").strip()
-        print(f"nija-broker resume: {url} answered {exc.code}: {detail}", file=sys.stderr)
-        return 2 if exc.code == 404 else 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(
-            f"nija-broker resume: {url} did not answer ({exc}); the breakers live in the "
-            "running sidecar (nija-broker run)",
-            file=sys.stderr,
-        )
-        return 1
-    resumed = answer.get("resumed") or []
-    if resumed:
-        print(f"{args.account}: resumed {', '.join(resumed)} at {answer.get('at')}")
-    else:
-        print(f"{args.account}: no breaker was tripped; nothing to resume")
-    for rule, view in sorted((answer.get("breakers") or {}).items()):
-        state = "TRIPPED" if view.get("tripped") else "ok"
-        print(f"  {rule}: {state} ({view.get('reason')})")
-    return 0
+        document, source = _status_document(args, target)
+    except _StatusProblem as problem:
+        print(f"nija-broker status: {problem}", file=sys.stderr)
+        return problem.code
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    stdout = sys.stdout
+    color = terminal.color_wanted(args.color, stdout)
+    size = terminal.terminal_size(stdout)
+    width = None if args.wide else (size[0] if size is not None else terminal.DEFAULT_WIDTH)
+    if args.watch is None:
+        print(_status_frame(document, source, width=width, color=color))
+        return 0
+    fetched = [(document, source)]
+
+    def draw() -> str:
+        # The first frame shows what was fetched above. A failure later is shown in place
+        # of the table and the watch goes on: a sidecar restarting is what one watches for.
+        try:
+            frame = fetched.pop() if fetched else _status_document(args, target)
+        except _StatusProblem as problem:
+            return f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC: {problem}\n"
+        return _status_frame(*frame, width=width, color=color)
+
+    return terminal.watch(
+        draw, stdout, interval_s=args.watch, interactive=size is not None, sleep=_watch_sleep
+    )
+
+
+def _watch_sleep(seconds: float) -> None:
+    """How ``status --watch`` waits between frames (looked up at each call: a test's own)."""
+    time.sleep(seconds)
+
+
+def _watch_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 s, got {text}")
+    return value
 
 
 # ---------------------------------------------------------------------------- report
 
 
 def _report(args: argparse.Namespace) -> int:
+    """The report from the store, its tier, exchange and quote from the configuration; with
+    ``--url``, the account's row and positions from that running sidecar."""
     from nija_broker.service.report import write_report
+    from nija_broker.service.stored_status import stored_status_rows
     from nija_broker.state.books import Books
     from nija_broker.state.store import Store
 
@@ -298,6 +353,7 @@ def _report(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"nija-broker report: the store {path} does not exist yet", file=sys.stderr)
         return 1
+    now = datetime.now(UTC)
     with Store(path) as store:
         if args.account not in store.accounts():
             known = ", ".join(store.accounts()) or "none"
@@ -307,9 +363,43 @@ def _report(args: argparse.Namespace) -> int:
             )
             return 2
         book = Books(store).get(args.account)
-        out = write_report(book, Path(args.out), store=store, now=datetime.now(UTC))
+        live = _report_live(args.url, args.account, config) if args.url else None
+        if live is not None:
+            status, positions = live
+        else:
+            (status,) = stored_status_rows(store, config, now, args.account)
+            positions = None
+        out = write_report(
+            book, Path(args.out), store=store, now=now, status=status, positions=positions
+        )
     print(f"report for {args.account}: {out}")
     return 0
+
+
+def _report_live(
+    url: str, account_id: str, config: Config
+) -> tuple[AccountStatus, list[PositionView]] | None:
+    """The account's status row and positions as the sidecar at ``url`` has them; ``None``
+    (said on stderr) while it does not answer or does not run the account."""
+    from nija_broker.service.positions_view import PositionView
+    from nija_broker.service.status import AccountStatus
+
+    token = os.environ.get(config.api.token_env) if config.api.token_env else None
+    quoted = urllib.parse.quote(account_id, safe="")
+    try:
+        rows = _call_api(url, "/v1/accounts", token)["accounts"]
+        held = _call_api(url, f"/v1/accounts/{quoted}/positions", token)["positions"]
+    except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+        print(
+            f"nija-broker report: {url} did not answer ({exc}); reporting from the store",
+            file=sys.stderr,
+        )
+        return None
+    row = next((r for r in rows if r.get("account_id") == account_id), None)
+    if row is None:
+        print(f"nija-broker report: {url} does not run {account_id!r}", file=sys.stderr)
+        return None
+    return AccountStatus.model_validate(row), [PositionView.model_validate(p) for p in held]
 
 
 # ---------------------------------------------------------------------------- import-seed-state
@@ -358,7 +448,16 @@ def _emulator(args: argparse.Namespace) -> int:
     argv = ["--host", args.host, "--port", str(args.port), "--seed", str(args.seed)]
     if args.dialect != "binance":
         argv += ["--dialect", args.dialect]
-    return emulator_main(argv)
+    if args.write_config is None:
+        if args.force or args.api_port is not None:
+            print(
+                "nija-broker emulator: --force and --api-port need --write-config", file=sys.stderr
+            )
+            return 2
+        return emulator_main(argv)
+    return emulator_main(
+        argv, write_config=Path(args.write_config), force=args.force, api_port=args.api_port
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -369,6 +468,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         exchange=args.exchange,
         out_dir=Path(args.out) if args.out else None,
+        color=args.color,
     )
 
 
@@ -396,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="which exchange dialect the emulator speaks (default binance)",
     )
     demo.add_argument("--out", help="where to write the reports (default: a new temp dir)")
+    demo.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="ANSI colour (default auto: on a terminal, unless NO_COLOR is set)",
+    )
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser("run", help="the sidecar: reconciler for every account + HTTP API")
@@ -419,11 +525,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="per-account rows: tier, equity, held capital, "
-        "open and stale orders, drawdown, sync health",
+        help="per-account rows: tier, equity, held %%, open orders, positions, "
+        "drawdown, sync health, pause and last block",
     )
     status.add_argument("--account", help="only this account")
     status.add_argument("--json", action="store_true", help="the stable JSON document")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=_watch_seconds,
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until Ctrl-C; piped, a new table each time",
+    )
+    status.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="ANSI colour (default auto: on a terminal, unless NO_COLOR is set)",
+    )
+    status.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, however wide (default: what fits the terminal, or 100 "
+        "columns when piped)",
+    )
     status.add_argument(
         "--config",
         default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
@@ -438,32 +565,53 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", help="path to the TOML configuration")
     check.set_defaults(handler=_check_config)
 
-    emulator = commands.add_parser("emulator", help="the exchange emulator on its own")
-    emulator.add_argument("--port", type=int, default=8900)
+    emulator = commands.add_parser(
+        "emulator",
+        help="the exchange emulator on its own, serving the demo's accounts; "
+        "--write-config PATH writes a ready configuration and its keys' environment file",
+    )
+    emulator.add_argument("--port", type=int, default=8900, help="default 8900; 0: any free port")
     emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--seed", type=int, default=0)
+    emulator.add_argument("--seed", type=int, default=0, help="fixes the keys and the prices")
     emulator.add_argument("--dialect", choices=("binance", "kraken"), default="binance")
+    emulator.add_argument(
+        "--write-config",
+        metavar="PATH",
+        help="once listening, write a configuration for its accounts at PATH, their keys "
+        "as export lines in PATH with .env (store: PATH with .sqlite3), and keep serving",
+    )
+    emulator.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-config: replace those files and delete the earlier store",
+    )
+    emulator.add_argument(
+        "--api-port",
+        type=int,
+        default=None,
+        help="with --write-config: the sidecar API's port on 127.0.0.1 (default 8765; "
+        "0: a port free now)",
+    )
     emulator.set_defaults(handler=_emulator)
 
-    report = commands.add_parser("report", help="an HTML report of one account")
+    report = commands.add_parser(
+        "report",
+        help="an HTML report of one account (tier, exchange, positions, guard blocks, "
+        "trades, equity and drawdown), for a desktop or a phone",
+    )
     report.add_argument("--account", required=True)
     report.add_argument("--out", required=True, help="directory to write the report to")
     report.add_argument("--config", default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG))
+    report.add_argument(
+        "--url",
+        help="a running sidecar's API: its live row (sync, stale cancels) and positions "
+        "(booked fills and balances); without it, the store and the configuration",
+    )
     report.set_defaults(handler=_report)
 
-    resume = commands.add_parser(
-        "resume",
-        help="clear an account's tripped circuit breakers on the running sidecar "
-        "(they trip again only if their figures get worse)",
-    )
-    resume.add_argument("--account", required=True)
-    resume.add_argument(
-        "--config",
-        default=os.environ.get("NIJA_BROKER_CONFIG", DEFAULT_CONFIG),
-        help=f"configuration (default $NIJA_BROKER_CONFIG or {DEFAULT_CONFIG})",
-    )
-    resume.add_argument("--url", help="the sidecar's API instead of the configured one")
-    resume.set_defaults(handler=_resume)
+    from nija_broker.service.cli_controls import add_commands
+
+    add_commands(commands, DEFAULT_CONFIG)
 
     seed = commands.add_parser(
         "import-seed-state",

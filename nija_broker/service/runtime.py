@@ -18,17 +18,19 @@ thread::
 Lifecycle (STYLE 7): start takes the store's :class:`~nija_broker.state.store.StoreLock`
 (a second process on the same store is refused at once with a
 :class:`~nija_broker.state.store.StoreLocked`), builds the exchanges (checking their
-keys), opens the store, loads every account, restores in-flight guard
+keys), starts the alerts' thread (with ``[[alerts]]``; their tokens checked too),
+opens the store, loads every account, restores in-flight guard
 reservations, starts the API (on its own thread and loop, answering at once)
 and then the reconciler (every account's start-up sync, then its poller).
 ``aclose`` stops intake (API first, its thread joined), stops the pollers,
-flushes the store writer, closes the exchanges and the store, and gives the
-store's lock up; it is safe to call twice.
+flushes the store writer, closes the exchanges, gives queued alerts a short
+flush, closes the store, and gives the store's lock up; it is safe to call twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -56,6 +58,7 @@ from nija_broker.core.intent import Blocked, Decision, OrderIntent
 from nija_broker.guard.guard import Guard, GuardSettings
 from nija_broker.guard.guarded import GuardedExchange
 from nija_broker.service import event_log
+from nija_broker.service.alerts import AlertDispatcher, block_alert, event_alerts
 from nija_broker.service.api import ApiContext, ApiServer, check_binding
 from nija_broker.service.config import Config
 from nija_broker.service.exchanges import build_exchanges, exchange_specs
@@ -66,6 +69,7 @@ from nija_broker.state.book import BookSettings
 from nija_broker.state.books import Books
 from nija_broker.state.owner import Owner
 from nija_broker.state.store import Store, StoreLock
+from nija_broker.sync.cancel import CancelAnswer
 from nija_broker.sync.reconciler import Reconciler, ReconcilerSettings
 
 if TYPE_CHECKING:
@@ -121,6 +125,7 @@ class Broker:
         self.guard: Guard | None = None
         self.reconciler: Reconciler | None = None
         self.api: ApiServer | None = None
+        self.alerts: AlertDispatcher | None = None
         self.owner: Owner | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._failed_by: str | None = None
@@ -150,6 +155,11 @@ class Broker:
         # themselves are built once the API listens: ccxt's import and a thousand
         # accounts' instances take seconds, during which /healthz already answers.
         specs = exchange_specs(config, self._environ) if self._given_exchanges is None else None
+        if config.alerts:
+            # The targets' tokens are read here too; their thread starts at once, so a
+            # start-up sync that fails is told. Delivery never waits on this loop.
+            self.alerts = AlertDispatcher(config.alerts, environ=self._environ, clock=self.clock)
+            await self.alerts.start()
         # The one thread that changes account state and runs SQLite: the store is opened
         # (and migrated) there too, so the event loop never waits on the disk.
         owner = self.owner = Owner()
@@ -165,7 +175,11 @@ class Broker:
         for account in config.accounts:
             pinned = None if account.tier == "auto" else account.tier
             self.live[account.id] = AccountLive.create(
-                account.id, table, pinned, quote_currency=account.quote_currency
+                account.id,
+                table,
+                pinned,
+                quote_currency=account.quote_currency,
+                exchange=account.exchange,
             )
         self.guard = Guard(
             self.books, self.live, store=self.store, clock=self.clock, settings=self._guard_settings
@@ -185,6 +199,8 @@ class Broker:
                     metrics=self.metrics,
                     clock=self.clock,
                     token=self._api_token(),
+                    alerts=self.alerts.report if self.alerts is not None else None,
+                    cancel_order=self._cancel_threadsafe,
                 ),
                 config.api.host,
                 config.api.port,
@@ -301,6 +317,7 @@ class Broker:
                 last_error=f"{name} {what}",
             )
             changed.append(HealthChanged(account_id=account_id, at=now, health=live.health))
+            self._offer_alerts(changed[-1], before=before)  # the event consumer may be gone
         if self.reconciler is not None:
             self.reconciler.bus.publish(changed)  # never raises; nobody may be listening
 
@@ -339,6 +356,8 @@ class Broker:
             # collected; a cancellation of this close itself still propagates.
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+        if self.alerts is not None:
+            await self.alerts.aclose()  # what the consumer offered last: a short, bounded flush
         if self.owner is not None:
             if self.store is not None:
                 await self.owner.acall(self.store.close)
@@ -364,6 +383,14 @@ class Broker:
     async def _consume(self, events: Any) -> None:
         async for event in events:
             try:
+                if (
+                    isinstance(event, OrderCancelled)
+                    and (event.account_id, event.order.id) in self._stale_cancelling
+                    and self.owner is not None
+                ):
+                    # A stale order's cancel, confirmed: counted on the account's live
+                    # view, on the owner (where the status row reads it).
+                    await self.owner.acall(self.live[event.account_id].note_stale_cancel)
                 self._on_event(event)
                 guard = self.guard
                 if isinstance(event, IntentResolved | IntentReleased) and guard is not None:
@@ -380,8 +407,9 @@ class Broker:
                 log.exception("handling %s failed", type(event).__name__)
 
     def _on_event(self, event: Event) -> None:
-        """Count it, and log at INFO what a trader would want to read of it."""
+        """Count it, log at INFO what a trader would want to read of it, and alert it."""
         account = event.account_id
+        stale, before = False, None
         if isinstance(event, FillsBooked):
             for fill in event.fills:
                 self.metrics.record_fill(account)
@@ -417,6 +445,18 @@ class Broker:
                 and (before.state in (SyncState.DEGRADED, SyncState.FAILED))
             ):
                 event_log.log_recovery(account, before)
+        self._offer_alerts(event, stale=stale, before=before)
+
+    def _offer_alerts(
+        self, event: Event, *, stale: bool = False, before: AccountHealth | None = None
+    ) -> None:
+        """The alerts of ``event`` queued for their targets (never waits, never raises)."""
+        if self.alerts is None:
+            return
+        live = self.live.get(event.account_id)
+        quote = live.quote_currency if live is not None else None
+        for alert in event_alerts(event, stale=stale, before=before, quote=quote):
+            self.alerts.offer(alert)
 
     def _publish_threadsafe(self, events: Sequence[Event]) -> None:
         """The bus lives on the runtime's loop; the guard may be called from a bot thread.
@@ -450,6 +490,8 @@ class Broker:
         if isinstance(decision, Blocked):
             intent = decision.intent
             self.metrics.record_guard_block(intent.account_id, decision.rule)
+            if self.alerts is not None:
+                self.alerts.offer(block_alert(decision, self.clock.now()))
             log.info(
                 "account %s: %s %s entry blocked by %s: %s",
                 intent.account_id,
@@ -481,6 +523,26 @@ class Broker:
         """Would this order pass the guard now? Reserves nothing. Thread-safe."""
         return self._require_guard().check(intent)
 
+    async def cancel_order(self, account_id: str, order_id: str) -> CancelAnswer:
+        """Cancel one of the account's orders through its exchange, between two of its
+        cycles; booked cancelled only on the exchange's answer about that order."""
+        if self.reconciler is None:
+            raise StateError("the broker is not started")
+        return await self.reconciler.cancel_order(account_id, order_id)
+
+    def _cancel_threadsafe(
+        self, account_id: str, order_id: str
+    ) -> concurrent.futures.Future[CancelAnswer]:
+        """:meth:`cancel_order` from another thread (the API's): run on the runtime's
+        loop, where the account's exchange and its cycle live."""
+        if self._loop is None or self.reconciler is None:
+            failed: concurrent.futures.Future[CancelAnswer] = concurrent.futures.Future()
+            failed.set_exception(
+                StateError("the exchanges are still being built: try again in a moment")
+            )
+            return failed
+        return asyncio.run_coroutine_threadsafe(self.cancel_order(account_id, order_id), self._loop)
+
     def guarded_exchange(self, account_id: str) -> GuardedExchange:
         """The account's exchange behind the guard: ``create_order`` is judged first."""
         return GuardedExchange(self.exchanges[account_id], self._require_guard(), account_id)
@@ -496,5 +558,5 @@ class Broker:
             self.live,
             self.clock.now(),
             account_id,
-            breakers=guard.breaker_report if guard is not None else None,
+            guard=guard.facts if guard is not None else None,
         )

@@ -8,7 +8,6 @@ with scripts and dashboards, so they change only with ``SCHEMA_VERSION``.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -19,10 +18,16 @@ from nija_broker.core.breakers import Breakers
 from nija_broker.core.clock import utc
 from nija_broker.core.health import AccountLive
 from nija_broker.core.order_figures import fragmentation
+from nija_broker.guard.guard import GuardFacts
+from nija_broker.guard.pauses import Pauses
+from nija_broker.service.positions_view import account_positions
+from nija_broker.service.status_table import render_table  # the table: part of this interface
 from nija_broker.state.book import AccountBook
 from nija_broker.state.books import Books
+from nija_broker.state.store import Store
 
 __all__ = [
+    "DEFAULT_DUST",
     "DEFAULT_FRAGMENTATION_THRESHOLD",
     "DEFAULT_STALE_MAX_AGE_S",
     "SCHEMA_VERSION",
@@ -32,16 +37,22 @@ __all__ = [
     "render_table",
     "status_document",
     "status_rows",
+    "stored_guard_facts",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: ``unvalued_holdings`` added; ``sync`` is ``degraded`` while equity cannot be established.
 3: ``breakers_armed`` and ``breakers_tripped`` added.
-4: ``weight_planned_per_min``, ``weight_spent_last_min`` and ``weight_unit`` added."""
+4: ``weight_planned_per_min``, ``weight_spent_last_min`` and ``weight_unit`` added.
+5: ``exchange``, ``quote_currency``, ``positions``, ``paused``, ``paused_by``, ``paused_at``,
+``pause_reason``, ``last_block`` and ``stale_cancels`` added."""
 
 # Used while an account's tier is unknown; the same defaults as DESIGN and TierPolicy.
 DEFAULT_STALE_MAX_AGE_S = 3600.0
 DEFAULT_FRAGMENTATION_THRESHOLD = 0.30
+DEFAULT_DUST = 1.0
+"""What a holding must be worth (in the account's quote) to count as a position: the
+guard's default ``dust_usd``."""
 
 
 class AccountStatus(BaseModel):
@@ -62,6 +73,14 @@ class AccountStatus(BaseModel):
     Binance's request weight, Kraken's API counter), from its listing plan at its
     intervals; ``weight_spent_last_min`` what its requests measurably cost in the last
     minute. Both ``None`` while no reconciler runs the account (or has not cycled yet).
+    ``exchange`` and ``quote_currency`` are the account's (``None`` without a live view);
+    ``positions`` counts the assets it holds worth at least ``dust`` of its quote (or
+    that no price values), by ledger or balance (:mod:`~nija_broker.service.positions_view`).
+    ``paused`` says the trader paused its entries (``paused_by``, ``paused_at``,
+    ``pause_reason``); ``last_block`` is its latest blocked entry (``at``, ``rule``,
+    ``reason``, ``symbol``), ``None`` if none; ``stale_cancels`` the stale orders cancelled
+    since the sidecar started, each confirmed by the exchange (``None`` with no live
+    view: the running sidecar counts them).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,10 +107,21 @@ class AccountStatus(BaseModel):
     weight_planned_per_min: float | None = None
     weight_spent_last_min: float | None = None
     weight_unit: str | None = None
+    exchange: str | None = None
+    quote_currency: str | None = None
+    positions: int | None = None
+    paused: bool = False
+    paused_by: str | None = None
+    paused_at: str | None = None
+    pause_reason: str | None = None
+    last_block: dict[str, str | None] | None = None
+    stale_cancels: int | None = None
 
 
 BreakersOf = Callable[[str], Breakers | None]
 """An account's circuit breakers now (:meth:`nija_broker.guard.guard.Guard.breaker_report`)."""
+GuardOf = Callable[[str], GuardFacts]
+"""What the guard knows of an account now (:meth:`nija_broker.guard.guard.Guard.facts`)."""
 
 
 def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | None:
@@ -106,10 +136,15 @@ def account_equity_usd(book: AccountBook, live: AccountLive | None) -> float | N
 
 
 def account_status(
-    book: AccountBook, live: AccountLive | None, now: datetime, breakers: Breakers | None = None
+    book: AccountBook,
+    live: AccountLive | None,
+    now: datetime,
+    breakers: Breakers | None = None,
+    guard: GuardFacts | None = None,
+    dust: float = DEFAULT_DUST,
 ) -> AccountStatus:
-    """The status row of ``book``'s account at ``now``; ``live`` and ``breakers`` must be the
-    same account's."""
+    """The status row of ``book``'s account at ``now``; ``live``, ``breakers`` and ``guard``
+    must be the same account's (``guard.breakers`` is used when ``breakers`` is not given)."""
     if live is not None and live.account_id != book.account_id:
         raise ValueError(
             f"live view of account {live.account_id!r} given for account {book.account_id!r}"
@@ -138,6 +173,11 @@ def account_status(
     health = live.reported_health(book.degraded_reason) if live is not None else None
     last_success = health.last_success if health is not None else None
     weight = live.request_weight if live is not None else None
+    if breakers is None and guard is not None:
+        breakers = guard.breakers
+    pause = guard.pause if guard is not None else None
+    block = guard.last_block if guard is not None else None
+    held = account_positions(book, live)
     return AccountStatus(
         account_id=book.account_id,
         tier=policy.name if policy else None,
@@ -161,6 +201,24 @@ def account_status(
         weight_planned_per_min=weight.planned_per_min if weight is not None else None,
         weight_spent_last_min=weight.spent_last_min if weight is not None else None,
         weight_unit=weight.unit if weight is not None else None,
+        exchange=live.exchange if live is not None else None,
+        quote_currency=live.quote_currency if live is not None else None,
+        positions=sum(1 for p in held if p.value is None or p.value >= dust),
+        paused=pause is not None,
+        paused_by=pause.by if pause is not None else None,
+        paused_at=utc(pause.at).isoformat() if pause is not None else None,
+        pause_reason=pause.reason if pause is not None else None,
+        last_block=(
+            {
+                "at": utc(block.ts).isoformat(),
+                "rule": block.rule,
+                "reason": block.reason,
+                "symbol": block.symbol,
+            }
+            if block is not None
+            else None
+        ),
+        stale_cancels=live.stale_cancels if live is not None else None,
     )
 
 
@@ -170,11 +228,13 @@ def status_rows(
     now: datetime,
     account_id: str | None = None,
     breakers: BreakersOf | None = None,
+    guard: GuardOf | None = None,
 ) -> list[AccountStatus]:
     """One row per account (known to the books or to the reconciler), sorted by account id.
 
     With ``account_id``, only that account; ``KeyError`` if neither side knows it.
-    ``breakers`` gives each account's circuit breakers (from the guard), if one runs.
+    ``breakers`` gives each account's circuit breakers (from the guard), if one runs;
+    ``guard`` all the guard's facts of the account (breakers, pause, last block).
     """
     known = sorted(set(books.accounts()) | set(lives))
     if account_id is not None:
@@ -183,10 +243,26 @@ def status_rows(
         known = [account_id]
     return [
         account_status(
-            books.get(a), lives.get(a), now, breakers(a) if breakers is not None else None
+            books.get(a),
+            lives.get(a),
+            now,
+            breakers(a) if breakers is not None else None,
+            guard(a) if guard is not None else None,
         )
         for a in known
     ]
+
+
+def stored_guard_facts(store: Store) -> GuardOf:
+    """Each account's pause and latest block as the store journaled them: the guard's
+    facts when no sidecar runs (no breakers then: they are judged by a running guard)."""
+    pauses = Pauses(store)
+
+    def facts(account_id: str) -> GuardFacts:
+        blocks = store.decisions(account_id, limit=1, blocked_only=True)
+        return GuardFacts(pause=pauses.of(account_id), last_block=blocks[0] if blocks else None)
+
+    return facts
 
 
 def status_document(rows: Sequence[AccountStatus], generated_at: datetime) -> dict[str, Any]:
@@ -196,105 +272,3 @@ def status_document(rows: Sequence[AccountStatus], generated_at: datetime) -> di
         "generated_at": utc(generated_at).isoformat(),
         "accounts": [row.model_dump(mode="json") for row in rows],
     }
-
-
-# ---------------------------------------------------------------------------- table
-
-_COLUMNS: tuple[tuple[str, bool], ...] = (
-    # (header, right-aligned)
-    ("ACCOUNT", False),
-    ("TIER", False),
-    ("EQUITY", True),
-    ("HELD", True),
-    ("HELD%", True),
-    ("OPEN", True),
-    ("STALE", True),
-    ("DOUBLE", True),
-    ("FRAG", False),
-    ("DD%", True),
-    ("MAX DD%", True),
-    ("EXPECT", True),
-    ("TRADES", True),
-    ("SYNC", False),
-    ("LAST SYNC (UTC)", False),
-    ("FAILS", True),
-    ("WEIGHT/MIN", True),
-    ("UNVALUED", False),
-    ("BREAKERS", False),
-)
-
-_UNKNOWN = "-"
-
-
-def render_table(rows: Sequence[AccountStatus]) -> str:
-    """A fixed-width table, one line per account, for a terminal. Unknown figures show ``-``."""
-    if not rows:
-        return "no accounts\n"
-    cells = [[_clean(h) for h, _ in _COLUMNS], *(_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
-    lines = []
-    for line in cells:
-        parts = [
-            cell.rjust(width) if right else cell.ljust(width)
-            for cell, width, (_, right) in zip(line, widths, _COLUMNS, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def _cells(row: AccountStatus) -> list[str]:
-    return [
-        _clean(row.account_id),
-        _clean(row.tier) if row.tier else _UNKNOWN,
-        _money(row.equity_usd),
-        _money(row.held_capital_usd),
-        _UNKNOWN if row.held_share_pct is None else f"{row.held_share_pct:.1f}%",
-        str(row.open_orders),
-        str(row.stale_orders),
-        str(row.double_reservations),
-        _UNKNOWN if row.fragmented is None else ("YES" if row.fragmented else "no"),
-        f"{row.drawdown_pct:.1f}%",
-        f"{row.max_drawdown_pct:.1f}%",
-        _money(row.expectancy_usd),
-        str(row.trades),
-        row.sync or "offline",
-        _sync_time(row.last_sync),
-        str(row.consecutive_failures),
-        _weight(row),
-        _clean(",".join(row.unvalued_holdings)) if row.unvalued_holdings else _UNKNOWN,
-        _breakers(row),
-    ]
-
-
-def _breakers(row: AccountStatus) -> str:
-    """The tripped breakers by name, else how many are armed (``armed 5``), else ``-``."""
-    if row.breakers_tripped:
-        return ",".join(row.breakers_tripped)
-    return f"armed {len(row.breakers_armed)}" if row.breakers_armed else _UNKNOWN
-
-
-def _weight(row: AccountStatus) -> str:
-    """``planned/spent`` request weight a minute (``220/214``); ``-`` for what is unknown."""
-    if row.weight_planned_per_min is None:
-        return _UNKNOWN
-    spent = row.weight_spent_last_min
-    return f"{row.weight_planned_per_min:.0f}/{_UNKNOWN if spent is None else f'{spent:.0f}'}"
-
-
-def _money(value: float | None) -> str:
-    if value is None:
-        return _UNKNOWN
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.2f}"
-
-
-def _sync_time(iso: str | None) -> str:
-    if iso is None:
-        return "never"
-    return utc(datetime.fromisoformat(iso)).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _clean(text: str) -> str:
-    # Account ids are free strings from configuration: a control character or an
-    # escape sequence in one must not redraw the trader's terminal.
-    return "".join("?" if unicodedata.category(ch).startswith("C") else ch for ch in text)

@@ -32,7 +32,6 @@ Slack incoming webhook JSON with ``text`` (``&``, ``<``, ``>`` escaped as HTML e
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -55,6 +54,7 @@ from nija_broker.service.alert_texts import Alert, block_alert, event_alerts
 from nija_broker.service.config import TELEGRAM_API_URL, AlertConfig
 from nija_broker.service.config_problems import url_problem
 from nija_broker.service.logs import redact, register_secret
+from nija_broker.service.loop_thread import LoopThread
 
 __all__ = ["Alert", "AlertDispatcher", "block_alert", "event_alerts"]  # the texts re-exported
 
@@ -282,13 +282,8 @@ class AlertDispatcher:
         self.clock: Clock = clock or SystemClock()
         self.flush_s = flush_s
         self._sleep = sleep or asyncio.sleep
-        self._thread: threading.Thread | None = None
-        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._ended: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._ready.set_running_or_notify_cancel()  # see api_thread.AppThread
-        self._ended.set_running_or_notify_cancel()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._delivering = LoopThread(self._serve, name="nija-alerts", log=log)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the alerts loop, once workers run
         self._closing = False
         self._closed = False
 
@@ -320,46 +315,19 @@ class AlertDispatcher:
 
     async def start(self) -> None:
         """Start the alerts thread; returns once its loop and session are up."""
-        if self._thread is not None or self._closed:
-            raise StateError("the alert dispatcher was started already")
-        self._thread = threading.Thread(target=self._main, name="nija-alerts", daemon=True)
-        self._thread.start()
-        await asyncio.wrap_future(self._ready)
+        if self._closed:  # closed, whether it ran or not: it runs once at most
+            raise StateError(f"{self._delivering.name} was started already")
+        await self._delivering.start()
 
     async def aclose(self) -> None:
         """Stop taking alerts, give the queued ones ``flush_s`` to go out, end the thread."""
         if self._closed:
             return
         self._closed = True
-        thread = self._thread
-        if thread is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wrap_future(self._ready)
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        await asyncio.wrap_future(self._ended)
-        thread.join()
-        self._thread = None
+        await self._delivering.aclose()
 
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except Exception as exc:
-            if not self._ready.done():
-                self._ready.set_exception(exc)
-            else:
-                log.exception("the alerts thread failed")
-        finally:
-            if not self._ready.done():
-                self._ready.set_exception(StateError("the alerts thread ended before it started"))
-            self._ended.set_result(None)
-
-    async def _serve(self) -> None:
+    async def _serve(self, ready: Callable[[None], None], stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        self._stop = stop = asyncio.Event()
         for target in self.targets:
             target.wake = asyncio.Event()
         session = aiohttp.ClientSession(headers={"User-Agent": "nija-broker-alerts"})
@@ -369,7 +337,7 @@ class AlertDispatcher:
                     for target in self.targets:
                         group.create_task(self._work(target, session), name=f"alerts:{target.name}")
                     self._loop = loop
-                    self._ready.set_result(None)
+                    ready(None)
                     await stop.wait()
                     self._closing = True
                     flush.reschedule(loop.time() + self.flush_s)

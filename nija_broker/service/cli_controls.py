@@ -77,6 +77,16 @@ def _ask(
         return 1, None
 
 
+def _view(args: argparse.Namespace, tail: str) -> tuple[int, dict[str, Any] | None]:
+    """A view's answer to draw as a table, or ``(code, None)``: printed as the API's JSON
+    with ``--json`` (code 0), or the problem printed."""
+    code, answer = _ask(args, _account_path(args, tail))
+    if answer is not None and args.json:
+        print(json.dumps(answer, indent=2))
+        return 0, None
+    return code, answer
+
+
 def _account_path(args: argparse.Namespace, tail: str = "") -> str:
     return f"/v1/accounts/{urllib.parse.quote(args.account, safe='')}{tail}"
 
@@ -145,12 +155,9 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _orders(args: argparse.Namespace) -> int:
     which = "all" if args.all else "open"
-    code, answer = _ask(args, _account_path(args, f"/orders?status={which}"))
+    code, answer = _view(args, f"/orders?status={which}")
     if answer is None:
         return code
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return 0
     orders = answer["orders"]
     if not orders:
         print(f"{args.account}: no {which} orders")
@@ -177,12 +184,9 @@ def _orders(args: argparse.Namespace) -> int:
 
 
 def _trades(args: argparse.Namespace) -> int:
-    code, answer = _ask(args, _account_path(args, f"/trades?limit={args.limit}"))
+    code, answer = _view(args, f"/trades?limit={args.limit}")
     if answer is None:
         return code
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return 0
     trades = answer["trades"]
     if not trades:
         print(f"{args.account}: no trades yet")
@@ -206,12 +210,9 @@ def _trades(args: argparse.Namespace) -> int:
 
 
 def _positions(args: argparse.Namespace) -> int:
-    code, answer = _ask(args, _account_path(args, "/positions"))
+    code, answer = _view(args, "/positions")
     if answer is None:
         return code
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return 0
     quote = answer["quote_currency"]
     positions = answer["positions"]
     if not positions:

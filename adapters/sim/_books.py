@@ -14,11 +14,19 @@ from datetime import datetime
 from nija_broker.core.errors import InsufficientFunds
 from nija_broker.core.models import Fill, OrderStatus, OrderType, Side
 
+from ._events import EventHub, OrderChange
 from ._fees import FeeCharge, fee_charge, plain_sum
 from ._state import SimAccount, SimOrder
 
 # Funds checks forgive float dust, so "exactly enough" money is enough.
 FUNDS_SLACK = 1e-12
+
+_CLOSES = {
+    OrderStatus.CANCELLED: OrderChange.CANCELLED,
+    OrderStatus.EXPIRED: OrderChange.EXPIRED,
+    OrderStatus.REJECTED: OrderChange.REJECTED,
+}
+"""The change an order closed with each status goes through (a fill closes in execute)."""
 
 
 class Books:
@@ -48,6 +56,8 @@ class Books:
         self.fills: list[Fill] = []
         """Every fill of every account, in the order they happened."""
         self.is_maker: dict[str, bool] = {}
+        self.events = EventHub(now=now)
+        """Where every change to an order or a balance is told (the engine delivers it)."""
         self._next_trade = 1
 
     def check_funds(self, account: SimAccount, order: SimOrder, now_price: float) -> None:
@@ -137,6 +147,7 @@ class Books:
         self.is_maker[trade_id] = maker
         account.fills.append(fill)
         self.fills.append(fill)
+        self.events.order_changed(account, order, OrderChange.TRADE, fill, maker=maker)
         return fill
 
     def fee_charge(
@@ -180,10 +191,12 @@ class Books:
 
     def close(self, order: SimOrder, status: OrderStatus) -> None:
         """End ``order`` with ``status``: its hold is released and it leaves every book."""
-        self.accounts[order.account_id].hold(order, sign=-1)
+        account = self.accounts[order.account_id]
+        account.hold(order, sign=-1)
         order.status = status
         self._unlist(order)
         order.touch(self._now())
+        self.events.order_changed(account, order, _CLOSES[status])
 
     def _unlist(self, order: SimOrder) -> None:
         self.accounts[order.account_id].unlist(order)

@@ -13,6 +13,7 @@ from datetime import datetime
 from nija_broker.core.models import Order, OrderStatus
 
 from ._books import Books
+from ._events import OrderChange
 from ._state import SimOrder
 
 
@@ -39,6 +40,8 @@ class Cancels:
             self._to_delay -= 1
             order.cancel_pending = True
             order.touch(self._now())
+            account = self._books.accounts[order.account_id]
+            self._books.events.order_changed(account, order, OrderChange.CANCEL_PENDING)
             return order.snapshot()
         self._books.close(order, OrderStatus.CANCELLED)
         return order.snapshot()

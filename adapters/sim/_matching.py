@@ -15,6 +15,7 @@ from datetime import datetime
 from nija_broker.core.models import Fill, Market, OrderStatus, OrderType, Side
 
 from ._books import Books
+from ._events import OrderChange
 from ._rules import crosses, snap, snap_down, triggers
 from ._state import SimOrder
 
@@ -68,6 +69,8 @@ class Matcher:
                     continue
                 order.triggered = True
                 order.touch(self._now())
+                account = self._books.accounts[order.account_id]
+                self._books.events.order_changed(account, order, OrderChange.TRIGGERED)
                 limit = order.rest_price
                 if limit is None or crosses(order.side, limit, price):
                     fills.extend(self._books.take(order, price))

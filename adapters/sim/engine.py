@@ -61,15 +61,21 @@ queries. Behind it, :mod:`adapters.sim._matching` decides what fills (an incomin
 with its time in force, the liquidity and self-trade prevention; resting orders as the
 price moves), :mod:`adapters.sim._books` books each fill and close, and
 :mod:`adapters.sim._cancels` is the cancel path with its pending cancels.
+
+:meth:`SimEngine.subscribe` is the change feed (:mod:`adapters.sim._events`): every change
+to an order or a balance, in order, once, after the call that made it returns; the
+emulator's streams push from it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Concatenate, ParamSpec, TypeVar
 
 from nija_broker.core.clock import Clock, FakeClock
 from nija_broker.core.errors import AuthenticationFailed, InvalidOrder, OrderNotFound
@@ -79,12 +85,49 @@ from nija_broker.core.symbols import normalize_symbol
 
 from ._books import Books
 from ._cancels import Cancels
+from ._events import (
+    BalanceChanged,
+    Deposit,
+    EngineEvent,
+    OrderChange,
+    OrderChanged,
+    Subscriber,
+)
 from ._fees import FEE_DECIMALS, FeeMode
 from ._matching import Matcher
 from ._rules import order_problem, snap
 from ._state import STP_MODES, TIME_IN_FORCE, AccountTruth, OrderFlags, SimAccount, SimOrder
 
-__all__ = ["FEE_DECIMALS", "FeeMode", "SimEngine"]
+__all__ = [
+    "FEE_DECIMALS",
+    "BalanceChanged",
+    "Deposit",
+    "EngineEvent",
+    "FeeMode",
+    "OrderChange",
+    "OrderChanged",
+    "SimEngine",
+    "Subscriber",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _tells(
+    method: Callable[Concatenate[SimEngine, _P], _R],
+) -> Callable[Concatenate[SimEngine, _P], _R]:
+    """A method that may change orders or balances: subscribers hear of it as it returns
+    (or raises, having changed part of the books)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SimEngine, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._books.events.flush()
+
+    return wrapper
 
 
 class SimEngine:
@@ -170,6 +213,7 @@ class SimEngine:
         last = self._prices[market.symbol]
         return Ticker(symbol=market.symbol, last=last, bid=last, ask=last, timestamp=self._now())
 
+    @_tells
     def set_price(self, symbol: str, price: float) -> list[Fill]:
         """Move the market to ``price`` and return the fills of the orders it reaches."""
         market = self._market(symbol)
@@ -195,6 +239,7 @@ class SimEngine:
             raise ValueError(f"scripted prices must be positive, got {list(prices)!r}")
         self._paths[market.symbol] = deque(prices)
 
+    @_tells
     def step(self, n: int = 1) -> list[Fill]:
         """Move every symbol ``n`` steps (scripted, else a seeded walk), matching after each."""
         fills: list[Fill] = []
@@ -211,8 +256,22 @@ class SimEngine:
                 fills.extend(self._matcher.price_moved(symbol))
         return fills
 
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(account_id, event)`` for every change from now on; returns the
+        function that unsubscribes it (harmless to call twice).
+
+        Events (:class:`OrderChanged`, :class:`BalanceChanged`) come in the order the
+        changes happened, each once, after the engine call that made them returns; a
+        callback that raises is logged and does not disturb the engine or other callbacks.
+        """
+        self._books.events.subscribe(callback, self._books.accounts)
+        return functools.partial(self._books.events.unsubscribe, callback)
+
     # ---------------------------------------------------------------- accounts
 
+    @_tells
     def open_account(
         self, account_id: str, balances: Mapping[str, float], *, fee_mode: FeeMode | str = "quote"
     ) -> None:
@@ -233,10 +292,13 @@ class SimEngine:
     def fee_mode(self, account_id: str) -> FeeMode:
         return self._account(account_id).fee_mode
 
+    @_tells
     def deposit(self, account_id: str, currency: str, amount: float) -> None:
         if not (math.isfinite(amount) and amount >= 0):
             raise ValueError(f"deposit must be a non-negative amount, got {amount!r}")
-        self._account(account_id).add(currency.upper(), amount)
+        account = self._account(account_id)
+        account.add(currency.upper(), amount)
+        self._books.events.balances_moved(account, Deposit(currency.upper(), amount))
 
     @property
     def accounts(self) -> tuple[str, ...]:
@@ -247,6 +309,7 @@ class SimEngine:
 
     # ------------------------------------------------------------------ orders
 
+    @_tells
     def place_order(
         self,
         account_id: str,
@@ -295,6 +358,7 @@ class SimEngine:
         self._books.check_funds(account, order, now_price)
         self._next_order += 1
         account.list_open(order)
+        self._books.events.order_changed(account, order, OrderChange.NEW)
         self._matcher.incoming(order, now_price)
         return order.snapshot()
 
@@ -302,6 +366,7 @@ class SimEngine:
         """The next ``count`` cancels leave their order pending (see the module doc)."""
         self._cancels.delay(count)
 
+    @_tells
     def complete_cancels(self, account_id: str | None = None) -> list[Order]:
         """Cancel every order whose cancel is pending (of ``account_id``, else of all)."""
         return self._cancels.complete(account_id)
@@ -310,6 +375,7 @@ class SimEngine:
         """Time in force, self-trade prevention mode and what ended or holds the order."""
         return self._order(account_id, order_id).flags
 
+    @_tells
     def cancel_order(self, account_id: str, order_id: str) -> Order:
         """Cancel; ``OrderNotFound`` for an unknown id, ``InvalidOrder`` if already closed."""
         order = self._order(account_id, order_id)
@@ -363,6 +429,7 @@ class SimEngine:
         """Whether the fill with this trade id added liquidity (paid the maker fee)."""
         return self._books.is_maker[trade_id]
 
+    @_tells
     def fill_partially(self, account_id: str, order_id: str, amount: float) -> Fill:
         """Test hook: fill ``amount`` of a resting order at its own price, as maker."""
         order = self._order(account_id, order_id)

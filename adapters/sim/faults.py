@@ -3,6 +3,10 @@
 Each call's fate depends only on the plan's seed, the method name and how many
 times that method was called before, so concurrent calls of different methods
 can interleave in any order without changing which call fails.
+
+Pushed stream messages (the emulator's user data streams) fail their own ways
+(:class:`StreamFaultKind`: dropped, stalled, duplicated, reordered, the stream
+closed), under their own plan (:class:`StreamFaultPlan`, :class:`StreamFaultInjector`).
 """
 
 from __future__ import annotations
@@ -110,3 +114,99 @@ class FaultInjector:
     def is_hidden(self, age_s: float) -> bool:
         """Whether an order this many seconds old is still invisible to queries."""
         return age_s < self.plan.hidden_after_create_s
+
+
+# ------------------------------------------------------------------ streams
+
+
+class StreamFaultKind(StrEnum):
+    """The ways a pushed stream message goes wrong between the exchange and the client."""
+
+    DROP = "drop"
+    """The message is never sent."""
+    STALL = "stall"
+    """The message, and every one after it, is held ``StreamFaultPlan.hold_s``, then all go
+    out in order."""
+    DUPLICATE = "duplicate"
+    """The message is sent twice."""
+    REORDER = "reorder"
+    """The message is held until the next one has gone out (or ``hold_s`` passed)."""
+    CLOSE = "close"
+    """The stream ends: ``eventStreamTerminated`` is sent, then the connection closes; the
+    message itself is lost with it."""
+    DISCONNECT = "disconnect"
+    """The connection closes without a word; the message is lost."""
+
+
+ALL_STREAM_FAULTS = frozenset(StreamFaultKind)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFaultPlan:
+    """How often and how pushed messages fail. The default plan injects nothing."""
+
+    rate: float = 0.0
+    """Probability that one pushed message is faulted."""
+    kinds: frozenset[StreamFaultKind] = ALL_STREAM_FAULTS
+    seed: int = 0
+    hold_s: float = 1.0
+    """How long a STALL holds messages, and the longest a REORDER waits for a message to
+    swap with; on the injected clock."""
+    accounts: frozenset[str] | None = None
+    """Accounts whose messages may be faulted; ``None`` means every account."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rate <= 1:
+            raise ValueError(f"rate must be in [0, 1], got {self.rate!r}")
+        if self.hold_s < 0:
+            raise ValueError(f"hold_s must not be negative, got {self.hold_s!r}")
+
+
+class StreamFaultInjector:
+    """Decides, message by message, whether and how a pushed message fails.
+
+    A message's fate depends only on the plan's seed, its account and how many messages
+    were pushed to that account before, so what one account's stream suffers does not
+    depend on the traffic of the others. :meth:`force` queues faults for the very next
+    messages, whatever the plan says, for tests that want one fault at one place.
+    """
+
+    def __init__(self, plan: StreamFaultPlan | None = None) -> None:
+        self.plan = plan or StreamFaultPlan()
+        self.messages: Counter[str] = Counter()
+        """Messages pushed per account, faulted ones included."""
+        self.injected: Counter[StreamFaultKind] = Counter()
+        """Faults handed out, per kind."""
+        self._forced: list[StreamFaultKind] = []
+
+    def set_plan(self, plan: StreamFaultPlan) -> None:
+        """Switch plans; message counts carry on, so decisions stay a function of history."""
+        self.plan = plan
+
+    def disable(self) -> None:
+        """No more faults from here on (forced ones included)."""
+        self.plan = StreamFaultPlan(seed=self.plan.seed, hold_s=self.plan.hold_s)
+        self._forced.clear()
+
+    def force(self, *kinds: StreamFaultKind) -> None:
+        """The next ``len(kinds)`` pushed messages (of any account) suffer these, in order."""
+        self._forced.extend(kinds)
+
+    def next(self, account_id: str) -> StreamFaultKind | None:
+        """Count a message pushed to ``account_id`` and return the fault it suffers, if any."""
+        self.messages[account_id] += 1
+        if self._forced:
+            kind = self._forced.pop(0)
+            self.injected[kind] += 1
+            return kind
+        plan = self.plan
+        if plan.rate <= 0 or not plan.kinds:
+            return None
+        if plan.accounts is not None and account_id not in plan.accounts:
+            return None
+        rng = random.Random(f"{plan.seed}:stream:{account_id}:{self.messages[account_id]}")
+        if rng.random() >= plan.rate:
+            return None
+        kind = rng.choice(sorted(plan.kinds))
+        self.injected[kind] += 1
+        return kind

@@ -22,6 +22,7 @@ Kraken charges by default.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ __all__ = [
     "KrakenEmulatorServer",
     "binance_ccxt_config",
     "binance_urls",
+    "binance_ws_urls",
     "kraken_ccxt_config",
     "kraken_urls",
 ]
@@ -43,8 +45,25 @@ __all__ = [
 def _binance_api_urls() -> dict[str, str]:
     import ccxt  # the sync build: only its URL table is read, no session is opened
 
-    urls: dict[str, str] = dict(ccxt.binance().urls["api"])
-    return urls
+    urls: dict[str, Any] = dict(ccxt.binance().urls["api"])
+    return {key: url for key, url in urls.items() if isinstance(url, str)}
+
+
+@lru_cache(maxsize=1)
+def _binance_ws_urls() -> dict[str, Any]:
+    import ccxt.pro  # only its URL table is read: no connection or session is opened
+
+    ws: dict[str, Any] = ccxt.pro.binance().describe()["urls"]["api"]["ws"]
+    return ws
+
+
+def _rebased(table: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """``table`` (nested as ccxt nests it) with every URL's host replaced by ``base``."""
+    return {
+        key: _rebased(url, base) if isinstance(url, Mapping) else base + urlsplit(url).path
+        for key, url in table.items()
+        if isinstance(url, str | Mapping)
+    }
 
 
 def binance_urls(server_url: str) -> dict[str, str]:
@@ -57,12 +76,26 @@ def binance_urls(server_url: str) -> dict[str, str]:
     return {key: base + urlsplit(url).path for key, url in _binance_api_urls().items()}
 
 
+def binance_ws_urls(server_url: str) -> dict[str, Any]:
+    """ccxt.pro's ``binance.urls['api']['ws']`` (nested: ``ws-api.spot`` ...) with every host
+    replaced by the emulator's, as ``ws://`` (``wss://`` for an ``https`` server URL).
+
+    Only ``ws-api.spot`` (``/ws-api/v3``, the WebSocket API that carries spot user data)
+    is served; the rest point at the emulator too, so nothing reaches a real host.
+    """
+    parts = urlsplit(server_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return _rebased(_binance_ws_urls(), f"{scheme}://{parts.netloc}")
+
+
 def binance_ccxt_config(
     server_url: str, api_key: str | None = None, secret: str | None = None
 ) -> dict[str, Any]:
     """Settings for ``ccxt.async_support.binance(...)`` that talk to the emulator.
 
-    - ``urls.api``: every API entry rewritten to the emulator;
+    - ``urls.api``: every API entry rewritten to the emulator, the websocket ones
+      (``urls.api.ws``, which ccxt.pro reads) included, so the same dict serves
+      ``ccxt.async_support.binance`` and ``ccxt.pro.binance``;
     - ``fetchMarkets: spot`` and no currencies/margins look-ups: the emulator
       serves spot only;
     - no open-orders-without-symbol warning: one call for all symbols is what
@@ -72,7 +105,7 @@ def binance_ccxt_config(
       :class:`~adapters.ratelimit.RateBudget` still applies).
     """
     config: dict[str, Any] = {
-        "urls": {"api": binance_urls(server_url)},
+        "urls": {"api": {**binance_urls(server_url), "ws": binance_ws_urls(server_url)}},
         "enableRateLimit": False,
         "options": {
             "fetchMarkets": {"types": ["spot"]},

@@ -27,6 +27,11 @@ TRUNCATED_PAGE  ``openOrders`` answers half its list
 LATENCY         the right answer, ``plan.latency_s`` late
 ==============  ===============================================================
 
+Spot user data is pushed over Binance's WebSocket API at ``/ws-api/v3``
+(``userDataStream.subscribe.signature``, events from the engine, stream faults from a
+:class:`~adapters.sim.faults.StreamFaultInjector`): :mod:`._binance_stream`, reached as
+:attr:`EmulatorServer.ws_api`.
+
 This module is the transport: routes, authentication, faults, and the public and
 account endpoints. The order and trade endpoints, with the venue situations and
 paging they emulate, are :mod:`._binance_trading`'s; the JSON and the error codes
@@ -47,10 +52,18 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from adapters.sim.engine import SimEngine
-from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
+from adapters.sim.faults import (
+    FaultInjector,
+    FaultKind,
+    FaultPlan,
+    StreamFaultInjector,
+    StreamFaultPlan,
+)
 from nija_broker.core.clock import Clock, SystemClock, to_ms
+from nija_broker.core.models import Order
 
 from . import binance as bn
+from ._binance_stream import BinanceUserStream
 from ._binance_trading import BinanceTradingEndpoints, Params
 from ._binance_weights import WeightCounter, request_weight
 
@@ -90,6 +103,8 @@ class EmulatorServer(BinanceTradingEndpoints):
         faults: FaultInjector | FaultPlan | None = None,
         clock: Clock | None = None,
         weight_limit_per_min: int | None = None,
+        stream_faults: StreamFaultInjector | StreamFaultPlan | None = None,
+        ping_interval_s: float = 20.0,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -112,7 +127,25 @@ class EmulatorServer(BinanceTradingEndpoints):
         self._post_only: set[tuple[str, str]] = set()
         self._next_client_id = 1
         self._next_cancel_id = 1
+        self._cancel_ids: dict[tuple[str, str], str] = {}
+        """(account, order id) -> the client id of the cancel that closed it."""
         self._runner: web.AppRunner | None = None
+        self.ws_api = BinanceUserStream(
+            engine,
+            verify=self._verify,
+            clock=self.clock,
+            faults=(
+                stream_faults
+                if isinstance(stream_faults, StreamFaultInjector)
+                else StreamFaultInjector(stream_faults)
+            ),
+            type_name=self._type_name,
+            cancel_id=self._cancel_client_id,
+            weigh=self._weigh,
+            ping_interval_s=ping_interval_s,
+        )
+        """Binance's WebSocket API on ``/ws-api/v3``: the spot user data stream, its
+        counters, fault injector (``ws_api.faults``) and knobs (see :mod:`._binance_stream`)."""
 
     # ------------------------------------------------------------- lifecycle
 
@@ -150,6 +183,7 @@ class EmulatorServer(BinanceTradingEndpoints):
         ]
         for method, path, handler, signed, fault_name in routes:
             app.router.add_route(method, path, self._endpoint(handler, signed, fault_name))
+        app.router.add_route("GET", "/ws-api/v3", self.ws_api.handle)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -170,7 +204,14 @@ class EmulatorServer(BinanceTradingEndpoints):
         """Stop serving. Safe to call twice."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            await self.ws_api.aclose()
             await runner.cleanup()
+
+    async def close_streams(self, account_id: str | None = None, *, terminated: bool = True) -> int:
+        """End the user data streams of ``account_id`` (every account's when ``None``): each
+        connection carrying one gets ``eventStreamTerminated`` (unless not ``terminated``)
+        and is closed; returns how many connections were closed."""
+        return await self.ws_api.close_streams(account_id, terminated=terminated)
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -277,6 +318,13 @@ class EmulatorServer(BinanceTradingEndpoints):
         api_key = request.headers.get("X-MBX-APIKEY", "")
         if not api_key:
             raise bn.bad_api_key_format()
+        payload = _strip_signature(query_raw) + _strip_signature(body_raw)
+        return self._verify(api_key, params, payload)
+
+    def _verify(self, api_key: str, params: Params, payload: str) -> str:
+        """The account of a signed request (REST or WebSocket API), after Binance's checks:
+        the key (-2015), ``timestamp`` against ``recvWindow`` (-1021), the HMAC-SHA256
+        ``signature`` of ``payload`` (-1022)."""
         entry = self._keys.get(api_key)
         if entry is None:
             raise bn.invalid_api_key()
@@ -292,11 +340,37 @@ class EmulatorServer(BinanceTradingEndpoints):
         signature = params.get("signature", "")
         if not signature:
             raise bn.mandatory("signature")
-        payload = _strip_signature(query_raw) + _strip_signature(body_raw)
         expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
             raise bn.bad_signature()
         return account_id
+
+    def _weigh(self, ip: str, weight: int) -> int:
+        """Count a WebSocket API request's weight with the REST ones (one budget per IP)."""
+        return self.weights.add(ip, int(self.clock.now().timestamp() // 60), weight)
+
+    def _type_name(self, account_id: str, order: Order) -> str:
+        post_only = (account_id, order.id) in self._post_only
+        return bn.binance_type(order.type, has_price=order.price is not None, post_only=post_only)
+
+    def _cancel_client_id(self, account_id: str, order: Order) -> str:
+        """The client id of the cancel that closed ``order``: the REST cancel's, else a new
+        one (a cancel the engine made on its own, as a test hook does)."""
+        known = self._cancel_ids.get((account_id, order.id))
+        if known is None:
+            self._next_cancel_id += 1
+            known = f"emucancel{self._next_cancel_id:012d}"
+            self._cancel_ids[(account_id, order.id)] = known
+        return known
+
+    async def _cancel_order(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
+        answer = await super()._cancel_order(account_id, params, fault)
+        # Before any await: the stream renders the CANCELED report after this returns.
+        assert account_id is not None
+        self._cancel_ids[(account_id, str(answer["orderId"]))] = answer["clientOrderId"]
+        return answer
 
     def _symbols(self, params: Params) -> list[str]:
         """``symbol=X``, ``symbols=["X","Y"]`` or neither (every market)."""

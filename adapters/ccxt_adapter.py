@@ -56,7 +56,6 @@ from nija_broker.core.models import Balance, Fill, Market, Order, OrderStatus, T
 from ._ccxt_calls import one_deadline
 from ._ccxt_convert import (
     OrderMemo,
-    convert_balance,
     convert_market,
     convert_ticker,
     convert_trade,
@@ -64,6 +63,7 @@ from ._ccxt_convert import (
 )
 from ._ccxt_listing import ROWS_DIRECT, ListingMemo, RawRows, install_raw_listing, raw_rows
 from ._ccxt_orders import CcxtOrders
+from ._ccxt_streams import CcxtStreams, streaming_class
 from ._ccxt_trades import CcxtTrades
 from ._shared import MarketsEntry, SessionPool, SharedMarkets, share_tables
 from ._tls import share_tls
@@ -84,7 +84,7 @@ class SpecSource(Protocol):
     def exchange_spec(self, environ: Mapping[str, str] | None = None) -> ExchangeSpec: ...
 
 
-class CcxtExchange(CcxtOrders, CcxtTrades):
+class CcxtExchange(CcxtOrders, CcxtTrades, CcxtStreams):
     """One account on one ccxt exchange. Build with :meth:`from_config`, or wrap a ccxt object."""
 
     def __init__(
@@ -193,6 +193,10 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
                 f"account {spec.account_id!r}: unknown ccxt exchange id {spec.exchange_id!r}",
                 key=f"accounts.{spec.account_id}.exchange",
             )
+        # Streaming: ccxt.pro's class of the venue, the same REST methods and settings.
+        streaming = streaming_class(spec.exchange_id) if spec.stream else None
+        if streaming is not None:
+            exchange_cls = streaming
         keys = {"apiKey": spec.api_key, "secret": spec.secret, "password": spec.password}
         settings: dict[str, Any] = {
             "enableRateLimit": spec.rate_budget != "off",
@@ -223,7 +227,9 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             rate_budget=spec.rate_budget,
         )
         adapter._market_entry = SharedMarkets.entry(spec.exchange_id, spec.sandbox, spec.options)
-        adapter._pooled = True
+        # A websocket holds its connection for as long as it streams: on the shared pool's
+        # bounded connections a fleet's streams would starve every account's requests.
+        adapter._pooled = streaming is None
         return adapter
 
     # -- identity -----------------------------------------------------------------------
@@ -251,7 +257,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
             order_trades=bool(has.get("fetchOrderTrades") or has.get("fetchMyTrades")),
             open_orders_without_symbol=self._open_orders_without_symbol,
             fetch_order_by_client_id=self._lookup is not ClientIdLookup.SCAN,
-            watch_orders=bool(has.get("watchOrders")),
+            watch_orders=bool(has.get("watchOrders")) and hasattr(self._ex, "watch_orders"),
             weights=self._profile.rate.weights,
         )
 
@@ -421,10 +427,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades):
 
     @one_deadline
     async def fetch_balance(self) -> Mapping[str, Balance]:
-        raw = await self._read("fetch_balance", lambda: self._ex.fetch_balance())
-        balances = convert_balance(raw)
-        unified = {self._profile.unified_currency(c): b for c, b in balances.items()}
-        return {c: b if b.currency == c else b.replace(currency=c) for c, b in unified.items()}
+        return self._balances(await self._read("fetch_balance", lambda: self._ex.fetch_balance()))
 
     @one_deadline
     async def fetch_tickers(self, symbols: Sequence[str]) -> Mapping[str, Ticker]:

@@ -38,6 +38,7 @@ __all__ = [
     "ExchangeSpec",
     "OpenOrdersPage",
     "OrderRequest",
+    "OrderStreams",
     "RequestWeights",
     "WeightMeter",
 ]
@@ -200,6 +201,24 @@ class WeightMeter(Protocol):
         ...
 
 
+@runtime_checkable
+class OrderStreams(Protocol):
+    """An exchange that pushes the account's order updates, trades and balances (ccxt.pro's
+    ``watch_orders``, ``watch_my_trades``, ``watch_balance``).
+
+    Each ``watch_*`` waits for the next message and returns what it said, converted like
+    the REST answers; it raises :class:`~nija_broker.core.errors.TransientError` when the
+    stream drops, and the next call subscribes again (what happened in between is lost:
+    the caller polls once to find out). Only where ``capabilities.watch_orders``.
+    """
+
+    async def watch_orders(self) -> list[Order]: ...
+
+    async def watch_my_trades(self) -> list[Fill]: ...
+
+    async def watch_balance(self) -> Mapping[str, Balance]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ExchangeSpec:
     """Everything an adapter needs to open one account's exchange, and nothing else.
@@ -227,6 +246,8 @@ class ExchangeSpec:
     shared by every account of that exchange, and one per key where the venue limits
     per key); ``off``: no budget at all, for a local exchange (the emulator on
     loopback), where a thousand accounts must sync in seconds. See :data:`RATE_BUDGETS`."""
+    stream: bool = False
+    """Open the exchange's websocket streams too (ccxt.pro), where the venue has them."""
 
     def __post_init__(self) -> None:
         if self.rate_budget not in RATE_BUDGETS:

@@ -66,6 +66,18 @@ class RequestWeight:
     """The limit counts per API key; else per IP, shared by every account there."""
 
 
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """An account's websocket stream: ``up`` (the poll runs at ``stream_poll_interval_s``),
+    ``connecting`` or ``down`` (the poll runs at ``poll_interval_s``), since when, why."""
+
+    state: str = "connecting"
+    since: datetime | None = None
+    last_message: datetime | None = None
+    reconnects: int = 0
+    last_error: str | None = None
+
+
 @dataclass
 class AccountLive:
     """The latest exchange-side view of one account (balances, equity, markets, health).
@@ -97,6 +109,9 @@ class AccountLive:
     """The account's ccxt exchange id (``None`` where the caller did not say)."""
     stale_cancels: int = 0
     """Stale orders cancelled since the process started, each confirmed by the exchange."""
+    stream: StreamHealth | None = None
+    """The account's websocket stream (``None``: it polls only). Written by its stream
+    task, replaced whole, as ``health`` is."""
 
     @classmethod
     def create(

@@ -98,6 +98,15 @@ class ReconcilerSettings:
     full_listing_interval_by_account: Mapping[str, float] = field(default_factory=dict)
     watch_symbols_by_account: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Symbols the closed-orders sweep always covers, besides those the account touched."""
+    stream_poll_interval_s: float = 30.0
+    """The open-orders poll's interval while the account's stream is up: the poll is then
+    the safety net (what a stream missed), not the news."""
+    stream_poll_interval_by_account: Mapping[str, float] = field(default_factory=dict)
+    stream_settle_s: float = 1.0
+    """A stream that has not failed this long after it subscribed counts as up."""
+    stream_backoff_initial_s: float = 1.0
+    stream_backoff_max_s: float = 60.0
+    """Reconnects back off from the first to the second, doubling, with jitter."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -108,6 +117,10 @@ class ReconcilerSettings:
             "shutdown_timeout_s",
             "max_backoff_s",
             "fatal_retry_s",
+            "stream_poll_interval_s",
+            "stream_settle_s",
+            "stream_backoff_initial_s",
+            "stream_backoff_max_s",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -141,3 +154,6 @@ class ReconcilerSettings:
 
     def full_listing_interval_for(self, account_id: str) -> float:
         return self.full_listing_interval_by_account.get(account_id, self.full_listing_interval_s)
+
+    def stream_poll_interval_for(self, account_id: str) -> float:
+        return self.stream_poll_interval_by_account.get(account_id, self.stream_poll_interval_s)

@@ -106,8 +106,23 @@ def health(ctx: ApiContext) -> dict[str, dict[str, Any]]:
             "consecutive_failures": shown.consecutive_failures,
             "last_error": shown.last_error,
             "unvalued_holdings": list(live.unvalued_holdings),
+            "stream": _stream_view(live),
         }
     return accounts
+
+
+def _stream_view(live: AccountLive) -> dict[str, Any] | None:
+    """The account's websocket stream as ``/healthz`` shows it (``None``: polling only)."""
+    stream = live.stream
+    if stream is None:
+        return None
+    return {
+        "state": stream.state,
+        "since": stream.since.isoformat() if stream.since else None,
+        "last_message": stream.last_message.isoformat() if stream.last_message else None,
+        "reconnects": stream.reconnects,
+        "last_error": stream.last_error,
+    }
 
 
 def rows(ctx: ApiContext, now: datetime) -> list[AccountStatus]:

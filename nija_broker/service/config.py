@@ -143,6 +143,17 @@ class AccountConfig(_Strict):
         default_factory=list,
         description="symbols the closed-orders sweep always covers (BTC/USDT or BTC-USDT)",
     )
+    stream: bool = Field(
+        default=True,
+        description="order and trade updates over the venue's websocket (ccxt.pro) where it "
+        "has them, the poll as the safety net; false: polling only",
+    )
+    stream_poll_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds between open-orders polls while the account's stream is up "
+        "(poll_interval_s again at once when it drops)",
+    )
     ccxt: dict[str, Any] = Field(default_factory=dict)
 
     _env_names = field_validator("api_key_env", "secret_env", "password_env")(
@@ -212,6 +223,7 @@ class AccountConfig(_Strict):
             password=keys.get("password"),
             call_timeout_s=call_timeout_s,
             rate_budget=self.rate_budget,
+            stream=self.stream,
         )
 
 
@@ -236,6 +248,9 @@ class ReconcilerConfig(_Strict):
     sweep_lookback_s: float | None = None
     shutdown_timeout_s: float | None = None
     startup_concurrency: int | None = None
+    stream_settle_s: float | None = None
+    stream_backoff_initial_s: float | None = None
+    stream_backoff_max_s: float | None = None
 
     @model_validator(mode="after")
     def _in_range(self) -> ReconcilerConfig:
@@ -253,6 +268,7 @@ class ReconcilerConfig(_Strict):
                 if a.full_listing_interval_s is not None
             },
             watch_symbols_by_account={a.id: tuple(a.watch_symbols) for a in accounts},
+            stream_poll_interval_by_account={a.id: a.stream_poll_interval_s for a in accounts},
             **self.model_dump(exclude_none=True),
         )
 

@@ -115,6 +115,15 @@ class AccountSync:
         self.lookups = Lookups()
         self.stale = StaleOrders()
         self.intents = Intents()
+        self.stream_poll_interval_s = settings.stream_poll_interval_for(account_id)
+        self.stream_up = False
+        """The account's stream is up (:mod:`nija_broker.sync.stream`): the poll is then the
+        safety net, every ``stream_poll_interval_s``."""
+        self.wake = asyncio.Event()
+        """Set to cut the poller's wait short: the stream dropped (poll at full rate now),
+        or came up (one full poll reconciles what it never streamed)."""
+        self.ready = asyncio.Event()
+        """Set once the start-up sync succeeded: the book has a base for stream updates."""
         self.turn = asyncio.Lock()
         """Held through each cycle (and start-up) and through a trader's cancel: one of
         them at a time changes the account's book from the event loop."""
@@ -267,6 +276,7 @@ class AccountSync:
             )
         await self.cycle(startup=True)
         self.started = True
+        self.ready.set()
 
     async def cycle(self, *, startup: bool = False) -> None:
         self.view = None  # never a view from an earlier cycle: the guard ran in between
@@ -275,7 +285,9 @@ class AccountSync:
             await self.balances.refresh(self)
         else:
             policy = self.live.policy()
-            if policy is not None and not policy.allow_dca:
+            if policy is not None and not policy.allow_dca and not self.stream_up:
+                # With the stream up, an entry the bot sent itself is streamed (its order
+                # and trades), so the per-cycle balance is not needed to see it.
                 await self.balances.refresh_holdings(self)
         now = await self.listing.run(self, self.confirmations)
         if balances_due and self.sweeps.supported:
@@ -291,6 +303,10 @@ class AccountSync:
             await self.in_book(AccountBook.cleanup_terminal, now)
         self.record_weight()
 
+    def interval_s(self) -> float:
+        """The poll's interval now: the safety net's while the stream is up."""
+        return self.stream_poll_interval_s if self.stream_up else self.poll_interval_s
+
     def record_weight(self) -> None:
         """The account's planned request weight a minute (its listing plan, at its
         intervals) and, where the exchange counts it, what it spent in the last minute:
@@ -303,7 +319,7 @@ class AccountSync:
         policy = self.live.policy()
         plan = plan_weight(
             capabilities,
-            poll_interval_s=self.poll_interval_s,
+            poll_interval_s=self.interval_s(),
             balance_interval_s=self.balances.interval_s,
             full_listing_interval_s=self.listing.full_interval_s,
             symbols=symbols,

@@ -44,6 +44,7 @@ from nija_broker.core.settings import ReconcilerSettings
 from nija_broker.state.books import Books
 from nija_broker.sync.cancel import CancelAnswer, cancel_order
 from nija_broker.sync.cycle import AccountSync
+from nija_broker.sync.stream import AccountStream, streams
 
 if TYPE_CHECKING:
     from nija_broker.core.exchange import Exchange
@@ -170,6 +171,12 @@ class Reconciler:
         try:
             async with asyncio.TaskGroup() as group:
                 for account_id in sorted(self._accounts):
+                    sync = self._accounts[account_id]
+                    if streams(sync):
+                        stream = AccountStream(sync, self.settings, self.settings.seed)
+                        self._pollers.append(
+                            group.create_task(stream.run(), name=f"stream:{account_id}")
+                        )
                     self._pollers.append(
                         group.create_task(
                             self._poll(self._accounts[account_id]), name=f"reconcile:{account_id}"
@@ -268,16 +275,37 @@ class Reconciler:
         rng = random.Random(f"{self.settings.seed}:{sync.account_id}")
         interval_s = sync.poll_interval_s
         # Spread the accounts' first cycles so a thousand accounts do not poll in one burst.
-        await self.clock.sleep(rng.uniform(0.0, interval_s * self.settings.jitter))
+        spread_s = rng.uniform(0.0, interval_s * self.settings.jitter)
+        if streams(sync):
+            await self._rest(sync, spread_s)
+        else:
+            await self.clock.sleep(spread_s)
         while True:
             started = self.clock.monotonic()
             health = await self._guarded(sync, sync.cycle if sync.started else sync.start)
             delay_s = self._delay_s(sync, health, rng)
-            await self.clock.sleep(max(0.0, started + delay_s - self.clock.monotonic()))
+            wait_s = max(0.0, started + delay_s - self.clock.monotonic())
+            if streams(sync):
+                await self._rest(sync, wait_s)
+            else:
+                await self.clock.sleep(wait_s)
+
+    async def _rest(self, sync: AccountSync, wait_s: float) -> None:
+        """The poller's wait, cut short when the account's stream drops or comes up."""
+        if not sync.wake.is_set():
+            sleeper = asyncio.ensure_future(self.clock.sleep(wait_s))
+            woken = asyncio.ensure_future(sync.wake.wait())
+            try:
+                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sleeper, woken):
+                    task.cancel()
+                await asyncio.gather(sleeper, woken, return_exceptions=True)
+        sync.wake.clear()
 
     def _delay_s(self, sync: AccountSync, health: AccountHealth, rng: random.Random) -> float:
         settings = self.settings
-        base_s = sync.poll_interval_s
+        base_s = sync.interval_s()
         if sync.fatal:
             base_s = settings.fatal_retry_s
         elif health.consecutive_failures:

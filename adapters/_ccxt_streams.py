@@ -1,0 +1,91 @@
+"""How :class:`~adapters.ccxt_adapter.CcxtExchange` reads the account's websocket streams.
+
+Where the account's configuration asks for streams (``stream = true``) and ccxt.pro
+has the venue, the adapter's ccxt object is ccxt.pro's class of that venue, built
+from the same settings dict (the ``[accounts.ccxt]`` table): its REST methods are the
+same, and its websocket URLs come from the same ``urls`` table, so a configuration
+that points REST at a local exchange points the streams there too.
+
+Each ``watch_*`` waits for ccxt.pro's next message and converts what it carries
+like the REST answers. ccxt.pro does not reconnect by itself: when the socket
+drops, the pending call raises ``NetworkError`` (here a
+:class:`~nija_broker.core.errors.TransientError`), the next call subscribes again,
+and whatever happened in between was never seen: the caller polls once to learn it.
+
+Kraken's streams need a token from a private REST call (``GetWebSocketsToken``),
+which ccxt.pro asks for by itself when it subscribes. Where a venue wants one
+request of the account at a time (Kraken's nonce rule), the token is asked for
+first, through the same one-at-a-time door as every REST call of the account;
+ccxt.pro then reuses it while it is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import ccxt.async_support as ccxt
+
+from nija_broker.core.models import Balance, Fill, Order
+
+from ._ccxt_calls import CcxtCalls
+from ._ccxt_convert import convert_balance, convert_trade
+
+__all__ = ["CcxtStreams", "streaming_class"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("adapters.ccxt_adapter")
+
+
+def streaming_class(exchange_id: str) -> type[Any] | None:
+    """ccxt.pro's class of ``exchange_id`` when it streams the account's orders, else None."""
+    import ccxt.pro as ccxtpro  # the websocket build: loaded only for streaming accounts
+
+    cls = getattr(ccxtpro, exchange_id, None)
+    if cls is None or exchange_id not in getattr(ccxtpro, "exchanges", ()):
+        return None
+    has = getattr(cls, "has", None) or cls().has  # class attribute on most venues
+    return cls if has.get("watchOrders") else None
+
+
+class CcxtStreams(CcxtCalls):
+    """The account's order, trade and balance streams; a base of ``CcxtExchange``."""
+
+    async def _watch(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One wait for the stream's next message; a drop or refusal mapped as REST's are."""
+        try:
+            if self._profile.serialize_requests and hasattr(self._ex, "authenticate"):
+                async with self._one_at_a_time():
+                    await self._ex.authenticate()  # the token, in nonce order (Kraken)
+            return await call()
+        except ccxt.BaseError as exc:
+            raise self._mapped(exc, action) from exc
+
+    async def watch_orders(self) -> list[Order]:
+        """The orders the next message changed, as unified orders (impossible ones left out
+        and logged: the poll that follows a stream sees them too)."""
+        raws = await self._watch("watch_orders", lambda: self._ex.watch_orders())
+        problems: list[Any] = []
+        orders = self._orders(raws, problems)
+        for problem in problems:
+            _log.warning("%s: stream message left out: %s", self._ex.id, problem)
+        return orders
+
+    async def watch_my_trades(self) -> list[Fill]:
+        """The account's trades the next message carried, with their fees and trade ids."""
+        raws = await self._watch("watch_my_trades", lambda: self._ex.watch_my_trades())
+        now = self._clock.now()
+        return [convert_trade(t, account_id=self._account_id, now=now) for t in raws]
+
+    async def watch_balance(self) -> Mapping[str, Balance]:
+        """The account's balances after the next balance message (ccxt.pro keeps the whole
+        balance, each message updating what it names)."""
+        return self._balances(await self._watch("watch_balance", lambda: self._ex.watch_balance()))
+
+    def _balances(self, raw: Mapping[str, Any]) -> dict[str, Balance]:
+        """ccxt's balance structure as balances by unified currency (REST's and the stream's)."""
+        balances = convert_balance(raw)
+        unified = {self._profile.unified_currency(c): b for c, b in balances.items()}
+        return {c: b if b.currency == c else b.replace(currency=c) for c, b in unified.items()}

@@ -11,8 +11,9 @@ seconds with a fraction.
   pairs by their short names (``SOLUSD``); ``altname`` is always the short
   form (``XBTUSD``) and ``wsname`` the slashed one (``XBT/USD``);
 - order ids look like Kraken's (``OQCLML-BW3P3-BUCMWZ``), trade ids too
-  (``T...``). They are a reversible scramble of the engine's sequence
-  numbers, so a restarted server over the same engine gives the same ids.
+  (``T...``), ledger entries too (``L...``). They are a reversible scramble of
+  the engine's sequence numbers, so a restarted server over the same engine gives
+  the same ids.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def trade_txid(engine_trade_id: str) -> str:
 def engine_trade_id(txid: str) -> str | None:
     seq = _unscramble("T", txid)
     return str(seq) if seq is not None else None
+
+
+def ledger_txid(seq: int) -> str:
+    """A ledger entry's id, as the websocket ``balances`` channel names it (``L...``)."""
+    return _scramble("L", seq)
 
 
 # ------------------------------------------------------------------ numbers

@@ -32,7 +32,13 @@ from functools import partial
 from typing import Any
 
 from adapters.sim.engine import SimEngine
-from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
+from adapters.sim.faults import (
+    FaultInjector,
+    FaultKind,
+    FaultPlan,
+    StreamFaultInjector,
+    StreamFaultPlan,
+)
 from nija_broker.core.clock import Clock, to_ms
 from nija_broker.core.errors import ExchangeError, InvalidOrder, OrderNotFound
 from nija_broker.core.exchange import OrderRequest
@@ -63,6 +69,7 @@ class KrakenTradingServer(EmulatorServer):
         port: int = 0,
         faults: FaultInjector | FaultPlan | None = None,
         clock: Clock | None = None,
+        stream_faults: StreamFaultInjector | StreamFaultPlan | None = None,
     ) -> None:
         self._userrefs: dict[tuple[str, str], int] = {}
         self.hold_pending = False
@@ -70,15 +77,43 @@ class KrakenTradingServer(EmulatorServer):
         self._pending: set[tuple[str, str]] = set()
         self._refused: dict[tuple[str, str], Order] = {}
         """Post-only orders Kraken took and cancelled at once, by (account, engine-style id)."""
-        super().__init__(engine, accounts, host=host, port=port, faults=faults, clock=clock)
+        super().__init__(
+            engine,
+            accounts,
+            host=host,
+            port=port,
+            faults=faults,
+            clock=clock,
+            stream_faults=stream_faults,
+        )
 
     def release_pending(self) -> None:
         """Every order held ``pending`` enters the book: it reads ``open`` from now on."""
+        released = sorted(self._pending)
         self._pending.clear()
+        self._orders_released(released)
 
     def mark_pending(self, account_id: str, txid: str) -> None:
         """Hold an order placed straight on the engine ``pending`` too (until released)."""
         self._pending.add((account_id, self.engine_order_id(txid)))
+
+    # What Kraken records beside an order, read by the websocket stream too.
+
+    def order_userref(self, account_id: str, order_id: str) -> int | None:
+        return self._userrefs.get((account_id, order_id))
+
+    def is_post_only(self, account_id: str, order_id: str) -> bool:
+        key = (account_id, order_id)
+        return key in self._post_only or key in self._refused
+
+    def is_pending(self, account_id: str, order_id: str) -> bool:
+        return (account_id, order_id) in self._pending
+
+    def _order_refused(self, account_id: str, order: Order) -> None:
+        """A post-only order was taken and cancelled without the engine (the stream tells)."""
+
+    def _orders_released(self, keys: list[tuple[str, str]]) -> None:
+        """Orders held ``pending`` entered the book (the stream tells)."""
 
     @staticmethod
     def engine_order_id(txid: str) -> str:
@@ -253,6 +288,8 @@ class KrakenTradingServer(EmulatorServer):
             self._pending.add((account_id, order.id))
         if ref is not None:
             self._userrefs[(account_id, order.id)] = ref
+        if (account_id, order.id) in self._refused:
+            self._order_refused(account_id, order)
         return kw.add_order_result(order, market)
 
     def _take_and_cancel(self, account_id: str, request: OrderRequest) -> Order:

@@ -5,12 +5,18 @@ Kraken has no spot sandbox, so this is where Kraken accounts rehearse::
     async with KrakenEmulatorServer(engine, {"USER:alice": (key, b64_secret)}) as server:
         exchange = ccxt.async_support.kraken(kraken_ccxt_config(server.url, key, b64_secret))
 
-This module is the transport: routes, authentication, faults, and the public and
-balance endpoints. The order and trade endpoints, and the venue behaviours they
-emulate (``pending``, post-only, IOC, self-trade prevention), are
+This module is the transport: routes, authentication, faults, the public and
+balance endpoints, and ``GetWebSocketsToken``. The order and trade endpoints, and the
+venue behaviours they emulate (``pending``, post-only, IOC, self-trade prevention), are
 :mod:`._kraken_trading`'s; the JSON is :mod:`._kraken_wire`'s; the ccxt settings
 (:func:`kraken_ccxt_config`, :func:`kraken_urls`) are :mod:`._kraken_config`'s,
-re-exported here.
+re-exported here. The private WebSocket v2 feeds ccxt.pro reads (``executions``,
+``balances`` on ``/v2``, authenticated by ``GetWebSocketsToken``'s token, with their
+own faults: ``stream_faults``) are :mod:`._kraken_stream`'s, reachable as
+:attr:`KrakenEmulatorServer.stream`::
+
+    exchange = ccxt.pro.kraken(kraken_ccxt_config(server.url, key, b64_secret))
+    orders = await exchange.watch_orders()
 
 Paths are Kraken's (``/0/public/...``, ``/0/private/...``). Private calls are
 ``POST`` with a form body carrying ``nonce``, and are checked as Kraken does:
@@ -48,19 +54,28 @@ import hashlib
 import hmac
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from adapters.sim.engine import SimEngine
-from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
+from adapters.sim.faults import (
+    FaultInjector,
+    FaultKind,
+    FaultPlan,
+    StreamFaultInjector,
+    StreamFaultPlan,
+)
 from nija_broker.core.clock import Clock
-from nija_broker.core.models import Market
+from nija_broker.core.errors import OrderNotFound
+from nija_broker.core.models import Market, Order
 
 from . import _kraken_wire as kw
 from ._kraken_config import kraken_ccxt_config, kraken_urls
+from ._kraken_stream import TOKEN_EXPIRES_S, KrakenStream
 from ._kraken_trading import KrakenTradingServer
 from .server import Handler, Params
 
@@ -77,6 +92,10 @@ class KrakenEmulatorServer(KrakenTradingServer):
     ``pending`` knobs (``hold_pending``, :meth:`release_pending`, :meth:`mark_pending`)
     and :meth:`engine_order_id` come with the order endpoints, from
     :class:`~adapters.emulator._kraken_trading.KrakenTradingServer`.
+
+    ``stream_faults`` (a plan, or an injector a test keeps to :meth:`force` faults) is
+    for the websocket's updates, apart from the REST ``faults``; ``heartbeat_s`` spaces
+    the websocket's heartbeats (``None``: none).
     """
 
     def __init__(
@@ -88,9 +107,46 @@ class KrakenEmulatorServer(KrakenTradingServer):
         port: int = 0,
         faults: FaultInjector | FaultPlan | None = None,
         clock: Clock | None = None,
+        stream_faults: StreamFaultInjector | StreamFaultPlan | None = None,
+        heartbeat_s: float | None = 1.0,
     ) -> None:
         self._last_nonce: dict[str, int] = {}
-        super().__init__(engine, accounts, host=host, port=port, faults=faults, clock=clock)
+        if not isinstance(stream_faults, StreamFaultInjector):
+            stream_faults = StreamFaultInjector(stream_faults)
+        # The base's Binance WebSocket API is never routed here; it shares the injector so
+        # ``ws_api.faults`` and ``stream.faults`` are one, whichever name a test uses.
+        super().__init__(
+            engine,
+            accounts,
+            host=host,
+            port=port,
+            faults=faults,
+            clock=clock,
+            stream_faults=stream_faults,
+        )
+        self.stream = KrakenStream(
+            engine, self, clock=self.clock, faults=stream_faults, heartbeat_s=heartbeat_s
+        )
+        """The private websocket: its tokens, connections, counters and fault knobs."""
+
+    async def start(self) -> Self:
+        await super().start()
+        self.stream.start()
+        return self
+
+    async def aclose(self) -> None:
+        """Close the websocket's connections, then stop serving. Safe to call twice."""
+        await self.stream.aclose()
+        await super().aclose()
+
+    async def close_streams(self, account_id: str | None = None, *, terminated: bool = True) -> int:
+        """Close the websocket connections of ``account_id`` (every account's when ``None``),
+        as a server restart does; returns how many were closed.
+
+        Kraken says nothing before it closes (no ``eventStreamTerminated`` as on Binance):
+        ``terminated`` is accepted so both dialects take the same call, and changes nothing.
+        """
+        return await self.stream.close_connections(account_id)
 
     def add_account(self, account_id: str, api_key: str, secret: str) -> None:
         """Give ``account_id`` a key pair; Kraken secrets are base64, as Kraken issues them."""
@@ -125,6 +181,7 @@ class KrakenEmulatorServer(KrakenTradingServer):
             ("CancelOrder", self._cancel_order, "cancel_order"),
             ("TradesHistory", self._trades_history, "fetch_my_trades"),
             ("QueryTrades", self._query_trades, "fetch_my_trades"),
+            ("GetWebSocketsToken", self._ws_token, "fetch_ws_token"),
         ]
         for name, handler, fault_name in public:
             for method in ("GET", "POST"):
@@ -135,6 +192,8 @@ class KrakenEmulatorServer(KrakenTradingServer):
             app.router.add_route(
                 "POST", f"/0/private/{name}", self._kraken_endpoint(handler, True, fault_name)
             )
+        # ccxt.pro's privateV2 (and publicV2) URL, host rewritten: the websocket.
+        app.router.add_get("/v2", self.stream.handle)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -228,6 +287,28 @@ class KrakenEmulatorServer(KrakenTradingServer):
             tick = self.engine.ticker(market.symbol)
             result[kw.pair_id(market)] = kw.ticker(market, tick.last or 0.0, tick.bid, tick.ask)
         return result
+
+    # ------------------------------------------------ private: websocket
+
+    async def _ws_token(
+        self, account_id: str | None, params: Params, fault: FaultKind | None
+    ) -> Any:
+        """A token for this key's account only; use it within ``expires`` seconds."""
+        assert account_id is not None
+        return {"token": self.stream.issue_token(account_id), "expires": TOKEN_EXPIRES_S}
+
+    def _order_refused(self, account_id: str, order: Order) -> None:
+        self.stream.push(account_id, self.stream.feed.refused(order))
+
+    def _orders_released(self, keys: list[tuple[str, str]]) -> None:
+        by_account: defaultdict[str, list[Order]] = defaultdict(list)
+        for account_id, order_id in keys:
+            try:
+                by_account[account_id].append(self.engine.get_order(account_id, order_id))
+            except OrderNotFound:
+                continue
+        for account_id, orders in by_account.items():
+            self.stream.push(account_id, self.stream.feed.released(orders))
 
     # ------------------------------------------------ private: balances
 

@@ -50,6 +50,12 @@ def streaming_class(exchange_id: str) -> type[Any] | None:
     return cls if has.get("watchOrders") else None
 
 
+def _with_client_id(raw: Mapping[str, Any]) -> dict[str, Any]:
+    info = raw.get("info")
+    given = info.get("cl_ord_id") if isinstance(info, Mapping) else None
+    return {**raw, "clientOrderId": given} if isinstance(given, str) and given else dict(raw)
+
+
 class CcxtStreams(CcxtCalls):
     """The account's order, trade and balance streams; a base of ``CcxtExchange``."""
 
@@ -67,8 +73,12 @@ class CcxtStreams(CcxtCalls):
         """The orders the next message changed, as unified orders (impossible ones left out
         and logged: the poll that follows a stream sees them too)."""
         raws = await self._watch("watch_orders", lambda: self._ex.watch_orders())
+        # ccxt.pro edits its cached orders in place after returning them: read them now.
+        # Kraken's feed carries our client order id as cl_ord_id, which ccxt.pro leaves in
+        # ``info`` (its clientOrderId is the numeric userref).
+        rows = [_with_client_id(raw) for raw in raws]
         problems: list[Any] = []
-        orders = self._orders(raws, problems)
+        orders = self._orders(rows, problems)
         for problem in problems:
             _log.warning("%s: stream message left out: %s", self._ex.id, problem)
         return orders

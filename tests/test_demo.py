@@ -43,6 +43,15 @@ SLOW_POLL_S = 4.0
 """A reconciler slower than the story's beats (1.2 s apart in a 12 s run)."""
 
 
+def _leaves(table: object) -> list[str]:
+    """Every string in a nested table of URLs."""
+    if isinstance(table, str):
+        return [table]
+    if isinstance(table, dict):
+        return [u for value in table.values() for u in _leaves(value)]
+    return []
+
+
 def _slow_reconciler_run(home: Path) -> Run:
     """The demo in this process, its accounts polled every ``SLOW_POLL_S``: each beat must wait
     for the reconciler to see what the one before did, as on a loaded machine."""
@@ -265,8 +274,12 @@ def test_run_time_config_points_every_account_at_the_emulator(
         assert account.exchange == exchange
         assert account.quote_currency == quote
         urls = account.ccxt["urls"]["api"]
-        assert urls
-        assert all(u.startswith("http://127.0.0.1:45678") for u in urls.values())
+        rest = [u for u in urls.values() if isinstance(u, str)]
+        assert rest
+        assert all(u.startswith("http://127.0.0.1:45678") for u in rest)
+        streams = _leaves(urls.get("ws", {}))  # ccxt.pro's websocket URLs, the same host
+        assert streams
+        assert all(u.startswith("ws://127.0.0.1:45678") for u in streams)
     assert config.tier_table().get("MICRO_CAP").stale_max_age_s == 15.0
 
 

@@ -184,9 +184,17 @@ def test_written_config_passes_check_config_and_run_syncs_every_demo_account(
         assert account["quote_currency"] == QUOTES[dialect]
         assert "apiKey" not in account["ccxt"]
         assert "secret" not in account["ccxt"]
-        urls = account["ccxt"]["urls"]["api"].values()
+        urls = [u for u in account["ccxt"]["urls"]["api"].values() if isinstance(u, str)]
         assert urls
         assert all(url.startswith(emulator_url) for url in urls)
+        ws = account["ccxt"]["urls"]["api"]["ws"]  # ccxt.pro's: the same emulator
+        ws_urls = [
+            u
+            for value in ws.values()
+            for u in (value.values() if isinstance(value, dict) else [value])
+        ]
+        assert ws_urls
+        assert all(u.startswith(emulator_url.replace("http://", "ws://")) for u in ws_urls)
 
     # Without the environment file the keys are missing, and check-config says which.
     bare = subprocess.run(

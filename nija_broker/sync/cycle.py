@@ -304,8 +304,11 @@ class AccountSync:
         self.record_weight()
 
     def interval_s(self) -> float:
-        """The poll's interval now: the safety net's while the stream is up."""
-        return self.stream_poll_interval_s if self.stream_up else self.poll_interval_s
+        """The poll's interval now: the safety net's while the stream is up (but balances,
+        their tickers and the stale-order check keep ``balance_interval_s`` if shorter)."""
+        if not self.stream_up:
+            return self.poll_interval_s
+        return min(self.stream_poll_interval_s, max(self.balances.interval_s, self.poll_interval_s))
 
     def record_weight(self) -> None:
         """The account's planned request weight a minute (its listing plan, at its

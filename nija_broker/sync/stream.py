@@ -35,6 +35,7 @@ import asyncio
 import logging
 import math
 import random
+from functools import partial
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -194,11 +195,17 @@ async def apply_orders(sync: AccountSync, updates: Sequence[Order]) -> None:
     if not updates:
         return
     tracked = await sync.in_book(_tracked, [u.id for u in updates])
+    sending = await _being_sent(sync, [u for u in updates if u.id not in tracked])
     now = sync.clock.now()
     events: list[Event] = []
     for update in updates:
         known = tracked.get(update.id)
         if is_stale_update(known, update):
+            continue
+        if known is None and update.client_order_id in sending:
+            # The bot's own entry, streamed before the exchange's answer to the send came
+            # back: the guard's confirm brings it in with its role (or, if that answer is
+            # lost, the poll resolves the journaled intent by client order id).
             continue
         event = resolve(known, update, now, sync.price_step(update.symbol))
         if event is not None:
@@ -220,6 +227,17 @@ async def book_trades(sync: AccountSync, fills: Sequence[Fill]) -> None:
     fresh = await sync.in_book(_unbooked, known)
     if fresh:
         await sync.lookups._book(sync, await _value_fees(sync, fresh))
+
+
+async def _being_sent(sync: AccountSync, unknown: Sequence[Order]) -> set[str]:
+    """The client order ids among ``unknown`` orders that are intents the guard journaled
+    and the exchange has not answered yet (one store read, only for unknown orders)."""
+    wanted = {o.client_order_id for o in unknown if o.client_order_id}
+    store = sync.store
+    if not wanted or store is None:
+        return set()
+    pending = await sync.run_book(partial(store.pending_intents, sync.account_id))
+    return wanted & {intent.client_order_id for intent in pending}
 
 
 # Run on the book's owner thread, through AccountSync.in_book.

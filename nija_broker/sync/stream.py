@@ -35,8 +35,8 @@ import asyncio
 import logging
 import math
 import random
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from nija_broker.core.errors import AccountFatal

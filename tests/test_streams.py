@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -175,6 +176,13 @@ async def test_a_fill_is_booked_from_the_stream_once_and_the_poll_books_it_no_tw
         assert fills[0].fee > 0
         (position,) = book.ledger.positions()
         assert position.quantity == pytest.approx(0.001)
+        assert broker.api is not None
+        url = f"{broker.api.url}/healthz"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            health = await response.json()
+        stream = health["accounts"][ALICE]["stream"]
+        assert stream["state"] == "up"
+        assert stream["last_message"] is not None
 
 
 @pytest.mark.asyncio

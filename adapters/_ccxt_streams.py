@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
 
+from nija_broker.core.errors import ExchangeError
 from nija_broker.core.models import Balance, Fill, Order
 
 from ._ccxt_calls import CcxtCalls
@@ -35,6 +36,9 @@ from ._ccxt_convert import convert_balance, convert_trade
 __all__ = ["CcxtStreams", "streaming_class"]
 
 T = TypeVar("T")
+
+MAX_REMEMBERED_ORDERS = 5_000
+_TERMS = ("symbol", "side", "type", "amount", "price")
 
 _log = logging.getLogger("adapters.ccxt_adapter")
 
@@ -50,14 +54,32 @@ def streaming_class(exchange_id: str) -> type[Any] | None:
     return cls if has.get("watchOrders") else None
 
 
-def _with_client_id(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _stream_row(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """ccxt.pro's order, with what its parse leaves in ``info`` on Kraken's v2 feed: our
+    client order id (``cl_ord_id``; ccxt's clientOrderId is the numeric userref) and what
+    has filled (``cum_qty``; ccxt reports ``filled`` as None and, without ``order_qty``,
+    the amount as ``cum_qty``)."""
+    row = dict(raw)
     info = raw.get("info")
-    given = info.get("cl_ord_id") if isinstance(info, Mapping) else None
-    return {**raw, "clientOrderId": given} if isinstance(given, str) and given else dict(raw)
+    if not isinstance(info, Mapping):
+        return row
+    given = info.get("cl_ord_id")
+    if isinstance(given, str) and given:
+        row["clientOrderId"] = given
+    if row.get("filled") is None and info.get("cum_qty") is not None:
+        row["filled"] = float(info["cum_qty"])
+        row["remaining"] = None
+        if info.get("order_qty") is None:
+            row["amount"] = None  # cum_qty, not the order's amount: taken from its terms
+    return row
 
 
 class CcxtStreams(CcxtCalls):
     """The account's order, trade and balance streams; a base of ``CcxtExchange``."""
+
+    _stream_terms: dict[str, dict[str, Any]]
+    """Order id -> its terms (symbol, side, type, amount, price) as the stream's first
+    message of it gave them (bounded)."""
 
     async def _watch(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
         """One wait for the stream's next message; a drop or refusal mapped as REST's are."""
@@ -76,12 +98,35 @@ class CcxtStreams(CcxtCalls):
         # ccxt.pro edits its cached orders in place after returning them: read them now.
         # Kraken's feed carries our client order id as cl_ord_id, which ccxt.pro leaves in
         # ``info`` (its clientOrderId is the numeric userref).
-        rows = [_with_client_id(raw) for raw in raws]
-        problems: list[Any] = []
-        orders = self._orders(rows, problems)
-        for problem in problems:
-            _log.warning("%s: stream message left out: %s", self._ex.id, problem)
+        # Kraken's status updates (filled, cancelled) carry the status and what filled, but
+        # no symbol, side or type, and a cancel's amount is what had filled: those come from
+        # the order's first message (its placement, or the subscription's snapshot). An
+        # update of an order never described is left to the poll.
+        now = self._clock.now()
+        orders = []
+        for raw in raws:
+            row = _stream_row(raw)
+            order_id = str(row.get("id"))
+            if row.get("symbol") and row.get("amount") is not None:
+                self._remember_terms(order_id, row)
+            elif order_id in self._stream_terms:
+                terms = self._stream_terms[order_id]
+                row.update({k: v for k, v in terms.items() if k == "amount" or row.get(k) is None})
+            else:
+                _log.info("%s: stream update of order %s names no symbol", self._ex.id, order_id)
+                continue
+            try:
+                orders.append(self._convert(row, now))
+            except ExchangeError as exc:  # one unreadable update must not end the stream
+                _log.warning("%s: stream update left out: %s", self._ex.id, exc)
         return orders
+
+    def _remember_terms(self, order_id: str, row: Mapping[str, Any]) -> None:
+        terms = self._stream_terms
+        if order_id not in terms:
+            terms[order_id] = {name: row.get(name) for name in _TERMS}
+            if len(terms) > MAX_REMEMBERED_ORDERS:
+                del terms[next(iter(terms))]  # the oldest first
 
     async def watch_my_trades(self) -> list[Fill]:
         """The account's trades the next message carried, with their fees and trade ids."""

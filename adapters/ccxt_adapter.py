@@ -157,6 +157,7 @@ class CcxtExchange(CcxtOrders, CcxtTrades, CcxtStreams):
         self._pooled = False
         """Whether this account's requests go through the process's shared session."""
         self._session_key: tuple[int, int] | None = None
+        self._stream_terms: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_config(

@@ -220,8 +220,11 @@ async def book_trades(sync: AccountSync, fills: Sequence[Fill]) -> None:
     """The stream's trades of orders the book follows, booked by trade id (under the turn)."""
     if not fills:
         return
-    roles = await sync.in_book(_roles, sorted({f.order_id for f in fills}))
-    known = [f.model_copy(update={"role": roles[f.order_id]}) for f in fills if f.order_id in roles]
+    # A message repeated (or a trade the venue sends twice) comes once per trade id here;
+    # trades already booked are left out by the book's own keys below.
+    once = list({fill.key: fill for fill in fills}.values())
+    roles = await sync.in_book(_roles, sorted({f.order_id for f in once}))
+    known = [f.model_copy(update={"role": roles[f.order_id]}) for f in once if f.order_id in roles]
     if not known:
         return  # the poll brings the order in, then fetches its trades
     fresh = await sync.in_book(_unbooked, known)

@@ -17,7 +17,7 @@ from datetime import datetime
 from nija_broker.core.errors import StateError
 from nija_broker.core.ledger import fill_sort_key
 from nija_broker.core.models import Fill, Order, OrderRole
-from nija_broker.core.reconcile import fill_between
+from nija_broker.core.reconcile import AMOUNT_REL, fill_between
 
 __all__ = [
     "AMOUNT_REL",
@@ -31,12 +31,10 @@ __all__ = [
     "split_covered",
 ]
 
+
 # An order's filled amount and the sum of its trades agree when they differ by less
 # than this fraction of the order: exchanges print amounts in decimals and the sums of
 # their floats differ in the last bits only. Far below any market's amount step.
-AMOUNT_REL = 1e-9
-
-
 def same_amount(a: float, b: float, order: Order) -> bool:
     return abs(a - b) <= order.amount * AMOUNT_REL
 

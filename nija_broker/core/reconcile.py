@@ -99,6 +99,10 @@ def _carry(previous: Order, fresh: Order) -> Order:
     for name in ("declared_reserve", "caller_symbol"):
         if getattr(fresh, name) is None and getattr(previous, name) is not None:
             update[name] = getattr(previous, name)
+    if fresh.filled < previous.filled:
+        # Within float dust (a larger decrease is a contradiction, refused before this):
+        # filled amounts only grow.
+        update["filled"] = previous.filled
     if fresh.created_at > previous.created_at:
         # An order is placed once. A later report may carry another time as its
         # timestamp (Binance answers a cancel with the cancel's own transactTime, which
@@ -226,8 +230,18 @@ def _impossible(order: Order, price_step: float | None) -> str | None:
     return None
 
 
+AMOUNT_REL = 1e-9
+"""Amounts of one order closer than this fraction of its amount are the same amount: a
+float sum of fills and the exchange's decimal figure may differ in the last digit."""
+
+
+def less_filled(fresh: Order, previous: Order) -> bool:
+    """``fresh`` reports less filled than ``previous``, beyond float dust."""
+    return fresh.filled < previous.filled - previous.amount * AMOUNT_REL
+
+
 def _contradiction(previous: Order, fresh: Order) -> str | None:
-    if fresh.filled < previous.filled:
+    if less_filled(fresh, previous):
         return (
             f"exchange reports order {fresh.id} filled {fresh.filled!r}, less than the "
             f"{previous.filled!r} already booked (field: filled); the tracker keeps its version"

@@ -44,7 +44,7 @@ from nija_broker.core.events import Event
 from nija_broker.core.exchange import OrderStreams
 from nija_broker.core.health import StreamHealth
 from nija_broker.core.models import Fill, Order, OrderRole
-from nija_broker.core.reconcile import resolve
+from nija_broker.core.reconcile import less_filled, resolve
 from nija_broker.state.book import AccountBook
 from nija_broker.sync.fills import _unbooked, _value_fees
 
@@ -68,7 +68,7 @@ def is_stale_update(tracked: Order | None, update: Order) -> bool:
     book has the order ended (a reordered, repeated or late message). Pure."""
     if tracked is None:
         return False
-    if update.filled < tracked.filled:
+    if less_filled(update, tracked):
         return True
     return tracked.is_terminal and not update.is_terminal
 

@@ -22,7 +22,7 @@ ccxt.pro then reuses it while it is valid.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
@@ -77,6 +77,10 @@ def _stream_row(raw: Mapping[str, Any]) -> dict[str, Any]:
 class CcxtStreams(CcxtCalls):
     """The account's order, trade and balance streams; a base of ``CcxtExchange``."""
 
+    _stream_seen_orders: dict[str, tuple[Any, ...]]
+    """Order id -> (status, filled) as last returned (bounded)."""
+    _stream_seen_trades: dict[str, None]
+    """Trade ids returned (bounded, oldest first)."""
     _stream_terms: dict[str, dict[str, Any]]
     """Order id -> its terms (symbol, side, type, amount, price) as the stream's first
     message of it gave them (bounded)."""
@@ -94,7 +98,9 @@ class CcxtStreams(CcxtCalls):
     async def watch_orders(self) -> list[Order]:
         """The orders the next message changed, as unified orders (impossible ones left out
         and logged: the poll that follows a stream sees them too)."""
-        raws = await self._watch("watch_orders", lambda: self._ex.watch_orders())
+        raws = self._unseen_orders(()) or self._unseen_orders(
+            await self._watch("watch_orders", lambda: self._ex.watch_orders())
+        )
         # ccxt.pro edits its cached orders in place after returning them: read them now.
         # Kraken's feed carries our client order id as cl_ord_id, which ccxt.pro leaves in
         # ``info`` (its clientOrderId is the numeric userref).
@@ -121,6 +127,41 @@ class CcxtStreams(CcxtCalls):
                 _log.warning("%s: stream update left out: %s", self._ex.id, exc)
         return orders
 
+    # ccxt.pro resolves a watch with the message that arrived while it was awaited; one
+    # that arrives before the next call only joins ccxt.pro's cache, and the next call
+    # returns it with the message after. So what the cache holds that was not returned
+    # yet is returned first, without waiting: a second fill pushed right after the first
+    # is booked now, not when a third message comes.
+
+    def _unseen_orders(self, raws: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        cached = getattr(self._ex, "orders", None) or ()
+        seen = self._stream_seen_orders
+        rows: list[Mapping[str, Any]] = []
+        for raw in (*raws, *cached):
+            state = (raw.get("status"), raw.get("filled"), raw.get("info", {}).get("cum_qty"))
+            key = str(raw.get("id"))
+            if seen.get(key) == state:
+                continue
+            seen[key] = state
+            if len(seen) > MAX_REMEMBERED_ORDERS:
+                del seen[next(iter(seen))]
+            rows.append(raw)
+        return rows
+
+    def _unseen_trades(self, raws: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        cached = getattr(self._ex, "myTrades", None) or ()
+        seen = self._stream_seen_trades
+        rows: list[Mapping[str, Any]] = []
+        for raw in (*raws, *cached):
+            key = str(raw.get("id"))
+            if key in seen:
+                continue
+            seen[key] = None
+            if len(seen) > MAX_REMEMBERED_ORDERS:
+                del seen[next(iter(seen))]
+            rows.append(raw)
+        return rows
+
     def _remember_terms(self, order_id: str, row: Mapping[str, Any]) -> None:
         terms = self._stream_terms
         if order_id not in terms:
@@ -130,7 +171,9 @@ class CcxtStreams(CcxtCalls):
 
     async def watch_my_trades(self) -> list[Fill]:
         """The account's trades the next message carried, with their fees and trade ids."""
-        raws = await self._watch("watch_my_trades", lambda: self._ex.watch_my_trades())
+        raws = self._unseen_trades(()) or self._unseen_trades(
+            await self._watch("watch_my_trades", lambda: self._ex.watch_my_trades())
+        )
         now = self._clock.now()
         return [convert_trade(t, account_id=self._account_id, now=now) for t in raws]
 

@@ -158,6 +158,8 @@ class CcxtExchange(CcxtOrders, CcxtTrades, CcxtStreams):
         """Whether this account's requests go through the process's shared session."""
         self._session_key: tuple[int, int] | None = None
         self._stream_terms: dict[str, dict[str, Any]] = {}
+        self._stream_seen_orders: dict[str, tuple[Any, ...]] = {}
+        self._stream_seen_trades: dict[str, None] = {}
 
     @classmethod
     def from_config(

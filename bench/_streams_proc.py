@@ -72,6 +72,11 @@ SWEEP_ENDPOINT = {
     "kraken": "POST /0/private/ClosedOrders",
 }
 """The closed-orders sweep, which runs on the balance cadence only: a cadence marker."""
+BALANCE_ENDPOINT = {
+    "binance": "GET /api/v3/account",
+    "kraken": "POST /0/private/BalanceEx",
+}
+"""The balance: the first request of a cycle that reads it (a sweeping one always does)."""
 IDLE_BASE = "IDL"
 LANE_PRICE = 100.0
 MARKET_BUY_PRICE = 2.0
@@ -157,7 +162,7 @@ class TimedKraken(_Timed, CountingKraken):
                 channel = str(params.get("channel"))
                 self.timed_subscriptions[conn.account_id].append((time.time(), channel))
 
-        stream._subscription = timed  # type: ignore[method-assign]
+        stream._subscription = timed  # type: ignore[method-assign,assignment]
 
 
 def _build(args: argparse.Namespace, spec: list[dict[str, Any]]) -> SimEngine:
@@ -271,6 +276,7 @@ async def _serve(args: argparse.Namespace, engine: SimEngine, keys: dict[str, An
                 "dialect": args.dialect,
                 "listing_endpoint": LISTING_ENDPOINT[args.dialect],
                 "sweep_endpoint": SWEEP_ENDPOINT[args.dialect],
+                "balance_endpoint": BALANCE_ENDPOINT[args.dialect],
             }
             print(json.dumps(hello), flush=True)
             await stop.wait()
@@ -346,6 +352,7 @@ class StreamsEmulator:
         self.control_url: str = hello["control_url"]
         self.listing_endpoint: str = hello["listing_endpoint"]
         self.sweep_endpoint: str = hello["sweep_endpoint"]
+        self.balance_endpoint: str = hello["balance_endpoint"]
         raw = json.loads(keys_file.read_text(encoding="utf-8"))
         self.keys: dict[str, tuple[str, str]] = {a: (k[0], k[1]) for a, k in raw.items()}
         self._session: aiohttp.ClientSession | None = None

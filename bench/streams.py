@@ -29,12 +29,16 @@ configuration's default unless named here.
   guard knows it sooner from the balance a MICRO_CAP account reads each cycle.
 - **Private REST requests per account per minute, idle** (nothing happens on the
   account but one resting order): counted at the emulator (its per-account counter of
-  authenticated requests, every endpoint, GetWebSocketsToken included; Binance's stream
-  subscription is a WebSocket request and counted apart) over ``--idle-s`` (60) of wall
-  time once the stream is up and its full poll done, for a STANDARD and a MICRO_CAP
-  account (a MICRO_CAP poller also reads its balance each cycle), streaming at
-  ``poll_interval_s = 30`` against ``stream = false`` at 5 s. These run beside the
-  polling reference, on other accounts.
+  authenticated requests, every endpoint, with each request's wall time; Binance's
+  stream subscription is a WebSocket request, not counted; Kraken's
+  GetWebSocketsToken is, once a connection, before the period) over one whole balance
+  period after start-up (from the cycle that swept closed orders at start-up, or the
+  stream's full poll, to the next cycle that swept: the balance, its tickers and the
+  sweep come once a period, the listings at the poll's interval), as a rate a minute,
+  for a STANDARD and a MICRO_CAP account (a MICRO_CAP poller also reads its balance each
+  cycle), streaming at ``poll_interval_s = 30`` against ``stream = false`` at 5 s.
+  These run beside the polling reference, on other accounts (``--idle-s``: the longest
+  wait for that period, 150 s).
 - **A stream drop**: ``--drops`` times (5), the emulator ends the account's streams
   (``close_streams``); from the emulator's wall time of that call: the sidecar's health
   leaving ``up``, the first open-orders listing after it (the poller at full rate), the
@@ -46,11 +50,12 @@ driver; the emulator's from ``/proc``) and wall time (``time.perf_counter``, and
 system clock ``time.time`` both processes read for delays across them) are named as
 such. Ratios are stream over polling, in the same run.
 
-    python bench/streams.py [--dialect both] [--fills 100] [--idle-s 60] [--drops 5]
-                            [--lanes 20] [--work DIR]
+    python bench/streams.py [--dialect both] [--fills 100] [--drops 5] [--lanes 20]
+                            [--guard-poll-ms 2] [--work DIR]
 
-A default run takes about five minutes (two dialects). The emulator is ended by its
-pid on any way out; the JSON is printed even then, with ``errors``, exit code 1.
+A default run takes about four and a half minutes (two dialects, 2 cores). The emulator
+is ended by its pid on any way out; the JSON is printed even then, with ``errors``, and
+the exit code is 1.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,15 +99,14 @@ IDLE = {
 }
 STREAM_POLL_S = 30.0
 REFERENCE_POLL_S = 5.0
+REFERENCE_GUARD_POLL_S = 0.05
+"""The polling reference's guard checks: 25 market buys wait seconds at once."""
 RESTING_AMOUNT = 0.1  # of a lane market at 100: about 10 of quote
 MARKET_BUY_AMOUNT = 3.0  # of a market-buy market at 2: about 6 of quote
 DCA_INTENT_USD = 6.0
 GOAL_P95_S = 0.3
 GOAL_MAX_S = 0.5
 GOAL_REST_PER_MIN = 4.0
-CYCLE_S = 0.3
-"""A poll cycle's requests on loopback come closer together than this (a few ms each);
-the stream's full poll comes a second after the start-up sync (``stream_settle_s``)."""
 WAIT_S = 180.0
 """The longest a fill may take to be seen before it counts as missed."""
 
@@ -162,8 +166,8 @@ def accounts_spec(dialect: str, lanes: int) -> list[dict[str, Any]]:
 def sidecar_config(
     emulator: sp.StreamsEmulator, work: Path, tag: str, accounts: Mapping[str, dict[str, Any]]
 ) -> tuple[Any, dict[str, str]]:
-    """A configuration of ``accounts`` (id -> their own keys) on ``emulator``, and the
-    environment with their keys."""
+    """A configuration of ``accounts`` (id -> the account's own keys: stream, tier, poll
+    interval) on ``emulator``, and the environment holding their API keys."""
     table = fp.ccxt_table(emulator.dialect, emulator.url)
     environ: dict[str, str] = {}
     rows = []
@@ -366,7 +370,6 @@ async def measure_fills(
     run = FillRun(account)
     locks = [asyncio.Lock() for _ in range(lanes)]
     lane_fills = [0] * lanes
-    before = await emulator.requests()
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     emulator_cpu = fp.cpu_s(emulator.pid)
     t_start = time.time()
@@ -378,32 +381,28 @@ async def measure_fills(
             lane_fills[k] += 1
             await _resting_fill(emulator, seen, run, f"{sp.lane_base(k)}/{quote}", buy, pause)
 
-    async def one(task: Callable[[], Any], label: str) -> None:
+    async def one(fill: Coroutine[Any, Any, None], label: str) -> None:
         try:
-            await task()
+            await fill
         except TimeoutError:
             run.missed.append(f"{label}: not seen within {WAIT_S:g} s")
 
     async with asyncio.TaskGroup() as group:
         for i in range(fills):
             if i % 2 == 0:
-                k, pause = (i // 2) % lanes, rng.uniform(0.0, pause_s)
-                group.create_task(one(lambda k=k, p=pause: resting(k, p), f"resting {i}"))
+                lane = (i // 2) % lanes
+                fill = resting(lane, rng.uniform(0.0, pause_s))
+                group.create_task(one(fill, f"resting fill {i}"))
             else:
                 symbol = f"{sp.market_buy_base(i // 2)}/{quote}"
-                group.create_task(
-                    one(
-                        lambda s=symbol: _market_buy(emulator, broker, seen, run, s, guard_poll_s),
-                        f"market buy {i}",
-                    )
-                )
+                fill = _market_buy(emulator, broker, seen, run, symbol, guard_poll_s)
+                group.create_task(one(fill, f"market buy {i}"))
             await asyncio.sleep(rng.uniform(*spacing_s))
     wall_s = time.perf_counter() - started_wall
     after = await emulator.requests(t_start)
     rows = after["requests"].get(account, [])
     private = sp.endpoint_counts(rows, t_start, math.inf)
     total = sum(private.values())
-    del before
     return {
         "fills_asked": fills,
         "fills_measured": len(run.known),
@@ -430,21 +429,26 @@ def _reconnects(broker: Broker, account: str) -> int:
 # ---------------------------------------------------------------------------- idle REST
 
 
-def balance_period(rows: list[list[Any]], sweep: str, after: float) -> tuple[float, float] | None:
-    """One whole balance period of an account's requests: from the first request of the
-    last cycle that swept at or before ``after`` to the first request of the next cycle
-    that swept (a cycle's requests come within ``CYCLE_S`` of each other), or ``None``."""
+def balance_period(
+    rows: list[list[Any]], sweep: str, balance: str, after: float
+) -> tuple[float, float] | None:
+    """One whole balance period of an account's requests, or ``None``: from the start of
+    the last cycle that swept closed orders at or before ``after`` to the start of the
+    first that swept after it. A cycle that sweeps reads the balance first, then lists,
+    then sweeps (one request a symbol on Binance): its start is its balance request."""
     sweeps = sorted(t for t, what in rows if what == sweep)
-    bursts = [t for n, t in enumerate(sweeps) if n == 0 or t - sweeps[n - 1] > CYCLE_S]
-    before = [t for t in bursts if t <= after]
-    later = [t for t in bursts if t > after]
+    balances = sorted(t for t, what in rows if what == balance)
+    before = [t for t in sweeps if t <= after]
+    later = [t for t in sweeps if t > after]
     if not before or not later:
         return None
 
-    def cycle_start(sweep_at: float) -> float:
-        return min(t for t, _ in rows if sweep_at - CYCLE_S <= t <= sweep_at)
+    def cycle_start(sweep_at: float) -> float | None:
+        read = [t for t in balances if t <= sweep_at]
+        return read[-1] if read else None
 
-    return cycle_start(before[-1]), cycle_start(later[0])
+    start, end = cycle_start(before[-1]), cycle_start(later[0])
+    return (start, end) if start is not None and end is not None and end > start else None
 
 
 async def measure_idle(
@@ -463,7 +467,10 @@ async def measure_idle(
         got = await emulator.requests(since)
         periods = {
             name: balance_period(
-                got["requests"].get(account, []), emulator.sweep_endpoint, settled_at + 10.0
+                got["requests"].get(account, []),
+                emulator.sweep_endpoint,
+                emulator.balance_endpoint,
+                settled_at + 10.0,
             )
             for name, account in IDLE.items()
         }
@@ -550,8 +557,8 @@ async def measure_drops(
         )
     figures: dict[str, Any] = {"drops": drops}
     for key in samples[0] if samples else ():
-        values = [s[key] for s in samples if s[key] is not None]
-        figures[key.removesuffix("_s") + "_ms"] = percentiles_ms([v for v in values if v])
+        values = [v for s in samples if (v := s[key]) is not None]
+        figures[key.removesuffix("_s") + "_ms"] = percentiles_ms(values)
     figures["samples_s"] = [{k: _round(v) for k, v in s.items()} for s in samples]
     return figures
 
@@ -613,7 +620,7 @@ async def _phase_reference(
                 lanes=args.lanes,
                 spacing_s=(0.1, 0.4),
                 pause_s=REFERENCE_POLL_S,
-                guard_poll_s=0.05,
+                guard_poll_s=REFERENCE_GUARD_POLL_S,
                 seed=args.seed,
             )
             found["idle_rest"] = await idle
@@ -747,7 +754,7 @@ async def run(args: argparse.Namespace, root: Path) -> tuple[dict[str, Any], boo
             "idle_s": args.idle_s,
             "drops": args.drops,
             "guard_poll_ms_stream": args.guard_poll_ms,
-            "guard_poll_ms_reference": 50.0,
+            "guard_poll_ms_reference": REFERENCE_GUARD_POLL_S * 1e3,
             "stream_account": {
                 "stream": True,
                 "poll_interval_s": STREAM_POLL_S,

@@ -16,7 +16,14 @@ Then the faults stop, the held messages go, and one clean full poll runs
 sweep due, as after a reconnect). After it the books equal the engine's ground truth
 (:meth:`SimEngine.truth`, :attr:`SimEngine.fills`): each order's status and filled
 amount, each fill once by its trade id with its fee, the ledger's position per symbol;
-and nothing the stream said raised an attention event.
+and nothing the stream said raised an attention event. Before that poll, what the
+stream alone booked is already true, if not complete (no fill twice or unknown, no
+order more filled than it is, no end the exchange did not give), and no fault ended the
+stream (a reconnect's full poll would hide what the stream booked wrongly).
+
+Beside the soak, one case each of what it found: an order's end on the stream (Kraken's
+status updates carry no symbol), two executions pushed back to back, and a filled
+amount whose float sum differs from its decimal one in the last digit.
 
 No wall-clock threshold: waits are on conditions, with generous timeouts.
 """
@@ -81,6 +88,10 @@ STREAM_ONLY = ReconcilerSettings(
     stream_settle_s=0.2,
     stream_backoff_initial_s=0.2,
     stream_backoff_max_s=1.0,
+    # The clean poll looks up every order the stream left owing (its trades, its end) in
+    # one go: the per-cycle budget (20) would spread a longer list over several cycles,
+    # which is the poll's pacing, not what this soak judges.
+    confirm_budget=1_000,
 )
 SEEDS = {"binance": 23, "kraken": 29}
 
@@ -565,3 +576,104 @@ async def test_an_order_that_ends_is_booked_from_the_stream_and_the_stream_stays
         assert tracked.filled == pytest.approx(0.0004)
         (fill,) = [f for f in store.fills(ACCOUNT) if f.order_id == order_id]
         assert fill.amount == pytest.approx(0.0004)
+
+
+async def _resting_buy(venue: Venue, broker: Broker, amount: float = 0.001) -> tuple[Any, str]:
+    """A resting buy placed straight on the engine, once the sidecar follows it."""
+    resting = venue.engine.place_order(
+        ACCOUNT,
+        OrderRequest(
+            symbol=f"BTC/{venue.quote}",
+            side=Side.BUY,
+            type=OrderType.LIMIT,
+            amount=amount,
+            price=49_000.0,
+        ),
+    )
+    order_id = venue.order_id(resting.id)
+    book = broker.books.get(ACCOUNT)  # type: ignore[union-attr]
+    await _until(lambda: book.orders.get(order_id) is not None)
+    return resting, order_id
+
+
+def _fills_of(broker: Broker, order_id: str) -> list[Fill]:
+    assert broker.store is not None
+    return [f for f in broker.store.fills(ACCOUNT) if f.order_id == order_id]
+
+
+@pytest.mark.asyncio
+async def test_two_fills_pushed_back_to_back_are_both_booked_from_the_stream(
+    venue: Venue, tmp_path: Path
+) -> None:
+    """Two executions of one order, pushed one right after the other (one price move
+    that fills in two trades, say): both are booked from the stream, and the order shows
+    both, without waiting for a third message or the poll."""
+    async with Broker(
+        venue.config(tmp_path),
+        environ=venue.env,
+        reconciler_settings=STREAM_ONLY,
+        serve_api=False,
+    ) as broker:
+        await _streaming(broker)
+        book = broker.books.get(ACCOUNT)  # type: ignore[union-attr]
+        resting, order_id = await _resting_buy(venue, broker)
+        venue.engine.fill_partially(ACCOUNT, resting.id, 0.0003)
+        venue.engine.fill_partially(ACCOUNT, resting.id, 0.0005)
+        await _until(lambda: len(_fills_of(broker, order_id)) == 2, timeout_s=10.0)
+        if venue.dialect == "kraken":
+            # Kraken's v2 feed reports a partial fill as a trade only (no order update):
+            # the fills are booked from the stream, the order's own filled figure comes
+            # with the next poll's answer about it.
+            await broker.reconciler.sync_once(ACCOUNT)  # type: ignore[union-attr]
+        await _until(
+            lambda: book.orders.get(order_id).filled == pytest.approx(0.0008),  # type: ignore[union-attr]
+            timeout_s=10.0,
+        )
+        assert len(_fills_of(broker, order_id)) == 2  # the poll booked nothing twice
+        _assert_stream_held(broker)
+
+
+@pytest.mark.asyncio
+async def test_an_order_filled_in_parts_then_cancelled_raises_no_attention_over_float_dust(
+    venue: Venue, tmp_path: Path
+) -> None:
+    """Two partial fills whose float sum is not their decimal sum (0.00031 + 0.00057 is
+    0.0008799999999999999 in floats): the stream's report and the REST answer to the
+    trader's cancel tell the same filled amount, whatever digits each prints; the cancel
+    is booked and nobody is asked to look."""
+    async with Broker(
+        venue.config(tmp_path),
+        environ=venue.env,
+        reconciler_settings=STREAM_ONLY,
+        serve_api=False,
+    ) as broker:
+        assert broker.reconciler is not None
+        seen: list[Event] = []
+        events = broker.reconciler.subscribe(maxsize=10_000)
+        await _streaming(broker)
+        book = broker.books.get(ACCOUNT)  # type: ignore[union-attr]
+        resting = venue.engine.place_order(
+            ACCOUNT,
+            OrderRequest(
+                symbol=f"BTC/{venue.quote}",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=0.001,
+                price=49_000.0,
+            ),
+        )
+        order_id = venue.order_id(resting.id)
+        await _until(lambda: book.orders.get(order_id) is not None)
+        for n, part in enumerate((0.00031, 0.00057), start=1):
+            venue.engine.fill_partially(ACCOUNT, resting.id, part)
+            await _until(lambda n=n: len(_fills_of(broker, order_id)) == n)  # type: ignore[misc]
+        await asyncio.sleep(0.3)  # the stream's report of the order after its fill is in
+        answer = await broker.cancel_order(ACCOUNT, order_id)
+        assert answer.confirmed, answer.message
+        tracked = book.orders.get(order_id)
+        assert tracked is not None
+        assert tracked.status.value == "cancelled"
+        assert tracked.filled == pytest.approx(0.00088)
+        seen.extend(events.drain())
+        attention = [e for e in seen if isinstance(e, AttentionRequired)]
+        assert attention == [], attention

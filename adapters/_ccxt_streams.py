@@ -135,11 +135,16 @@ class CcxtStreams(CcxtCalls):
 
     def _unseen_orders(self, raws: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         cached = getattr(self._ex, "orders", None) or ()
+        # One entry per order, the newest: ccxt.pro may cache an order twice (Kraken's
+        # status updates name no symbol, so they are filed apart from the placement), and
+        # two entries of different states must not both read as unseen on every call.
+        latest: dict[str, Mapping[str, Any]] = {}
+        for raw in (*cached, *raws):
+            latest[str(raw.get("id"))] = raw
         seen = self._stream_seen_orders
         rows: list[Mapping[str, Any]] = []
-        for raw in (*raws, *cached):
+        for key, raw in latest.items():
             state = (raw.get("status"), raw.get("filled"), raw.get("info", {}).get("cum_qty"))
-            key = str(raw.get("id"))
             if seen.get(key) == state:
                 continue
             seen[key] = state

@@ -22,8 +22,10 @@ order more filled than it is, no end the exchange did not give), and no fault en
 stream (a reconnect's full poll would hide what the stream booked wrongly).
 
 Beside the soak, one case each of what it found: an order's end on the stream (Kraken's
-status updates carry no symbol), two executions pushed back to back, and a filled
-amount whose float sum differs from its decimal one in the last digit.
+status updates carry no symbol), two executions pushed back to back, a filled amount
+whose float sum differs from its decimal one in the last digit, and a quiet stream after
+an order ended (ccxt.pro's Kraken cache then holds the order twice, under its symbol
+and under none: the readers must still wait for the next message).
 
 No wall-clock threshold: waits are on conditions, with generous timeouts.
 """
@@ -677,3 +679,38 @@ async def test_an_order_filled_in_parts_then_cancelled_raises_no_attention_over_
         seen.extend(events.drain())
         attention = [e for e in seen if isinstance(e, AttentionRequired)]
         assert attention == [], attention
+
+
+@pytest.mark.asyncio
+async def test_a_quiet_stream_waits_for_the_next_message_after_an_order_ended(
+    venue: Venue, tmp_path: Path
+) -> None:
+    """Once an order has filled and been booked and nothing else happens, the stream's
+    readers wait for the venue's next message: they do not hand the same cached order
+    back again and again (a loop that would hold the event loop and the account's turn).
+    Counted, not timed: while the venue is quiet, no call to ``watch_orders`` returns."""
+    async with Broker(
+        venue.config(tmp_path),
+        environ=venue.env,
+        reconciler_settings=STREAM_ONLY,
+        serve_api=False,
+    ) as broker:
+        await _streaming(broker)
+        book = broker.books.get(ACCOUNT)  # type: ignore[union-attr]
+        resting, order_id = await _resting_buy(venue, broker)
+        venue.engine.fill_partially(ACCOUNT, resting.id, resting.amount)  # all of it
+        await _until(lambda: book.orders.get(order_id).is_terminal)  # type: ignore[union-attr]
+        await _until(lambda: len(_fills_of(broker, order_id)) == 1)
+        exchange: Any = broker.exchanges[ACCOUNT]
+        inner = exchange.watch_orders
+        returned: list[int] = []
+
+        async def counted() -> list[Order]:
+            orders: list[Order] = await inner()
+            returned.append(len(orders))
+            return orders
+
+        exchange.watch_orders = counted
+        await asyncio.sleep(0.5)  # nothing happens on the venue meanwhile
+        # At most the call that was pending when the count began, with the last of it.
+        assert len(returned) <= 1, f"watch_orders returned {len(returned)} times, idle"

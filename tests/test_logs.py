@@ -64,6 +64,31 @@ def test_short_values_are_not_treated_as_secrets() -> None:
     assert redact("abc def") == "abc def"
 
 
+def test_every_one_of_two_thousand_keys_is_redacted_where_it_appears() -> None:
+    # A fleet of a thousand accounts registers a key and a secret each.
+    keys = [f"fleet-{n:04d}-{'k' if n % 2 else 's'}-{n * 7919:012d}" for n in range(2000)]
+    for key in keys:
+        register_secret(key)
+    for key in (keys[0], keys[1234], keys[-1]):
+        line = redact(f"GET /api?apiKey={key}&x=1 said {key}.")
+        assert line == "GET /api?apiKey=***&x=1 said ***."
+    assert redact("fleet-0001-k- is not a whole key") == "fleet-0001-k- is not a whole key"
+
+
+def test_secrets_sharing_a_start_overlapping_or_inside_another_leave_nothing_shown() -> None:
+    register_secret("samestart-one-secret")
+    register_secret("samestart-two-secret-longer")
+    register_secret("overlap-AAAA-BBBB")
+    register_secret("BBBB-CCCC-tail")
+    register_secret("outer-inner-secret-outer")
+    register_secret("inner-secret")
+    text = (
+        "a samestart-one-secret b samestart-two-secret-longer c overlap-AAAA-BBBB-CCCC-tail "
+        "d outer-inner-secret-outer e inner-secret f"
+    )
+    assert redact(text) == "a *** b *** c *** d *** e *** f"
+
+
 def test_account_comes_from_context_or_the_poller_task_name() -> None:
     formatter = KeyValueFormatter()
     token = account_context.set("USER:alice")

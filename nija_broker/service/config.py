@@ -443,27 +443,37 @@ def config_problems(
         if isinstance(read, Problem):
             return [read]
         data = read
+    return _checked(data, name, environ)[1]
+
+
+def _checked(
+    data: Mapping[str, Any], file: str, environ: Mapping[str, str] | None
+) -> tuple[Config | None, list[Problem]]:
+    """The configuration, validated once, and every problem of its shape and of this
+    machine (``[]``: it starts; the configuration is ``None`` whenever its shape fails)."""
     from nija_broker.service.config_checks import machine_problems  # it imports this module
 
     env = os.environ if environ is None else environ
-    return by_table([*_shape_problems(data, name), *machine_problems(data, name, env)])
+    config, shape = _shape(data, file)
+    return config, by_table([*shape, *machine_problems(data, file, env)])
 
 
-def _shape_problems(data: Mapping[str, Any], file: str) -> list[Problem]:
-    """Field errors of every table, the rules across fields, then the tier table's own rules."""
+def _shape(data: Mapping[str, Any], file: str) -> tuple[Config | None, list[Problem]]:
+    """Field errors of every table, the rules across fields, then the tier table's own
+    rules; with the validated configuration when there are none."""
     try:
         config = Config.model_validate(data, context={_LISTED_APART: True})
     except ValidationError as exc:
         fields = [field_problem(e, data, file, Config) for e in exc.errors(include_url=False)]
-        return fields + across_fields(data, file)
+        return None, fields + across_fields(data, file)
     across = across_fields(data, file)
     if across:
-        return across
+        return None, across
     try:
         config.tier_table()
     except ValueError as exc:  # e.g. the lowest tier no longer starts at 0
-        return [Problem(file, "tiers", str(exc))]
-    return []
+        return None, [Problem(file, "tiers", str(exc))]
+    return config, []
 
 
 # ---------------------------------------------------------------------------- loading
@@ -478,10 +488,10 @@ def parse_config(data: dict[str, Any], file: str = "<config>") -> Config:
 
     The environment and the machine are not consulted: see :func:`config_problems`.
     """
-    problems = _shape_problems(data, file)
-    if problems:
+    config, problems = _shape(data, file)
+    if config is None:
         raise _refuse(by_table(problems), file)
-    return Config.model_validate(data, context={_LISTED_APART: True})
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -496,7 +506,11 @@ def load_config(path: str | Path) -> Config:
 def load_checked_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """:func:`load_config` refusing, in one :class:`ConfigError`, every problem
     :func:`config_problems` finds: what ``nija-broker run`` starts from."""
-    problems = config_problems(path, environ)
-    if problems:
-        raise _refuse(problems, str(path))
-    return load_config(path)
+    file = str(path)
+    read = read_toml(Path(path), file)
+    if isinstance(read, Problem):
+        raise _refuse([read], file)
+    config, problems = _checked(read, file, environ)
+    if config is None or problems:
+        raise _refuse(problems, file)
+    return config

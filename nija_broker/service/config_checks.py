@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ def machine_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str])
     if not account_tables(data) and isinstance(data.get("accounts", []), list):
         problems.append(Problem(file, "accounts", "no [[accounts]]: run needs at least one"))
     built: dict[str, _Refusal | None] = {}  # accounts alike build alike: once each
+    known = cache(_ccxt_exchange_ids)  # asked once, if at all: a thousand accounts ask alike
     for i, account in account_tables(data):
-        problems += _exchange_problems(i, account, data, file, built)
+        problems += _exchange_problems(i, account, data, file, built, known)
         for field in ENV_FIELDS:
             problems += _env_problems(
                 file, key_path(("accounts", i, field), data), account.get(field), env
@@ -56,12 +58,12 @@ def machine_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str])
     return problems + _api_problems(data, file, env) + _store_problems(data, file)
 
 
-def _ccxt_exchange_ids() -> list[str]:
+def _ccxt_exchange_ids() -> frozenset[str]:
     # ccxt's own list, asked through the installed exchange backend: only adapters/ imports
     # ccxt, and nothing here imports adapters/ (dependencies point inward).
     from nija_broker.service.exchanges import exchange_backend
 
-    return list(exchange_backend("ccxt").exchange_ids())
+    return frozenset(exchange_backend("ccxt").exchange_ids())
 
 
 _Refusal = tuple[str, str]
@@ -74,11 +76,12 @@ def _exchange_problems(
     data: Mapping[str, Any],
     file: str,
     built: dict[str, _Refusal | None],
+    exchange_ids: Callable[[], frozenset[str]],
 ) -> list[Problem]:
     exchange = account.get("exchange")
     if not isinstance(exchange, str) or not _EXCHANGE_ID.match(exchange):
         return []  # a field error, listed already
-    known = _ccxt_exchange_ids()
+    known = exchange_ids()
     if exchange not in known:
         return [
             Problem(
@@ -86,7 +89,7 @@ def _exchange_problems(
                 key_path(("accounts", i, "exchange"), data),
                 "unknown ccxt exchange id",
                 repr(exchange),
-                hint=did_you_mean(exchange, known),
+                hint=did_you_mean(exchange, sorted(known)),
             )
         ]
     try:

@@ -24,8 +24,11 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
 __all__ = ["account_context", "configure_logging", "fields", "redact", "register_secret"]
 
@@ -38,18 +41,95 @@ _secrets_lock = threading.Lock()
 _MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
 
 
+@dataclass(frozen=True)
+class _SecretIndex:
+    """Where a secret may start in a text, found in one regex pass whatever their number.
+
+    ``prefixes`` matches the first :data:`_MIN_SECRET_LEN` characters of any secret
+    (a trie of them, so the pass costs the text's length, not the secrets' count: a
+    thousand accounts register two thousand keys); ``by_prefix`` holds the secrets of
+    each prefix, longest first.
+    """
+
+    prefixes: re.Pattern[str] | None
+    by_prefix: dict[str, tuple[str, ...]]
+
+
+_index: _SecretIndex | None = _SecretIndex(None, {})  # None: rebuilt at the next redact
+
+
 def register_secret(value: str | None) -> None:
     """Never let ``value`` reach a log line."""
+    global _index
     if value and len(value) >= _MIN_SECRET_LEN:
         with _secrets_lock:
-            _secrets.add(value)
+            if value not in _secrets:
+                _secrets.add(value)
+                _index = None
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """A regex matching any of ``words``, all of one length (so none ends inside another)."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+
+    def branch(node: dict[str, Any]) -> str:
+        alternatives = [re.escape(char) + branch(child) for char, child in sorted(node.items())]
+        if len(alternatives) <= 1:
+            return "".join(alternatives)
+        return "(?:" + "|".join(alternatives) + ")"
+
+    return branch(trie)
+
+
+def _secret_index() -> _SecretIndex:
+    global _index
+    index = _index
+    if index is not None:
+        return index
+    with _secrets_lock:
+        by_prefix: dict[str, list[str]] = {}
+        for secret in _secrets:
+            by_prefix.setdefault(secret[:_MIN_SECRET_LEN], []).append(secret)
+        pattern = re.compile(_trie_pattern(by_prefix)) if by_prefix else None
+        index = _SecretIndex(
+            pattern,
+            {p: tuple(sorted(found, key=len, reverse=True)) for p, found in by_prefix.items()},
+        )
+        _index = index
+        return index
 
 
 def redact(text: str) -> str:
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every registered secret in it replaced by ``***`` (overlapping ones as
+    one)."""
+    index = _secret_index()
+    if index.prefixes is None:
+        return text
+    spans: list[list[int]] = []
+    at = 0
+    while (found := index.prefixes.search(text, at)) is not None:
+        start = found.start()
+        for secret in index.by_prefix[found.group()]:
+            if text.startswith(secret, start):
+                end = start + len(secret)
+                if spans and start <= spans[-1][1]:
+                    spans[-1][1] = max(spans[-1][1], end)
+                else:
+                    spans.append([start, end])
+                break
+        at = start + 1
+    if not spans:
+        return text
+    parts, kept = [], 0
+    for start, end in spans:
+        parts += [text[kept:start], "***"]
+        kept = end
+    parts.append(text[kept:])
+    return "".join(parts)
 
 
 def fields(account: str | None = None, **values: object) -> dict[str, object]:

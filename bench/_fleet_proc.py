@@ -223,6 +223,7 @@ def write_config(
     poll_interval_s: float,
     balance_interval_s: float | None,
     rate_budget_off: bool,
+    stream: bool = False,
 ) -> tuple[Path, dict[str, str]]:
     """``work/fleet.toml`` for ``ids`` on ``emulator``, and the environment with their keys."""
     table = ccxt_table(emulator.dialect, emulator.url)
@@ -251,6 +252,7 @@ def write_config(
             f"secret_env = {toml_value(secret_env)}",
             f"quote_currency = {toml_value(quote)}",
             f"poll_interval_s = {float(poll_interval_s)!r}",
+            f"stream = {toml_value(stream)}",
         ]
         if balance_interval_s is not None:
             lines.append(f"balance_interval_s = {float(balance_interval_s)!r}")

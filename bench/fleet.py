@@ -37,7 +37,10 @@ Scenarios (``--scenario``, comma-separated; default: all, about 6-8 minutes on
 ``cycle`` (1 x 100 at a 1 s poll: CPU per account-cycle against the raw
 reference, gross and net of the idle rate), ``orders300`` (300 x 100),
 ``baseline`` (10 x 20), ``fleet300`` (300 x 20 at 5 s: share of a core, guard
-latency), ``fleet1000`` (1,000 x 20: start-up, RSS per account, guard latency).
+latency), ``fleet1000`` (1,000 x 20: start-up, RSS per account, guard latency),
+``fleet300_stream`` (300 x 20 with ``stream = true``, the default: the same
+figures with each account's stream up and polling at ``stream_poll_interval_s``).
+Every other scenario sets ``stream = false``: the goals are of polling.
 ``--accounts/--orders/--poll-s/--window-s/--check-s`` override the selected
 scenarios; ``--accounts`` or ``--orders`` without ``--scenario`` runs one
 ``custom`` scenario.
@@ -109,6 +112,8 @@ class Scenario:
     """``balance_interval_s`` (None: the default, 60 s)."""
     settle_s: float | None = None
     """Wait after all synced (None: one poll interval + 2 s)."""
+    stream: bool = False
+    """``stream`` of every account: off, the issue's figures are of polling."""
     purpose: str = ""
 
     def settle(self) -> float:
@@ -169,6 +174,16 @@ PRESETS = {
             window_s=60.0,
             check_s=30.0,
             purpose="start-up to first API answer and all synced; RSS per account",
+        ),
+        Scenario(
+            "fleet300_stream",
+            300,
+            20,
+            poll_s=5.0,
+            window_s=60.0,
+            check_s=30.0,
+            stream=True,
+            purpose="300 x 20 with the default stream = true: share of a core, RSS, check",
         ),
     )
 }
@@ -510,6 +525,7 @@ async def run_scenario(
         poll_interval_s=scenario.poll_s,
         balance_interval_s=scenario.balance_s,
         rate_budget_off=rate_budget_off,
+        stream=scenario.stream,
     )
     load_before = os.getloadavg()[0]
     sidecar = fp.Sidecar(config, environ, port, work, args.log_level)
@@ -519,6 +535,7 @@ async def run_scenario(
         "orders_per_account": scenario.orders,
         "poll_interval_s": scenario.poll_s,
         "balance_interval_s": scenario.balance_s if scenario.balance_s is not None else 60.0,
+        "stream": scenario.stream,
         "purpose": scenario.purpose,
         "config_bytes": config.stat().st_size,
     }
@@ -645,7 +662,7 @@ def derive(
         if not window or not window.get("cpu_ms_per_account_cycle") or name == "idle":
             continue
         k = run["orders_per_account"]
-        tag = f"{run['accounts']}x{k}_poll{run['poll_interval_s']:g}s"
+        tag = f"{run['accounts']}x{k}_poll{run['poll_interval_s']:g}s" + stream_tag(run)
         per_cycle = window["cpu_ms_per_account_cycle"]
         others = (
             ", ".join(
@@ -793,7 +810,7 @@ def derive(
 
     for name, run in runs.items():
         startup = run["startup_wall"]
-        tag = f"{run['accounts']}x{run['orders_per_account']}"
+        tag = f"{run['accounts']}x{run['orders_per_account']}" + stream_tag(run)
         goals = name == "fleet1000"
         figures[f"startup_first_api_answer_{tag}_s"] = figure(
             startup["first_api_answer_s"],
@@ -827,6 +844,11 @@ def derive(
 
 
 # ---------------------------------------------------------------------------- the run
+
+
+def stream_tag(run: dict[str, Any]) -> str:
+    """``_stream`` in a figure's name when its scenario's accounts stream."""
+    return "_stream" if run.get("stream") else ""
 
 
 def source() -> dict[str, Any]:

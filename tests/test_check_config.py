@@ -286,3 +286,73 @@ def test_check_config_ends_quietly_when_its_reader_goes_away(tmp_path: Path) -> 
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err.decode()
     assert err == b""
+
+
+def test_settings_ccxt_refuses_are_listed_by_check_config_and_refused_by_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NB_CHECK_KEY", FAKE_KEY)
+    monkeypatch.setenv("NB_CHECK_SECRET", FAKE_KEY[::-1])
+    path = _write(
+        tmp_path,
+        (
+            f'[store]\npath = "{tmp_path / "state.sqlite3"}"\n'
+            "[api]\nport = 0\n"
+            "[[accounts]]\nid = 'USER:alice'\nexchange = 'binance'\napi_key_env = 'NB_CHECK_KEY'\n"
+            "secret_env = 'NB_CHECK_SECRET'\nccxt = { rateLimit = 'fast' }\n"
+        ),
+    )
+    code, _, checked = _check(path, capsys)
+    assert code == 2
+    assert "accounts[0](id='USER:alice').ccxt" in checked
+    assert "ccxt refused this account's settings: TypeError" in checked
+
+    # run builds the exchanges once its API listens (ccxt's import takes seconds), and
+    # refuses there: the same exit code, the account and its key named, nothing synced.
+    assert main(["run", "--config", str(path)]) == 2
+    refused = capsys.readouterr().err
+    assert "account 'USER:alice': ccxt refused this account's settings: TypeError" in refused
+    assert FAKE_KEY not in refused
+
+
+def test_the_exchange_ids_checked_without_importing_ccxt_are_ccxts_own_list() -> None:
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from adapters.ccxt_backend import installed_exchange_ids as ids; "
+            "listed = ids(); print('ccxt' in sys.modules); import ccxt; "
+            "print(listed == list(ccxt.exchanges), len(listed))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.split()
+    assert found[:2] == ["False", "True"]
+    assert int(found[2]) > 100
+
+
+def test_runs_checks_import_no_ccxt_so_its_api_can_answer_first(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
+        "[[accounts]]\nid = 'PLATFORM'\nexchange = 'binance'\n"
+        "[[accounts]]\nid = 'USER:bob'\nexchange = 'krakn'\n",
+    )
+    script = (
+        "import sys\n"
+        "from nija_broker.core.errors import ConfigError\n"
+        "from nija_broker.service.config import load_checked_config\n"
+        "try:\n"
+        f"    load_checked_config({str(path)!r}, build=False)\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "print('ccxt imported:', 'ccxt' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    assert "unknown ccxt exchange id" in out
+    assert "did you mean 'kraken'?" in out
+    assert out.strip().endswith("ccxt imported: False")

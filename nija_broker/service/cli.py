@@ -56,7 +56,9 @@ def _load(path: str, *, to_run: bool = False) -> Config | None:
     """The configuration, or ``None`` once its problems are printed. ``to_run``: every check
     ``check-config`` makes (environment, exchanges, binding, store), not only its shape."""
     try:
-        return load_checked_config(path) if to_run else load_config(path)
+        # run's own build of the exchanges lets ccxt judge their settings, after its API
+        # listens and before any account syncs: ccxt's import takes seconds.
+        return load_checked_config(path, build=False) if to_run else load_config(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return None

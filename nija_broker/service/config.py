@@ -443,19 +443,20 @@ def config_problems(
         if isinstance(read, Problem):
             return [read]
         data = read
-    return _checked(data, name, environ)[1]
+    return _checked(data, name, environ, build=True)[1]
 
 
 def _checked(
-    data: Mapping[str, Any], file: str, environ: Mapping[str, str] | None
+    data: Mapping[str, Any], file: str, environ: Mapping[str, str] | None, *, build: bool
 ) -> tuple[Config | None, list[Problem]]:
     """The configuration, validated once, and every problem of its shape and of this
-    machine (``[]``: it starts; the configuration is ``None`` whenever its shape fails)."""
+    machine (``[]``: it starts; the configuration is ``None`` whenever its shape fails).
+    ``build``: ccxt judges each exchange's settings too (see ``machine_problems``)."""
     from nija_broker.service.config_checks import machine_problems  # it imports this module
 
     env = os.environ if environ is None else environ
     config, shape = _shape(data, file)
-    return config, by_table([*shape, *machine_problems(data, file, env)])
+    return config, by_table([*shape, *machine_problems(data, file, env, build=build)])
 
 
 def _shape(data: Mapping[str, Any], file: str) -> tuple[Config | None, list[Problem]]:
@@ -503,14 +504,19 @@ def load_config(path: str | Path) -> Config:
     return parse_config(read, file)
 
 
-def load_checked_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_checked_config(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, build: bool = True
+) -> Config:
     """:func:`load_config` refusing, in one :class:`ConfigError`, every problem
-    :func:`config_problems` finds: what ``nija-broker run`` starts from."""
+    :func:`config_problems` finds: what ``nija-broker run`` starts from.
+
+    ``build=False`` (``run``) leaves ccxt's judgement of each exchange's sandbox and
+    ``[accounts.ccxt]`` table to the exchanges' own build: ccxt is not imported here."""
     file = str(path)
     read = read_toml(Path(path), file)
     if isinstance(read, Problem):
         raise _refuse([read], file)
-    config, problems = _checked(read, file, environ)
+    config, problems = _checked(read, file, environ, build=build)
     if config is None or problems:
         raise _refuse(problems, file)
     return config

@@ -40,16 +40,22 @@ from nija_broker.service.config_problems import (
 __all__ = ["machine_problems"]
 
 
-def machine_problems(data: Mapping[str, Any], file: str, env: Mapping[str, str]) -> list[Problem]:
+def machine_problems(
+    data: Mapping[str, Any], file: str, env: Mapping[str, str], *, build: bool = True
+) -> list[Problem]:
     """What only this machine can say: ccxt's exchange ids and sandboxes, the environment
-    variables named, the API binding's token, the store's directory."""
+    variables named, the API binding's token, the store's directory.
+
+    ``build``: build each exchange (without keys) for ccxt to judge its sandbox and
+    ``[accounts.ccxt]`` table; ``run`` leaves that to its own build, once its API listens
+    (importing ccxt takes seconds), so only the exchange ids are checked here then."""
     problems: list[Problem] = []
     if not account_tables(data) and isinstance(data.get("accounts", []), list):
         problems.append(Problem(file, "accounts", "no [[accounts]]: run needs at least one"))
     built: dict[str, _Refusal | None] = {}  # accounts alike build alike: once each
     known = cache(_ccxt_exchange_ids)  # asked once, if at all: a thousand accounts ask alike
     for i, account in account_tables(data):
-        problems += _exchange_problems(i, account, data, file, built, known)
+        problems += _exchange_problems(i, account, data, file, built if build else None, known)
         for field in ENV_FIELDS:
             problems += _env_problems(
                 file, key_path(("accounts", i, field), data), account.get(field), env
@@ -75,9 +81,11 @@ def _exchange_problems(
     account: Mapping[str, Any],
     data: Mapping[str, Any],
     file: str,
-    built: dict[str, _Refusal | None],
+    built: dict[str, _Refusal | None] | None,
     exchange_ids: Callable[[], frozenset[str]],
 ) -> list[Problem]:
+    """The exchange id is ccxt's; with ``built`` (each alike build's refusal, filled here),
+    ccxt's constructor takes the account's settings too."""
     exchange = account.get("exchange")
     if not isinstance(exchange, str) or not _EXCHANGE_ID.match(exchange):
         return []  # a field error, listed already
@@ -92,6 +100,8 @@ def _exchange_problems(
                 hint=did_you_mean(exchange, sorted(known)),
             )
         ]
+    if built is None:
+        return []
     try:
         parsed = AccountConfig.model_validate(account)
     except ValidationError:
@@ -118,16 +128,14 @@ def _exchange_problems(
 def _build_refusal(account: AccountConfig) -> _Refusal | None:
     """Build the account's exchange as ``run`` does, minus the keys: ccxt itself judges the
     exchange id, the sandbox and the ``[accounts.ccxt]`` table. Nothing is sent."""
-    from nija_broker.service.exchanges import exchange_backend
+    from nija_broker.service.exchanges import build_exchanges
 
     try:
         spec = account.model_copy(update=dict.fromkeys(ENV_FIELDS)).exchange_spec(environ={})
-        exchange_backend("ccxt").open_exchange(spec, SystemClock())
+        build_exchanges({account.id: spec}, SystemClock())
     except ConfigError as exc:
         leaf = (exc.key or "").rsplit(".", 1)[-1] or "exchange"
         return leaf, str(exc).removeprefix(f"account {account.id!r}: ")
-    except Exception as exc:  # ccxt refusing its constructor's table: run would crash on it
-        return "ccxt", f"ccxt refused this account's settings: {type(exc).__name__}: {exc}"
     return None
 
 

@@ -55,9 +55,27 @@ def exchange_specs(config: Config, environ: Mapping[str, str] | None) -> dict[st
 
 
 def build_exchanges(specs: Mapping[str, ExchangeSpec], clock: Clock) -> dict[str, Exchange]:
-    """The exchanges of ``specs``, through the installed ccxt backend (ccxt loads here)."""
+    """The exchanges of ``specs``, through the installed ccxt backend (ccxt loads here).
+
+    Settings an exchange cannot take are a :class:`ConfigError` naming the account's
+    key: the backend's own (``exchange``, ``sandbox``), else ``accounts.<id>.ccxt`` for
+    whatever ccxt's constructor refused (``run`` finds them here, ``check-config`` by
+    building each exchange without its keys)."""
     backend = exchange_backend("ccxt")
-    return {account_id: backend.open_exchange(spec, clock) for account_id, spec in specs.items()}
+    return {account_id: _open(backend, spec, clock) for account_id, spec in specs.items()}
+
+
+def _open(backend: ExchangeBackend, spec: ExchangeSpec, clock: Clock) -> Exchange:
+    try:
+        return backend.open_exchange(spec, clock)
+    except ConfigError:
+        raise
+    except Exception as exc:  # ccxt refusing its constructor's table
+        raise ConfigError(
+            f"account {spec.account_id!r}: ccxt refused this account's settings: "
+            f"{type(exc).__name__}: {exc}",
+            key=f"accounts.{spec.account_id}.ccxt",
+        ) from exc
 
 
 def open_exchanges(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import cache
 from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
@@ -43,6 +44,7 @@ _TERMS = ("symbol", "side", "type", "amount", "price")
 _log = logging.getLogger("adapters.ccxt_adapter")
 
 
+@cache  # asked once per venue, not per account: a class without ``has`` is built to ask
 def streaming_class(exchange_id: str) -> type[Any] | None:
     """ccxt.pro's class of ``exchange_id`` when it streams the account's orders, else None."""
     import ccxt.pro as ccxtpro  # the websocket build: loaded only for streaming accounts

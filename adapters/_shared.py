@@ -41,6 +41,7 @@ __all__ = [
     "SessionPool",
     "SharedMarkets",
     "share_tables",
+    "shared_table",
 ]
 
 _TABLES = (
@@ -72,6 +73,11 @@ def share_tables(exchange: Any, settings: Mapping[str, Any]) -> None:
         if not isinstance(value, dict):
             continue
         setattr(exchange, name, _canonical.setdefault((cls, name), value))
+
+
+def shared_table(cls: type, name: str) -> Any:
+    """The one copy of ``cls``'s read-only table ``name`` (``None``: not shared)."""
+    return _canonical.get((cls, name))
 
 
 CONNECTIONS = 256

@@ -54,6 +54,7 @@ from nija_broker.core.exchange import Capabilities, ExchangeSpec, OpenOrdersPage
 from nija_broker.core.models import Balance, Fill, Market, Order, OrderStatus, Ticker
 
 from ._ccxt_calls import one_deadline
+from ._ccxt_clone import build as build_ccxt
 from ._ccxt_convert import (
     OrderMemo,
     convert_market,
@@ -65,7 +66,7 @@ from ._ccxt_listing import ROWS_DIRECT, ListingMemo, RawRows, install_raw_listin
 from ._ccxt_orders import CcxtOrders
 from ._ccxt_streams import CcxtStreams, streaming_class
 from ._ccxt_trades import CcxtTrades
-from ._shared import MarketsEntry, SessionPool, SharedMarkets, share_tables
+from ._shared import MarketsEntry, SessionPool, SharedMarkets
 from ._tls import share_tls
 from .profiles import ClientIdLookup, ExchangeProfile, profile_for
 from .ratelimit import AccountBudget, RateBudget
@@ -205,11 +206,13 @@ class CcxtExchange(CcxtOrders, CcxtTrades, CcxtStreams):
             "enableRateLimit": spec.rate_budget != "off",
             "timeout": int(call_timeout_s * 1000),
             **spec.options,
-            **{name: value for name, value in keys.items() if value is not None},
         }
-        exchange = exchange_cls(settings)
+        # A copy of the one instance built with these settings: ccxt's constructor is
+        # the same 8 ms for every account but their keys (adapters/_ccxt_clone.py).
+        exchange = build_ccxt(
+            exchange_cls, settings, {k: v for k, v in keys.items() if v is not None}
+        )
         share_tls(exchange)  # one TLS context per CA file, not one per account
-        share_tables(exchange, settings)
         if spec.sandbox:
             try:
                 # Some exchanges list urls['test'] = None, on which ccxt fails with a TypeError.

@@ -175,7 +175,14 @@ class CcxtCalls:
                 if self._pooled and self._session_key is None:
                     self._join_pool()
                 async with self._one_at_a_time():
-                    return await call()
+                    try:
+                        return await call()
+                    finally:
+                        # ccxt keeps the last body on the instance: a listing's is about
+                        # 500 bytes an order, held for nothing once the call has ended
+                        # (Kraken's cancel reads it back within the call, one request of
+                        # the account at a time).
+                        self._ex.last_http_response = None
         except (ccxt.BaseError, TimeoutError) as exc:
             if isinstance(exc, ccxt.ArgumentsRequired | ccxt.NotSupported):
                 self.calls[action] -= 1  # ccxt refused locally: nothing was sent

@@ -351,17 +351,11 @@ class CcxtExchange(CcxtOrders, CcxtTrades, CcxtStreams):
         """One open-orders request (of ``symbol``, or of all), its changed rows parsed."""
         call = partial(self._ex.fetch_open_orders, symbol)
         cost_key = "fetch_open_orders" if symbol is None else "fetch_open_orders_symbol"
-        try:
-            if self._parse_orders is None:
-                rows = await self._read("fetch_open_orders", call, cost_key)
-                return self._orders(rows, problems, polled=True)
-            with raw_rows():
-                raw = await self._read("fetch_open_orders", call, cost_key)
-        finally:
-            # ccxt keeps the last body on the instance (Kraken's cancel reads it back
-            # at once, one request of the account at a time): a listing's is the
-            # largest, about 500 bytes an order, held for nothing between polls.
-            self._ex.last_http_response = None
+        if self._parse_orders is None:
+            rows = await self._read("fetch_open_orders", call, cost_key)
+            return self._orders(rows, problems, polled=True)
+        with raw_rows():
+            raw = await self._read("fetch_open_orders", call, cost_key)
         if not isinstance(raw, RawRows):  # ccxt parsed after all: convert as any listing
             return self._orders(raw, problems, polled=True)
         return self._listed.orders(

@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from adapters.base import OrderRequest
 from adapters.ccxt_adapter import CcxtExchange
 from adapters.emulator import EmulatorServer, binance_ccxt_config
 from adapters.ratelimit import RateBudget
@@ -18,7 +19,7 @@ from adapters.sim.faults import FaultInjector, FaultKind, FaultPlan
 from nija_broker.core.clock import FakeClock, SystemClock
 from nija_broker.core.errors import TransientError
 from nija_broker.core.exchange import ExchangeSpec
-from nija_broker.core.models import Market
+from nija_broker.core.models import Market, OrderType, Side
 
 BTC = Market(
     symbol="BTC/USDT",
@@ -125,4 +126,35 @@ async def test_a_failed_markets_load_is_not_kept_for_the_next_account() -> None:
             assert platform._ex.markets is alice._ex.markets
         finally:
             await platform.aclose()
+            await alice.aclose()
+
+
+@pytest.mark.asyncio
+async def test_no_answers_body_is_kept_on_the_ccxt_instance_after_its_call() -> None:
+    # ccxt keeps the last body on the instance: a listing's or a sweep's is about 500
+    # bytes an order, for every account of a fleet, held for nothing between polls.
+    engine = _engine()
+    for n in range(30):
+        engine.place_order(
+            "USER:alice",
+            OrderRequest(
+                symbol="BTC/USDT",
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                amount=0.0005,
+                price=50_000.0 + n,
+            ),
+        )
+    async with EmulatorServer(engine, KEYS) as server:
+        alice = _open(server, "USER:alice")
+        try:
+            await alice.load_markets()
+            listed = await alice.fetch_open_orders()
+            assert len(listed.orders) == 30
+            assert alice._ex.last_http_response is None
+            await alice.fetch_closed_orders("BTC/USDT", since=None)
+            assert alice._ex.last_http_response is None
+            await alice.fetch_balance()
+            assert alice._ex.last_http_response is None
+        finally:
             await alice.aclose()

@@ -55,6 +55,7 @@ from nija_broker.core.models import Order
 
 from ._ccxt_convert import OrderMemo, convert_order
 from ._ccxt_errors import map_ccxt_error
+from ._ccxt_listing import RawRows, raw_rows
 from ._shared import SessionPool
 from .profiles import ExchangeProfile
 from .ratelimit import AccountBudget, RateBudget
@@ -119,6 +120,8 @@ class CcxtCalls:
     _serial: asyncio.Lock | None
     _pooled: bool
     _session_key: tuple[int, int] | None
+    _parse_orders: Callable[..., Any] | None
+    """ccxt's own ``parse_orders`` where its listings can answer raw rows (RawRows)."""
     call_timeout_s: float
     max_attempts: int
     retry_initial_s: float
@@ -368,21 +371,21 @@ class CcxtCalls:
         """
         rows: dict[str, Any] = {}
         cursor: dict[str, Any] = {}
+        seen: set[str] = set()
         for _ in range(self._profile.closed_orders_max_pages):
-            got = await self._read(
-                "fetch_closed_orders",
-                partial(
-                    self._ex.fetch_orders,
-                    symbol,
-                    None if cursor else since_ms,
-                    page_size,
-                    {**params, **cursor},
-                ),
+            call = partial(
+                self._ex.fetch_orders,
+                symbol,
+                None if cursor else since_ms,
+                page_size,
+                {**params, **cursor},
             )
-            fresh = [r for r in got if str(r.get("id")) not in rows]
-            rows.update((str(r.get("id")), r) for r in fresh)
-            ids = [int(r["id"]) for r in fresh if str(r.get("id") or "").isdigit()]
-            if since_ms is None or len(got) < page_size or not ids:
+            page = await self._all_orders_page(call)
+            fresh = [(i, r) for i, r in page if i not in seen]
+            seen.update(i for i, _ in fresh)
+            rows.update((i, r) for i, r in fresh if r is not None)
+            ids = [int(i) for i, _ in fresh if i.isdigit()]
+            if since_ms is None or len(page) < page_size or not ids:
                 break
             cursor = {"orderId": max(ids) + 1}
         else:
@@ -395,6 +398,35 @@ class CcxtCalls:
                 page_size,
             )
         return list(rows.values())
+
+    async def _all_orders_page(
+        self, call: Callable[[], Awaitable[Any]]
+    ) -> list[tuple[str, Any | None]]:
+        """One page of ``fetch_orders``: each row's order id, with ccxt's order (``None``
+        for a row still open, which the sweep does not keep).
+
+        Most rows of a page are the account's resting orders: where the profile names
+        the raw statuses ccxt reads as open (Binance: NEW, PARTIALLY_FILLED), those rows
+        are not parsed at all, and ccxt parses the rest as it would have (the page holds
+        at most ``limit`` rows, so its filter by time alone decides, row by row)."""
+        open_statuses = self._profile.all_orders_open_statuses
+        if self._parse_orders is None or not open_statuses:
+            got = await self._read("fetch_closed_orders", call)
+            return [(str(r.get("id")), r) for r in got]
+        with raw_rows():
+            raw = await self._read("fetch_closed_orders", call)
+        if not isinstance(raw, RawRows):  # ccxt parsed after all
+            return [(str(r.get("id")), r) for r in raw]
+        page: list[tuple[str, Any | None]] = []
+        ended = []
+        for row in raw.rows or ():
+            if isinstance(row, Mapping) and row.get("status") in open_statuses:
+                page.append((str(row.get("orderId")), None))
+            else:
+                ended.append(row)
+        parsed = self._parse_orders(ended, raw.market, raw.since, raw.limit, raw.params or {})
+        page += [(str(r.get("id")), r) for r in parsed]
+        return page
 
     def _closed_orders_method(self) -> Callable[..., Awaitable[Any]]:
         has = getattr(self._ex, "has", {}) or {}

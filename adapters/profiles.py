@@ -197,6 +197,11 @@ class ExchangeProfile:
     """Where set, closed orders are read from ccxt's ``fetch_orders`` (every status; the
     terminal ones kept) in pages of this many rows, oldest first from ``since``, each next
     page from the last order id + 1 (Binance's ``orderId``), until a short page."""
+    all_orders_open_statuses: frozenset[str] = frozenset()
+    """Raw ``status`` values of ``fetch_orders`` rows that ccxt reads as open: the sweep
+    leaves those rows unparsed (it keeps ended orders only). Binance: NEW and
+    PARTIALLY_FILLED (ccxt 4.5.90 binance.py ``parse_order_status``; the others, FILLED,
+    CANCELED, PENDING_CANCEL, REJECTED, EXPIRED, EXPIRED_IN_MATCH, are parsed)."""
     nonce_advice: str = NONCE_ADVICE
 
     def unified_currency(self, code: str) -> str:
@@ -369,6 +374,7 @@ BINANCE = ExchangeProfile(
     # filled partly (IOC, self-trade prevention). allOrders pages by orderId: "If orderId
     # is set, it will get orders >= that orderId" (spot API docs, "All orders"; limit <= 1000).
     all_orders_page=1000,
+    all_orders_open_statuses=frozenset({"NEW", "PARTIALLY_FILLED"}),
     rate=RateProfile(
         # 6,000 request weight a minute per IP, counted per calendar minute (spot API docs,
         # "LIMITS": "The limits on the API are based on the IPs, not the API keys"; 429,

@@ -266,3 +266,94 @@ async def test_outside_a_listing_ccxt_parse_orders_parses_as_before() -> None:
         assert [o.id for o in page.orders] == ["100"]
     finally:
         await adapter.aclose()
+
+
+SWEEP_CHANGES = {k: v for k, v in BINANCE_CHANGES.items() if k != "symbol"}
+SWEEP_STATUSES = ["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "PENDING_CANCEL", "EXPIRED"]
+SWEEP_STATUSES += ["REJECTED", "EXPIRED_IN_MATCH"]
+
+
+async def _sweep(pages: list[list[tuple[str, int, tuple[str, Any]]]]) -> None:
+    """Binance's allOrders pages: the sweep, which leaves rows still open unparsed, keeps
+    exactly the ended orders ccxt's full parse of the same rows gives."""
+    venue = Venue("binance")
+    adapter = CcxtExchange(
+        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
+    )
+    await venue.ex.load_markets()
+    decode = profile_for("binance").client_ids.from_exchange
+    try:
+        for serial, page in enumerate(pages):
+            rows = []
+            for n, (status, index, (field, value)) in enumerate(page):
+                row = copy.deepcopy(BINANCE_ROW)
+                row["orderId"] = str(5000 + 100 * serial + n)
+                _set(row, field, value)
+                row["status"] = status if index % 4 else row["status"]
+                rows.append(row)
+            venue.answers["allOrders"] = rows
+            expected = []
+            for unified in venue.ex.parse_orders(copy.deepcopy(rows)):
+                try:
+                    order = convert_order(unified, account_id="USER:a", now=NOW, client_id=decode)
+                except ImpossibleAnswer:
+                    continue
+                if order.is_terminal:
+                    expected.append(_figures(order))
+            got = await adapter.fetch_closed_orders("LTC/USDT", since=None)
+            assert sorted((_figures(o) for o in got), key=lambda f: f["id"]) == sorted(
+                expected, key=lambda f: f["id"]
+            )
+    finally:
+        await adapter.aclose()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pages=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(SWEEP_STATUSES),
+                st.integers(0, 7),
+                st.sampled_from(sorted(SWEEP_CHANGES)).flatmap(
+                    lambda f: st.tuples(st.just(f), st.sampled_from(SWEEP_CHANGES[f]))
+                ),
+            ),
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_sweep_leaving_open_rows_unparsed_keeps_what_the_full_parse_keeps(
+    pages: list[list[tuple[str, int, tuple[str, Any]]]],
+) -> None:
+    asyncio.run(_sweep(pages))
+
+
+@pytest.mark.asyncio
+async def test_the_sweep_parses_only_the_rows_that_ended() -> None:
+    venue = Venue("binance")
+    adapter = CcxtExchange(
+        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
+    )
+    rows = []
+    for n, status in enumerate(["NEW"] * 18 + ["PARTIALLY_FILLED", "FILLED", "CANCELED"]):
+        rows.append({**copy.deepcopy(BINANCE_ROW), "orderId": str(700 + n), "status": status})
+    venue.answers["allOrders"] = rows
+    await venue.ex.load_markets()
+    parsed: list[int] = []
+    parse_orders = adapter._parse_orders
+    assert parse_orders is not None
+
+    def counting(orders: Any, *args: Any) -> Any:
+        parsed.append(len(orders))
+        return parse_orders(orders, *args)
+
+    adapter._parse_orders = counting
+    try:
+        ended = await adapter.fetch_closed_orders("LTC/USDT", since=None)
+        assert sorted(o.id for o in ended) == ["719", "720"]
+        assert parsed == [2]  # of 21 rows, the two that ended
+    finally:
+        await adapter.aclose()

@@ -254,6 +254,37 @@ def test_a_long_running_book_forgets_finished_orders_figures_and_still_books_a_r
         assert book.booked_amount("b0") == 1.0  # read back from the store
 
 
+def test_orders_adopted_in_one_batch_are_looked_up_in_the_store_in_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(T0)
+    with Store(tmp_path / "state.sqlite3") as store:
+        reads: list[list[str]] = []
+        read = store.order_fills_of
+
+        def counting(account_id: str, order_ids: list[str]) -> object:
+            reads.append(list(order_ids))
+            return read(account_id, order_ids)
+
+        monkeypatch.setattr(store, "order_fills_of", counting)
+        book = AccountBook(ACCOUNT, store, settings=SETTINGS, clock=clock)
+        earlier, _ = _filled("b0", "BTC/USD", Side.BUY, 1.0, 100.0, T0, OrderRole.ENTRY)
+        book.apply_changes([earlier])  # booked from its filled amount: in the store
+        clock.advance(SETTINGS.retention_s + 60)
+        assert book.cleanup_terminal() == ["b0"]
+        reads.clear()
+        resting = [
+            _filled(f"r{n}", "ETH/USD", Side.BUY, 0.1, 10.0, clock.now(), OrderRole.ENTRY)[0]
+            for n in range(20)
+        ]
+        adopted = [o.replace(status=OrderStatus.OPEN, filled=0.0) for o in resting]
+        book.apply_changes([*adopted, earlier])  # 20 new orders and one reported again
+        assert reads == [[*(o.id for o in adopted), "b0"]]
+        assert book.booked_amount("b0") == 1.0  # its figures read back in that one read
+        book.apply_changes(adopted)
+        assert len(reads) == 1  # known now, with or without a fill: never read again
+
+
 def test_fill_keys_are_unique_in_the_store_and_a_duplicate_insert_is_a_duplicate(
     tmp_path: Path,
 ) -> None:

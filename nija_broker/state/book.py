@@ -257,11 +257,13 @@ class AccountBook:
         the fill or book it twice.
         """
         self._check_orders(orders)
+        given = list(fills)
+        if isinstance(self._order_fills, StoredOrderFills):
+            self._order_fills.recall([*(o.id for o in orders), *(f.order_id for f in given)])
         staged = {o.id: f.booked for o in orders if (f := self._order_fills.get(o.id)) is not None}
         implied: list[Fill] = []
         if not self.fills_from_trades:
             implied = implied_fills(orders, staged, self.orders.get, self.clock.now())
-        given = list(fills)
         covered, to_book = split_covered(given, self._order_fills, self.ledger.is_booked)
         check_trade_totals(
             orders, to_book, self._order_fills, self.orders.get, self.ledger.is_booked

@@ -20,7 +20,7 @@ restart do not grow with the trades, orders and fills an account ever had.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -48,23 +48,38 @@ class StoredOrderFills(dict[str, OrderFills]):
     def __init__(
         self,
         loaded: Mapping[str, OrderFills],
-        fetch: Callable[[str], tuple[float, float, float] | None],
+        fetch: Callable[[Sequence[str]], Mapping[str, tuple[float, float, float]]],
         absent: Iterable[str] = (),
     ) -> None:
         super().__init__(loaded)
         self._fetch = fetch
+        """Figures of these orders, in one read; an order without a fill is left out."""
         self._absent = set(absent) - set(loaded)
+
+    def recall(self, order_ids: Iterable[str]) -> None:
+        """Read the figures of every order here not yet known, in one read of the store
+        (a start-up adopts an account's orders in one batch: one query, not one each)."""
+        unknown = [
+            i
+            for i in dict.fromkeys(order_ids)
+            if i not in self._absent and not dict.__contains__(self, i)
+        ]
+        if not unknown:
+            return
+        found = self._fetch(unknown)
+        for order_id in unknown:
+            figures = found.get(order_id)
+            if figures is None:
+                self._absent.add(order_id)
+            else:
+                self[order_id] = OrderFills(*figures)
 
     def _recall(self, order_id: str) -> OrderFills | None:
         found = dict.get(self, order_id)
         if found is not None or order_id in self._absent:
             return found
-        figures = self._fetch(order_id)
-        if figures is None:
-            self._absent.add(order_id)
-            return None
-        value = self[order_id] = OrderFills(*figures)
-        return value
+        self.recall((order_id,))
+        return dict.get(self, order_id)
 
     @overload  # type: ignore[override]
     def get(self, key: str, default: None = None, /) -> OrderFills | None: ...
@@ -120,7 +135,7 @@ def load_books(
         orders.apply(order)
     order_fills = StoredOrderFills(
         {order_id: OrderFills(*figures) for order_id, figures in snapshot.order_fills.items()},
-        partial(store.order_fills, account_id),
+        partial(store.order_fills_of, account_id),
         (o.id for o in snapshot.orders),
     )
     head: dict[str, tuple[object, ...]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 
@@ -151,10 +152,13 @@ class StoreReads(ABC):
         with self._read() as conn:
             return sql.has_key(conn, "trades", "trade_id", account_id, trade_id)
 
-    def order_fills(self, account_id: str, order_id: str) -> tuple[float, float, float] | None:
-        """One order's fill figures (see :class:`AccountSnapshot`); ``None``: no fill."""
+    def order_fills_of(
+        self, account_id: str, order_ids: Sequence[str]
+    ) -> dict[str, tuple[float, float, float]]:
+        """Fill figures of these orders, in one read (see :class:`AccountSnapshot`); an
+        order without a fill is left out."""
         with self._read() as conn:
-            return sql.select_order_fills(conn, account_id, [order_id]).get(order_id)
+            return sql.select_order_fills(conn, account_id, order_ids)
 
     def orders(self, account_id: str, *, open_only: bool = False) -> list[Order]:
         """Orders of one account; ``open_only`` keeps open and partially filled ones."""

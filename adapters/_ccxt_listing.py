@@ -187,6 +187,8 @@ class ListingMemo:
             elif digest in known:
                 order = known[digest]
                 self.reused_rows += 1
+            elif (order := self._elsewhere(scope, digest)) is not None:
+                self.reused_rows += 1
             else:
                 one = {item[0]: item[1]} if keyed else [item]
                 parsed = parse_orders(one, raw.market, raw.since, raw.limit, params)
@@ -204,6 +206,21 @@ class ListingMemo:
         if body is not None and len(problems) == given:
             self._answers[scope] = (body, list(orders))
         return orders
+
+    def _elsewhere(self, scope: str | None, digest: bytes) -> Order | None:
+        """The order another scope's same row gave, where this scope keeps it too: the
+        listing of every symbol and those of one symbol see the same rows (start-up, and
+        every ``full_listing_interval_s``), and hold one order object between them.
+
+        A row of another symbol than ``scope``'s is not taken: ccxt's filter would leave
+        it out here, and parsing it says so."""
+        for other, rows in self._scopes.items():
+            if other == scope:
+                continue
+            order = rows.get(digest)
+            if order is not None and (scope is None or order.symbol == scope):
+                return order
+        return None
 
 
 def _created(order: Order) -> datetime:

@@ -115,16 +115,18 @@ class Venue:
         return answer
 
 
-def _reference(venue: Venue) -> tuple[list[dict[str, Any]], int]:
-    """ccxt's full parse of the current body, converted as the adapter converts: the
-    figures of every order, and how many rows could not become one."""
+def _reference(venue: Venue, symbol: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """ccxt's full parse of the current body (of ``symbol``'s listing: ccxt keeps that
+    symbol's rows), converted as the adapter converts: the figures of every order, and
+    how many rows could not become one."""
     answer = copy.deepcopy(
         venue.answers["openOrders" if venue.dialect == "binance" else "OpenOrders"]
     )
     rows = answer if venue.dialect == "binance" else answer["result"]["open"]
     decode = profile_for(venue.dialect).client_ids.from_exchange
     figures, problems = [], 0
-    for unified in venue.ex.parse_orders(rows):
+    market = None if symbol is None else venue.ex.market(symbol)
+    for unified in venue.ex.parse_orders(rows, market):
         try:
             order = convert_order(unified, account_id="USER:a", now=NOW, client_id=decode)
         except ImpossibleAnswer:
@@ -158,10 +160,12 @@ def _steps(changes: dict[str, list[Any]]) -> st.SearchStrategy[list[tuple[Any, .
     drop = st.tuples(st.just("drop"), st.integers(0, 5), st.just(None))
     same = st.tuples(st.just("same"), st.just(0), st.just(None))
     listing = st.lists(st.one_of(change, change, add, drop, same), min_size=0, max_size=4)
-    return st.lists(listing, min_size=1, max_size=8)
+    # Which listing reads the rows: every symbol's, or (Binance) one symbol's.
+    scope = st.sampled_from([None, None, "LTC/USDT", "SOL/USDT"])
+    return st.lists(st.tuples(scope, listing), min_size=1, max_size=8)
 
 
-async def _run(dialect: str, listings: list[list[tuple[Any, ...]]]) -> None:
+async def _run(dialect: str, listings: list[tuple[str | None, list[tuple[Any, ...]]]]) -> None:
     venue = Venue(dialect)
     adapter = CcxtExchange(
         venue.ex,
@@ -189,7 +193,8 @@ async def _run(dialect: str, listings: list[list[tuple[Any, ...]]]) -> None:
         new_row(i)
     await venue.ex.load_markets()
     try:
-        for steps in listings:
+        for scope, steps in listings:
+            symbol = scope if dialect == "binance" else None
             for kind, index, what in steps:
                 ids = sorted(rows)
                 if kind == "add" or not ids:
@@ -199,8 +204,8 @@ async def _run(dialect: str, listings: list[list[tuple[Any, ...]]]) -> None:
                 elif kind == "change":
                     _set(rows[ids[index % len(ids)]], *what)
             venue.list_open(rows)
-            expected, expected_problems = _reference(venue)
-            page = await adapter.fetch_open_orders()
+            expected, expected_problems = _reference(venue, symbol)
+            page = await adapter.fetch_open_orders(None if symbol is None else [symbol])
             got = sorted((_figures(o) for o in page.orders), key=lambda f: f["id"])
             assert got == expected
             assert len(page.problems) == expected_problems
@@ -355,5 +360,32 @@ async def test_the_sweep_parses_only_the_rows_that_ended() -> None:
         ended = await adapter.fetch_closed_orders("LTC/USDT", since=None)
         assert sorted(o.id for o in ended) == ["719", "720"]
         assert parsed == [2]  # of 21 rows, the two that ended
+    finally:
+        await adapter.aclose()
+
+
+@pytest.mark.asyncio
+async def test_one_symbols_listing_after_every_symbols_holds_the_same_orders_unparsed() -> None:
+    # Start-up lists every symbol, the polls then one symbol each: one order object per
+    # resting order between the two, and nothing parsed again.
+    venue = Venue("binance")
+    adapter = CcxtExchange(
+        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
+    )
+    rows = {}
+    for n in range(6):
+        row = {**copy.deepcopy(BINANCE_ROW), "orderId": str(900 + n)}
+        row["symbol"] = "LTCUSDT" if n % 2 else "SOLUSDT"
+        rows[row["orderId"]] = row
+    venue.list_open(rows)
+    await venue.ex.load_markets()
+    try:
+        every = {o.id: o for o in (await adapter.fetch_open_orders()).orders}
+        parsed = adapter._listed.parsed_rows
+        venue.list_open({k: r for k, r in rows.items() if r["symbol"] == "LTCUSDT"})  # as Binance
+        ltc = (await adapter.fetch_open_orders(["LTC/USDT"])).orders
+        assert adapter._listed.parsed_rows == parsed
+        assert sorted(o.id for o in ltc) == ["901", "903", "905"]
+        assert all(o is every[o.id] for o in ltc)
     finally:
         await adapter.aclose()

@@ -36,14 +36,15 @@ import logging
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nija_broker.core.errors import AccountFatal
 from nija_broker.core.events import Event
 from nija_broker.core.exchange import OrderStreams
 from nija_broker.core.health import StreamHealth
-from nija_broker.core.models import Fill, Order, OrderRole
+from nija_broker.core.models import Fill, Order
 from nija_broker.core.reconcile import less_filled, resolve
 from nija_broker.state.book import AccountBook
 from nija_broker.sync.fills import _unbooked, _value_fees
@@ -120,13 +121,12 @@ class AccountStream:
             jitter = self._rng.uniform(1 - self.settings.jitter, 1 + self.settings.jitter)
             await self.sync.clock.sleep(backoff_s * jitter)
             backoff_s = min(backoff_s * 2, self.settings.stream_backoff_max_s)
-            self.health = StreamHealth(
+            self._replace(
                 state="connecting",
                 since=self.sync.clock.now(),
+                last_message=None,
                 reconnects=self.health.reconnects + 1,
-                last_error=self.health.last_error,
             )
-            self.sync.live.stream = self.health
 
     # ------------------------------------------------------------------ readers
 
@@ -150,15 +150,13 @@ class AccountStream:
 
     # ------------------------------------------------------------------ health
 
-    def _heard(self) -> None:
-        self.health = StreamHealth(
-            state=self.health.state,
-            since=self.health.since,
-            last_message=self.sync.clock.now(),
-            reconnects=self.health.reconnects,
-            last_error=self.health.last_error,
-        )
+    def _replace(self, **changes: Any) -> None:
+        """The stream's health with ``changes``, replaced whole on the live view."""
+        self.health = replace(self.health, **changes)
         self.sync.live.stream = self.health
+
+    def _heard(self) -> None:
+        self._replace(last_message=self.sync.clock.now())
         self._now_up()
 
     def _now_up(self) -> None:
@@ -176,14 +174,10 @@ class AccountStream:
         self.sync.wake.set()
 
     def _set(self, state: str, *, error: str | None = None) -> None:
-        self.health = StreamHealth(
-            state=state,
-            since=self.sync.clock.now(),
-            last_message=self.health.last_message,
-            reconnects=self.health.reconnects,
-            last_error=error if error is not None else self.health.last_error,
-        )
-        self.sync.live.stream = self.health
+        changes: dict[str, Any] = {"state": state, "since": self.sync.clock.now()}
+        if error is not None:
+            changes["last_error"] = error
+        self._replace(**changes)
         self.sync.stream_up = state == "up"
 
 
@@ -223,8 +217,12 @@ async def book_trades(sync: AccountSync, fills: Sequence[Fill]) -> None:
     # A message repeated (or a trade the venue sends twice) comes once per trade id here;
     # trades already booked are left out by the book's own keys below.
     once = list({fill.key: fill for fill in fills}.values())
-    roles = await sync.in_book(_roles, sorted({f.order_id for f in once}))
-    known = [f.model_copy(update={"role": roles[f.order_id]}) for f in once if f.order_id in roles]
+    tracked = await sync.in_book(_tracked, sorted({f.order_id for f in once}))
+    known = [
+        f.model_copy(update={"role": tracked[f.order_id].role})
+        for f in once
+        if f.order_id in tracked
+    ]
     if not known:
         return  # the poll brings the order in, then fetches its trades
     fresh = await sync.in_book(_unbooked, known)
@@ -251,12 +249,3 @@ def _tracked(book: AccountBook, order_ids: list[str]) -> dict[str, Order]:
         if order is not None:
             found[order_id] = order
     return found
-
-
-def _roles(book: AccountBook, order_ids: list[str]) -> dict[str, OrderRole]:
-    roles = {}
-    for order_id in order_ids:
-        order = book.orders.get(order_id)
-        if order is not None:
-            roles[order_id] = order.role
-    return roles

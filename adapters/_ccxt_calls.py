@@ -410,12 +410,10 @@ class CcxtCalls:
         are not parsed at all, and ccxt parses the rest as it would have (the page holds
         at most ``limit`` rows, so its filter by time alone decides, row by row)."""
         open_statuses = self._profile.all_orders_open_statuses
-        if self._parse_orders is None or not open_statuses:
-            got = await self._read("fetch_closed_orders", call)
-            return [(str(r.get("id")), r) for r in got]
-        with raw_rows():
+        parse_orders = self._parse_orders if open_statuses else None
+        with raw_rows() if parse_orders is not None else contextlib.nullcontext():
             raw = await self._read("fetch_closed_orders", call)
-        if not isinstance(raw, RawRows):  # ccxt parsed after all
+        if parse_orders is None or not isinstance(raw, RawRows):  # ccxt parsed the rows
             return [(str(r.get("id")), r) for r in raw]
         page: list[tuple[str, Any | None]] = []
         ended = []
@@ -424,7 +422,7 @@ class CcxtCalls:
                 page.append((str(row.get("orderId")), None))
             else:
                 ended.append(row)
-        parsed = self._parse_orders(ended, raw.market, raw.since, raw.limit, raw.params or {})
+        parsed = parse_orders(ended, raw.market, raw.since, raw.limit, raw.params or {})
         page += [(str(r.get("id")), r) for r in parsed]
         return page
 

@@ -115,6 +115,10 @@ class Venue:
         return answer
 
 
+def _adapter(venue: Venue) -> CcxtExchange:
+    return CcxtExchange(venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9))
+
+
 def _reference(venue: Venue, symbol: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """ccxt's full parse of the current body (of ``symbol``'s listing: ccxt keeps that
     symbol's rows), converted as the adapter converts: the figures of every order, and
@@ -227,9 +231,7 @@ def test_listing_parsed_only_where_rows_changed_equals_the_full_parse(
 @pytest.mark.asyncio
 async def test_an_unchanged_listing_parses_no_row_and_reuses_the_answer() -> None:
     venue = Venue("binance")
-    adapter = CcxtExchange(
-        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
-    )
+    adapter = _adapter(venue)
     rows = {}
     for n in range(5):
         row = copy.deepcopy(BINANCE_ROW)
@@ -258,9 +260,7 @@ async def test_outside_a_listing_ccxt_parse_orders_parses_as_before() -> None:
     """The raw-row switch is the listing's own (a context variable): any other caller of
     the same ccxt object's parse_orders gets parsed orders."""
     venue = Venue("binance")
-    adapter = CcxtExchange(
-        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
-    )
+    adapter = _adapter(venue)
     venue.list_open({"100": {**copy.deepcopy(BINANCE_ROW), "orderId": "100"}})
     await venue.ex.load_markets()
     try:
@@ -282,9 +282,7 @@ async def _sweep(pages: list[list[tuple[str, int, tuple[str, Any]]]]) -> None:
     """Binance's allOrders pages: the sweep, which leaves rows still open unparsed, keeps
     exactly the ended orders ccxt's full parse of the same rows gives."""
     venue = Venue("binance")
-    adapter = CcxtExchange(
-        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
-    )
+    adapter = _adapter(venue)
     await venue.ex.load_markets()
     decode = profile_for("binance").client_ids.from_exchange
     try:
@@ -339,9 +337,7 @@ def test_the_sweep_leaving_open_rows_unparsed_keeps_what_the_full_parse_keeps(
 @pytest.mark.asyncio
 async def test_the_sweep_parses_only_the_rows_that_ended() -> None:
     venue = Venue("binance")
-    adapter = CcxtExchange(
-        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
-    )
+    adapter = _adapter(venue)
     rows = []
     for n, status in enumerate(["NEW"] * 18 + ["PARTIALLY_FILLED", "FILLED", "CANCELED"]):
         rows.append({**copy.deepcopy(BINANCE_ROW), "orderId": str(700 + n), "status": status})
@@ -369,9 +365,7 @@ async def test_one_symbols_listing_after_every_symbols_holds_the_same_orders_unp
     # Start-up lists every symbol, the polls then one symbol each: one order object per
     # resting order between the two, and nothing parsed again.
     venue = Venue("binance")
-    adapter = CcxtExchange(
-        venue.ex, account_id="USER:a", clock=FakeClock(NOW), budget=RateBudget(1e9)
-    )
+    adapter = _adapter(venue)
     rows = {}
     for n in range(6):
         row = {**copy.deepcopy(BINANCE_ROW), "orderId": str(900 + n)}
